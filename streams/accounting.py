@@ -1,0 +1,104 @@
+"""Exact cumulative counters per volume (SEMANTICS.md section 2).
+
+Pure logic: no faust, no aiokafka. The whole state of a volume is one small
+:class:`VolumeState`; :meth:`VolumeState.snapshot` is what the Faust table
+stores, so recovery is deserialising that one value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .events import OPS, STATUS_FAILED, STATUS_INVALID, STATUS_OK
+
+# Per op, five slots: ok ios, ok bytes, failed ios, invalid ios, time of ok+failed.
+_SLOTS = 5
+IOS, BYTES, ERRORS, INVALID, TIME = range(_SLOTS)
+_SNAPSHOT_VERSION = 1
+
+
+def counter_names() -> list[tuple[str, int]]:
+    """(public counter name, slot index) in SEMANTICS.md order; no flush_bytes."""
+    names: list[tuple[str, int]] = []
+    for op_code, op in enumerate(OPS):
+        base = op_code * _SLOTS
+        names.append((f"{op}_ios", base + IOS))
+        if op != "flush":
+            names.append((f"{op}_bytes", base + BYTES))
+        names.append((f"{op}_ios_error", base + ERRORS))
+        names.append((f"invalid_{op}_ios", base + INVALID))
+        names.append((f"total_{op}_time_ns", base + TIME))
+    return names
+
+
+COUNTER_NAMES = counter_names()
+
+
+@dataclass(slots=True)
+class VolumeState:
+    """Everything the pipeline remembers about one volume."""
+
+    tenant_id: str
+    counters: list[int] = field(default_factory=lambda: [0] * (len(OPS) * _SLOTS))
+    last_io_ns: int | None = None
+    rejected: int = 0
+    # Highest seq applied per producer: a record at or below it is a replay.
+    producer_seqs: dict[str, int] = field(default_factory=dict)
+
+    def is_replay(self, producer_id: str, seq: int) -> bool:
+        return seq <= self.producer_seqs.get(producer_id, -1)
+
+    def mark_applied(self, producer_id: str, seq: int) -> None:
+        self.producer_seqs[producer_id] = seq
+
+    def add_events(
+        self, ops: bytes, statuses: bytes, nbytes: list[int],
+        submit_ns: list[int], complete_ns: list[int], indexes: range | list[int],
+    ) -> None:
+        """Count the events at ``indexes`` (already validated) of one batch."""
+        counters = self.counters
+        last_io_ns = self.last_io_ns if self.last_io_ns is not None else -1
+        for i in indexes:
+            base = ops[i] * _SLOTS
+            status = statuses[i]
+            if status == STATUS_OK:
+                counters[base + IOS] += 1
+                counters[base + BYTES] += nbytes[i]
+                counters[base + TIME] += complete_ns[i] - submit_ns[i]
+            elif status == STATUS_FAILED:
+                counters[base + ERRORS] += 1
+                counters[base + TIME] += complete_ns[i] - submit_ns[i]
+            elif status == STATUS_INVALID:
+                counters[base + INVALID] += 1
+            if complete_ns[i] > last_io_ns:
+                last_io_ns = complete_ns[i]
+        if last_io_ns >= 0:
+            self.last_io_ns = last_io_ns
+
+    def counters_json(self, volume_id: str, reference_ns: int) -> dict[str, Any]:
+        """The public counters object of SEMANTICS.md section 2 at ``reference_ns``."""
+        obj: dict[str, Any] = {"volume_id": volume_id, "tenant_id": self.tenant_id}
+        for name, slot in COUNTER_NAMES:
+            obj[name] = self.counters[slot]
+        obj["last_io_ns"] = self.last_io_ns
+        obj["idle_time_ns"] = (
+            None if self.last_io_ns is None else max(0, reference_ns - self.last_io_ns)
+        )
+        obj["rejected"] = self.rejected
+        return obj
+
+    def snapshot(self) -> bytes:
+        return orjson.dumps([
+            _SNAPSHOT_VERSION, self.tenant_id, self.counters, self.last_io_ns,
+            self.rejected, self.producer_seqs,
+        ])
+
+    @classmethod
+    def from_snapshot(cls, data: bytes) -> VolumeState:
+        version, tenant_id, counters, last_io_ns, rejected, producer_seqs = orjson.loads(data)
+        if version != _SNAPSHOT_VERSION:
+            raise ValueError(f"unknown volume state snapshot version {version}")
+        return cls(tenant_id, counters, last_io_ns, rejected, producer_seqs)

@@ -1,0 +1,123 @@
+"""The Faust app: topics, tables and the accounting agent (thin: the logic is in ingest.py).
+
+Built by :func:`build_app` from :class:`Settings`, so tests and several workers
+can run apps with their own topic prefix, web port and state directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from .accounting import VolumeState
+from .codec import SchemaSet, default_schemas
+from .config import Settings
+from .ingest import Limits, RecordOutcome, account_record, dead_letter_record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerStats:
+    """What this worker process has done since it started (GET /status)."""
+
+    records: int = 0
+    events_counted: int = 0
+    replays_skipped: int = 0
+    events_rejected: int = 0
+    records_rejected: int = 0
+    started_ns: int = field(default_factory=time.time_ns)
+
+
+@dataclass
+class Pipeline:
+    """Everything the agents and views share; one per worker process."""
+
+    settings: Settings
+    app: faust.App
+    raw_topic: Any
+    dlq_topic: Any
+    counters: Any
+    schemas: SchemaSet
+    limits: Limits
+    stats: WorkerStats = field(default_factory=WorkerStats)
+
+    def load_state(self, volume_id: str) -> VolumeState | None:
+        snapshot = self.counters.get(volume_id)
+        return None if snapshot is None else VolumeState.from_snapshot(snapshot)
+
+
+def build_app(settings: Settings) -> Pipeline:
+    """The worker's Faust app with its topics, tables, agents and web views."""
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap_servers}",
+        store="memory://",
+        topic_partitions=settings.partitions,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        canonical_url=settings.web_url,
+        datadir=str(settings.state_dir / f"worker-{settings.topic_prefix}-{settings.web_port}"),
+        autodiscover=False,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True,
+    )
+    raw_topic = app.topic(
+        settings.raw_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+        value_serializer="raw", partitions=settings.partitions, internal=False,
+    )
+    dlq_topic = app.topic(
+        settings.dlq_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+        value_serializer="raw", internal=False,
+    )
+    # Key = volume_id as raw UTF-8, the same bytes the producer keys ioacct.io.raw
+    # with, so table_route finds the owner with the producer's partitioner.
+    counters = app.Table(
+        "counters", partitions=settings.partitions, default=None,
+        schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="raw",
+                            value_serializer="raw"),
+        help="VolumeState snapshot per volume_id",
+    )
+    limits = Limits(settings.retention_s * 10**9, settings.future_tolerance_s * 10**9)
+    pipeline = Pipeline(settings, app, raw_topic, dlq_topic, counters, default_schemas(), limits)
+    _register_accounting(pipeline)
+    from .web import register_views  # web.py imports this module's Pipeline
+
+    register_views(pipeline)
+    return pipeline
+
+
+def _register_accounting(p: Pipeline) -> None:
+    @p.app.agent(p.raw_topic, name="accounting")
+    async def accounting(stream: Any) -> None:
+        async for event in stream.events():
+            now_ns = time.time_ns()
+            outcome = account_record(event.value, p.load_state, p.schemas, now_ns, p.limits)
+            if outcome.state is not None:
+                p.counters[outcome.volume_id] = outcome.state.snapshot()
+            await _publish_rejections(p, outcome, event.message, now_ns)
+            _count(p.stats, outcome)
+
+
+async def _publish_rejections(p: Pipeline, outcome: RecordOutcome, message: Any, now_ns: int) -> None:
+    for rejection in outcome.rejections:
+        record = dead_letter_record(
+            rejection, message.topic, message.partition, message.offset, now_ns
+        )
+        key = outcome.volume_id.encode() if outcome.volume_id else None
+        await p.dlq_topic.send(key=key, value=p.schemas.encode("DeadLetter", record))
+        log.warning("rejected %d event(s) at %s[%d]@%d: %s", rejection.events,
+                    message.topic, message.partition, message.offset, rejection.reason)
+
+
+def _count(stats: WorkerStats, outcome: RecordOutcome) -> None:
+    stats.records += 1
+    stats.events_counted += outcome.counted
+    stats.replays_skipped += outcome.replay
+    for rejection in outcome.rejections:
+        stats.events_rejected += rejection.events
+        stats.records_rejected += rejection.event_index is None

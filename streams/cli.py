@@ -1,0 +1,192 @@
+"""`ioacct`: the one command-line entry point."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from .config import Settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("pipeline (defaults from IOACCT_* environment variables)")
+    g.add_argument("--bootstrap", help="Kafka bootstrap servers (IOACCT_BOOTSTRAP; "
+                   "default 127.0.0.1:<kafka port>)")
+    g.add_argument("--kafka-port", type=int, help="local broker port (IOACCT_KAFKA_PORT, 9092)")
+    g.add_argument("--kafka-controller-port", type=int,
+                   help="local broker's KRaft controller port (IOACCT_KAFKA_CONTROLLER_PORT, 9093)")
+    g.add_argument("--topic-prefix", help="topic name prefix (IOACCT_TOPIC_PREFIX, ioacct)")
+    g.add_argument("--partitions", type=int, help="partitions of the raw topic (IOACCT_PARTITIONS, 8)")
+    g.add_argument("--state-dir", help="pids, logs, broker data (IOACCT_STATE_DIR, ./.state)")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    from pathlib import Path
+
+    return Settings.from_env(
+        bootstrap=args.bootstrap, kafka_port=args.kafka_port,
+        kafka_controller_port=args.kafka_controller_port, topic_prefix=args.topic_prefix,
+        partitions=args.partitions,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
+        web_port=getattr(args, "web_port", None),
+    )
+
+
+def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
+    from . import kafka_local
+
+    broker = kafka_local.LocalBroker.from_settings(settings)
+    try:
+        if args.action == "start":
+            started = kafka_local.start(broker)
+            print(f"kafka {'started' if started else 'already running'} on {broker.bootstrap} "
+                  f"(pid {broker.pid()}, logs {broker.log_file})")
+        elif args.action == "stop":
+            was = kafka_local.stop(broker)
+            print(f"kafka on {broker.bootstrap} {'stopped' if was else 'was not running'}")
+        else:
+            pid = broker.pid()
+            print(f"kafka on {broker.bootstrap}: "
+                  + (f"running (pid {pid})" if pid else "not running"))
+            return 0 if pid else 3
+    except kafka_local.KafkaError as exc:
+        print(f"ioacct kafka {args.action}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from .topics import ensure_topics
+
+    created = asyncio.run(ensure_topics(settings))
+    print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from .worker import run_worker
+
+    return run_worker(settings, args.loglevel)
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    from . import produce
+    from .simulator import FleetConfig
+
+    if args.jsonl:
+        summary = asyncio.run(produce.produce_jsonl(settings, args.jsonl))
+    else:
+        rate = args.rate
+        start_ns = time.time_ns()
+        if args.events is not None and rate <= 0:
+            # Unpaced: lay the events out in the recent past so none is in the future.
+            start_ns -= int(args.events / args.sim_rate * 1e9)
+        config = FleetConfig(seed=args.seed, volumes=args.volumes, tenants=args.tenants,
+                             start_ns=start_ns, events_per_s=rate if rate > 0 else args.sim_rate)
+        out = open(args.write_jsonl, "wb") if args.write_jsonl else None  # noqa: SIM115
+        try:
+            summary = asyncio.run(produce.produce_sim(settings, config, args.events, rate, out))
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            if out is not None:
+                out.close()
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
+    url = f"{args.url or settings.web_url}/volumes/{args.volume_id}/counters"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            print(response.read().decode())
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(exc.read().decode(), file=sys.stderr)
+        return 2 if exc.code == 404 else 1
+    except urllib.error.URLError as exc:
+        print(f"ioacct query: no worker answers at {url}: {exc.reason}", file=sys.stderr)
+        return 1
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from .tail import run_tail
+
+    topic = args.topic if "." in args.topic else settings.topic(args.topic)
+    run_tail(settings, topic, args.from_beginning, args.idle_exit, args.max)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from .runner import run_pipeline
+
+    return run_pipeline(settings, rate_per_s=args.rate, volumes=args.volumes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ioacct", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    def verb(name: str, handler: Handler, help_text: str, **kw: Any) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help_text, description=help_text, **kw)
+        _common(sub)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    kafka = verb("kafka", cmd_kafka, "start, stop or show the local single-node Kafka broker")
+    kafka.add_argument("action", choices=["start", "stop", "status"])
+    verb("topics", cmd_topics, "create the pipeline's topics that are missing")
+    worker = verb("worker", cmd_worker, "run a Faust accounting worker")
+    worker.add_argument("--web-port", type=int, help="HTTP port (IOACCT_WEB_PORT, 6066)")
+    worker.add_argument("--loglevel", default="info")
+    _produce_parser(verb("produce", cmd_produce, "send I/O completion events through the SDK"))
+    query = verb("query", cmd_query, "ask a worker about a volume")
+    query.add_argument("what", choices=["counters"])
+    query.add_argument("volume_id")
+    query.add_argument("--url", help="any worker's web address (default http://127.0.0.1:6066)")
+    query.add_argument("--web-port", type=int, help=argparse.SUPPRESS)
+    tail = verb("tail", cmd_tail, "print a topic's records decoded as JSON lines")
+    tail.add_argument("topic", help="full name, or the part after the prefix (io.raw, io.dlq)")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--idle-exit", type=float, metavar="SECONDS",
+                      help="exit once no record arrived for this long (default: follow)")
+    tail.add_argument("--max", type=int, help="exit after this many records")
+    run = verb("run", cmd_run, "broker + worker + simulated fleet, until Ctrl-C (make run)")
+    run.add_argument("--rate", type=float, default=2000.0, help="simulated events/s")
+    run.add_argument("--volumes", type=int, default=200)
+    run.add_argument("--web-port", type=int, help=argparse.SUPPRESS)
+    return parser
+
+
+def _produce_parser(produce: argparse.ArgumentParser) -> None:
+    source = produce.add_mutually_exclusive_group(required=True)
+    source.add_argument("--jsonl", metavar="FILE", help="events as JSON lines ('-': stdin)")
+    source.add_argument("--sim", action="store_true", help="the simulated fleet")
+    sim = produce.add_argument_group("simulator")
+    sim.add_argument("--events", type=int, help="stop after this many (default: until Ctrl-C)")
+    sim.add_argument("--rate", type=float, default=0.0,
+                     help="events/s in real time (0: as fast as possible)")
+    sim.add_argument("--sim-rate", type=float, default=5000.0,
+                     help="events per simulated second when not paced in real time")
+    sim.add_argument("--volumes", type=int, default=200)
+    sim.add_argument("--tenants", type=int, default=20)
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--write-jsonl", metavar="FILE", help="also write the events sent as JSONL")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings_from(args)
+    return int(args.handler(args, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Settings, from environment variables (IOACCT_*) with command-line overrides.
+
+Every setting has a documented default (README.md, "Settings"); nothing here
+talks to Kafka.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: Any) -> Any:
+    raw = os.environ.get(f"IOACCT_{name.upper()}")
+    if raw is None or raw == "":
+        return default
+    if isinstance(default, bool):
+        return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, Path):
+        return Path(raw)
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One pipeline's settings; ``IOACCT_<NAME>`` overrides each default."""
+
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    bootstrap: str = ""  # empty: 127.0.0.1:{kafka_port}
+    topic_prefix: str = "ioacct"
+    partitions: int = 8
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    state_dir: Path = REPO_ROOT / ".state"
+    retention_s: int = 7 * 24 * 3600
+    future_tolerance_s: int = 300
+    raw_retention_ms: int = -1  # infinite: audits replay the raw topic
+    batch_max_events: int = 1024
+    batch_max_age_ms: int = 100
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        values = {f.name: _env(f.name, f.default) for f in fields(cls)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def app_id(self) -> str:
+        """Faust app id = consumer group; changelog topics are named after it."""
+        return f"{self.topic_prefix}-worker"
+
+    def topic(self, name: str) -> str:
+        """Full topic name, e.g. topic('io.raw') -> 'ioacct.io.raw'."""
+        return f"{self.topic_prefix}.{name}"
+
+    @property
+    def raw_topic(self) -> str:
+        return self.topic("io.raw")
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.topic("io.dlq")
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.web_host}:{self.web_port}"

@@ -1,0 +1,51 @@
+"""The pipeline's Kafka topics, created idempotently with the admin client.
+
+Faust declares its own internal topics (changelogs, the assignor's leader
+topic); the topics here are the pipeline's public interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from .config import Settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every public topic of one pipeline, with its partitions and configuration."""
+    return [
+        # Keyed by volume_id: the accounting agent and its table are co-partitioned with it.
+        TopicSpec(settings.raw_topic, settings.partitions,
+                  {"retention.ms": str(settings.raw_retention_ms)}),
+        TopicSpec(settings.dlq_topic, 1, {"retention.ms": str(settings.raw_retention_ms)}),
+    ]
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create the topics that are missing; returns the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics([
+                    NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config)
+                    for spec in missing
+                ])
+            except TopicAlreadyExistsError:
+                pass  # another process created it between list and create
+        return [spec.name for spec in missing]
+    finally:
+        await admin.close()

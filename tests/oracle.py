@@ -1,0 +1,136 @@
+"""Brute-force oracle for SEMANTICS.md sections 1, 2 and 4 (rejection horizons).
+
+Written independently of the pipeline on purpose: it imports nothing from ``streams`` and
+works on plain dicts, the canonical JSON objects of section 1. Every rule is spelled out
+as one obvious ``if``, so that a disagreement with the pipeline points at the pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+RETENTION_NS = 7 * 24 * 3600 * 10**9
+FUTURE_NS = 300 * 10**9
+ORACLE_OPS = ("read", "write", "flush", "discard")
+ORACLE_STATUSES = ("ok", "failed", "invalid")
+ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
+INT_FIELDS = ("offset", "bytes", "submit_ns", "complete_ns")
+
+
+def _bad_id(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if len(value) < 1 or len(value) > 128:
+        return True
+    for ch in value:
+        if ch not in ID_CHARS:
+            return True
+    return False
+
+
+def _bad_int(value: object) -> bool:
+    # bool is an int subclass in Python, but JSON true/false is not a number.
+    if isinstance(value, bool) or not isinstance(value, int):
+        return True
+    return value < -(2**63) or value > 2**63 - 1
+
+
+def section1_reason(event: dict) -> str | None:
+    """The first rule of SEMANTICS.md section 1 that ``event`` breaks, or None."""
+    for name in ("volume_id", "tenant_id", "op", "status") + INT_FIELDS:
+        if name not in event:
+            return f"missing {name}"
+    if _bad_id(event["volume_id"]):
+        return "bad volume_id"
+    if _bad_id(event["tenant_id"]):
+        return "bad tenant_id"
+    if event.get("host_id") is not None and not isinstance(event["host_id"], str):
+        return "bad host_id"
+    if event["op"] not in ORACLE_OPS:
+        return "bad op"
+    if event["status"] not in ORACLE_STATUSES:
+        return "bad status"
+    for name in INT_FIELDS:
+        if _bad_int(event[name]):
+            return f"bad {name}"
+    if event["offset"] < 0:
+        return "negative offset"
+    if event["bytes"] < 0:
+        return "negative bytes"
+    if event["op"] == "flush" and event["offset"] != 0:
+        return "flush with offset"
+    if event["op"] == "flush" and event["bytes"] != 0:
+        return "flush with bytes"
+    if event["complete_ns"] < event["submit_ns"]:
+        return "complete before submit"
+    return None
+
+
+def horizon_reason(event: dict, now_ns: int, retention_ns: int = RETENTION_NS,
+                   future_ns: int = FUTURE_NS) -> str | None:
+    """Section 4: too old for retention, or too far in the future of the worker's clock."""
+    if event["complete_ns"] < now_ns - retention_ns:
+        return "beyond retention"
+    if event["complete_ns"] > now_ns + future_ns:
+        return "in the future"
+    return None
+
+
+def oracle_reject_reason(event: dict, now_ns: int, retention_ns: int = RETENTION_NS,
+                         future_ns: int = FUTURE_NS) -> str | None:
+    """Why the pipeline must dead-letter ``event``, or None when it counts."""
+    reason = section1_reason(event)
+    if reason is not None:
+        return reason
+    return horizon_reason(event, now_ns, retention_ns, future_ns)
+
+
+def empty_counters(volume_id: str, tenant_id: str) -> dict:
+    """All section 2 counters of one volume, at zero."""
+    row: dict = {"volume_id": volume_id, "tenant_id": tenant_id}
+    for op in ORACLE_OPS:
+        row[f"{op}_ios"] = 0
+        if op != "flush":
+            row[f"{op}_bytes"] = 0
+        row[f"{op}_ios_error"] = 0
+        row[f"invalid_{op}_ios"] = 0
+        row[f"total_{op}_time_ns"] = 0
+    row["last_io_ns"] = 0
+    return row
+
+
+def counters_oracle(events: Iterable[dict], *, now_ns: int | None = None,
+                    retention_ns: int = RETENTION_NS,
+                    future_ns: int = FUTURE_NS) -> dict[str, dict]:
+    """Per volume cumulative counters of SEMANTICS.md section 2.
+
+    Rejected events count nowhere. ``now_ns=None`` skips the section 4 time horizons.
+    The tenant is the one of the volume's first counted event.
+    """
+    result: dict[str, dict] = {}
+    for event in events:
+        if section1_reason(event) is not None:
+            continue
+        if now_ns is not None and horizon_reason(event, now_ns, retention_ns, future_ns):
+            continue
+        vol = event["volume_id"]
+        if vol not in result:
+            result[vol] = empty_counters(vol, event["tenant_id"])
+            result[vol]["last_io_ns"] = event["complete_ns"]
+        row = result[vol]
+        op = event["op"]
+        status = event["status"]
+        latency = event["complete_ns"] - event["submit_ns"]
+        if status == "ok":
+            row[f"{op}_ios"] += 1
+        if status == "ok" and op != "flush":
+            row[f"{op}_bytes"] += event["bytes"]
+        if status == "failed":
+            row[f"{op}_ios_error"] += 1
+        if status == "invalid":
+            row[f"invalid_{op}_ios"] += 1
+        if status == "ok" or status == "failed":
+            row[f"total_{op}_time_ns"] += latency
+        if event["complete_ns"] > row["last_io_ns"]:
+            row["last_io_ns"] = event["complete_ns"]
+    return result
