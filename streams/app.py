@@ -47,7 +47,7 @@ class Pipeline:
     stats: WorkerStats = field(default_factory=WorkerStats)
 
     def load_state(self, volume_id: str) -> VolumeState | None:
-        snapshot = self.counters.get(volume_id)
+        snapshot = self.counters.get(volume_id.encode())
         return None if snapshot is None else VolumeState.from_snapshot(snapshot)
 
 
@@ -76,11 +76,11 @@ def build_app(settings: Settings) -> Pipeline:
     )
     # Key = volume_id as raw UTF-8, the same bytes the producer keys ioacct.io.raw
     # with, so table_route finds the owner with the producer's partitioner.
+    # key_type/value_type bytes make faust use the raw codec (anything else means JSON,
+    # whose quoted keys would hash to other partitions than the producer's).
     counters = app.Table(
-        "counters", partitions=settings.partitions, default=None,
-        schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="raw",
-                            value_serializer="raw"),
-        help="VolumeState snapshot per volume_id",
+        "counters", key_type=bytes, value_type=bytes, partitions=settings.partitions,
+        default=None, help="VolumeState snapshot per volume_id",
     )
     limits = Limits(settings.retention_s * 10**9, settings.future_tolerance_s * 10**9)
     pipeline = Pipeline(settings, app, raw_topic, dlq_topic, counters, default_schemas(), limits)
@@ -98,7 +98,7 @@ def _register_accounting(p: Pipeline) -> None:
             now_ns = time.time_ns()
             outcome = account_record(event.value, p.load_state, p.schemas, now_ns, p.limits)
             if outcome.state is not None:
-                p.counters[outcome.volume_id] = outcome.state.snapshot()
+                p.counters[outcome.volume_id.encode()] = outcome.state.snapshot()
             await _publish_rejections(p, outcome, event.message, now_ns)
             _count(p.stats, outcome)
 

@@ -33,6 +33,17 @@ def jsonable(name: str | None, record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """All partitions of ``topic``; empty when it does not exist.
+
+    An unassigned consumer's own metadata does not cover the topic yet, and
+    consumer.topics() returns only names, so read a fresh cluster view (aiokafka
+    is pinned in pyproject.toml; this client call is stable across its 0.1x releases).
+    """
+    cluster = await consumer._client.fetch_all_metadata()
+    return [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
+
+
 def render(schemas: SchemaSet, msg: Any) -> dict[str, Any]:
     """One Kafka message as a JSON object: where it is, its key, its decoded value."""
     line: dict[str, Any] = {
@@ -66,10 +77,9 @@ async def tail(
     await consumer.start()
     printed = 0
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
+        tps = await topic_partitions(consumer, topic)
+        if not tps:
             raise SystemExit(f"ioacct tail: no topic {topic!r} on {settings.bootstrap_servers}")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         if from_beginning:
             await consumer.seek_to_beginning(*tps)

@@ -1,0 +1,167 @@
+"""Running real worker processes against the test broker, and waiting on them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streams.config import REPO_ROOT, Settings
+from streams.tail import topic_partitions
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes an `ioacct` subprocess use these settings."""
+    env = dict(os.environ)
+    env.update({
+        "IOACCT_BOOTSTRAP": settings.bootstrap_servers,
+        "IOACCT_KAFKA_PORT": str(settings.kafka_port),
+        "IOACCT_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port),
+        "IOACCT_TOPIC_PREFIX": settings.topic_prefix,
+        "IOACCT_PARTITIONS": str(settings.partitions),
+        "IOACCT_STATE_DIR": str(settings.state_dir),
+    })
+    return env
+
+
+def ioacct(settings: Settings, *args: str, timeout: float = 300, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run the real command line, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args], env=settings_env(settings), cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=timeout, check=False, **kw,
+    )
+
+
+@dataclass
+class WorkerProcess:
+    settings: Settings
+    web_port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def get(self, path: str) -> tuple[int, Any]:
+        """GET a JSON view; (status, decoded body)."""
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as response:
+                return response.status, orjson.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, orjson.loads(exc.read())
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_worker(settings: Settings, web_port: int, log_dir: Path) -> WorkerProcess:
+    log_path = log_dir / f"worker-{web_port}.log"
+    env = settings_env(settings)
+    env["IOACCT_WEB_PORT"] = str(web_port)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+            env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )
+    return WorkerProcess(settings, web_port, process, log_path)
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float, what: str,
+               workers: list[WorkerProcess] = ()) -> Any:  # type: ignore[assignment]
+    """Poll ``condition`` until it returns a truthy value; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for worker in workers:
+            assert worker.alive(), f"worker {worker.web_port} died:\n{worker.log_tail()}"
+        try:
+            result = condition()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            result = None
+        if result:
+            return result
+        time.sleep(0.5)
+    logs = "\n".join(f"--- worker {w.web_port}\n{w.log_tail()}" for w in workers)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{logs}")
+
+
+def assigned_partitions(workers: list[WorkerProcess]) -> list[int]:
+    parts: list[int] = []
+    for worker in workers:
+        status, body = worker.get("/status")
+        if status != 200:
+            return []
+        parts += body["assigned_partitions"]
+    return sorted(parts)
+
+
+async def consumer_lag(settings: Settings, topic: str, group: str) -> int:
+    """Records of ``topic`` not yet committed by consumer group ``group``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    await consumer.start()
+    try:
+        tps = await topic_partitions(consumer, topic)
+        assert tps, f"no topic {topic}"
+        ends = await consumer.end_offsets(tps)
+        committed = await admin.list_consumer_group_offsets(group)
+        return sum(
+            end - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0)
+            for tp, end in ends.items()
+        )
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def lag(settings: Settings, topic: str, group: str) -> int:
+    return asyncio.run(consumer_lag(settings, topic, group))
+
+
+async def read_topic(settings: Settings, topic: str, idle_s: float = 2.0) -> list[Any]:
+    """Every message of ``topic`` from the beginning, until nothing arrives for ``idle_s``."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = await topic_partitions(consumer, topic)
+        assert tps, f"no topic {topic}"
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        messages: list[Any] = []
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            batches = await consumer.getmany(timeout_ms=int(idle_s * 1000))
+            if not batches:
+                break
+            for batch in batches.values():
+                messages.extend(batch)
+        return messages
+    finally:
+        await consumer.stop()

@@ -1,0 +1,145 @@
+"""End to end on the real broker: simulator -> SDK -> Kafka -> two workers -> counters.
+
+Every volume's counters must equal the brute-force oracle exactly, on whichever
+worker is asked (requests are routed to the owner), and delivering the same
+records again must change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from streams.config import Settings
+from tests.conftest import free_port
+from tests.oracle import counters_oracle
+
+from .harness import (
+    WorkerProcess,
+    assigned_partitions,
+    ioacct,
+    lag,
+    read_topic,
+    start_worker,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+N_EVENTS = 100_000
+N_VOLUMES = 1_500
+
+
+@pytest.fixture(scope="module")
+def workers(pipeline_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[list[WorkerProcess]]:
+    assert ioacct(pipeline_settings, "topics").returncode == 0
+    log_dir = Path(tmp_path_factory.mktemp("workers"))
+    started = [start_worker(pipeline_settings, free_port(), log_dir) for _ in range(2)]
+    try:
+        wait_until(
+            lambda: assigned_partitions(started) == list(range(pipeline_settings.partitions))
+            and all(w.get("/status")[1]["assigned_partitions"] for w in started),
+            120, "both workers to share all partitions", started,
+        )
+        yield started
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+@pytest.fixture(scope="module")
+def sent_events(pipeline_settings: Settings, workers: list[WorkerProcess],
+                tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """Simulated events sent through the real `ioacct produce --sim`, as the oracle reads them."""
+    jsonl = Path(tmp_path_factory.mktemp("sim")) / "events.jsonl"
+    result = ioacct(pipeline_settings, "produce", "--sim", "--events", str(N_EVENTS),
+                    "--volumes", str(N_VOLUMES), "--seed", "7", "--write-jsonl", str(jsonl))
+    assert result.returncode == 0, result.stderr
+    assert f"sent {N_EVENTS} events" in result.stdout
+    return [orjson.loads(line) for line in jsonl.read_bytes().splitlines()]
+
+
+def _wait_processed(settings: Settings, workers: list[WorkerProcess]) -> None:
+    wait_until(lambda: lag(settings, settings.raw_topic, settings.app_id) == 0,
+               180, "the workers to commit every raw record", workers)
+
+
+def _mismatches(worker: WorkerProcess, expected: dict[str, dict[str, Any]]) -> list[str]:
+    diffs: list[str] = []
+    for volume_id, want in expected.items():
+        status, got = worker.get(f"/volumes/{volume_id}/counters")
+        if status != 200:
+            diffs.append(f"{volume_id}: HTTP {status} {got}")
+            continue
+        diffs += [f"{volume_id}.{k}: got {got.get(k)} want {v}"
+                  for k, v in want.items() if got.get(k) != v]
+    return diffs
+
+
+def test_workload_covers_every_op_and_status(sent_events: list[dict[str, Any]]) -> None:
+    assert len(sent_events) == N_EVENTS
+    assert {e["op"] for e in sent_events} == {"read", "write", "flush", "discard"}
+    assert {e["status"] for e in sent_events} == {"ok", "failed", "invalid"}
+    assert len({e["volume_id"] for e in sent_events}) >= 1_000
+
+
+def test_counters_equal_oracle_on_every_worker(
+    pipeline_settings: Settings, workers: list[WorkerProcess], sent_events: list[dict[str, Any]],
+) -> None:
+    _wait_processed(pipeline_settings, workers)
+    expected = counters_oracle(sent_events)
+    for worker in workers:  # each worker answers for all volumes: half of them routed
+        diffs = _mismatches(worker, expected)
+        assert not diffs, f"{len(diffs)} differences via {worker.url}, first: {diffs[:10]}"
+    counted = sum(w.get("/status")[1]["events_counted"] for w in workers)
+    assert counted == N_EVENTS
+
+
+def test_query_cli_and_unknown_volume(
+    pipeline_settings: Settings, workers: list[WorkerProcess], sent_events: list[dict[str, Any]],
+) -> None:
+    _wait_processed(pipeline_settings, workers)
+    volume_id = sent_events[0]["volume_id"]
+    result = ioacct(pipeline_settings, "query", "counters", volume_id, "--url", workers[1].url)
+    assert result.returncode == 0, result.stderr
+    answer = orjson.loads(result.stdout)
+    assert answer == {**answer, **counters_oracle(sent_events)[volume_id]}
+    assert answer["idle_time_ns"] >= 0
+    status, body = workers[0].get("/volumes/vol-never-seen/counters")
+    assert (status, body["error"]) == (404, "unknown volume")
+    missing = ioacct(pipeline_settings, "query", "counters", "vol-never-seen", "--url", workers[0].url)
+    assert missing.returncode == 2 and "unknown volume" in missing.stderr
+
+
+async def _redeliver(settings: Settings, messages: list[Any]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+    try:
+        for msg in messages:
+            await producer.send(msg.topic, value=msg.value, key=msg.key, partition=msg.partition)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def test_delivering_every_record_twice_changes_nothing(
+    pipeline_settings: Settings, workers: list[WorkerProcess], sent_events: list[dict[str, Any]],
+) -> None:
+    _wait_processed(pipeline_settings, workers)
+    raw = asyncio.run(read_topic(pipeline_settings, pipeline_settings.raw_topic))
+    assert raw, "the raw topic is empty"
+    skipped_before = sum(w.get("/status")[1]["replays_skipped"] for w in workers)
+    asyncio.run(_redeliver(pipeline_settings, raw))
+    _wait_processed(pipeline_settings, workers)
+    skipped = sum(w.get("/status")[1]["replays_skipped"] for w in workers) - skipped_before
+    assert skipped == len(raw)
+    for worker in workers:
+        diffs = _mismatches(worker, counters_oracle(sent_events))
+        assert not diffs, f"redelivery changed counters: {diffs[:10]}"
