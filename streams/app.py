@@ -97,13 +97,15 @@ def _register_accounting(p: Pipeline) -> None:
         async for event in stream.events():
             now_ns = time.time_ns()
             outcome = account_record(event.value, p.load_state, p.schemas, now_ns, p.limits)
-            if outcome.state is not None:
+            if outcome.state is not None and outcome.volume_id is not None:
                 p.counters[outcome.volume_id.encode()] = outcome.state.snapshot()
             await _publish_rejections(p, outcome, event.message, now_ns)
             _count(p.stats, outcome)
 
 
-async def _publish_rejections(p: Pipeline, outcome: RecordOutcome, message: Any, now_ns: int) -> None:
+async def _publish_rejections(
+    p: Pipeline, outcome: RecordOutcome, message: Any, now_ns: int,
+) -> None:
     for rejection in outcome.rejections:
         record = dead_letter_record(
             rejection, message.topic, message.partition, message.offset, now_ns

@@ -24,7 +24,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--kafka-controller-port", type=int,
                    help="local broker's KRaft controller port (IOACCT_KAFKA_CONTROLLER_PORT, 9093)")
     g.add_argument("--topic-prefix", help="topic name prefix (IOACCT_TOPIC_PREFIX, ioacct)")
-    g.add_argument("--partitions", type=int, help="partitions of the raw topic (IOACCT_PARTITIONS, 8)")
+    g.add_argument("--partitions", type=int,
+                   help="partitions of the raw topic (IOACCT_PARTITIONS, 8)")
     g.add_argument("--state-dir", help="pids, logs, broker data (IOACCT_STATE_DIR, ./.state)")
 
 
@@ -119,8 +120,10 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     from .tail import run_tail
+    from .topics import topic_specs
 
-    topic = args.topic if "." in args.topic else settings.topic(args.topic)
+    public = {spec.name for spec in topic_specs(settings)}
+    topic = settings.topic(args.topic) if settings.topic(args.topic) in public else args.topic
     run_tail(settings, topic, args.from_beginning, args.idle_exit, args.max)
     return 0
 

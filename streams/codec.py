@@ -22,7 +22,9 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
-SCHEMA_DIR = Path(os.environ.get("IOACCT_SCHEMA_DIR", Path(__file__).resolve().parent.parent / "schemas"))
+SCHEMA_DIR = Path(
+    os.environ.get("IOACCT_SCHEMA_DIR", Path(__file__).resolve().parent.parent / "schemas")
+)
 
 
 class CodecError(ValueError):
@@ -30,7 +32,8 @@ class CodecError(ValueError):
 
 
 def _load(path: Path) -> dict[str, Any]:
-    return fastavro.parse_schema(fastavro.schema.load_schema(str(path)), _write_hint=False)
+    schema = fastavro.parse_schema(fastavro.schema.load_schema(str(path)), _write_hint=False)
+    return schema  # type: ignore[return-value]
 
 
 def schema_fingerprint(parsed_schema: dict[str, Any]) -> bytes:
@@ -86,7 +89,7 @@ class SchemaSet:
             raise CodecError(f"undecodable {name} body: {type(exc).__name__}: {exc}") from exc
         if body.tell() != len(payload):
             raise CodecError(f"{len(payload) - body.tell()} trailing bytes after the {name} body")
-        return name, record
+        return name, record  # type: ignore[return-value]
 
 
 @lru_cache(maxsize=1)

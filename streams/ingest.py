@@ -86,8 +86,11 @@ def _validate_events(
     good: list[int] = []
     rejections: list[Rejection] = []
     columns = [batch[name] for name in COLUMNS]
-    for i, row in enumerate(zip(*columns, strict=True)):
-        reason = event_error(*row, now_ns, limits.retention_ns, limits.future_tolerance_ns)
+    for i, (op, status, offset, nbytes, submit_ns, complete_ns) in enumerate(
+        zip(*columns, strict=True)
+    ):
+        reason = event_error(op, status, offset, nbytes, submit_ns, complete_ns, now_ns,
+                             limits.retention_ns, limits.future_tolerance_ns)
         if reason is None:
             good.append(i)
         else:

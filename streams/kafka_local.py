@@ -147,7 +147,8 @@ def start(broker: LocalBroker, timeout_s: float = 90.0) -> bool:
     with open(broker.home / "logs" / "stdout.log", "ab") as out:
         process = subprocess.Popen(
             broker.java("kafka.Kafka", str(props)), stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,  # Ctrl-C of the caller is ours to relay
+            # A session of its own: the caller's Ctrl-C is the caller's to relay.
+            stdin=subprocess.DEVNULL, start_new_session=True,
         )
     broker.pid_file.write_text(str(process.pid))
     wait_ready(broker, timeout_s)

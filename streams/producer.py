@@ -86,7 +86,7 @@ class IoProducer:
                     event.bytes, event.submit_ns, event.complete_ns, event.host_id)
 
     async def dead_letter(self, reason: str, source: str, position: int, payload: bytes) -> None:
-        """Send input that cannot even be encoded (bad JSON, unknown op) to the dead-letter topic."""
+        """Send input that cannot be encoded (bad JSON, unknown op) to the dead-letter topic."""
         record = {
             "reason": reason, "source_topic": source, "source_partition": -1,
             "source_offset": position, "rejected_at_ns": time.time_ns(), "events": 1,

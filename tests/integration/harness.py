@@ -37,7 +37,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def ioacct(settings: Settings, *args: str, timeout: float = 300, **kw: Any) -> subprocess.CompletedProcess[str]:
+def ioacct(
+    settings: Settings, *args: str, timeout: float = 300, **kw: Any,
+) -> subprocess.CompletedProcess[str]:
     """Run the real command line, as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "streams.cli", *args], env=settings_env(settings), cwd=REPO_ROOT,

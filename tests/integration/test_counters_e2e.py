@@ -114,7 +114,8 @@ def test_query_cli_and_unknown_volume(
     assert answer["idle_time_ns"] >= 0
     status, body = workers[0].get("/volumes/vol-never-seen/counters")
     assert (status, body["error"]) == (404, "unknown volume")
-    missing = ioacct(pipeline_settings, "query", "counters", "vol-never-seen", "--url", workers[0].url)
+    missing = ioacct(pipeline_settings, "query", "counters", "vol-never-seen",
+                     "--url", workers[0].url)
     assert missing.returncode == 2 and "unknown volume" in missing.stderr
 
 

@@ -1,0 +1,47 @@
+# ioacct: `make help` lists the targets (it reads the `## ` comments).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+KAFKA_LIBS := deploy/kafka/target/libs/.built
+
+.DEFAULT_GOAL := help
+.PHONY: help install kafka-libs run test test-unit test-integration lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed ## the virtualenv under .venv with ioacct and its dev tools
+
+$(KAFKA_LIBS): deploy/kafka/pom.xml
+	mvn -B -q -f deploy/kafka/pom.xml package
+	touch $@
+
+kafka-libs: $(KAFKA_LIBS) ## Apache Kafka's jars from Maven Central into deploy/kafka/target/libs
+
+run: install kafka-libs ## broker + worker + simulated fleet, until Ctrl-C
+	$(BIN)/ioacct run
+
+test: install kafka-libs ## the whole suite: unit tests, then integration tests on a broker it starts
+	$(BIN)/pytest
+
+test-unit: install ## only the pure-logic tests (no broker)
+	$(BIN)/pytest tests/unit
+
+test-integration: install kafka-libs ## only the tests on the real broker
+	$(BIN)/pytest tests/integration
+
+lint: install ## ruff and mypy, checking only (what CI runs)
+	$(BIN)/ruff check streams tests
+	$(BIN)/mypy streams
+
+format: install ## ruff fixes and formats imports in place
+	$(BIN)/ruff check --fix streams tests
+
+clean: ## remove the virtualenv, built jars and local state (broker data too)
+	rm -rf $(VENV) deploy/kafka/target .state

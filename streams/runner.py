@@ -1,0 +1,105 @@
+"""`ioacct run` (what `make run` calls): broker, topics, one worker, a simulated fleet.
+
+Ctrl-C stops the fleet (which flushes what it buffered), the worker, and the
+broker if this command started it. State stays under the state directory, so
+a second run reuses the broker's data and the built jars.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from . import kafka_local
+from .config import REPO_ROOT, Settings
+from .topics import ensure_topics
+
+
+def _spawn(args: list[str], log_path: Path, settings: Settings) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update({
+        "IOACCT_BOOTSTRAP": settings.bootstrap_servers,
+        "IOACCT_TOPIC_PREFIX": settings.topic_prefix,
+        "IOACCT_PARTITIONS": str(settings.partitions), "IOACCT_STATE_DIR": str(settings.state_dir),
+        "IOACCT_WEB_PORT": str(settings.web_port),
+    })
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", *args], env=env, cwd=REPO_ROOT,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # our Ctrl-C handler stops them in order
+        )
+
+
+def _wait_for_worker(settings: Settings, worker: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise SystemExit(f"the worker exited with {worker.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(f"{settings.web_url}/status", timeout=2) as response:
+                if b'"assigned_partitions":[]' not in response.read():
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the worker did not become ready within 120 s; see {log}")
+
+
+def _stop(process: subprocess.Popen[bytes], sig: int, timeout_s: float = 30) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _banner(settings: Settings, logs: Path) -> str:
+    return f"""
+ioacct is running: a simulated fleet -> {settings.raw_topic} -> worker -> counters.
+  web        {settings.web_url}/status
+  counters   {settings.web_url}/volumes/vol-000000/counters
+  query      .venv/bin/ioacct query counters vol-000000
+  raw topic  .venv/bin/ioacct tail io.raw --max 3
+  rejected   .venv/bin/ioacct tail io.dlq --from-beginning --idle-exit 2
+  logs       {logs}/
+Press Ctrl-C to stop.
+"""
+
+
+def run_pipeline(settings: Settings, rate_per_s: float, volumes: int) -> int:
+    broker = kafka_local.LocalBroker.from_settings(settings)
+    started_broker = kafka_local.start(broker)
+    print(f"kafka {'started' if started_broker else 'already running'} on {broker.bootstrap}")
+    asyncio.run(ensure_topics(settings))
+    logs = settings.state_dir / "logs"
+    worker = _spawn(["worker"], logs / "worker.log", settings)
+    fleet: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_for_worker(settings, worker, logs / "worker.log")
+        fleet = _spawn(["produce", "--sim", "--rate", str(rate_per_s), "--volumes", str(volumes)],
+                       logs / "fleet.log", settings)
+        print(_banner(settings, logs), flush=True)
+        while worker.poll() is None and fleet.poll() is None:
+            time.sleep(0.5)
+        print(f"a process exited early; see {logs}/", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    finally:
+        if fleet is not None:
+            _stop(fleet, signal.SIGINT)
+        _stop(worker, signal.SIGTERM)
+        if started_broker:
+            kafka_local.stop(broker)
+        print("stopped" + (" (kafka too)" if started_broker else ""))

@@ -1,0 +1,196 @@
+"""Malformed input on the real broker: every bad record or event reaches the dead-letter
+topic with a readable reason, the worker keeps running, and the good events around
+the bad ones are counted exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from streams.codec import default_schemas
+from streams.config import Settings
+from tests.conftest import free_port
+from tests.oracle import counters_oracle
+
+from .harness import WorkerProcess, ioacct, lag, read_topic, start_worker, wait_until
+
+pytestmark = pytest.mark.integration
+
+NOW_NS = time.time_ns()
+SCHEMAS = default_schemas()
+GOOD = {"op": "read", "status": "ok", "offset": 4096, "bytes": 4096,
+        "submit_ns": NOW_NS - 2_000_000, "complete_ns": NOW_NS - 1_000_000}
+OP_CODES = {"read": 0, "write": 1, "flush": 2, "discard": 3}
+STATUS_CODES = {"ok": 0, "failed": 1, "invalid": 2}
+
+# (event overrides, op code override, status code override, expected reason fragment)
+BAD_EVENTS = [
+    ({}, 9, None, "op code 9"),                                   # op outside the enum
+    ({}, None, 5, "status code 5"),                               # status outside the enum
+    ({"offset": -512}, None, None, "offset -512 is negative"),
+    ({"bytes": -1}, None, None, "bytes -1 is negative"),
+    ({"op": "flush", "offset": 0, "bytes": 4096}, None, None, "flush must have"),
+    ({"op": "flush", "offset": 512, "bytes": 0}, None, None, "flush must have"),
+    ({"submit_ns": NOW_NS, "complete_ns": NOW_NS - 1}, None, None, "before submit_ns"),
+    ({"submit_ns": NOW_NS + 3600 * 10**9, "complete_ns": NOW_NS + 3600 * 10**9},
+     None, None, "in the future"),
+    ({"submit_ns": 10**9, "complete_ns": 2 * 10**9}, None, None, "beyond the retention"),
+]
+
+
+def batch(volume_id: str, tenant_id: str, seq: int, events: list[dict[str, Any]],
+          ops: list[int] | None = None, statuses: list[int] | None = None) -> dict[str, Any]:
+    return {
+        "producer_id": "hostile-test", "seq": seq, "volume_id": volume_id,
+        "tenant_id": tenant_id, "host_id": "host-x",
+        "op": bytes(ops if ops is not None else [OP_CODES[e["op"]] for e in events]),
+        "status": bytes(statuses if statuses is not None
+                        else [STATUS_CODES[e["status"]] for e in events]),
+        "offset": [e["offset"] for e in events], "bytes": [e["bytes"] for e in events],
+        "submit_ns": [e["submit_ns"] for e in events],
+        "complete_ns": [e["complete_ns"] for e in events],
+    }
+
+
+def mixed_batch(seq: int) -> tuple[dict[str, Any], list[dict[str, Any]], dict[int, str]]:
+    """Good events with every event-level rule broken once in between."""
+    events, ops, statuses, expected, good = [], [], [], {}, []
+    for overrides, op_code, status_code, reason in BAD_EVENTS:
+        good_event = {**GOOD, "volume_id": "vol-mixed", "tenant_id": "tenant-a"}
+        events.append(good_event)
+        good.append(good_event)
+        bad = {**GOOD, **overrides}
+        expected[len(events)] = reason
+        events.append(bad)
+        for event, op, status in ((good_event, None, None), (bad, op_code, status_code)):
+            ops.append(op if op is not None else OP_CODES[event["op"]])
+            statuses.append(status if status is not None else STATUS_CODES[event["status"]])
+    return batch("vol-mixed", "tenant-a", seq, events, ops, statuses), good, expected
+
+
+def whole_record_cases() -> list[tuple[bytes, str]]:
+    """(raw record value, expected reason fragment) for records rejected whole."""
+    rng = random.Random(5)
+    valid = SCHEMAS.encode("IoBatch", batch("vol-x", "tenant-a", 1, [GOOD]))
+    unequal = batch("vol-x", "tenant-a", 2, [GOOD, GOOD])
+    unequal["bytes"] = [4096]
+    dead_letter = {"reason": "x", "source_topic": "t", "source_partition": 0,
+                   "source_offset": 0, "rejected_at_ns": 0, "events": 0}
+    return [
+        (bytes(rng.getrandbits(8) for _ in range(200)), "not Avro single-object encoded"),
+        (b"", "not Avro single-object encoded"),
+        (valid[: len(valid) - 7], "undecodable IoBatch body"),
+        (valid + b"\x00junk", "trailing bytes"),
+        (b"\xc3\x01" + b"\xff" * 8 + valid[10:], "unknown writer schema fingerprint"),
+        (SCHEMAS.encode("DeadLetter", dead_letter), "expected a IoBatch record, got DeadLetter"),
+        (SCHEMAS.encode("IoBatch", unequal), "columns of unequal length"),
+        (SCHEMAS.encode("IoBatch", batch("vol/../etc", "tenant-a", 3, [GOOD])),
+         "volume_id 'vol/../etc' has characters outside"),
+        (SCHEMAS.encode("IoBatch", batch("vol-x", "", 4, [GOOD])), "tenant_id must be 1..128"),
+        (SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-b", 9, [GOOD])),
+         "belongs to tenant tenant-a, not tenant-b"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def worker(pipeline_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[WorkerProcess]:
+    assert ioacct(pipeline_settings, "topics").returncode == 0
+    started = start_worker(pipeline_settings, free_port(), Path(tmp_path_factory.mktemp("w")))
+    try:
+        wait_until(lambda: started.get("/status")[1]["assigned_partitions"], 120,
+                   "the worker to be assigned", [started])
+        yield started
+    finally:
+        started.stop()
+
+
+async def _send(settings: Settings, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(settings.raw_topic, value=value, key=b"vol-mixed")
+    finally:
+        await producer.stop()
+
+
+def test_hostile_records_reach_the_dlq_with_reasons(
+    pipeline_settings: Settings, worker: WorkerProcess,
+) -> None:
+    mixed, good_events, expected_events = mixed_batch(seq=5)
+    before = SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-a", 0, [GOOD]))
+    after = SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-a", 10, [GOOD]))
+    cases = whole_record_cases()
+    values = [before, SCHEMAS.encode("IoBatch", mixed), *[v for v, _ in cases], after]
+    asyncio.run(_send(pipeline_settings, values))
+    wait_until(lambda: lag(pipeline_settings, pipeline_settings.raw_topic,
+                           pipeline_settings.app_id) == 0, 120, "the worker to catch up", [worker])
+
+    dead = [SCHEMAS.decode(m.value, expect="DeadLetter")[1]
+            for m in asyncio.run(read_topic(pipeline_settings, pipeline_settings.dlq_topic))]
+    by_index = {d["event_index"]: d for d in dead if d["event_index"] is not None}
+    for index, reason in expected_events.items():
+        assert reason in by_index[index]["reason"], by_index[index]
+        assert orjson.loads(by_index[index]["event_json"])["volume_id"] == "vol-mixed"
+    whole = [d for d in dead if d["event_index"] is None]
+    assert len(whole) == len(cases)
+    for (value, reason), record in zip(cases, sorted(whole, key=lambda d: d["source_offset"]),
+                                       strict=True):
+        assert reason in record["reason"], (reason, record["reason"])
+        assert record["payload"] == value  # the whole record is kept: nothing lost
+
+    assert worker.alive()
+    wanted = [{**GOOD, "volume_id": "vol-mixed", "tenant_id": "tenant-a"}] * 2 + good_events
+    status, counters = worker.get("/volumes/vol-mixed/counters")
+    assert status == 200
+    assert counters == {**counters, **counters_oracle(wanted)["vol-mixed"]}
+    assert counters["rejected"] == len(BAD_EVENTS) + 1  # + the other tenant's record
+
+
+def test_unparsable_jsonl_lines_reach_the_dlq(
+    pipeline_settings: Settings, worker: WorkerProcess, tmp_path: Path,
+) -> None:
+    good = {**GOOD, "volume_id": "vol-jsonl", "tenant_id": "tenant-j"}
+    lines = [orjson.dumps(good), b"{not json", orjson.dumps({**good, "op": "trim"}),
+             orjson.dumps({k: v for k, v in good.items() if k != "bytes"}),
+             orjson.dumps({**good, "bytes": "4096"}), orjson.dumps(good)]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    result = ioacct(pipeline_settings, "produce", "--jsonl", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "sent 2 events" in result.stdout
+    assert "4 line(s) sent to the dead-letter topic" in result.stdout
+
+    def jsonl_dead() -> list[dict[str, Any]]:
+        messages = asyncio.run(read_topic(pipeline_settings, pipeline_settings.dlq_topic))
+        records = [SCHEMAS.decode(m.value, expect="DeadLetter")[1] for m in messages]
+        return [r for r in records if r["source_topic"] == f"jsonl:{path}"]
+
+    dead = wait_until(lambda: len(jsonl_dead()) == 4 and jsonl_dead(), 60, "4 dead letters")
+    reasons = {d["source_offset"]: d["reason"] for d in dead}
+    assert "line 2" in reasons[2]
+    assert "op 'trim' is not one of" in reasons[3]
+    assert "missing field(s): bytes" in reasons[4]
+    assert "bytes must be an integer" in reasons[5]
+    assert {d["payload"] for d in dead} == {lines[1], lines[2], lines[3], lines[4]}
+    wait_until(lambda: worker.get("/volumes/vol-jsonl/counters")[0] == 200, 60, "vol-jsonl")
+    assert worker.get("/volumes/vol-jsonl/counters")[1]["read_ios"] == 2
+
+
+def test_tail_decodes_the_dead_letter_topic(
+    pipeline_settings: Settings, worker: WorkerProcess,
+) -> None:
+    result = ioacct(pipeline_settings, "tail", "io.dlq", "--from-beginning", "--idle-exit", "3")
+    assert result.returncode == 0, result.stderr
+    lines = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert lines and all(line["schema"] == "DeadLetter" for line in lines)
+    assert all(line["value"]["reason"] for line in lines)

@@ -1,0 +1,433 @@
+"""From raw IoBatch records to volume states and dead letters, against the oracle."""
+
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.accounting import VolumeState
+from streams.batching import Batcher
+from streams.codec import SchemaSet
+from streams.events import OPS, STATUSES, IoEvent
+from streams.ingest import (
+    Limits,
+    RecordOutcome,
+    account_record,
+    batch_error,
+    dead_letter_record,
+    event_json,
+)
+from streams.simulator import FleetConfig, FleetSimulator
+from tests.oracle import counters_oracle, oracle_reject_reason
+
+NOW = 1_700_000_000 * 10**9
+WEEK = 7 * 24 * 3600 * 10**9
+FIVE_MIN = 300 * 10**9
+SCHEMAS = SchemaSet()
+DEFAULT_LIMITS = Limits()
+NOT_IN_ORACLE = ("idle_time_ns", "rejected")
+
+
+def code(value: Any, names: tuple[str, ...]) -> int:
+    return names.index(value) if value in names else value
+
+
+def batch(events: list[dict[str, Any]], producer_id: str = "p-1", seq: int = 0,
+          volume_id: str | None = None, tenant_id: str | None = None) -> dict[str, Any]:
+    """An IoBatch record of canonical events (op/status names or raw integer codes)."""
+    first = events[0] if events else {}
+    return {
+        "producer_id": producer_id, "seq": seq,
+        "volume_id": first.get("volume_id", "vol-1") if volume_id is None else volume_id,
+        "tenant_id": first.get("tenant_id", "t-1") if tenant_id is None else tenant_id,
+        "host_id": first.get("host_id"),
+        "op": bytes(code(e["op"], OPS) for e in events),
+        "status": bytes(code(e["status"], STATUSES) for e in events),
+        "offset": [e["offset"] for e in events], "bytes": [e["bytes"] for e in events],
+        "submit_ns": [e["submit_ns"] for e in events],
+        "complete_ns": [e["complete_ns"] for e in events],
+    }
+
+
+def ev(op: Any = "read", status: Any = "ok", offset: int = 8192, nbytes: int = 4096,
+       submit_ns: int = NOW - 1_000, complete_ns: int = NOW - 750,
+       volume_id: str = "vol-1", tenant_id: str = "t-1") -> dict[str, Any]:
+    """One canonical event; defaults give a valid 250 ns ok read of 4 KiB of vol-1."""
+    return {"volume_id": volume_id, "tenant_id": tenant_id, "host_id": "h-1", "op": op,
+            "status": status, "offset": offset, "bytes": nbytes, "submit_ns": submit_ns,
+            "complete_ns": complete_ns}
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    return SCHEMAS.encode("IoBatch", record)
+
+
+class Table:
+    """A stand-in for the Faust table: volume_id -> state snapshot bytes."""
+
+    def __init__(self) -> None:
+        self.snapshots: dict[str, bytes] = {}
+
+    def load(self, volume_id: str) -> VolumeState | None:
+        data = self.snapshots.get(volume_id)
+        return None if data is None else VolumeState.from_snapshot(data)
+
+    def apply(self, payload: bytes, now_ns: int = NOW, limits: Limits = DEFAULT_LIMITS,
+              ) -> RecordOutcome:
+        outcome = account_record(payload, self.load, SCHEMAS, now_ns, limits)
+        if outcome.state is not None:
+            assert outcome.volume_id is not None
+            self.snapshots[outcome.volume_id] = outcome.state.snapshot()
+        return outcome
+
+    def counters(self, reference_ns: int = NOW) -> dict[str, dict[str, Any]]:
+        """Public counters of every volume, without the keys the oracle lacks."""
+        result = {}
+        for volume_id in self.snapshots:
+            state = self.load(volume_id)
+            assert state is not None
+            obj = state.counters_json(volume_id, reference_ns)
+            result[volume_id] = {k: v for k, v in obj.items() if k not in NOT_IN_ORACLE}
+        # volumes whose events were all rejected have a state but no oracle row
+        return {v: c for v, c in result.items() if c["last_io_ns"] is not None}
+
+
+def split(events: list[dict[str, Any]], sizes: list[int]) -> list[list[dict[str, Any]]]:
+    """Cut one volume's events into consecutive chunks of the given sizes (cycled)."""
+    chunks, start, k = [], 0, 0
+    while start < len(events):
+        chunks.append(events[start:start + sizes[k % len(sizes)]])
+        start, k = start + sizes[k % len(sizes)], k + 1
+    return chunks
+
+
+def records_of(events: list[dict[str, Any]], sizes: list[int], rng: random.Random,
+               producers: int) -> list[bytes]:
+    """Batch per volume in arbitrary sizes, interleave volumes at random, stamp seqs."""
+    per_volume: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        per_volume.setdefault(event["volume_id"], []).append(event)
+    queues = [split(evs, sizes) for evs in per_volume.values()]
+    next_seq = [0] * producers
+    payloads = []
+    while any(queues):
+        queue = rng.choice([q for q in queues if q])
+        producer = rng.randrange(producers)
+        payloads.append(encode(batch(queue.pop(0), f"p-{producer}", next_seq[producer])))
+        next_seq[producer] += 1
+    return payloads
+
+
+# --- the counters equal the oracle -------------------------------------------------------------
+
+# a seed, not st.randoms(): the simulator stream needs thousands of draws per example
+seeds = st.integers(0, 2**32)
+START_NS = NOW - 60 * 10**9
+FLEET = FleetConfig(seed=11, volumes=12, tenants=4, hosts=3, start_ns=START_NS,
+                    failed_rate=0.05, invalid_rate=0.05, events_per_s=2000.0)
+
+
+@lru_cache(maxsize=1)
+def fleet_events() -> tuple[list[dict[str, Any]], int]:
+    """3,000 simulator events (every op and status) and the simulator's clock after them."""
+    sim = FleetSimulator(FLEET)
+    events = [e.to_json() for e in sim.events(3000)]
+    return events, sim.now_ns
+
+
+def test_fleet_covers_every_op_and_status() -> None:
+    events, _ = fleet_events()
+    assert {(e["op"], e["status"]) for e in events} == {(o, s) for o in OPS for s in STATUSES}
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=8), seeds,
+       st.integers(1, 3))
+def test_simulator_stream_in_any_batching_gives_the_oracle_counters(
+    sizes: list[int], seed: int, producers: int,
+) -> None:
+    events, now_ns = fleet_events()
+    table = Table()
+    for payload in records_of(events, sizes, random.Random(seed), producers):
+        outcome = table.apply(payload, now_ns)
+        assert not outcome.replay and not outcome.rejections
+    assert table.counters(now_ns) == counters_oracle(events, now_ns=now_ns)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(1, 64), st.integers(0, 2 * 10**9))
+def test_simulator_through_the_batcher_gives_the_oracle_counters(
+    max_events: int, max_age_ns: int,
+) -> None:
+    events, now_ns = fleet_events()
+    batcher = Batcher("p-1", max_events, max_age_ns)
+    table = Table()
+    for event in events:
+        batcher.add_event(IoEvent(**event), event["complete_ns"])
+        for record in batcher.take_ready(event["complete_ns"]):
+            table.apply(encode(record), now_ns)
+    for record in batcher.take_ready(now_ns, everything=True):
+        table.apply(encode(record), now_ns)
+    assert table.counters(now_ns) == counters_oracle(events, now_ns=now_ns)
+
+
+VOLUMES = {"vol-a": "t-1", "vol-b": "t-2", "vol-c": "t-1"}
+
+
+@st.composite
+def mixed_events(draw: st.DrawFn) -> dict[str, Any]:
+    """Valid events of three volumes, about half of them breaking one rule or more."""
+    volume_id = draw(st.sampled_from(sorted(VOLUMES)))
+    # sampled_from picks evenly, so repeating the good values sets the odds
+    op = draw(st.sampled_from(OPS * 6 + (4, 255)))
+    status = draw(st.sampled_from(STATUSES * 8 + (3,)))
+    flush = op == "flush" and draw(st.sampled_from((True, True, True, False)))
+    offset, nbytes = (0, 0) if flush else (draw(st.integers(-2, 2**40)),
+                                           draw(st.integers(-2, 2**40)))
+    complete_ns = draw(st.sampled_from((NOW - WEEK, NOW - WEEK - 1, NOW + FIVE_MIN,
+                                        NOW + FIVE_MIN + 1) + (None,) * 12))
+    if complete_ns is None:
+        complete_ns = draw(st.integers(NOW - WEEK, NOW + FIVE_MIN))
+    submit_ns = complete_ns - draw(st.sampled_from((-1,) + (0,) * 4) | st.integers(0, 10**9))
+    return ev(op, status, offset, nbytes, submit_ns, complete_ns, volume_id, VOLUMES[volume_id])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(mixed_events(), max_size=80), st.lists(st.integers(1, 12), min_size=1),
+       seeds)
+def test_mixed_events_count_like_the_oracle_and_reject_the_rest(
+    events: list[dict[str, Any]], sizes: list[int], seed: int,
+) -> None:
+    table = Table()
+    rejected_indexes: list[int] = []
+    counted = 0
+    for payload in records_of(events, sizes, random.Random(seed), 2):
+        outcome = table.apply(payload)
+        _, record = SCHEMAS.decode(payload)
+        counted += outcome.counted
+        for rejection in outcome.rejections:
+            assert rejection.events == 1 and rejection.event_index is not None
+            assert rejection.event_json == event_json(record, rejection.event_index)
+            assert oracle_reject_reason(orjson.loads(rejection.event_json), NOW) is not None
+            rejected_indexes.append(rejection.event_index)
+        assert outcome.counted + len(outcome.rejections) == len(record["op"])
+    assert table.counters() == counters_oracle(events, now_ns=NOW)
+    bad = [e for e in events if oracle_reject_reason(e, NOW) is not None]
+    assert len(rejected_indexes) == len(bad) and counted == len(events) - len(bad)
+    for volume_id in VOLUMES:
+        state = table.load(volume_id)
+        want = sum(1 for e in bad if e["volume_id"] == volume_id)
+        assert (state.rejected if state else 0) == want
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 10**12), st.integers(1, 10**12), st.integers(-(10**12), 10**12))
+def test_custom_limits(retention_ns: int, future_ns: int, age_ns: int) -> None:
+    event = ev(submit_ns=NOW - age_ns - 5, complete_ns=NOW - age_ns)
+    outcome = Table().apply(encode(batch([event])), NOW, Limits(retention_ns, future_ns))
+    accepted = oracle_reject_reason(event, NOW, retention_ns, future_ns) is None
+    assert outcome.counted == int(accepted) and len(outcome.rejections) == int(not accepted)
+
+
+# --- replaying a batch twice changes nothing -------------------------------------------------
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(mixed_events(), min_size=1, max_size=40), st.lists(st.integers(1, 8), min_size=1),
+       seeds, st.data())
+def test_replaying_any_record_changes_nothing(
+    events: list[dict[str, Any]], sizes: list[int], seed: int, data: st.DataObject,
+) -> None:
+    payloads = records_of(events, sizes, random.Random(seed), 2)
+    table = Table()
+    for payload in payloads:
+        table.apply(payload)
+        before = dict(table.snapshots)
+        again = table.apply(payload)  # at-least-once delivery: the same record right away
+        assert again.replay and again.state is None and again.counted == 0
+        assert not again.rejections and table.snapshots == before
+    before = dict(table.snapshots)
+    for payload in data.draw(st.lists(st.sampled_from(payloads), max_size=10)):
+        volume_id = SCHEMAS.decode(payload)[1]["volume_id"]
+        state = table.load(volume_id)
+        assert state is not None
+        in_memory = state.snapshot()
+        outcome = account_record(payload, lambda _: state, SCHEMAS, NOW)  # noqa: B023
+        assert outcome.replay and outcome.state is None and outcome.volume_id == volume_id
+        assert state.snapshot() == in_memory  # the loaded state was not touched either
+    assert table.snapshots == before
+    assert table.counters() == counters_oracle(events, now_ns=NOW)
+
+
+def test_two_producers_interleave() -> None:
+    table = Table()
+    a = [encode(batch([ev(nbytes=10**k)], "p-a", k)) for k in range(3)]
+    b = [encode(batch([ev("write", nbytes=10**k)], "p-b", k)) for k in range(2)]
+    for payload in (a[0], b[0], a[1], b[1], a[2]):  # interleaved: all new
+        assert not table.apply(payload).replay
+    for payload in (b[0], a[1], a[0], b[1], a[2]):  # any of them again: all replays
+        assert table.apply(payload).replay
+    counters = table.counters()["vol-1"]
+    assert (counters["read_ios"], counters["read_bytes"]) == (3, 111)
+    assert (counters["write_ios"], counters["write_bytes"]) == (2, 11)
+    state = table.load("vol-1")
+    assert state is not None and state.producer_seqs == {"p-a": 2, "p-b": 1}
+
+
+def test_a_seq_below_the_highest_applied_is_a_replay() -> None:
+    """Seqs grow in send order, so a lower one can only be a copy of an applied record."""
+    table = Table()
+    table.apply(encode(batch([ev()], "p-1", 5)))
+    assert table.apply(encode(batch([ev()], "p-1", 3))).replay
+    assert not table.apply(encode(batch([ev()], "p-1", 6))).replay
+
+
+def test_seqs_are_per_volume() -> None:
+    table = Table()
+    table.apply(encode(batch([ev()], "p-1", 5)))
+    other = ev(volume_id="vol-2")
+    assert not table.apply(encode(batch([other], "p-1", 0))).replay
+
+
+# --- rejections ------------------------------------------------------------------------------
+
+def test_bad_events_are_rejected_one_by_one_and_the_rest_counted() -> None:
+    events = [
+        ev(),  # counted
+        ev(nbytes=-5),  # rejected: negative bytes
+        ev("write"),  # counted
+        ev(status=3),  # rejected: unknown status code
+        ev("flush", offset=0, nbytes=0),  # counted
+        ev(submit_ns=NOW + FIVE_MIN, complete_ns=NOW + FIVE_MIN + 1),  # rejected: future
+    ]
+    record = batch(events)
+    outcome = Table().apply(encode(record))
+    assert outcome.counted == 3 and outcome.volume_id == "vol-1"
+    assert [r.event_index for r in outcome.rejections] == [1, 3, 5]
+    assert [r.reason for r in outcome.rejections][:2] == [
+        "bytes -5 is negative", "status code 3 is not one of ok/failed/invalid"]
+    assert "in the future" in outcome.rejections[2].reason
+    for rejection in outcome.rejections:
+        assert rejection.events == 1 and rejection.payload is None
+        assert rejection.batch is not None and rejection.batch["seq"] == record["seq"]
+        assert rejection.event_index is not None and rejection.event_json is not None
+        shown = orjson.loads(rejection.event_json)
+        assert shown == {**events[rejection.event_index], "host_id": "h-1"}
+    assert outcome.state is not None and outcome.state.rejected == 3
+    assert outcome.state.counters_json("vol-1", NOW)["read_ios"] == 1
+
+
+@pytest.mark.parametrize(("record", "words"), [
+    (batch([ev()] * 2, volume_id="vol/1"), "volume_id 'vol/1' has characters outside"),  # bad id
+    (batch([ev()] * 2, volume_id="v" * 129), "volume_id must be 1..128 characters"),  # too long
+    (batch([ev()] * 2, tenant_id="t#1"), "tenant_id 't#1' has characters outside"),  # bad tenant
+    ({**batch([ev()] * 3), "bytes": [1, 2]}, "columns of unequal length"),  # a short column
+    ({**batch([ev()] * 2), "op": b"\x00"}, "op=1, status=2"),  # a short op column
+])
+def test_a_bad_batch_is_rejected_whole(record: dict[str, Any], words: str) -> None:
+    payload = encode(record)
+    outcome = Table().apply(payload)
+    assert outcome.state is None and outcome.counted == 0 and not outcome.replay
+    [rejection] = outcome.rejections
+    assert words in rejection.reason
+    assert rejection.events == len(record["op"]) and rejection.payload == payload
+    assert rejection.event_index is None and rejection.event_json is None
+
+
+@pytest.mark.parametrize(("payload", "words"), [
+    pytest.param(b"", "not Avro single-object encoded", id="empty"),
+    pytest.param(b'{"volume_id":"vol-1"}', "not Avro single-object encoded", id="JSON"),
+    pytest.param(encode(batch([ev()]))[:-1], "undecodable IoBatch body", id="truncated"),
+    pytest.param(SCHEMAS.encode("DeadLetter", {
+        "reason": "r", "source_topic": "t", "source_partition": 0, "source_offset": 0,
+        "rejected_at_ns": 0, "events": 0}), "expected a IoBatch record, got DeadLetter",
+        id="a record of the wrong type"),
+])
+def test_an_undecodable_record_is_rejected_whole(payload: bytes, words: str) -> None:
+    outcome = Table().apply(payload)
+    assert outcome.state is None and outcome.volume_id is None
+    [rejection] = outcome.rejections
+    assert words in rejection.reason
+    assert rejection.events == 0 and rejection.payload == payload and rejection.batch is None
+
+
+def test_tenant_mismatch_is_rejected_whole_and_counted() -> None:
+    table = Table()
+    table.apply(encode(batch([ev()], "p-1", 0)))
+    before = table.counters()["vol-1"]
+    payload = encode(batch([ev(tenant_id="t-2")] * 4, "p-1", 1))
+    outcome = table.apply(payload)
+    [rejection] = outcome.rejections
+    assert rejection.reason == "volume vol-1 belongs to tenant t-1, not t-2"
+    assert rejection.events == 4 and rejection.payload == payload and outcome.counted == 0
+    assert table.counters()["vol-1"] == before  # nothing billed to either tenant
+    state = table.load("vol-1")
+    assert state is not None and state.rejected == 4 and state.tenant_id == "t-1"
+    assert table.apply(payload).replay  # a copy of the rejected record is not counted twice
+    state = table.load("vol-1")
+    assert state is not None and state.rejected == 4
+
+
+def test_an_empty_batch_counts_nothing_but_is_applied() -> None:
+    table = Table()
+    outcome = table.apply(encode(batch([], "p-1", 0)))
+    assert outcome.counted == 0 and not outcome.rejections and outcome.state is not None
+    assert table.apply(encode(batch([], "p-1", 0))).replay
+
+
+@pytest.mark.parametrize("payload", [
+    pytest.param(encode(batch([ev(), ev(op=9), ev(nbytes=-1)])), id="per-event rejections"),
+    pytest.param(encode(batch([ev()], volume_id="")), id="a whole batch rejected"),
+    pytest.param(encode(batch([ev()]))[:-3], id="an undecodable record"),
+])
+def test_dead_letter_records_encode_with_the_dead_letter_schema(payload: bytes) -> None:
+    table = Table()
+    table.apply(encode(batch([ev()], "p-0", 0, tenant_id="t-1")))
+    outcome = table.apply(payload)
+    assert outcome.rejections
+    for i, rejection in enumerate(outcome.rejections):
+        record = dead_letter_record(rejection, "ioacct.io.raw", 3, 100 + i, NOW)
+        name, decoded = SCHEMAS.decode(SCHEMAS.encode("DeadLetter", record), expect="DeadLetter")
+        assert decoded == record
+        assert (record["source_topic"], record["source_partition"]) == ("ioacct.io.raw", 3)
+        assert record["reason"] == rejection.reason and record["events"] == rejection.events
+        # nothing dropped silently: either the event or the whole record is kept
+        assert (record["event_json"] is None) != (record["payload"] is None)
+
+
+def test_dead_letter_of_a_tenant_mismatch() -> None:
+    table = Table()
+    table.apply(encode(batch([ev()], "p-1", 0)))
+    payload = encode(batch([ev(tenant_id="t-9")], "p-1", 1))
+    [rejection] = table.apply(payload).rejections
+    record = dead_letter_record(rejection, "raw", 0, 42, NOW)
+    assert SCHEMAS.decode(SCHEMAS.encode("DeadLetter", record))[1] == record
+    assert (record["volume_id"], record["tenant_id"], record["producer_id"], record["seq"]) == (
+        "vol-1", "t-9", "p-1", 1)
+    assert record["payload"] == payload and record["event_index"] is None
+
+
+@pytest.mark.parametrize(("event", "shown"), [
+    (ev(), {}),  # known codes shown as names
+    (ev(op=7), {"op": 7}),  # unknown op code shown raw
+    (ev(status=200), {"status": 200}),  # unknown status code shown raw
+])
+def test_event_json_is_the_canonical_form(event: dict[str, Any], shown: dict[str, Any]) -> None:
+    record = batch([ev(), event])
+    assert orjson.loads(event_json(record, 1)) == {**event, **shown}
+
+
+@pytest.mark.parametrize(("record", "error"), [
+    (batch([ev()]), None),  # a good batch
+    (batch([]), None),  # an empty batch is well formed
+    ({**batch([ev()]), "complete_ns": []}, "complete_ns=0"),  # one column short
+    (batch([ev()], volume_id=""), "volume_id must be 1..128 characters, got 0"),  # empty id
+])
+def test_batch_error(record: dict[str, Any], error: str | None) -> None:
+    reason = batch_error(record)
+    assert reason is None if error is None else error in (reason or "")
