@@ -7,6 +7,7 @@ stores, so recovery is deserialising that one value.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +61,7 @@ class VolumeState:
     ) -> None:
         """Count the events at ``indexes`` (already validated) of one batch."""
         counters = self.counters
-        last_io_ns = self.last_io_ns if self.last_io_ns is not None else -1
+        last_io_ns = self.last_io_ns
         for i in indexes:
             base = ops[i] * _SLOTS
             status = statuses[i]
@@ -73,10 +74,9 @@ class VolumeState:
                 counters[base + TIME] += complete_ns[i] - submit_ns[i]
             elif status == STATUS_INVALID:
                 counters[base + INVALID] += 1
-            if complete_ns[i] > last_io_ns:
+            if last_io_ns is None or complete_ns[i] > last_io_ns:
                 last_io_ns = complete_ns[i]
-        if last_io_ns >= 0:
-            self.last_io_ns = last_io_ns
+        self.last_io_ns = last_io_ns
 
     def counters_json(self, volume_id: str, reference_ns: int) -> dict[str, Any]:
         """The public counters object of SEMANTICS.md section 2 at ``reference_ns``."""
@@ -84,21 +84,27 @@ class VolumeState:
         for name, slot in COUNTER_NAMES:
             obj[name] = self.counters[slot]
         obj["last_io_ns"] = self.last_io_ns
-        obj["idle_time_ns"] = (
-            None if self.last_io_ns is None else max(0, reference_ns - self.last_io_ns)
-        )
+        # Negative when the last completion is ahead of the reference (clock skew,
+        # within the 5 min future tolerance): reported as is, per SEMANTICS.md.
+        obj["idle_time_ns"] = None if self.last_io_ns is None else reference_ns - self.last_io_ns
         obj["rejected"] = self.rejected
         return obj
 
     def snapshot(self) -> bytes:
-        return orjson.dumps([
-            _SNAPSHOT_VERSION, self.tenant_id, self.counters, self.last_io_ns,
-            self.rejected, self.producer_seqs,
-        ])
+        value = [_SNAPSHOT_VERSION, self.tenant_id, self.counters, self.last_io_ns,
+                 self.rejected, self.producer_seqs]
+        try:
+            return orjson.dumps(value)
+        except TypeError:
+            # A counter past int64 (absurd but valid input): stay exact, not fast.
+            return json.dumps(value, separators=(",", ":")).encode()
 
     @classmethod
     def from_snapshot(cls, data: bytes) -> VolumeState:
-        version, tenant_id, counters, last_io_ns, rejected, producer_seqs = orjson.loads(data)
+        decoded = orjson.loads(data)
+        if any(isinstance(c, float) for c in decoded[2]) or isinstance(decoded[4], float):
+            decoded = json.loads(data)  # orjson reads integers past 64 bits as floats
+        version, tenant_id, counters, last_io_ns, rejected, producer_seqs = decoded
         if version != _SNAPSHOT_VERSION:
             raise ValueError(f"unknown volume state snapshot version {version}")
         return cls(tenant_id, counters, last_io_ns, rejected, producer_seqs)

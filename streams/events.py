@@ -128,9 +128,9 @@ def event_from_json(obj: object) -> IoEvent:
     host_id = obj.get("host_id")
     if host_id is not None and not isinstance(host_id, str):
         raise EventError("host_id must be a string or absent")
-    if obj["op"] not in OP_CODE:
+    if not isinstance(obj["op"], str) or obj["op"] not in OP_CODE:
         raise EventError(f"op {obj['op']!r} is not one of {'/'.join(OPS)}")
-    if obj["status"] not in STATUS_CODE:
+    if not isinstance(obj["status"], str) or obj["status"] not in STATUS_CODE:
         raise EventError(f"status {obj['status']!r} is not one of {'/'.join(STATUSES)}")
     for name in ("offset", "bytes", "submit_ns", "complete_ns"):
         value = obj[name]

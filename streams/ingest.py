@@ -72,12 +72,30 @@ def event_json(batch: dict[str, Any], i: int) -> str:
     return orjson.dumps(obj).decode()
 
 
-def batch_error(batch: dict[str, Any]) -> str | None:
-    """Why a decoded batch cannot be counted at all, or None."""
+def batch_error(batch: dict[str, Any], known: VolumeState | None = None) -> str | None:
+    """Why a decoded batch cannot be counted at all, or None (``known``: its volume's state)."""
     lengths = {name: len(batch[name]) for name in COLUMNS}
     if len(set(lengths.values())) != 1:
         return "columns of unequal length: " + ", ".join(f"{k}={v}" for k, v in lengths.items())
-    return id_error("volume_id", batch["volume_id"]) or id_error("tenant_id", batch["tenant_id"])
+    reason = id_error("volume_id", batch["volume_id"]) or id_error("tenant_id", batch["tenant_id"])
+    if reason is None and known is not None and known.tenant_id != batch["tenant_id"]:
+        # Never bill one tenant's I/O to another: the first tenant seen owns the volume.
+        reason = (f"volume {batch['volume_id']} belongs to tenant {known.tenant_id}, "
+                  f"not {batch['tenant_id']}")
+    return reason
+
+
+def _reject_whole(
+    batch: dict[str, Any], payload: bytes, reason: str, known: VolumeState | None,
+) -> RecordOutcome:
+    """Reject a whole record; a volume already known counts it in its ``rejected``."""
+    n_events = len(batch["op"])
+    rejection = Rejection(reason, n_events, batch, payload=payload)
+    if known is None:
+        return RecordOutcome(rejections=[rejection])
+    known.rejected += n_events
+    known.mark_applied(batch["producer_id"], batch["seq"])  # a replay of it is skipped too
+    return RecordOutcome(batch["volume_id"], known, rejections=[rejection])
 
 
 def _validate_events(
@@ -107,21 +125,15 @@ def account_record(
         _, batch = schemas.decode(payload, expect="IoBatch")
     except CodecError as exc:
         return RecordOutcome(rejections=[Rejection(str(exc), 0, payload=payload)])
-    n_events = len(batch["op"])
-    reason = batch_error(batch)
-    if reason is not None:
-        return RecordOutcome(rejections=[Rejection(reason, n_events, batch, payload=payload)])
     volume_id = batch["volume_id"]
-    state = load_state(volume_id) or VolumeState(batch["tenant_id"])
-    if state.is_replay(batch["producer_id"], batch["seq"]):
+    known = load_state(volume_id) if id_error("volume_id", volume_id) is None else None
+    if known is not None and known.is_replay(batch["producer_id"], batch["seq"]):
         return RecordOutcome(volume_id, None, replay=True)
+    reason = batch_error(batch, known)
+    if reason is not None:
+        return _reject_whole(batch, payload, reason, known)
+    state = known or VolumeState(batch["tenant_id"])
     state.mark_applied(batch["producer_id"], batch["seq"])
-    if state.tenant_id != batch["tenant_id"]:
-        # Never bill one tenant's I/O to another: the first tenant seen owns the volume.
-        reason = f"volume {volume_id} belongs to tenant {state.tenant_id}, not {batch['tenant_id']}"
-        state.rejected += n_events
-        rejection = Rejection(reason, n_events, batch, payload=payload)
-        return RecordOutcome(volume_id, state, rejections=[rejection])
     good, rejections = _validate_events(batch, now_ns, limits)
     state.add_events(
         batch["op"], batch["status"], batch["bytes"],

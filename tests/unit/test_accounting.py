@@ -114,10 +114,6 @@ def test_last_io_ns_is_the_largest_complete_ns_of_any_status(
     assert state.last_io_ns == counters_oracle(events)["vol-1"]["last_io_ns"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG streams/accounting.py add_events: last_io_ns starts from a -1 sentinel and is only "
-    "stored when >= 0, so a negative complete_ns (valid int64; reachable when the worker "
-    "clock is within the retention of the epoch) leaves last_io_ns None"))
 def test_last_io_ns_before_the_epoch() -> None:
     event = ev(submit_ns=-10, complete_ns=-5)
     state = VolumeState("t-1")
@@ -202,10 +198,6 @@ def test_unknown_snapshot_version_is_refused() -> None:
         VolumeState.from_snapshot(data)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "BUG streams/accounting.py snapshot: counters are unbounded Python ints but orjson only "
-    "serialises 64-bit integers; three valid ok reads of bytes=2**63-1 (or two with "
-    "submit_ns=-2**63) make snapshot() raise TypeError 'Integer exceeds 64-bit range'"))
 def test_snapshot_survives_counters_beyond_64_bits() -> None:
     state = VolumeState("t-1")
     add(state, [ev(nbytes=2**63 - 1)] * 3)

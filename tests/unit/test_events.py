@@ -210,9 +210,6 @@ def test_event_from_json_rejects(obj: object, words: str) -> None:
         assert oracle_reject_reason(obj, NOW) is not None
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "BUG streams/events.py event_from_json: `obj['op'] not in OP_CODE` raises TypeError "
-    "(unhashable) for a list/dict op or status instead of EventError"))
 @pytest.mark.parametrize("obj", [
     ev(op=["read"]),  # a JSON array as op
     ev(status={"ok": 1}),  # a JSON object as status

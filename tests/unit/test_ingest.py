@@ -373,6 +373,24 @@ def test_tenant_mismatch_is_rejected_whole_and_counted() -> None:
     assert state is not None and state.rejected == 4
 
 
+@pytest.mark.parametrize("breakage", [
+    {"bytes": [4096]},   # columns of unequal length
+    {"tenant_id": ""},   # an invalid tenant id
+])
+def test_a_bad_batch_of_a_known_volume_counts_in_its_rejected(breakage: dict[str, Any]) -> None:
+    table = Table()
+    table.apply(encode(batch([ev()], "p-1", 0)))
+    payload = encode({**batch([ev(), ev()], "p-1", 1), **breakage})
+    outcome = table.apply(payload)
+    assert [r.events for r in outcome.rejections] == [2] and outcome.counted == 0
+    state = table.load("vol-1")
+    assert state is not None and state.rejected == 2 and state.counters_json("vol-1", NOW)[
+        "read_ios"] == 1
+    assert table.apply(payload).replay  # a copy of it is not counted twice
+    state = table.load("vol-1")
+    assert state is not None and state.rejected == 2
+
+
 def test_an_empty_batch_counts_nothing_but_is_applied() -> None:
     table = Table()
     outcome = table.apply(encode(batch([], "p-1", 0)))
