@@ -105,7 +105,15 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
-    url = f"{args.url or settings.web_url}/volumes/{args.volume_id}/counters"
+    from urllib.parse import quote
+
+    from .events import id_error
+
+    reason = id_error("volume_id", args.volume_id)
+    if reason is not None:
+        print(f"ioacct query: {reason}", file=sys.stderr)
+        return 1
+    url = f"{args.url or settings.web_url}/volumes/{quote(args.volume_id, safe='')}/counters"
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
             print(response.read().decode())

@@ -88,10 +88,12 @@ async def tail(
             batches = await consumer.getmany(timeout_ms=timeout_ms)
             if not batches and idle_exit_s is not None:
                 break
-            for messages in batches.values():
-                for msg in messages:
-                    out.write(orjson.dumps(render(schemas, msg)).decode() + "\n")
-                    printed += 1
+            messages = [msg for batch in batches.values() for msg in batch]
+            if max_messages is not None:
+                messages = messages[: max_messages - printed]
+            for msg in messages:
+                out.write(orjson.dumps(render(schemas, msg)).decode() + "\n")
+            printed += len(messages)
             out.flush()
     finally:
         await consumer.stop()
