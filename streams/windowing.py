@@ -1,0 +1,184 @@
+"""Event-time windowing of one input partition (SEMANTICS.md section 4).
+
+Pure logic: no faust, no aiokafka. :class:`PartitionClock` is the watermark;
+:class:`WindowBook` keeps one partition's 1 s windows in any mutable mapping
+(a dict in tests, a Faust table in the worker) and says what to publish:
+windows the watermark closed, and new revisions of windows a late event or a
+long request reached. :class:`RollupBook` builds 1 m windows from 1 s ones and
+1 h windows from 1 m ones, never from raw events.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
+
+from .events import STATUS_INVALID
+from .windows import NS_PER_S, WindowAcc, rollup, window_start_ns, window_starts_overlapping
+
+WindowKey = tuple[str, int]  # (volume_id, window_start_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSettings:
+    grace_ns: int = 2 * NS_PER_S
+    idle_timeout_ns: int = 5 * NS_PER_S
+    horizon_ns: int = 3600 * NS_PER_S
+
+
+@dataclass(slots=True)
+class PartitionClock:
+    """Watermark of one input partition: largest complete_ns - grace, raised when idle."""
+
+    grace_ns: int
+    idle_timeout_ns: int
+    watermark_ns: int | None = None
+    last_input_wall_ns: int | None = None
+
+    def on_input(self, max_complete_ns: int, wall_ns: int) -> int | None:
+        self.last_input_wall_ns = wall_ns
+        return self._raise_to(max_complete_ns - self.grace_ns)
+
+    def on_wall_clock(self, wall_ns: int) -> int | None:
+        """Raise an idle partition's watermark to wall - grace - idle timeout."""
+        idle_since = self.last_input_wall_ns
+        if idle_since is None or wall_ns - idle_since >= self.idle_timeout_ns:
+            return self._raise_to(wall_ns - self.grace_ns - self.idle_timeout_ns)
+        return self.watermark_ns
+
+    def _raise_to(self, candidate_ns: int) -> int | None:
+        if self.watermark_ns is None or candidate_ns > self.watermark_ns:
+            self.watermark_ns = candidate_ns  # never moves back
+        return self.watermark_ns
+
+
+@dataclass(slots=True)
+class WindowEntry:
+    tenant_id: str
+    acc: WindowAcc
+    revision: int = 0  # the revision the next emission carries
+    emitted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Emission:
+    volume_id: str
+    tenant_id: str
+    acc: WindowAcc
+    revision: int
+
+
+@dataclass
+class WindowBook:
+    """The open and revisable windows of one length for the volumes of one partition."""
+
+    settings: WindowSettings
+    store: MutableMapping[WindowKey, WindowEntry]
+    window_len_ns: int = NS_PER_S
+    late_beyond_horizon: int = 0
+    _closing: list[tuple[int, str, int]] = field(default_factory=list)  # (end, volume, start)
+
+    def rebuild_index(self) -> None:
+        """After recovery: find the windows still to close in the store."""
+        self._closing = [(start + self.window_len_ns, volume, start)
+                         for (volume, start), entry in self.store.items() if not entry.emitted]
+        heapq.heapify(self._closing)
+
+    def _entry(self, volume_id: str, tenant_id: str, start: int) -> WindowEntry:
+        entry = self.store.get((volume_id, start))
+        if entry is None:
+            entry = WindowEntry(tenant_id, WindowAcc(start, self.window_len_ns))
+            heapq.heappush(self._closing, (start + self.window_len_ns, volume_id, start))
+        return entry
+
+    def _frozen_before_ns(self, watermark_ns: int | None) -> int | None:
+        return None if watermark_ns is None else watermark_ns - self.settings.horizon_ns
+
+    def add_events(
+        self, volume_id: str, tenant_id: str, ops: bytes, statuses: bytes, nbytes: Sequence[int],
+        submit_ns: Sequence[int], complete_ns: Sequence[int], indexes: Sequence[int],
+        watermark_ns: int | None,
+    ) -> list[Emission]:
+        """Add validated events; returns new revisions of windows already emitted."""
+        frozen_before = self._frozen_before_ns(watermark_ns)
+        touched: dict[int, WindowEntry] = {}
+        for i in indexes:
+            start = window_start_ns(complete_ns[i], self.window_len_ns)
+            if frozen_before is not None and start + self.window_len_ns <= frozen_before:
+                self.late_beyond_horizon += 1
+                continue
+            entry = touched.get(start) or self._entry(volume_id, tenant_id, start)
+            touched[start] = entry
+            latency_ns = complete_ns[i] - submit_ns[i]
+            entry.acc.add_completion(ops[i], statuses[i], nbytes[i], latency_ns)
+            if statuses[i] != STATUS_INVALID:
+                self._add_inflight(volume_id, tenant_id, ops[i], submit_ns[i], complete_ns[i],
+                                   frozen_before, touched)
+        for start, entry in touched.items():
+            self.store[(volume_id, start)] = entry
+        return [self._revise(volume_id, e) for e in touched.values() if e.emitted]
+
+    def _add_inflight(
+        self, volume_id: str, tenant_id: str, op: int, submit_ns: int, complete_ns: int,
+        frozen_before: int | None, touched: dict[int, WindowEntry],
+    ) -> None:
+        for start in window_starts_overlapping(submit_ns, complete_ns, self.window_len_ns):
+            if frozen_before is not None and start + self.window_len_ns <= frozen_before:
+                continue  # the revision horizon: these windows are final
+            entry = touched.get(start) or self._entry(volume_id, tenant_id, start)
+            touched[start] = entry
+            entry.acc.add_inflight(op, submit_ns, complete_ns)
+
+    def _revise(self, volume_id: str, entry: WindowEntry) -> Emission:
+        emission = Emission(volume_id, entry.tenant_id, entry.acc, entry.revision)
+        entry.revision += 1
+        self.store[(volume_id, entry.acc.window_start_ns)] = entry
+        return emission
+
+    def close_for(self, watermark_ns: int | None) -> list[Emission]:
+        """Emit, in order of their ends, the windows the watermark has passed."""
+        emitted: list[Emission] = []
+        while watermark_ns is not None and self._closing and self._closing[0][0] <= watermark_ns:
+            _, volume_id, start = heapq.heappop(self._closing)
+            entry = self.store.get((volume_id, start))
+            if entry is None or entry.emitted:
+                continue
+            entry.emitted = True
+            emitted.append(self._revise(volume_id, entry))
+        return emitted
+
+    def evictable(self, watermark_ns: int | None) -> list[WindowKey]:
+        """Emitted windows past the revision horizon: they can never change again."""
+        frozen_before = self._frozen_before_ns(watermark_ns)
+        if frozen_before is None:
+            return []
+        return [key for key, entry in self.store.items()
+                if entry.emitted and key[1] + self.window_len_ns <= frozen_before]
+
+
+@dataclass
+class RollupBook:
+    """Windows of ``window_len_ns`` built from the latest revision of their shorter parts."""
+
+    inner: WindowBook
+    parts: MutableMapping[WindowKey, dict[int, WindowAcc]] = field(default_factory=dict)
+
+    def add_part(self, emission: Emission) -> list[Emission]:
+        """Take a part (any revision: the latest replaces the earlier whole).
+
+        No horizon check: a part is only revised while it is within the horizon,
+        and the window that holds it ends no earlier, so it is revisable too.
+        """
+        length = self.inner.window_len_ns
+        start = window_start_ns(emission.acc.window_start_ns, length)
+        parts = self.parts.get((emission.volume_id, start)) or {}
+        parts[emission.acc.window_start_ns] = emission.acc
+        self.parts[(emission.volume_id, start)] = parts
+        entry = self.inner._entry(emission.volume_id, emission.tenant_id, start)
+        entry.acc = rollup(list(parts.values()), length)
+        self.inner.store[(emission.volume_id, start)] = entry
+        return [self.inner._revise(emission.volume_id, entry)] if entry.emitted else []
+
+    def close_for(self, watermark_ns: int | None) -> list[Emission]:
+        return self.inner.close_for(watermark_ns)

@@ -1,0 +1,250 @@
+"""Brute-force oracle for the windowed statistics of SEMANTICS.md section 3.
+
+Written independently of the pipeline on purpose: it imports nothing from ``streams`` and
+works on plain dicts, the canonical JSON objects of section 1, all assumed valid (run them
+through ``tests.oracle.oracle_reject_reason`` first if they may not be). Lateness does not
+exist here (section 4): every event counts in its windows, as if none were beyond the
+revision horizon, so compare with the pipeline's latest revision of each window.
+
+Every window is computed straight from the raw events: each event is dropped into the window
+holding its ``complete_ns``, and its interval ``[submit_ns, complete_ns)`` is clipped to every
+window it overlaps. Nothing is incremental and nothing is clever.
+
+Records carry, besides the published fields, ``{op}_inflight_time_ns`` (the integer numerator
+of ``avg_{op}_queue_depth``), because the exact rollup of section 3 needs it. They carry no
+``revision``: that belongs to delivery, not to the statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+WINDOW_OPS = ("read", "write", "flush", "discard")
+
+US = 1_000
+MS = 1_000_000
+S = 1_000_000_000
+
+# Upper bounds (exclusive) of the first 19 bins; bin 19 is open (latency >= 10 s).
+HISTOGRAM_BOUNDS_NS: tuple[int, ...] = (
+    10 * US, 20 * US, 50 * US, 100 * US, 200 * US, 500 * US,
+    1 * MS, 2 * MS, 5 * MS, 10 * MS, 20 * MS, 50 * MS, 100 * MS, 200 * MS, 500 * MS,
+    1 * S, 2 * S, 5 * S, 10 * S,
+)
+HISTOGRAM_BINS = len(HISTOGRAM_BOUNDS_NS) + 1
+
+# (name, numerator, denominator): q = numerator / denominator, kept as integers.
+PERCENTILES = (("p50", 50, 100), ("p90", 90, 100), ("p99", 99, 100), ("p99_9", 999, 1000))
+
+
+def window_start(t_ns: int, window_len_ns: int) -> int:
+    """Start of the tumbling window [k*L, (k+1)*L) that holds ``t_ns``."""
+    return (t_ns // window_len_ns) * window_len_ns
+
+
+def windows_overlapped(start_ns: int, end_ns: int, window_len_ns: int) -> list[int]:
+    """Starts of all windows that share a positive length with [start_ns, end_ns)."""
+    if end_ns <= start_ns:
+        return []
+    first = window_start(start_ns, window_len_ns)
+    last = window_start(end_ns - 1, window_len_ns)
+    return list(range(first, last + window_len_ns, window_len_ns))
+
+
+def overlap_length(a_start: int, a_end: int, b_start: int, b_end: int) -> int:
+    """Length of [a_start, a_end) intersected with [b_start, b_end), 0 when disjoint."""
+    return max(0, min(a_end, b_end) - max(a_start, b_start))
+
+
+def union_length(intervals: list[tuple[int, int]]) -> int:
+    """Length of the union of half-open intervals: sort, merge, add up the merged pieces."""
+    total = 0
+    cur_start: int | None = None
+    cur_end = 0
+    for start, end in sorted(intervals):
+        if end <= start:
+            continue
+        if cur_start is None:
+            cur_start, cur_end = start, end
+        elif start <= cur_end:
+            cur_end = max(cur_end, end)
+        else:
+            total += cur_end - cur_start
+            cur_start, cur_end = start, end
+    if cur_start is not None:
+        total += cur_end - cur_start
+    return total
+
+
+def histogram_bin(latency_ns: int) -> int:
+    """Index of the bin of ``latency_ns``: how many upper bounds are <= it."""
+    index = 0
+    for bound in HISTOGRAM_BOUNDS_NS:
+        if latency_ns >= bound:
+            index += 1
+    return index
+
+
+def percentile_from_histogram(histogram: list[int], num: int, den: int,
+                              max_latency_ns: int | None) -> int | None:
+    """Upper bound of the first bin whose cumulative count reaches ceil(num/den * n).
+
+    In the last, open bin the answer is the window's max latency. None when n == 0.
+    """
+    n = sum(histogram)
+    if n == 0:
+        return None
+    rank = -(-n * num // den)  # exact integer ceil(n * num / den)
+    cumulative = 0
+    for index, count in enumerate(histogram):
+        cumulative += count
+        if cumulative >= rank:
+            if index < len(HISTOGRAM_BOUNDS_NS):
+                return HISTOGRAM_BOUNDS_NS[index]
+            return max_latency_ns
+    raise AssertionError("unreachable: the cumulative count ends at n >= rank")
+
+
+def empty_window(volume_id: str, tenant_id: str, start_ns: int, window_len_ns: int) -> dict:
+    """Summable fields of one window, at zero (derived fields come from ``derive``)."""
+    row: dict = {"volume_id": volume_id, "tenant_id": tenant_id,
+                 "window_start_ns": start_ns, "window_length_ns": window_len_ns}
+    for op in WINDOW_OPS:
+        row[f"{op}_ios"] = 0
+        if op != "flush":
+            row[f"{op}_bytes"] = 0
+        row[f"{op}_ios_error"] = 0
+        row[f"invalid_{op}_ios"] = 0
+        row[f"total_{op}_time_ns"] = 0
+        row[f"min_{op}_latency_ns"] = None
+        row[f"max_{op}_latency_ns"] = None
+        row[f"{op}_latency_histogram"] = [0] * HISTOGRAM_BINS
+        row[f"{op}_inflight_time_ns"] = 0
+    row["busy_time_ns"] = 0
+    return row
+
+
+def derive(row: dict) -> dict:
+    """Set the fields that are computed from the sums: averages, percentiles, depth, util."""
+    length = row["window_length_ns"]
+    for op in WINDOW_OPS:
+        timed = row[f"{op}_ios"] + row[f"{op}_ios_error"]
+        if timed == 0:
+            row[f"avg_{op}_latency_ns"] = None
+        else:
+            row[f"avg_{op}_latency_ns"] = row[f"total_{op}_time_ns"] / timed
+        for name, num, den in PERCENTILES:
+            row[f"{name}_{op}_latency_ns"] = percentile_from_histogram(
+                row[f"{op}_latency_histogram"], num, den, row[f"max_{op}_latency_ns"])
+        row[f"avg_{op}_queue_depth"] = row[f"{op}_inflight_time_ns"] / length
+    row["idle_time_ns"] = length - row["busy_time_ns"]
+    row["util"] = row["busy_time_ns"] / length
+    return row
+
+
+def _min(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def windows_oracle(events: Iterable[dict], window_len_ns: int) -> dict[tuple[str, int], dict]:
+    """All windows of length ``window_len_ns``, keyed by (volume_id, window_start_ns)."""
+    if window_len_ns <= 0:
+        raise ValueError("window length must be positive")
+    tenants: dict[str, str] = {}
+    rows: dict[tuple[str, int], dict] = {}
+    busy_pieces: dict[tuple[str, int], list[tuple[int, int]]] = {}
+
+    def window(volume_id: str, start_ns: int) -> dict:
+        key = (volume_id, start_ns)
+        if key not in rows:
+            rows[key] = empty_window(volume_id, tenants[volume_id], start_ns, window_len_ns)
+            busy_pieces[key] = []
+        return rows[key]
+
+    for event in events:
+        vol = event["volume_id"]
+        if vol not in tenants:
+            tenants[vol] = event["tenant_id"]
+        op = event["op"]
+        status = event["status"]
+        submit = event["submit_ns"]
+        complete = event["complete_ns"]
+        latency = complete - submit
+
+        # 1. Everything that belongs to the window holding complete_ns.
+        row = window(vol, window_start(complete, window_len_ns))
+        if status == "ok":
+            row[f"{op}_ios"] += 1
+        if status == "ok" and op != "flush":
+            row[f"{op}_bytes"] += event["bytes"]
+        if status == "failed":
+            row[f"{op}_ios_error"] += 1
+        if status == "invalid":
+            row[f"invalid_{op}_ios"] += 1
+        if status == "ok" or status == "failed":
+            row[f"total_{op}_time_ns"] += latency
+            row[f"min_{op}_latency_ns"] = _min(row[f"min_{op}_latency_ns"], latency)
+            row[f"max_{op}_latency_ns"] = _max(row[f"max_{op}_latency_ns"], latency)
+            row[f"{op}_latency_histogram"][histogram_bin(latency)] += 1
+
+        # 2. The in-flight interval, clipped to every window it overlaps (ok/failed only).
+        if status == "ok" or status == "failed":
+            for start in windows_overlapped(submit, complete, window_len_ns):
+                end = start + window_len_ns
+                row = window(vol, start)
+                row[f"{op}_inflight_time_ns"] += overlap_length(submit, complete, start, end)
+                busy_pieces[(vol, start)].append((max(submit, start), min(complete, end)))
+
+    for key, row in rows.items():
+        row["busy_time_ns"] = union_length(busy_pieces[key])
+        derive(row)
+    return rows
+
+
+def rollup_oracle(windows: dict[tuple[str, int], dict],
+                  window_len_ns: int) -> dict[tuple[str, int], dict]:
+    """Aggregate shorter windows into windows of ``window_len_ns``, never touching raw events.
+
+    Sums add, min/max combine, histograms add, in-flight and busy time add; every derived
+    field is then recomputed with the longer L.
+    """
+    result: dict[tuple[str, int], dict] = {}
+    for (vol, _start), short in sorted(windows.items()):
+        if window_len_ns % short["window_length_ns"] != 0:
+            raise ValueError(f"{short['window_length_ns']} ns windows do not tile "
+                             f"{window_len_ns} ns windows")
+        key = (vol, window_start(short["window_start_ns"], window_len_ns))
+        if key not in result:
+            result[key] = empty_window(vol, short["tenant_id"], key[1], window_len_ns)
+        row = result[key]
+        for op in WINDOW_OPS:
+            row[f"{op}_ios"] += short[f"{op}_ios"]
+            if op != "flush":
+                row[f"{op}_bytes"] += short[f"{op}_bytes"]
+            row[f"{op}_ios_error"] += short[f"{op}_ios_error"]
+            row[f"invalid_{op}_ios"] += short[f"invalid_{op}_ios"]
+            row[f"total_{op}_time_ns"] += short[f"total_{op}_time_ns"]
+            row[f"min_{op}_latency_ns"] = _min(row[f"min_{op}_latency_ns"],
+                                               short[f"min_{op}_latency_ns"])
+            row[f"max_{op}_latency_ns"] = _max(row[f"max_{op}_latency_ns"],
+                                               short[f"max_{op}_latency_ns"])
+            histogram = row[f"{op}_latency_histogram"]
+            for index, count in enumerate(short[f"{op}_latency_histogram"]):
+                histogram[index] += count
+            row[f"{op}_inflight_time_ns"] += short[f"{op}_inflight_time_ns"]
+        row["busy_time_ns"] += short["busy_time_ns"]
+    for row in result.values():
+        derive(row)
+    return result
