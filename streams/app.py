@@ -31,6 +31,8 @@ class WorkerStats:
     events_rejected: int = 0
     records_rejected: int = 0
     started_ns: int = field(default_factory=time.time_ns)
+    last_rejection_log_ns: int = -(10**18)
+    rejections_not_logged: int = 0
 
 
 @dataclass
@@ -112,8 +114,20 @@ async def _publish_rejections(
         )
         key = outcome.volume_id.encode() if outcome.volume_id else None
         await p.dlq_topic.send(key=key, value=p.schemas.encode("DeadLetter", record))
-        log.warning("rejected %d event(s) at %s[%d]@%d: %s", rejection.events,
-                    message.topic, message.partition, message.offset, rejection.reason)
+        _log_rejection(p.stats, rejection.events, message, rejection.reason)
+
+
+def _log_rejection(stats: WorkerStats, events: int, message: Any, reason: str) -> None:
+    # At most one line a second: a flood of bad input must not flood the log too.
+    now_ns = time.monotonic_ns()
+    if now_ns - stats.last_rejection_log_ns < 1_000_000_000:
+        stats.rejections_not_logged += 1
+        return
+    log.warning("rejected %d event(s) at %s[%d]@%d: %s (+%d rejection(s) not logged since; "
+                "all are in the dead-letter topic)", events, message.topic, message.partition,
+                message.offset, reason, stats.rejections_not_logged)
+    stats.last_rejection_log_ns = now_ns
+    stats.rejections_not_logged = 0
 
 
 def _count(stats: WorkerStats, outcome: RecordOutcome) -> None:

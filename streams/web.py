@@ -29,7 +29,7 @@ def register_views(p: Pipeline) -> None:
         return web.json({
             "app_id": app.conf.id, "url": str(app.conf.canonical_url),
             "raw_topic": p.settings.raw_topic, "assigned_partitions": assigned,
-            **asdict(p.stats),
+            **{k: v for k, v in asdict(p.stats).items() if k != "last_rejection_log_ns"},
         })
 
 

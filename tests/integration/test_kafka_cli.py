@@ -1,0 +1,41 @@
+"""`ioacct kafka` and `ioacct topics` against the real broker the session started."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.config import Settings
+from tests.conftest import free_port
+
+from .harness import ioacct
+
+pytestmark = pytest.mark.integration
+
+
+def test_status_of_the_running_broker(kafka_settings: Settings) -> None:
+    result = ioacct(kafka_settings, "kafka", "status")
+    assert result.returncode == 0
+    assert f"kafka on 127.0.0.1:{kafka_settings.kafka_port}: running (pid" in result.stdout
+
+
+def test_start_is_idempotent(kafka_settings: Settings) -> None:
+    result = ioacct(kafka_settings, "kafka", "start")
+    assert result.returncode == 0, result.stderr
+    assert "already running" in result.stdout
+
+
+def test_status_and_stop_of_a_broker_that_is_not_there(kafka_settings: Settings) -> None:
+    port = str(free_port())
+    status = ioacct(kafka_settings, "kafka", "status", "--kafka-port", port)
+    assert status.returncode == 3 and "not running" in status.stdout
+    stop = ioacct(kafka_settings, "kafka", "stop", "--kafka-port", port)
+    assert stop.returncode == 0 and "was not running" in stop.stdout
+
+
+def test_topics_are_created_once(pipeline_settings: Settings) -> None:
+    first = ioacct(pipeline_settings, "topics")
+    assert first.returncode == 0, first.stderr
+    assert pipeline_settings.raw_topic in first.stdout
+    assert pipeline_settings.dlq_topic in first.stdout
+    again = ioacct(pipeline_settings, "topics")
+    assert "nothing (all topics exist)" in again.stdout
