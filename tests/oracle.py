@@ -99,6 +99,23 @@ def empty_counters(volume_id: str, tenant_id: str) -> dict:
     return row
 
 
+def add_to_counters(row: dict, event: dict) -> None:
+    """Add one event to a row of the section 2 counters (also used for windows)."""
+    op = event["op"]
+    status = event["status"]
+    latency = event["complete_ns"] - event["submit_ns"]
+    if status == "ok":
+        row[f"{op}_ios"] += 1
+    if status == "ok" and op != "flush":
+        row[f"{op}_bytes"] += event["bytes"]
+    if status == "failed":
+        row[f"{op}_ios_error"] += 1
+    if status == "invalid":
+        row[f"invalid_{op}_ios"] += 1
+    if status == "ok" or status == "failed":
+        row[f"total_{op}_time_ns"] += latency
+
+
 def counters_oracle(events: Iterable[dict], *, now_ns: int | None = None,
                     retention_ns: int = RETENTION_NS,
                     future_ns: int = FUTURE_NS) -> dict[str, dict]:
@@ -118,19 +135,7 @@ def counters_oracle(events: Iterable[dict], *, now_ns: int | None = None,
             result[vol] = empty_counters(vol, event["tenant_id"])
             result[vol]["last_io_ns"] = event["complete_ns"]
         row = result[vol]
-        op = event["op"]
-        status = event["status"]
-        latency = event["complete_ns"] - event["submit_ns"]
-        if status == "ok":
-            row[f"{op}_ios"] += 1
-        if status == "ok" and op != "flush":
-            row[f"{op}_bytes"] += event["bytes"]
-        if status == "failed":
-            row[f"{op}_ios_error"] += 1
-        if status == "invalid":
-            row[f"invalid_{op}_ios"] += 1
-        if status == "ok" or status == "failed":
-            row[f"total_{op}_time_ns"] += latency
+        add_to_counters(row, event)
         if event["complete_ns"] > row["last_io_ns"]:
             row["last_io_ns"] = event["complete_ns"]
     return result

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from tests.oracle import add_to_counters
+
 WINDOW_OPS = ("read", "write", "flush", "discard")
 
 US = 1_000
@@ -185,16 +187,8 @@ def windows_oracle(events: Iterable[dict], window_len_ns: int) -> dict[tuple[str
 
         # 1. Everything that belongs to the window holding complete_ns.
         row = window(vol, window_start(complete, window_len_ns))
-        if status == "ok":
-            row[f"{op}_ios"] += 1
-        if status == "ok" and op != "flush":
-            row[f"{op}_bytes"] += event["bytes"]
-        if status == "failed":
-            row[f"{op}_ios_error"] += 1
-        if status == "invalid":
-            row[f"invalid_{op}_ios"] += 1
+        add_to_counters(row, event)
         if status == "ok" or status == "failed":
-            row[f"total_{op}_time_ns"] += latency
             row[f"min_{op}_latency_ns"] = _min(row[f"min_{op}_latency_ns"], latency)
             row[f"max_{op}_latency_ns"] = _max(row[f"max_{op}_latency_ns"], latency)
             row[f"{op}_latency_histogram"][histogram_bin(latency)] += 1
