@@ -14,11 +14,15 @@ from typing import Any
 import faust
 
 from .accounting import VolumeState
-from .codec import SchemaSet, default_schemas
+from .codec import HEADER_LEN, SchemaSet, default_schemas
 from .config import Settings
 from .ingest import Limits, RecordOutcome, account_record, dead_letter_record
+from .partition_windows import LENGTHS_NS, PartitionWindows
+from .windowing import Emission, WindowSettings
+from .windows import window_stats
 
 log = logging.getLogger(__name__)
+TICK_KEY = b"__tick__"
 
 
 @dataclass
@@ -46,7 +50,21 @@ class Pipeline:
     counters: Any
     schemas: SchemaSet
     limits: Limits
+    windows_table: Any = None
+    stats_topics: dict[int, Any] = field(default_factory=dict)
+    window_settings: WindowSettings = field(default_factory=WindowSettings)
+    keep_ns: tuple[int, int, int] = (0, 0, 0)
+    partitions: dict[int, PartitionWindows] = field(default_factory=dict)
     stats: WorkerStats = field(default_factory=WorkerStats)
+
+    def windows_for(self, partition: int) -> PartitionWindows:
+        """The partition's windows, rebuilt from the table on first use after assignment."""
+        windows = self.partitions.get(partition)
+        if windows is None:
+            windows = PartitionWindows(partition, self.windows_table, self.window_settings,
+                                       self.keep_ns)
+            self.partitions[partition] = windows
+        return windows
 
     def load_state(self, volume_id: str) -> VolumeState | None:
         snapshot = self.counters.get(volume_id.encode())
@@ -86,23 +104,93 @@ def build_app(settings: Settings) -> Pipeline:
     )
     limits = Limits(settings.retention_s * 10**9, settings.future_tolerance_s * 10**9)
     pipeline = Pipeline(settings, app, raw_topic, dlq_topic, counters, default_schemas(), limits)
+    _add_windows(pipeline)
     _register_accounting(pipeline)
+    _register_ticks(pipeline)
     from .web import register_views  # web.py imports this module's Pipeline
 
     register_views(pipeline)
     return pipeline
 
 
+def _add_windows(p: Pipeline) -> None:
+    s = p.settings
+    # One entry per (partition, window length, volume, start); see partition_windows.py.
+    p.windows_table = p.app.Table(
+        "windows", key_type=bytes, value_type=bytes, partitions=s.partitions, default=None,
+        help="open and revisable windows, rollup parts and watermarks per partition",
+    )
+    for length_ns in LENGTHS_NS:
+        p.stats_topics[length_ns] = p.app.topic(
+            s.stats_topic(length_ns), key_type=bytes, value_type=bytes, key_serializer="raw",
+            value_serializer="raw", partitions=s.partitions, internal=False,
+        )
+    horizon_ns = s.revision_horizon_s * 10**9
+    p.window_settings = WindowSettings(int(s.grace_s * 1e9), int(s.idle_timeout_s * 1e9),
+                                       horizon_ns)
+    p.keep_ns = tuple(max(0, r * 10**9 - horizon_ns)  # type: ignore[assignment]
+                      for r in (s.retention_1s_s, s.retention_1m_s, s.retention_1h_s))
+
+    @p.app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def forget_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
+        # The next owner rebuilds from the changelog; so do we if they come back.
+        for tp in revoked:
+            if tp.topic == s.raw_topic:
+                p.partitions.pop(tp.partition, None)
+
+
 def _register_accounting(p: Pipeline) -> None:
+    tick_header = p.schemas.headers["Tick"]
+
     @p.app.agent(p.raw_topic, name="accounting")
     async def accounting(stream: Any) -> None:
         async for event in stream.events():
             now_ns = time.time_ns()
+            message = event.message
+            if event.value[:HEADER_LEN] == tick_header:
+                wall_ns = p.schemas.decode(event.value)[1]["wall_ns"]
+                await _publish_windows(p, p.windows_for(message.partition).on_tick(wall_ns),
+                                       message.partition)
+                continue
             outcome = account_record(event.value, p.load_state, p.schemas, now_ns, p.limits)
             if outcome.state is not None and outcome.volume_id is not None:
                 p.counters[outcome.volume_id.encode()] = outcome.state.snapshot()
-            await _publish_rejections(p, outcome, event.message, now_ns)
+            await _publish_rejections(p, outcome, message, now_ns)
+            if outcome.batch is not None and outcome.volume_id is not None:
+                batch = outcome.batch
+                emissions = p.windows_for(message.partition).on_events(
+                    outcome.volume_id, batch["tenant_id"], batch["op"], batch["status"],
+                    batch["bytes"], batch["submit_ns"], batch["complete_ns"], outcome.good,
+                    now_ns,
+                )
+                await _publish_windows(p, emissions, message.partition)
             _count(p.stats, outcome)
+
+
+def _register_ticks(p: Pipeline) -> None:
+    """Once a second, a Tick into each owned raw partition: idle partitions close windows
+    from inside their own stream, where table writes land in the right changelog."""
+
+    @p.app.timer(interval=p.settings.tick_interval_s)
+    async def tick() -> None:
+        raw = p.settings.raw_topic
+        value = p.schemas.encode("Tick", {"wall_ns": time.time_ns(),
+                                          "worker": p.settings.web_url})
+        for tp in p.app.consumer.assignment():
+            windows = p.partitions.get(tp.partition)
+            # Only where windows are open; an unseen partition gets one, so that a restarted
+            # worker rebuilds its windows from the table even if no new input ever comes.
+            if tp.topic == raw and (windows is None or windows.needs_ticks):
+                await p.raw_topic.send(key=TICK_KEY, value=value, partition=tp.partition)
+
+
+async def _publish_windows(p: Pipeline, emissions: list[Emission], partition: int) -> None:
+    for e in emissions:
+        record = window_stats(e.volume_id, e.tenant_id, e.acc)
+        record["revision"] = e.revision
+        key = b"%s/%d" % (e.volume_id.encode(), e.acc.window_start_ns)
+        await p.stats_topics[e.acc.window_len_ns].send(
+            key=key, value=p.schemas.encode("WindowStats", record), partition=partition)
 
 
 async def _publish_rejections(

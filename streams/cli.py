@@ -86,8 +86,8 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
         summary = asyncio.run(produce.produce_jsonl(settings, args.jsonl))
     else:
         rate = args.rate
-        start_ns = time.time_ns()
-        if args.events is not None and rate <= 0:
+        start_ns = time.time_ns() if args.start_ns is None else args.start_ns
+        if args.events is not None and rate <= 0 and args.start_ns is None:
             # Unpaced: lay the events out in the recent past so none is in the future.
             start_ns -= int(args.events / args.sim_rate * 1e9)
         config = FleetConfig(seed=args.seed, volumes=args.volumes, tenants=args.tenants,
@@ -105,7 +105,7 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
-    from urllib.parse import quote
+    from urllib.parse import quote, urlencode
 
     from .events import id_error
 
@@ -113,7 +113,10 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     if reason is not None:
         print(f"ioacct query: {reason}", file=sys.stderr)
         return 1
-    url = f"{args.url or settings.web_url}/volumes/{quote(args.volume_id, safe='')}/counters"
+    url = f"{args.url or settings.web_url}/volumes/{quote(args.volume_id, safe='')}/{args.what}"
+    if args.what == "stats":
+        query = {"window": args.window, "from": args.from_, "to": args.to}
+        url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
             print(response.read().decode())
@@ -160,8 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="info")
     _produce_parser(verb("produce", cmd_produce, "send I/O completion events through the SDK"))
     query = verb("query", cmd_query, "ask a worker about a volume")
-    query.add_argument("what", choices=["counters"])
+    query.add_argument("what", choices=["counters", "stats"],
+                       help="cumulative counters, or windowed statistics")
     query.add_argument("volume_id")
+    query.add_argument("--window", choices=["1s", "1m", "1h"], default="1m", help="stats only")
+    query.add_argument("--from", dest="from_", metavar="TIME",
+                       help="stats only: epoch ns, ISO 8601 (UTC) or now-15m (default: "
+                            "15 min / 1 day / 30 days before --to)")
+    query.add_argument("--to", metavar="TIME", help="stats only (default: now)")
     query.add_argument("--url", help="any worker's web address (default http://127.0.0.1:6066)")
     query.add_argument("--web-port", type=int, help=argparse.SUPPRESS)
     tail = verb("tail", cmd_tail, "print a topic's records decoded as JSON lines")
@@ -190,6 +199,9 @@ def _produce_parser(produce: argparse.ArgumentParser) -> None:
     sim.add_argument("--volumes", type=int, default=200)
     sim.add_argument("--tenants", type=int, default=20)
     sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--start-ns", type=int,
+                     help="simulated time of the first event (default: now, or when unpaced, "
+                          "early enough that the last event is about now)")
     sim.add_argument("--write-jsonl", metavar="FILE", help="also write the events sent as JSONL")
 
 

@@ -46,6 +46,13 @@ class Settings:
     raw_retention_ms: int = -1  # infinite: audits replay the raw topic
     batch_max_events: int = 1024
     batch_max_age_ms: int = 100
+    grace_s: float = 2.0
+    idle_timeout_s: float = 5.0
+    revision_horizon_s: int = 3600
+    retention_1s_s: int = 3600
+    retention_1m_s: int = 2 * 24 * 3600
+    retention_1h_s: int = 60 * 24 * 3600
+    tick_interval_s: float = 1.0
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -76,6 +83,10 @@ class Settings:
     @property
     def dlq_topic(self) -> str:
         return self.topic("io.dlq")
+
+    def stats_topic(self, window_len_ns: int) -> str:
+        return self.topic({10**9: "stats.1s", 60 * 10**9: "stats.1m",
+                           3600 * 10**9: "stats.1h"}[window_len_ns])
 
     @property
     def web_url(self) -> str:

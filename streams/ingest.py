@@ -56,6 +56,8 @@ class RecordOutcome:
     counted: int = 0
     replay: bool = False
     rejections: list[Rejection] = field(default_factory=list)
+    batch: dict[str, Any] | None = None  # the decoded record, when events were counted
+    good: list[int] = field(default_factory=list)  # indexes of the counted events
 
 
 def event_json(batch: dict[str, Any], i: int) -> str:
@@ -140,7 +142,7 @@ def account_record(
         batch["submit_ns"], batch["complete_ns"], good,
     )
     state.rejected += len(rejections)
-    return RecordOutcome(volume_id, state, len(good), rejections=rejections)
+    return RecordOutcome(volume_id, state, len(good), rejections=rejections, batch=batch, good=good)
 
 
 def dead_letter_record(

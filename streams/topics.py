@@ -28,6 +28,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.raw_topic, settings.partitions,
                   {"retention.ms": str(settings.raw_retention_ms)}),
         TopicSpec(settings.dlq_topic, 1, {"retention.ms": str(settings.raw_retention_ms)}),
+    ] + [
+        # Key = volume_id/window_start_ns, compacted: the latest revision of a window wins.
+        # Partition = the volume's raw-topic partition, so consumers stay co-partitioned.
+        TopicSpec(settings.stats_topic(n * 10**9), settings.partitions,
+                  {"cleanup.policy": "compact"})
+        for n in (1, 60, 3600)
     ]
 
 

@@ -79,6 +79,10 @@ class WindowBook:
     late_beyond_horizon: int = 0
     _closing: list[tuple[int, str, int]] = field(default_factory=list)  # (end, volume, start)
 
+    @property
+    def has_open_windows(self) -> bool:
+        return bool(self._closing)
+
     def rebuild_index(self) -> None:
         """After recovery: find the windows still to close in the store."""
         self._closing = [(start + self.window_len_ns, volume, start)

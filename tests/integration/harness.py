@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,9 @@ from streams.tail import topic_partitions
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes an `ioacct` subprocess use these settings."""
     env = dict(os.environ)
-    env.update({
-        "IOACCT_BOOTSTRAP": settings.bootstrap_servers,
-        "IOACCT_KAFKA_PORT": str(settings.kafka_port),
-        "IOACCT_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port),
-        "IOACCT_TOPIC_PREFIX": settings.topic_prefix,
-        "IOACCT_PARTITIONS": str(settings.partitions),
-        "IOACCT_STATE_DIR": str(settings.state_dir),
-    })
+    env.update({f"IOACCT_{f.name.upper()}": str(getattr(settings, f.name))
+                for f in fields(settings)})
+    env["IOACCT_BOOTSTRAP"] = settings.bootstrap_servers
     return env
 
 

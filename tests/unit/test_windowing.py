@@ -17,13 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.events import OP_CODE, STATUS_CODE
-from streams.windowing import (
-    Emission,
-    PartitionClock,
-    RollupBook,
-    WindowBook,
-    WindowSettings,
-)
+from streams.partition_windows import PartitionWindows
+from streams.windowing import Emission, WindowBook, WindowSettings
 from streams.windows import NS_PER_S, WindowAcc, window_stats
 from tests.window_oracle import windows_oracle
 
@@ -32,51 +27,45 @@ MINUTE, HOUR = 60 * NS_PER_S, 3600 * NS_PER_S
 
 
 class Pipeline:
-    """One partition's windowing as the worker drives it: books, clock, latest revisions."""
+    """One partition's windowing as the worker drives it, on a dict for a table."""
 
     def __init__(self, window_settings: WindowSettings | None = None) -> None:
-        window_settings = window_settings or WindowSettings()
-        self.clock = PartitionClock(window_settings.grace_ns, window_settings.idle_timeout_ns)
-        self.books = [WindowBook(window_settings, {}, length)
-                      for length in (NS_PER_S, MINUTE, HOUR)]
-        self.rollups = [RollupBook(self.books[1]), RollupBook(self.books[2])]
+        self.table: dict[bytes, bytes] = {}
+        self.windows = PartitionWindows(0, self.table, window_settings or WindowSettings())
         self.latest: dict[tuple[int, str, int], Emission] = {}
         self.emissions: list[Emission] = []
+
+    @property
+    def books(self) -> list[WindowBook]:
+        return self.windows.books
 
     def feed(self, batch: list[dict[str, Any]], wall_ns: int) -> None:
         """One raw record: events of one volume."""
         first = batch[0]
-        columns = {
-            "ops": bytes(OP_CODE[e["op"]] for e in batch),
-            "statuses": bytes(STATUS_CODE[e["status"]] for e in batch),
-            "nbytes": [e["bytes"] for e in batch],
-            "submit_ns": [e["submit_ns"] for e in batch],
-            "complete_ns": [e["complete_ns"] for e in batch],
-        }
-        watermark = self.clock.watermark_ns
-        revised = self.books[0].add_events(first["volume_id"], first["tenant_id"], **columns,
-                                           indexes=range(len(batch)), watermark_ns=watermark)
-        self._publish(0, revised)
-        self.clock.on_input(max(columns["complete_ns"]), wall_ns)
-        self.tick(wall_ns)
+        self._publish(self.windows.on_events(
+            first["volume_id"], first["tenant_id"],
+            ops=bytes(OP_CODE[e["op"]] for e in batch),
+            statuses=bytes(STATUS_CODE[e["status"]] for e in batch),
+            nbytes=[e["bytes"] for e in batch], submit_ns=[e["submit_ns"] for e in batch],
+            complete_ns=[e["complete_ns"] for e in batch], indexes=range(len(batch)),
+            wall_ns=wall_ns,
+        ))
 
     def tick(self, wall_ns: int) -> None:
-        self.clock.on_wall_clock(wall_ns)
-        self._publish(0, self.books[0].close_for(self.clock.watermark_ns))
+        self._publish(self.windows.on_tick(wall_ns))
 
-    def _publish(self, level: int, emissions: Iterable[Emission]) -> None:
+    def _publish(self, emissions: Iterable[Emission]) -> None:
         for emission in emissions:
             self.emissions.append(emission)
-            length = emission.acc.window_len_ns
-            key = (length, emission.volume_id, emission.acc.window_start_ns)
+            key = (emission.acc.window_len_ns, emission.volume_id, emission.acc.window_start_ns)
             previous = self.latest.get(key)
             assert previous is None or emission.revision == previous.revision + 1
             assert previous is not None or emission.revision == 0
             self.latest[key] = emission
-            if level < 2:  # a shorter window feeds the rollup above it
-                rollup = self.rollups[level]
-                self._publish(level + 1, rollup.add_part(emission))
-                self._publish(level + 1, rollup.close_for(self.clock.watermark_ns))
+
+    def recover(self) -> None:
+        """A new owner of the partition: rebuild everything from the table alone."""
+        self.windows = PartitionWindows(0, self.table, self.windows.books[0].settings)
 
     def finish(self) -> None:
         """Let the wall clock run far ahead: every window closes."""
@@ -123,12 +112,15 @@ def arrive(events: list[dict[str, Any]], jitter_ns: int, seed: int) -> list[list
     return records
 
 
-def run(records: list[list[dict[str, Any]]], idle_gaps: bool = False) -> Pipeline:
+def run(records: list[list[dict[str, Any]]], idle_gaps: bool = False,
+        crash_every: int = 0) -> Pipeline:
     pipeline = Pipeline()
     for n, record in enumerate(records):
         wall_ns = max(e["complete_ns"] for e in record) + NS_PER_S // 10
         if idle_gaps and n % 7 == 6:
             pipeline.tick(wall_ns + 6 * NS_PER_S)  # a quiet spell: idle advance
+        if crash_every and n % crash_every == crash_every - 1:
+            pipeline.recover()
         pipeline.feed(record, wall_ns)
     pipeline.finish()
     return pipeline
@@ -136,11 +128,12 @@ def run(records: list[list[dict[str, Any]]], idle_gaps: bool = False) -> Pipelin
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events=events_strategy, jitter_s=st.sampled_from([0, 1, 3, 30]),
-       seed=st.integers(0, 1000), idle_gaps=st.booleans())
+       seed=st.integers(0, 1000), idle_gaps=st.booleans(), crash_every=st.sampled_from([0, 3]))
 def test_latest_revisions_equal_the_oracle_at_every_length(
-    events: list[dict[str, Any]], jitter_s: int, seed: int, idle_gaps: bool,
+    events: list[dict[str, Any]], jitter_s: int, seed: int, idle_gaps: bool, crash_every: int,
 ) -> None:
-    pipeline = run(arrive(events, jitter_s * NS_PER_S, seed), idle_gaps)
+    """crash_every: rebuild the partition's windows from the table alone now and then."""
+    pipeline = run(arrive(events, jitter_s * NS_PER_S, seed), idle_gaps, crash_every)
     for length in (NS_PER_S, MINUTE, HOUR):
         assert pipeline.published(length) == windows_oracle(events, length), length
 

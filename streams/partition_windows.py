@@ -1,0 +1,173 @@
+"""All windows of one input partition, kept in a bytes -> bytes mapping (a Faust table).
+
+Pure logic: no faust, no aiokafka. The worker keeps one
+:class:`PartitionWindows` per raw-topic partition it owns; every state change
+goes through the mapping, so the table's changelog can rebuild it after a
+crash or a rebalance. Keys carry the partition, so a rebuild finds its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping, Sequence
+
+import orjson
+
+from .windowing import (
+    Emission,
+    PartitionClock,
+    RollupBook,
+    WindowBook,
+    WindowEntry,
+    WindowKey,
+    WindowSettings,
+)
+from .windows import NS_PER_S, WindowAcc
+
+Table = MutableMapping[bytes, bytes]
+LENGTHS_NS = (NS_PER_S, 60 * NS_PER_S, 3600 * NS_PER_S)
+EVICT_EVERY_NS = 60 * NS_PER_S
+
+
+class _Encoded(MutableMapping[WindowKey, object]):
+    """A typed view of the table's keys under one prefix: (volume_id, start) -> value."""
+
+    def __init__(self, table: Table, prefix: bytes) -> None:
+        self.table = table
+        self.prefix = prefix
+
+    def _key(self, key: WindowKey) -> bytes:
+        return b"%s%s|%d" % (self.prefix, key[0].encode(), key[1])
+
+    def _decode_key(self, raw: bytes) -> WindowKey:
+        volume, start = raw[len(self.prefix):].rsplit(b"|", 1)
+        return volume.decode(), int(start)
+
+    def encode(self, value: object) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> object:
+        raise NotImplementedError
+
+    def __getitem__(self, key: WindowKey) -> object:
+        return self.decode(self.table[self._key(key)])
+
+    def __setitem__(self, key: WindowKey, value: object) -> None:
+        self.table[self._key(key)] = self.encode(value)
+
+    def __delitem__(self, key: WindowKey) -> None:
+        del self.table[self._key(key)]
+
+    def __iter__(self) -> Iterator[WindowKey]:
+        return (self._decode_key(k) for k in list(self.table) if k.startswith(self.prefix))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class EntryStore(_Encoded):
+    def encode(self, value: object) -> bytes:
+        assert isinstance(value, WindowEntry)
+        return orjson.dumps([value.tenant_id, value.acc.to_list(), value.revision, value.emitted])
+
+    def decode(self, data: bytes) -> WindowEntry:
+        tenant_id, acc, revision, emitted = orjson.loads(data)
+        return WindowEntry(tenant_id, WindowAcc.from_list(acc), revision, emitted)
+
+
+class PartsStore(_Encoded):
+    def encode(self, value: object) -> bytes:
+        assert isinstance(value, dict)
+        return orjson.dumps([[start, acc.to_list()] for start, acc in value.items()])
+
+    def decode(self, data: bytes) -> dict[int, WindowAcc]:
+        return {start: WindowAcc.from_list(acc) for start, acc in orjson.loads(data)}
+
+
+class PartitionWindows:
+    """The clock, the 1 s windows and their 1 m and 1 h rollups of one partition."""
+
+    def __init__(self, partition: int, table: Table, settings: WindowSettings,
+                 keep_ns: Sequence[int] = (0, 0, 0)) -> None:
+        prefix = b"%d|" % partition
+        self.table = table
+        self.clock_key = prefix + b"clock"
+        self.clock = PartitionClock(settings.grace_ns, settings.idle_timeout_ns)
+        if self.clock_key in table:
+            self.clock.watermark_ns, self.clock.last_input_wall_ns = orjson.loads(
+                table[self.clock_key])
+        self.books = [WindowBook(settings, EntryStore(table, prefix + b"w%d|" % n), n)  # type: ignore[arg-type]
+                      for n in LENGTHS_NS]
+        self.rollups = [RollupBook(book, PartsStore(table, prefix + b"p%d|" % book.window_len_ns))  # type: ignore[arg-type]
+                        for book in self.books[1:]]
+        self.keep_ns = keep_ns  # per length: how long past the horizon to keep (queries)
+        self.last_evict_wall_ns = -EVICT_EVERY_NS
+        for book in self.books:
+            book.rebuild_index()
+
+    def on_events(
+        self, volume_id: str, tenant_id: str, ops: bytes, statuses: bytes, nbytes: Sequence[int],
+        submit_ns: Sequence[int], complete_ns: Sequence[int], indexes: Sequence[int],
+        wall_ns: int,
+    ) -> list[Emission]:
+        """Validated events of one record; returns every window record to publish."""
+        if not indexes:
+            return []
+        revised = self.books[0].add_events(
+            volume_id, tenant_id, ops, statuses, nbytes, submit_ns, complete_ns, indexes,
+            self.clock.watermark_ns,
+        )
+        self.clock.on_input(max(complete_ns[i] for i in indexes), wall_ns)
+        return self._cascade(revised) + self._close()
+
+    @property
+    def needs_ticks(self) -> bool:
+        """Whether wall-clock ticks can still close something here."""
+        return any(book.has_open_windows for book in self.books)
+
+    def on_tick(self, wall_ns: int) -> list[Emission]:
+        """The wall clock moved: an idle partition's windows may close."""
+        self.clock.on_wall_clock(wall_ns)
+        emitted = self._close()
+        if wall_ns - self.last_evict_wall_ns >= EVICT_EVERY_NS:
+            self._evict()  # scans the partition's windows: not every tick
+            self.last_evict_wall_ns = wall_ns
+        return emitted
+
+    def _close(self) -> list[Emission]:
+        closed = self._cascade(self.books[0].close_for(self.clock.watermark_ns))
+        self.table[self.clock_key] = orjson.dumps(
+            [self.clock.watermark_ns, self.clock.last_input_wall_ns])
+        return closed
+
+    def _cascade(self, emissions: list[Emission], level: int = 0) -> list[Emission]:
+        """Publish these, feeding each into the rollup above it, and so on upwards."""
+        out: list[Emission] = []
+        for emission in emissions:
+            out.append(emission)
+            if level < len(self.rollups):
+                rollup = self.rollups[level]
+                out += self._cascade(rollup.add_part(emission), level + 1)
+        if level < len(self.rollups):
+            out += self._cascade(self.rollups[level].close_for(self.clock.watermark_ns), level + 1)
+        return out
+
+    def _evict(self) -> None:
+        """Drop windows past horizon + query retention, and rollup parts past the horizon."""
+        watermark = self.clock.watermark_ns
+        if watermark is None:
+            return
+        for book, keep_ns in zip(self.books, self.keep_ns, strict=True):
+            for key in book.evictable(watermark - keep_ns):
+                del book.store[key]
+        for rollup in self.rollups:
+            frozen_before = watermark - rollup.inner.settings.horizon_ns
+            for key in list(rollup.parts):
+                if key[1] + rollup.inner.window_len_ns <= frozen_before:
+                    del rollup.parts[key]
+
+    def windows_of(self, volume_id: str, length_ns: int, from_ns: int, to_ns: int
+                   ) -> list[WindowEntry]:
+        """The stored windows of one volume starting in [from_ns, to_ns), for queries."""
+        book = self.books[LENGTHS_NS.index(length_ns)]
+        keys = sorted(k for k in book.store if k[0] == volume_id and from_ns <= k[1] < to_ns)
+        return [book.store[k] for k in keys]
