@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.config import REPO_ROOT, Settings
@@ -117,8 +117,13 @@ def assigned_partitions(workers: list[WorkerProcess]) -> list[int]:
     return sorted(parts)
 
 
-async def consumer_lag(settings: Settings, topic: str, group: str) -> int:
-    """Records of ``topic`` not yet committed by consumer group ``group``."""
+async def consumer_lag(settings: Settings, topic: str, group: str,
+                       ends_before: dict[Any, int] | None = None) -> tuple[int, dict[Any, int]]:
+    """Records of ``topic`` up to ``ends_before`` (default: its end now) that consumer group
+    ``group`` has not committed yet, and the end offsets it measured against.
+
+    Workers write Ticks into the raw topic while windows are open, so its end keeps
+    moving: wait for the records that were there, not for a lag of zero."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
@@ -126,19 +131,25 @@ async def consumer_lag(settings: Settings, topic: str, group: str) -> int:
     try:
         tps = await topic_partitions(consumer, topic)
         assert tps, f"no topic {topic}"
-        ends = await consumer.end_offsets(tps)
+        ends = ends_before or await consumer.end_offsets(tps)
         committed = await admin.list_consumer_group_offsets(group)
         return sum(
-            end - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0)
+            max(0, end - (committed[tp].offset
+                          if tp in committed and committed[tp].offset >= 0 else 0))
             for tp, end in ends.items()
-        )
+        ), ends
     finally:
         await consumer.stop()
         await admin.close()
 
 
-def lag(settings: Settings, topic: str, group: str) -> int:
-    return asyncio.run(consumer_lag(settings, topic, group))
+def wait_committed(settings: Settings, workers: list[WorkerProcess], timeout_s: float = 180,
+                   ) -> None:
+    """Wait until the workers have committed every raw record that is there now."""
+    _, ends = asyncio.run(consumer_lag(settings, settings.raw_topic, settings.app_id))
+    wait_until(lambda: asyncio.run(consumer_lag(settings, settings.raw_topic, settings.app_id,
+                                                ends))[0] == 0,
+               timeout_s, "the workers to commit every raw record", workers)
 
 
 async def read_topic(settings: Settings, topic: str, idle_s: float = 2.0) -> list[Any]:
@@ -162,3 +173,15 @@ async def read_topic(settings: Settings, topic: str, idle_s: float = 2.0) -> lis
         return messages
     finally:
         await consumer.stop()
+
+
+async def redeliver(settings: Settings, messages: list[Any]) -> None:
+    """Send the same records again, to the same partitions (a redelivery)."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+    try:
+        for msg in messages:
+            await producer.send(msg.topic, value=msg.value, key=msg.key, partition=msg.partition)
+        await producer.flush()
+    finally:
+        await producer.stop()

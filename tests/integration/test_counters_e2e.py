@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from streams.app import TICK_KEY
 from streams.config import Settings
@@ -25,9 +24,10 @@ from .harness import (
     WorkerProcess,
     assigned_partitions,
     ioacct,
-    lag,
     read_topic,
+    redeliver,
     start_worker,
+    wait_committed,
     wait_until,
 )
 
@@ -68,8 +68,7 @@ def sent_events(pipeline_settings: Settings, workers: list[WorkerProcess],
 
 
 def _wait_processed(settings: Settings, workers: list[WorkerProcess]) -> None:
-    wait_until(lambda: lag(settings, settings.raw_topic, settings.app_id) == 0,
-               180, "the workers to commit every raw record", workers)
+    wait_committed(settings, workers)
 
 
 def _mismatches(worker: WorkerProcess, expected: dict[str, dict[str, Any]]) -> list[str]:
@@ -120,17 +119,6 @@ def test_query_cli_and_unknown_volume(
     assert missing.returncode == 2 and "unknown volume" in missing.stderr
 
 
-async def _redeliver(settings: Settings, messages: list[Any]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
-    await producer.start()
-    try:
-        for msg in messages:
-            await producer.send(msg.topic, value=msg.value, key=msg.key, partition=msg.partition)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 def test_delivering_every_record_twice_changes_nothing(
     pipeline_settings: Settings, workers: list[WorkerProcess], sent_events: list[dict[str, Any]],
 ) -> None:
@@ -139,7 +127,7 @@ def test_delivering_every_record_twice_changes_nothing(
            if m.key != TICK_KEY]
     assert raw, "the raw topic is empty"
     skipped_before = sum(w.get("/status")[1]["replays_skipped"] for w in workers)
-    asyncio.run(_redeliver(pipeline_settings, raw))
+    asyncio.run(redeliver(pipeline_settings, raw))
     _wait_processed(pipeline_settings, workers)
     skipped = sum(w.get("/status")[1]["replays_skipped"] for w in workers) - skipped_before
     assert skipped == len(raw)

@@ -20,7 +20,14 @@ from streams.config import Settings
 from tests.conftest import free_port
 from tests.oracle import counters_oracle
 
-from .harness import WorkerProcess, ioacct, lag, read_topic, start_worker, wait_until
+from .harness import (
+    WorkerProcess,
+    ioacct,
+    read_topic,
+    start_worker,
+    wait_committed,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -132,8 +139,7 @@ def test_hostile_records_reach_the_dlq_with_reasons(
     cases = whole_record_cases()
     values = [before, SCHEMAS.encode("IoBatch", mixed), *[v for v, _ in cases], after]
     asyncio.run(_send(pipeline_settings, values))
-    wait_until(lambda: lag(pipeline_settings, pipeline_settings.raw_topic,
-                           pipeline_settings.app_id) == 0, 120, "the worker to catch up", [worker])
+    wait_committed(pipeline_settings, [worker], 120)
 
     dead = [SCHEMAS.decode(m.value, expect="DeadLetter")[1]
             for m in asyncio.run(read_topic(pipeline_settings, pipeline_settings.dlq_topic))]

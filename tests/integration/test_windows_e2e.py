@@ -12,13 +12,14 @@ from typing import Any
 import orjson
 import pytest
 
+from streams.app import TICK_KEY
 from streams.codec import default_schemas
 from streams.config import Settings
 from streams.windows import NS_PER_S
 from tests.conftest import free_port
 from tests.window_oracle import windows_oracle
 
-from .harness import WorkerProcess, ioacct, read_topic, start_worker, wait_until
+from .harness import WorkerProcess, ioacct, read_topic, redeliver, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +122,23 @@ def test_query_stats_answers_from_the_stored_windows(
     assert status == 400 and "window must be" in body["error"]
     status, body = worker.get("/volumes/vol-unknown/stats?window=1s")
     assert status == 404
+
+
+def test_delivering_every_record_again_changes_no_window(
+    settings: Settings, worker: WorkerProcess, sent_events: list[dict[str, Any]],
+) -> None:
+    before: dict[int, dict[tuple[str, int], dict[str, Any]]] = {}
+
+    def settled() -> bool:
+        before.update({n: latest_windows(settings, n) for n in LENGTHS_NS})
+        return all(without_revision(before[n]) == windows_oracle(sent_events, n)
+                   for n in LENGTHS_NS)
+
+    wait_until(settled, 90, "all windows published", [worker])
+    raw = [m for m in asyncio.run(read_topic(settings, settings.raw_topic)) if m.key != TICK_KEY]
+    skipped = worker.get("/status")[1]["replays_skipped"]
+    asyncio.run(redeliver(settings, raw))
+    wait_until(lambda: worker.get("/status")[1]["replays_skipped"] - skipped == len(raw),
+               90, "the worker to skip every replayed record", [worker])
+    for n in LENGTHS_NS:  # replays were skipped before windowing: nothing new was published
+        assert latest_windows(settings, n) == before[n]
