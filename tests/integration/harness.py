@@ -10,7 +10,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.config import REPO_ROOT, Settings
 from streams.tail import topic_partitions
+from tests.conftest import free_port
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -185,3 +187,16 @@ async def redeliver(settings: Settings, messages: list[Any]) -> None:
         await producer.flush()
     finally:
         await producer.stop()
+
+
+@contextmanager
+def running_worker(settings: Settings, log_dir: Path) -> Iterator[WorkerProcess]:
+    """Topics created, one worker started and assigned; stopped on exit."""
+    assert ioacct(settings, "topics").returncode == 0
+    started = start_worker(settings, free_port(), log_dir)
+    try:
+        wait_until(lambda: started.get("/status")[1]["assigned_partitions"], 120,
+                   "the worker to be assigned", [started])
+        yield started
+    finally:
+        started.stop()

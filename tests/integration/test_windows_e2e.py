@@ -16,10 +16,9 @@ from streams.app import TICK_KEY
 from streams.codec import default_schemas
 from streams.config import Settings
 from streams.windows import NS_PER_S
-from tests.conftest import free_port
 from tests.window_oracle import windows_oracle
 
-from .harness import WorkerProcess, ioacct, read_topic, redeliver, start_worker, wait_until
+from .harness import WorkerProcess, ioacct, read_topic, redeliver, running_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +35,8 @@ def settings(pipeline_settings: Settings) -> Settings:
 @pytest.fixture(scope="module")
 def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[WorkerProcess]:
-    assert ioacct(settings, "topics").returncode == 0
-    started = start_worker(settings, free_port(), Path(tmp_path_factory.mktemp("w")))
-    try:
-        wait_until(lambda: started.get("/status")[1]["assigned_partitions"], 120,
-                   "the worker to be assigned", [started])
+    with running_worker(settings, Path(tmp_path_factory.mktemp("w"))) as started:
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture(scope="module")
