@@ -7,6 +7,7 @@ can run apps with their own topic prefix, web port and state directory.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,11 +19,13 @@ from .codec import HEADER_LEN, SchemaSet, default_schemas
 from .config import Settings
 from .ingest import Limits, RecordOutcome, account_record, dead_letter_record
 from .partition_windows import LENGTHS_NS, PartitionWindows
+from .topics import TABLES
 from .windowing import Emission, WindowSettings
 from .windows import window_stats
 
 log = logging.getLogger(__name__)
 TICK_KEY = b"__tick__"
+EXIT_AGENT_FAILED = 70  # EX_SOFTWARE
 
 
 @dataclass
@@ -99,7 +102,7 @@ def build_app(settings: Settings) -> Pipeline:
     # key_type/value_type bytes make faust use the raw codec (anything else means JSON,
     # whose quoted keys would hash to other partitions than the producer's).
     counters = app.Table(
-        "counters", key_type=bytes, value_type=bytes, partitions=settings.partitions,
+        TABLES[0], key_type=bytes, value_type=bytes, partitions=settings.partitions,
         default=None, help="VolumeState snapshot per volume_id",
     )
     limits = Limits(settings.retention_s * 10**9, settings.future_tolerance_s * 10**9)
@@ -117,7 +120,7 @@ def _add_windows(p: Pipeline) -> None:
     s = p.settings
     # One entry per (partition, window length, volume, start); see partition_windows.py.
     p.windows_table = p.app.Table(
-        "windows", key_type=bytes, value_type=bytes, partitions=s.partitions, default=None,
+        TABLES[1], key_type=bytes, value_type=bytes, partitions=s.partitions, default=None,
         help="open and revisable windows, rollup parts and watermarks per partition",
     )
     for length_ns in LENGTHS_NS:
@@ -145,26 +148,39 @@ def _register_accounting(p: Pipeline) -> None:
     @p.app.agent(p.raw_topic, name="accounting")
     async def accounting(stream: Any) -> None:
         async for event in stream.events():
-            now_ns = time.time_ns()
-            message = event.message
-            if event.value[:HEADER_LEN] == tick_header:
-                wall_ns = p.schemas.decode(event.value)[1]["wall_ns"]
-                await _publish_windows(p, p.windows_for(message.partition).on_tick(wall_ns),
-                                       message.partition)
-                continue
-            outcome = account_record(event.value, p.load_state, p.schemas, now_ns, p.limits)
-            if outcome.state is not None and outcome.volume_id is not None:
-                p.counters[outcome.volume_id.encode()] = outcome.state.snapshot()
-            await _publish_rejections(p, outcome, message, now_ns)
-            if outcome.batch is not None and outcome.volume_id is not None:
-                batch = outcome.batch
-                emissions = p.windows_for(message.partition).on_events(
-                    outcome.volume_id, batch["tenant_id"], batch["op"], batch["status"],
-                    batch["bytes"], batch["submit_ns"], batch["complete_ns"], outcome.good,
-                    now_ns,
-                )
-                await _publish_windows(p, emissions, message.partition)
-            _count(p.stats, outcome)
+            try:
+                await _account_event(p, event, tick_header)
+            except Exception:
+                # Faust would restart the agent and ack the record it failed on: a lost
+                # record. Exit instead, without committing; the restarted worker reprocesses
+                # from the last commit and the (producer_id, seq) check absorbs the repeats.
+                log.exception("accounting failed at %s[%d]@%d; exiting without commit",
+                              event.message.topic, event.message.partition,
+                              event.message.offset)
+                os._exit(EXIT_AGENT_FAILED)
+
+
+async def _account_event(p: Pipeline, event: Any, tick_header: bytes) -> None:
+    """One raw record: a Tick, or a batch to count, window and dead-letter."""
+    now_ns = time.time_ns()
+    message = event.message
+    if event.value[:HEADER_LEN] == tick_header:
+        wall_ns = p.schemas.decode(event.value)[1]["wall_ns"]
+        await _publish_windows(p, p.windows_for(message.partition).on_tick(wall_ns),
+                               message.partition)
+        return
+    outcome = account_record(event.value, p.load_state, p.schemas, now_ns, p.limits)
+    if outcome.state is not None and outcome.volume_id is not None:
+        p.counters[outcome.volume_id.encode()] = outcome.state.snapshot()
+    await _publish_rejections(p, outcome, message, now_ns)
+    if outcome.batch is not None and outcome.volume_id is not None:
+        batch = outcome.batch
+        emissions = p.windows_for(message.partition).on_events(
+            outcome.volume_id, batch["tenant_id"], batch["op"], batch["status"],
+            batch["bytes"], batch["submit_ns"], batch["complete_ns"], outcome.good, now_ns,
+        )
+        await _publish_windows(p, emissions, message.partition)
+    _count(p.stats, outcome)
 
 
 def _register_ticks(p: Pipeline) -> None:

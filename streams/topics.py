@@ -13,6 +13,12 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from .config import Settings
 
+# The worker's Faust tables. Their changelog topics are created here, before the worker
+# starts, with the raw topic's partition count: a worker that declared one itself could
+# see it missing from its metadata at its first write and crash its agent
+# (faust PartitionsMismatch "... changelog topic ... has 0 partitions").
+TABLES = ("counters", "windows")
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -34,6 +40,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.stats_topic(n * 10**9), settings.partitions,
                   {"cleanup.policy": "compact"})
         for n in (1, 60, 3600)
+    ] + [
+        TopicSpec(f"{settings.app_id}-{table}-changelog", settings.partitions,
+                  {"cleanup.policy": "compact"})
+        for table in TABLES
     ]
 
 
