@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tests.oracle import add_to_counters
+from tests.oracle import add_to_counters, empty_counters
 
 WINDOW_OPS = ("read", "write", "flush", "discard")
 
@@ -109,15 +109,10 @@ def percentile_from_histogram(histogram: list[int], num: int, den: int,
 
 def empty_window(volume_id: str, tenant_id: str, start_ns: int, window_len_ns: int) -> dict:
     """Summable fields of one window, at zero (derived fields come from ``derive``)."""
-    row: dict = {"volume_id": volume_id, "tenant_id": tenant_id,
-                 "window_start_ns": start_ns, "window_length_ns": window_len_ns}
+    row = empty_counters(volume_id, tenant_id)
+    del row["last_io_ns"]  # cumulative only
+    row.update(window_start_ns=start_ns, window_length_ns=window_len_ns)
     for op in WINDOW_OPS:
-        row[f"{op}_ios"] = 0
-        if op != "flush":
-            row[f"{op}_bytes"] = 0
-        row[f"{op}_ios_error"] = 0
-        row[f"invalid_{op}_ios"] = 0
-        row[f"total_{op}_time_ns"] = 0
         row[f"min_{op}_latency_ns"] = None
         row[f"max_{op}_latency_ns"] = None
         row[f"{op}_latency_histogram"] = [0] * HISTOGRAM_BINS
