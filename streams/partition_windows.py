@@ -135,8 +135,9 @@ class PartitionWindows:
 
     def _close(self) -> list[Emission]:
         closed = self._cascade(self.books[0].close_for(self.clock.watermark_ns))
-        self.table[self.clock_key] = orjson.dumps(
-            [self.clock.watermark_ns, self.clock.last_input_wall_ns])
+        clock = orjson.dumps([self.clock.watermark_ns, self.clock.last_input_wall_ns])
+        if self.table.get(self.clock_key) != clock:
+            self.table[self.clock_key] = clock
         return closed
 
     def _cascade(self, emissions: list[Emission], level: int = 0) -> list[Emission]:
