@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 
+from . import faust_fixes
 from .accounting import VolumeState
 from .codec import HEADER_LEN, SchemaSet, default_schemas
 from .config import Settings
@@ -76,6 +77,7 @@ class Pipeline:
 
 def build_app(settings: Settings) -> Pipeline:
     """The worker's Faust app with its topics, tables, agents and web views."""
+    faust_fixes.apply()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",

@@ -1,0 +1,63 @@
+"""faust's producer buffer must be empty when a commit follows its flush (faust_fixes.py).
+
+No broker needed: the buffer hands messages to a channel whose publish is slow, as it
+is on a busy worker; faust's own flush gives up after 0.1 s without progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from faust.transport.producer import ProducerBuffer
+
+from streams import faust_fixes
+
+
+class SlowChannel:
+    """Takes ``delay_s`` to accept each message, and remembers what it accepted."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.published: list[int] = []
+
+    async def publish_message(self, fut: Any, wait: bool = False) -> None:
+        await asyncio.sleep(self.delay_s)
+        self.published.append(fut.n)
+
+
+async def _flush_with(flush: Any, n: int, delay_s: float) -> tuple[list[int], int]:
+    """Put ``n`` messages, flush with ``flush``; (accepted at return, still buffered)."""
+    buffer = ProducerBuffer()
+    buffer.app = SimpleNamespace(conf=SimpleNamespace(producer_threaded=False))  # type: ignore[assignment]
+    channel = SlowChannel(delay_s)
+    await buffer.start()
+    try:
+        for i in range(n):
+            buffer.put(SimpleNamespace(n=i, message=SimpleNamespace(channel=channel)))  # type: ignore[arg-type]
+        await flush(buffer)
+        return list(channel.published), buffer.size
+    finally:
+        while buffer.size or len(channel.published) < n:  # let it finish before stopping
+            await asyncio.sleep(0.05)
+        await buffer.stop()
+
+
+def test_faust_flush_alone_returns_with_messages_still_buffered() -> None:
+    # Why the fix exists: if faust ever fixes this, this test says the fix can go.
+    published, left = asyncio.run(_flush_with(faust_fixes._original_flush, 5, 0.15))
+    assert left > 0 and len(published) < 5
+
+
+def test_fixed_flush_returns_only_when_every_message_was_handed_over() -> None:
+    faust_fixes.apply()
+    published, left = asyncio.run(_flush_with(ProducerBuffer.flush, 5, 0.15))
+    assert (published, left) == ([0, 1, 2, 3, 4], 0)
+
+
+def test_fixed_flush_waits_for_the_message_in_flight() -> None:
+    faust_fixes.apply()
+    # One message: the queue is empty at once, the message is in flight for 0.3 s.
+    published, left = asyncio.run(_flush_with(ProducerBuffer.flush, 1, 0.3))
+    assert (published, left) == ([0], 0)
