@@ -85,7 +85,8 @@ def start_worker(settings: Settings, web_port: int, log_dir: Path) -> WorkerProc
     env["IOACCT_WEB_PORT"] = str(web_port)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warning"],
+            [sys.executable, "-m", "streams.cli", "worker", "--loglevel",
+             os.environ.get("IOACCT_TEST_WORKER_LOGLEVEL", "warning")],
             env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
         )
     return WorkerProcess(settings, web_port, process, log_path)

@@ -1,0 +1,63 @@
+"""Reads ranges of the raw topic directly, for the records faust skipped (offsets.py).
+
+A consumer of its own, with no group: it only fetches what it is asked for, and the
+accounting agent processes those records in order, inside its stream, before the
+record faust delivered. Also tells where a newly assigned partition must start: the
+group's committed offset, or the partition's first offset when nothing is committed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from .config import Settings
+
+
+class GapReader:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+
+    async def _clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaAdminClient]:
+        if self._consumer is None or self._admin is None:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers,
+                                        enable_auto_commit=False, group_id=None,
+                                        auto_offset_reset="earliest")
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers)
+            await consumer.start()
+            await admin.start()
+            self._consumer, self._admin = consumer, admin
+        return self._consumer, self._admin
+
+    async def committed_or_first(self, partition: int) -> int:
+        consumer, admin = await self._clients()
+        tp = TopicPartition(self.settings.raw_topic, partition)
+        committed = await admin.list_consumer_group_offsets(self.settings.app_id,
+                                                            partitions=[tp])
+        if tp in committed and committed[tp].offset >= 0:
+            return int(committed[tp].offset)
+        return int((await consumer.beginning_offsets([tp]))[tp])
+
+    async def read(self, partition: int, start: int, end: int) -> list[Any]:
+        """The records at offsets [start, end) of one raw partition, in order."""
+        consumer, _ = await self._clients()
+        tp = TopicPartition(self.settings.raw_topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        records: list[Any] = []
+        while not records or records[-1].offset < end - 1:
+            batch = await consumer.getmany(tp, timeout_ms=1000)
+            records += [r for r in batch.get(tp, []) if start <= r.offset < end]
+            if await consumer.position(tp) >= end:
+                break
+        return records
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._admin is not None:
+            await self._admin.close()
