@@ -8,6 +8,7 @@ stores, so recovery is deserialising that one value.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,35 @@ def counter_names() -> list[tuple[str, int]]:
 
 
 COUNTER_NAMES = counter_names()
+N_SLOTS = len(OPS) * _SLOTS
+
+
+def add_to_slots(
+    counters: list[int], ops: bytes, statuses: bytes, nbytes: Sequence[int],
+    submit_ns: Sequence[int], complete_ns: Sequence[int], indexes: Iterable[int],
+) -> int | None:
+    """Add the events at ``indexes`` to section 2 counter slots; their latest complete_ns."""
+    latest: int | None = None
+    for i in indexes:
+        base = ops[i] * _SLOTS
+        status = statuses[i]
+        if status == STATUS_OK:
+            counters[base + IOS] += 1
+            counters[base + BYTES] += nbytes[i]
+            counters[base + TIME] += complete_ns[i] - submit_ns[i]
+        elif status == STATUS_FAILED:
+            counters[base + ERRORS] += 1
+            counters[base + TIME] += complete_ns[i] - submit_ns[i]
+        elif status == STATUS_INVALID:
+            counters[base + INVALID] += 1
+        if latest is None or complete_ns[i] > latest:
+            latest = complete_ns[i]
+    return latest
+
+
+def named_counters(counters: Sequence[int]) -> dict[str, int]:
+    """Slots -> the section 2 counter names, in SEMANTICS.md order."""
+    return {name: counters[slot] for name, slot in COUNTER_NAMES}
 
 
 @dataclass(slots=True)
@@ -43,7 +73,7 @@ class VolumeState:
     """Everything the pipeline remembers about one volume."""
 
     tenant_id: str
-    counters: list[int] = field(default_factory=lambda: [0] * (len(OPS) * _SLOTS))
+    counters: list[int] = field(default_factory=lambda: [0] * N_SLOTS)
     last_io_ns: int | None = None
     rejected: int = 0
     # Highest seq applied per producer: a record at or below it is a replay.
@@ -60,29 +90,15 @@ class VolumeState:
         submit_ns: list[int], complete_ns: list[int], indexes: range | list[int],
     ) -> None:
         """Count the events at ``indexes`` (already validated) of one batch."""
-        counters = self.counters
-        last_io_ns = self.last_io_ns
-        for i in indexes:
-            base = ops[i] * _SLOTS
-            status = statuses[i]
-            if status == STATUS_OK:
-                counters[base + IOS] += 1
-                counters[base + BYTES] += nbytes[i]
-                counters[base + TIME] += complete_ns[i] - submit_ns[i]
-            elif status == STATUS_FAILED:
-                counters[base + ERRORS] += 1
-                counters[base + TIME] += complete_ns[i] - submit_ns[i]
-            elif status == STATUS_INVALID:
-                counters[base + INVALID] += 1
-            if last_io_ns is None or complete_ns[i] > last_io_ns:
-                last_io_ns = complete_ns[i]
-        self.last_io_ns = last_io_ns
+        latest = add_to_slots(self.counters, ops, statuses, nbytes, submit_ns, complete_ns,
+                              indexes)
+        if latest is not None and (self.last_io_ns is None or latest > self.last_io_ns):
+            self.last_io_ns = latest
 
     def counters_json(self, volume_id: str, reference_ns: int) -> dict[str, Any]:
         """The public counters object of SEMANTICS.md section 2 at ``reference_ns``."""
-        obj: dict[str, Any] = {"volume_id": volume_id, "tenant_id": self.tenant_id}
-        for name, slot in COUNTER_NAMES:
-            obj[name] = self.counters[slot]
+        obj: dict[str, Any] = {"volume_id": volume_id, "tenant_id": self.tenant_id,
+                               **named_counters(self.counters)}
         obj["last_io_ns"] = self.last_io_ns
         # Negative when the last completion is ahead of the reference (clock skew,
         # within the 5 min future tolerance): reported as is, per SEMANTICS.md.

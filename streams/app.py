@@ -18,7 +18,10 @@ from . import faust_fixes
 from .accounting import VolumeState
 from .codec import HEADER_LEN, SchemaSet, default_schemas
 from .config import Settings
+from .gap_reader import GapReader
 from .ingest import Limits, RecordOutcome, account_record, dead_letter_record
+from .monitoring import monitoring_key, monitoring_record
+from .offsets import OffsetTracker, Verdict
 from .partition_windows import LENGTHS_NS, PartitionWindows
 from .topics import TABLES
 from .windowing import Emission, WindowSettings
@@ -26,6 +29,7 @@ from .windows import window_stats
 
 log = logging.getLogger(__name__)
 TICK_KEY = b"__tick__"
+MINUTE_NS = 60 * 10**9
 EXIT_AGENT_FAILED = 70  # EX_SOFTWARE
 
 
@@ -39,6 +43,8 @@ class WorkerStats:
     events_rejected: int = 0
     records_rejected: int = 0
     started_ns: int = field(default_factory=time.time_ns)
+    records_seen_again: int = 0  # delivered twice by faust, handled once
+    records_read_past_faust: int = 0  # skipped by faust, read directly (offsets.py)
     last_rejection_log_ns: int = -(10**18)
     rejections_not_logged: int = 0
 
@@ -56,17 +62,21 @@ class Pipeline:
     limits: Limits
     windows_table: Any = None
     stats_topics: dict[int, Any] = field(default_factory=dict)
+    billing_topic: Any = None
+    monitoring_topic: Any = None
     window_settings: WindowSettings = field(default_factory=WindowSettings)
     keep_ns: tuple[int, int, int] = (0, 0, 0)
     partitions: dict[int, PartitionWindows] = field(default_factory=dict)
     stats: WorkerStats = field(default_factory=WorkerStats)
+    offsets: OffsetTracker = field(default_factory=OffsetTracker)
+    gap_reader: Any = None
 
     def windows_for(self, partition: int) -> PartitionWindows:
         """The partition's windows, rebuilt from the table on first use after assignment."""
         windows = self.partitions.get(partition)
         if windows is None:
             windows = PartitionWindows(partition, self.windows_table, self.window_settings,
-                                       self.keep_ns)
+                                       self.keep_ns, self.settings.retention_s * 10**9)
             self.partitions[partition] = windows
         return windows
 
@@ -109,6 +119,7 @@ def build_app(settings: Settings) -> Pipeline:
     )
     limits = Limits(settings.retention_s * 10**9, settings.future_tolerance_s * 10**9)
     pipeline = Pipeline(settings, app, raw_topic, dlq_topic, counters, default_schemas(), limits)
+    pipeline.gap_reader = GapReader(settings)
     _add_windows(pipeline)
     _register_accounting(pipeline)
     _register_ticks(pipeline)
@@ -130,6 +141,14 @@ def _add_windows(p: Pipeline) -> None:
             s.stats_topic(length_ns), key_type=bytes, value_type=bytes, key_serializer="raw",
             value_serializer="raw", partitions=s.partitions, internal=False,
         )
+    p.billing_topic = p.app.topic(
+        s.billing_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+        value_serializer="raw", partitions=s.partitions, internal=False,
+    )
+    p.monitoring_topic = p.app.topic(
+        s.monitoring_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+        value_serializer="raw", partitions=s.partitions, internal=False,
+    )
     horizon_ns = s.revision_horizon_s * 10**9
     p.window_settings = WindowSettings(int(s.grace_s * 1e9), int(s.idle_timeout_s * 1e9),
                                        horizon_ns)
@@ -142,6 +161,7 @@ def _add_windows(p: Pipeline) -> None:
         for tp in revoked:
             if tp.topic == s.raw_topic:
                 p.partitions.pop(tp.partition, None)
+                p.offsets.forget(tp.partition)
 
 
 def _register_accounting(p: Pipeline) -> None:
@@ -150,28 +170,50 @@ def _register_accounting(p: Pipeline) -> None:
     @p.app.agent(p.raw_topic, name="accounting")
     async def accounting(stream: Any) -> None:
         async for event in stream.events():
+            message = event.message
             try:
-                await _account_event(p, event, tick_header)
+                if await _in_order(p, message, tick_header):
+                    await _account_record(p, event.value, message, tick_header)
+                    p.offsets.done(message.partition, message.offset)
             except Exception:
                 # Faust would restart the agent and ack the record it failed on: a lost
                 # record. Exit instead, without committing; the restarted worker reprocesses
                 # from the last commit and the (producer_id, seq) check absorbs the repeats.
                 log.exception("accounting failed at %s[%d]@%d; exiting without commit",
-                              event.message.topic, event.message.partition,
-                              event.message.offset)
+                              message.topic, message.partition, message.offset)
                 os._exit(EXIT_AGENT_FAILED)
 
 
-async def _account_event(p: Pipeline, event: Any, tick_header: bytes) -> None:
-    """One raw record: a Tick, or a batch to count, window and dead-letter."""
+async def _in_order(p: Pipeline, message: Any, tick_header: bytes) -> bool:
+    """Whether to process ``message``: after reading any records faust skipped before it
+    (see offsets.py), and not when it was handled already."""
+    partition = message.partition
+    if not p.offsets.knows(partition):
+        p.offsets.start(partition, await p.gap_reader.committed_or_first(partition))
+    verdict, expected = p.offsets.check(partition, message.offset)
+    if verdict is Verdict.SEEN:
+        p.stats.records_seen_again += 1
+        return False
+    if verdict is Verdict.GAP:
+        log.warning("faust delivered %s[%d]@%d but not %d..%d: reading those directly",
+                    message.topic, partition, message.offset, expected, message.offset - 1)
+        for record in await p.gap_reader.read(partition, expected, message.offset):
+            await _account_record(p, record.value, record, tick_header)
+            p.offsets.done(partition, record.offset)
+            p.stats.records_read_past_faust += 1
+    return True
+
+
+async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: bytes) -> None:
+    """One raw record (``message``: its topic, partition and offset): a Tick, or a batch
+    to count, window, bill and dead-letter."""
     now_ns = time.time_ns()
-    message = event.message
-    if event.value[:HEADER_LEN] == tick_header:
-        wall_ns = p.schemas.decode(event.value)[1]["wall_ns"]
+    if value[:HEADER_LEN] == tick_header:
+        wall_ns = p.schemas.decode(value)[1]["wall_ns"]
         await _publish_windows(p, p.windows_for(message.partition).on_tick(wall_ns),
                                message.partition)
         return
-    outcome = account_record(event.value, p.load_state, p.schemas, now_ns, p.limits)
+    outcome = account_record(value, p.load_state, p.schemas, now_ns, p.limits)
     if outcome.state is not None and outcome.volume_id is not None:
         p.counters[outcome.volume_id.encode()] = outcome.state.snapshot()
     await _publish_rejections(p, outcome, message, now_ns)
@@ -203,12 +245,22 @@ def _register_ticks(p: Pipeline) -> None:
 
 
 async def _publish_windows(p: Pipeline, emissions: list[Emission], partition: int) -> None:
+    """Window records, then the billing records the same input made."""
     for e in emissions:
         record = window_stats(e.volume_id, e.tenant_id, e.acc)
         record["revision"] = e.revision
         key = b"%s/%d" % (e.volume_id.encode(), e.acc.window_start_ns)
         await p.stats_topics[e.acc.window_len_ns].send(
             key=key, value=p.schemas.encode("WindowStats", record), partition=partition)
+        if e.acc.window_len_ns == MINUTE_NS:
+            metrics = monitoring_record(record)
+            await p.monitoring_topic.send(
+                key=monitoring_key(metrics), partition=partition,
+                value=p.schemas.encode("VolumeMetrics1m", metrics))
+    for b in p.windows_for(partition).take_billing():
+        await p.billing_topic.send(key=b.record_id.encode(),
+                                   value=p.schemas.encode("BillingRecord", b.to_dict()),
+                                   partition=partition)
 
 
 async def _publish_rejections(

@@ -84,6 +84,14 @@ class Settings:
     def dlq_topic(self) -> str:
         return self.topic("io.dlq")
 
+    @property
+    def monitoring_topic(self) -> str:
+        return self.topic("monitoring.1m")
+
+    @property
+    def billing_topic(self) -> str:
+        return self.topic("billing.hourly")
+
     def stats_topic(self, window_len_ns: int) -> str:
         return self.topic({10**9: "stats.1s", 60 * 10**9: "stats.1m",
                            3600 * 10**9: "stats.1h"}[window_len_ns])

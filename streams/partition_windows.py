@@ -12,6 +12,7 @@ from collections.abc import Iterator, MutableMapping, Sequence
 
 import orjson
 
+from .billing import BillingBook, BillingEntry, BillingRecord
 from .windowing import (
     Emission,
     PartitionClock,
@@ -83,11 +84,22 @@ class PartsStore(_Encoded):
         return {start: WindowAcc.from_list(acc) for start, acc in orjson.loads(data)}
 
 
+class BillingStore(_Encoded):
+    def encode(self, value: object) -> bytes:
+        assert isinstance(value, BillingEntry)
+        return orjson.dumps([value.tenant_id, value.counters, value.next_sequence])
+
+    def decode(self, data: bytes) -> BillingEntry:
+        tenant_id, counters, next_sequence = orjson.loads(data)
+        return BillingEntry(tenant_id, counters, next_sequence)
+
+
 class PartitionWindows:
-    """The clock, the 1 s windows and their 1 m and 1 h rollups of one partition."""
+    """The clock, the 1 s windows, their 1 m and 1 h rollups and the billing hours of one
+    partition. Window records are returned; billing records wait in :meth:`take_billing`."""
 
     def __init__(self, partition: int, table: Table, settings: WindowSettings,
-                 keep_ns: Sequence[int] = (0, 0, 0)) -> None:
+                 keep_ns: Sequence[int] = (0, 0, 0), retention_ns: int | None = None) -> None:
         prefix = b"%d|" % partition
         self.table = table
         self.clock_key = prefix + b"clock"
@@ -100,9 +112,18 @@ class PartitionWindows:
         self.rollups = [RollupBook(book, PartsStore(table, prefix + b"p%d|" % book.window_len_ns))  # type: ignore[arg-type]
                         for book in self.books[1:]]
         self.keep_ns = keep_ns  # per length: how long past the horizon to keep (queries)
+        self.billing = BillingBook(BillingStore(table, prefix + b"b|"))  # type: ignore[arg-type]
+        self.billing.rebuild_index()
+        self.retention_ns = retention_ns  # billing hours are kept while events can reach them
+        self.billing_out: list[BillingRecord] = []
         self.last_evict_wall_ns = -EVICT_EVERY_NS
         for book in self.books:
             book.rebuild_index()
+
+    def take_billing(self) -> list[BillingRecord]:
+        """Billing records made since the last call: hours closed and adjustments."""
+        out, self.billing_out = self.billing_out, []
+        return out
 
     def on_events(
         self, volume_id: str, tenant_id: str, ops: bytes, statuses: bytes, nbytes: Sequence[int],
@@ -112,6 +133,8 @@ class PartitionWindows:
         """Validated events of one record; returns every window record to publish."""
         if not indexes:
             return []
+        self.billing_out += self.billing.add_events(
+            volume_id, tenant_id, ops, statuses, nbytes, submit_ns, complete_ns, indexes)
         revised = self.books[0].add_events(
             volume_id, tenant_id, ops, statuses, nbytes, submit_ns, complete_ns, indexes,
             self.clock.watermark_ns,
@@ -122,7 +145,7 @@ class PartitionWindows:
     @property
     def needs_ticks(self) -> bool:
         """Whether wall-clock ticks can still close something here."""
-        return any(book.has_open_windows for book in self.books)
+        return self.billing.has_open_hours or any(book.has_open_windows for book in self.books)
 
     def on_tick(self, wall_ns: int) -> list[Emission]:
         """The wall clock moved: an idle partition's windows may close."""
@@ -130,11 +153,15 @@ class PartitionWindows:
         emitted = self._close()
         if wall_ns - self.last_evict_wall_ns >= EVICT_EVERY_NS:
             self._evict()  # scans the partition's windows: not every tick
+            if self.retention_ns is not None:
+                for key in self.billing.evictable(wall_ns - self.retention_ns):
+                    del self.billing.store[key]
             self.last_evict_wall_ns = wall_ns
         return emitted
 
     def _close(self) -> list[Emission]:
         closed = self._cascade(self.books[0].close_for(self.clock.watermark_ns))
+        self.billing_out += self.billing.close_for(self.clock.watermark_ns)
         clock = orjson.dumps([self.clock.watermark_ns, self.clock.last_input_wall_ns])
         if self.table.get(self.clock_key) != clock:
             self.table[self.clock_key] = clock

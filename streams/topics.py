@@ -41,6 +41,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                   {"cleanup.policy": "compact"})
         for n in (1, 60, 3600)
     ] + [
+        # Key = record_id (tenant/volume/hour/sequence), unique: compaction keeps every
+        # record and drops only a re-emitted copy. Partition = the volume's raw partition.
+        TopicSpec(settings.billing_topic, settings.partitions, {"cleanup.policy": "compact"}),
+        # Key = volume_id/timestamp_ns, compacted like the stats topics: latest revision wins.
+        TopicSpec(settings.monitoring_topic, settings.partitions, {"cleanup.policy": "compact"}),
+    ] + [
         TopicSpec(f"{settings.app_id}-{table}-changelog", settings.partitions,
                   {"cleanup.policy": "compact"})
         for table in TABLES

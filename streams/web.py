@@ -1,4 +1,5 @@
-"""HTTP views of a worker. Volume views are routed to the worker that owns the volume."""
+"""HTTP views of a worker. Volume views are routed to the worker that owns the volume;
+/status and /metrics describe the worker that answers."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from faust.exceptions import ConsumerNotStarted
 from faust.web import Request, Response, View
 
+from .accounting import VolumeState
 from .events import id_error
+from .monitoring import PROMETHEUS_CONTENT_TYPE, prometheus_text
 from .windows import NS_PER_S, window_stats
 
 if TYPE_CHECKING:
@@ -39,6 +43,20 @@ def register_views(p: Pipeline) -> None:
             **{k: v for k, v in asdict(p.stats).items() if k != "last_rejection_log_ns"},
         })
 
+    @app.page("/metrics")
+    async def metrics(web: View, request: Request) -> Response:
+        """Prometheus scrape target: the cumulative counters of this worker's volumes.
+
+        Not routed: each worker serves the volumes of the raw-topic partitions actively
+        assigned to it, so Prometheus must scrape every worker (docs/monitoring.md).
+        """
+        try:
+            body = metrics_text(p)
+        except ConsumerNotStarted:  # starting up: a failed scrape (up == 0), not empty data
+            return web.text("consumer not started yet\n", status=503)
+        # The whole header, not content_type=: aiohttp refuses a charset in content_type.
+        return web.text(body, headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+
 
 def counters_response(p: Pipeline, web: View, volume_id: str) -> Response:
     """SEMANTICS.md section 2 counters of one volume, idle time as of now."""
@@ -49,6 +67,29 @@ def counters_response(p: Pipeline, web: View, volume_id: str) -> Response:
     if state is None:
         return not_found(web, volume_id)
     return web.json(state.counters_json(volume_id, time.time_ns()))
+
+
+def metrics_text(p: Pipeline) -> str:
+    """Prometheus text of the volumes of the raw-topic partitions actively assigned here.
+
+    The counters table also holds standby copies of other workers' partitions; a volume
+    whose raw-topic partition is not in this worker's active assignment is left out, so
+    that only the owner serves a volume, never its standby too (during a rebalance a
+    volume may be briefly missing from every worker or, on stale assignments, in two).
+    """
+    raw_topic = p.settings.raw_topic
+    owned = {tp.partition for tp in p.app.consumer.assignment() if tp.topic == raw_topic}
+    now_ns = time.time_ns()  # counters_json wants one; idle_time_ns is not exported
+    volumes = []
+    for key, snapshot in p.counters.items():
+        if snapshot is None:
+            continue
+        if p.app.producer.key_partition(raw_topic, key).partition not in owned:
+            continue
+        volume_id = key.decode()
+        state = VolumeState.from_snapshot(snapshot)
+        volumes.append((volume_id, state.counters_json(volume_id, now_ns)))
+    return prometheus_text(volumes)
 
 
 WINDOWS_NS = {"1s": NS_PER_S, "1m": 60 * NS_PER_S, "1h": 3600 * NS_PER_S}

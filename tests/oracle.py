@@ -139,3 +139,16 @@ def counters_oracle(events: Iterable[dict], *, now_ns: int | None = None,
         if event["complete_ns"] > row["last_io_ns"]:
             row["last_io_ns"] = event["complete_ns"]
     return result
+
+
+def billing_oracle(events: Iterable[dict]) -> dict[tuple[str, int], dict]:
+    """Per (volume, hour of complete_ns): the section 2 counters of that hour's events."""
+    hour_ns = 3600 * 10**9
+    result: dict[tuple[str, int], dict] = {}
+    for event in events:
+        key = (event["volume_id"], event["complete_ns"] - event["complete_ns"] % hour_ns)
+        row = result.get(key)
+        if row is None:
+            row = result[key] = empty_counters(event["volume_id"], event["tenant_id"])
+        add_to_counters(row, event)
+    return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,35 @@ def test_delivering_every_record_twice_changes_nothing(
     for worker in workers:
         diffs = _mismatches(worker, counters_oracle(sent_events))
         assert not diffs, f"redelivery changed counters: {diffs[:10]}"
+
+
+def test_metrics_endpoints_parse_and_equal_the_counters(
+    pipeline_settings: Settings, workers: list[WorkerProcess], sent_events: list[dict[str, Any]],
+) -> None:
+    """Prometheus scrapes every worker; together they expose each volume once, exactly."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _wait_processed(pipeline_settings, workers)
+    expected = counters_oracle(sent_events)
+    seen: dict[str, dict[str, Any]] = {}
+    for worker in workers:
+        with urllib.request.urlopen(worker.url + "/metrics", timeout=30) as response:
+            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                volume_id = sample.labels["volume_id"]
+                row = seen.setdefault(volume_id, {"tenant_id": sample.labels["tenant_id"]})
+                name = sample.name.removeprefix("ioacct_volume_").removesuffix("_total")
+                row[name] = sample.value
+    assert set(seen) == set(expected)
+    for volume_id, want in expected.items():
+        got = seen[volume_id]
+        assert got["tenant_id"] == want["tenant_id"]
+        for op in ("read", "write", "flush", "discard"):
+            for counter in (f"{op}_ios", f"{op}_ios_error", f"invalid_{op}_ios"):
+                assert got[counter] == want[counter], (volume_id, counter)
+            if op != "flush":
+                assert got[f"{op}_bytes"] == want[f"{op}_bytes"], (volume_id, op)
+            assert got[f"{op}_time_seconds"] == pytest.approx(
+                want[f"total_{op}_time_ns"] / 1e9, rel=1e-15, abs=0)

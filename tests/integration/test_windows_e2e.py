@@ -15,6 +15,7 @@ import pytest
 from streams.app import TICK_KEY
 from streams.codec import default_schemas
 from streams.config import Settings
+from streams.monitoring import monitoring_key, monitoring_record
 from streams.windows import NS_PER_S
 from tests.window_oracle import windows_oracle
 
@@ -135,3 +136,29 @@ def test_delivering_every_record_again_changes_no_window(
                90, "the worker to skip every replayed record", [worker])
     for n in LENGTHS_NS:  # replays were skipped before windowing: nothing new was published
         assert latest_windows(settings, n) == before[n]
+
+
+def test_monitoring_topic_follows_the_1m_windows(
+    settings: Settings, worker: WorkerProcess, sent_events: list[dict[str, Any]],
+) -> None:
+    """ioacct.monitoring.1m: one record per volume and minute, latest revision = the oracle's
+    1 m window in CloudWatch's vocabulary."""
+    schemas = default_schemas()
+    expected = {k: {f: v for f, v in monitoring_record({**w, "revision": 0}).items()
+                    if f != "revision"}
+                for k, w in windows_oracle(sent_events, 60 * NS_PER_S).items()}
+    got: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def converged() -> bool:
+        got.clear()
+        revisions: dict[tuple[str, int], int] = {}
+        for message in asyncio.run(read_topic(settings, settings.monitoring_topic, idle_s=1.0)):
+            record = schemas.decode(message.value, expect="VolumeMetrics1m")[1]
+            key = (record["volume_id"], record["timestamp_ns"])
+            assert message.key == monitoring_key(record)
+            if record["revision"] >= revisions.get(key, -1):
+                revisions[key] = record["revision"]
+                got[key] = {f: v for f, v in record.items() if f != "revision"}
+        return got == expected
+
+    wait_until(converged, 90, "the monitoring records", [worker])
