@@ -65,11 +65,18 @@ def _stop(process: subprocess.Popen[bytes], sig: int, timeout_s: float = 30) -> 
 
 def _banner(settings: Settings, logs: Path) -> str:
     return f"""
-ioacct is running: a simulated fleet -> {settings.raw_topic} -> worker -> counters.
+ioacct is running: a simulated fleet -> {settings.raw_topic} -> worker -> counters,
+windows, billing, monitoring.
   web        {settings.web_url}/status
   counters   {settings.web_url}/volumes/vol-000000/counters
+  stats      {settings.web_url}/volumes/vol-000000/stats?window=1s
+  metrics    {settings.web_url}/metrics
   query      .venv/bin/ioacct query counters vol-000000
   raw topic  .venv/bin/ioacct tail io.raw --max 3
+  windows    .venv/bin/ioacct tail stats.1s --max 3
+  billing    .venv/bin/ioacct tail billing.hourly --from-beginning --idle-exit 2
+             (an hour's first record comes when the hour closes; the simulator starts now)
+  monitoring .venv/bin/ioacct tail monitoring.1m --max 3
   rejected   .venv/bin/ioacct tail io.dlq --from-beginning --idle-exit 2
   logs       {logs}/
 Press Ctrl-C to stop.
