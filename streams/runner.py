@@ -83,7 +83,15 @@ Press Ctrl-C to stop.
 """
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_pipeline(settings: Settings, rate_per_s: float, volumes: int) -> int:
+    # Ctrl-C and `kill` stop everything cleanly; also when started from a script, whose
+    # background jobs inherit SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     broker = kafka_local.LocalBroker.from_settings(settings)
     started_broker = kafka_local.start(broker)
     print(f"kafka {'started' if started_broker else 'already running'} on {broker.bootstrap}")
