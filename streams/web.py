@@ -36,7 +36,11 @@ def register_views(p: Pipeline) -> None:
     @app.page("/status")
     async def status(web: View, request: Request) -> Response:
         raw_topic = p.raw_topic.get_topic_name()
-        assigned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == raw_topic)
+        try:
+            assignment = app.consumer.assignment()
+        except ConsumerNotStarted:
+            return web.json({"error": "starting", "app_id": app.conf.id}, status=503)
+        assigned = sorted(tp.partition for tp in assignment if tp.topic == raw_topic)
         return web.json({
             "app_id": app.conf.id, "url": str(app.conf.canonical_url),
             "raw_topic": p.settings.raw_topic, "assigned_partitions": assigned,

@@ -116,7 +116,7 @@ def assigned_partitions(workers: list[WorkerProcess]) -> list[int]:
         status, body = worker.get("/status")
         if status != 200:
             return []
-        parts += body["assigned_partitions"]
+        parts += body.get("assigned_partitions", [])
     return sorted(parts)
 
 
@@ -196,7 +196,7 @@ def running_worker(settings: Settings, log_dir: Path) -> Iterator[WorkerProcess]
     assert ioacct(settings, "topics").returncode == 0
     started = start_worker(settings, free_port(), log_dir)
     try:
-        wait_until(lambda: started.get("/status")[1]["assigned_partitions"], 120,
+        wait_until(lambda: started.get("/status")[1].get("assigned_partitions"), 120,
                    "the worker to be assigned", [started])
         yield started
     finally:

@@ -51,7 +51,7 @@ def workers(pipeline_settings: Settings, tmp_path_factory: pytest.TempPathFactor
     try:
         wait_until(
             lambda: assigned_partitions(started) == list(range(pipeline_settings.partitions))
-            and all(w.get("/status")[1]["assigned_partitions"] for w in started),
+            and all(w.get("/status")[1].get("assigned_partitions") for w in started),
             120, "both workers to share all partitions", started,
         )
         yield started
@@ -76,7 +76,7 @@ def sent_events(pipeline_settings: Settings, workers: list[WorkerProcess],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     guest = start_worker(pipeline_settings, free_port(), tmp)
     try:
-        wait_until(lambda: guest.get("/status")[1]["assigned_partitions"], 120,
+        wait_until(lambda: guest.get("/status")[1].get("assigned_partitions"), 120,
                    "the third worker to take partitions", [guest, *workers])
     finally:
         guest.stop()
