@@ -12,6 +12,7 @@ from collections.abc import Iterator, MutableMapping, Sequence
 
 import orjson
 
+from .accounting import table_json
 from .billing import BillingBook, BillingEntry, BillingRecord
 from .windowing import (
     Emission,
@@ -68,7 +69,7 @@ class _Encoded(MutableMapping[WindowKey, object]):
 class EntryStore(_Encoded):
     def encode(self, value: object) -> bytes:
         assert isinstance(value, WindowEntry)
-        return orjson.dumps([value.tenant_id, value.acc.to_list(), value.revision, value.emitted])
+        return table_json([value.tenant_id, value.acc.to_list(), value.revision, value.emitted])
 
     def decode(self, data: bytes) -> WindowEntry:
         tenant_id, acc, revision, emitted = orjson.loads(data)
@@ -78,7 +79,7 @@ class EntryStore(_Encoded):
 class PartsStore(_Encoded):
     def encode(self, value: object) -> bytes:
         assert isinstance(value, dict)
-        return orjson.dumps([[start, acc.to_list()] for start, acc in value.items()])
+        return table_json([[start, acc.to_list()] for start, acc in value.items()])
 
     def decode(self, data: bytes) -> dict[int, WindowAcc]:
         return {start: WindowAcc.from_list(acc) for start, acc in orjson.loads(data)}
@@ -87,7 +88,7 @@ class PartsStore(_Encoded):
 class BillingStore(_Encoded):
     def encode(self, value: object) -> bytes:
         assert isinstance(value, BillingEntry)
-        return orjson.dumps([value.tenant_id, value.counters, value.next_sequence])
+        return table_json([value.tenant_id, value.counters, value.next_sequence])
 
     def decode(self, data: bytes) -> BillingEntry:
         tenant_id, counters, next_sequence = orjson.loads(data)
@@ -162,7 +163,7 @@ class PartitionWindows:
     def _close(self) -> list[Emission]:
         closed = self._cascade(self.books[0].close_for(self.clock.watermark_ns))
         self.billing_out += self.billing.close_for(self.clock.watermark_ns)
-        clock = orjson.dumps([self.clock.watermark_ns, self.clock.last_input_wall_ns])
+        clock = table_json([self.clock.watermark_ns, self.clock.last_input_wall_ns])
         if self.table.get(self.clock_key) != clock:
             self.table[self.clock_key] = clock
         return closed
