@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 KAFKA_LIBS := deploy/kafka/target/libs/.built
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka-libs run test test-unit test-integration lint format clean
+.PHONY: help install kafka-libs run test test-unit test-integration bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ test-unit: install ## only the pure-logic tests (no broker)
 
 test-integration: install kafka-libs ## only the tests on the real broker
 	$(BIN)/pytest tests/integration
+
+bench: install kafka-libs ## throughput, latency and memory figures on a broker it starts (docs/performance.md)
+	$(BIN)/ioacct bench
 
 lint: install ## ruff and mypy, checking only (what CI runs)
 	$(BIN)/ruff check streams tests
