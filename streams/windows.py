@@ -8,7 +8,7 @@ averages, percentiles, queue depth and util are derived when a record is made.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +61,14 @@ def percentile_ns(histogram: list[int], num: int, den: int, max_ns: int | None) 
         if cumulative >= rank:
             return HISTOGRAM_BOUNDS_NS[i] if i < len(HISTOGRAM_BOUNDS_NS) else max_ns
     raise AssertionError("unreachable: the cumulative count reaches n")
+
+
+def _interval_start(interval: list[int]) -> int:
+    return interval[0]
+
+
+def _interval_end(interval: list[int]) -> int:
+    return interval[1]
 
 
 @dataclass(slots=True)
@@ -141,16 +149,20 @@ class WindowAcc:
         self._union_busy(start, end)
 
     def _union_busy(self, start: int, end: int) -> None:
-        merged: list[list[int]] = []
-        for lo, hi in self.busy:
-            if hi < start or lo > end:
-                merged.append([lo, hi])
-            else:  # overlapping or touching: absorb into [start, end)
-                start, end = min(start, lo), max(end, hi)
-        merged.append([start, end])
-        merged.sort()
-        self.busy = merged
-        self.busy_ns = sum(hi - lo for lo, hi in merged)
+        """Union [start, end) into the sorted, disjoint, non-touching busy intervals.
+
+        Binary search for the intervals it overlaps or touches, so a window with many
+        requests costs O(log n) per request, not a rebuild and sort of the whole list
+        (the bench's profile: 23 % of the worker's time)."""
+        busy = self.busy
+        first = bisect_left(busy, start, key=_interval_end)  # first with hi >= start
+        after = bisect_right(busy, end, key=_interval_start)  # first with lo > end
+        removed = 0
+        if first < after:
+            start, end = min(start, busy[first][0]), max(end, busy[after - 1][1])
+            removed = sum(hi - lo for lo, hi in busy[first:after])
+        busy[first:after] = [[start, end]]
+        self.busy_ns += end - start - removed
 
     def merge(self, part: WindowAcc) -> None:
         """Add a shorter window that lies inside this one (a rollup)."""

@@ -236,3 +236,20 @@ def test_queue_depth_equals_the_exact_time_average_of_in_flight_requests() -> No
     in_flight = [sum(T0 + s * ms <= t < T0 + e * ms for s, e in requests) for t in instants]
     assert window["avg_read_queue_depth"] == sum(in_flight) / len(in_flight) == 2.0
     assert window["util"] == 1.0 and window["idle_time_ns"] == 0
+
+
+@given(st.lists(st.tuples(st.integers(-50, 1050), st.integers(0, 400)), max_size=60))
+def test_busy_time_is_the_measure_of_the_union_whatever_the_order(
+    requests: list[tuple[int, int]],
+) -> None:
+    """The binary-search union against a brute force: every ns of the window marked."""
+    acc = WindowAcc(0, 1000)
+    for submit, length in requests:
+        acc.add_inflight(0, submit, submit + length)
+    marked = [False] * 1000
+    for submit, length in requests:
+        for t in range(max(0, submit), min(1000, submit + length)):
+            marked[t] = True
+    assert acc.busy_ns == sum(marked)
+    assert all(lo < hi for lo, hi in acc.busy)
+    assert all(a[1] < b[0] for a, b in zip(acc.busy, acc.busy[1:], strict=False))
