@@ -208,6 +208,8 @@ async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: 
     """One raw record (``message``: its topic, partition and offset): a Tick, or a batch
     to count, window, bill and dead-letter."""
     now_ns = time.time_ns()
+    if value is None:  # a null record (a tombstone) in the raw topic: dead-letter, not crash
+        value = b""
     if value[:HEADER_LEN] == tick_header:
         wall_ns = p.schemas.decode(value)[1]["wall_ns"]
         await _publish_windows(p, p.windows_for(message.partition).on_tick(wall_ns),

@@ -82,7 +82,7 @@ def mixed_batch(seq: int) -> tuple[dict[str, Any], list[dict[str, Any]], dict[in
     return batch("vol-mixed", "tenant-a", seq, events, ops, statuses), good, expected
 
 
-def whole_record_cases() -> list[tuple[bytes, str]]:
+def whole_record_cases() -> list[tuple[bytes | None, str]]:
     """(raw record value, expected reason fragment) for records rejected whole."""
     rng = random.Random(5)
     valid = SCHEMAS.encode("IoBatch", batch("vol-x", "tenant-a", 1, [GOOD]))
@@ -93,6 +93,7 @@ def whole_record_cases() -> list[tuple[bytes, str]]:
     return [
         (bytes(rng.getrandbits(8) for _ in range(200)), "not Avro single-object encoded"),
         (b"", "not Avro single-object encoded"),
+        (None, "not Avro single-object encoded (0 bytes"),  # a null value: the worker lives on
         (valid[: len(valid) - 7], "undecodable IoBatch body"),
         (valid + b"\x00junk", "trailing bytes"),
         (b"\xc3\x01" + b"\xff" * 8 + valid[10:], "unknown writer schema fingerprint"),
@@ -113,7 +114,7 @@ def worker(pipeline_settings: Settings, tmp_path_factory: pytest.TempPathFactory
         yield started
 
 
-async def _send(settings: Settings, values: list[bytes]) -> None:
+async def _send(settings: Settings, values: list[bytes | None]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
     await producer.start()
     try:
@@ -145,7 +146,7 @@ def test_hostile_records_reach_the_dlq_with_reasons(
     for (value, reason), record in zip(cases, sorted(whole, key=lambda d: d["source_offset"]),
                                        strict=True):
         assert reason in record["reason"], (reason, record["reason"])
-        assert record["payload"] == value  # the whole record is kept: nothing lost
+        assert record["payload"] == (value or b"")  # the whole record is kept: nothing lost
 
     assert worker.alive()
     wanted = [{**GOOD, "volume_id": "vol-mixed", "tenant_id": "tenant-a"}] * 2 + good_events
