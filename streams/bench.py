@@ -50,7 +50,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -182,20 +182,30 @@ def block_events(volumes: int, per_record: int, rounds: int, end_ns: int, span_n
     return out
 
 
-def batches(events: Iterable[IoEvent], max_events: int, max_age_ms: int,
-            tick_ns: int = 25_000_000) -> list[dict[str, Any]]:
-    """IoBatch records as the SDK makes them, with the events' own time as its clock."""
-    batcher = Batcher("bench", max_events, max_age_ms * 1_000_000)
-    out: list[dict[str, Any]] = []
+def event_clock(events: Iterable[IoEvent], tick_ns: int = 25_000_000
+                ) -> Iterator[tuple[IoEvent, bool]]:
+    """Each event, and whether the batcher's ticker (every ``tick_ns``) comes due just
+    before it, on the events' own clock instead of the wall clock."""
     next_tick: int | None = None
     for event in events:
         now = event.complete_ns
         if next_tick is None:
             next_tick = now + tick_ns
-        if now >= next_tick:
-            out += batcher.take_ready(now)
+        due = now >= next_tick
+        if due:
             next_tick = now + tick_ns
-        batcher.add_event(event, now)
+        yield event, due
+
+
+def batches(events: Iterable[IoEvent], max_events: int, max_age_ms: int,
+            tick_ns: int = 25_000_000) -> list[dict[str, Any]]:
+    """IoBatch records as the SDK makes them, with the events' own time as its clock."""
+    batcher = Batcher("bench", max_events, max_age_ms * 1_000_000)
+    out: list[dict[str, Any]] = []
+    for event, tick_due in event_clock(events, tick_ns):
+        if tick_due:
+            out += batcher.take_ready(event.complete_ns)
+        batcher.add_event(event, event.complete_ns)
     return out + batcher.take_ready(0, everything=True)
 
 
@@ -278,15 +288,10 @@ class BacklogProducer(IoProducer):
         return None
 
     async def send_backlog(self, events: Iterable[IoEvent], tick_ns: int = 25_000_000) -> None:
-        next_tick: int | None = None
-        for event in events:
-            now = event.complete_ns
-            if next_tick is None:
-                next_tick = now + tick_ns
-            if now >= next_tick:
-                await self._send(self.batcher.take_ready(now))
-                next_tick = now + tick_ns
-            self._now_ns = now
+        for event, tick_due in event_clock(events, tick_ns):
+            if tick_due:
+                await self._send(self.batcher.take_ready(event.complete_ns))
+            self._now_ns = event.complete_ns
             self.record_event(event)
         await self.flush()
 
