@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 import urllib.error
@@ -117,8 +118,14 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     if args.what == "stats":
         query = {"window": args.window, "from": args.from_, "to": args.to}
         url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
+    token = args.token or os.environ.get("IOACCT_TOKEN")
+    if not token:
+        print("ioacct query: needs a token: --token or IOACCT_TOKEN "
+              "(ioacct token create --tenant T, or --operator)", file=sys.stderr)
+        return 1
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             print(response.read().decode())
             return 0
     except urllib.error.HTTPError as exc:
@@ -127,6 +134,45 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     except urllib.error.URLError as exc:
         print(f"ioacct query: no worker answers at {url}: {exc.reason}", file=sys.stderr)
         return 1
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from . import tokens
+    from .auth import OPERATOR, TENANT, AuthError
+
+    try:
+        if args.action == "create":
+            if (args.tenant is None) == (not args.operator):
+                print("ioacct token create: give --tenant T or --operator", file=sys.stderr)
+                return 1
+            role, tenant = (OPERATOR, None) if args.operator else (TENANT, args.tenant)
+            text, record = asyncio.run(tokens.create(settings, role, tenant, args.label))
+            who = "operator" if record.tenant_id is None else f"tenant {record.tenant_id}"
+            print(f"token {record.token_id} for {who} (shown once; keep it secret):",
+                  file=sys.stderr)
+            print(text)
+        elif args.action == "revoke":
+            if not args.token:
+                print("ioacct token revoke: name the token (its text or its id)",
+                      file=sys.stderr)
+                return 1
+            record = asyncio.run(tokens.revoke(settings, args.token))
+            print(f"token {record.token_id} revoked")
+        else:
+            book = asyncio.run(tokens.read_book(settings))
+            rows = [r.public() for r in book.records()]
+            if args.json:
+                import orjson
+
+                print(orjson.dumps(rows).decode())
+            for r in [] if args.json else rows:
+                state = "valid" if r["revoked_ns"] is None else "revoked"
+                print(f"{r['token_id']}  {r['role']:8}  {r['tenant_id'] or '-':20}  {state:7}  "
+                      f"{r['label']}")
+    except (ValueError, AuthError, tokens.TokenStoreError) as exc:
+        print(f"ioacct token {args.action}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
@@ -197,7 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "15 min / 1 day / 30 days before --to)")
     query.add_argument("--to", metavar="TIME", help="stats only (default: now)")
     query.add_argument("--url", help="any worker's web address (default http://127.0.0.1:6066)")
+    query.add_argument("--token", help="bearer token (default: IOACCT_TOKEN)")
     query.add_argument("--web-port", type=int, help=argparse.SUPPRESS)
+    token = verb("token", cmd_token, "create, revoke or list the bearer tokens of the "
+                 "workers' HTTP endpoints (docs/access.md)")
+    token.add_argument("action", choices=["create", "revoke", "list"])
+    token.add_argument("token", nargs="?", help="revoke: the token, or its id")
+    token.add_argument("--tenant", help="create: a token that reads this tenant's volumes")
+    token.add_argument("--operator", action="store_true",
+                       help="create: a token that reads everything (/status, /metrics too)")
+    token.add_argument("--label", default="", help="create: who or what holds it")
+    token.add_argument("--json", action="store_true", help="list: JSON")
     tail = verb("tail", cmd_tail, "print a topic's records decoded as JSON lines")
     tail.add_argument("topic", help="full name, or the part after the prefix (io.raw, io.dlq)")
     tail.add_argument("--from-beginning", action="store_true")

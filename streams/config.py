@@ -92,6 +92,10 @@ class Settings:
     def billing_topic(self) -> str:
         return self.topic("billing.hourly")
 
+    @property
+    def tokens_topic(self) -> str:
+        return self.topic("auth.tokens")
+
     def stats_topic(self, window_len_ns: int) -> str:
         return self.topic({10**9: "stats.1s", 60 * 10**9: "stats.1m",
                            3600 * 10**9: "stats.1h"}[window_len_ns])

@@ -46,6 +46,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.billing_topic, settings.partitions, {"cleanup.policy": "compact"}),
         # Key = volume_id/timestamp_ns, compacted like the stats topics: latest revision wins.
         TopicSpec(settings.monitoring_topic, settings.partitions, {"cleanup.policy": "compact"}),
+        # Key = token_id, compacted: a token's latest record (created or revoked) wins.
+        # One partition: every worker reads all of it (streams/tokens.py).
+        TopicSpec(settings.tokens_topic, 1, {"cleanup.policy": "compact"}),
     ] + [
         TopicSpec(f"{settings.app_id}-{table}-changelog", settings.partitions,
                   {"cleanup.policy": "compact"})
