@@ -23,6 +23,7 @@ from .ingest import Limits, RecordOutcome, account_record, dead_letter_record
 from .monitoring import monitoring_key, monitoring_record
 from .offsets import OffsetTracker, Verdict
 from .partition_windows import LENGTHS_NS, PartitionWindows
+from .tokens import TokenFeed
 from .topics import TABLES
 from .windowing import Emission, WindowSettings
 from .windows import window_stats
@@ -70,6 +71,7 @@ class Pipeline:
     stats: WorkerStats = field(default_factory=WorkerStats)
     offsets: OffsetTracker = field(default_factory=OffsetTracker)
     gap_reader: Any = None
+    token_feed: Any = None  # tokens.TokenFeed: who may call the web views
 
     def windows_for(self, partition: int) -> PartitionWindows:
         """The partition's windows, rebuilt from the table on first use after assignment."""
@@ -120,6 +122,13 @@ def build_app(settings: Settings) -> Pipeline:
     limits = Limits(settings.retention_s * 10**9, settings.future_tolerance_s * 10**9)
     pipeline = Pipeline(settings, app, raw_topic, dlq_topic, counters, default_schemas(), limits)
     pipeline.gap_reader = GapReader(settings)
+    pipeline.token_feed = TokenFeed(settings)
+
+    @app.task
+    async def follow_tokens() -> None:
+        """Tokens created or revoked reach every worker's views without a restart."""
+        await pipeline.token_feed.run()
+
     _add_windows(pipeline)
     _register_accounting(pipeline)
     _register_ticks(pipeline)

@@ -439,13 +439,16 @@ class Proc:
     process: subprocess.Popen[bytes]
     web_port: int
     log_path: Path
+    token: str | None = None  # an operator token for the project's worker; the anchor has none
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def get(self, path: str) -> Any:
-        url = f"http://127.0.0.1:{self.web_port}{path}"
-        with urllib.request.urlopen(url, timeout=5) as response:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}{path}",
+                                         headers=headers)
+        with urllib.request.urlopen(request, timeout=5) as response:
             return orjson.loads(response.read())
 
     def rss_bytes(self) -> int:
@@ -482,8 +485,15 @@ def spawn(args: list[str], env: dict[str, str], web_port: int, log_path: Path) -
 def spawn_worker(settings: Settings, log_dir: Path, name: str) -> Proc:
     port = free_port()
     env = settings_env(settings.with_overrides(web_port=port))
-    return spawn(["-m", "streams.cli", "worker", "--loglevel", "warning"], env, port,
+    made = subprocess.run([sys.executable, "-m", "streams.cli", "token", "create", "--operator",
+                           "--label", "bench"], env=env, cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=False)
+    if made.returncode != 0:
+        raise BenchError(f"cannot create an operator token: {made.stderr.strip()}")
+    proc = spawn(["-m", "streams.cli", "worker", "--loglevel", "warning"], env, port,
                  log_dir / f"worker-{name}.log")
+    proc.token = made.stdout.strip()
+    return proc
 
 
 @dataclass

@@ -200,7 +200,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from .runner import run_pipeline
 
-    return run_pipeline(settings, rate_per_s=args.rate, volumes=args.volumes)
+    return run_pipeline(settings, rate_per_s=args.rate, volumes=args.volumes,
+                        tenants=args.tenants)
 
 
 AUDIT_EPILOG = """\
@@ -282,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     # carries today (docs/performance.md); 200 volumes made ~2,000 one-event records/s,
     # and the worker fell further behind every second.
     run.add_argument("--volumes", type=int, default=20)
+    run.add_argument("--tenants", type=int, default=5,
+                     help="tenants owning the volumes (the dashboard shows one tenant's)")
     run.add_argument("--web-port", type=int, help=argparse.SUPPRESS)
     return parser
 

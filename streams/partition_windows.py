@@ -28,6 +28,7 @@ from .windows import NS_PER_S, WindowAcc
 Table = MutableMapping[bytes, bytes]
 LENGTHS_NS = (NS_PER_S, 60 * NS_PER_S, 3600 * NS_PER_S)
 EVICT_EVERY_NS = 60 * NS_PER_S
+DIRECT_LOOKUPS_MAX = 10_000  # windows_of: look each start up, up to this many, else scan
 
 
 class _Encoded(MutableMapping[WindowKey, object]):
@@ -198,5 +199,12 @@ class PartitionWindows:
                    ) -> list[WindowEntry]:
         """The stored windows of one volume starting in [from_ns, to_ns), for queries."""
         book = self.books[LENGTHS_NS.index(length_ns)]
+        first = -(-from_ns // length_ns) * length_ns  # the first window start >= from_ns
+        if to_ns <= first:
+            return []
+        if (to_ns - first) // length_ns <= DIRECT_LOOKUPS_MAX:  # cheaper than a key scan
+            found = (book.store.get((volume_id, start))
+                     for start in range(first, to_ns, length_ns))
+            return [entry for entry in found if entry is not None]
         keys = sorted(k for k in book.store if k[0] == volume_id and from_ns <= k[1] < to_ns)
         return [book.store[k] for k in keys]

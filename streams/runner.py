@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import kafka_local
 from .config import REPO_ROOT, Settings
+from .simulator import FleetConfig, FleetSimulator
 from .topics import ensure_topics
 
 
@@ -38,13 +39,16 @@ def _spawn(args: list[str], log_path: Path, settings: Settings) -> subprocess.Po
         )
 
 
-def _wait_for_worker(settings: Settings, worker: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_for_worker(settings: Settings, worker: subprocess.Popen[bytes], log: Path,
+                     token: str) -> None:
     deadline = time.monotonic() + 120
+    status = urllib.request.Request(f"{settings.web_url}/status",
+                                    headers={"Authorization": f"Bearer {token}"})
     while time.monotonic() < deadline:
         if worker.poll() is not None:
             raise SystemExit(f"the worker exited with {worker.returncode}; see {log}")
         try:
-            with urllib.request.urlopen(f"{settings.web_url}/status", timeout=2) as response:
+            with urllib.request.urlopen(status, timeout=2) as response:
                 if b'"assigned_partitions":[]' not in response.read():
                     return
         except OSError:
@@ -63,15 +67,21 @@ def _stop(process: subprocess.Popen[bytes], sig: int, timeout_s: float = 30) -> 
             process.wait()
 
 
-def _banner(settings: Settings, logs: Path) -> str:
+def _banner(settings: Settings, logs: Path, operator: str, tenant_id: str, tenant: str) -> str:
+    url = settings.web_url
     return f"""
 ioacct is running: a simulated fleet -> {settings.raw_topic} -> worker -> counters,
 windows, billing, monitoring.
-  web        {settings.web_url}/status
-  counters   {settings.web_url}/volumes/vol-000000/counters
-  stats      {settings.web_url}/volumes/vol-000000/stats?window=1s
-  metrics    {settings.web_url}/metrics
-  query      .venv/bin/ioacct query counters vol-000000
+  dashboard  {url}/dashboard   (sign in with a token below)
+  tokens     operator (everything):     {operator}
+             {tenant_id} (its volumes): {tenant}
+             (new ones: .venv/bin/ioacct token create --tenant T | --operator)
+  try        export IOACCT_TOKEN={tenant}
+             .venv/bin/ioacct query counters vol-000000
+             curl -H "Authorization: Bearer $IOACCT_TOKEN" {url}/volumes
+             curl -H "Authorization: Bearer $IOACCT_TOKEN" \\
+                  "{url}/volumes/vol-000000/stats?window=1s&from=now-1m"
+  operator   {url}/status and {url}/metrics need the operator token
   raw topic  .venv/bin/ioacct tail io.raw --max 3
   windows    .venv/bin/ioacct tail stats.1s --max 3
   billing    .venv/bin/ioacct tail billing.hourly --from-beginning --idle-exit 2
@@ -87,7 +97,20 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_pipeline(settings: Settings, rate_per_s: float, volumes: int) -> int:
+def _run_tokens(settings: Settings, tenant_id: str) -> tuple[str, str]:
+    """An operator token and a token of ``tenant_id`` for this run (docs/access.md)."""
+    from .auth import OPERATOR, TENANT
+    from .tokens import create
+
+    async def both() -> tuple[str, str]:
+        operator, _ = await create(settings, OPERATOR, None, "make run")
+        tenant, _ = await create(settings, TENANT, tenant_id, "make run")
+        return operator, tenant
+
+    return asyncio.run(both())
+
+
+def run_pipeline(settings: Settings, rate_per_s: float, volumes: int, tenants: int = 5) -> int:
     # Ctrl-C and `kill` stop everything cleanly; also when started from a script, whose
     # background jobs inherit SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
@@ -96,14 +119,16 @@ def run_pipeline(settings: Settings, rate_per_s: float, volumes: int) -> int:
     started_broker = kafka_local.start(broker)
     print(f"kafka {'started' if started_broker else 'already running'} on {broker.bootstrap}")
     asyncio.run(ensure_topics(settings))
+    fleet_args = ["--rate", str(rate_per_s), "--volumes", str(volumes), "--tenants", str(tenants)]
+    tenant_id = FleetSimulator(FleetConfig(volumes=volumes, tenants=tenants)).volumes[0].tenant_id
+    operator, tenant = _run_tokens(settings, tenant_id)
     logs = settings.state_dir / "logs"
     worker = _spawn(["worker"], logs / "worker.log", settings)
     fleet: subprocess.Popen[bytes] | None = None
     try:
-        _wait_for_worker(settings, worker, logs / "worker.log")
-        fleet = _spawn(["produce", "--sim", "--rate", str(rate_per_s), "--volumes", str(volumes)],
-                       logs / "fleet.log", settings)
-        print(_banner(settings, logs), flush=True)
+        _wait_for_worker(settings, worker, logs / "worker.log", operator)
+        fleet = _spawn(["produce", "--sim", *fleet_args], logs / "fleet.log", settings)
+        print(_banner(settings, logs, operator, tenant_id, tenant), flush=True)
         while worker.poll() is None and fleet.poll() is None:
             time.sleep(0.5)
         print(f"a process exited early; see {logs}/", file=sys.stderr)

@@ -55,13 +55,26 @@ class WorkerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
 
-    def get(self, path: str) -> tuple[int, Any]:
-        """GET a JSON view; (status, decoded body)."""
+    def get(self, path: str, token: str | None = "operator") -> tuple[int, Any]:
+        """GET a JSON view as the operator (the default), with another token, or with
+        none (``token=None``); (status, decoded body)."""
+        status, body = self.get_raw(path, token)
+        return status, orjson.loads(body)
+
+    def get_raw(self, path: str, token: str | None = "operator",
+                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """GET anything; (status, body bytes)."""
+        if token == "operator":
+            token = operator_token(self.settings)
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(self.url + path, headers=sent)
         try:
-            with urllib.request.urlopen(self.url + path, timeout=10) as response:
-                return response.status, orjson.loads(response.read())
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read()
         except urllib.error.HTTPError as exc:
-            return exc.code, orjson.loads(exc.read())
+            return exc.code, exc.read()
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -77,6 +90,26 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+_OPERATOR_TOKENS: dict[tuple[str, str], str] = {}
+
+
+def create_token(settings: Settings, *args: str) -> str:
+    """A new token through the real command line: ``create_token(s, "--tenant", "t1")``."""
+    result = ioacct(settings, "token", "create", *args, "--label", "tests")
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert token.startswith("ioa_"), result.stdout
+    return token
+
+
+def operator_token(settings: Settings) -> str:
+    """One operator token per pipeline (topic prefix) of the test session."""
+    key = (settings.bootstrap_servers, settings.topic_prefix)
+    if key not in _OPERATOR_TOKENS:
+        _OPERATOR_TOKENS[key] = create_token(settings, "--operator")
+    return _OPERATOR_TOKENS[key]
 
 
 def start_worker(settings: Settings, web_port: int, log_dir: Path) -> WorkerProcess:

@@ -27,6 +27,7 @@ from .harness import (
     WorkerProcess,
     assigned_partitions,
     ioacct,
+    operator_token,
     read_topic,
     redeliver,
     settings_env,
@@ -125,7 +126,8 @@ def test_query_cli_and_unknown_volume(
 ) -> None:
     _wait_processed(pipeline_settings, workers)
     volume_id = sent_events[0]["volume_id"]
-    result = ioacct(pipeline_settings, "query", "counters", volume_id, "--url", workers[1].url)
+    result = ioacct(pipeline_settings, "query", "counters", volume_id, "--url", workers[1].url,
+                    "--token", operator_token(pipeline_settings))
     assert result.returncode == 0, result.stderr
     answer = orjson.loads(result.stdout)
     assert answer == {**answer, **counters_oracle(sent_events)[volume_id]}
@@ -133,7 +135,7 @@ def test_query_cli_and_unknown_volume(
     status, body = workers[0].get("/volumes/vol-never-seen/counters")
     assert (status, body["error"]) == (404, "unknown volume")
     missing = ioacct(pipeline_settings, "query", "counters", "vol-never-seen",
-                     "--url", workers[0].url)
+                     "--url", workers[0].url, "--token", operator_token(pipeline_settings))
     assert missing.returncode == 2 and "unknown volume" in missing.stderr
 
 
@@ -164,7 +166,9 @@ def test_metrics_endpoints_parse_and_equal_the_counters(
     expected = counters_oracle(sent_events)
     seen: dict[str, dict[str, Any]] = {}
     for worker in workers:
-        with urllib.request.urlopen(worker.url + "/metrics", timeout=30) as response:
+        request = urllib.request.Request(worker.url + "/metrics", headers={
+            "Authorization": f"Bearer {operator_token(pipeline_settings)}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
             assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
             text = response.read().decode()
         for family in text_string_to_metric_families(text):

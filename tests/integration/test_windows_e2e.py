@@ -19,7 +19,15 @@ from streams.monitoring import monitoring_key, monitoring_record
 from streams.windows import NS_PER_S
 from tests.window_oracle import windows_oracle
 
-from .harness import WorkerProcess, ioacct, read_topic, redeliver, running_worker, wait_until
+from .harness import (
+    WorkerProcess,
+    ioacct,
+    operator_token,
+    read_topic,
+    redeliver,
+    running_worker,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +112,8 @@ def test_query_stats_answers_from_the_stored_windows(
 
     def answer() -> dict[str, Any]:
         result = ioacct(settings, "query", "stats", volume_id, "--window", "1m",
-                        "--from", str(first_ns), "--to", "now", "--url", worker.url)
+                        "--from", str(first_ns), "--to", "now", "--url", worker.url,
+                        "--token", operator_token(settings))
         assert result.returncode == 0, result.stderr
         return dict(orjson.loads(result.stdout))
 
