@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 KAFKA_LIBS := deploy/kafka/target/libs/.built
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka-libs run test test-unit test-integration bench lint format clean
+.PHONY: help install kafka-libs system-deps run test test-unit test-integration bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -24,16 +24,19 @@ $(KAFKA_LIBS): deploy/kafka/pom.xml
 
 kafka-libs: $(KAFKA_LIBS) ## Apache Kafka's jars from Maven Central into deploy/kafka/target/libs
 
+system-deps: ## the Debian packages some tests need (fio, chromium, qemu): installs only the missing
+	bash deploy/debian-packages.sh test
+
 run: install kafka-libs ## broker + worker + simulated fleet, until Ctrl-C
 	$(BIN)/ioacct run
 
-test: install kafka-libs ## the whole suite: unit tests, then integration tests on a broker it starts
+test: install kafka-libs system-deps ## the whole suite: unit tests, then integration tests on a broker it starts
 	$(BIN)/pytest
 
 test-unit: install ## only the pure-logic tests (no broker)
 	$(BIN)/pytest tests/unit
 
-test-integration: install kafka-libs ## only the tests on the real broker
+test-integration: install kafka-libs system-deps ## only the tests on the real broker
 	$(BIN)/pytest tests/integration
 
 bench: install kafka-libs ## throughput, latency and memory figures on a broker it starts (docs/performance.md)

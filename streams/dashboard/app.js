@@ -105,10 +105,10 @@ function charts(periodS) {
      traces: [["read", (w) => w.read_ios / periodS, 0], ["write", (w) => w.write_ios / periodS, 0]]},
     {id: "chart-throughput", title: "Throughput (bytes/s) · VolumeReadBytes, VolumeWriteBytes per second",
      traces: [["read", (w) => w.read_bytes / periodS, 0], ["write", (w) => w.write_bytes / periodS, 0]]},
-    {id: "chart-latency", title: "Average latency (ms) · VolumeAverageRead/WriteLatency",
+    {id: "chart-latency", title: "Average latency (ms) · VolumeAverageRead/WriteLatency", gaps: true,
      traces: [["read", (w) => ms(w.avg_read_latency_ns), null],
               ["write", (w) => ms(w.avg_write_latency_ns), null]]},
-    {id: "chart-p99", title: "p99 latency (ms, histogram bin upper bound)",
+    {id: "chart-p99", title: "p99 latency (ms, histogram bin upper bound)", gaps: true,
      traces: [["read", (w) => ms(w.p99_read_latency_ns), null],
               ["write", (w) => ms(w.p99_write_latency_ns), null]]},
     {id: "chart-queue", title: "Queue length (requests in flight, time-weighted) · VolumeQueueLength",
@@ -139,7 +139,9 @@ async function showVolume(volumeId) {
   const periodS = r.step / 1000;
   for (const chart of charts(periodS)) {
     const traces = chart.traces.map(([name, f, absent]) => ({
-      name, type: "scatter", mode: r.period === "1h" ? "lines+markers" : "lines",
+      // Latency is undefined where nothing completed: markers keep a lone point visible.
+      name, type: "scatter", marker: {size: 3},
+      mode: r.period === "1h" || chart.gaps ? "lines+markers" : "lines",
       x: xs, y: xs.map((t) => (byStart.has(t) ? f(byStart.get(t)) : absent)),
       connectgaps: false, line: {width: 1.5},
       hovertemplate: "%{y:.4~g}<extra>" + name + "</extra>",

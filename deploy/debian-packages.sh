@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that some tests and optional sources need, only those missing.
+#   bash deploy/debian-packages.sh [GROUP ...]      groups: test (all that `make test` needs),
+#                                                    fio, blktrace, browser, qemu
+# Needs root (CI and these machines run as root) or passwordless sudo; says so otherwise.
+set -euo pipefail
+
+declare -A GROUPS_=(
+  [fio]="fio"
+  [blktrace]="blktrace"
+  [browser]="chromium"
+  [qemu]="qemu-system-x86 busybox-static cpio"
+)
+GROUPS_[test]="${GROUPS_[fio]} ${GROUPS_[blktrace]} ${GROUPS_[browser]} ${GROUPS_[qemu]}"
+
+wanted=()
+for group in "${@:-test}"; do
+  [[ -n "${GROUPS_[$group]:-}" ]] || { echo "unknown group: $group (${!GROUPS_[*]})" >&2; exit 2; }
+  for pkg in ${GROUPS_[$group]}; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || wanted+=("$pkg")
+  done
+done
+((${#wanted[@]} == 0)) && exit 0
+
+if [[ $(id -u) -eq 0 ]]; then sudo=(); elif sudo -n true 2>/dev/null; then sudo=(sudo -n); else
+  echo "missing Debian packages: ${wanted[*]}; install them as root:" >&2
+  echo "  apt-get update && apt-get install -y --no-install-recommends ${wanted[*]}" >&2
+  exit 1
+fi
+echo "installing Debian packages: ${wanted[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null

@@ -1,0 +1,205 @@
+"""The customer panel in a real headless Chromium (Debian's), driven by Playwright.
+
+A tenant signs in through the form, sees exactly its own volumes, opens one, and every
+point of every chart equals the number the stats API gives for that volume and window,
+recomputed here from the API's fields; the operations chart also sums to the events sent
+(the oracle). Screenshots go to test-output/ (look at them).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.config import REPO_ROOT, Settings
+from streams.events import OPS
+from streams.simulator import FleetConfig, FleetSimulator
+
+from .harness import WorkerProcess, create_token, ioacct, running_worker, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+OUTPUT = REPO_ROOT / "test-output"
+NS = 1_000_000_000
+CHARTS = ("chart-iops", "chart-throughput", "chart-latency", "chart-p99", "chart-queue",
+          "chart-util", "chart-idle", "chart-errors")
+
+
+@pytest.fixture(scope="module")
+def panel(pipeline_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[tuple[WorkerProcess, dict[str, str], list[dict[str, Any]]]]:
+    """One worker, six volumes of two tenants, four minutes of simulated I/O ending two
+    minutes ago (so every 1 s and 1 m window is closed), and a token per tenant."""
+    tmp = Path(tmp_path_factory.mktemp("panel"))
+    start_ns = (time.time_ns() - 6 * 60 * NS) // NS * NS
+    sim = FleetSimulator(FleetConfig(seed=11, volumes=6, tenants=2, start_ns=start_ns,
+                                     events_per_s=60.0))
+    events = [e.to_json() for e in sim.events(4 * 60 * 60)]
+    path = tmp / "events.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    with running_worker(pipeline_settings, tmp) as worker:
+        sent = ioacct(pipeline_settings, "produce", "--jsonl", str(path))
+        assert sent.returncode == 0, sent.stderr
+        tokens = {t: create_token(pipeline_settings, "--tenant", t)
+                  for t in sorted({e["tenant_id"] for e in events})}
+        for volume in sorted({e["volume_id"] for e in events}):
+            wait_until(lambda v=volume: _all_closed(worker, v), 120,
+                       f"every window of {volume} to close", [worker])
+        yield worker, tokens, events
+
+
+def _all_closed(worker: WorkerProcess, volume: str) -> bool:
+    for window in ("1s", "1m"):
+        status, body = worker.get(f"/volumes/{volume}/stats?window={window}&from=now-1h")
+        if status != 200 or not body["windows"] or any(
+                w["revision"] is None for w in body["windows"]):
+            return False
+    return True
+
+
+def _expected_charts(windows: list[dict[str, Any]], window_ns: int, from_ns: int, to_ns: int
+                     ) -> dict[str, dict[str, list[Any]]]:
+    """The charts as docs/dashboard.md defines them, from the API's windows: one point per
+    period in [from, to); a period without a window had no I/O (zero, all idle, no
+    latency)."""
+    period_s = window_ns // NS
+    by_start = {w["window_start_ns"]: w for w in windows}
+    starts = range(from_ns, to_ns, window_ns)
+
+    def series(f: Any, absent: Any) -> list[Any]:
+        return [f(by_start[s]) if s in by_start else absent for s in starts]
+
+    def ms(ns: float | None) -> float | None:
+        return None if ns is None else ns / 1e6
+
+    def total(w: dict[str, Any], fmt: str) -> int:
+        return sum(w[fmt.format(op=op)] for op in OPS)
+
+    return {
+        "chart-iops": {"read": series(lambda w: w["read_ios"] / period_s, 0),
+                       "write": series(lambda w: w["write_ios"] / period_s, 0)},
+        "chart-throughput": {"read": series(lambda w: w["read_bytes"] / period_s, 0),
+                             "write": series(lambda w: w["write_bytes"] / period_s, 0)},
+        "chart-latency": {"read": series(lambda w: ms(w["avg_read_latency_ns"]), None),
+                          "write": series(lambda w: ms(w["avg_write_latency_ns"]), None)},
+        "chart-p99": {"read": series(lambda w: ms(w["p99_read_latency_ns"]), None),
+                      "write": series(lambda w: ms(w["p99_write_latency_ns"]), None)},
+        "chart-queue": {
+            "all ops": series(lambda w: total(w, "{op}_inflight_time_ns")
+                              / w["window_length_ns"], 0),
+            "read": series(lambda w: w["avg_read_queue_depth"], 0),
+            "write": series(lambda w: w["avg_write_queue_depth"], 0)},
+        "chart-util": {"busy": series(lambda w: 100 * w["util"], 0)},
+        "chart-idle": {"idle": series(lambda w: w["idle_time_ns"] / 1e9, period_s)},
+        "chart-errors": {"failed": series(lambda w: total(w, "{op}_ios_error"), 0),
+                         "invalid": series(lambda w: total(w, "invalid_{op}_ios"), 0)},
+    }
+
+
+def _drawn(page: Any) -> dict[str, Any]:
+    return page.evaluate("""() => {
+        const view = document.getElementById("volume-view").dataset;
+        const charts = {};
+        for (const div of document.querySelectorAll(".chart")) {
+            charts[div.id] = Object.fromEntries(div.data.map((t) => [t.name, {x: t.x, y: t.y}]));
+        }
+        return {volume: view.volume, window: view.window, fromNs: view.fromNs,
+                toNs: view.toNs, charts};
+    }""")
+
+
+def _check_charts_against_api(page: Any, worker: WorkerProcess, token: str, volume: str,
+                              events: list[dict[str, Any]]) -> int:
+    drawn = _drawn(page)
+    assert drawn["volume"] == volume
+    window_ns = {"1s": NS, "1m": 60 * NS, "1h": 3600 * NS}[drawn["window"]]
+    from_ns, to_ns = int(drawn["fromNs"]), int(drawn["toNs"])
+    status, body = worker.get(f"/volumes/{volume}/stats?window={drawn['window']}"
+                              f"&from={from_ns}&to={to_ns}", token=token)
+    assert status == 200, body
+    expected = _expected_charts(body["windows"], window_ns, from_ns, to_ns)
+    assert set(drawn["charts"]) == set(CHARTS)
+    points = 0
+    for chart, traces in expected.items():
+        assert set(drawn["charts"][chart]) == set(traces), chart
+        for name, want in traces.items():
+            got = drawn["charts"][chart][name]
+            assert [x * 1_000_000 for x in got["x"]] == list(range(from_ns, to_ns, window_ns))
+            assert got["y"] == want, f"{chart} / {name}: chart and stats API differ"
+            points += sum(1 for y in want if y)
+    # And against the events themselves: ok reads completing in the range.
+    reads = sum(1 for e in events if e["volume_id"] == volume and e["op"] == "read"
+                and e["status"] == "ok" and from_ns <= e["complete_ns"] < to_ns)
+    period_s = window_ns // NS
+    assert reads > 0 and sum(drawn["charts"]["chart-iops"]["read"]["y"]) * period_s == reads
+    return points
+
+
+def test_a_tenant_signs_in_and_the_charts_hold_the_stats_apis_numbers(
+    panel: tuple[WorkerProcess, dict[str, str], list[dict[str, Any]]],
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    assert shutil.which(CHROMIUM), (
+        f"{CHROMIUM} is missing: bash deploy/debian-packages.sh browser (make test does it)")
+    worker, tokens, events = panel
+    tenant = sorted(tokens)[0]
+    own = sorted({e["volume_id"] for e in events if e["tenant_id"] == tenant})
+    others = sorted({e["volume_id"] for e in events} - set(own))
+    assert own and others
+    volume = own[0]
+    OUTPUT.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(worker.url + "/dashboard")
+            assert page.url.endswith("/login"), "an unsigned browser must land on the form"
+            page.fill("#token", "ioa_000000000000_" + "x" * 43)
+            page.click("#sign-in")
+            page.wait_for_function("document.getElementById('error').textContent.length > 0")
+            assert "unknown token" in page.text_content("#error")
+            page.fill("#token", tokens[tenant])
+            page.click("#sign-in")
+            page.wait_for_url("**/dashboard")
+            page.wait_for_selector("#volumes tbody tr[data-volume]")
+            listed = page.eval_on_selector_all(
+                "#volumes tbody tr", "rows => rows.map(r => r.dataset.volume)")
+            assert listed == own, "the list must show exactly the tenant's volumes"
+            assert tenant in page.text_content("#who")
+            page.screenshot(path=str(OUTPUT / "dashboard-volumes.png"))
+
+            page.click(f"text={volume}")
+            page.wait_for_function("document.body.dataset.view === 'volume'")
+            assert page.input_value("#range") == "15m"
+            points = _check_charts_against_api(page, worker, tokens[tenant], volume, events)
+            assert points > 100, "the 1 s charts must show the simulated minutes"
+            page.screenshot(path=str(OUTPUT / "dashboard-volume-1s.png"), full_page=True)
+
+            rendered = page.evaluate("document.body.dataset.rendered")
+            page.select_option("#range", "1d")  # auto period: 1 minute
+            page.wait_for_function(f"document.body.dataset.rendered !== '{rendered}'")
+            assert _drawn(page)["window"] == "1m"
+            _check_charts_against_api(page, worker, tokens[tenant], volume, events)
+            page.screenshot(path=str(OUTPUT / "dashboard-volume-1m.png"), full_page=True)
+
+            # Another tenant's volume, typed into the address bar: not found, nothing drawn.
+            page.goto(f"{worker.url}/dashboard#volume={others[0]}")
+            page.wait_for_function("document.getElementById('error').textContent.length > 0")
+            assert "404 unknown volume" in page.text_content("#error")
+            assert errors == [], f"JavaScript errors: {errors}"
+        finally:
+            browser.close()
+    assert (OUTPUT / "dashboard-volume-1s.png").stat().st_size > 10_000
