@@ -83,6 +83,8 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     from . import produce
     from .simulator import FleetConfig
 
+    if args.fio_lat_log or args.blkparse:
+        return produce.cli_real_source(args, settings)
     if args.jsonl:
         summary = asyncio.run(produce.produce_jsonl(settings, args.jsonl))
     else:
@@ -293,6 +295,22 @@ def _produce_parser(produce: argparse.ArgumentParser) -> None:
     source = produce.add_mutually_exclusive_group(required=True)
     source.add_argument("--jsonl", metavar="FILE", help="events as JSON lines ('-': stdin)")
     source.add_argument("--sim", action="store_true", help="the simulated fleet")
+    source.add_argument("--fio-lat-log", metavar="FILE",
+                        help="fio's per-I/O total-latency log NAME_lat.N.log (write_lat_log, "
+                             "log_avg_msec=0, log_offset=1): one event per line")
+    source.add_argument("--blkparse", metavar="FILE",
+                        help="blkparse's default text ('-': stdin): one event per issue (D) "
+                             "-> completion (C) pair; see docs/sources.md")
+    real = produce.add_argument_group("real sources (docs/sources.md)")
+    real.add_argument("--volume-id", help="fio: the volume the log's I/Os are billed to")
+    real.add_argument("--tenant-id", help="fio: the volume's tenant; blkparse: the tenant of "
+                      "--volume-map entries without one")
+    real.add_argument("--fio-json", metavar="FILE",
+                      help="fio's --output-format=json report: the job's start time")
+    real.add_argument("--volume-map", action="append", default=[],
+                      metavar="MAJ,MIN=VOLUME[:TENANT],...",
+                      help="blkparse: which device is which volume (repeatable)")
+    real.add_argument("--host-id", help="the host_id of the events (optional)")
     sim = produce.add_argument_group("simulator")
     sim.add_argument("--events", type=int, help="stop after this many (default: until Ctrl-C)")
     sim.add_argument("--rate", type=float, default=0.0,
@@ -304,7 +322,8 @@ def _produce_parser(produce: argparse.ArgumentParser) -> None:
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--start-ns", type=int,
                      help="simulated time of the first event (default: now, or when unpaced, "
-                          "early enough that the last event is about now)")
+                          "early enough that the last event is about now); fio: the job's "
+                          "start; blkparse: the epoch ns of the trace's time 0")
     sim.add_argument("--write-jsonl", metavar="FILE", help="also write the events sent as JSONL")
 
 

@@ -1,21 +1,26 @@
-"""`ioacct produce`: feed the pipeline from a JSONL file or the simulator, through the SDK."""
+"""`ioacct produce`: feed the pipeline through the SDK from a JSONL file, the simulator,
+or a real source (fio's per-I/O latency log, blkparse's text)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 
+from .blkparse_source import VolumeTarget
 from .config import Settings
-from .events import EventError, IoEvent, event_from_json
+from .events import NS_PER_S, EventError, IoEvent, event_from_json
 from .producer import IoProducer
 from .simulator import FleetConfig, FleetSimulator
+from .source_report import SourceReport
 
 YIELD_EVERY = 512  # let the SDK's sender run between chunks of record() calls
 
@@ -111,3 +116,142 @@ def _tee_jsonl(events: Iterable[IoEvent], out: BinaryIO) -> Iterator[IoEvent]:
     for event in events:
         out.write(orjson.dumps(event.to_json()) + b"\n")
         yield event
+
+
+# --- real sources: fio's per-I/O latency log, blkparse's text (docs/sources.md) -------------
+
+PROGRESS_MIN_BYTES = 64 << 20  # a progress bar for inputs this large even without a TTY
+
+
+@contextmanager
+def _source_lines(path: str, desc: str) -> Iterator[Iterator[str]]:
+    """The lines of ``path`` ('-': stdin), with a tqdm bar on a TTY or for a large file."""
+    from tqdm import tqdm
+
+    stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    total = None if path == "-" else os.fstat(stream.fileno()).st_size
+    show = sys.stderr.isatty() or (total or 0) >= PROGRESS_MIN_BYTES
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not show,
+               file=sys.stderr)
+
+    def lines() -> Iterator[str]:
+        for raw in stream:
+            bar.update(len(raw))
+            yield raw.decode("utf-8", "replace")
+
+    try:
+        yield lines()
+    finally:
+        bar.close()
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def _in_accepted_range(events: Iterable[IoEvent], settings: Settings,
+                       report: SourceReport) -> Iterator[IoEvent]:
+    """Pass events on; note those the worker will dead-letter for their time (section 4)."""
+    outside = 0
+    for event in events:
+        now_ns = time.time_ns()
+        outside += not (now_ns - settings.retention_s * NS_PER_S <= event.complete_ns
+                        <= now_ns + settings.future_tolerance_s * NS_PER_S)
+        yield event
+    if outside:
+        report.notes.append(
+            f"WARNING: {outside} event(s) are older than {settings.retention_s} s or more than "
+            f"{settings.future_tolerance_s} s ahead: the worker dead-letters them (check the "
+            "start time: --start-ns, --fio-json)")
+
+
+async def _send_source(settings: Settings, events: Iterable[IoEvent], report: SourceReport
+                       ) -> ProduceSummary:
+    summary = ProduceSummary()
+    started = time.monotonic()
+    async with IoProducer(settings) as producer:
+        await _send_events(producer, _in_accepted_range(events, settings, report), summary)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+async def produce_fio(
+    settings: Settings, log_path: str, volume_id: str, tenant_id: str,
+    start_ns: int | None = None, fio_json: str | None = None, host_id: str | None = None,
+) -> tuple[ProduceSummary, SourceReport]:
+    """One event per line of fio's per-I/O latency log (fio_source.py says which log and why).
+
+    The job's start is ``start_ns``, or read from fio's JSON report, or not needed
+    when the log has Unix times (``log_unix_epoch=1``)."""
+    from . import fio_source
+
+    kind = fio_source.log_kind(log_path)
+    if kind == "slat":
+        raise fio_source.FioLogError(f"{log_path} is a submission-latency log: give the _lat "
+                                     "log (total latency)")
+    if fio_json is not None:
+        with open(fio_json, "rb") as f:
+            start_ns = fio_source.job_start_ns(orjson.loads(f.read()),
+                                               fio_source.log_job_number(log_path))
+    if start_ns is not None:
+        fio_source.check_start_ns(start_ns)
+    report = SourceReport(f"fio log {log_path}")
+    report.notes.append("latency = fio's " + (
+        "completion latency (clat: without submission); compare with clat_ns"
+        if kind == "clat" else "total latency (lat: submission to completion); compare "
+        "with lat_ns"))
+    with _source_lines(log_path, "fio log") as lines:
+        events = fio_source.fio_events(lines, volume_id, tenant_id, start_ns, report, host_id)
+        summary = await _send_source(settings, events, report)
+    return summary, report
+
+
+async def produce_blkparse(
+    settings: Settings, path: str, volume_map: dict[str, VolumeTarget],
+    start_ns: int | None = None, host_id: str | None = None,
+) -> tuple[ProduceSummary, SourceReport]:
+    """One event per D -> C pair of blkparse's text (blkparse_source.py), '-' for stdin.
+
+    Time 0 of the trace is ``start_ns``; else, on stdin (live), the wall clock when the
+    first action arrives; for a finished file, its mtime minus its last action's time."""
+    from .blkparse_source import BlkparseSource, compare_with_summary, last_time_ns
+
+    report = SourceReport(f"blkparse {'stdin' if path == '-' else path}")
+    if start_ns is None and path != "-":
+        with open(path, encoding="utf-8", errors="replace") as f:
+            start_ns = os.stat(path).st_mtime_ns - (last_time_ns(f) or 0)
+        report.notes.append("trace time 0 = the file's mtime minus its last action's time "
+                            "(--start-ns sets it)")
+    source = BlkparseSource(volume_map, report, start_ns, clock_ns=time.time_ns,
+                            host_id=host_id)
+    with _source_lines(path, "blkparse") as lines:
+        summary = await _send_source(settings, source.events(lines), report)
+    report.notes += compare_with_summary(source)
+    return summary, report
+
+
+def cli_real_source(args: Any, settings: Settings) -> int:
+    """`ioacct produce --fio-lat-log ...` / `--blkparse ...`: send, then print the report."""
+    from .blkparse_source import BlkparseError, parse_volume_map
+    from .fio_source import FioLogError
+
+    try:
+        if args.fio_lat_log:
+            if not (args.volume_id and args.tenant_id):
+                raise FioLogError("--fio-lat-log needs --volume-id and --tenant-id")
+            if args.start_ns is not None and args.fio_json:
+                raise FioLogError("give --start-ns or --fio-json, not both")
+            run = produce_fio(settings, args.fio_lat_log, args.volume_id, args.tenant_id,
+                              args.start_ns, args.fio_json, args.host_id)
+        else:
+            volume_map = parse_volume_map(args.volume_map, args.tenant_id)
+            if not volume_map:
+                raise BlkparseError("--blkparse needs --volume-map MAJ,MIN=VOLUME[:TENANT]")
+            run = produce_blkparse(settings, args.blkparse, volume_map, args.start_ns,
+                                   args.host_id)
+        summary, report = asyncio.run(run)
+    except (ValueError, OSError) as exc:  # FioLogError, BlkparseError, bad JSON, no file
+        print(f"ioacct produce: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    print("\n".join(summary.lines() + report.lines_out()))
+    return 0
