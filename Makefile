@@ -27,8 +27,9 @@ kafka-libs: $(KAFKA_LIBS) ## Apache Kafka's jars from Maven Central into deploy/
 system-deps: ## the Debian packages some tests need (fio, chromium, qemu): installs only the missing
 	bash deploy/debian-packages.sh test
 
-run: install kafka-libs ## broker + worker + simulated fleet, until Ctrl-C
-	$(BIN)/ioacct run
+run: install kafka-libs ## broker + worker + a source (SOURCE=sim, the default, or qemu), until Ctrl-C
+	$(if $(filter qemu,$(SOURCE)),bash deploy/debian-packages.sh qemu)
+	$(BIN)/ioacct run $(if $(SOURCE),--source $(SOURCE))
 
 test: install kafka-libs system-deps ## the whole suite: unit tests, then integration tests on a broker it starts
 	$(BIN)/pytest

@@ -85,6 +85,8 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.fio_lat_log or args.blkparse:
         return produce.cli_real_source(args, settings)
+    if args.qemu_trace:
+        return produce.cli_qemu_trace(args, settings)
     if args.jsonl:
         summary = asyncio.run(produce.produce_jsonl(settings, args.jsonl))
     else:
@@ -203,7 +205,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from .runner import run_pipeline
 
     return run_pipeline(settings, rate_per_s=args.rate, volumes=args.volumes,
-                        tenants=args.tenants)
+                        tenants=args.tenants, source=args.source)
 
 
 AUDIT_EPILOG = """\
@@ -287,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--volumes", type=int, default=20)
     run.add_argument("--tenants", type=int, default=5,
                      help="tenants owning the volumes (the dashboard shows one tenant's)")
+    run.add_argument("--source", choices=["sim", "qemu"], default="sim",
+                     help="sim: the simulated fleet; qemu: a QEMU guest's virtio-blk trace "
+                          "(docs/qemu.md)")
     run.add_argument("--web-port", type=int, help=argparse.SUPPRESS)
     return parser
 
@@ -301,6 +306,24 @@ def _produce_parser(produce: argparse.ArgumentParser) -> None:
     source.add_argument("--blkparse", metavar="FILE",
                         help="blkparse's default text ('-': stdin): one event per issue (D) "
                              "-> completion (C) pair; see docs/sources.md")
+    source.add_argument("--qemu-trace", metavar="FILE",
+                        help="QEMU's virtio-blk trace (-trace ... -msg timestamp=on -D FILE; "
+                             "'-': stdin): one event per request; see docs/qemu.md")
+    qemu = produce.add_argument_group("QEMU trace (docs/qemu.md); also --volume-id, "
+                                      "--tenant-id, --volume-map VDEV=VOLUME[:TENANT],...")
+    qemu.add_argument("--follow", action="store_true",
+                      help="keep reading as the file grows, across QEMU restarts, until "
+                           "SIGINT/SIGTERM (like tail -F)")
+    qemu.add_argument("--qmp", metavar="SOCKET",
+                      help="QEMU's QMP unix socket: query-blockstats at the start, the end "
+                           "and on SIGUSR1, compared with the trace in the summary")
+    qemu.add_argument("--qmp-device", metavar="NAME",
+                      help="the query-blockstats entry (drive id, qdev or node name; default: "
+                           "the only one attached to a guest device)")
+    qemu.add_argument("--max-in-flight", type=int, default=65536,
+                      help="requests kept waiting for their completion; past it the oldest "
+                           "is evicted and reported")
+    qemu.add_argument("--report-json", metavar="FILE", help="also write the summary as JSON")
     real = produce.add_argument_group("real sources (docs/sources.md)")
     real.add_argument("--volume-id", help="fio: the volume the log's I/Os are billed to")
     real.add_argument("--tenant-id", help="fio: the volume's tenant; blkparse: the tenant of "

@@ -255,3 +255,40 @@ def cli_real_source(args: Any, settings: Settings) -> int:
         return 130
     print("\n".join(summary.lines() + report.lines_out()))
     return 0
+
+
+async def produce_qemu_trace(settings: Settings, options: Any) -> Any:
+    """QEMU's virtio-blk trace -> events (streams/qemu_source.py; docs/qemu.md)."""
+    from .qemu_source import run_qemu_trace
+
+    return await run_qemu_trace(settings, options)
+
+
+def cli_qemu_trace(args: Any, settings: Settings) -> int:
+    """`ioacct produce --qemu-trace FILE [--follow] [--qmp SOCKET]`: send, print the summary."""
+    import socket
+
+    from .qemu_source import QemuTraceOptions
+    from .qemu_trace import VolumeMap, parse_volume_map
+
+    try:
+        by_vdev = parse_volume_map(",".join(args.volume_map), args.tenant_id)
+        default = None
+        if args.volume_id:
+            if not args.tenant_id:
+                raise ValueError("--volume-id needs --tenant-id")
+            default = parse_volume_map(f"*={args.volume_id}:{args.tenant_id}", None)["*"]
+        if not by_vdev and default is None:
+            raise ValueError("--qemu-trace needs --volume-id and --tenant-id (one disk) or "
+                             "--volume-map VDEV=VOLUME[:TENANT],...")
+        options = QemuTraceOptions(
+            args.qemu_trace, VolumeMap(by_vdev, default), follow=args.follow,
+            host_id=args.host_id or socket.gethostname(), qmp_socket=args.qmp,
+            qmp_device=args.qmp_device, max_in_flight=args.max_in_flight,
+            report_json=args.report_json)
+        run = asyncio.run(produce_qemu_trace(settings, options))
+    except (ValueError, OSError) as exc:
+        print(f"ioacct produce: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(run.lines()))
+    return 0

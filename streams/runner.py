@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from . import kafka_local
 from .config import REPO_ROOT, Settings
@@ -67,20 +68,21 @@ def _stop(process: subprocess.Popen[bytes], sig: int, timeout_s: float = 30) -> 
             process.wait()
 
 
-def _banner(settings: Settings, logs: Path, operator: str, tenant_id: str, tenant: str) -> str:
+def _banner(settings: Settings, logs: Path, operator: str, tenant_id: str, tenant: str,
+            volume: str = "vol-000000", source: str = "a simulated fleet") -> str:
     url = settings.web_url
     return f"""
-ioacct is running: a simulated fleet -> {settings.raw_topic} -> worker -> counters,
+ioacct is running: {source} -> {settings.raw_topic} -> worker -> counters,
 windows, billing, monitoring.
   dashboard  {url}/dashboard   (sign in with a token below)
   tokens     operator (everything):     {operator}
              {tenant_id} (its volumes): {tenant}
              (new ones: .venv/bin/ioacct token create --tenant T | --operator)
   try        export IOACCT_TOKEN={tenant}
-             .venv/bin/ioacct query counters vol-000000
+             .venv/bin/ioacct query counters {volume}
              curl -H "Authorization: Bearer $IOACCT_TOKEN" {url}/volumes
              curl -H "Authorization: Bearer $IOACCT_TOKEN" \\
-                  "{url}/volumes/vol-000000/stats?window=1s&from=now-1m"
+                  "{url}/volumes/{volume}/stats?window=1s&from=now-1m"
   operator   {url}/status and {url}/metrics need the operator token
   raw topic  .venv/bin/ioacct tail io.raw --max 3
   windows    .venv/bin/ioacct tail stats.1s --max 3
@@ -110,7 +112,33 @@ def _run_tokens(settings: Settings, tenant_id: str) -> tuple[str, str]:
     return asyncio.run(both())
 
 
-def run_pipeline(settings: Settings, rate_per_s: float, volumes: int, tenants: int = 5) -> int:
+QEMU_VOLUME_ID, QEMU_TENANT_ID = "qemu-vm-1-vda", "tenant-qemu"
+
+
+def _qemu_produce_args(settings: Settings) -> list[str]:
+    guest_dir = settings.state_dir / "qemu" / "guest"
+    return ["produce", "--qemu-trace", str(guest_dir / "trace.log"), "--follow",
+            "--qmp", str(guest_dir / "qmp.sock"), "--volume-id", QEMU_VOLUME_ID,
+            "--tenant-id", QEMU_TENANT_ID]
+
+
+def _start_qemu_guest(settings: Settings) -> Any:
+    """`ioacct run --source qemu`: a guest repeating its workload (docs/qemu.md)."""
+    from .qemu_guest import GuestError, start_guest
+
+    cache = settings.state_dir / "qemu"
+    try:
+        guest = start_guest(cache / "guest", cache, loop=True, reads=200, writes=20)
+    except GuestError as exc:
+        raise SystemExit(f"cannot start the QEMU guest: {exc}") from exc
+    print(f"QEMU guest (pid {guest.process.pid}) repeats its workload on volume "
+          f"{QEMU_VOLUME_ID} (tenant {QEMU_TENANT_ID}); trace {guest.trace_path}, "
+          f"serial console {guest.serial_path}")
+    return guest
+
+
+def run_pipeline(settings: Settings, rate_per_s: float, volumes: int, tenants: int = 5,
+                 source: str = "sim") -> int:
     # Ctrl-C and `kill` stop everything cleanly; also when started from a script, whose
     # background jobs inherit SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
@@ -121,14 +149,22 @@ def run_pipeline(settings: Settings, rate_per_s: float, volumes: int, tenants: i
     asyncio.run(ensure_topics(settings))
     fleet_args = ["--rate", str(rate_per_s), "--volumes", str(volumes), "--tenants", str(tenants)]
     tenant_id = FleetSimulator(FleetConfig(volumes=volumes, tenants=tenants)).volumes[0].tenant_id
+    produce_args = ["produce", "--sim", *fleet_args]
+    if source == "qemu":
+        tenant_id, produce_args = QEMU_TENANT_ID, _qemu_produce_args(settings)
     operator, tenant = _run_tokens(settings, tenant_id)
     logs = settings.state_dir / "logs"
     worker = _spawn(["worker"], logs / "worker.log", settings)
     fleet: subprocess.Popen[bytes] | None = None
+    guest = None
     try:
         _wait_for_worker(settings, worker, logs / "worker.log", operator)
-        fleet = _spawn(["produce", "--sim", *fleet_args], logs / "fleet.log", settings)
-        print(_banner(settings, logs, operator, tenant_id, tenant), flush=True)
+        if source == "qemu":
+            guest = _start_qemu_guest(settings)
+        fleet = _spawn(produce_args, logs / "fleet.log", settings)
+        print(_banner(settings, logs, operator, tenant_id, tenant,
+                      *((QEMU_VOLUME_ID, "a QEMU guest's virtio-blk trace") if source == "qemu"
+                        else ())), flush=True)
         while worker.poll() is None and fleet.poll() is None:
             time.sleep(0.5)
         print(f"a process exited early; see {logs}/", file=sys.stderr)
@@ -139,6 +175,8 @@ def run_pipeline(settings: Settings, rate_per_s: float, volumes: int, tenants: i
     finally:
         if fleet is not None:
             _stop(fleet, signal.SIGINT)
+        if guest is not None:
+            guest.stop()
         _stop(worker, signal.SIGTERM)
         if started_broker:
             kafka_local.stop(broker)
