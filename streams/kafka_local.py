@@ -141,6 +141,13 @@ def start(broker: LocalBroker, timeout_s: float = 90.0) -> bool:
     if broker.pid() is not None:
         wait_ready(broker, timeout_s)
         return False
+    for port in (broker.port, broker.controller_port):
+        if _port_taken(port):
+            # Another process (a broker of another state directory?) would answer our
+            # readiness check and take our records: say so instead of "started".
+            raise KafkaError(f"127.0.0.1:{port} is already in use by a process this state "
+                             f"directory ({broker.home}) did not start; stop it or choose "
+                             "other ports (--kafka-port, --kafka-controller-port)")
     ensure_built()
     props = broker.write_config()
     _format_storage(broker, props)
@@ -153,6 +160,12 @@ def start(broker: LocalBroker, timeout_s: float = 90.0) -> bool:
     broker.pid_file.write_text(str(process.pid))
     wait_ready(broker, timeout_s)
     return True
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def stop(broker: LocalBroker, timeout_s: float = 60.0) -> bool:

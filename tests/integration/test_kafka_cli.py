@@ -24,6 +24,18 @@ def test_start_is_idempotent(kafka_settings: Settings) -> None:
     assert "already running" in result.stdout
 
 
+def test_start_refuses_a_port_another_broker_holds(
+    kafka_settings: Settings, tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Another state directory, the session broker's port: it must not report "started"
+    while the other broker answers (and would take this pipeline's records)."""
+    other_dir = tmp_path_factory.mktemp("other-state")
+    result = ioacct(kafka_settings, "kafka", "start", "--state-dir", str(other_dir))
+    assert result.returncode == 1, result.stdout
+    assert f"127.0.0.1:{kafka_settings.kafka_port} is already in use" in result.stderr
+    assert "started" not in result.stdout
+
+
 def test_status_and_stop_of_a_broker_that_is_not_there(kafka_settings: Settings) -> None:
     port = str(free_port())
     status = ioacct(kafka_settings, "kafka", "status", "--kafka-port", port)
