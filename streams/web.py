@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
 Handler = Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]
+PRINCIPAL = aioweb.RequestKey("principal", Principal)  # set by the access gate
 
 
 def _json_response(body: dict[str, Any], status: int, **headers: str) -> Any:
@@ -78,7 +79,7 @@ def auth_middleware(p: Pipeline) -> Any:
         if access is Access.OPERATOR and not principal.is_operator:
             return _json_response({"error": "forbidden",
                                    "reason": "this endpoint needs an operator token"}, 403)
-        request["principal"] = principal
+        request[PRINCIPAL] = principal
         return await _json_errors(handler, request)
 
     return check
@@ -95,7 +96,7 @@ async def _json_errors(handler: Handler, request: aioweb.Request) -> aioweb.Stre
 
 
 def principal_of(request: Request) -> Principal:
-    principal = request.get("principal")  # type: ignore[attr-defined]
+    principal = request.get(PRINCIPAL)  # type: ignore[attr-defined]
     assert isinstance(principal, Principal), "auth_middleware did not run"
     return principal
 

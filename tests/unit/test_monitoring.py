@@ -485,6 +485,7 @@ def fake_pipeline(owned: list[int], volumes: dict[str, VolumeState]) -> Any:
         consumer=SimpleNamespace(assignment=lambda: assignment),
         producer=SimpleNamespace(key_partition=key_partition),
         page=page, table_route=lambda **_kw: (lambda fn: fn), pages=pages,
+        web=SimpleNamespace(web_app=SimpleNamespace(middlewares=[])),  # the access gate goes here
     )
     table: dict[bytes, bytes | None] = {vid.encode(): s.snapshot() for vid, s in volumes.items()}
     table[b"vol-9"] = None  # a deleted entry
@@ -512,28 +513,45 @@ def test_metrics_view_serves_only_volumes_of_actively_assigned_partitions() -> N
 
 
 def test_metrics_route_of_a_real_worker_app(tmp_path: Path, monkeypatch: Any) -> None:
-    """The faust app of build_app (no broker needed) serves /metrics through aiohttp:
-    503 while its consumer is not started, then the exposition with the 0.0.4 header."""
+    """The faust app of build_app (no broker needed) serves /metrics through aiohttp and
+    its access gate: 503 while the token store is not read; then 401 without a token,
+    403 for a tenant's; for the operator 503 while its consumer is not started, then the
+    exposition with the 0.0.4 header."""
     from aiohttp.test_utils import TestClient, TestServer
 
     from streams.app import build_app
+    from streams.auth import OPERATOR, TENANT, new_token
     from streams.config import Settings
 
     p = build_app(Settings.from_env(state_dir=tmp_path))
+    operator, operator_record = new_token(OPERATOR, None, 1)
+    tenant, tenant_record = new_token(TENANT, "tenant-1", 1)
+    for record in (operator_record, tenant_record):  # as the token store's reader would
+        p.token_feed.book.apply(record)
 
     driver: Any = p.app.web  # faust's aiohttp driver
 
     async def scrapes() -> list[tuple[int, str | None, str]]:
         results = []
+
+        async def get(token: str | None) -> None:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            response = await client.get("/metrics", headers=headers)
+            results.append((response.status, response.headers.get("Content-Type"),
+                            await response.text()))
+
         async with TestClient(TestServer(driver.web_app)) as client:
-            for started in (False, True):
-                if started:
-                    monkeypatch.setattr(p.app.consumer, "assignment", lambda: set())
-                response = await client.get("/metrics")
-                results.append((response.status, response.headers.get("Content-Type"),
-                                await response.text()))
+            await get(operator)  # the store not read yet
+            p.token_feed.ready.set()
+            for token in (None, tenant, operator):
+                await get(token)
+            monkeypatch.setattr(p.app.consumer, "assignment", lambda: set())
+            await get(operator)
         return results
 
-    before, after = asyncio.run(scrapes())
+    unread, anonymous, as_tenant, before, after = asyncio.run(scrapes())
+    assert unread[0] == 503 and "token store" in unread[2]
+    assert anonymous[0] == 401 and '"unauthorized"' in anonymous[2]
+    assert as_tenant[0] == 403 and '"forbidden"' in as_tenant[2]
     assert (before[0], before[2]) == (503, "consumer not started yet\n")
     assert after == (200, "text/plain; version=0.0.4; charset=utf-8", prometheus_text([]))
