@@ -83,6 +83,8 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     from . import produce
     from .simulator import FleetConfig
 
+    if args.spool_dir:
+        settings = settings.with_overrides(spool_dir=args.spool_dir)
     if args.fio_lat_log or args.blkparse:
         return produce.cli_real_source(args, settings)
     if args.qemu_trace:
@@ -106,7 +108,7 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
             if out is not None:
                 out.close()
     print("\n".join(summary.lines()))
-    return 0
+    return 3 if summary.spool is not None and summary.spool.spool_records else 0
 
 
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
@@ -297,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _produce_parser(produce: argparse.ArgumentParser) -> None:
+    produce.add_argument("--spool-dir", metavar="DIR",
+                         help="the disk spool of records Kafka has not acknowledged; what an "
+                              "earlier run left there is sent first (default: "
+                              "STATE_DIR/spool/PREFIX; docs/producer.md). Exit status 3: "
+                              "records were left in it")
     source = produce.add_mutually_exclusive_group(required=True)
     source.add_argument("--jsonl", metavar="FILE", help="events as JSON lines ('-': stdin)")
     source.add_argument("--sim", action="store_true", help="the simulated fleet")

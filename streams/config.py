@@ -53,6 +53,12 @@ class Settings:
     retention_1m_s: int = 2 * 24 * 3600
     retention_1h_s: int = 60 * 24 * 3600
     tick_interval_s: float = 1.0
+    # The producer SDK's disk spool (docs/producer.md): on unless IOACCT_SPOOL=0.
+    spool: bool = True
+    spool_dir: str = ""  # empty: <state_dir>/spool/<topic_prefix>
+    spool_max_bytes: int = 1 << 30
+    spool_ack_interval_s: float = 0.5  # how often the acknowledged position is fsync'd
+    spool_close_wait_s: float = 10.0  # close(): how long to wait for Kafka without progress
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -62,6 +68,11 @@ class Settings:
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def spool_path(self) -> Path:
+        """Where the producer SDK spools records (``spool_dir``, else under the state dir)."""
+        return Path(self.spool_dir) if self.spool_dir else (
+            self.state_dir / "spool" / self.topic_prefix)
 
     @property
     def bootstrap_servers(self) -> str:

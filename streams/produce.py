@@ -18,7 +18,7 @@ import orjson
 from .blkparse_source import VolumeTarget
 from .config import Settings
 from .events import NS_PER_S, EventError, IoEvent, event_from_json
-from .producer import IoProducer
+from .producer import IoProducer, SpoolStats
 from .simulator import FleetConfig, FleetSimulator
 from .source_report import SourceReport
 
@@ -33,6 +33,7 @@ class ProduceSummary:
     dead_lettered: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    spool: SpoolStats | None = None  # the SDK's disk spool, when it had one
 
     def add(self, event: IoEvent) -> None:
         self.events += 1
@@ -47,6 +48,8 @@ class ProduceSummary:
         if self.dead_lettered:
             out.append(f"  {self.dead_lettered} line(s) sent to the dead-letter topic:")
             out += [f"    {n} x {reason}" for reason, n in self.reasons.most_common(10)]
+        if self.spool is not None:
+            out += self.spool.lines()
         return out
 
 
@@ -89,6 +92,7 @@ async def produce_jsonl(settings: Settings, path: str) -> ProduceSummary:
             await producer.dead_letter(reason, f"jsonl:{path}", line_no, line)
             summary.dead_lettered += 1
             summary.reasons[reason.split(": ", 1)[1]] += 1
+    summary.spool = producer.spool_stats
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -108,6 +112,7 @@ async def produce_sim(
             await _send_events(producer, events, summary, rate_per_s)
         except asyncio.CancelledError:
             pass  # Ctrl-C: the context manager still flushes what was recorded
+    summary.spool = producer.spool_stats
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -169,6 +174,7 @@ async def _send_source(settings: Settings, events: Iterable[IoEvent], report: So
     started = time.monotonic()
     async with IoProducer(settings) as producer:
         await _send_events(producer, _in_accepted_range(events, settings, report), summary)
+    summary.spool = producer.spool_stats
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -254,7 +260,7 @@ def cli_real_source(args: Any, settings: Settings) -> int:
     except KeyboardInterrupt:
         return 130
     print("\n".join(summary.lines() + report.lines_out()))
-    return 0
+    return 3 if summary.spool is not None and summary.spool.spool_records else 0
 
 
 async def produce_qemu_trace(settings: Settings, options: Any) -> Any:
