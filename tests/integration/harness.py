@@ -224,6 +224,25 @@ async def redeliver(settings: Settings, messages: list[Any]) -> None:
 
 
 @contextmanager
+def running_workers(settings: Settings, log_dir: Path, count: int = 2
+                    ) -> Iterator[list[WorkerProcess]]:
+    """Topics created, ``count`` workers started, sharing every raw partition; stopped on
+    exit."""
+    assert ioacct(settings, "topics").returncode == 0
+    started = [start_worker(settings, free_port(), log_dir) for _ in range(count)]
+    try:
+        wait_until(
+            lambda: assigned_partitions(started) == list(range(settings.partitions))
+            and all(w.get("/status")[1].get("assigned_partitions") for w in started),
+            120, f"{count} workers to share all partitions", started,
+        )
+        yield started
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+@contextmanager
 def running_worker(settings: Settings, log_dir: Path) -> Iterator[WorkerProcess]:
     """Topics created, one worker started and assigned; stopped on exit."""
     assert ioacct(settings, "topics").returncode == 0

@@ -21,15 +21,13 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.config import Settings
-from tests.conftest import free_port
 
 from .harness import (
     WorkerProcess,
-    assigned_partitions,
     create_token,
     ioacct,
     operator_token,
-    start_worker,
+    running_workers,
     wait_committed,
     wait_until,
 )
@@ -48,19 +46,9 @@ def _volumes(tenant: str) -> list[str]:
 @pytest.fixture(scope="module")
 def workers(pipeline_settings: Settings, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[list[WorkerProcess]]:
-    assert ioacct(pipeline_settings, "topics").returncode == 0
     log_dir = Path(tmp_path_factory.mktemp("access-workers"))
-    started = [start_worker(pipeline_settings, free_port(), log_dir) for _ in range(2)]
-    try:
-        wait_until(
-            lambda: assigned_partitions(started) == list(range(pipeline_settings.partitions))
-            and all(w.get("/status")[1].get("assigned_partitions") for w in started),
-            120, "both workers to share all partitions", started,
-        )
-        yield started
-    finally:
-        for worker in started:
-            worker.stop()
+    with running_workers(pipeline_settings, log_dir) as both:
+        yield both
 
 
 @pytest.fixture(scope="module")

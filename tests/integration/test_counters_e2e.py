@@ -25,11 +25,11 @@ from tests.oracle import counters_oracle
 
 from .harness import (
     WorkerProcess,
-    assigned_partitions,
     ioacct,
     operator_token,
     read_topic,
     redeliver,
+    running_workers,
     settings_env,
     start_worker,
     wait_committed,
@@ -46,19 +46,8 @@ PRODUCE_S = 15  # paced, so that the rebalances below happen mid-stream
 @pytest.fixture(scope="module")
 def workers(pipeline_settings: Settings, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[list[WorkerProcess]]:
-    assert ioacct(pipeline_settings, "topics").returncode == 0
-    log_dir = Path(tmp_path_factory.mktemp("workers"))
-    started = [start_worker(pipeline_settings, free_port(), log_dir) for _ in range(2)]
-    try:
-        wait_until(
-            lambda: assigned_partitions(started) == list(range(pipeline_settings.partitions))
-            and all(w.get("/status")[1].get("assigned_partitions") for w in started),
-            120, "both workers to share all partitions", started,
-        )
-        yield started
-    finally:
-        for worker in started:
-            worker.stop()
+    with running_workers(pipeline_settings, Path(tmp_path_factory.mktemp("workers"))) as both:
+        yield both
 
 
 @pytest.fixture(scope="module")
