@@ -90,10 +90,20 @@ def ensure_built() -> None:
         raise KafkaError("mvn could not fetch the Kafka artifacts (is Maven on PATH?)")
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id as Kafka's Uuid.randomUuid() makes one: URL-safe base64 of 16
+    random bytes, never starting with '-' (Kafka redraws those too: the storage tool's
+    parser would read '-t -abc...' as a missing argument, about one start in 64)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _format_storage(broker: LocalBroker, props: Path) -> None:
     if (broker.home / "data" / "meta.properties").exists():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = new_cluster_id()
     result = subprocess.run(
         broker.java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
                     heap="-Xmx256m"),
