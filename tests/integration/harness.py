@@ -125,6 +125,20 @@ def start_worker(settings: Settings, web_port: int, log_dir: Path) -> WorkerProc
     return WorkerProcess(settings, web_port, process, log_path)
 
 
+def counter_mismatches(worker: WorkerProcess, expected: dict[str, dict[str, Any]]
+                       ) -> list[str]:
+    """Every field of every expected volume's counters that the worker answers otherwise."""
+    diffs: list[str] = []
+    for volume_id, want in expected.items():
+        status, got = worker.get(f"/volumes/{volume_id}/counters")
+        if status != 200:
+            diffs.append(f"{volume_id}: HTTP {status} {got}")
+            continue
+        diffs += [f"{volume_id}.{k}: got {got.get(k)} want {v}"
+                  for k, v in want.items() if got.get(k) != v]
+    return diffs
+
+
 def wait_until(condition: Callable[[], Any], timeout_s: float, what: str,
                workers: list[WorkerProcess] = ()) -> Any:  # type: ignore[assignment]
     """Poll ``condition`` until it returns a truthy value; fail with ``what`` on timeout."""

@@ -25,6 +25,7 @@ from tests.oracle import counters_oracle
 
 from .harness import (
     WorkerProcess,
+    counter_mismatches,
     ioacct,
     operator_token,
     read_topic,
@@ -81,15 +82,7 @@ def _wait_processed(settings: Settings, workers: list[WorkerProcess]) -> None:
 
 
 def _mismatches(worker: WorkerProcess, expected: dict[str, dict[str, Any]]) -> list[str]:
-    diffs: list[str] = []
-    for volume_id, want in expected.items():
-        status, got = worker.get(f"/volumes/{volume_id}/counters")
-        if status != 200:
-            diffs.append(f"{volume_id}: HTTP {status} {got}")
-            continue
-        diffs += [f"{volume_id}.{k}: got {got.get(k)} want {v}"
-                  for k, v in want.items() if got.get(k) != v]
-    return diffs
+    return counter_mismatches(worker, expected)
 
 
 def test_workload_covers_every_op_and_status(sent_events: list[dict[str, Any]]) -> None:

@@ -31,6 +31,7 @@ from tests.oracle import counters_oracle
 
 from .harness import (
     WorkerProcess,
+    counter_mismatches,
     ioacct,
     read_topic,
     running_worker,
@@ -204,13 +205,6 @@ def _spool_events(directory: Path) -> tuple[int, int]:
 def _assert_counters_equal_oracle(worker: WorkerProcess, sent: list[IoEvent]) -> None:
     expected = counters_oracle([e.to_json() for e in sent])
     assert len(expected) == VOLUMES
-    diffs: list[str] = []
-    for volume_id, want in expected.items():
-        status, got = worker.get(f"/volumes/{volume_id}/counters")
-        if status != 200:
-            diffs.append(f"{volume_id}: HTTP {status} {got}")
-            continue
-        diffs += [f"{volume_id}.{k}: got {got.get(k)} want {v}"
-                  for k, v in want.items() if got.get(k) != v]
+    diffs = counter_mismatches(worker, expected)
     assert not diffs, f"{len(diffs)} differences, first: {diffs[:10]}"
 
