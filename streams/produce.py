@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -66,8 +66,9 @@ async def _send_events(
             await asyncio.sleep(max(0.0, ahead_s))
 
 
-def _parse_lines(stream: BinaryIO, bad: list[tuple[int, str, bytes]]) -> Iterator[IoEvent]:
-    for line_no, line in enumerate(stream, 1):
+def _parse_lines(lines: Iterable[bytes], first_line_no: int,
+                 bad: list[tuple[int, str, bytes]]) -> Iterator[IoEvent]:
+    for line_no, line in enumerate(lines, first_line_no):
         if not line.strip():
             continue
         try:
@@ -76,22 +77,45 @@ def _parse_lines(stream: BinaryIO, bad: list[tuple[int, str, bytes]]) -> Iterato
             bad.append((line_no, f"line {line_no}: {exc}", line.rstrip(b"\n")))
 
 
+READ_CHUNK = 1 << 16
+
+
+async def _line_chunks(fd: int) -> AsyncIterator[list[bytes]]:
+    """Whole lines as they arrive. os.read in a thread returns what a pipe holds without
+    waiting for more, so events written to a live pipe are sent while it stays open, and
+    the event loop (the SDK's sender) never blocks on the read."""
+    rest = b""
+    while True:
+        data = await asyncio.to_thread(os.read, fd, READ_CHUNK)
+        if not data:
+            break
+        *lines, rest = (rest + data).split(b"\n")
+        if lines:
+            yield [line + b"\n" for line in lines]
+    if rest:
+        yield [rest]
+
+
 async def produce_jsonl(settings: Settings, path: str) -> ProduceSummary:
-    """Send every event of a JSONL file ('-' for stdin); unparsable lines go to the DLQ."""
+    """Send every event of a JSONL file ('-': stdin, also a live pipe); lines that are not
+    events go to the dead-letter topic with their line number, as they are read."""
     summary = ProduceSummary()
-    bad: list[tuple[int, str, bytes]] = []
     started = time.monotonic()
     stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    line_no = 1
     async with IoProducer(settings) as producer:
         try:
-            await _send_events(producer, _parse_lines(stream, bad), summary)
+            async for lines in _line_chunks(stream.fileno()):
+                bad: list[tuple[int, str, bytes]] = []
+                await _send_events(producer, _parse_lines(lines, line_no, bad), summary)
+                line_no += len(lines)
+                for bad_line_no, reason, line in bad:
+                    await producer.dead_letter(reason, f"jsonl:{path}", bad_line_no, line)
+                    summary.dead_lettered += 1
+                    summary.reasons[reason.split(": ", 1)[1]] += 1
         finally:
             if stream is not sys.stdin.buffer:
                 stream.close()
-        for line_no, reason, line in bad:
-            await producer.dead_letter(reason, f"jsonl:{path}", line_no, line)
-            summary.dead_lettered += 1
-            summary.reasons[reason.split(": ", 1)[1]] += 1
     summary.spool = producer.spool_stats
     summary.seconds = time.monotonic() - started
     return summary

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from streams.codec import default_schemas
-from streams.config import Settings
+from streams.config import REPO_ROOT, Settings
 from tests.oracle import counters_oracle
 
 from .harness import (
@@ -24,6 +26,7 @@ from .harness import (
     ioacct,
     read_topic,
     running_worker,
+    settings_env,
     wait_committed,
     wait_until,
 )
@@ -185,6 +188,38 @@ def test_unparsable_jsonl_lines_reach_the_dlq(
     # The two good lines may travel in one record or two (the SDK flushes by age too).
     wait_until(lambda: worker.get("/volumes/vol-jsonl/counters")[1].get("read_ios") == 2,
                60, "both good lines of vol-jsonl counted", [worker])
+
+
+def test_a_live_pipe_is_sent_while_it_stays_open(
+    pipeline_settings: Settings, worker: WorkerProcess,
+) -> None:
+    """`source | ioacct produce --jsonl -`: events are counted while the pipe is open
+    (the read used to block the SDK's sender until end of file), and a line split
+    across two writes is one event."""
+    good = {**GOOD, "volume_id": "vol-pipe", "tenant_id": "tenant-p"}
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "produce", "--jsonl", "-"],
+        env=settings_env(pipeline_settings), cwd=REPO_ROOT, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert producer.stdin is not None
+    try:
+        first = orjson.dumps(good) + b"\n" + orjson.dumps({**good, "offset": 8192})
+        producer.stdin.write(first[:-7])  # the second line arrives in two writes
+        producer.stdin.flush()
+        producer.stdin.write(first[-7:] + b"\n{broken\n")
+        producer.stdin.flush()
+        wait_until(lambda: worker.get("/volumes/vol-pipe/counters")[1].get("read_ios") == 2,
+                   60, "the pipe's events counted while it is open", [worker])
+        assert producer.poll() is None, "the producer must still be reading the pipe"
+        out, err = producer.communicate(orjson.dumps({**good, "offset": 0}) + b"\n",
+                                        timeout=60)  # writes, then closes the pipe
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+    assert producer.returncode == 0, err
+    assert "sent 3 events" in out.decode() and "1 line(s) sent to the dead-letter" in out.decode()
+    wait_until(lambda: worker.get("/volumes/vol-pipe/counters")[1].get("read_ios") == 3,
+               60, "the last line counted", [worker])
 
 
 def test_tail_decodes_the_dead_letter_topic(
