@@ -233,6 +233,7 @@ async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: 
         emissions = p.windows_for(message.partition).on_events(
             outcome.volume_id, batch["tenant_id"], batch["op"], batch["status"],
             batch["bytes"], batch["submit_ns"], batch["complete_ns"], outcome.good, now_ns,
+            (batch["producer_id"], batch["seq"]),
         )
         await _publish_windows(p, emissions, message.partition)
     _count(p.stats, outcome)

@@ -195,8 +195,9 @@ class Replay:
         self.replays_skipped += outcome.replay
         self.events_rejected += sum(r.events for r in outcome.rejections)
         self.events_counted += outcome.counted
-        batch = outcome.batch
-        if batch is None or not outcome.good or not self.scope.wants(outcome.volume_id):
+        batch = outcome.batch  # a replay's batch is for the worker's windows: skipped here
+        if (batch is None or outcome.replay or not outcome.good
+                or not self.scope.wants(outcome.volume_id)):
             return outcome.counted
         self._bill(batch, outcome.good)
         for length_ns in WINDOW_LENGTHS_NS:

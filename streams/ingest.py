@@ -56,7 +56,7 @@ class RecordOutcome:
     counted: int = 0
     replay: bool = False
     rejections: list[Rejection] = field(default_factory=list)
-    batch: dict[str, Any] | None = None  # the decoded record, when events were counted
+    batch: dict[str, Any] | None = None  # the decoded record: counted now, or a replay
     good: list[int] = field(default_factory=list)  # indexes of the counted events
 
 
@@ -130,7 +130,14 @@ def account_record(
     volume_id = batch["volume_id"]
     known = load_state(volume_id) if id_error("volume_id", volume_id) is None else None
     if known is not None and known.is_replay(batch["producer_id"], batch["seq"]):
-        return RecordOutcome(volume_id, None, replay=True)
+        # Counted already. The windows keep their own record of what they applied (after
+        # a crash one table's change can have landed without the other's), so a replay
+        # still carries the batch and its valid events for them to judge; nothing here
+        # counts it again.
+        if batch_error(batch, known) is not None:
+            return RecordOutcome(volume_id, None, replay=True)
+        good, _ = _validate_events(batch, now_ns, limits)
+        return RecordOutcome(volume_id, None, replay=True, batch=batch, good=good)
     reason = batch_error(batch, known)
     if reason is not None:
         return _reject_whole(batch, payload, reason, known)

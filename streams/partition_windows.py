@@ -96,6 +96,19 @@ class BillingStore(_Encoded):
         return BillingEntry(tenant_id, counters, next_sequence)
 
 
+class SeqStore(_Encoded):
+    """Per volume: the highest seq per producer whose events these windows and billing
+    hours hold (key (volume_id, 0))."""
+
+    def encode(self, value: object) -> bytes:
+        assert isinstance(value, dict)
+        return table_json(value)
+
+    def decode(self, data: bytes) -> dict[str, int]:
+        seqs: dict[str, int] = orjson.loads(data)
+        return seqs
+
+
 class PartitionWindows:
     """The clock, the 1 s windows, their 1 m and 1 h rollups and the billing hours of one
     partition. Window records are returned; billing records wait in :meth:`take_billing`."""
@@ -116,6 +129,11 @@ class PartitionWindows:
         self.keep_ns = keep_ns  # per length: how long past the horizon to keep (queries)
         self.billing = BillingBook(BillingStore(table, prefix + b"b|"))  # type: ignore[arg-type]
         self.billing.rebuild_index()
+        # The windows' own replay check: the counters table has one too, but it is another
+        # changelog topic, and a crash can land one table's writes without the other's.
+        # Written after everything a record changes here, in this table's changelog
+        # partition, so if it landed, they did.
+        self.applied = SeqStore(table, prefix + b"q|")
         self.retention_ns = retention_ns  # billing hours are kept while events can reach them
         self.billing_out: list[BillingRecord] = []
         self.last_evict_wall_ns = -EVICT_EVERY_NS
@@ -130,11 +148,20 @@ class PartitionWindows:
     def on_events(
         self, volume_id: str, tenant_id: str, ops: bytes, statuses: bytes, nbytes: Sequence[int],
         submit_ns: Sequence[int], complete_ns: Sequence[int], indexes: Sequence[int],
-        wall_ns: int,
+        wall_ns: int, producer: tuple[str, int] | None = None,
     ) -> list[Emission]:
-        """Validated events of one record; returns every window record to publish."""
+        """Validated events of one record; returns every window record to publish.
+
+        ``producer`` = (producer_id, seq) of the record: one these windows already hold
+        (at or below the highest seq applied for the volume and producer) changes
+        nothing; else it is marked applied, last."""
         if not indexes:
             return []
+        seqs: dict[str, int] = {}
+        if producer is not None:
+            seqs = self.applied.get((volume_id, 0)) or {}  # type: ignore[assignment]
+            if producer[1] <= seqs.get(producer[0], -1):
+                return []
         self.billing_out += self.billing.add_events(
             volume_id, tenant_id, ops, statuses, nbytes, submit_ns, complete_ns, indexes)
         revised = self.books[0].add_events(
@@ -142,7 +169,11 @@ class PartitionWindows:
             self.clock.watermark_ns,
         )
         self.clock.on_input(max(complete_ns[i] for i in indexes), wall_ns)
-        return self._cascade(revised) + self._close()
+        emitted = self._cascade(revised) + self._close()
+        if producer is not None:
+            seqs[producer[0]] = producer[1]
+            self.applied[(volume_id, 0)] = seqs
+        return emitted
 
     @property
     def needs_ticks(self) -> bool:
