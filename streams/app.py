@@ -72,6 +72,9 @@ class Pipeline:
     offsets: OffsetTracker = field(default_factory=OffsetTracker)
     gap_reader: Any = None
     token_feed: Any = None  # tokens.TokenFeed: who may call the web views
+    # Partitions just assigned -> the group's committed offset: outputs made at or past
+    # it are sent again before anything else (PartitionWindows.replay_outputs).
+    replay_from: dict[int, int] = field(default_factory=dict)
 
     def windows_for(self, partition: int) -> PartitionWindows:
         """The partition's windows, rebuilt from the table on first use after assignment."""
@@ -171,6 +174,7 @@ def _add_windows(p: Pipeline) -> None:
             if tp.topic == s.raw_topic:
                 p.partitions.pop(tp.partition, None)
                 p.offsets.forget(tp.partition)
+                p.replay_from.pop(tp.partition, None)
 
 
 def _register_accounting(p: Pipeline) -> None:
@@ -198,7 +202,9 @@ async def _in_order(p: Pipeline, message: Any, tick_header: bytes) -> bool:
     (see offsets.py), and not when it was handled already."""
     partition = message.partition
     if not p.offsets.knows(partition):
-        p.offsets.start(partition, await p.gap_reader.committed_or_first(partition))
+        committed = await p.gap_reader.committed_or_first(partition)
+        p.offsets.start(partition, committed)
+        p.replay_from[partition] = committed
     verdict, expected = p.offsets.check(partition, message.offset)
     if verdict is Verdict.SEEN:
         p.stats.records_seen_again += 1
@@ -217,12 +223,19 @@ async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: 
     """One raw record (``message``: its topic, partition and offset): a Tick, or a batch
     to count, window, bill and dead-letter."""
     now_ns = time.time_ns()
+    if message.partition in p.replay_from:
+        committed = p.replay_from.pop(message.partition)
+        again = p.windows_for(message.partition).replay_outputs(committed)
+        log.info("%s[%d]: sending again %d window record(s) made at or past the committed "
+                 "offset %d", message.topic, message.partition, len(again), committed)
+        await _publish_windows(p, again, message.partition)
     if value is None:  # a null record (a tombstone) in the raw topic: dead-letter, not crash
         value = b""
     if value[:HEADER_LEN] == tick_header:
         wall_ns = p.schemas.decode(value)[1]["wall_ns"]
-        await _publish_windows(p, p.windows_for(message.partition).on_tick(wall_ns),
-                               message.partition)
+        await _publish_windows(
+            p, p.windows_for(message.partition).on_tick(wall_ns, message.offset),
+            message.partition)
         return
     outcome = account_record(value, p.load_state, p.schemas, now_ns, p.limits)
     if outcome.state is not None and outcome.volume_id is not None:
@@ -233,7 +246,7 @@ async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: 
         emissions = p.windows_for(message.partition).on_events(
             outcome.volume_id, batch["tenant_id"], batch["op"], batch["status"],
             batch["bytes"], batch["submit_ns"], batch["complete_ns"], outcome.good, now_ns,
-            (batch["producer_id"], batch["seq"]),
+            (batch["producer_id"], batch["seq"]), message.offset,
         )
         await _publish_windows(p, emissions, message.partition)
     _count(p.stats, outcome)

@@ -35,6 +35,9 @@ class BillingEntry:
     tenant_id: str
     counters: list[int] | None = field(default_factory=lambda: [0] * N_SLOTS)  # None: emitted
     next_sequence: int = 0
+    # Records emitted and not known to have landed: [raw offset, sequence, counters].
+    # Dropped once the group's committed offset passes them (PartitionWindows.replay_outputs).
+    unconfirmed: list[list[Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,7 @@ class BillingBook:
     """Open hours and the sequence numbers of emitted hours, for the volumes of a partition."""
 
     store: MutableMapping[BillingKey, BillingEntry]
+    offset: int = -1  # the raw offset being processed: stamped on what it emits
     _closing: list[tuple[int, str, int]] = field(default_factory=list)  # (end, volume, start)
 
     @property
@@ -102,6 +106,7 @@ class BillingBook:
                 add_to_slots(delta, ops, statuses, nbytes, submit_ns, complete_ns, hour_indexes)
                 adjustments.append(BillingRecord(entry.tenant_id, volume_id, start,
                                                  entry.next_sequence, tuple(delta)))
+                entry.unconfirmed.append([self.offset, entry.next_sequence, delta])
                 entry.next_sequence += 1
             self.store[(volume_id, start)] = entry
         return adjustments
@@ -116,6 +121,7 @@ class BillingBook:
                 continue
             closed.append(BillingRecord(entry.tenant_id, volume_id, start, entry.next_sequence,
                                         tuple(entry.counters)))
+            entry.unconfirmed.append([self.offset, entry.next_sequence, entry.counters])
             entry.counters, entry.next_sequence = None, entry.next_sequence + 1
             self.store[(volume_id, start)] = entry
         return closed

@@ -70,11 +70,13 @@ class _Encoded(MutableMapping[WindowKey, object]):
 class EntryStore(_Encoded):
     def encode(self, value: object) -> bytes:
         assert isinstance(value, WindowEntry)
-        return table_json([value.tenant_id, value.acc.to_list(), value.revision, value.emitted])
+        return table_json([value.tenant_id, value.acc.to_list(), value.revision, value.emitted,
+                           value.emitted_offset])
 
     def decode(self, data: bytes) -> WindowEntry:
-        tenant_id, acc, revision, emitted = orjson.loads(data)
-        return WindowEntry(tenant_id, WindowAcc.from_list(acc), revision, emitted)
+        tenant_id, acc, revision, emitted, *offset = orjson.loads(data)  # older: no offset
+        return WindowEntry(tenant_id, WindowAcc.from_list(acc), revision, emitted,
+                           offset[0] if offset else -1)
 
 
 class PartsStore(_Encoded):
@@ -89,11 +91,13 @@ class PartsStore(_Encoded):
 class BillingStore(_Encoded):
     def encode(self, value: object) -> bytes:
         assert isinstance(value, BillingEntry)
-        return table_json([value.tenant_id, value.counters, value.next_sequence])
+        return table_json([value.tenant_id, value.counters, value.next_sequence,
+                           value.unconfirmed])
 
     def decode(self, data: bytes) -> BillingEntry:
-        tenant_id, counters, next_sequence = orjson.loads(data)
-        return BillingEntry(tenant_id, counters, next_sequence)
+        tenant_id, counters, next_sequence, *unconfirmed = orjson.loads(data)  # older: none
+        return BillingEntry(tenant_id, counters, next_sequence,
+                            unconfirmed[0] if unconfirmed else [])
 
 
 class SeqStore(_Encoded):
@@ -148,7 +152,7 @@ class PartitionWindows:
     def on_events(
         self, volume_id: str, tenant_id: str, ops: bytes, statuses: bytes, nbytes: Sequence[int],
         submit_ns: Sequence[int], complete_ns: Sequence[int], indexes: Sequence[int],
-        wall_ns: int, producer: tuple[str, int] | None = None,
+        wall_ns: int, producer: tuple[str, int] | None = None, offset: int = -1,
     ) -> list[Emission]:
         """Validated events of one record; returns every window record to publish.
 
@@ -157,6 +161,7 @@ class PartitionWindows:
         nothing; else it is marked applied, last."""
         if not indexes:
             return []
+        self._at(offset)
         seqs: dict[str, int] = {}
         if producer is not None:
             seqs = self.applied.get((volume_id, 0)) or {}  # type: ignore[assignment]
@@ -180,8 +185,9 @@ class PartitionWindows:
         """Whether wall-clock ticks can still close something here."""
         return self.billing.has_open_hours or any(book.has_open_windows for book in self.books)
 
-    def on_tick(self, wall_ns: int) -> list[Emission]:
+    def on_tick(self, wall_ns: int, offset: int = -1) -> list[Emission]:
         """The wall clock moved: an idle partition's windows may close."""
+        self._at(offset)
         self.clock.on_wall_clock(wall_ns)
         emitted = self._close()
         if wall_ns - self.last_evict_wall_ns >= EVICT_EVERY_NS:
@@ -191,6 +197,40 @@ class PartitionWindows:
                     del self.billing.store[key]
             self.last_evict_wall_ns = wall_ns
         return emitted
+
+    def _at(self, offset: int) -> None:
+        """What is emitted from here on was made by the raw record at ``offset``."""
+        for book in self.books:
+            book.offset = offset
+        self.billing.offset = offset
+
+    def replay_outputs(self, committed: int) -> list[Emission]:
+        """After an assignment: everything emitted while processing raw offsets at or past
+        ``committed`` (the group's committed offset), again.
+
+        The worker commits an input offset only after flushing what processing it
+        produced, so outputs made before ``committed`` have landed; those made after it
+        may not have, while the tables that say they were made did (a crash between the
+        two). Re-reading the input does not make them again (the replay checks skip it),
+        so they are sent again from the state: each window's current revision (the latest
+        revision wins, so a repeat changes nothing) and each billing record kept since
+        (same record_id, same content). Billing records before ``committed`` are dropped
+        from the entries. Returns the window emissions; the billing records go to
+        :meth:`take_billing`."""
+        emissions = [Emission(volume_id, entry.tenant_id, entry.acc, entry.revision - 1)
+                     for book in self.books for (volume_id, _), entry in book.store.items()
+                     if entry.emitted and entry.emitted_offset >= committed]
+        for (volume_id, start), entry in list(self.billing.store.items()):
+            if not entry.unconfirmed:
+                continue
+            kept = [u for u in entry.unconfirmed if u[0] >= committed]
+            self.billing_out += [BillingRecord(entry.tenant_id, volume_id, start, sequence,
+                                               tuple(counters))
+                                 for _, sequence, counters in kept]
+            if len(kept) != len(entry.unconfirmed):
+                entry.unconfirmed = kept
+                self.billing.store[(volume_id, start)] = entry
+        return emissions
 
     def _close(self) -> list[Emission]:
         closed = self._cascade(self.books[0].close_for(self.clock.watermark_ns))

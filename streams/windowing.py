@@ -59,6 +59,7 @@ class WindowEntry:
     acc: WindowAcc
     revision: int = 0  # the revision the next emission carries
     emitted: bool = False
+    emitted_offset: int = -1  # the raw offset whose processing made the last emission
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ class WindowBook:
     store: MutableMapping[WindowKey, WindowEntry]
     window_len_ns: int = NS_PER_S
     late_beyond_horizon: int = 0
+    offset: int = -1  # the raw offset being processed: stamped on what it emits
     _closing: list[tuple[int, str, int]] = field(default_factory=list)  # (end, volume, start)
 
     @property
@@ -137,6 +139,7 @@ class WindowBook:
     def _revise(self, volume_id: str, entry: WindowEntry) -> Emission:
         emission = Emission(volume_id, entry.tenant_id, entry.acc, entry.revision)
         entry.revision += 1
+        entry.emitted_offset = self.offset
         self.store[(volume_id, entry.acc.window_start_ns)] = entry
         return emission
 

@@ -1,4 +1,4 @@
-"""A worker killed with -9 between two tables' changelog writes, modelled without faust.
+"""A worker killed with -9 between its tables' and its outputs' writes, modelled without faust.
 
 The counters table and the windows table are two changelog topics: a crash can leave
 each of them with the writes of a different prefix of the records processed since the
@@ -6,7 +6,11 @@ last commit (writes to one changelog partition land in order, so a prefix). The 
 owner restores both and re-reads the raw records from the committed offset. Whatever
 the two prefixes, the counters and the windows must end up holding every event exactly
 once: each table keeps its own replay check (the counters their per-volume seqs, the
-windows `PartitionWindows.applied`).
+windows `PartitionWindows.applied`). And the records the worker publishes (windows,
+billing) can be lost for the records past the commit while the tables that say they were
+sent landed: the new owner sends them again from its state before anything else
+(`PartitionWindows.replay_outputs`), so the latest revision of every window and the
+ledger end up equal to the oracles.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.accounting import VolumeState
+from streams.accounting import COUNTER_NAMES, VolumeState, named_counters
+from streams.billing import BillingRecord
 from streams.codec import default_schemas
 from streams.ingest import Limits, account_record
 from streams.partition_windows import PartitionWindows
-from streams.windowing import WindowSettings
+from streams.windowing import Emission, WindowSettings
 from streams.windows import NS_PER_S, window_stats
-from tests.oracle import counters_oracle
+from tests.oracle import billing_oracle, counters_oracle
 from tests.window_oracle import windows_oracle
 
 from .test_ingest import NOW, fleet_events, records_of
@@ -32,8 +37,27 @@ SCHEMAS = default_schemas()
 LIMITS = Limits(10**18, 10**18)  # nothing is too old or too new here: the model is the point
 
 
+class Outputs:
+    """What reached the output topics: the latest revision per window, every billing
+    record by id (a record sent twice is one)."""
+
+    def __init__(self) -> None:
+        self.windows: dict[tuple[int, str, int], tuple[int, dict[str, Any]]] = {}
+        self.billing: dict[str, BillingRecord] = {}
+
+    def publish(self, windows: PartitionWindows, emissions: list[Emission]) -> None:
+        for e in emissions:
+            key = (e.acc.window_len_ns, e.volume_id, e.acc.window_start_ns)
+            if key not in self.windows or self.windows[key][0] <= e.revision:
+                self.windows[key] = (e.revision, window_stats(e.volume_id, e.tenant_id, e.acc))
+        for record in windows.take_billing():
+            assert self.billing.get(record.record_id, record) == record, "same id, other data"
+            self.billing[record.record_id] = record
+
+
 def _process(payload: bytes, counters: dict[bytes, bytes], windows_table: dict[bytes, bytes],
-             count: bool = True, window: bool = True) -> None:
+             count: bool = True, window: bool = True, offset: int = -1,
+             out: Outputs | None = None) -> None:
     """One raw record, as app.py's _account_record does it, into either table or both."""
     def load(volume_id: str) -> VolumeState | None:
         snapshot = counters.get(volume_id.encode())
@@ -44,9 +68,13 @@ def _process(payload: bytes, counters: dict[bytes, bytes], windows_table: dict[b
         counters[outcome.volume_id.encode()] = outcome.state.snapshot()
     if window and outcome.batch is not None and outcome.volume_id is not None:
         b = outcome.batch
-        PartitionWindows(0, windows_table, WindowSettings()).on_events(
+        windows = PartitionWindows(0, windows_table, WindowSettings())
+        emitted = windows.on_events(
             outcome.volume_id, b["tenant_id"], b["op"], b["status"], b["bytes"],
-            b["submit_ns"], b["complete_ns"], outcome.good, NOW, (b["producer_id"], b["seq"]))
+            b["submit_ns"], b["complete_ns"], outcome.good, NOW, (b["producer_id"], b["seq"]),
+            offset)
+        if out is not None:
+            out.publish(windows, emitted)
 
 
 def _stored_windows(table: dict[bytes, bytes]) -> dict[tuple[str, int], dict[str, Any]]:
@@ -60,6 +88,34 @@ def _stored_counters(table: dict[bytes, bytes]) -> dict[str, dict[str, Any]]:
             for key, value in table.items()}
 
 
+Item = bytes | int  # a raw record's payload, or a Tick's wall clock
+
+
+def _feed(item: Item, offset: int, counters: dict[bytes, bytes], table: dict[bytes, bytes],
+          out: Outputs) -> None:
+    if isinstance(item, bytes):
+        _process(item, counters, table, offset=offset, out=out)
+    else:  # a Tick: windows and hours may close
+        windows = PartitionWindows(0, table, WindowSettings())
+        out.publish(windows, windows.on_tick(item, offset))
+
+
+def _run_and_crash(items: list[Item], crashed: int, kept: tuple[int, int, int]
+                   ) -> tuple[dict[bytes, bytes], dict[bytes, bytes], Outputs]:
+    """Process items [0, crashed) with the whole state in memory, as a worker does, then
+    crash: each table keeps what its changelog had, the state after items [0, m) for its
+    own m in ``kept`` = (counters, windows, outputs); the outputs made by items from the
+    third m on are lost. Returns the two restored tables and what reached the topics."""
+    counters: dict[bytes, bytes] = {}
+    table: dict[bytes, bytes] = {}
+    out, lost = Outputs(), Outputs()
+    snapshots = [(dict(counters), dict(table))]
+    for i, item in enumerate(items[:crashed]):
+        _feed(item, i, counters, table, out if i < kept[2] else lost)
+        snapshots.append((dict(counters), dict(table)))
+    return dict(snapshots[kept[0]][0]), dict(snapshots[kept[1]][1]), out
+
+
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32), cuts=st.lists(st.floats(0, 1), min_size=4, max_size=4))
 def test_any_crash_between_the_two_tables_counts_every_event_once(
@@ -71,13 +127,9 @@ def test_any_crash_between_the_two_tables_counts_every_event_once(
     committed, crashed = sorted(int(c * n) for c in cuts[:2])
     # What each table's changelog kept: the writes of records [0, m) with committed <= m
     # <= crashed, independently for the two tables.
-    kept_counters = committed + int(cuts[2] * (crashed - committed))
-    kept_windows = committed + int(cuts[3] * (crashed - committed))
-    counters: dict[bytes, bytes] = {}
-    windows_table: dict[bytes, bytes] = {}
-    for i, payload in enumerate(payloads[:crashed]):
-        _process(payload, counters, windows_table,
-                 count=i < kept_counters, window=i < kept_windows)
+    kept = (committed + int(cuts[2] * (crashed - committed)),
+            committed + int(cuts[3] * (crashed - committed)), crashed)
+    counters, windows_table, _ = _run_and_crash(list(payloads), crashed, kept)
     # The new owner: both tables as restored, the raw records again from the commit on.
     for payload in payloads[committed:]:
         _process(payload, counters, windows_table)
@@ -90,3 +142,52 @@ def test_any_crash_between_the_two_tables_counts_every_event_once(
     assert {v: {k: got_counters[v][k] for k in want} for v, want in want_counters.items()} \
         == want_counters
     assert _stored_windows(windows_table) == windows_oracle(events, NS_PER_S)
+
+
+def _ledger(records: dict[str, BillingRecord]) -> dict[tuple[str, int], dict[str, int]]:
+    sums: dict[tuple[str, int], dict[str, int]] = {}
+    for record in records.values():
+        row = sums.setdefault((record.volume_id, record.hour_start_ns), {})
+        for name, value in named_counters(record.counters).items():
+            row[name] = row.get(name, 0) + value
+    return sums
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32), cuts=st.lists(st.floats(0, 1), min_size=4, max_size=4),
+       late=st.booleans())
+def test_outputs_lost_in_a_crash_are_sent_again_from_the_state(
+    seed: int, cuts: list[float], late: bool,
+) -> None:
+    events = fleet_events()[0][:400]
+    if late:  # 30 min late, in the hour before (closed at once): revisions, adjustments
+        events = events + [{**e, "complete_ns": e["complete_ns"] - 1800 * NS_PER_S,
+                            "submit_ns": e["submit_ns"] - 1800 * NS_PER_S}
+                           for e in events[:40]]
+    payloads = records_of(events, [1, 4, 9], random.Random(seed), producers=2)
+    items: list[Item] = []
+    for k, payload in enumerate(payloads):  # a Tick after every 10 records, 10 s apart
+        items.append(payload)
+        if k % 10 == 9:
+            items.append(NOW + (k + 1) * NS_PER_S)
+    n = len(items)
+    committed, crashed = sorted(int(c * n) for c in cuts[:2])
+    kept = (crashed, committed + int(cuts[2] * (crashed - committed)),
+            committed + int(cuts[3] * (crashed - committed)))  # outputs may be ahead or behind
+    counters, table, out = _run_and_crash(items, crashed, kept)
+    # The new owner: state as restored; first what was made since the commit, again; then
+    # the input from the commit on (records and Ticks alike).
+    windows = PartitionWindows(0, table, WindowSettings())
+    out.publish(windows, windows.replay_outputs(committed))
+    for offset, item in enumerate(items[committed:], committed):
+        _feed(item, offset, counters, table, out)
+    windows = PartitionWindows(0, table, WindowSettings())
+    out.publish(windows, windows.on_tick(10**19, n))  # every window and hour closes
+
+    for length in (NS_PER_S, 60 * NS_PER_S, 3600 * NS_PER_S):
+        got = {(v, s): stats for (n_, v, s), (_, stats) in out.windows.items() if n_ == length}
+        assert got == windows_oracle(events, length), f"windows of {length} ns"
+    names = dict(COUNTER_NAMES)
+    want = {key: {k: v for k, v in row.items() if k in names}
+            for key, row in billing_oracle(events).items()}
+    assert _ledger(out.billing) == want
