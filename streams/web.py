@@ -65,8 +65,7 @@ def auth_middleware(p: Pipeline) -> Any:
         if access is Access.PUBLIC:
             return await _json_errors(handler, request)
         if not p.token_feed.ready.is_set():
-            return _json_response({"error": "starting", "reason": "reading the token store"},
-                                  503, **{"Retry-After": "1"})
+            return _starting()
         try:
             text = bearer_token(request.headers.get("Authorization"),
                                 request.cookies.get(COOKIE_NAME))
@@ -74,8 +73,7 @@ def auth_middleware(p: Pipeline) -> Any:
         except AuthError as exc:
             if path.startswith("/dashboard") and "text/html" in request.headers.get("Accept", ""):
                 raise aioweb.HTTPSeeOther("/login") from None  # a browser: to the sign-in form
-            return _json_response({"error": "unauthorized", "reason": str(exc)}, 401,
-                                  **{"WWW-Authenticate": 'Bearer realm="ioacct"'})
+            return _unauthorized(exc)
         if access is Access.OPERATOR and not principal.is_operator:
             return _json_response({"error": "forbidden",
                                    "reason": "this endpoint needs an operator token"}, 403)
@@ -83,6 +81,17 @@ def auth_middleware(p: Pipeline) -> Any:
         return await _json_errors(handler, request)
 
     return check
+
+
+def _starting() -> Any:
+    """503 until this worker has read the whole token store."""
+    return _json_response({"error": "starting", "reason": "reading the token store"}, 503,
+                          **{"Retry-After": "1"})
+
+
+def _unauthorized(exc: AuthError) -> Any:
+    return _json_response({"error": "unauthorized", "reason": str(exc)}, 401,
+                          **{"WWW-Authenticate": 'Bearer realm="ioacct"'})
 
 
 async def _json_errors(handler: Handler, request: aioweb.Request) -> aioweb.StreamResponse:
@@ -202,12 +211,11 @@ def register_dashboard(p: Pipeline) -> None:
             form = await request.post()  # type: ignore[attr-defined]
             token = str(form.get("token", "")).strip()
             if not p.token_feed.ready.is_set():
-                return _json_response({"error": "starting",
-                                       "reason": "reading the token store"}, 503)
+                return _starting()
             try:
                 principal = p.token_feed.book.authenticate(token)
             except AuthError as exc:
-                return _json_response({"error": "unauthorized", "reason": str(exc)}, 401)
+                return _unauthorized(exc)
             response = _json_response(principal.to_json(), 200)
             response.set_cookie(COOKIE_NAME, token, httponly=True, samesite="Strict",
                                 path="/")
