@@ -231,8 +231,11 @@ async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: 
         await _publish_windows(p, again, message.partition)
     if value is None:  # a null record (a tombstone) in the raw topic: dead-letter, not crash
         value = b""
+    # The windows' wall clock is the record's Kafka timestamp (the broker's append time:
+    # topics.py), not this process's clock: re-reading the same records after a crash
+    # then closes the same windows at the same records, so re-made outputs are identical.
+    wall_ns = record_wall_ns(message, now_ns)
     if value[:HEADER_LEN] == tick_header:
-        wall_ns = p.schemas.decode(value)[1]["wall_ns"]
         await _publish_windows(
             p, p.windows_for(message.partition).on_tick(wall_ns, message.offset),
             message.partition)
@@ -245,11 +248,22 @@ async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: 
         batch = outcome.batch
         emissions = p.windows_for(message.partition).on_events(
             outcome.volume_id, batch["tenant_id"], batch["op"], batch["status"],
-            batch["bytes"], batch["submit_ns"], batch["complete_ns"], outcome.good, now_ns,
+            batch["bytes"], batch["submit_ns"], batch["complete_ns"], outcome.good, wall_ns,
             (batch["producer_id"], batch["seq"]), message.offset,
         )
         await _publish_windows(p, emissions, message.partition)
     _count(p.stats, outcome)
+
+
+def record_wall_ns(message: Any, default_ns: int) -> int:
+    """A raw record's Kafka timestamp in ns: faust's messages carry seconds (float),
+    aiokafka's records (gap_reader.py) milliseconds (int); ``default_ns`` if it has none."""
+    timestamp = getattr(message, "timestamp", None)
+    if timestamp is None or timestamp < 0:
+        return default_ns
+    if isinstance(timestamp, float):
+        return round(timestamp * 1000) * 1_000_000
+    return int(timestamp) * 1_000_000
 
 
 def _register_ticks(p: Pipeline) -> None:

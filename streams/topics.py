@@ -31,8 +31,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every public topic of one pipeline, with its partitions and configuration."""
     return [
         # Keyed by volume_id: the accounting agent and its table are co-partitioned with it.
+        # LogAppendTime: the broker stamps every record, data and Ticks alike, with its own
+        # clock; that stamp is the windows' wall clock (idle advance), so processing is a
+        # function of the partition's records alone and repeats exactly after a crash.
         TopicSpec(settings.raw_topic, settings.partitions,
-                  {"retention.ms": str(settings.raw_retention_ms)}),
+                  {"retention.ms": str(settings.raw_retention_ms),
+                   "message.timestamp.type": "LogAppendTime"}),
         TopicSpec(settings.dlq_topic, 1, {"retention.ms": str(settings.raw_retention_ms)}),
     ] + [
         # Key = volume_id/window_start_ns, compacted: the latest revision of a window wins.
