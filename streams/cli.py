@@ -98,7 +98,8 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
             # Unpaced: lay the events out in the recent past so none is in the future.
             start_ns -= int(args.events / args.sim_rate * 1e9)
         config = FleetConfig(seed=args.seed, volumes=args.volumes, tenants=args.tenants,
-                             start_ns=start_ns, events_per_s=rate if rate > 0 else args.sim_rate)
+                             start_ns=start_ns, events_per_s=rate if rate > 0 else args.sim_rate,
+                             volume_prefix=args.volume_prefix)
         out = open(args.write_jsonl, "wb") if args.write_jsonl else None  # noqa: SIM115
         try:
             summary = asyncio.run(produce.produce_sim(settings, config, args.events, rate, out))
@@ -350,6 +351,9 @@ def _produce_parser(produce: argparse.ArgumentParser) -> None:
     sim.add_argument("--volumes", type=int, default=200)
     sim.add_argument("--tenants", type=int, default=20)
     sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--volume-prefix", default="vol-",
+                     help="volume ids are PREFIX + 6 digits (default vol-): simulated hosts of "
+                          "their own, side by side")
     sim.add_argument("--start-ns", type=int,
                      help="simulated time of the first event (default: now, or when unpaced, "
                           "early enough that the last event is about now); fio: the job's "

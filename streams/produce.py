@@ -34,6 +34,7 @@ class ProduceSummary:
     reasons: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     spool: SpoolStats | None = None  # the SDK's disk spool, when it had one
+    producer_id: str = ""  # the SDK's: every record sent carries it, with its seq
 
     def add(self, event: IoEvent) -> None:
         self.events += 1
@@ -45,6 +46,8 @@ class ProduceSummary:
         out = [f"sent {self.events} events in {self.seconds:.1f} s ({rate:,.0f} events/s)",
                "  by op: " + ", ".join(f"{k}={v}" for k, v in sorted(self.by_op.items())),
                "  by status: " + ", ".join(f"{k}={v}" for k, v in sorted(self.by_status.items()))]
+        if self.producer_id:
+            out.append(f"  producer id: {self.producer_id}")
         if self.dead_lettered:
             out.append(f"  {self.dead_lettered} line(s) sent to the dead-letter topic:")
             out += [f"    {n} x {reason}" for reason, n in self.reasons.most_common(10)]
@@ -117,6 +120,7 @@ async def produce_jsonl(settings: Settings, path: str) -> ProduceSummary:
             if stream is not sys.stdin.buffer:
                 stream.close()
     summary.spool = producer.spool_stats
+    summary.producer_id = producer.producer_id
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -137,6 +141,7 @@ async def produce_sim(
         except asyncio.CancelledError:
             pass  # Ctrl-C: the context manager still flushes what was recorded
     summary.spool = producer.spool_stats
+    summary.producer_id = producer.producer_id
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -199,6 +204,7 @@ async def _send_source(settings: Settings, events: Iterable[IoEvent], report: So
     async with IoProducer(settings) as producer:
         await _send_events(producer, _in_accepted_range(events, settings, report), summary)
     summary.spool = producer.spool_stats
+    summary.producer_id = producer.producer_id
     summary.seconds = time.monotonic() - started
     return summary
 

@@ -76,6 +76,7 @@ class FleetConfig:
     outlier_rate: float = 0.001  # share of requests hit by a stall (ms .. seconds)
     max_latency_ns: int = 5 * NS_PER_S
     max_report_delay_ns: int = 2_000_000  # bound on how far complete_ns can go backwards
+    volume_prefix: str = "vol-"  # ids are <prefix><6 digits>: fleets of several hosts
 
     def __post_init__(self) -> None:
         if min(self.volumes, self.tenants, self.hosts) < 1:
@@ -160,7 +161,7 @@ class FleetSimulator:
         owners = [k % cfg.tenants for k in range(cfg.volumes)]  # every tenant owns one if it can
         rng.shuffle(owners)
         return tuple(
-            Volume(f"vol-{i:06d}", f"tenant-{owners[i]:03d}",
+            Volume(f"{cfg.volume_prefix}{i:06d}", f"tenant-{owners[i]:03d}",
                    f"host-{rng.randrange(cfg.hosts):02d}",
                    GIB * rng.choice(_VOLUME_SIZES_GIB), cfg.events_per_s * weight / total)
             for i, weight in enumerate(weights)
