@@ -5,10 +5,8 @@ the bad ones are counted exactly."""
 from __future__ import annotations
 
 import asyncio
-import random
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.codec import default_schemas
 from streams.config import REPO_ROOT, Settings
+from tests.hostile import BAD_EVENTS, GOOD, batch, mixed_batch, whole_record_cases
 from tests.oracle import counters_oracle
 
 from .harness import (
@@ -33,81 +32,7 @@ from .harness import (
 
 pytestmark = pytest.mark.integration
 
-NOW_NS = time.time_ns()
 SCHEMAS = default_schemas()
-GOOD = {"op": "read", "status": "ok", "offset": 4096, "bytes": 4096,
-        "submit_ns": NOW_NS - 2_000_000, "complete_ns": NOW_NS - 1_000_000}
-OP_CODES = {"read": 0, "write": 1, "flush": 2, "discard": 3}
-STATUS_CODES = {"ok": 0, "failed": 1, "invalid": 2}
-
-# (event overrides, op code override, status code override, expected reason fragment)
-BAD_EVENTS = [
-    ({}, 9, None, "op code 9"),                                   # op outside the enum
-    ({}, None, 5, "status code 5"),                               # status outside the enum
-    ({"offset": -512}, None, None, "offset -512 is negative"),
-    ({"bytes": -1}, None, None, "bytes -1 is negative"),
-    ({"op": "flush", "offset": 0, "bytes": 4096}, None, None, "flush must have"),
-    ({"op": "flush", "offset": 512, "bytes": 0}, None, None, "flush must have"),
-    ({"submit_ns": NOW_NS, "complete_ns": NOW_NS - 1}, None, None, "before submit_ns"),
-    ({"submit_ns": NOW_NS + 3600 * 10**9, "complete_ns": NOW_NS + 3600 * 10**9},
-     None, None, "in the future"),
-    ({"submit_ns": 10**9, "complete_ns": 2 * 10**9}, None, None, "beyond the retention"),
-]
-
-
-def batch(volume_id: str, tenant_id: str, seq: int, events: list[dict[str, Any]],
-          ops: list[int] | None = None, statuses: list[int] | None = None) -> dict[str, Any]:
-    return {
-        "producer_id": "hostile-test", "seq": seq, "volume_id": volume_id,
-        "tenant_id": tenant_id, "host_id": "host-x",
-        "op": bytes(ops if ops is not None else [OP_CODES[e["op"]] for e in events]),
-        "status": bytes(statuses if statuses is not None
-                        else [STATUS_CODES[e["status"]] for e in events]),
-        "offset": [e["offset"] for e in events], "bytes": [e["bytes"] for e in events],
-        "submit_ns": [e["submit_ns"] for e in events],
-        "complete_ns": [e["complete_ns"] for e in events],
-    }
-
-
-def mixed_batch(seq: int) -> tuple[dict[str, Any], list[dict[str, Any]], dict[int, str]]:
-    """Good events with every event-level rule broken once in between."""
-    events, ops, statuses, expected, good = [], [], [], {}, []
-    for overrides, op_code, status_code, reason in BAD_EVENTS:
-        good_event = {**GOOD, "volume_id": "vol-mixed", "tenant_id": "tenant-a"}
-        events.append(good_event)
-        good.append(good_event)
-        bad = {**GOOD, **overrides}
-        expected[len(events)] = reason
-        events.append(bad)
-        for event, op, status in ((good_event, None, None), (bad, op_code, status_code)):
-            ops.append(op if op is not None else OP_CODES[event["op"]])
-            statuses.append(status if status is not None else STATUS_CODES[event["status"]])
-    return batch("vol-mixed", "tenant-a", seq, events, ops, statuses), good, expected
-
-
-def whole_record_cases() -> list[tuple[bytes | None, str]]:
-    """(raw record value, expected reason fragment) for records rejected whole."""
-    rng = random.Random(5)
-    valid = SCHEMAS.encode("IoBatch", batch("vol-x", "tenant-a", 1, [GOOD]))
-    unequal = batch("vol-x", "tenant-a", 2, [GOOD, GOOD])
-    unequal["bytes"] = [4096]
-    dead_letter = {"reason": "x", "source_topic": "t", "source_partition": 0,
-                   "source_offset": 0, "rejected_at_ns": 0, "events": 0}
-    return [
-        (bytes(rng.getrandbits(8) for _ in range(200)), "not Avro single-object encoded"),
-        (b"", "not Avro single-object encoded"),
-        (None, "not Avro single-object encoded (0 bytes"),  # a null value: the worker lives on
-        (valid[: len(valid) - 7], "undecodable IoBatch body"),
-        (valid + b"\x00junk", "trailing bytes"),
-        (b"\xc3\x01" + b"\xff" * 8 + valid[10:], "unknown writer schema fingerprint"),
-        (SCHEMAS.encode("DeadLetter", dead_letter), "expected a IoBatch record, got DeadLetter"),
-        (SCHEMAS.encode("IoBatch", unequal), "columns of unequal length"),
-        (SCHEMAS.encode("IoBatch", batch("vol/../etc", "tenant-a", 3, [GOOD])),
-         "volume_id 'vol/../etc' has characters outside"),
-        (SCHEMAS.encode("IoBatch", batch("vol-x", "", 4, [GOOD])), "tenant_id must be 1..128"),
-        (SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-b", 9, [GOOD])),
-         "belongs to tenant tenant-a, not tenant-b"),
-    ]
 
 
 @pytest.fixture(scope="module")
