@@ -105,6 +105,10 @@ def build_app(settings: Settings) -> Pipeline:
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
         web_enabled=True,
+        # A worker killed -9 holds its partitions until the session times out: faust's
+        # 60 s default left them unprocessed for over a minute in the chaos runs.
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 5),
     )
     raw_topic = app.topic(
         settings.raw_topic, key_type=bytes, value_type=bytes, key_serializer="raw",

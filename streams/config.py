@@ -53,6 +53,8 @@ class Settings:
     retention_1m_s: int = 2 * 24 * 3600
     retention_1h_s: int = 60 * 24 * 3600
     tick_interval_s: float = 1.0
+    # How soon the group gives a dead worker's partitions to the others (faust: 60 s).
+    session_timeout_s: float = 15.0
     # The producer SDK's disk spool (docs/producer.md): on unless IOACCT_SPOOL=0.
     spool: bool = True
     spool_dir: str = ""  # empty: <state_dir>/spool/<topic_prefix>
