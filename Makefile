@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 KAFKA_LIBS := deploy/kafka/target/libs/.built
 
 .DEFAULT_GOAL := help
-.PHONY: help install kafka-libs system-deps run test test-unit test-integration bench lint format clean
+.PHONY: help install kafka-libs system-deps run test test-unit test-integration bench chaos lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ test-integration: install kafka-libs system-deps ## only the tests on the real b
 
 bench: install kafka-libs ## throughput, latency and memory figures on a broker it starts (docs/performance.md)
 	$(BIN)/ioacct bench
+
+chaos: install kafka-libs ## the long chaos run: kills, broker restarts, hostile input; every number vs the oracle (docs/chaos.md)
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 lint: install ## ruff and mypy, checking only (what CI runs)
 	$(BIN)/ruff check streams tests
