@@ -216,10 +216,13 @@ async def _in_order(p: Pipeline, message: Any, tick_header: bytes) -> bool:
     if verdict is Verdict.GAP:
         log.warning("faust delivered %s[%d]@%d but not %d..%d: reading those directly",
                     message.topic, partition, message.offset, expected, message.offset - 1)
-        for record in await p.gap_reader.read(partition, expected, message.offset):
+        read = await p.gap_reader.read(partition, expected, message.offset)
+        for record in read:
             await _account_record(p, record.value, record, tick_header)
             p.offsets.done(partition, record.offset)
             p.stats.records_read_past_faust += 1
+        # Else faust never commits this partition again (faust_fixes.ack_offsets).
+        faust_fixes.ack_offsets(p.app.consumer, message.tp, [r.offset for r in read])
     return True
 
 

@@ -61,3 +61,35 @@ def test_fixed_flush_waits_for_the_message_in_flight() -> None:
     # One message: the queue is empty at once, the message is in flight for 0.3 s.
     published, left = asyncio.run(_flush_with(ProducerBuffer.flush, 1, 0.3))
     assert (published, left) == ([0], 0)
+
+
+class Delivered(SimpleNamespace):
+    """A message as faust's consumer.ack() sees it (hashable and weak-referenceable,
+    unlike its base)."""
+
+    __hash__ = object.__hash__
+
+
+def test_a_gap_at_the_head_stops_faust_committing_unless_the_offsets_read_are_acked() -> None:
+    """faust delivered 1692 first, the group had committed 1686: the agent read
+    1686..1691 directly (gap_reader.py). Faust alone would never commit again."""
+    import faust
+    from faust.types import TP
+
+    def consumer() -> Any:
+        app = faust.App("ioacct-test-acks", broker="kafka://127.0.0.1:1")
+        c = app.consumer
+        app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
+        c._committed_offset[TP("raw", 3)] = 1686
+        c.ack(Delivered(acked=False, tp=TP("raw", 3), offset=1692, topic="raw"))
+        return c
+
+    faust_alone = consumer()
+    assert list(faust_alone._acked[TP("raw", 3)]) == [1692]  # faust's own ack took it
+    assert faust_alone._new_offset(TP("raw", 3)) is None  # stuck: the bug
+    assert faust_alone._new_offset(TP("raw", 3)) is None
+    fixed = consumer()
+    faust_fixes.ack_offsets(fixed, TP("raw", 3), list(range(1686, 1692)))
+    assert fixed._new_offset(TP("raw", 3)) == 1693  # everything up to 1692 is committed
+    faust_fixes.ack_offsets(fixed, TP("raw", 3), [1690])  # below the commit: ignored
+    assert fixed._new_offset(TP("raw", 3)) is None
