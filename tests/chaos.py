@@ -90,7 +90,10 @@ class ChaosPlan:
     workers: int = 3
     producers: int = 2
     rate: float = 3000.0  # events/s over all producers, paced in real time
-    volumes: int = 100  # per producer (a simulated host of its own)
+    volumes: int = 60  # per producer (a simulated host of its own)
+    # The producers' batch age: a worker carries a few hundred records/s today (issue 6),
+    # so the hosts batch up to 1 s of a volume's events per record.
+    batch_max_age_ms: int = 1000
     worker_kills: int = 6
     broker_restarts: int = 2
     producer_kills: int = 2
@@ -179,7 +182,7 @@ class ChaosRun:
             kafka_port=port, kafka_controller_port=free_port(),
             bootstrap=f"127.0.0.1:{port}", state_dir=workdir / "state",
             partitions=plan.partitions, topic_prefix="chaos",
-            revision_horizon_s=24 * 3600,
+            revision_horizon_s=24 * 3600, batch_max_age_ms=plan.batch_max_age_ms,
         )
         self.broker = kafka_local.LocalBroker.from_settings(self.settings)
         self.report = ChaosReport(plan)
@@ -296,7 +299,7 @@ class ChaosRun:
             self.report.say(f"worker {port} back; group caught up {took:.1f} s after the kill")
 
     def restart_broker(self) -> None:
-        hard = self.report.broker_restarts % 2 == 1
+        hard = self.report.broker_restarts % 2 == 0  # kill -9 first, then SIGTERM, ...
         pause = self.rng.uniform(2.0, 8.0)
         self.report.say(f"broker {'kill -9' if hard else 'stop'}; down for {pause:.1f} s")
         pid = self.broker.pid()
@@ -417,9 +420,13 @@ class ChaosRun:
         actions = (["worker"] * plan.worker_kills + ["broker"] * plan.broker_restarts
                    + ["producer"] * plan.producer_kills + ["hostile"] * plan.hostile_rounds)
         self.rng.shuffle(actions)
-        # Producer kills first: the other actions take long enough for a short run's
-        # producers to finish before a kill scheduled late would find one alive.
+        # Producer kills first, then a broker restart (so producers spool through it):
+        # every action waits for the group to catch up, so later ones may come after the
+        # producers have finished.
         actions.sort(key=lambda a: a != "producer")
+        if "broker" in actions:
+            actions.remove("broker")
+            actions.insert(actions.count("producer"), "broker")
         times = sorted(self.rng.uniform(0.05, 0.85) * duration for _ in actions)
         t0 = time.monotonic()
         report.say(f"{len(self.producers)} producers, {plan.events:,} events planned over "
