@@ -4,11 +4,19 @@ Pure logic: no faust, no aiokafka. The worker keeps one
 :class:`PartitionWindows` per raw-topic partition it owns; every state change
 goes through the mapping, so the table's changelog can rebuild it after a
 crash or a rebalance. Keys carry the partition, so a rebuild finds its own.
+
+A worker killed with -9 lands any prefix of the changelog's messages, so each
+public call that changes the state (a record's events, a Tick, the replay of
+outputs) is one unit: its writes go through a :class:`JournaledTable`, which
+lands them all or none (as seen by the next owner).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping, Sequence
+import functools
+import struct
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 
@@ -29,6 +37,219 @@ Table = MutableMapping[bytes, bytes]
 LENGTHS_NS = (NS_PER_S, 60 * NS_PER_S, 3600 * NS_PER_S)
 EVICT_EVERY_NS = 60 * NS_PER_S
 DIRECT_LOOKUPS_MAX = 10_000  # windows_of: look each start up, up to this many, else scan
+_ENTRY = struct.Struct("<Ii")  # key length, value length (-1: a delete)
+_HEADER = struct.Struct("<BQII")  # format, unit, chunk index, chunks in the unit
+JOURNAL_FORMAT = 1
+JOURNAL_CHUNK_BYTES = 512 * 1024  # under Kafka's and faust's 1 MB default message limits
+
+
+class JournaledTable(MutableMapping[bytes, bytes]):
+    """A table whose writes land all or none: a redo journal in front of it.
+
+    Between two :meth:`commit` calls (a unit) the writes and deletes wait in ``pending``,
+    which reads see first. :meth:`commit` writes the unit's journal, every pending write
+    and delete in one message, and only then the writes themselves. A changelog partition
+    lands any prefix of its messages, in order, so after a crash either the journal of the
+    last unit did not land, and then nothing of that unit did, or it did, and some prefix
+    of the unit's writes with it. A new :class:`JournaledTable` over the restored table
+    takes the writes of the last whole journal that differ from the table as pending again:
+    reads see the whole unit, and the next commit journals and writes them with its own.
+
+    Nothing is written outside a commit: faust refuses table writes outside stream
+    processing, and the worker may build these in a web view.
+
+    A unit bigger than ``chunk_bytes`` (Kafka refuses messages over 1 MB by default) is
+    journaled in several messages, each saying its unit and the unit's number of chunks:
+    only a journal whose chunks all landed is redone (the writes follow its last chunk).
+    The chunks of a unit that did not all land may have overwritten the first ones of the
+    unit before, whose redo may still be pending: so units take turns between two journal
+    slots, and a unit never overwrites the slot of the last whole journal."""
+
+    def __init__(self, table: MutableMapping[bytes, bytes], journal_key: bytes,
+                 chunk_bytes: int = JOURNAL_CHUNK_BYTES) -> None:
+        self.table = table
+        self.journal_key = journal_key
+        self.chunk_bytes = chunk_bytes
+        self.pending: dict[bytes, bytes | None] = {}  # None: deleted
+        self.unit = 0  # the highest unit number journaled
+        self.slot = 1  # the slot of the last whole journal: the next unit takes the other
+        self.chunks = [0, 0]  # per slot: chunks 0 .. n-1 are in the table
+        self.first_keys = (self.chunk_key(0, 0), self.chunk_key(1, 0))
+        self.redone = 0  # writes taken again from a journal when built
+        self._recover()
+
+    # -- reads see the pending writes first -----------------------------------------------
+
+    def __getitem__(self, key: bytes) -> bytes:
+        pending = self.pending
+        if key in pending:
+            value = pending[key]
+            if value is None:
+                raise KeyError(key)
+            return value
+        return self.table[key]
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        pending = self.pending
+        if key in pending:
+            value = pending[key]
+            return default if value is None else value
+        return self.table.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        pending = self.pending
+        if key in pending:
+            return pending[key] is not None  # type: ignore[index]
+        return key in self.table
+
+    def __iter__(self) -> Iterator[bytes]:
+        if not self.pending:
+            return iter(self.table)
+        return self._merged()
+
+    def _merged(self) -> Iterator[bytes]:
+        pending = self.pending
+        for key in self.table:
+            if key not in pending:
+                yield key
+        for key, value in list(pending.items()):
+            if value is not None:
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    # -- writes wait for the commit -------------------------------------------------------
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.pending[key] = value
+
+    def __delitem__(self, key: bytes) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self.pending[key] = None
+
+    def discard(self) -> None:
+        """Forget the pending writes (a unit that failed half-way)."""
+        self.pending.clear()
+
+    def commit(self) -> int:
+        """Write the pending writes, journal first; returns how many were written.
+
+        A write of the value the table holds is written all the same (looking each one
+        up costs more than the rare repeat: callers skip the frequent ones, as the clock)."""
+        pending = self.pending
+        if not pending:
+            return 0
+        table = self.table
+        changes = [(key, value) for key, value in pending.items()
+                   if value is not None or key in table]  # a key made and dropped: nothing
+        if changes:
+            self._journal(changes)
+            for key, value in changes:
+                if value is None:
+                    del table[key]
+                else:
+                    table[key] = value
+        pending.clear()
+        return len(changes)
+
+    # -- the journal ----------------------------------------------------------------------
+
+    def chunk_key(self, slot: int, index: int) -> bytes:
+        return b"%s|%d|%d" % (self.journal_key, slot, index)
+
+    def _journal(self, changes: list[tuple[bytes, bytes | None]]) -> None:
+        """Chunks of [header, then per entry: key and value lengths, key, value]."""
+        self.unit += 1
+        slot = 1 - self.slot
+        pack = _ENTRY.pack
+        parts = [_HEADER.pack(JOURNAL_FORMAT, self.unit, 0, 1)]  # if it is one chunk
+        for key, value in changes:
+            if value is None:
+                parts += (pack(len(key), -1), key)
+            else:
+                parts += (pack(len(key), len(value)), key, value)
+        journal = b"".join(parts)
+        if len(journal) - _HEADER.size <= self.chunk_bytes:  # nearly always: one message
+            self.table[self.first_keys[slot]] = journal
+            self._written(slot, 1)
+            return
+        chunks: list[list[bytes]] = [[]]
+        size, at = 0, 1
+        for _, value in changes:
+            entry = parts[at:at + (2 if value is None else 3)]
+            at += len(entry)
+            entry_bytes = sum(map(len, entry))
+            if size and size + entry_bytes > self.chunk_bytes:
+                chunks.append([])
+                size = 0
+            size += entry_bytes
+            chunks[-1] += entry
+        for index, chunk in enumerate(chunks):  # in order: the last one lands last
+            self.table[self.chunk_key(slot, index)] = (
+                _HEADER.pack(JOURNAL_FORMAT, self.unit, index, len(chunks)) + b"".join(chunk))
+        self._written(slot, len(chunks))
+
+    def _written(self, slot: int, count: int) -> None:
+        """A journal of ``count`` chunks is whole in ``slot``: drop the chunks left there by
+        a bigger one (last first, so that those left are always chunks 1 .. n-1)."""
+        self.slot = slot
+        for index in range(self.chunks[slot] - 1, count - 1, -1):
+            key = self.chunk_key(slot, index)
+            if key in self.table:
+                del self.table[key]
+        self.chunks[slot] = count
+
+    def _read_slot(self, slot: int) -> tuple[int, list[bytes] | None]:
+        """The unit number of the journal in a slot (-1: none), and its chunks if whole."""
+        count = 0
+        while self.chunk_key(slot, count) in self.table:
+            count += 1
+        self.chunks[slot] = count
+        first = self.table.get(self.chunk_key(slot, 0))
+        if first is None:
+            return -1, None
+        fmt, unit, _, count = _HEADER.unpack_from(first)
+        if fmt != JOURNAL_FORMAT:
+            raise ValueError(f"{self.journal_key!r}: journal format {fmt}, not {JOURNAL_FORMAT}")
+        chunks = [first]
+        for index in range(1, count):
+            chunk = self.table.get(self.chunk_key(slot, index))
+            if chunk is None or _HEADER.unpack_from(chunk)[1:3] != (unit, index):
+                return unit, None  # its last chunks never landed, so none of its writes did
+            chunks.append(chunk)
+        return unit, chunks
+
+    def _recover(self) -> None:
+        slots = [self._read_slot(0), self._read_slot(1)]
+        self.unit = max(0, slots[0][0], slots[1][0])
+        whole = [(unit, slot, chunks) for slot, (unit, chunks) in enumerate(slots) if chunks]
+        if not whole:
+            return
+        _, self.slot, chunks = max(whole)
+        table = self.table
+        for chunk in chunks:
+            for key, value in decode_journal(chunk):
+                if (key in table) if value is None else table.get(key) != value:
+                    self.pending[key] = value
+        self.redone = len(self.pending)
+
+
+def decode_journal(chunk: bytes) -> Iterator[tuple[bytes, bytes | None]]:
+    """The (key, value or None for a delete) entries of one journal chunk."""
+    unpack = _ENTRY.unpack_from
+    at, end = _HEADER.size, len(chunk)
+    while at < end:
+        key_len, value_len = unpack(chunk, at)
+        at += _ENTRY.size
+        key = chunk[at:at + key_len]
+        at += key_len
+        if value_len < 0:
+            yield key, None
+        else:
+            yield key, chunk[at:at + value_len]
+            at += value_len
 
 
 class _Encoded(MutableMapping[WindowKey, object]):
@@ -113,14 +334,42 @@ class SeqStore(_Encoded):
         return seqs
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _unit(method: Callable[Concatenate[PartitionWindows, P], R]
+          ) -> Callable[Concatenate[PartitionWindows, P], R]:
+    """A public call that changes the state: its writes land all or none."""
+
+    @functools.wraps(method)
+    def unit(self: PartitionWindows, *args: P.args, **kwargs: P.kwargs) -> R:
+        queued = len(self.billing_out)
+        try:
+            result = method(self, *args, **kwargs)
+        except BaseException:
+            self._abort(queued)
+            raise
+        self.table.commit()
+        return result
+
+    return unit
+
+
 class PartitionWindows:
     """The clock, the 1 s windows, their 1 m and 1 h rollups and the billing hours of one
-    partition. Window records are returned; billing records wait in :meth:`take_billing`."""
+    partition. Window records are returned; billing records wait in :meth:`take_billing`.
+
+    Every public call that changes them (:meth:`on_events`, :meth:`on_tick`,
+    :meth:`replay_outputs`) is a unit of the :class:`JournaledTable` in front of the
+    table: after a crash the next owner sees either all of its writes or none."""
 
     def __init__(self, partition: int, table: Table, settings: WindowSettings,
-                 keep_ns: Sequence[int] = (0, 0, 0), retention_ns: int | None = None) -> None:
+                 keep_ns: Sequence[int] = (0, 0, 0), retention_ns: int | None = None,
+                 journal_chunk_bytes: int = JOURNAL_CHUNK_BYTES) -> None:
         prefix = b"%d|" % partition
-        self.table = table
+        # First: the last unit's writes, again if the crash cut them, under everything read.
+        self.table = table = JournaledTable(table, prefix + b"journal", journal_chunk_bytes)
         self.clock_key = prefix + b"clock"
         self.clock = PartitionClock(settings.grace_ns, settings.idle_timeout_ns)
         if self.clock_key in table:
@@ -135,8 +384,8 @@ class PartitionWindows:
         self.billing.rebuild_index()
         # The windows' own replay check: the counters table has one too, but it is another
         # changelog topic, and a crash can land one table's writes without the other's.
-        # Written after everything a record changes here, in this table's changelog
-        # partition, so if it landed, they did.
+        # Written in the unit of the record's events, so it landed if and only if they did;
+        # it also skips a producer's duplicate of a record, at another offset.
         self.applied = SeqStore(table, prefix + b"q|")
         self.retention_ns = retention_ns  # billing hours are kept while events can reach them
         self.billing_out: list[BillingRecord] = []
@@ -144,11 +393,21 @@ class PartitionWindows:
         for book in self.books:
             book.rebuild_index()
 
+    def _abort(self, queued: int) -> None:
+        """A unit failed half-way: forget its writes, and the indexes and billing records
+        it made from them."""
+        self.table.discard()
+        del self.billing_out[queued:]
+        for book in self.books:
+            book.rebuild_index()
+        self.billing.rebuild_index()
+
     def take_billing(self) -> list[BillingRecord]:
         """Billing records made since the last call: hours closed and adjustments."""
         out, self.billing_out = self.billing_out, []
         return out
 
+    @_unit
     def on_events(
         self, volume_id: str, tenant_id: str, ops: bytes, statuses: bytes, nbytes: Sequence[int],
         submit_ns: Sequence[int], complete_ns: Sequence[int], indexes: Sequence[int],
@@ -158,7 +417,7 @@ class PartitionWindows:
 
         ``producer`` = (producer_id, seq) of the record: one these windows already hold
         (at or below the highest seq applied for the volume and producer) changes
-        nothing; else it is marked applied, last."""
+        nothing; else it is marked applied, in the same unit."""
         if not indexes:
             return []
         self._at(offset)
@@ -185,6 +444,7 @@ class PartitionWindows:
         """Whether wall-clock ticks can still close something here."""
         return self.billing.has_open_hours or any(book.has_open_windows for book in self.books)
 
+    @_unit
     def on_tick(self, wall_ns: int, offset: int = -1) -> list[Emission]:
         """The wall clock moved: an idle partition's windows may close."""
         self._at(offset)
@@ -204,6 +464,7 @@ class PartitionWindows:
             book.offset = offset
         self.billing.offset = offset
 
+    @_unit
     def replay_outputs(self, committed: int) -> list[Emission]:
         """After an assignment: everything emitted while processing raw offsets at or past
         ``committed`` (the group's committed offset), again.

@@ -11,11 +11,16 @@ billing) can be lost for the records past the commit while the tables that say t
 sent landed: the new owner sends them again from its state before anything else
 (`PartitionWindows.replay_outputs`), so the latest revision of every window and the
 ledger end up equal to the oracles.
+
+The last test goes down to single changelog messages: a crash can cut the writes of one
+record (or Tick) anywhere, which `PartitionWindows` survives by journaling each call's
+writes in one message before making them (`JournaledTable`).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from hypothesis import given, settings
@@ -25,7 +30,7 @@ from streams.accounting import COUNTER_NAMES, VolumeState, named_counters
 from streams.billing import BillingRecord
 from streams.codec import default_schemas
 from streams.ingest import Limits, account_record
-from streams.partition_windows import PartitionWindows
+from streams.partition_windows import JOURNAL_CHUNK_BYTES, LENGTHS_NS, PartitionWindows
 from streams.windowing import Emission, WindowSettings
 from streams.windows import NS_PER_S, window_stats
 from tests.oracle import billing_oracle, counters_oracle
@@ -46,19 +51,26 @@ class Outputs:
         self.billing: dict[str, BillingRecord] = {}
 
     def publish(self, windows: PartitionWindows, emissions: list[Emission]) -> None:
+        self.add(emissions, windows.take_billing())
+
+    def add(self, emissions: list[Emission], billing: list[BillingRecord]) -> None:
         for e in emissions:
             key = (e.acc.window_len_ns, e.volume_id, e.acc.window_start_ns)
             if key not in self.windows or self.windows[key][0] <= e.revision:
                 self.windows[key] = (e.revision, window_stats(e.volume_id, e.tenant_id, e.acc))
-        for record in windows.take_billing():
+        for record in billing:
             assert self.billing.get(record.record_id, record) == record, "same id, other data"
             self.billing[record.record_id] = record
 
 
-def _process(payload: bytes, counters: dict[bytes, bytes], windows_table: dict[bytes, bytes],
+def _process(payload: bytes, counters: dict[bytes, bytes],
+             windows_table: MutableMapping[bytes, bytes],
              count: bool = True, window: bool = True, offset: int = -1,
-             out: Outputs | None = None) -> None:
-    """One raw record, as app.py's _account_record does it, into either table or both."""
+             out: Outputs | None = None, wall_ns: int = NOW,
+             windows: PartitionWindows | None = None) -> list[Emission]:
+    """One raw record, as app.py's _account_record does it, into either table or both
+    (``windows``: the worker's, kept across records; by default one rebuilt from the table).
+    Returns the window records it made; its billing records wait in the windows."""
     def load(volume_id: str) -> VolumeState | None:
         snapshot = counters.get(volume_id.encode())
         return None if snapshot is None else VolumeState.from_snapshot(snapshot)
@@ -68,13 +80,16 @@ def _process(payload: bytes, counters: dict[bytes, bytes], windows_table: dict[b
         counters[outcome.volume_id.encode()] = outcome.state.snapshot()
     if window and outcome.batch is not None and outcome.volume_id is not None:
         b = outcome.batch
-        windows = PartitionWindows(0, windows_table, WindowSettings())
+        if windows is None:
+            windows = PartitionWindows(0, windows_table, WindowSettings())
         emitted = windows.on_events(
             outcome.volume_id, b["tenant_id"], b["op"], b["status"], b["bytes"],
-            b["submit_ns"], b["complete_ns"], outcome.good, NOW, (b["producer_id"], b["seq"]),
-            offset)
+            b["submit_ns"], b["complete_ns"], outcome.good, wall_ns,
+            (b["producer_id"], b["seq"]), offset)
         if out is not None:
             out.publish(windows, emitted)
+        return emitted
+    return []
 
 
 def _stored_windows(table: dict[bytes, bytes]) -> dict[tuple[str, int], dict[str, Any]]:
@@ -191,3 +206,180 @@ def test_outputs_lost_in_a_crash_are_sent_again_from_the_state(
     want = {key: {k: v for k, v in row.items() if k in names}
             for key, row in billing_oracle(events).items()}
     assert _ledger(out.billing) == want
+
+
+# --- a crash at the granularity of changelog messages ------------------------------------------
+
+class Changelogged(MutableMapping[bytes, bytes]):
+    """A table that also keeps, in order, every message its changelog partition receives:
+    (key, value), or (key, None) for a delete."""
+
+    def __init__(self, data: dict[bytes, bytes]) -> None:
+        self.data = data
+        self.log: list[tuple[bytes, bytes | None]] = []
+
+    def __getitem__(self, key: bytes) -> bytes:
+        return self.data[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.data
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        assert isinstance(key, bytes) and isinstance(value, bytes)
+        self.data[key] = value
+        self.log.append((key, value))
+
+    def __delitem__(self, key: bytes) -> None:
+        del self.data[key]
+        self.log.append((key, None))
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def restored(state: dict[bytes, bytes], messages: list[tuple[bytes, bytes | None]]
+             ) -> dict[bytes, bytes]:
+    """What a new owner's table holds: ``state`` with these changelog messages applied."""
+    table = dict(state)
+    for key, value in messages:
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+    return table
+
+
+class Published:
+    """Every output partition's records, in the order the worker sends them: the window
+    records of each length (each its own topic) and the billing records."""
+
+    def __init__(self) -> None:
+        self.windows: dict[int, list[Emission]] = {n: [] for n in LENGTHS_NS}
+        self.billing: list[BillingRecord] = []
+
+    def publish(self, windows: PartitionWindows, emissions: list[Emission]) -> None:
+        for e in emissions:
+            self.windows[e.acc.window_len_ns].append(e)
+        self.billing += windows.take_billing()
+
+    def lengths(self) -> list[int]:
+        return [len(self.windows[n]) for n in LENGTHS_NS] + [len(self.billing)]
+
+    def landed(self, kept: list[int]) -> Outputs:
+        """What reached the topics when each partition kept its first ``kept`` records."""
+        out = Outputs()
+        for n, count in zip(LENGTHS_NS, kept, strict=False):
+            out.add(self.windows[n][:count], [])
+        out.add([], self.billing[:kept[-1]])
+        return out
+
+
+def stretched(events: list[dict[str, Any]], factor: int) -> list[dict[str, Any]]:
+    """The events with their times ``factor`` times as far from the first one: more windows
+    (and long requests over several), so closes, revisions and rollups all happen."""
+    t0 = events[0]["submit_ns"]
+    return [{**e, "submit_ns": t0 + (e["submit_ns"] - t0) * factor,
+             "complete_ns": t0 + (e["complete_ns"] - t0) * factor} for e in events]
+
+
+def crash_items(seed: int) -> tuple[list[dict[str, Any]], list[Item], list[int]]:
+    """Events, the raw partition's items (records, and a Tick after every 8 records) and each
+    item's Kafka timestamp: the wall clock the worker gives it, the same on every read."""
+    events = stretched(fleet_events()[0][:500], 150)  # ~66 s, 7 volumes, 2 minutes
+    # 20 min late, in the hour before: revisions of closed windows, billing adjustments
+    events = events + [{**e, "complete_ns": e["complete_ns"] - 1200 * NS_PER_S,
+                        "submit_ns": e["submit_ns"] - 1200 * NS_PER_S} for e in events[:160:4]]
+    rng = random.Random(seed)
+    payloads = records_of(events, [1, 4, 9], rng, producers=2)
+    items: list[Item] = []
+    walls: list[int] = []
+    wall = events[0]["complete_ns"]
+    for k, payload in enumerate(payloads):
+        wall += 400 * NS_PER_S // 1000
+        items.append(payload)
+        walls.append(wall)
+        if k % 8 == 7:  # 6 s of silence, then a Tick: the idle partition's watermark moves
+            wall += 6 * NS_PER_S
+            items.append(wall)
+            walls.append(wall)
+    return events, items, walls
+
+
+def _feed_worker(windows: PartitionWindows, item: Item, offset: int, wall_ns: int,
+                 counters: dict[bytes, bytes], table: MutableMapping[bytes, bytes],
+                 published: Published | Outputs) -> None:
+    """One item into the worker's (long-lived) windows, as app.py does."""
+    if isinstance(item, bytes):
+        emitted = _process(item, counters, table, offset=offset, wall_ns=wall_ns,
+                           windows=windows)
+    else:
+        emitted = windows.on_tick(wall_ns, offset)
+    published.publish(windows, emitted)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32), data=st.data(),
+       chunk_bytes=st.sampled_from([JOURNAL_CHUNK_BYTES, 4000]))
+def test_a_crash_between_any_two_changelog_messages_counts_every_event_once(
+    seed: int, data: st.DataObject, chunk_bytes: int,
+) -> None:
+    """``chunk_bytes``: the size over which a journal takes several messages (small: often)."""
+    events, items, walls = crash_items(seed)
+    n = len(items)
+    crashed = data.draw(st.integers(0, n), label="crashed")
+    committed = data.draw(st.integers(0, crashed), label="committed")
+
+    # The worker until the crash: one PartitionWindows, every table write a message.
+    counters: dict[bytes, bytes] = {}
+    table = Changelogged({})
+    windows = PartitionWindows(0, table, WindowSettings(), journal_chunk_bytes=chunk_bytes)
+    published = Published()
+    counter_states = []
+    for offset, item in enumerate(items[:crashed]):
+        if offset == committed:  # all it made before has landed: the commit waits for that
+            at_commit = (dict(table.data), len(table.log), published.lengths())
+        counter_states.append(dict(counters))
+        _feed_worker(windows, item, offset, walls[offset], counters, table, published)
+    counter_states.append(dict(counters))
+    if crashed == committed:
+        at_commit = (dict(table.data), len(table.log), published.lengths())
+    state, logged, lengths = at_commit
+
+    # The crash: each changelog and output partition kept any prefix of what came after.
+    since = table.log[logged:]
+    kept_messages = data.draw(st.integers(0, len(since)), label="changelog messages kept")
+    windows_table = restored(state, since[:kept_messages])
+    counters = dict(counter_states[data.draw(st.integers(committed, crashed),
+                                             label="counters kept up to")])
+    kept = [lengths[k] + data.draw(st.integers(0, total - lengths[k]), label=f"outputs {k}")
+            for k, total in enumerate(published.lengths())]
+    out = published.landed(kept)
+
+    # The new owner: the table as restored, the outputs made since the commit sent again,
+    # then the raw partition from the commit on, each record with its own timestamp.
+    windows = PartitionWindows(0, windows_table, WindowSettings(), journal_chunk_bytes=chunk_bytes)
+    out.publish(windows, windows.replay_outputs(committed))
+    for offset in range(committed, n):
+        _feed_worker(windows, items[offset], offset, walls[offset], counters, windows_table,
+                     out)
+    # ... and a producer's duplicate of the records around the crash: they change nothing.
+    for offset in range(committed, crashed):
+        if isinstance(items[offset], bytes):
+            _feed_worker(windows, items[offset], n + offset, walls[-1], counters, windows_table,
+                         out)
+    out.publish(windows, windows.on_tick(10**19, 2 * n))  # every window and hour closes
+
+    for length in LENGTHS_NS:
+        got = {(v, s): stats for (n_, v, s), (_, stats) in out.windows.items() if n_ == length}
+        assert got == windows_oracle(events, length), f"windows of {length} ns"
+    names = dict(COUNTER_NAMES)
+    want = {key: {k: v for k, v in row.items() if k in names}
+            for key, row in billing_oracle(events).items()}
+    assert _ledger(out.billing) == want
+    want_counters = counters_oracle(events, now_ns=NOW, retention_ns=10**18, future_ns=10**18)
+    got_counters = _stored_counters(counters)
+    assert {v: {k: got_counters[v][k] for k in want} for v, want in want_counters.items()} \
+        == want_counters
