@@ -109,6 +109,7 @@ def build_app(settings: Settings) -> Pipeline:
         # 60 s default left them unprocessed for over a minute in the chaos runs.
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 5),
+        processing_guarantee=settings.processing_guarantee,
     )
     raw_topic = app.topic(
         settings.raw_topic, key_type=bytes, value_type=bytes, key_serializer="raw",

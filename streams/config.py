@@ -55,6 +55,9 @@ class Settings:
     tick_interval_s: float = 1.0
     # How soon the group gives a dead worker's partitions to the others (faust: 60 s).
     session_timeout_s: float = 15.0
+    # faust's processing_guarantee: at_least_once (the default; docs/chaos.md says why)
+    # or exactly_once (Kafka transactions).
+    processing_guarantee: str = "at_least_once"
     # The producer SDK's disk spool (docs/producer.md): on unless IOACCT_SPOOL=0.
     spool: bool = True
     spool_dir: str = ""  # empty: <state_dir>/spool/<topic_prefix>

@@ -102,6 +102,7 @@ class ChaosPlan:
     seed: int = 1
     event_age_s: int = 7200
     settle_s: float = 600.0  # how long the end may take to equal the oracle
+    processing_guarantee: str = "at_least_once"  # faust's; or exactly_once
 
 
 @dataclass
@@ -183,6 +184,7 @@ class ChaosRun:
             bootstrap=f"127.0.0.1:{port}", state_dir=workdir / "state",
             partitions=plan.partitions, topic_prefix="chaos",
             revision_horizon_s=24 * 3600, batch_max_age_ms=plan.batch_max_age_ms,
+            processing_guarantee=plan.processing_guarantee,
         )
         self.broker = kafka_local.LocalBroker.from_settings(self.settings)
         self.report = ChaosReport(plan)
