@@ -131,6 +131,17 @@ def _run_and_crash(items: list[Item], crashed: int, kept: tuple[int, int, int]
     return dict(snapshots[kept[0]][0]), dict(snapshots[kept[1]][1]), out
 
 
+def _assert_outputs_equal_the_oracles(out: Outputs, events: list[dict[str, Any]]) -> None:
+    """The latest revision of every window of every length, and the ledger by hour."""
+    for length in LENGTHS_NS:
+        got = {(v, s): stats for (n_, v, s), (_, stats) in out.windows.items() if n_ == length}
+        assert got == windows_oracle(events, length), f"windows of {length} ns"
+    names = dict(COUNTER_NAMES)
+    want = {key: {k: v for k, v in row.items() if k in names}
+            for key, row in billing_oracle(events).items()}
+    assert _ledger(out.billing) == want
+
+
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32), cuts=st.lists(st.floats(0, 1), min_size=4, max_size=4))
 def test_any_crash_between_the_two_tables_counts_every_event_once(
@@ -199,13 +210,7 @@ def test_outputs_lost_in_a_crash_are_sent_again_from_the_state(
     windows = PartitionWindows(0, table, WindowSettings())
     out.publish(windows, windows.on_tick(10**19, n))  # every window and hour closes
 
-    for length in (NS_PER_S, 60 * NS_PER_S, 3600 * NS_PER_S):
-        got = {(v, s): stats for (n_, v, s), (_, stats) in out.windows.items() if n_ == length}
-        assert got == windows_oracle(events, length), f"windows of {length} ns"
-    names = dict(COUNTER_NAMES)
-    want = {key: {k: v for k, v in row.items() if k in names}
-            for key, row in billing_oracle(events).items()}
-    assert _ledger(out.billing) == want
+    _assert_outputs_equal_the_oracles(out, events)
 
 
 # --- a crash at the granularity of changelog messages ------------------------------------------
@@ -372,13 +377,7 @@ def test_a_crash_between_any_two_changelog_messages_counts_every_event_once(
                          out)
     out.publish(windows, windows.on_tick(10**19, 2 * n))  # every window and hour closes
 
-    for length in LENGTHS_NS:
-        got = {(v, s): stats for (n_, v, s), (_, stats) in out.windows.items() if n_ == length}
-        assert got == windows_oracle(events, length), f"windows of {length} ns"
-    names = dict(COUNTER_NAMES)
-    want = {key: {k: v for k, v in row.items() if k in names}
-            for key, row in billing_oracle(events).items()}
-    assert _ledger(out.billing) == want
+    _assert_outputs_equal_the_oracles(out, events)
     want_counters = counters_oracle(events, now_ns=NOW, retention_ns=10**18, future_ns=10**18)
     got_counters = _stored_counters(counters)
     assert {v: {k: got_counters[v][k] for k in want} for v, want in want_counters.items()} \
