@@ -162,26 +162,35 @@ def test_every_event_is_taken_exactly_once_in_order(
 ) -> None:
     batcher = Batcher("p-1", max_events, max_age_ns)
     now_ns, added, records, taken_events = T0, [], [], 0
-    # a model of the buffers: open ones (key -> opened_ns, events) and full ones waiting
-    model: dict[tuple[str, str, str | None], tuple[int, int]] = {}
-    full: list[tuple[str, str, str | None]] = []
+    # a model of the buffers: one open per volume (volume -> key, opened_ns, events), and
+    # those ready to send (key, events): full, or closed by an event of the same volume
+    # with another tenant or host (a record has one of each)
+    model: dict[str, tuple[tuple[str, str, str | None], int, int]] = {}
+    full: list[tuple[tuple[str, str, str | None], int]] = []
     for kind, arg in script:
         if kind == "tick":
             now_ns += arg
         elif kind == "add":
             key = (arg.volume_id, arg.tenant_id, arg.host_id)
-            opened_ns, count = model.get(key, (now_ns, 0))
-            model[key] = (opened_ns, count + 1)
+            ready = False
+            if arg.volume_id in model and model[arg.volume_id][0] != key:
+                other, _, count = model[arg.volume_id]
+                full.append((other, count))
+                model[arg.volume_id] = (key, now_ns, 0)  # in place: a dict keeps the order
+                ready = True
+            _, opened_ns, count = model.get(arg.volume_id, (key, now_ns, 0))
+            model[arg.volume_id] = (key, opened_ns, count + 1)
             if count + 1 == max_events:
-                del model[key]
-                full.append(key)
-            assert batcher.add_event(arg, now_ns) is (count + 1 == max_events)
+                del model[arg.volume_id]
+                full.append((key, max_events))
+                ready = True
+            assert batcher.add_event(arg, now_ns) is ready
             added.append(arg)
         else:
             taken = batcher.take_ready(now_ns, everything=arg)
-            aged = [k for k, (opened_ns, _) in model.items()
+            aged = [v for v, (_, opened_ns, _) in model.items()
                     if arg or now_ns - opened_ns >= max_age_ns]
-            want = [(k, max_events) for k in full] + [(k, model[k][1]) for k in aged]
+            want = full + [(model[v][0], model[v][2]) for v in aged]
             assert [(key_of(r), len(r["op"])) for r in taken] == want
             model = {k: v for k, v in model.items() if k not in aged}
             full = []
