@@ -14,7 +14,6 @@ The fix drains the buffer for real: until it is empty and the message being hand
 the Kafka client is handed over (the aiokafka flush that follows in faust waits for
 delivery). A broker that is down makes the commit wait, which is what it should do.
 
-
 Second: faust commits a partition only up to its first gap in acknowledged offsets,
 and a gap at the head (faust delivered offset 1692 first while the group had
 committed 1686; offsets.py and gap_reader.py read 1686..1691 directly) makes

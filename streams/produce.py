@@ -36,6 +36,12 @@ class ProduceSummary:
     spool: SpoolStats | None = None  # the SDK's disk spool, when it had one
     producer_id: str = ""  # the SDK's: every record sent carries it, with its seq
 
+    def ended(self, producer: IoProducer, started: float) -> None:
+        """The SDK's figures once it is closed, and the time since ``started`` (monotonic)."""
+        self.spool = producer.spool_stats
+        self.producer_id = producer.producer_id
+        self.seconds = time.monotonic() - started
+
     def add(self, event: IoEvent) -> None:
         self.events += 1
         self.by_op[event.op] += 1
@@ -119,9 +125,7 @@ async def produce_jsonl(settings: Settings, path: str) -> ProduceSummary:
         finally:
             if stream is not sys.stdin.buffer:
                 stream.close()
-    summary.spool = producer.spool_stats
-    summary.producer_id = producer.producer_id
-    summary.seconds = time.monotonic() - started
+    summary.ended(producer, started)
     return summary
 
 
@@ -140,9 +144,7 @@ async def produce_sim(
             await _send_events(producer, events, summary, rate_per_s)
         except asyncio.CancelledError:
             pass  # Ctrl-C: the context manager still flushes what was recorded
-    summary.spool = producer.spool_stats
-    summary.producer_id = producer.producer_id
-    summary.seconds = time.monotonic() - started
+    summary.ended(producer, started)
     return summary
 
 
@@ -203,9 +205,7 @@ async def _send_source(settings: Settings, events: Iterable[IoEvent], report: So
     started = time.monotonic()
     async with IoProducer(settings) as producer:
         await _send_events(producer, _in_accepted_range(events, settings, report), summary)
-    summary.spool = producer.spool_stats
-    summary.producer_id = producer.producer_id
-    summary.seconds = time.monotonic() - started
+    summary.ended(producer, started)
     return summary
 
 

@@ -171,7 +171,6 @@ class Producer:
     out_path: Path | None = None
     started: float = 0.0
     incarnation: int = 0
-    killed: bool = False
 
 
 class ChaosRun:
@@ -500,7 +499,6 @@ class ChaosRun:
             report.say(f"{len(diffs)} difference(s) so far, e.g. {diffs[0][:200]}; waiting")
             time.sleep(10)
         report.differences += fixed + diffs
-        report.billing_records = self._billing_count
 
     def _oracle_events(self, raw: list[Any]) -> tuple[list[dict[str, Any]], set[tuple[str, int]]]:
         """Every event the raw topic holds that must count: each producer record once per
@@ -566,8 +564,6 @@ class ChaosRun:
                                      f"want '{reason}', found {got}")
         return diffs
 
-    _billing_count = 0
-
     def _output_differences(self, expected: dict[str, Any]) -> list[str]:
         diffs: list[str] = []
         worker = next(iter(self.workers.values()))
@@ -613,7 +609,7 @@ class ChaosRun:
             if previous is not None and previous != record:
                 conflicts.append(record["record_id"])
             by_id[record["record_id"]] = record
-        self._billing_count = len(by_id)
+        self.report.billing_records = len(by_id)
         sums: dict[tuple[str, int], dict[str, int]] = {}
         for record in by_id.values():
             row = sums.setdefault((record["volume_id"], record["hour_start_ns"]),
