@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 TICK_KEY = b"__tick__"
 MINUTE_NS = 60 * 10**9
 EXIT_AGENT_FAILED = 70  # EX_SOFTWARE
+SOURCE_OFFSET_HEADER = "ioacct-source-offset"
 
 
 @dataclass
@@ -263,6 +264,13 @@ async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: 
     _count(p.stats, outcome)
 
 
+def source_offset_header(offset: int) -> list[tuple[str, bytes]]:
+    """The Kafka header naming the input record (its offset in the input topic's partition:
+    the raw topic for 1 s windows) whose processing made a window record, for audits and
+    for checking when windows close (tests/integration/test_windows_e2e.py)."""
+    return [(SOURCE_OFFSET_HEADER, b"%d" % offset)]
+
+
 def record_wall_ns(message: Any, default_ns: int) -> int:
     """A raw record's Kafka timestamp in ns: faust's messages carry seconds (float),
     aiokafka's records (gap_reader.py) milliseconds (int); ``default_ns`` if it has none."""
@@ -298,7 +306,8 @@ async def _publish_windows(p: Pipeline, emissions: list[Emission], partition: in
         record["revision"] = e.revision
         key = b"%s/%d" % (e.volume_id.encode(), e.acc.window_start_ns)
         await p.stats_topics[e.acc.window_len_ns].send(
-            key=key, value=p.schemas.encode("WindowStats", record), partition=partition)
+            key=key, value=p.schemas.encode("WindowStats", record), partition=partition,
+            headers=source_offset_header(e.offset))
         if e.acc.window_len_ns == MINUTE_NS:
             metrics = monitoring_record(record)
             await p.monitoring_topic.send(

@@ -478,7 +478,8 @@ class PartitionWindows:
         (same record_id, same content). Billing records before ``committed`` are dropped
         from the entries. Returns the window emissions; the billing records go to
         :meth:`take_billing`."""
-        emissions = [Emission(volume_id, entry.tenant_id, entry.acc, entry.revision - 1)
+        emissions = [Emission(volume_id, entry.tenant_id, entry.acc, entry.revision - 1,
+                              entry.emitted_offset)
                      for book in self.books for (volume_id, _), entry in book.store.items()
                      if entry.emitted and entry.emitted_offset >= committed]
         for (volume_id, start), entry in list(self.billing.store.items()):

@@ -68,6 +68,7 @@ class Emission:
     tenant_id: str
     acc: WindowAcc
     revision: int
+    offset: int = -1  # the input offset whose processing made it (WindowBook.offset)
 
 
 @dataclass
@@ -137,7 +138,7 @@ class WindowBook:
             entry.acc.add_inflight(op, submit_ns, complete_ns)
 
     def _revise(self, volume_id: str, entry: WindowEntry) -> Emission:
-        emission = Emission(volume_id, entry.tenant_id, entry.acc, entry.revision)
+        emission = Emission(volume_id, entry.tenant_id, entry.acc, entry.revision, self.offset)
         entry.revision += 1
         entry.emitted_offset = self.offset
         self.store[(volume_id, entry.acc.window_start_ns)] = entry
