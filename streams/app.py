@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,23 +17,25 @@ import faust
 
 from . import faust_fixes
 from .accounting import VolumeState
-from .codec import HEADER_LEN, SchemaSet, default_schemas
+from .codec import HEADER_LEN, CodecError, SchemaSet, default_schemas
 from .config import Settings
 from .gap_reader import GapReader
-from .ingest import Limits, RecordOutcome, account_record, dead_letter_record
+from .ingest import Limits, RecordOutcome, Rejection, account_record, dead_letter_record
 from .monitoring import monitoring_key, monitoring_record
 from .offsets import OffsetTracker, Verdict
-from .partition_windows import LENGTHS_NS, PartitionWindows
+from .partition_windows import LENGTHS_NS, PartitionWindows, RollupWindows
 from .tokens import TokenFeed
 from .topics import TABLES
 from .windowing import Emission, WindowSettings
-from .windows import window_stats
+from .windows import acc_from_stats, window_stats
 
 log = logging.getLogger(__name__)
 TICK_KEY = b"__tick__"
 MINUTE_NS = 60 * 10**9
 EXIT_AGENT_FAILED = 70  # EX_SOFTWARE
 SOURCE_OFFSET_HEADER = "ioacct-source-offset"
+WATERMARK_KEY = b"~watermark/%d"  # per partition; "~" starts no volume id (events.py)
+LENGTH_NAMES = {LENGTHS_NS[0]: "1s", LENGTHS_NS[1]: "1m", LENGTHS_NS[2]: "1h"}
 
 
 @dataclass
@@ -47,8 +50,25 @@ class WorkerStats:
     started_ns: int = field(default_factory=time.time_ns)
     records_seen_again: int = 0  # delivered twice by faust, handled once
     records_read_past_faust: int = 0  # skipped by faust, read directly (offsets.py)
+    windows_rolled_up: int = 0  # window records read by the rollup agents
     last_rejection_log_ns: int = -(10**18)
     rejections_not_logged: int = 0
+
+
+@dataclass
+class InputGuard:
+    """One input topic of an agent: which offsets it handled (offsets.py), and where each
+    newly assigned partition's outputs must be sent again from (the committed offset)."""
+
+    topic: str
+    offsets: OffsetTracker = field(default_factory=OffsetTracker)
+    # Partitions just assigned -> the group's committed offset: outputs made at or past
+    # it are sent again before anything else (PartitionWindows.replay_outputs).
+    replay_from: dict[int, int] = field(default_factory=dict)
+
+    def forget(self, partition: int) -> None:
+        self.offsets.forget(partition)
+        self.replay_from.pop(partition, None)
 
 
 @dataclass
@@ -69,13 +89,12 @@ class Pipeline:
     window_settings: WindowSettings = field(default_factory=WindowSettings)
     keep_ns: tuple[int, int, int] = (0, 0, 0)
     partitions: dict[int, PartitionWindows] = field(default_factory=dict)
+    # Per rollup length (1 m, 1 h), per partition of the topic it reads: its stage.
+    rollups: dict[int, dict[int, RollupWindows]] = field(default_factory=dict)
     stats: WorkerStats = field(default_factory=WorkerStats)
-    offsets: OffsetTracker = field(default_factory=OffsetTracker)
+    inputs: dict[str, InputGuard] = field(default_factory=dict)  # by topic name
     gap_reader: Any = None
     token_feed: Any = None  # tokens.TokenFeed: who may call the web views
-    # Partitions just assigned -> the group's committed offset: outputs made at or past
-    # it are sent again before anything else (PartitionWindows.replay_outputs).
-    replay_from: dict[int, int] = field(default_factory=dict)
 
     def windows_for(self, partition: int) -> PartitionWindows:
         """The partition's windows, rebuilt from the table on first use after assignment."""
@@ -85,6 +104,28 @@ class Pipeline:
                                        self.keep_ns, self.settings.retention_s * 10**9)
             self.partitions[partition] = windows
         return windows
+
+    def rollups_for(self, length_ns: int, partition: int) -> RollupWindows:
+        """The partition's rollup stage of ``length_ns``, rebuilt from the table on first
+        use after assignment."""
+        stages = self.rollups.setdefault(length_ns, {})
+        stage = stages.get(partition)
+        if stage is None:
+            n = LENGTHS_NS.index(length_ns)
+            stage = RollupWindows(partition, self.windows_table, self.window_settings,
+                                  LENGTHS_NS[n - 1], length_ns, self.keep_ns[n])
+            stages[partition] = stage
+        return stage
+
+    def windows_of(self, partition: int, volume_id: str, length_ns: int, from_ns: int,
+                   to_ns: int) -> list[Any]:
+        """Stored windows of one volume starting in [from_ns, to_ns) (web views)."""
+        if length_ns == LENGTHS_NS[0]:
+            return self.windows_for(partition).windows_of(volume_id, length_ns, from_ns, to_ns)
+        return self.rollups_for(length_ns, partition).windows_of(volume_id, from_ns, to_ns)
+
+    def input_guard(self, topic: str) -> InputGuard:
+        return self.inputs.setdefault(topic, InputGuard(topic))
 
     def load_state(self, volume_id: str) -> VolumeState | None:
         snapshot = self.counters.get(volume_id.encode())
@@ -140,6 +181,8 @@ def build_app(settings: Settings) -> Pipeline:
 
     _add_windows(pipeline)
     _register_accounting(pipeline)
+    for inner_ns, length_ns in zip(LENGTHS_NS, LENGTHS_NS[1:], strict=False):
+        _register_rollup(pipeline, inner_ns, length_ns)
     _register_ticks(pipeline)
     from .web import register_views  # web.py imports this module's Pipeline
 
@@ -176,64 +219,130 @@ def _add_windows(p: Pipeline) -> None:
     @p.app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
         # The next owner rebuilds from the changelog; so do we if they come back.
+        stages_reading = {s.stats_topic(inner): length
+                          for inner, length in zip(LENGTHS_NS, LENGTHS_NS[1:], strict=False)}
         for tp in revoked:
             if tp.topic == s.raw_topic:
                 p.partitions.pop(tp.partition, None)
-                p.offsets.forget(tp.partition)
-                p.replay_from.pop(tp.partition, None)
+            elif tp.topic in stages_reading:
+                p.rollups.get(stages_reading[tp.topic], {}).pop(tp.partition, None)
+            else:
+                continue
+            p.input_guard(tp.topic).forget(tp.partition)
+
+
+Handler = Callable[[Any, Any], Awaitable[None]]  # (value, message) -> processed
+
+
+def _agent_over(p: Pipeline, topic: Any, name: str, handle: Handler) -> None:
+    """An agent that hands ``handle`` every record of ``topic``, each once and in offset
+    order (:func:`_in_order`), and exits the worker if it fails."""
+    guard = p.input_guard(topic.get_topic_name())
+
+    @p.app.agent(topic, name=name)
+    async def agent(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                if await _in_order(p, guard, message, handle):
+                    await handle(event.value, message)
+                    guard.offsets.done(message.partition, message.offset)
+            except Exception:
+                # Faust would restart the agent and ack the record it failed on: a lost
+                # record. Exit instead, without committing; the restarted worker reprocesses
+                # from the last commit and the replay checks absorb the repeats.
+                log.exception("%s failed at %s[%d]@%d; exiting without commit", name,
+                              message.topic, message.partition, message.offset)
+                os._exit(EXIT_AGENT_FAILED)
 
 
 def _register_accounting(p: Pipeline) -> None:
     tick_header = p.schemas.headers["Tick"]
 
-    @p.app.agent(p.raw_topic, name="accounting")
-    async def accounting(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            try:
-                if await _in_order(p, message, tick_header):
-                    await _account_record(p, event.value, message, tick_header)
-                    p.offsets.done(message.partition, message.offset)
-            except Exception:
-                # Faust would restart the agent and ack the record it failed on: a lost
-                # record. Exit instead, without committing; the restarted worker reprocesses
-                # from the last commit and the (producer_id, seq) check absorbs the repeats.
-                log.exception("accounting failed at %s[%d]@%d; exiting without commit",
-                              message.topic, message.partition, message.offset)
-                os._exit(EXIT_AGENT_FAILED)
+    async def handle(value: Any, message: Any) -> None:
+        await _account_record(p, value, message, tick_header)
+
+    _agent_over(p, p.raw_topic, "accounting", handle)
 
 
-async def _in_order(p: Pipeline, message: Any, tick_header: bytes) -> bool:
+async def _in_order(p: Pipeline, guard: InputGuard, message: Any, handle: Handler) -> bool:
     """Whether to process ``message``: after reading any records faust skipped before it
     (see offsets.py), and not when it was handled already."""
     partition = message.partition
-    if not p.offsets.knows(partition):
-        committed = await p.gap_reader.committed_or_first(partition)
-        p.offsets.start(partition, committed)
-        p.replay_from[partition] = committed
-    verdict, expected = p.offsets.check(partition, message.offset)
+    if not guard.offsets.knows(partition):
+        committed = await p.gap_reader.committed_or_first(partition, guard.topic)
+        guard.offsets.start(partition, committed)
+        guard.replay_from[partition] = committed
+    verdict, expected = guard.offsets.check(partition, message.offset)
     if verdict is Verdict.SEEN:
         p.stats.records_seen_again += 1
         return False
     if verdict is Verdict.GAP:
-        log.warning("faust delivered %s[%d]@%d but not %d..%d: reading those directly",
-                    message.topic, partition, message.offset, expected, message.offset - 1)
-        read = await p.gap_reader.read(partition, expected, message.offset)
+        # The stats topics are compacted: a range may hold fewer records, or none.
+        log.log(logging.WARNING if guard.topic == p.settings.raw_topic else logging.INFO,
+                "faust delivered %s[%d]@%d but not %d..%d: reading those directly",
+                message.topic, partition, message.offset, expected, message.offset - 1)
+        read = await p.gap_reader.read(partition, expected, message.offset, guard.topic)
         for record in read:
-            await _account_record(p, record.value, record, tick_header)
-            p.offsets.done(partition, record.offset)
+            await handle(record.value, record)
+            guard.offsets.done(partition, record.offset)
             p.stats.records_read_past_faust += 1
         # Else faust never commits this partition again (faust_fixes.ack_offsets).
         faust_fixes.ack_offsets(p.app.consumer, message.tp, [r.offset for r in read])
     return True
 
 
+def _register_rollup(p: Pipeline, inner_ns: int, length_ns: int) -> None:
+    """The agent that builds the windows of ``length_ns`` from the records of the stats
+    topic of ``inner_ns`` (windows and watermark markers), partition by partition."""
+    guard = p.input_guard(p.settings.stats_topic(inner_ns))
+
+    async def handle(value: Any, message: Any) -> None:
+        partition = message.partition
+        stage = p.rollups_for(length_ns, partition)
+        if partition in guard.replay_from:
+            again = stage.replay_outputs(guard.replay_from.pop(partition))
+            await _publish_stage(p, length_ns, again, partition, stage.take_marker())
+        try:
+            name, record = p.schemas.decode(value or b"")
+        except CodecError as exc:
+            await _dead_letter_control(p, message, value, f"undecodable stats record: {exc}")
+            return
+        if name == "WindowStats" and record["window_length_ns"] == inner_ns:
+            part = Emission(record["volume_id"], record["tenant_id"], acc_from_stats(record),
+                            record["revision"])
+            made = stage.on_window(part, message.offset)
+            p.stats.windows_rolled_up += 1
+        elif name == "Watermark" and record["partition"] == partition:
+            made = stage.on_watermark(record["watermark_ns"], message.offset)
+        else:
+            await _dead_letter_control(
+                p, message, value, f"a {name} record ({record.get('window_length_ns')} ns, "
+                f"partition {record.get('partition')}) does not belong in {message.topic}"
+                f"[{partition}]")
+            return
+        await _publish_stage(p, length_ns, made, partition, stage.take_marker())
+
+    _agent_over(p, p.stats_topics[inner_ns], f"rollup-{LENGTH_NAMES[length_ns]}", handle)
+
+
+async def _dead_letter_control(p: Pipeline, message: Any, value: bytes | None,
+                               reason: str) -> None:
+    """A record of a stats topic that no rollup can take: to the dead-letter topic."""
+    now_ns = time.time_ns()
+    rejection = Rejection(reason, 0, payload=value)
+    await p.dlq_topic.send(key=None, value=p.schemas.encode("DeadLetter", dead_letter_record(
+        rejection, message.topic, message.partition, message.offset, now_ns)))
+    _log_rejection(p.stats, 0, message, reason)
+
+
 async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: bytes) -> None:
     """One raw record (``message``: its topic, partition and offset): a Tick, or a batch
     to count, window, bill and dead-letter."""
     now_ns = time.time_ns()
-    if message.partition in p.replay_from:
-        committed = p.replay_from.pop(message.partition)
+    replay_from = p.input_guard(p.settings.raw_topic).replay_from
+    if message.partition in replay_from:
+        committed = replay_from.pop(message.partition)
         again = p.windows_for(message.partition).replay_outputs(committed)
         log.info("%s[%d]: sending again %d window record(s) made at or past the committed "
                  "offset %d", message.topic, message.partition, len(again), committed)
@@ -292,15 +401,34 @@ def _register_ticks(p: Pipeline) -> None:
         value = p.schemas.encode("Tick", {"wall_ns": time.time_ns(),
                                           "worker": p.settings.web_url})
         for tp in p.app.consumer.assignment():
+            if tp.topic != raw:
+                continue
             windows = p.partitions.get(tp.partition)
-            # Only where windows are open; an unseen partition gets one, so that a restarted
-            # worker rebuilds its windows from the table even if no new input ever comes.
-            if tp.topic == raw and (windows is None or windows.needs_ticks):
+            # Only where windows are open, here or in the rollups above (whose clock is this
+            # partition's, through the markers); an unseen partition gets one, so that a
+            # restarted worker rebuilds its windows from the table even if no input comes.
+            if (windows is None or windows.needs_ticks
+                    or any(stages[tp.partition].has_open_windows for stages in p.rollups.values()
+                           if tp.partition in stages)):
                 await p.raw_topic.send(key=TICK_KEY, value=value, partition=tp.partition)
 
 
 async def _publish_windows(p: Pipeline, emissions: list[Emission], partition: int) -> None:
-    """Window records, then the billing records the same input made."""
+    """The accounting stage's window records, then the billing records the same input
+    made, then the watermark marker, if any, for the 1 m rollup."""
+    windows = p.windows_for(partition)
+    await _publish_stage(p, LENGTHS_NS[0], emissions, partition, None)
+    for b in windows.take_billing():
+        await p.billing_topic.send(key=b.record_id.encode(),
+                                   value=p.schemas.encode("BillingRecord", b.to_dict()),
+                                   partition=partition)
+    await _publish_marker(p, LENGTHS_NS[0], partition, windows.take_marker())
+
+
+async def _publish_stage(p: Pipeline, length_ns: int, emissions: list[Emission],
+                         partition: int, marker_ns: int | None) -> None:
+    """A stage's window records of ``length_ns`` (1 m ones also as monitoring records),
+    then its marker, if any."""
     for e in emissions:
         record = window_stats(e.volume_id, e.tenant_id, e.acc)
         record["revision"] = e.revision
@@ -313,10 +441,17 @@ async def _publish_windows(p: Pipeline, emissions: list[Emission], partition: in
             await p.monitoring_topic.send(
                 key=monitoring_key(metrics), partition=partition,
                 value=p.schemas.encode("VolumeMetrics1m", metrics))
-    for b in p.windows_for(partition).take_billing():
-        await p.billing_topic.send(key=b.record_id.encode(),
-                                   value=p.schemas.encode("BillingRecord", b.to_dict()),
-                                   partition=partition)
+    await _publish_marker(p, length_ns, partition, marker_ns)
+
+
+async def _publish_marker(p: Pipeline, length_ns: int, partition: int,
+                          marker_ns: int | None) -> None:
+    """A watermark marker into the stats topic of ``length_ns``, if a stage reads it."""
+    if marker_ns is None or length_ns == LENGTHS_NS[-1]:
+        return
+    await p.stats_topics[length_ns].send(
+        key=WATERMARK_KEY % partition, partition=partition,
+        value=p.schemas.encode("Watermark", {"partition": partition, "watermark_ns": marker_ns}))
 
 
 async def _publish_rejections(

@@ -357,6 +357,9 @@ class _Latest:
     conflict: str | None = None
 
 
+MARKER_KEY_PREFIX = b"~"  # app.py WATERMARK_KEY: no volume id starts with it
+
+
 class WindowLedger:
     """The latest revision per window key of one stats topic, kept encoded: most keys have
     one message, decoded once when compared (decoding is the costly part)."""
@@ -386,6 +389,8 @@ class WindowLedger:
         return entry.revision
 
     def add(self, key: bytes | None, value: bytes | None, where: str = "") -> None:
+        if key is not None and key.startswith(MARKER_KEY_PREFIX):
+            return  # a watermark marker between the windows (schemas/watermark.avsc)
         self.messages += 1
         parsed = _parse_window_key(key)
         if parsed is None:

@@ -69,7 +69,7 @@ from .codec import SchemaSet, default_schemas
 from .config import REPO_ROOT, Settings
 from .events import OPS, STATUSES, IoEvent
 from .ingest import Limits, account_record
-from .partition_windows import PartitionWindows
+from .partition_windows import WindowChain
 from .producer import IoProducer
 from .simulator import FleetConfig, FleetSimulator
 from .topics import TopicSpec, topic_specs
@@ -214,7 +214,7 @@ def batches(events: Iterable[IoEvent], max_events: int, max_age_ms: int,
 
 @dataclass
 class InProcess:
-    """account_record + PartitionWindows.on_events + publishing's encoding, over dicts:
+    """account_record + the window stages (WindowChain) + publishing's encoding, over dicts:
     the worker's per-record work without faust and Kafka (calibration, profiling)."""
 
     partitions: int = 8
@@ -222,7 +222,7 @@ class InProcess:
     schemas: SchemaSet = field(default_factory=default_schemas)
     counters: dict[bytes, bytes] = field(default_factory=dict)
     table: dict[bytes, bytes] = field(default_factory=dict)
-    windows: dict[int, PartitionWindows] = field(default_factory=dict)
+    windows: dict[int, WindowChain] = field(default_factory=dict)
     published: int = 0
 
     def _load(self, volume_id: str) -> VolumeState | None:
@@ -241,7 +241,7 @@ class InProcess:
             self.counters[outcome.volume_id.encode()] = outcome.state.snapshot()
             windows = self.windows.get(partition)
             if windows is None:
-                windows = self.windows[partition] = PartitionWindows(
+                windows = self.windows[partition] = WindowChain(
                     partition, self.table, self.settings)
             b = outcome.batch
             for e in windows.on_events(outcome.volume_id, b["tenant_id"], b["op"], b["status"],
@@ -848,7 +848,9 @@ async def window_latencies(settings: Settings, lo_ns: int, hi_ns: int) -> list[f
                 for m in messages:
                     if m.timestamp_type != 1:
                         raise BenchError("stats.1s records do not carry the append time")
-                    _, w = schemas.decode(m.value)
+                    name, w = schemas.decode(m.value)
+                    if name != "WindowStats":  # a watermark marker (schemas/watermark.avsc)
+                        continue
                     end = w["window_start_ns"] + w["window_length_ns"]
                     if w["revision"] == 0 and w["window_start_ns"] >= lo_ns and end <= hi_ns:
                         out.append((m.timestamp * 1_000_000 - end) / NS_PER_S)

@@ -1,4 +1,4 @@
-"""Reads ranges of the raw topic directly, for the records faust skipped (offsets.py).
+"""Reads ranges of an input topic directly, for the records faust skipped (offsets.py).
 
 A consumer of its own, with no group: it only fetches what it is asked for, and the
 accounting agent processes those records in order, inside its stream, before the
@@ -8,6 +8,7 @@ group's committed offset, or the partition's first offset when nothing is commit
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -21,6 +22,7 @@ class GapReader:
         self.settings = settings
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
+        self._lock = asyncio.Lock()
 
     async def _clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaAdminClient]:
         if self._consumer is None or self._admin is None:
@@ -33,19 +35,29 @@ class GapReader:
             self._consumer, self._admin = consumer, admin
         return self._consumer, self._admin
 
-    async def committed_or_first(self, partition: int) -> int:
+    async def committed_or_first(self, partition: int, topic: str | None = None) -> int:
+        async with self._lock:
+            return await self._committed_or_first(
+                TopicPartition(topic or self.settings.raw_topic, partition))
+
+    async def _committed_or_first(self, tp: TopicPartition) -> int:
         consumer, admin = await self._clients()
-        tp = TopicPartition(self.settings.raw_topic, partition)
         committed = await admin.list_consumer_group_offsets(self.settings.app_id,
                                                             partitions=[tp])
         if tp in committed and committed[tp].offset >= 0:
             return int(committed[tp].offset)
         return int((await consumer.beginning_offsets([tp]))[tp])
 
-    async def read(self, partition: int, start: int, end: int) -> list[Any]:
-        """The records at offsets [start, end) of one raw partition, in order."""
+    async def read(self, partition: int, start: int, end: int, topic: str | None = None
+                   ) -> list[Any]:
+        """The records at offsets [start, end) of one partition (of the raw topic by
+        default), in order; a compacted topic's range may hold fewer."""
+        async with self._lock:  # one consumer, shared by the agents: one range at a time
+            return await self._read(TopicPartition(topic or self.settings.raw_topic, partition),
+                                    start, end)
+
+    async def _read(self, tp: TopicPartition, start: int, end: int) -> list[Any]:
         consumer, _ = await self._clients()
-        tp = TopicPartition(self.settings.raw_topic, partition)
         consumer.assign([tp])
         consumer.seek(tp, start)
         records: list[Any] = []

@@ -1,9 +1,14 @@
-"""All windows of one input partition, kept in a bytes -> bytes mapping (a Faust table).
+"""The window stages of one partition, kept in a bytes -> bytes mapping (a Faust table).
 
-Pure logic: no faust, no aiokafka. The worker keeps one
-:class:`PartitionWindows` per raw-topic partition it owns; every state change
-goes through the mapping, so the table's changelog can rebuild it after a
-crash or a rebalance. Keys carry the partition, so a rebuild finds its own.
+Pure logic: no faust, no aiokafka. The worker keeps, per partition it owns, one
+:class:`PartitionWindows` (the accounting agent's stage: the clock, the 1 s
+windows, billing) and two :class:`RollupWindows` (the rollup agents' stages: 1 m
+windows from the records of ``ioacct.stats.1s``, 1 h from ``ioacct.stats.1m``,
+closed by the watermark markers between them). Every state change goes through
+the mapping, so the table's changelog can rebuild it after a crash or a
+rebalance. Keys carry the partition and the stage, so a rebuild finds its own.
+:class:`WindowChain` runs the three stages in one process, for tests and the
+bench.
 
 A worker killed with -9 lands any prefix of the changelog's messages, so each
 public call that changes the state (a record's events, a Tick, the replay of
@@ -25,6 +30,7 @@ from .billing import BillingBook, BillingEntry, BillingRecord
 from .windowing import (
     Emission,
     PartitionClock,
+    Parts,
     RollupBook,
     WindowBook,
     WindowEntry,
@@ -303,10 +309,12 @@ class EntryStore(_Encoded):
 class PartsStore(_Encoded):
     def encode(self, value: object) -> bytes:
         assert isinstance(value, dict)
-        return table_json([[start, acc.to_list()] for start, acc in value.items()])
+        return table_json([[start, revision, acc.to_list()]
+                           for start, (revision, acc) in value.items()])
 
-    def decode(self, data: bytes) -> dict[int, WindowAcc]:
-        return {start: WindowAcc.from_list(acc) for start, acc in orjson.loads(data)}
+    def decode(self, data: bytes) -> Parts:
+        return {start: (revision, WindowAcc.from_list(acc))
+                for start, revision, acc in orjson.loads(data)}
 
 
 class BillingStore(_Encoded):
@@ -334,21 +342,34 @@ class SeqStore(_Encoded):
         return seqs
 
 
+class _Stage:
+    """What :func:`_unit` needs of a stage: its journaled table, and how to undo a unit's
+    effects outside the table."""
+
+    table: JournaledTable
+
+    def _mark(self) -> int:
+        return 0
+
+    def _abort(self, mark: int) -> None:
+        self.table.discard()
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
+S = TypeVar("S", bound=_Stage)
 
 
-def _unit(method: Callable[Concatenate[PartitionWindows, P], R]
-          ) -> Callable[Concatenate[PartitionWindows, P], R]:
+def _unit(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
     """A public call that changes the state: its writes land all or none."""
 
     @functools.wraps(method)
-    def unit(self: PartitionWindows, *args: P.args, **kwargs: P.kwargs) -> R:
-        queued = len(self.billing_out)
+    def unit(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
+        mark = self._mark()
         try:
             result = method(self, *args, **kwargs)
         except BaseException:
-            self._abort(queued)
+            self._abort(mark)
             raise
         self.table.commit()
         return result
@@ -356,9 +377,29 @@ def _unit(method: Callable[Concatenate[PartitionWindows, P], R]
     return unit
 
 
-class PartitionWindows:
-    """The clock, the 1 s windows, their 1 m and 1 h rollups and the billing hours of one
-    partition. Window records are returned; billing records wait in :meth:`take_billing`.
+class _Announcer:
+    """When to send a watermark marker downstream: each time the watermark enters a new
+    window of ``length_ns`` (the stage below closes windows only at multiples of it), and
+    after a rebuild, whose last marker may not have landed."""
+
+    def __init__(self, length_ns: int) -> None:
+        self.length_ns = length_ns
+        self.announced: int | None = None  # the window index last announced
+
+    def take(self, watermark_ns: int | None) -> int | None:
+        if watermark_ns is None or watermark_ns // self.length_ns == self.announced:
+            return None
+        self.announced = watermark_ns // self.length_ns
+        return watermark_ns
+
+    def forget(self) -> None:
+        self.announced = None
+
+
+class PartitionWindows(_Stage):
+    """The clock, the 1 s windows and the billing hours of one raw partition: the
+    accounting agent's stage. Window records are returned; billing records wait in
+    :meth:`take_billing`, the watermark marker for the 1 m stage in :meth:`take_marker`.
 
     Every public call that changes them (:meth:`on_events`, :meth:`on_tick`,
     :meth:`replay_outputs`) is a unit of the :class:`JournaledTable` in front of the
@@ -375,11 +416,9 @@ class PartitionWindows:
         if self.clock_key in table:
             self.clock.watermark_ns, self.clock.last_input_wall_ns = orjson.loads(
                 table[self.clock_key])
-        self.books = [WindowBook(settings, EntryStore(table, prefix + b"w%d|" % n), n)  # type: ignore[arg-type]
-                      for n in LENGTHS_NS]
-        self.rollups = [RollupBook(book, PartsStore(table, prefix + b"p%d|" % book.window_len_ns))  # type: ignore[arg-type]
-                        for book in self.books[1:]]
-        self.keep_ns = keep_ns  # per length: how long past the horizon to keep (queries)
+        self.books = [WindowBook(settings, EntryStore(table, prefix + b"w%d|" % NS_PER_S),  # type: ignore[arg-type]
+                                 NS_PER_S)]
+        self.keep_ns = keep_ns[0]  # how long past the horizon to keep 1 s windows (queries)
         self.billing = BillingBook(BillingStore(table, prefix + b"b|"))  # type: ignore[arg-type]
         self.billing.rebuild_index()
         # The windows' own replay check: the counters table has one too, but it is another
@@ -390,22 +429,29 @@ class PartitionWindows:
         self.retention_ns = retention_ns  # billing hours are kept while events can reach them
         self.billing_out: list[BillingRecord] = []
         self.last_evict_wall_ns = -EVICT_EVERY_NS
-        for book in self.books:
-            book.rebuild_index()
+        self.marker = _Announcer(NS_PER_S)
+        self.books[0].rebuild_index()
 
-    def _abort(self, queued: int) -> None:
+    def _mark(self) -> int:
+        return len(self.billing_out)
+
+    def _abort(self, mark: int) -> None:
         """A unit failed half-way: forget its writes, and the indexes and billing records
         it made from them."""
         self.table.discard()
-        del self.billing_out[queued:]
-        for book in self.books:
-            book.rebuild_index()
+        del self.billing_out[mark:]
+        self.books[0].rebuild_index()
         self.billing.rebuild_index()
 
     def take_billing(self) -> list[BillingRecord]:
         """Billing records made since the last call: hours closed and adjustments."""
         out, self.billing_out = self.billing_out, []
         return out
+
+    def take_marker(self) -> int | None:
+        """The watermark to tell the 1 m stage, after this call's window records: it closes
+        a minute once the 1 s windows of it are all in (SEMANTICS.md section 4)."""
+        return self.marker.take(self.clock.watermark_ns)
 
     @_unit
     def on_events(
@@ -420,7 +466,7 @@ class PartitionWindows:
         nothing; else it is marked applied, in the same unit."""
         if not indexes:
             return []
-        self._at(offset)
+        self.books[0].offset = self.billing.offset = offset
         seqs: dict[str, int] = {}
         if producer is not None:
             seqs = self.applied.get((volume_id, 0)) or {}  # type: ignore[assignment]
@@ -433,7 +479,7 @@ class PartitionWindows:
             self.clock.watermark_ns,
         )
         self.clock.on_input(max(complete_ns[i] for i in indexes), wall_ns)
-        emitted = self._cascade(revised) + self._close()
+        emitted = revised + self._close()
         if producer is not None:
             seqs[producer[0]] = producer[1]
             self.applied[(volume_id, 0)] = seqs
@@ -441,13 +487,14 @@ class PartitionWindows:
 
     @property
     def needs_ticks(self) -> bool:
-        """Whether wall-clock ticks can still close something here."""
-        return self.billing.has_open_hours or any(book.has_open_windows for book in self.books)
+        """Whether wall-clock ticks can still close something here (the stages above are
+        asked by the worker: their clock is this one's markers)."""
+        return self.billing.has_open_hours or self.books[0].has_open_windows
 
     @_unit
     def on_tick(self, wall_ns: int, offset: int = -1) -> list[Emission]:
         """The wall clock moved: an idle partition's windows may close."""
-        self._at(offset)
+        self.books[0].offset = self.billing.offset = offset
         self.clock.on_wall_clock(wall_ns)
         emitted = self._close()
         if wall_ns - self.last_evict_wall_ns >= EVICT_EVERY_NS:
@@ -457,12 +504,6 @@ class PartitionWindows:
                     del self.billing.store[key]
             self.last_evict_wall_ns = wall_ns
         return emitted
-
-    def _at(self, offset: int) -> None:
-        """What is emitted from here on was made by the raw record at ``offset``."""
-        for book in self.books:
-            book.offset = offset
-        self.billing.offset = offset
 
     @_unit
     def replay_outputs(self, committed: int) -> list[Emission]:
@@ -477,11 +518,10 @@ class PartitionWindows:
         revision wins, so a repeat changes nothing) and each billing record kept since
         (same record_id, same content). Billing records before ``committed`` are dropped
         from the entries. Returns the window emissions; the billing records go to
-        :meth:`take_billing`."""
-        emissions = [Emission(volume_id, entry.tenant_id, entry.acc, entry.revision - 1,
-                              entry.emitted_offset)
-                     for book in self.books for (volume_id, _), entry in book.store.items()
-                     if entry.emitted and entry.emitted_offset >= committed]
+        :meth:`take_billing`, and the watermark (whose marker may be lost too) to
+        :meth:`take_marker`."""
+        self.marker.forget()
+        emissions = _emitted_since(self.books[0], committed)
         for (volume_id, start), entry in list(self.billing.store.items()):
             if not entry.unconfirmed:
                 continue
@@ -495,49 +535,197 @@ class PartitionWindows:
         return emissions
 
     def _close(self) -> list[Emission]:
-        closed = self._cascade(self.books[0].close_for(self.clock.watermark_ns))
+        closed = self.books[0].close_for(self.clock.watermark_ns)
         self.billing_out += self.billing.close_for(self.clock.watermark_ns)
         clock = table_json([self.clock.watermark_ns, self.clock.last_input_wall_ns])
         if self.table.get(self.clock_key) != clock:
             self.table[self.clock_key] = clock
         return closed
 
-    def _cascade(self, emissions: list[Emission], level: int = 0) -> list[Emission]:
-        """Publish these, feeding each into the rollup above it, and so on upwards."""
-        out: list[Emission] = []
-        for emission in emissions:
-            out.append(emission)
-            if level < len(self.rollups):
-                rollup = self.rollups[level]
-                out += self._cascade(rollup.add_part(emission), level + 1)
-        if level < len(self.rollups):
-            out += self._cascade(self.rollups[level].close_for(self.clock.watermark_ns), level + 1)
-        return out
-
     def _evict(self) -> None:
-        """Drop windows past horizon + query retention, and rollup parts past the horizon."""
+        """Drop 1 s windows past horizon + query retention."""
         watermark = self.clock.watermark_ns
         if watermark is None:
             return
-        for book, keep_ns in zip(self.books, self.keep_ns, strict=True):
-            for key in book.evictable(watermark - keep_ns):
-                del book.store[key]
-        for rollup in self.rollups:
-            frozen_before = watermark - rollup.inner.settings.horizon_ns
-            for key in list(rollup.parts):
-                if key[1] + rollup.inner.window_len_ns <= frozen_before:
-                    del rollup.parts[key]
+        book = self.books[0]
+        for key in book.evictable(watermark - self.keep_ns):
+            del book.store[key]
 
     def windows_of(self, volume_id: str, length_ns: int, from_ns: int, to_ns: int
                    ) -> list[WindowEntry]:
-        """The stored windows of one volume starting in [from_ns, to_ns), for queries."""
-        book = self.books[LENGTHS_NS.index(length_ns)]
-        first = -(-from_ns // length_ns) * length_ns  # the first window start >= from_ns
-        if to_ns <= first:
+        """The stored 1 s windows of one volume starting in [from_ns, to_ns), for queries."""
+        if length_ns != NS_PER_S:
+            raise ValueError(f"this stage keeps 1 s windows, not {length_ns} ns")
+        return _windows_of(self.books[0], volume_id, from_ns, to_ns)
+
+
+class RollupWindows(_Stage):
+    """One rollup stage of one partition: the windows of ``window_len_ns`` built from the
+    window records of ``inner_len_ns`` that the stage below published to its topic, in the
+    order of that topic's partition, with the watermark markers between them.
+
+    A rollup agent feeds :meth:`on_window` and :meth:`on_watermark` with each record it
+    reads (``offset``: the record's offset, stamped on what it makes, for
+    :meth:`replay_outputs`); each call is a unit of a :class:`JournaledTable` of its own.
+    A record read again (after a crash, or sent again by the stage below) changes
+    nothing: a part is only taken when its revision is newer (:class:`RollupBook`)."""
+
+    def __init__(self, partition: int, table: Table, settings: WindowSettings,
+                 inner_len_ns: int, window_len_ns: int, keep_ns: int = 0,
+                 journal_chunk_bytes: int = JOURNAL_CHUNK_BYTES) -> None:
+        prefix = b"%d|r%d|" % (partition, window_len_ns // NS_PER_S)
+        self.table = table = JournaledTable(table, prefix + b"journal", journal_chunk_bytes)
+        self.inner_len_ns = inner_len_ns
+        self.settings = settings
+        self.clock_key = prefix + b"clock"
+        self.watermark_ns: int | None = (orjson.loads(table[self.clock_key])
+                                         if self.clock_key in table else None)
+        self.book = WindowBook(settings, EntryStore(table, prefix + b"w|"), window_len_ns)  # type: ignore[arg-type]
+        self.rollup = RollupBook(self.book, PartsStore(table, prefix + b"p|"))  # type: ignore[arg-type]
+        self.keep_ns = keep_ns  # how long past the horizon to keep windows (queries)
+        self.last_evict_ns: int | None = None
+        self.marker = _Announcer(window_len_ns)
+        self.book.rebuild_index()
+
+    @property
+    def window_len_ns(self) -> int:
+        return self.book.window_len_ns
+
+    @property
+    def has_open_windows(self) -> bool:
+        return self.book.has_open_windows
+
+    def _abort(self, mark: int) -> None:
+        self.table.discard()
+        self.book.rebuild_index()
+
+    def take_marker(self) -> int | None:
+        """The watermark to tell the stage above, after this call's window records."""
+        return self.marker.take(self.watermark_ns)
+
+    @_unit
+    def on_window(self, part: Emission, offset: int = -1) -> list[Emission]:
+        """A window record of the stage below (any revision): new revisions of emitted
+        windows it changes."""
+        if part.acc.window_len_ns != self.inner_len_ns:
+            raise ValueError(f"a {part.acc.window_len_ns} ns window is no part of this stage's "
+                             f"{self.window_len_ns} ns windows")
+        self.book.offset = offset
+        return self.rollup.add_part(part)
+
+    @_unit
+    def on_watermark(self, watermark_ns: int, offset: int = -1) -> list[Emission]:
+        """A watermark marker: every window it passes closes (the markers of one partition
+        never move back; an older one, read again, changes nothing)."""
+        if self.watermark_ns is not None and watermark_ns <= self.watermark_ns:
             return []
-        if (to_ns - first) // length_ns <= DIRECT_LOOKUPS_MAX:  # cheaper than a key scan
-            found = (book.store.get((volume_id, start))
-                     for start in range(first, to_ns, length_ns))
-            return [entry for entry in found if entry is not None]
-        keys = sorted(k for k in book.store if k[0] == volume_id and from_ns <= k[1] < to_ns)
-        return [book.store[k] for k in keys]
+        self.book.offset = offset
+        self.watermark_ns = watermark_ns
+        self.table[self.clock_key] = table_json(watermark_ns)
+        closed = self.rollup.close_for(watermark_ns)
+        if self.last_evict_ns is None or watermark_ns - self.last_evict_ns >= EVICT_EVERY_NS:
+            self._evict(watermark_ns)
+            self.last_evict_ns = watermark_ns
+        return closed
+
+    @_unit
+    def replay_outputs(self, committed: int) -> list[Emission]:
+        """After an assignment: the windows emitted while processing input offsets at or
+        past ``committed`` again, as :meth:`PartitionWindows.replay_outputs` does."""
+        self.marker.forget()
+        return _emitted_since(self.book, committed)
+
+    def _evict(self, watermark_ns: int) -> None:
+        """Drop windows past horizon + query retention, and parts past the horizon (their
+        windows can no longer be revised: SEMANTICS.md section 4)."""
+        for key in self.book.evictable(watermark_ns - self.keep_ns):
+            del self.book.store[key]
+        frozen_before = watermark_ns - self.settings.horizon_ns
+        for key in list(self.rollup.parts):
+            if key[1] + self.window_len_ns <= frozen_before:
+                del self.rollup.parts[key]
+
+    def windows_of(self, volume_id: str, from_ns: int, to_ns: int) -> list[WindowEntry]:
+        """The stored windows of one volume starting in [from_ns, to_ns), for queries."""
+        return _windows_of(self.book, volume_id, from_ns, to_ns)
+
+
+def _emitted_since(book: WindowBook, committed: int) -> list[Emission]:
+    """Each window emitted at or past input offset ``committed``, at its last revision."""
+    return [Emission(volume_id, entry.tenant_id, entry.acc, entry.revision - 1,
+                     entry.emitted_offset)
+            for (volume_id, _), entry in book.store.items()
+            if entry.emitted and entry.emitted_offset >= committed]
+
+
+def _windows_of(book: WindowBook, volume_id: str, from_ns: int, to_ns: int
+                ) -> list[WindowEntry]:
+    length_ns = book.window_len_ns
+    first = -(-from_ns // length_ns) * length_ns  # the first window start >= from_ns
+    if to_ns <= first:
+        return []
+    if (to_ns - first) // length_ns <= DIRECT_LOOKUPS_MAX:  # cheaper than a key scan
+        found = (book.store.get((volume_id, start)) for start in range(first, to_ns, length_ns))
+        return [entry for entry in found if entry is not None]
+    keys = sorted(k for k in book.store if k[0] == volume_id and from_ns <= k[1] < to_ns)
+    return [book.store[k] for k in keys]
+
+
+class WindowChain:
+    """The three stages of one partition in one process, as the worker's agents run them
+    over the topics: what one stage publishes (window records, then a watermark marker)
+    is fed in order to the stage above, at the next offsets of an imagined topic.
+
+    For the pure tests, the audit's and the bench's in-process runs: the worker itself
+    connects the stages through ``ioacct.stats.1s`` and ``ioacct.stats.1m`` (app.py)."""
+
+    def __init__(self, partition: int, table: Table, settings: WindowSettings,
+                 keep_ns: Sequence[int] = (0, 0, 0), retention_ns: int | None = None,
+                 journal_chunk_bytes: int = JOURNAL_CHUNK_BYTES) -> None:
+        self.windows = PartitionWindows(partition, table, settings, keep_ns, retention_ns,
+                                        journal_chunk_bytes)
+        self.rollups = [RollupWindows(partition, table, settings, LENGTHS_NS[n],
+                                      LENGTHS_NS[n + 1], keep_ns[n + 1], journal_chunk_bytes)
+                        for n in (0, 1)]
+        self.topic_ends = [0, 0]  # the next offset of each imagined stats topic
+
+    @property
+    def books(self) -> list[WindowBook]:
+        return [self.windows.books[0]] + [r.book for r in self.rollups]
+
+    @property
+    def needs_ticks(self) -> bool:
+        return self.windows.needs_ticks or any(r.has_open_windows for r in self.rollups)
+
+    def take_billing(self) -> list[BillingRecord]:
+        return self.windows.take_billing()
+
+    def on_events(self, *args: Any, **kwargs: Any) -> list[Emission]:
+        return self._up(self.windows.on_events(*args, **kwargs))
+
+    def on_tick(self, wall_ns: int, offset: int = -1) -> list[Emission]:
+        return self._up(self.windows.on_tick(wall_ns, offset))
+
+    def replay_outputs(self, committed: int) -> list[Emission]:
+        return self._up(self.windows.replay_outputs(committed))
+
+    def _up(self, emissions: list[Emission]) -> list[Emission]:
+        out = list(emissions)
+        marker = self.windows.take_marker()
+        for n, stage in enumerate(self.rollups):
+            made: list[Emission] = []
+            for emission in emissions:
+                made += stage.on_window(emission, self.topic_ends[n])
+                self.topic_ends[n] += 1
+            if marker is not None:
+                made += stage.on_watermark(marker, self.topic_ends[n])
+                self.topic_ends[n] += 1
+            out += made
+            emissions, marker = made, stage.take_marker()
+        return out
+
+    def windows_of(self, volume_id: str, length_ns: int, from_ns: int, to_ns: int
+                   ) -> list[WindowEntry]:
+        if length_ns == NS_PER_S:
+            return self.windows.windows_of(volume_id, length_ns, from_ns, to_ns)
+        return self.rollups[LENGTHS_NS.index(length_ns) - 1].windows_of(volume_id, from_ns, to_ns)

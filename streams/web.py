@@ -411,8 +411,7 @@ def stats_response(p: Pipeline, web: View, request: Request, volume_id: str) -> 
     windows = [
         {**window_stats(volume_id, entry.tenant_id, entry.acc),
          "revision": entry.revision - 1 if entry.emitted else None}
-        for entry in p.windows_for(partition).windows_of(
-            volume_id, WINDOWS_NS[window], from_ns, to_ns)
+        for entry in p.windows_of(partition, volume_id, WINDOWS_NS[window], from_ns, to_ns)
     ]
     return web.json({"volume_id": volume_id, "window": window, "from_ns": from_ns,
                      "to_ns": to_ns, "windows": windows})

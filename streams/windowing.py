@@ -5,7 +5,8 @@ Pure logic: no faust, no aiokafka. :class:`PartitionClock` is the watermark;
 (a dict in tests, a Faust table in the worker) and says what to publish:
 windows the watermark closed, and new revisions of windows a late event or a
 long request reached. :class:`RollupBook` builds 1 m windows from 1 s ones and
-1 h windows from 1 m ones, never from raw events.
+1 h windows from 1 m ones, never from raw events (partition_windows.py runs
+each length as a stage of its own, fed by the topic of the length below).
 """
 
 from __future__ import annotations
@@ -165,15 +166,20 @@ class WindowBook:
                 if entry.emitted and key[1] + self.window_len_ns <= frozen_before]
 
 
+Parts = dict[int, tuple[int, WindowAcc]]  # part start -> (its revision, its integers)
+
+
 @dataclass
 class RollupBook:
     """Windows of ``window_len_ns`` built from the latest revision of their shorter parts."""
 
     inner: WindowBook
-    parts: MutableMapping[WindowKey, dict[int, WindowAcc]] = field(default_factory=dict)
+    parts: MutableMapping[WindowKey, Parts] = field(default_factory=dict)
 
     def add_part(self, emission: Emission) -> list[Emission]:
-        """Take a part (any revision: the latest replaces the earlier whole).
+        """Take a part unless a revision of it as new or newer is in already (a record read
+        again after a crash, or sent again: it changes nothing, and emits nothing). A newer
+        revision replaces the earlier whole; an emitted window then gets a new revision.
 
         No horizon check: a part is only revised while it is within the horizon,
         and the window that holds it ends no earlier, so it is revisable too.
@@ -181,10 +187,13 @@ class RollupBook:
         length = self.inner.window_len_ns
         start = window_start_ns(emission.acc.window_start_ns, length)
         parts = self.parts.get((emission.volume_id, start)) or {}
-        parts[emission.acc.window_start_ns] = emission.acc
+        held = parts.get(emission.acc.window_start_ns)
+        if held is not None and held[0] >= emission.revision:
+            return []
+        parts[emission.acc.window_start_ns] = (emission.revision, emission.acc)
         self.parts[(emission.volume_id, start)] = parts
         entry = self.inner._entry(emission.volume_id, emission.tenant_id, start)
-        entry.acc = rollup(list(parts.values()), length)
+        entry.acc = rollup([acc for _, acc in parts.values()], length)
         self.inner.store[(emission.volume_id, start)] = entry
         return [self.inner._revise(emission.volume_id, entry)] if entry.emitted else []
 

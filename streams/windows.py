@@ -192,6 +192,19 @@ def rollup(parts: list[WindowAcc], window_len_ns: int) -> WindowAcc:
     return acc
 
 
+def acc_from_stats(stats: dict[str, Any]) -> WindowAcc:
+    """The integers of a published window (a ``WindowStats`` record, :func:`window_stats`),
+    as a rollup part: everything but the busy intervals, which a rollup does not need
+    (its parts are disjoint windows, so their busy times add)."""
+    ops = [OpAcc(stats[f"{op}_ios"], stats.get(f"{op}_bytes", 0), stats[f"{op}_ios_error"],
+                 stats[f"invalid_{op}_ios"], stats[f"total_{op}_time_ns"],
+                 stats[f"min_{op}_latency_ns"], stats[f"max_{op}_latency_ns"],
+                 list(stats[f"{op}_latency_histogram"]), stats[f"{op}_inflight_time_ns"])
+           for op in OPS]
+    return WindowAcc(stats["window_start_ns"], stats["window_length_ns"], ops, [],
+                     stats["busy_time_ns"])
+
+
 def _op_fields(op: str, acc: OpAcc, window_len_ns: int) -> Iterator[tuple[str, Any]]:
     yield f"{op}_ios", acc.ios
     if op != "flush":

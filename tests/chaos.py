@@ -588,6 +588,8 @@ class ChaosRun:
         conflicts = []
         for message in asyncio.run(read_topic(self.settings, self.settings.stats_topic(length_ns),
                                               idle_s=2.0)):
+            if message.key.startswith(b"~"):  # a watermark marker, not a window
+                continue
             record = SCHEMAS.decode(message.value, expect="WindowStats")[1]
             key = (record["volume_id"], record["window_start_ns"])
             previous = latest.get(key)

@@ -66,6 +66,11 @@ def latest_windows(settings: Settings, length_ns: int) -> dict[tuple[str, int], 
     topic = settings.stats_topic(length_ns)
     latest: dict[tuple[str, int], dict[str, Any]] = {}
     for message in asyncio.run(read_topic(settings, topic, idle_s=1.0)):
+        if message.key.startswith(b"~"):
+            # A watermark marker (schemas/watermark.avsc): a rollup agent reads it.
+            assert schemas.decode(message.value, expect="Watermark")[1]["partition"] == \
+                message.partition
+            continue
         record = schemas.decode(message.value, expect="WindowStats")[1]
         key = (record["volume_id"], record["window_start_ns"])
         assert message.key == b"%s/%d" % (key[0].encode(), key[1])

@@ -30,7 +30,12 @@ from streams.accounting import COUNTER_NAMES, VolumeState, named_counters
 from streams.billing import BillingRecord
 from streams.codec import default_schemas
 from streams.ingest import Limits, account_record
-from streams.partition_windows import JOURNAL_CHUNK_BYTES, LENGTHS_NS, PartitionWindows
+from streams.partition_windows import (
+    JOURNAL_CHUNK_BYTES,
+    LENGTHS_NS,
+    PartitionWindows,
+    RollupWindows,
+)
 from streams.windowing import Emission, WindowSettings
 from streams.windows import NS_PER_S, window_stats
 from tests.oracle import billing_oracle, counters_oracle
@@ -42,25 +47,57 @@ SCHEMAS = default_schemas()
 LIMITS = Limits(10**18, 10**18)  # nothing is too old or too new here: the model is the point
 
 
+Stats1s = Emission | int  # a record of the 1 s topic: a window, or a watermark marker
+
+
 class Outputs:
     """What reached the output topics: the latest revision per window, every billing
-    record by id (a record sent twice is one)."""
+    record by id (a record sent twice is one), and the 1 s topic in order, which the
+    rollup stages read (:meth:`rolled_up`)."""
 
     def __init__(self) -> None:
         self.windows: dict[tuple[int, str, int], tuple[int, dict[str, Any]]] = {}
         self.billing: dict[str, BillingRecord] = {}
+        self.stats_1s: list[Stats1s] = []
 
     def publish(self, windows: PartitionWindows, emissions: list[Emission]) -> None:
-        self.add(emissions, windows.take_billing())
+        marker = windows.take_marker()
+        self.add(emissions + ([] if marker is None else [marker]), windows.take_billing())
 
-    def add(self, emissions: list[Emission], billing: list[BillingRecord]) -> None:
-        for e in emissions:
-            key = (e.acc.window_len_ns, e.volume_id, e.acc.window_start_ns)
-            if key not in self.windows or self.windows[key][0] <= e.revision:
-                self.windows[key] = (e.revision, window_stats(e.volume_id, e.tenant_id, e.acc))
+    def add(self, records: list[Stats1s], billing: list[BillingRecord]) -> None:
+        self.stats_1s += records
+        for e in records:
+            if isinstance(e, Emission):
+                self._window(e)
         for record in billing:
             assert self.billing.get(record.record_id, record) == record, "same id, other data"
             self.billing[record.record_id] = record
+
+    def _window(self, e: Emission) -> None:
+        key = (e.acc.window_len_ns, e.volume_id, e.acc.window_start_ns)
+        if key not in self.windows or self.windows[key][0] <= e.revision:
+            self.windows[key] = (e.revision, window_stats(e.volume_id, e.tenant_id, e.acc))
+
+    def rolled_up(self) -> None:
+        """The 1 m and 1 h stages over the 1 s topic as it landed (their own crashes:
+        tests/unit/test_rollup_crash.py)."""
+        table: dict[bytes, bytes] = {}
+        stages = [RollupWindows(0, table, WindowSettings(), LENGTHS_NS[n], LENGTHS_NS[n + 1])
+                  for n in (0, 1)]
+        records = self.stats_1s
+        for stage in stages:
+            made: list[Stats1s] = []
+            for offset, record in enumerate(records):
+                if isinstance(record, Emission):
+                    made += stage.on_window(record, offset)
+                else:
+                    made += stage.on_watermark(record, offset)
+                marker = stage.take_marker()
+                made += [] if marker is None else [marker]
+            for e in made:
+                if isinstance(e, Emission):
+                    self._window(e)
+            records = made
 
 
 def _process(payload: bytes, counters: dict[bytes, bytes],
@@ -133,6 +170,7 @@ def _run_and_crash(items: list[Item], crashed: int, kept: tuple[int, int, int]
 
 def _assert_outputs_equal_the_oracles(out: Outputs, events: list[dict[str, Any]]) -> None:
     """The latest revision of every window of every length, and the ledger by hour."""
+    out.rolled_up()
     for length in LENGTHS_NS:
         got = {(v, s): stats for (n_, v, s), (_, stats) in out.windows.items() if n_ == length}
         assert got == windows_oracle(events, length), f"windows of {length} ns"
@@ -258,27 +296,25 @@ def restored(state: dict[bytes, bytes], messages: list[tuple[bytes, bytes | None
 
 
 class Published:
-    """Every output partition's records, in the order the worker sends them: the window
-    records of each length (each its own topic) and the billing records."""
+    """Every output partition's records, in the order the worker sends them: the 1 s topic's
+    (window records and watermark markers) and the billing records."""
 
     def __init__(self) -> None:
-        self.windows: dict[int, list[Emission]] = {n: [] for n in LENGTHS_NS}
+        self.stats_1s: list[Stats1s] = []
         self.billing: list[BillingRecord] = []
 
     def publish(self, windows: PartitionWindows, emissions: list[Emission]) -> None:
-        for e in emissions:
-            self.windows[e.acc.window_len_ns].append(e)
+        marker = windows.take_marker()
+        self.stats_1s += emissions + ([] if marker is None else [marker])
         self.billing += windows.take_billing()
 
     def lengths(self) -> list[int]:
-        return [len(self.windows[n]) for n in LENGTHS_NS] + [len(self.billing)]
+        return [len(self.stats_1s), len(self.billing)]
 
     def landed(self, kept: list[int]) -> Outputs:
         """What reached the topics when each partition kept its first ``kept`` records."""
         out = Outputs()
-        for n, count in zip(LENGTHS_NS, kept, strict=False):
-            out.add(self.windows[n][:count], [])
-        out.add([], self.billing[:kept[-1]])
+        out.add(self.stats_1s[:kept[0]], self.billing[:kept[1]])
         return out
 
 

@@ -175,14 +175,17 @@ def test_a_failed_call_of_partition_windows_writes_nothing() -> None:
     events(windows, t)
     before = dict(table)
 
-    def broken(*_: object) -> None:
+    close_for = windows.billing.close_for
+
+    def broken(watermark_ns: int | None) -> list:
+        close_for(watermark_ns)  # the billing hour closes, then the call fails
         raise RuntimeError("half-way")
 
-    add_part, windows.rollups[0].add_part = windows.rollups[0].add_part, broken  # type: ignore[method-assign]
+    windows.billing.close_for = broken  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
-        events(windows, t + 10 * NS_PER_S)  # closes 1 s windows: they roll up
+        events(windows, t + 10 * NS_PER_S)  # 1 s windows close (written) before the failure
     assert table == before and windows.take_billing() == []
-    windows.rollups[0].add_part = add_part  # type: ignore[method-assign]
+    windows.billing.close_for = close_for  # type: ignore[method-assign]
     again = events(windows, t + 10 * NS_PER_S)
     fresh_table = dict(before)
     assert again == events(PartitionWindows(0, fresh_table, WindowSettings()), t + 10 * NS_PER_S)

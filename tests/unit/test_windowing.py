@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.events import OP_CODE, STATUS_CODE
-from streams.partition_windows import PartitionWindows
+from streams.partition_windows import WindowChain
 from streams.windowing import Emission, WindowBook, WindowSettings
 from streams.windows import NS_PER_S, WindowAcc, window_stats
 from tests.window_oracle import windows_oracle
@@ -31,7 +31,7 @@ class Pipeline:
 
     def __init__(self, window_settings: WindowSettings | None = None) -> None:
         self.table: dict[bytes, bytes] = {}
-        self.windows = PartitionWindows(0, self.table, window_settings or WindowSettings())
+        self.windows = WindowChain(0, self.table, window_settings or WindowSettings())
         self.latest: dict[tuple[int, str, int], Emission] = {}
         self.emissions: list[Emission] = []
 
@@ -65,7 +65,7 @@ class Pipeline:
 
     def recover(self) -> None:
         """A new owner of the partition: rebuild everything from the table alone."""
-        self.windows = PartitionWindows(0, self.table, self.windows.books[0].settings)
+        self.windows = WindowChain(0, self.table, self.windows.books[0].settings)
 
     def finish(self) -> None:
         """Let the wall clock run far ahead: every window closes."""
