@@ -17,7 +17,7 @@ of ``avg_{op}_queue_depth``), because the exact rollup of section 3 needs it. Th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from tests.oracle import add_to_counters, empty_counters
 
@@ -237,3 +237,27 @@ def rollup_oracle(windows: dict[tuple[str, int], dict],
     for row in result.values():
         derive(row)
     return result
+
+
+def latest_close_offset(records: Sequence[tuple[int, int, bool]], created: int, end_ns: int,
+                        grace_ns: int, idle_ns: int) -> int | None:
+    """The raw offset by which section 4 has a window closed, counted in stream time.
+
+    ``records`` is one input partition as (offset, wall_ns, is_data), in offset order, with
+    the records' own wall clock (their broker timestamps); ``created`` is the offset of the
+    first record holding an event of the window, which ends at ``end_ns``. The answer is the
+    first record at or after ``created`` whose wall time is grace + idle timeout past the
+    later of the window's end and the partition's latest data record so far (the largest
+    wall time of a data record up to it: a clock that steps back moves no deadline earlier),
+    or None when no record reaches it (then whichever record closed the window did so in
+    time). A data record is never one (it is its own latest data record): only the wall
+    clock's records (Ticks) close idle partitions.
+    """
+    last_data_ns: int | None = None
+    for offset, wall_ns, is_data in records:
+        if is_data:
+            last_data_ns = wall_ns if last_data_ns is None else max(last_data_ns, wall_ns)
+        later_ns = end_ns if last_data_ns is None else max(end_ns, last_data_ns)
+        if offset >= created and wall_ns >= later_ns + grace_ns + idle_ns:
+            return offset
+    return None

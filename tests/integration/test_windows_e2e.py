@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,17 @@ import orjson
 import pytest
 
 from streams.app import TICK_KEY
-from streams.codec import default_schemas
+from streams.codec import HEADER_LEN, default_schemas
 from streams.config import Settings
+from streams.events import STATUSES
 from streams.monitoring import monitoring_key, monitoring_record
 from streams.windows import NS_PER_S
-from tests.window_oracle import windows_oracle
+from tests.window_oracle import (
+    latest_close_offset,
+    window_start,
+    windows_oracle,
+    windows_overlapped,
+)
 
 from .harness import (
     WorkerProcess,
@@ -33,6 +40,8 @@ pytestmark = pytest.mark.integration
 
 N_EVENTS = 30_000
 LENGTHS_NS = (NS_PER_S, 60 * NS_PER_S, 3600 * NS_PER_S)
+SOURCE_OFFSET_HEADER = "ioacct-source-offset"  # the raw offset that made a window record
+LOG_APPEND_TIME = 1  # aiokafka's timestamp_type of a broker-stamped record
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +185,122 @@ def test_monitoring_topic_follows_the_1m_windows(
         return got == expected
 
     wait_until(converged, 90, "the monitoring records", [worker])
+
+
+def first_emissions(settings: Settings) -> dict[tuple[str, int], tuple[int, int]]:
+    """Per 1 s window: (partition, raw offset its revision-0 record names), the first copy."""
+    schemas = default_schemas()
+    first: dict[tuple[str, int], tuple[int, int]] = {}
+    for message in asyncio.run(read_topic(settings, settings.stats_topic(NS_PER_S), idle_s=1.0)):
+        if (message.key or b"").startswith(b"~"):  # watermark markers: not windows
+            continue
+        record = schemas.decode(message.value, expect="WindowStats")[1]
+        if record["revision"] == 0:
+            source = int(dict(message.headers)[SOURCE_OFFSET_HEADER])
+            first.setdefault((record["volume_id"], record["window_start_ns"]),
+                             (message.partition, source))
+    return first
+
+
+def raw_partitions(settings: Settings) -> tuple[
+        dict[int, list[tuple[int, int, bool]]], dict[tuple[str, int], tuple[int, int]],
+        dict[int, int]]:
+    """The raw topic as the worker's windows see it: per partition (offset, broker time in ns,
+    data or Tick) in offset order; per 1 s window, (partition, offset) of the first record with
+    one of its events (as the oracle puts events in windows); per partition, the offset of its
+    last data record that was not a redelivery (where the simulator stopped)."""
+    schemas = default_schemas()
+    tick = schemas.headers["Tick"]
+    records: dict[int, list[tuple[int, int, bool]]] = defaultdict(list)
+    created: dict[tuple[str, int], tuple[int, int]] = {}
+    last_fresh: dict[int, int] = {}
+    seen: set[tuple[str, str, int]] = set()
+    messages = asyncio.run(read_topic(settings, settings.raw_topic))
+    for m in sorted(messages, key=lambda m: (m.partition, m.offset)):
+        assert m.timestamp_type == LOG_APPEND_TIME, "the worker's wall clock is the broker's"
+        is_data = m.value[:HEADER_LEN] != tick
+        records[m.partition].append((m.offset, m.timestamp * 1_000_000, is_data))
+        if not is_data:
+            continue
+        batch = schemas.decode(m.value, expect="IoBatch")[1]
+        if (batch["producer_id"], batch["volume_id"], batch["seq"]) in seen:
+            continue  # redelivered (test_delivering_every_record_again_changes_no_window)
+        seen.add((batch["producer_id"], batch["volume_id"], batch["seq"]))
+        last_fresh[m.partition] = m.offset
+        for status, submit, complete in zip(batch["status"], batch["submit_ns"],
+                                            batch["complete_ns"], strict=True):
+            starts = [window_start(complete, NS_PER_S)]
+            if STATUSES[status] != "invalid":  # as the oracle: invalid ones have no interval
+                starts += windows_overlapped(submit, complete, NS_PER_S)
+            for start in starts:
+                created.setdefault((batch["volume_id"], start), (m.partition, m.offset))
+    return records, created, last_fresh
+
+
+def test_no_window_stays_open_past_grace_and_idle_timeout(
+    settings: Settings, worker: WorkerProcess, sent_events: list[dict[str, Any]],
+) -> None:
+    """SEMANTICS.md section 4, counted in records instead of seconds (issue 3): the raw record
+    that closed each 1 s window (its revision-0 record names it) comes no later than the first
+    record whose broker time is grace + idle timeout past both the window's end and its
+    partition's latest data record. The worker's wall clock is those broker times, so a busy
+    machine delays both sides alike, and a window closed late fails wherever it ran."""
+    expected = windows_oracle(sent_events, NS_PER_S)
+    emitted: dict[tuple[str, int], tuple[int, int]] = {}
+
+    def all_emitted() -> bool:
+        emitted.clear()
+        emitted.update(first_emissions(settings))
+        return set(expected) <= set(emitted)
+
+    wait_until(all_emitted, 90, "revision 0 of every 1 s window", [worker])
+    assert set(emitted) == set(expected)
+    # Read after the windows: every record that closed one is in it.
+    records, created, last_fresh = raw_partitions(settings)
+    grace_ns, idle_ns = int(settings.grace_s * 1e9), int(settings.idle_timeout_s * 1e9)
+    at: dict[int, dict[int, tuple[int, bool, int | None]]] = {}  # offset: wall, data?, A(o)
+    for partition, part in records.items():
+        last_data_ns: int | None = None
+        at[partition] = {}
+        for offset, wall_ns, is_data in part:
+            if is_data:
+                last_data_ns = wall_ns if last_data_ns is None else max(last_data_ns, wall_ns)
+            at[partition][offset] = (wall_ns, is_data, last_data_ns)
+    late: list[tuple[tuple[str, int], int, int, int]] = []
+    no_deadline = by_tick = by_tick_after_sim = 0
+    open_max_ns = past_later_max_ns = 0
+    for key in sorted(expected):
+        partition, emit = emitted[key]
+        assert created[key][0] == partition, f"{key}: emitted in another partition"
+        create, end = created[key][1], key[1] + NS_PER_S
+        assert emit in at[partition], f"{key}: closed by {emit}, not in the raw topic"
+        assert create <= emit, f"{key}: closed by {emit}, before its first event at {create}"
+        bound = latest_close_offset(records[partition], create, end, grace_ns, idle_ns)
+        if bound is None:
+            # No record reached the deadline, the closing one included: closed in time. (The
+            # worker stops ticking once nothing is open; a window still open would keep the
+            # Ticks coming, and one of them would pass the deadline.)
+            no_deadline += 1
+        elif emit > bound:
+            late.append((key, create, bound, emit))
+        wall_ns, is_data, last_data_ns = at[partition][emit]
+        open_max_ns = max(open_max_ns, wall_ns - end)
+        if not is_data:  # closed by a Tick: the idle rule
+            by_tick += 1
+            by_tick_after_sim += emit > last_fresh[partition]
+            assert last_data_ns is not None
+            past_later_max_ns = max(past_later_max_ns, wall_ns - max(end, last_data_ns))
+    print(f"\n{len(expected)} 1 s windows in {len(records)} partitions, "
+          f"{sum(map(len, records.values()))} raw records; "
+          f"{len(expected) - no_deadline} with a record past their deadline, "
+          f"{no_deadline} closed before any record reached it; "
+          f"{len(expected) - by_tick} closed by events, {by_tick} by the idle rule "
+          f"({by_tick_after_sim} after the simulator's last record); longest open "
+          f"(broker time of the closing record - window end): {open_max_ns / 1e9:.3f} s; "
+          f"idle-rule closes at most {past_later_max_ns / 1e9:.3f} s of broker time past the "
+          f"later of end and last data (grace + idle timeout: {(grace_ns + idle_ns) / 1e9:.3f} s)")
+    assert not late, (f"{len(late)} window(s) closed past grace + idle timeout, as "
+                      f"(window, first event offset, deadline offset, closed at): {late[:5]}")
+    assert len(expected) >= 100, "too few windows to say anything"
+    # Where closing late can happen: windows open while their partition is quiet.
+    assert by_tick_after_sim > 0, "no window closed by the idle rule: the deadline was not near"
