@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import faust
 
@@ -11,11 +12,22 @@ from .config import Settings
 from .topics import ensure_topics
 
 
+class Worker(faust.Worker):
+    """faust's worker without its terminal spinner. At a log level of WARNING or above
+    faust hangs a spinner handler on the root logger and sets the root logger to DEBUG, so
+    every debug call in faust and aiokafka (several per message sent) built a log record:
+    about 7 % of the bench's worker (docs/performance.md)."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+        super().on_setup_root_logger(logger, level)
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
     """Create missing topics, then run the worker until SIGINT/SIGTERM."""
     asyncio.run(ensure_topics(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its loop
     pipeline = build_app(settings)
-    worker = faust.Worker(pipeline.app, loglevel=loglevel, quiet=True)
+    worker = Worker(pipeline.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
     return 0
