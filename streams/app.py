@@ -330,7 +330,7 @@ async def _dead_letter_control(p: Pipeline, message: Any, value: bytes | None,
                                reason: str) -> None:
     """A record of a stats topic that no rollup can take: to the dead-letter topic."""
     now_ns = time.time_ns()
-    rejection = Rejection(reason, 0, payload=value)
+    rejection = Rejection(reason, 0, payload=value or b"")  # a null record: empty, as raw ones
     await p.dlq_topic.send(key=None, value=p.schemas.encode("DeadLetter", dead_letter_record(
         rejection, message.topic, message.partition, message.offset, now_ns)))
     _log_rejection(p.stats, 0, message, reason)

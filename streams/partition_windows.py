@@ -29,15 +29,15 @@ from .accounting import table_json
 from .billing import BillingBook, BillingEntry, BillingRecord
 from .windowing import (
     Emission,
+    Part,
     PartitionClock,
-    Parts,
     RollupBook,
     WindowBook,
     WindowEntry,
     WindowKey,
     WindowSettings,
 )
-from .windows import NS_PER_S, WindowAcc
+from .windows import NS_PER_S, WindowAcc, window_start_ns
 
 Table = MutableMapping[bytes, bytes]
 LENGTHS_NS = (NS_PER_S, 60 * NS_PER_S, 3600 * NS_PER_S)
@@ -307,14 +307,16 @@ class EntryStore(_Encoded):
 
 
 class PartsStore(_Encoded):
-    def encode(self, value: object) -> bytes:
-        assert isinstance(value, dict)
-        return table_json([[start, revision, acc.to_list()]
-                           for start, (revision, acc) in value.items()])
+    """A rollup's parts: (volume_id, part start) -> (revision, integers)."""
 
-    def decode(self, data: bytes) -> Parts:
-        return {start: (revision, WindowAcc.from_list(acc))
-                for start, revision, acc in orjson.loads(data)}
+    def encode(self, value: object) -> bytes:
+        assert isinstance(value, tuple)
+        revision, acc = value
+        return table_json([revision, acc.to_list()])
+
+    def decode(self, data: bytes) -> Part:
+        revision, acc = orjson.loads(data)
+        return revision, WindowAcc.from_list(acc)
 
 
 class BillingStore(_Encoded):
@@ -606,12 +608,14 @@ class RollupWindows(_Stage):
     @_unit
     def on_window(self, part: Emission, offset: int = -1) -> list[Emission]:
         """A window record of the stage below (any revision): new revisions of emitted
-        windows it changes."""
+        windows it changes, and the window it makes if the watermark has passed its end
+        already (a late part in a window that had none: closed at once, as the 1 s stage
+        does with a late event's window)."""
         if part.acc.window_len_ns != self.inner_len_ns:
             raise ValueError(f"a {part.acc.window_len_ns} ns window is no part of this stage's "
                              f"{self.window_len_ns} ns windows")
         self.book.offset = offset
-        return self.rollup.add_part(part)
+        return self.rollup.add_part(part) + self.rollup.close_for(self.watermark_ns)
 
     @_unit
     def on_watermark(self, watermark_ns: int, offset: int = -1) -> list[Emission]:
@@ -641,8 +645,9 @@ class RollupWindows(_Stage):
         for key in self.book.evictable(watermark_ns - self.keep_ns):
             del self.book.store[key]
         frozen_before = watermark_ns - self.settings.horizon_ns
+        length = self.window_len_ns
         for key in list(self.rollup.parts):
-            if key[1] + self.window_len_ns <= frozen_before:
+            if window_start_ns(key[1], length) + length <= frozen_before:
                 del self.rollup.parts[key]
 
     def windows_of(self, volume_id: str, from_ns: int, to_ns: int) -> list[WindowEntry]:

@@ -166,7 +166,7 @@ class WindowBook:
                 if entry.emitted and key[1] + self.window_len_ns <= frozen_before]
 
 
-Parts = dict[int, tuple[int, WindowAcc]]  # part start -> (its revision, its integers)
+Part = tuple[int, WindowAcc]  # a part's revision and integers, by (volume_id, part start)
 
 
 @dataclass
@@ -174,26 +174,35 @@ class RollupBook:
     """Windows of ``window_len_ns`` built from the latest revision of their shorter parts."""
 
     inner: WindowBook
-    parts: MutableMapping[WindowKey, Parts] = field(default_factory=dict)
+    parts: MutableMapping[WindowKey, Part] = field(default_factory=dict)
 
     def add_part(self, emission: Emission) -> list[Emission]:
         """Take a part unless a revision of it as new or newer is in already (a record read
         again after a crash, or sent again: it changes nothing, and emits nothing). A newer
         revision replaces the earlier whole; an emitted window then gets a new revision.
 
+        Each part is kept on its own (one small write per part, not the window's sixty
+        rewritten each time); a new part is merged into the window, a revised one makes
+        the window again from all its parts (a minimum cannot be taken back).
+
         No horizon check: a part is only revised while it is within the horizon,
         and the window that holds it ends no earlier, so it is revisable too.
         """
         length = self.inner.window_len_ns
-        start = window_start_ns(emission.acc.window_start_ns, length)
-        parts = self.parts.get((emission.volume_id, start)) or {}
-        held = parts.get(emission.acc.window_start_ns)
+        part = emission.acc
+        start = window_start_ns(part.window_start_ns, length)
+        key = (emission.volume_id, part.window_start_ns)
+        held = self.parts.get(key)
         if held is not None and held[0] >= emission.revision:
             return []
-        parts[emission.acc.window_start_ns] = (emission.revision, emission.acc)
-        self.parts[(emission.volume_id, start)] = parts
+        self.parts[key] = (emission.revision, part)
         entry = self.inner._entry(emission.volume_id, emission.tenant_id, start)
-        entry.acc = rollup([acc for _, acc in parts.values()], length)
+        if held is None:
+            entry.acc.merge(part)
+        else:
+            found = (self.parts.get((emission.volume_id, s))
+                     for s in range(start, start + length, part.window_len_ns))
+            entry.acc = rollup([p[1] for p in found if p is not None], length)
         self.inner.store[(emission.volume_id, start)] = entry
         return [self.inner._revise(emission.volume_id, entry)] if entry.emitted else []
 

@@ -147,6 +147,72 @@ def test_a_live_pipe_is_sent_while_it_stays_open(
                60, "the last line counted", [worker])
 
 
+def test_records_no_rollup_can_take_reach_the_dlq_and_the_rollup_goes_on(
+    pipeline_settings: Settings, worker: WorkerProcess,
+) -> None:
+    """ioacct.stats.1s is the rollup-1m agent's input: what is neither a 1 s window nor its
+    partition's watermark marker goes to the dead-letter topic with the reason, and a good
+    window sent after them is still rolled up (a late part: its minute is made at once)."""
+    from streams.windows import NS_PER_S, WindowAcc, window_stats
+
+    settings = pipeline_settings
+    minute = (1_700_000_000 // 60) * 60 * NS_PER_S
+    acc = WindowAcc(minute + 7 * NS_PER_S, NS_PER_S)
+    acc.add_completion(0, 0, 4096, 250_000)
+    acc.add_inflight(0, minute + 7 * NS_PER_S, minute + 7 * NS_PER_S + 250_000)
+    good = {**window_stats("vol-rollup-dlq", "tenant-r", acc), "revision": 0}
+    wrong_length = {**good, "window_length_ns": 60 * NS_PER_S}
+    bad = [
+        (b"not avro", "undecodable stats record"),
+        (None, "undecodable stats record"),
+        (SCHEMAS.encode("WindowStats", wrong_length), "does not belong in"),
+        (SCHEMAS.encode("Watermark", {"partition": 1, "watermark_ns": minute}),
+         "does not belong in"),
+    ]
+    marker = SCHEMAS.encode("Watermark", {"partition": 0, "watermark_ns": minute + 60 * NS_PER_S})
+    topic = settings.stats_topic(NS_PER_S)
+
+    async def send() -> list[int]:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+        await producer.start()
+        try:
+            offsets = [(await producer.send_and_wait(topic, value=value, key=b"vol-rollup-dlq/1",
+                                                     partition=0)).offset for value, _ in bad]
+            await producer.send_and_wait(topic, value=marker, key=b"~watermark/0", partition=0)
+            await producer.send_and_wait(topic, value=SCHEMAS.encode("WindowStats", good),
+                                         key=b"vol-rollup-dlq/%d" % acc.window_start_ns,
+                                         partition=0)
+            return offsets
+        finally:
+            await producer.stop()
+
+    offsets = asyncio.run(send())
+
+    def rolled_up() -> list[dict[str, Any]]:
+        return [SCHEMAS.decode(m.value, expect="WindowStats")[1]
+                for m in asyncio.run(read_topic(settings, settings.stats_topic(60 * NS_PER_S),
+                                                idle_s=1.0))
+                if m.key == b"vol-rollup-dlq/%d" % minute]
+
+    wait_until(lambda: bool(rolled_up()), 60, "the rollup of the good window", [worker])
+    got = rolled_up()[-1]  # one 250 us read, in a minute of its own: by hand
+    assert (got["window_start_ns"], got["window_length_ns"], got["revision"]) == (
+        minute, 60 * NS_PER_S, 0)
+    assert (got["read_ios"], got["read_bytes"], got["total_read_time_ns"],
+            got["min_read_latency_ns"], got["max_read_latency_ns"], got["read_inflight_time_ns"],
+            got["busy_time_ns"], got["write_ios"]) == (1, 4096, 250_000, 250_000, 250_000,
+                                                      250_000, 250_000, 0)
+    assert got["avg_read_queue_depth"] == 250_000 / (60 * NS_PER_S)
+    dead = {d["source_offset"]: d for d in (
+        SCHEMAS.decode(m.value, expect="DeadLetter")[1]
+        for m in asyncio.run(read_topic(settings, settings.dlq_topic)))
+        if d["source_topic"] == topic}
+    for offset, (value, reason) in zip(offsets, bad, strict=True):
+        assert reason in dead[offset]["reason"], dead[offset]
+        assert dead[offset]["payload"] == (value or b"")
+    assert worker.alive()
+
+
 def test_tail_decodes_the_dead_letter_topic(
     pipeline_settings: Settings, worker: WorkerProcess,
 ) -> None:

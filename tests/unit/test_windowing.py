@@ -282,3 +282,44 @@ def test_windows_of_looks_up_or_scans_alike(direct_max: int,
                 assert got == want
                 found += len(got)
     assert found > 100, "the ranges must hold windows, or this checks nothing"
+
+
+def _one_second(volume: str, start: int, latency_ns: int, revision: int = 0) -> Emission:
+    acc = WindowAcc(start, NS_PER_S)
+    acc.add_completion(OP_CODE["read"], STATUS_CODE["ok"], 4096, latency_ns)
+    acc.add_inflight(OP_CODE["read"], start, start + latency_ns)
+    return Emission(volume, "tenant-0", acc, revision)
+
+
+def test_a_rollup_stage_closes_a_late_window_at_once_and_takes_a_part_once() -> None:
+    """A part for a minute the watermark has passed makes that minute's window at once
+    (the stage below did the same with the late event's 1 s window); the same part read
+    again, or an older revision of it, changes nothing; a newer revision revises."""
+    from streams.partition_windows import RollupWindows
+
+    minute = T0 - T0 % MINUTE
+    stage = RollupWindows(0, {}, WindowSettings(), NS_PER_S, MINUTE)
+    assert stage.on_watermark(minute + 10 * MINUTE) == []
+    first = _one_second("vol-0", minute + 5 * NS_PER_S, 1_000_000)
+    made = stage.on_window(first, offset=7)
+    assert [(e.acc.window_start_ns, e.revision, e.offset) for e in made] == [(minute, 0, 7)]
+    assert made[0].acc.ops[OP_CODE["read"]].ios == 1
+    assert stage.on_window(first, offset=8) == []  # read again
+    revised = _one_second("vol-0", minute + 5 * NS_PER_S, 3_000_000, revision=1)
+    again = stage.on_window(revised, offset=9)
+    assert [(e.revision, e.acc.ops[OP_CODE["read"]].max_ns) for e in again] == [(1, 3_000_000)]
+    assert stage.on_window(first, offset=10) == []  # an older revision, late: nothing
+    assert stage.on_watermark(minute) == []  # a marker from the past: nothing
+
+
+@given(events=events_strategy)
+def test_a_published_window_reads_back_as_its_integers(events: list[dict[str, Any]]) -> None:
+    """What a rollup agent reads from a stats topic (acc_from_stats of window_stats) is the
+    window's integers, all but the busy intervals a rollup does not need."""
+    from streams.windows import acc_from_stats
+
+    pipeline = run(arrive(events, 0, 0))
+    for emission in pipeline.emissions:
+        record = window_stats(emission.volume_id, emission.tenant_id, emission.acc)
+        back = acc_from_stats(record)
+        assert back.to_list() == [*emission.acc.to_list()[:3], [], emission.acc.busy_ns]
