@@ -302,7 +302,8 @@ def _register_rollup(p: Pipeline, inner_ns: int, length_ns: int) -> None:
         stage = p.rollups_for(length_ns, partition)
         if partition in guard.replay_from:
             again = stage.replay_outputs(guard.replay_from.pop(partition))
-            await _publish_stage(p, length_ns, again, partition, stage.take_marker())
+            await _publish_stage(p, length_ns, again, partition, stage.take_marker(),
+                                 message.offset)
         try:
             name, record = p.schemas.decode(value or b"")
         except CodecError as exc:
@@ -321,7 +322,7 @@ def _register_rollup(p: Pipeline, inner_ns: int, length_ns: int) -> None:
                 f"partition {record.get('partition')}) does not belong in {message.topic}"
                 f"[{partition}]")
             return
-        await _publish_stage(p, length_ns, made, partition, stage.take_marker())
+        await _publish_stage(p, length_ns, made, partition, stage.take_marker(), message.offset)
 
     _agent_over(p, p.stats_topics[inner_ns], f"rollup-{LENGTH_NAMES[length_ns]}", handle)
 
@@ -346,7 +347,7 @@ async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: 
         again = p.windows_for(message.partition).replay_outputs(committed)
         log.info("%s[%d]: sending again %d window record(s) made at or past the committed "
                  "offset %d", message.topic, message.partition, len(again), committed)
-        await _publish_windows(p, again, message.partition)
+        await _publish_windows(p, again, message.partition, message.offset)
     if value is None:  # a null record (a tombstone) in the raw topic: dead-letter, not crash
         value = b""
     # The windows' wall clock is the record's Kafka timestamp (the broker's append time:
@@ -356,7 +357,7 @@ async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: 
     if value[:HEADER_LEN] == tick_header:
         await _publish_windows(
             p, p.windows_for(message.partition).on_tick(wall_ns, message.offset),
-            message.partition)
+            message.partition, message.offset)
         return
     outcome = account_record(value, p.load_state, p.schemas, now_ns, p.limits)
     if outcome.state is not None and outcome.volume_id is not None:
@@ -369,7 +370,7 @@ async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: 
             batch["bytes"], batch["submit_ns"], batch["complete_ns"], outcome.good, wall_ns,
             (batch["producer_id"], batch["seq"]), message.offset,
         )
-        await _publish_windows(p, emissions, message.partition)
+        await _publish_windows(p, emissions, message.partition, message.offset)
     _count(p.stats, outcome)
 
 
@@ -413,22 +414,23 @@ def _register_ticks(p: Pipeline) -> None:
                 await p.raw_topic.send(key=TICK_KEY, value=value, partition=tp.partition)
 
 
-async def _publish_windows(p: Pipeline, emissions: list[Emission], partition: int) -> None:
+async def _publish_windows(p: Pipeline, emissions: list[Emission], partition: int,
+                           offset: int) -> None:
     """The accounting stage's window records, then the billing records the same input
     made, then the watermark marker, if any, for the 1 m rollup."""
     windows = p.windows_for(partition)
-    await _publish_stage(p, LENGTHS_NS[0], emissions, partition, None)
+    await _publish_stage(p, LENGTHS_NS[0], emissions, partition, None, offset)
     for b in windows.take_billing():
         await p.billing_topic.send(key=b.record_id.encode(),
                                    value=p.schemas.encode("BillingRecord", b.to_dict()),
                                    partition=partition)
-    await _publish_marker(p, LENGTHS_NS[0], partition, windows.take_marker())
+    await _publish_marker(p, LENGTHS_NS[0], partition, windows.take_marker(), offset)
 
 
 async def _publish_stage(p: Pipeline, length_ns: int, emissions: list[Emission],
-                         partition: int, marker_ns: int | None) -> None:
+                         partition: int, marker_ns: int | None, offset: int) -> None:
     """A stage's window records of ``length_ns`` (1 m ones also as monitoring records),
-    then its marker, if any."""
+    then its marker, if any (``offset``: the input record whose processing made it)."""
     for e in emissions:
         record = window_stats(e.volume_id, e.tenant_id, e.acc)
         record["revision"] = e.revision
@@ -441,17 +443,18 @@ async def _publish_stage(p: Pipeline, length_ns: int, emissions: list[Emission],
             await p.monitoring_topic.send(
                 key=monitoring_key(metrics), partition=partition,
                 value=p.schemas.encode("VolumeMetrics1m", metrics))
-    await _publish_marker(p, length_ns, partition, marker_ns)
+    await _publish_marker(p, length_ns, partition, marker_ns, offset)
 
 
 async def _publish_marker(p: Pipeline, length_ns: int, partition: int,
-                          marker_ns: int | None) -> None:
+                          marker_ns: int | None, offset: int) -> None:
     """A watermark marker into the stats topic of ``length_ns``, if a stage reads it."""
     if marker_ns is None or length_ns == LENGTHS_NS[-1]:
         return
     await p.stats_topics[length_ns].send(
         key=WATERMARK_KEY % partition, partition=partition,
-        value=p.schemas.encode("Watermark", {"partition": partition, "watermark_ns": marker_ns}))
+        value=p.schemas.encode("Watermark", {"partition": partition, "watermark_ns": marker_ns}),
+        headers=source_offset_header(offset))
 
 
 async def _publish_rejections(

@@ -187,28 +187,39 @@ def test_monitoring_topic_follows_the_1m_windows(
     wait_until(converged, 90, "the monitoring records", [worker])
 
 
-def first_emissions(settings: Settings) -> dict[tuple[str, int], tuple[int, int]]:
-    """Per 1 s window: (partition, raw offset its revision-0 record names), the first copy."""
+def first_emissions(settings: Settings, length_ns: int
+                    ) -> dict[tuple[str, int], tuple[int, int]]:
+    """Per window of ``length_ns``: (partition, raw offset that made its revision-0 record),
+    the first copy. A 1 m or 1 h record names the record of the stats topic below whose
+    processing made it (a window, or a watermark marker), which names its own, down to the
+    raw topic."""
     schemas = default_schemas()
+    below: list[dict[tuple[int, int], int]] = []  # per stats topic below: source offsets
+    for inner_ns in LENGTHS_NS[:LENGTHS_NS.index(length_ns)]:
+        below.append({(m.partition, m.offset): int(dict(m.headers)[SOURCE_OFFSET_HEADER])
+                      for m in asyncio.run(read_topic(settings, settings.stats_topic(inner_ns),
+                                                      idle_s=1.0))})
     first: dict[tuple[str, int], tuple[int, int]] = {}
-    for message in asyncio.run(read_topic(settings, settings.stats_topic(NS_PER_S), idle_s=1.0)):
+    for message in asyncio.run(read_topic(settings, settings.stats_topic(length_ns), idle_s=1.0)):
         if (message.key or b"").startswith(b"~"):  # watermark markers: not windows
             continue
         record = schemas.decode(message.value, expect="WindowStats")[1]
         if record["revision"] == 0:
             source = int(dict(message.headers)[SOURCE_OFFSET_HEADER])
+            for sources in reversed(below):
+                source = sources[(message.partition, source)]
             first.setdefault((record["volume_id"], record["window_start_ns"]),
                              (message.partition, source))
     return first
 
 
-def raw_partitions(settings: Settings) -> tuple[
+def raw_partitions(settings: Settings, length_ns: int) -> tuple[
         dict[int, list[tuple[int, int, bool]]], dict[tuple[str, int], tuple[int, int]],
         dict[int, int]]:
     """The raw topic as the worker's windows see it: per partition (offset, broker time in ns,
-    data or Tick) in offset order; per 1 s window, (partition, offset) of the first record with
-    one of its events (as the oracle puts events in windows); per partition, the offset of its
-    last data record that was not a redelivery (where the simulator stopped)."""
+    data or Tick) in offset order; per window of ``length_ns``, (partition, offset) of the first
+    record with one of its events (as the oracle puts events in windows); per partition, the
+    offset of its last data record that was not a redelivery (where the simulator stopped)."""
     schemas = default_schemas()
     tick = schemas.headers["Tick"]
     records: dict[int, list[tuple[int, int, bool]]] = defaultdict(list)
@@ -229,34 +240,36 @@ def raw_partitions(settings: Settings) -> tuple[
         last_fresh[m.partition] = m.offset
         for status, submit, complete in zip(batch["status"], batch["submit_ns"],
                                             batch["complete_ns"], strict=True):
-            starts = [window_start(complete, NS_PER_S)]
+            starts = [window_start(complete, length_ns)]
             if STATUSES[status] != "invalid":  # as the oracle: invalid ones have no interval
-                starts += windows_overlapped(submit, complete, NS_PER_S)
+                starts += windows_overlapped(submit, complete, length_ns)
             for start in starts:
                 created.setdefault((batch["volume_id"], start), (m.partition, m.offset))
     return records, created, last_fresh
 
 
+@pytest.mark.parametrize("length_ns", LENGTHS_NS, ids=["1s", "1m", "1h"])
 def test_no_window_stays_open_past_grace_and_idle_timeout(
-    settings: Settings, worker: WorkerProcess, sent_events: list[dict[str, Any]],
+    settings: Settings, worker: WorkerProcess, sent_events: list[dict[str, Any]], length_ns: int,
 ) -> None:
     """SEMANTICS.md section 4, counted in records instead of seconds (issue 3): the raw record
-    that closed each 1 s window (its revision-0 record names it) comes no later than the first
-    record whose broker time is grace + idle timeout past both the window's end and its
-    partition's latest data record. The worker's wall clock is those broker times, so a busy
-    machine delays both sides alike, and a window closed late fails wherever it ran."""
-    expected = windows_oracle(sent_events, NS_PER_S)
+    that closed each window (its revision-0 record names it, through the stats topics below
+    for 1 m and 1 h) comes no later than the first record whose broker time is grace + idle
+    timeout past both the window's end and its partition's latest data record. The worker's
+    wall clock is those broker times, so a busy machine delays both sides alike, and a
+    window closed late fails wherever it ran."""
+    expected = windows_oracle(sent_events, length_ns)
     emitted: dict[tuple[str, int], tuple[int, int]] = {}
 
     def all_emitted() -> bool:
         emitted.clear()
-        emitted.update(first_emissions(settings))
+        emitted.update(first_emissions(settings, length_ns))
         return set(expected) <= set(emitted)
 
-    wait_until(all_emitted, 90, "revision 0 of every 1 s window", [worker])
+    wait_until(all_emitted, 90, "revision 0 of every window", [worker])
     assert set(emitted) == set(expected)
     # Read after the windows: every record that closed one is in it.
-    records, created, last_fresh = raw_partitions(settings)
+    records, created, last_fresh = raw_partitions(settings, length_ns)
     grace_ns, idle_ns = int(settings.grace_s * 1e9), int(settings.idle_timeout_s * 1e9)
     at: dict[int, dict[int, tuple[int, bool, int | None]]] = {}  # offset: wall, data?, A(o)
     for partition, part in records.items():
@@ -272,7 +285,7 @@ def test_no_window_stays_open_past_grace_and_idle_timeout(
     for key in sorted(expected):
         partition, emit = emitted[key]
         assert created[key][0] == partition, f"{key}: emitted in another partition"
-        create, end = created[key][1], key[1] + NS_PER_S
+        create, end = created[key][1], key[1] + length_ns
         assert emit in at[partition], f"{key}: closed by {emit}, not in the raw topic"
         assert create <= emit, f"{key}: closed by {emit}, before its first event at {create}"
         bound = latest_close_offset(records[partition], create, end, grace_ns, idle_ns)
@@ -290,7 +303,7 @@ def test_no_window_stays_open_past_grace_and_idle_timeout(
             by_tick_after_sim += emit > last_fresh[partition]
             assert last_data_ns is not None
             past_later_max_ns = max(past_later_max_ns, wall_ns - max(end, last_data_ns))
-    print(f"\n{len(expected)} 1 s windows in {len(records)} partitions, "
+    print(f"\n{len(expected)} windows of {length_ns // NS_PER_S} s in {len(records)} partitions, "
           f"{sum(map(len, records.values()))} raw records; "
           f"{len(expected) - no_deadline} with a record past their deadline, "
           f"{no_deadline} closed before any record reached it; "
@@ -301,6 +314,7 @@ def test_no_window_stays_open_past_grace_and_idle_timeout(
           f"later of end and last data (grace + idle timeout: {(grace_ns + idle_ns) / 1e9:.3f} s)")
     assert not late, (f"{len(late)} window(s) closed past grace + idle timeout, as "
                       f"(window, first event offset, deadline offset, closed at): {late[:5]}")
-    assert len(expected) >= 100, "too few windows to say anything"
+    assert len(expected) >= {NS_PER_S: 100, 60 * NS_PER_S: 20, 3600 * NS_PER_S: 10}[length_ns], \
+        "too few windows to say anything"
     # Where closing late can happen: windows open while their partition is quiet.
     assert by_tick_after_sim > 0, "no window closed by the idle rule: the deadline was not near"
