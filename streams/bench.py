@@ -505,6 +505,7 @@ class Run:
     seconds: float  # until the committed offsets reached the end
     processed_seconds: float  # until the worker said it had processed every event
     rss_bytes: int
+    rollups_seconds: float | None = None  # until the rollup agents had committed too
 
     @property
     def events_per_s(self) -> float:
@@ -574,9 +575,10 @@ def _status_progress(body: Any) -> tuple[int, int]:
 
 async def worker_run(settings: Settings, log_dir: Path, name: str, records: int, events: int,
                      timeout_s: float, profile: Path | None = None,
-                     window_s: float | None = None) -> Run:
+                     window_s: float | None = None, rollups: bool = False) -> Run:
     """Run ``ioacct worker`` over what the raw topic holds now and time it (see timed_run);
-    ``profile``: py-spy samples it from its first processed record on."""
+    ``profile``: py-spy samples it from its first processed record on; ``rollups``: then
+    also time until the rollup agents have committed what the stats topics hold."""
     ends = await end_offsets(settings.bootstrap_servers, settings.raw_topic)
     proc = spawn_worker(settings, log_dir, name)
     spies: list[subprocess.Popen[bytes] | None] = []
@@ -586,13 +588,39 @@ async def worker_run(settings: Settings, log_dir: Path, name: str, records: int,
             spies.append(start_py_spy(proc.process.pid, profile))
 
     try:
-        return await timed_run(proc, _status_progress, "/status", events, records,
-                               settings.bootstrap_servers, settings.app_id, ends, timeout_s,
-                               window_s, start_profile)
+        run = await timed_run(proc, _status_progress, "/status", events, records,
+                              settings.bootstrap_servers, settings.app_id, ends, timeout_s,
+                              window_s, start_profile)
+        if rollups:
+            run.rollups_seconds = run.seconds + await rollups_caught_up(settings, proc,
+                                                                        timeout_s)
+        return run
     finally:
         for spy in spies:
             stop_py_spy(spy)
         proc.stop()
+
+
+async def rollups_caught_up(settings: Settings, proc: Proc, timeout_s: float) -> float:
+    """Seconds until the group has committed everything the topics the rollup agents read
+    (ioacct.stats.1s, .1m) hold at that moment."""
+    started = time.monotonic()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        while time.monotonic() - started < timeout_s:
+            if not proc.alive():
+                raise BenchError("the worker exited:\n" + proc.log_tail())
+            ends: dict[TopicPartition, int] = {}
+            for length_ns in (NS_PER_S, 60 * NS_PER_S):
+                ends.update(await end_offsets(settings.bootstrap_servers,
+                                              settings.stats_topic(length_ns)))
+            if await committed_lag(admin, settings.app_id, ends) == 0:
+                return time.monotonic() - started
+            await asyncio.sleep(POLL_S)
+        raise BenchError("the rollup agents did not catch up:\n" + proc.log_tail())
+    finally:
+        await admin.close()
 
 
 # ------------------------------------------------------------------ naive anchor (a)
@@ -1016,11 +1044,13 @@ class Bench:
         records, sent = await produce_backlog(s, events)
         self.step(f"(c) worker over {sent:,} events in {records:,} records")
         run = await worker_run(s, self.log_dir, "c", records, sent, 300 + sent / 200,
-                               self.profile)
+                               self.profile, rollups=True)
         self.figures["c_events_per_s"] = run.events_per_s
         self.figures["c_records_per_s"] = run.records_per_s
         self.figures["c_processed_events_per_s"] = run.events / run.processed_seconds
         self.figures["c_seconds"] = run.seconds
+        self.figures["c_with_rollups_events_per_s"] = run.events / (run.rollups_seconds
+                                                                    or run.seconds)
         self.figures["c_worker_rss_bytes"] = run.rss_bytes
         self.info["c"] = {"events": sent, "records": records, "events_per_record": sent / records,
                           "volumes": self.plan.main_volumes, "fleet_rate": self.plan.fleet_rate}
@@ -1182,6 +1212,9 @@ def render(report: dict[str, Any]) -> str:
          f"{f['c_seconds']:.1f} s"),
         ("    events/s until processed (before commit)",
          _num(f["c_processed_events_per_s"], "events/s"), "from the worker's /status"),
+        ("    events/s until the rollups committed too",
+         _num(f["c_with_rollups_events_per_s"], "events/s"),
+         "the rollup-1m and rollup-1h agents (same worker) caught up"),
         ("    (c)/(b)", _num(t["(c)/(b)"]["value"], "x"), _verdict(t["(c)/(b)"])),
         ("    (c)/(a)", _num(t["(c)/(a)"]["value"], "x"), _verdict(t["(c)/(a)"])),
         ("(d) SDK record() per event", _num(f["d_record_ns_per_event"], "ns"),
