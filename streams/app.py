@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from . import faust_fixes
 from .accounting import VolumeState
@@ -315,7 +316,8 @@ def _register_rollup(p: Pipeline, inner_ns: int, length_ns: int) -> None:
             made = stage.on_window(part, message.offset)
             p.stats.windows_rolled_up += 1
         elif name == "Watermark" and record["partition"] == partition:
-            made = stage.on_watermark(record["watermark_ns"], message.offset)
+            made = stage.on_watermark(record["watermark_ns"], message.offset,
+                                      committed_offset(p, message))
         else:
             await _dead_letter_control(
                 p, message, value, f"a {name} record ({record.get('window_length_ns')} ns, "
@@ -356,7 +358,8 @@ async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: 
     wall_ns = record_wall_ns(message, now_ns)
     if value[:HEADER_LEN] == tick_header:
         await _publish_windows(
-            p, p.windows_for(message.partition).on_tick(wall_ns, message.offset),
+            p, p.windows_for(message.partition).on_tick(wall_ns, message.offset,
+                                                         committed_offset(p, message)),
             message.partition, message.offset)
         return
     outcome = account_record(value, p.load_state, p.schemas, now_ns, p.limits)
@@ -372,6 +375,15 @@ async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: 
         )
         await _publish_windows(p, emissions, message.partition, message.offset)
     _count(p.stats, outcome)
+
+
+def committed_offset(p: Pipeline, message: Any) -> int:
+    """The offset faust last committed for the message's partition (-1: none yet): the
+    stages keep the windows they emitted at or past it (their records may not have landed,
+    and replay_outputs must find them after a crash)."""
+    consumer: Any = p.app.consumer  # faust's own record of its commits (faust_fixes.py too)
+    committed = consumer._committed_offset.get(TP(message.topic, message.partition))
+    return -1 if committed is None else int(committed)
 
 
 def source_offset_header(offset: int) -> list[tuple[str, bytes]]:

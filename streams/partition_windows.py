@@ -494,13 +494,15 @@ class PartitionWindows(_Stage):
         return self.billing.has_open_hours or self.books[0].has_open_windows
 
     @_unit
-    def on_tick(self, wall_ns: int, offset: int = -1) -> list[Emission]:
-        """The wall clock moved: an idle partition's windows may close."""
+    def on_tick(self, wall_ns: int, offset: int = -1, committed: int | None = None
+                ) -> list[Emission]:
+        """The wall clock moved: an idle partition's windows may close. ``committed``: the
+        input offset the group has committed (windows emitted at or past it are kept)."""
         self.books[0].offset = self.billing.offset = offset
         self.clock.on_wall_clock(wall_ns)
         emitted = self._close()
         if wall_ns - self.last_evict_wall_ns >= EVICT_EVERY_NS:
-            self._evict()  # scans the partition's windows: not every tick
+            self._evict(committed)  # scans the partition's windows: not every tick
             if self.retention_ns is not None:
                 for key in self.billing.evictable(wall_ns - self.retention_ns):
                     del self.billing.store[key]
@@ -544,13 +546,13 @@ class PartitionWindows(_Stage):
             self.table[self.clock_key] = clock
         return closed
 
-    def _evict(self) -> None:
-        """Drop 1 s windows past horizon + query retention."""
+    def _evict(self, committed: int | None) -> None:
+        """Drop 1 s windows past horizon + query retention whose records have landed."""
         watermark = self.clock.watermark_ns
         if watermark is None:
             return
         book = self.books[0]
-        for key in book.evictable(watermark - self.keep_ns):
+        for key in book.evictable(watermark - self.keep_ns, committed):
             del book.store[key]
 
     def windows_of(self, volume_id: str, length_ns: int, from_ns: int, to_ns: int
@@ -615,12 +617,15 @@ class RollupWindows(_Stage):
             raise ValueError(f"a {part.acc.window_len_ns} ns window is no part of this stage's "
                              f"{self.window_len_ns} ns windows")
         self.book.offset = offset
-        return self.rollup.add_part(part) + self.rollup.close_for(self.watermark_ns)
+        return (self.rollup.add_part(part, self.watermark_ns)
+                + self.rollup.close_for(self.watermark_ns))
 
     @_unit
-    def on_watermark(self, watermark_ns: int, offset: int = -1) -> list[Emission]:
+    def on_watermark(self, watermark_ns: int, offset: int = -1, committed: int | None = None
+                     ) -> list[Emission]:
         """A watermark marker: every window it passes closes (the markers of one partition
-        never move back; an older one, read again, changes nothing)."""
+        never move back; an older one, read again, changes nothing). ``committed``: the
+        input offset the group has committed (windows emitted at or past it are kept)."""
         if self.watermark_ns is not None and watermark_ns <= self.watermark_ns:
             return []
         self.book.offset = offset
@@ -628,7 +633,7 @@ class RollupWindows(_Stage):
         self.table[self.clock_key] = table_json(watermark_ns)
         closed = self.rollup.close_for(watermark_ns)
         if self.last_evict_ns is None or watermark_ns - self.last_evict_ns >= EVICT_EVERY_NS:
-            self._evict(watermark_ns)
+            self._evict(watermark_ns, committed)
             self.last_evict_ns = watermark_ns
         return closed
 
@@ -639,10 +644,11 @@ class RollupWindows(_Stage):
         self.marker.forget()
         return _emitted_since(self.book, committed)
 
-    def _evict(self, watermark_ns: int) -> None:
-        """Drop windows past horizon + query retention, and parts past the horizon (their
-        windows can no longer be revised: SEMANTICS.md section 4)."""
-        for key in self.book.evictable(watermark_ns - self.keep_ns):
+    def _evict(self, watermark_ns: int, committed: int | None) -> None:
+        """Drop windows past horizon + query retention whose records have landed, and parts
+        past the horizon (their windows can no longer be revised: SEMANTICS.md section 4;
+        a part read again for one of them is ignored, RollupBook.add_part)."""
+        for key in self.book.evictable(watermark_ns - self.keep_ns, committed):
             del self.book.store[key]
         frozen_before = watermark_ns - self.settings.horizon_ns
         length = self.window_len_ns

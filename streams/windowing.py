@@ -157,13 +157,19 @@ class WindowBook:
             emitted.append(self._revise(volume_id, entry))
         return emitted
 
-    def evictable(self, watermark_ns: int | None) -> list[WindowKey]:
-        """Emitted windows past the revision horizon: they can never change again."""
+    def evictable(self, watermark_ns: int | None, committed: int | None = None
+                  ) -> list[WindowKey]:
+        """Emitted windows past the revision horizon: they can never change again.
+
+        ``committed``: the input offset the group has committed; a window emitted at or
+        past it stays, since its record may not have landed and a new owner must send it
+        again (replay_outputs) after a crash (None: no such limit)."""
         frozen_before = self._frozen_before_ns(watermark_ns)
         if frozen_before is None:
             return []
         return [key for key, entry in self.store.items()
-                if entry.emitted and key[1] + self.window_len_ns <= frozen_before]
+                if entry.emitted and key[1] + self.window_len_ns <= frozen_before
+                and (committed is None or entry.emitted_offset < committed)]
 
 
 Part = tuple[int, WindowAcc]  # a part's revision and integers, by (volume_id, part start)
@@ -176,7 +182,7 @@ class RollupBook:
     inner: WindowBook
     parts: MutableMapping[WindowKey, Part] = field(default_factory=dict)
 
-    def add_part(self, emission: Emission) -> list[Emission]:
+    def add_part(self, emission: Emission, watermark_ns: int | None = None) -> list[Emission]:
         """Take a part unless a revision of it as new or newer is in already (a record read
         again after a crash, or sent again: it changes nothing, and emits nothing). A newer
         revision replaces the earlier whole; an emitted window then gets a new revision.
@@ -191,6 +197,12 @@ class RollupBook:
         length = self.inner.window_len_ns
         part = emission.acc
         start = window_start_ns(part.window_start_ns, length)
+        frozen_before = self.inner._frozen_before_ns(watermark_ns)
+        if frozen_before is not None and start + length <= frozen_before:
+            # Past the horizon: no part of this window is new (the stage below stops making
+            # them before this stage's watermark gets there), so this is a record read or
+            # sent again, whose part may be evicted already: taking it would count it twice.
+            return []
         key = (emission.volume_id, part.window_start_ns)
         held = self.parts.get(key)
         if held is not None and held[0] >= emission.revision:
