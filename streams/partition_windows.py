@@ -580,7 +580,6 @@ class RollupWindows(_Stage):
         prefix = b"%d|r%d|" % (partition, window_len_ns // NS_PER_S)
         self.table = table = JournaledTable(table, prefix + b"journal", journal_chunk_bytes)
         self.inner_len_ns = inner_len_ns
-        self.settings = settings
         self.clock_key = prefix + b"clock"
         self.watermark_ns: int | None = (orjson.loads(table[self.clock_key])
                                          if self.clock_key in table else None)
@@ -650,7 +649,7 @@ class RollupWindows(_Stage):
         a part read again for one of them is ignored, RollupBook.add_part)."""
         for key in self.book.evictable(watermark_ns - self.keep_ns, committed):
             del self.book.store[key]
-        frozen_before = watermark_ns - self.settings.horizon_ns
+        frozen_before = watermark_ns - self.book.settings.horizon_ns
         length = self.window_len_ns
         for key in list(self.rollup.parts):
             if window_start_ns(key[1], length) + length <= frozen_before:
