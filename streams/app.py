@@ -24,11 +24,11 @@ from .gap_reader import GapReader
 from .ingest import Limits, RecordOutcome, Rejection, account_record, dead_letter_record
 from .monitoring import monitoring_key, monitoring_record
 from .offsets import OffsetTracker, Verdict
-from .partition_windows import LENGTHS_NS, PartitionWindows, RollupWindows
+from .partition_windows import PartitionWindows, RollupWindows
 from .tokens import TokenFeed
 from .topics import TABLES
 from .windowing import Emission, WindowSettings
-from .windows import acc_from_stats, window_stats
+from .windows import WINDOW_LENGTHS_NS, WINDOW_NAMES, acc_from_stats, window_stats
 
 log = logging.getLogger(__name__)
 TICK_KEY = b"__tick__"
@@ -36,7 +36,6 @@ MINUTE_NS = 60 * 10**9
 EXIT_AGENT_FAILED = 70  # EX_SOFTWARE
 SOURCE_OFFSET_HEADER = "ioacct-source-offset"
 WATERMARK_KEY = b"~watermark/%d"  # per partition; "~" starts no volume id (events.py)
-LENGTH_NAMES = {LENGTHS_NS[0]: "1s", LENGTHS_NS[1]: "1m", LENGTHS_NS[2]: "1h"}
 
 
 @dataclass
@@ -112,16 +111,16 @@ class Pipeline:
         stages = self.rollups.setdefault(length_ns, {})
         stage = stages.get(partition)
         if stage is None:
-            n = LENGTHS_NS.index(length_ns)
+            n = WINDOW_LENGTHS_NS.index(length_ns)
             stage = RollupWindows(partition, self.windows_table, self.window_settings,
-                                  LENGTHS_NS[n - 1], length_ns, self.keep_ns[n])
+                                  WINDOW_LENGTHS_NS[n - 1], length_ns, self.keep_ns[n])
             stages[partition] = stage
         return stage
 
     def windows_of(self, partition: int, volume_id: str, length_ns: int, from_ns: int,
                    to_ns: int) -> list[Any]:
         """Stored windows of one volume starting in [from_ns, to_ns) (web views)."""
-        if length_ns == LENGTHS_NS[0]:
+        if length_ns == WINDOW_LENGTHS_NS[0]:
             return self.windows_for(partition).windows_of(volume_id, length_ns, from_ns, to_ns)
         return self.rollups_for(length_ns, partition).windows_of(volume_id, from_ns, to_ns)
 
@@ -182,7 +181,7 @@ def build_app(settings: Settings) -> Pipeline:
 
     _add_windows(pipeline)
     _register_accounting(pipeline)
-    for inner_ns, length_ns in zip(LENGTHS_NS, LENGTHS_NS[1:], strict=False):
+    for inner_ns, length_ns in zip(WINDOW_LENGTHS_NS, WINDOW_LENGTHS_NS[1:], strict=False):
         _register_rollup(pipeline, inner_ns, length_ns)
     _register_ticks(pipeline)
     from .web import register_views  # web.py imports this module's Pipeline
@@ -198,7 +197,7 @@ def _add_windows(p: Pipeline) -> None:
         TABLES[1], key_type=bytes, value_type=bytes, partitions=s.partitions, default=None,
         help="open and revisable windows, rollup parts and watermarks per partition",
     )
-    for length_ns in LENGTHS_NS:
+    for length_ns in WINDOW_LENGTHS_NS:
         p.stats_topics[length_ns] = p.app.topic(
             s.stats_topic(length_ns), key_type=bytes, value_type=bytes, key_serializer="raw",
             value_serializer="raw", partitions=s.partitions, internal=False,
@@ -220,8 +219,8 @@ def _add_windows(p: Pipeline) -> None:
     @p.app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
         # The next owner rebuilds from the changelog; so do we if they come back.
-        stages_reading = {s.stats_topic(inner): length
-                          for inner, length in zip(LENGTHS_NS, LENGTHS_NS[1:], strict=False)}
+        stages_reading = {s.stats_topic(inner): length for inner, length
+                          in zip(WINDOW_LENGTHS_NS, WINDOW_LENGTHS_NS[1:], strict=False)}
         for tp in revoked:
             if tp.topic == s.raw_topic:
                 p.partitions.pop(tp.partition, None)
@@ -326,7 +325,7 @@ def _register_rollup(p: Pipeline, inner_ns: int, length_ns: int) -> None:
             return
         await _publish_stage(p, length_ns, made, partition, stage.take_marker(), message.offset)
 
-    _agent_over(p, p.stats_topics[inner_ns], f"rollup-{LENGTH_NAMES[length_ns]}", handle)
+    _agent_over(p, p.stats_topics[inner_ns], f"rollup-{WINDOW_NAMES[length_ns]}", handle)
 
 
 async def _dead_letter_control(p: Pipeline, message: Any, value: bytes | None,
@@ -431,12 +430,12 @@ async def _publish_windows(p: Pipeline, emissions: list[Emission], partition: in
     """The accounting stage's window records, then the billing records the same input
     made, then the watermark marker, if any, for the 1 m rollup."""
     windows = p.windows_for(partition)
-    await _publish_stage(p, LENGTHS_NS[0], emissions, partition, None, offset)
+    await _publish_stage(p, WINDOW_LENGTHS_NS[0], emissions, partition, None, offset)
     for b in windows.take_billing():
         await p.billing_topic.send(key=b.record_id.encode(),
                                    value=p.schemas.encode("BillingRecord", b.to_dict()),
                                    partition=partition)
-    await _publish_marker(p, LENGTHS_NS[0], partition, windows.take_marker(), offset)
+    await _publish_marker(p, WINDOW_LENGTHS_NS[0], partition, windows.take_marker(), offset)
 
 
 async def _publish_stage(p: Pipeline, length_ns: int, emissions: list[Emission],
@@ -461,7 +460,7 @@ async def _publish_stage(p: Pipeline, length_ns: int, emissions: list[Emission],
 async def _publish_marker(p: Pipeline, length_ns: int, partition: int,
                           marker_ns: int | None, offset: int) -> None:
     """A watermark marker into the stats topic of ``length_ns``, if a stage reads it."""
-    if marker_ns is None or length_ns == LENGTHS_NS[-1]:
+    if marker_ns is None or length_ns == WINDOW_LENGTHS_NS[-1]:
         return
     await p.stats_topics[length_ns].send(
         key=WATERMARK_KEY % partition, partition=partition,

@@ -42,9 +42,8 @@ from .billing import HOUR_NS, record_id
 from .codec import HEADER_LEN, CodecError, SchemaSet, default_schemas
 from .events import STATUS_INVALID
 from .ingest import Limits, account_record
-from .windows import NS_PER_S, WINDOW_LENGTHS_NS, WindowAcc, window_stats
+from .windows import NS_PER_S, WINDOW_LENGTHS_NS, WINDOW_NAMES, WindowAcc, window_stats
 
-LENGTH_NAMES = {NS_PER_S: "1s", 60 * NS_PER_S: "1m", 3600 * NS_PER_S: "1h"}
 COUNTER_FIELDS = tuple(name for name, _ in COUNTER_NAMES)
 # Counters that count events (every status), for "billed events".
 EVENT_FIELDS = tuple(name for name in COUNTER_FIELDS
@@ -374,7 +373,7 @@ class WindowLedger:
 
     @property
     def what(self) -> str:
-        return f"window {LENGTH_NAMES[self.length_ns]}"
+        return f"window {WINDOW_NAMES[self.length_ns]}"
 
     def decode(self, payload: bytes) -> dict[str, Any]:
         return self.schemas.decode(payload, expect="WindowStats")[1]
@@ -650,7 +649,7 @@ def compare(
     for ledger in windows:
         differences += ledger.problems
         differences += _check_windows(replay, ledger, open_after_ns, horizon_ns)
-        checked[LENGTH_NAMES[ledger.length_ns]] = len(
+        checked[WINDOW_NAMES[ledger.length_ns]] = len(
             set(replay.windows[ledger.length_ns]) | set(ledger.latest))
     differences += loose
     for d in differences:

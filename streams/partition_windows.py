@@ -37,10 +37,9 @@ from .windowing import (
     WindowKey,
     WindowSettings,
 )
-from .windows import NS_PER_S, WindowAcc, window_start_ns
+from .windows import NS_PER_S, WINDOW_LENGTHS_NS, WindowAcc, window_start_ns
 
 Table = MutableMapping[bytes, bytes]
-LENGTHS_NS = (NS_PER_S, 60 * NS_PER_S, 3600 * NS_PER_S)
 EVICT_EVERY_NS = 60 * NS_PER_S
 DIRECT_LOOKUPS_MAX = 10_000  # windows_of: look each start up, up to this many, else scan
 _ENTRY = struct.Struct("<Ii")  # key length, value length (-1: a delete)
@@ -694,8 +693,8 @@ class WindowChain:
                  journal_chunk_bytes: int = JOURNAL_CHUNK_BYTES) -> None:
         self.windows = PartitionWindows(partition, table, settings, keep_ns, retention_ns,
                                         journal_chunk_bytes)
-        self.rollups = [RollupWindows(partition, table, settings, LENGTHS_NS[n],
-                                      LENGTHS_NS[n + 1], keep_ns[n + 1], journal_chunk_bytes)
+        self.rollups = [RollupWindows(partition, table, settings, WINDOW_LENGTHS_NS[n],
+                                      WINDOW_LENGTHS_NS[n + 1], keep_ns[n + 1], journal_chunk_bytes)
                         for n in (0, 1)]
         self.topic_ends = [0, 0]  # the next offset of each imagined stats topic
 
@@ -738,4 +737,5 @@ class WindowChain:
                    ) -> list[WindowEntry]:
         if length_ns == NS_PER_S:
             return self.windows.windows_of(volume_id, length_ns, from_ns, to_ns)
-        return self.rollups[LENGTHS_NS.index(length_ns) - 1].windows_of(volume_id, from_ns, to_ns)
+        stage = self.rollups[WINDOW_LENGTHS_NS.index(length_ns) - 1]
+        return stage.windows_of(volume_id, from_ns, to_ns)

@@ -27,7 +27,7 @@ from .accounting import VolumeState
 from .auth import COOKIE_NAME, Access, AuthError, Principal, bearer_token, endpoint_access
 from .events import id_error
 from .monitoring import PROMETHEUS_CONTENT_TYPE, prometheus_text
-from .windows import NS_PER_S, window_stats
+from .windows import NS_PER_S, WINDOW_NAMES, window_stats
 
 if TYPE_CHECKING:
     from .app import Pipeline
@@ -367,7 +367,7 @@ async def list_all_volumes(p: Pipeline, request: Request, local: list[dict[str, 
             "complete": not unreachable, "unreachable": unreachable}
 
 
-WINDOWS_NS = {"1s": NS_PER_S, "1m": 60 * NS_PER_S, "1h": 3600 * NS_PER_S}
+WINDOWS_NS = {name: length for length, name in WINDOW_NAMES.items()}
 DEFAULT_SPAN_NS = {"1s": 15 * 60 * NS_PER_S, "1m": 24 * 3600 * NS_PER_S,
                    "1h": 30 * 24 * 3600 * NS_PER_S}
 

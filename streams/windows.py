@@ -17,6 +17,7 @@ from .events import OPS, STATUS_FAILED, STATUS_INVALID, STATUS_OK
 
 NS_PER_S = 1_000_000_000
 WINDOW_LENGTHS_NS = (NS_PER_S, 60 * NS_PER_S, 3600 * NS_PER_S)
+WINDOW_NAMES = dict(zip(WINDOW_LENGTHS_NS, ("1s", "1m", "1h"), strict=True))  # as the CLI, web
 _US, _MS = 1_000, 1_000_000
 HISTOGRAM_BOUNDS_NS: tuple[int, ...] = (
     10 * _US, 20 * _US, 50 * _US, 100 * _US, 200 * _US, 500 * _US,

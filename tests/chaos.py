@@ -59,6 +59,7 @@ from streams.app import TICK_KEY
 from streams.codec import HEADER_LEN, default_schemas
 from streams.config import REPO_ROOT, Settings
 from streams.spool import Spool
+from streams.windows import WINDOW_LENGTHS_NS
 from tests.conftest import free_port
 from tests.hostile import HostileRound, hostile_round
 from tests.integration.harness import (
@@ -78,7 +79,6 @@ from tests.window_oracle import windows_oracle
 SCHEMAS = default_schemas()
 OPS = ("read", "write", "flush", "discard")  # the IoBatch enum codes, in order
 STATUSES = ("ok", "failed", "invalid")
-LENGTHS_NS = (10**9, 60 * 10**9, 3600 * 10**9)
 NAMES = [name for name, _ in COUNTER_NAMES]
 HUGE_EVENTS = 20_000
 MAX_SHOWN = 12  # differences printed per kind
@@ -254,7 +254,16 @@ class ChaosRun:
             time.sleep(0.5)
         self.report.differences.append(f"timed out after {timeout_s:.0f} s: {what}")
         self.report.say(f"TIMED OUT: {what}")
+        self.dump_worker_stacks()
         return False
+
+    def dump_worker_stacks(self) -> None:
+        """SIGUSR1 makes a faust (mode) worker print every thread's and asyncio task's
+        stack to its log: what a stalled worker is waiting on, for the report's reader."""
+        for port, worker in self.workers.items():
+            if port not in self.down and worker.process.poll() is None:
+                os.kill(worker.process.pid, signal.SIGUSR1)
+                self.report.say(f"worker {port}: stacks dumped to {worker.log_path}")
 
     def lag_of(self, ends: dict[Any, int]) -> int:
         return asyncio.run(consumer_lag(self.settings, self.settings.raw_topic,
@@ -480,7 +489,7 @@ class ChaosRun:
             "counters": counters_oracle(events),
             "billing": {k: {n: row[n] for n in NAMES}
                         for k, row in billing_oracle(events).items()},
-            **{f"{n // 10**9}s": windows_oracle(events, n) for n in LENGTHS_NS},
+            **{f"{n // 10**9}s": windows_oracle(events, n) for n in WINDOW_LENGTHS_NS},
         }
         report.volumes = len(expected["counters"])
         report.windows = {k: len(v) for k, v in expected.items() if k.endswith("s")
@@ -571,7 +580,7 @@ class ChaosRun:
         diffs += [f"counters {m}" for m in mismatches[:MAX_SHOWN]]
         if len(mismatches) > MAX_SHOWN:
             diffs.append(f"... {len(mismatches) - MAX_SHOWN} more counter differences")
-        for n in LENGTHS_NS:
+        for n in WINDOW_LENGTHS_NS:
             name = f"{n // 10**9}s"
             got, conflicts = self._latest_windows(n)
             diffs += [f"{name} window {k}: two records of revision {r} with other values"

@@ -17,7 +17,7 @@ from streams.accounting import COUNTER_NAMES
 from streams.billing import HOUR_NS
 from streams.codec import default_schemas
 from streams.config import Settings
-from streams.windows import NS_PER_S
+from streams.windows import NS_PER_S, WINDOW_LENGTHS_NS
 from tests.conftest import free_port
 from tests.oracle import billing_oracle
 from tests.window_oracle import windows_oracle
@@ -27,7 +27,6 @@ from .harness import WorkerProcess, ioacct, read_topic, running_worker, wait_unt
 pytestmark = pytest.mark.integration
 
 N_EVENTS = 20_000
-LENGTHS_NS = (NS_PER_S, 60 * NS_PER_S, 3600 * NS_PER_S)
 NAMES = [name for name, _ in COUNTER_NAMES]
 
 
@@ -67,7 +66,7 @@ def run(settings: Settings, worker: WorkerProcess, tmp_path_factory: pytest.Temp
              for (volume, hour), row in billing_oracle(events).items()}
     wait_until(lambda: hours <= keys_of(settings, settings.billing_topic), 120,
                "record 0 of every (volume, hour)", [worker])
-    for length in LENGTHS_NS:
+    for length in WINDOW_LENGTHS_NS:
         want = {b"%s/%d" % (v.encode(), s) for v, s in windows_oracle(events, length)}
         wait_until(lambda want=want, length=length:
                    want == keys_of(settings, settings.stats_topic(length)),

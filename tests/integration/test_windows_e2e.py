@@ -18,7 +18,7 @@ from streams.codec import HEADER_LEN, default_schemas
 from streams.config import Settings
 from streams.events import STATUSES
 from streams.monitoring import monitoring_key, monitoring_record
-from streams.windows import NS_PER_S
+from streams.windows import NS_PER_S, WINDOW_LENGTHS_NS
 from tests.window_oracle import (
     latest_close_offset,
     window_start,
@@ -39,7 +39,6 @@ from .harness import (
 pytestmark = pytest.mark.integration
 
 N_EVENTS = 30_000
-LENGTHS_NS = (NS_PER_S, 60 * NS_PER_S, 3600 * NS_PER_S)
 SOURCE_OFFSET_HEADER = "ioacct-source-offset"  # the raw offset that made a window record
 LOG_APPEND_TIME = 1  # aiokafka's timestamp_type of a broker-stamped record
 
@@ -93,7 +92,7 @@ def without_revision(windows: dict[tuple[str, int], dict[str, Any]]) -> dict[Any
     return {k: {f: v for f, v in w.items() if f != "revision"} for k, w in windows.items()}
 
 
-@pytest.mark.parametrize("length_ns", LENGTHS_NS, ids=["1s", "1m", "1h"])
+@pytest.mark.parametrize("length_ns", WINDOW_LENGTHS_NS, ids=["1s", "1m", "1h"])
 def test_every_window_equals_the_oracle(
     settings: Settings, worker: WorkerProcess, sent_events: list[dict[str, Any]], length_ns: int,
 ) -> None:
@@ -147,9 +146,9 @@ def test_delivering_every_record_again_changes_no_window(
     before: dict[int, dict[tuple[str, int], dict[str, Any]]] = {}
 
     def settled() -> bool:
-        before.update({n: latest_windows(settings, n) for n in LENGTHS_NS})
+        before.update({n: latest_windows(settings, n) for n in WINDOW_LENGTHS_NS})
         return all(without_revision(before[n]) == windows_oracle(sent_events, n)
-                   for n in LENGTHS_NS)
+                   for n in WINDOW_LENGTHS_NS)
 
     wait_until(settled, 90, "all windows published", [worker])
     raw = [m for m in asyncio.run(read_topic(settings, settings.raw_topic)) if m.key != TICK_KEY]
@@ -157,7 +156,7 @@ def test_delivering_every_record_again_changes_no_window(
     asyncio.run(redeliver(settings, raw))
     wait_until(lambda: worker.get("/status")[1]["replays_skipped"] - skipped == len(raw),
                90, "the worker to skip every replayed record", [worker])
-    for n in LENGTHS_NS:  # replays were skipped before windowing: nothing new was published
+    for n in WINDOW_LENGTHS_NS:  # replays were skipped before windowing: nothing new was published
         assert latest_windows(settings, n) == before[n]
 
 
@@ -195,7 +194,7 @@ def first_emissions(settings: Settings, length_ns: int
     raw topic."""
     schemas = default_schemas()
     below: list[dict[tuple[int, int], int]] = []  # per stats topic below: source offsets
-    for inner_ns in LENGTHS_NS[:LENGTHS_NS.index(length_ns)]:
+    for inner_ns in WINDOW_LENGTHS_NS[:WINDOW_LENGTHS_NS.index(length_ns)]:
         below.append({(m.partition, m.offset): int(dict(m.headers)[SOURCE_OFFSET_HEADER])
                       for m in asyncio.run(read_topic(settings, settings.stats_topic(inner_ns),
                                                       idle_s=1.0))})
@@ -248,7 +247,7 @@ def raw_partitions(settings: Settings, length_ns: int) -> tuple[
     return records, created, last_fresh
 
 
-@pytest.mark.parametrize("length_ns", LENGTHS_NS, ids=["1s", "1m", "1h"])
+@pytest.mark.parametrize("length_ns", WINDOW_LENGTHS_NS, ids=["1s", "1m", "1h"])
 def test_no_window_stays_open_past_grace_and_idle_timeout(
     settings: Settings, worker: WorkerProcess, sent_events: list[dict[str, Any]], length_ns: int,
 ) -> None:

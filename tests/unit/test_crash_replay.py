@@ -32,12 +32,11 @@ from streams.codec import default_schemas
 from streams.ingest import Limits, account_record
 from streams.partition_windows import (
     JOURNAL_CHUNK_BYTES,
-    LENGTHS_NS,
     PartitionWindows,
     RollupWindows,
 )
 from streams.windowing import Emission, WindowSettings
-from streams.windows import NS_PER_S, window_stats
+from streams.windows import NS_PER_S, WINDOW_LENGTHS_NS, window_stats
 from tests.oracle import billing_oracle, counters_oracle
 from tests.window_oracle import windows_oracle
 
@@ -82,7 +81,8 @@ class Outputs:
         """The 1 m and 1 h stages over the 1 s topic as it landed (their own crashes:
         tests/unit/test_rollup_crash.py)."""
         table: dict[bytes, bytes] = {}
-        stages = [RollupWindows(0, table, WindowSettings(), LENGTHS_NS[n], LENGTHS_NS[n + 1])
+        lengths = WINDOW_LENGTHS_NS
+        stages = [RollupWindows(0, table, WindowSettings(), lengths[n], lengths[n + 1])
                   for n in (0, 1)]
         records = self.stats_1s
         for stage in stages:
@@ -171,7 +171,7 @@ def _run_and_crash(items: list[Item], crashed: int, kept: tuple[int, int, int]
 def _assert_outputs_equal_the_oracles(out: Outputs, events: list[dict[str, Any]]) -> None:
     """The latest revision of every window of every length, and the ledger by hour."""
     out.rolled_up()
-    for length in LENGTHS_NS:
+    for length in WINDOW_LENGTHS_NS:
         got = {(v, s): stats for (n_, v, s), (_, stats) in out.windows.items() if n_ == length}
         assert got == windows_oracle(events, length), f"windows of {length} ns"
     names = dict(COUNTER_NAMES)

@@ -37,12 +37,18 @@ from hypothesis import strategies as st
 
 from streams.partition_windows import (
     JOURNAL_CHUNK_BYTES,
-    LENGTHS_NS,
     PartitionWindows,
     RollupWindows,
 )
 from streams.windowing import Emission, WindowSettings
-from streams.windows import NS_PER_S, WindowAcc, acc_from_stats, window_start_ns, window_stats
+from streams.windows import (
+    NS_PER_S,
+    WINDOW_LENGTHS_NS,
+    WindowAcc,
+    acc_from_stats,
+    window_start_ns,
+    window_stats,
+)
 from tests.window_oracle import windows_oracle
 
 from .test_crash_replay import Changelogged, Published, _feed_worker, crash_items, restored
@@ -50,7 +56,7 @@ from .test_crash_replay import Changelogged, Published, _feed_worker, crash_item
 Record = Emission | int  # a record of a stats topic: a window, or a watermark marker
 Copies = list[tuple[float, float]]  # (which record, how far on): see with_copies
 SETTINGS = WindowSettings()
-MINUTE, HOUR = LENGTHS_NS[1], LENGTHS_NS[2]
+MINUTE, HOUR = WINDOW_LENGTHS_NS[1], WINDOW_LENGTHS_NS[2]
 FAR = 10**19  # the last Tick's wall clock: its marker closes everything
 FINAL_MARKER = FAR - SETTINGS.grace_ns - SETTINGS.idle_timeout_ns  # an idle partition's
 KEEP_1M = 2 * 24 * 3600 * NS_PER_S - SETTINGS.horizon_ns  # the worker's default (app.py)
