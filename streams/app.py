@@ -23,7 +23,7 @@ from .config import Settings
 from .gap_reader import GapReader
 from .ingest import Limits, RecordOutcome, Rejection, account_record, dead_letter_record
 from .monitoring import monitoring_key, monitoring_record
-from .offsets import OffsetTracker, Verdict
+from .offsets import CommitWatch, OffsetTracker, Verdict
 from .partition_windows import PartitionWindows, RollupWindows
 from .tokens import TokenFeed
 from .topics import TABLES
@@ -51,6 +51,7 @@ class WorkerStats:
     records_seen_again: int = 0  # delivered twice by faust, handled once
     records_read_past_faust: int = 0  # skipped by faust, read directly (offsets.py)
     windows_rolled_up: int = 0  # window records read by the rollup agents
+    commit_stalls: int = 0  # times a partition's commit was seen held (_register_commit_watch)
     last_rejection_log_ns: int = -(10**18)
     rejections_not_logged: int = 0
 
@@ -184,6 +185,7 @@ def build_app(settings: Settings) -> Pipeline:
     for inner_ns, length_ns in zip(WINDOW_LENGTHS_NS, WINDOW_LENGTHS_NS[1:], strict=False):
         _register_rollup(pipeline, inner_ns, length_ns)
     _register_ticks(pipeline)
+    _register_commit_watch(pipeline)
     from .web import register_views  # web.py imports this module's Pipeline
 
     register_views(pipeline)
@@ -423,6 +425,23 @@ def _register_ticks(p: Pipeline) -> None:
                     or any(stages[tp.partition].has_open_windows for stages in p.rollups.values()
                            if tp.partition in stages)):
                 await p.raw_topic.send(key=TICK_KEY, value=value, partition=tp.partition)
+
+
+COMMIT_STALL_S = 60.0  # faust commits every 2.8 s; a minute held is no hiccup
+
+
+def _register_commit_watch(p: Pipeline) -> None:
+    """A WARNING for every input partition whose commit stays put for a minute while
+    records past it are processed (offsets.CommitWatch), with what faust holds for it."""
+    watch = CommitWatch(COMMIT_STALL_S)
+
+    @p.app.timer(interval=COMMIT_STALL_S / 6)
+    async def watch_commits() -> None:
+        next_offsets = {topic: guard.offsets.next_offsets for topic, guard in p.inputs.items()}
+        for line in faust_fixes.held_commits(p.app.consumer, next_offsets, watch,
+                                             time.monotonic()):
+            p.stats.commit_stalls += 1
+            log.warning("%s", line)
 
 
 async def _publish_windows(p: Pipeline, emissions: list[Emission], partition: int,

@@ -31,6 +31,8 @@ from typing import Any
 
 from faust.transport.producer import ProducerBuffer
 
+from .offsets import CommitWatch
+
 _original_send_pending = ProducerBuffer._send_pending
 _original_flush = ProducerBuffer.flush
 
@@ -62,6 +64,29 @@ def ack_offsets(consumer: Any, tp: Any, offsets: list[int]) -> None:
         if (committed is None or offset >= committed) and offset not in acked_index:
             acked_index.add(offset)
             acked.append(offset)
+
+
+def held_commits(consumer: Any, next_offsets: dict[str, dict[int, int]],
+                 watch: CommitWatch, now: float) -> list[str]:
+    """A line for each partition of the topics of ``next_offsets`` assigned to faust's
+    ``consumer`` whose commit ``watch`` finds held, with what faust holds for it (its
+    bookkeeping, as ``Consumer._new_offset`` reads it) and the next offset ioacct expects
+    there (``next_offsets[topic][partition]``)."""
+    assigned = {tp for tp in consumer.assignment() if tp.topic in next_offsets}
+    watch.forget_except(assigned)
+    lines = []
+    for tp in sorted(assigned):
+        committed = consumer._committed_offset.get(tp)
+        acked = consumer._acked.get(tp) or []
+        held_s = watch.observe(tp, committed, len(acked), now)
+        if held_s is not None:
+            gaps = sorted((i.begin, i.end - 1) for i in consumer._gap.get(tp) or ())
+            lines.append(
+                f"{tp.topic}[{tp.partition}]: commit held at {committed} for {held_s:.0f} s "
+                f"while {len(acked)} processed record(s) wait past it (offsets "
+                f"{min(acked)}..{max(acked)}); faust's gap ranges {gaps[:5]}; next offset "
+                f"by ioacct {next_offsets[tp.topic].get(tp.partition)}")
+    return lines
 
 
 def apply() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 
 class Verdict(Enum):
@@ -48,3 +49,39 @@ class OffsetTracker:
     def forget(self, partition: int) -> None:
         """The partition was revoked: its next owner starts from the committed offset."""
         self.next_offsets.pop(partition, None)
+
+
+@dataclass
+class CommitWatch:
+    """Which partitions' commits stay put while processed records wait past them: the
+    symptom of an offset gap faust cannot get past (faust_fixes.ack_offsets) or of a
+    commit that never completes. Nothing else shows it: the worker keeps processing, its
+    lag only grows, and faust logs nothing. ``observe`` is called on a timer."""
+
+    stall_s: float
+    # key -> (committed offset, when it was first seen with records pending, last report)
+    _state: dict[object, tuple[int | None, float, float | None]] = field(default_factory=dict)
+
+    def observe(self, key: object, committed: int | None, pending: int, now: float
+                ) -> float | None:
+        """Seconds the commit of ``key`` has stayed at ``committed`` with ``pending``
+        processed records past it, once that reaches ``stall_s`` and at most once per
+        ``stall_s`` after; else None."""
+        state = self._state.get(key)
+        if pending == 0 or state is None or state[0] != committed:
+            if pending == 0:
+                self._state.pop(key, None)
+            else:
+                self._state[key] = (committed, now, None)
+            return None
+        _, since, reported = state
+        if now - since < self.stall_s or (reported is not None
+                                          and now - reported < self.stall_s):
+            return None
+        self._state[key] = (committed, since, now)
+        return now - since
+
+    def forget_except(self, keys: set[Any]) -> None:
+        """Drop the partitions no longer assigned."""
+        for key in set(self._state) - keys:
+            del self._state[key]

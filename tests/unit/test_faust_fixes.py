@@ -95,6 +95,35 @@ def test_a_gap_at_the_head_stops_faust_committing_unless_the_offsets_read_are_ac
     assert fixed._new_offset(TP("raw", 3)) is None
 
 
+def test_a_held_commit_is_reported_with_what_faust_holds() -> None:
+    """The head gap above, unfixed, seen by the worker's commit watch on faust's own
+    consumer: nothing for a minute, then one line naming the partition and the gap."""
+    import faust
+    from faust.types import TP
+
+    from streams.offsets import CommitWatch
+
+    app = faust.App("ioacct-test-watch", broker="kafka://127.0.0.1:1")
+    c = app.consumer
+    app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
+    held, moving = TP("raw", 3), TP("raw", 4)
+    c.assignment = lambda: {held, moving, TP("other", 0)}  # type: ignore[method-assign]
+    c._committed_offset[held] = 1686
+    c.ack(Delivered(acked=False, tp=held, offset=1692, topic="raw"))
+    watch = CommitWatch(stall_s=60)
+    ours = {"raw": {3: 1693, 4: 10}}
+    assert faust_fixes.held_commits(c, ours, watch, now=0) == []
+    c._committed_offset[moving] = 5  # partition 4 commits every time: never reported
+    c.ack(Delivered(acked=False, tp=moving, offset=9, topic="raw"))
+    for now, committed in ((30, 6), (60, 7), (61, 8)):
+        assert c._new_offset(held) is None  # faust's commit loop gets nowhere
+        c._committed_offset[moving] = committed
+        lines = faust_fixes.held_commits(c, ours, watch, now=now)
+        assert lines == ([] if now != 60 else [  # said once a minute, not every tick
+            "raw[3]: commit held at 1686 for 60 s while 1 processed record(s) wait past it "
+            "(offsets 1692..1692); faust's gap ranges []; next offset by ioacct 1693"])
+
+
 def test_the_worker_keeps_the_root_logger_at_its_level() -> None:
     """faust's own worker, at WARNING, adds a spinner handler at DEBUG and sets the logger
     to DEBUG: every debug call in faust and aiokafka then builds a record (the bench's

@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.offsets import OffsetTracker, Verdict
+from streams.offsets import CommitWatch, OffsetTracker, Verdict
 
 
 def _drive(tracker: OffsetTracker, partition: int, delivered: list[int]) -> list[int]:
@@ -55,3 +55,44 @@ def test_forget_makes_the_next_assignment_start_afresh() -> None:
     assert tracker.check(0, 5) == (Verdict.SEEN, 11)
     tracker.forget(0)
     assert not tracker.knows(0) and tracker.knows(0) is False
+
+
+def test_commit_watch_reports_a_commit_held_while_records_wait_past_it() -> None:
+    watch = CommitWatch(stall_s=60)
+    assert watch.observe("raw-3", 281, 5, now=0) is None  # first seen
+    assert watch.observe("raw-3", 281, 40, now=59) is None
+    assert watch.observe("raw-3", 281, 80, now=60) == 60  # stuck a minute
+    assert watch.observe("raw-3", 281, 90, now=70) is None  # said already
+    assert watch.observe("raw-3", 281, 99, now=120) == 120  # and again a minute later
+    assert watch.observe("raw-3", 400, 3, now=121) is None  # the commit moved: all is well
+    assert watch.observe("raw-3", 400, 0, now=500) is None  # nothing waiting: nothing held
+    assert watch.observe("raw-3", 400, 2, now=501) is None  # starts afresh
+    watch.forget_except({"raw-4"})
+    assert watch.observe("raw-3", 400, 2, now=600) is None  # revoked, then back: afresh
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.sampled_from([None, 7, 8]),
+                          st.integers(0, 2)), max_size=60))
+def test_commit_watch_against_a_scan_of_the_history(steps: list[tuple[int, int | None, int]]
+                                                    ) -> None:
+    """Brute force: at each observation, look back over the whole history for the start of
+    the current run (same commit, records pending throughout) and the last report in it."""
+    watch, stall = CommitWatch(stall_s=20), 20
+    history: list[tuple[int, int | None, int]] = []
+    reports: list[int] = []  # indexes of history that reported
+    now = 0
+    for dt, committed, pending in steps:
+        now += dt
+        history.append((now, committed, pending))
+        got = watch.observe("tp", committed, pending, now)
+        i = len(history) - 1
+        start = i
+        while start > 0 and pending and history[start - 1][1] == committed \
+                and history[start - 1][2] > 0:
+            start -= 1
+        earlier = [r for r in reports if r >= start]
+        due = pending > 0 and now - history[start][0] >= stall and (
+            not earlier or now - history[earlier[-1]][0] >= stall)
+        assert got == (now - history[start][0] if due else None)
+        if due:
+            reports.append(i)
