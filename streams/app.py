@@ -289,8 +289,9 @@ async def _in_order(p: Pipeline, guard: InputGuard, message: Any, handle: Handle
             await handle(record.value, record)
             guard.offsets.done(partition, record.offset)
             p.stats.records_read_past_faust += 1
-        # Else faust never commits this partition again (faust_fixes.ack_offsets).
-        faust_fixes.ack_offsets(p.app.consumer, message.tp, [r.offset for r in read])
+        # Every offset of the range, holes too: else faust never commits past it
+        # (faust_fixes: ack_offsets, _add_gap).
+        faust_fixes.ack_offsets(p.app.consumer, message.tp, range(expected, message.offset))
     return True
 
 

@@ -95,6 +95,62 @@ def test_a_gap_at_the_head_stops_faust_committing_unless_the_offsets_read_are_ac
     assert fixed._new_offset(TP("raw", 3)) is None
 
 
+def _commits(consumer: Any, tp: Any, rounds: int) -> list[int | None]:
+    """What faust's commit loop would commit, round after round (every 2.8 s)."""
+    made = []
+    for _ in range(rounds):
+        offset = consumer._new_offset(tp)
+        made.append(offset)
+        if offset is not None:
+            consumer._committed_offset[tp] = offset
+    return made
+
+
+def test_faust_gap_bookkeeping_makes_the_commit_crawl_one_offset_a_round() -> None:
+    """Seen in chaos runs: the group had committed 72, faust delivered 82 first (and
+    noted 73..82 as a gap, its read offset being 72); the agent read 72..81 directly.
+    With faust's gap, each offset is acknowledged twice and the commit moved by one
+    offset per commit interval; without it, past the whole range at once."""
+    import faust
+    from faust.transport.consumer import Consumer
+    from faust.types import TP
+
+    def commits(add_gap: Any) -> list[int | None]:
+        app = faust.App("ioacct-test-gap", broker="kafka://127.0.0.1:1")
+        c = app.consumer
+        app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
+        tp = TP("raw", 2)
+        c._committed_offset[tp] = 72
+        asyncio.run(add_gap(c, tp, 73, 82))  # what Consumer._drain_messages does
+        faust_fixes.ack_offsets(c, tp, range(72, 82))  # the agent read those itself
+        c.ack(Delivered(acked=False, tp=tp, offset=82, topic="raw"))
+        return _commits(c, tp, 4)
+
+    assert commits(faust_fixes._original_add_gap) == [74, 75, 76, 77]  # faust's: a crawl
+    faust_fixes.apply()
+    assert Consumer._add_gap is faust_fixes._add_gap
+    assert commits(Consumer._add_gap) == [83, None, None, None]
+
+
+def test_holes_of_a_compacted_topic_are_acknowledged_with_the_records_read() -> None:
+    """stats.1s, compacted: committed 10, faust delivered 15; the range read directly
+    held only 10, 13 and 14. The commit must still pass 11 and 12."""
+    import faust
+    from faust.types import TP
+
+    faust_fixes.apply()
+    app = faust.App("ioacct-test-holes", broker="kafka://127.0.0.1:1")
+    c = app.consumer
+    app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
+    tp = TP("stats", 0)
+    c._committed_offset[tp] = 10
+    faust_fixes.ack_offsets(c, tp, [10, 13, 14])  # the records alone: stuck at 11
+    assert _commits(c, tp, 2) == [11, None]
+    faust_fixes.ack_offsets(c, tp, range(10, 15))  # the whole range, as app.py does
+    c.ack(Delivered(acked=False, tp=tp, offset=15, topic="stats"))
+    assert _commits(c, tp, 2) == [16, None]
+
+
 def test_a_held_commit_is_reported_with_what_faust_holds() -> None:
     """The head gap above, unfixed, seen by the worker's commit watch on faust's own
     consumer: nothing for a minute, then one line naming the partition and the gap."""
