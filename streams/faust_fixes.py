@@ -101,11 +101,10 @@ def held_commits(consumer: Any, next_offsets: dict[str, dict[int, int]],
         acked = consumer._acked.get(tp) or []
         held_s = watch.observe(tp, committed, len(acked), now)
         if held_s is not None:
-            gaps = sorted((i.begin, i.end - 1) for i in consumer._gap.get(tp) or ())
             lines.append(
                 f"{tp.topic}[{tp.partition}]: commit held at {committed} for {held_s:.0f} s "
                 f"while {len(acked)} processed record(s) wait past it (offsets "
-                f"{min(acked)}..{max(acked)}); faust's gap ranges {gaps[:5]}; next offset "
+                f"{min(acked)}..{max(acked)}, {len(set(acked))} distinct); next offset "
                 f"by ioacct {next_offsets[tp.topic].get(tp.partition)}")
     return lines
 
