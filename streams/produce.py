@@ -23,6 +23,7 @@ from .simulator import FleetConfig, FleetSimulator
 from .source_report import SourceReport
 
 YIELD_EVERY = 512  # let the SDK's sender run between chunks of record() calls
+EXIT_SPOOL_LEFT = 3  # `ioacct produce`: records Kafka did not acknowledge wait in the spool
 
 
 @dataclass
@@ -290,7 +291,7 @@ def cli_real_source(args: Any, settings: Settings) -> int:
     except KeyboardInterrupt:
         return 130
     print("\n".join(summary.lines() + report.lines_out()))
-    return 3 if summary.spool is not None and summary.spool.spool_records else 0
+    return EXIT_SPOOL_LEFT if summary.spool is not None and summary.spool.spool_records else 0
 
 
 async def produce_qemu_trace(settings: Settings, options: Any) -> Any:

@@ -58,6 +58,7 @@ from streams.accounting import COUNTER_NAMES
 from streams.app import TICK_KEY
 from streams.codec import HEADER_LEN, default_schemas
 from streams.config import REPO_ROOT, Settings
+from streams.produce import EXIT_SPOOL_LEFT
 from streams.spool import Spool
 from streams.windows import WINDOW_LENGTHS_NS
 from tests.conftest import free_port
@@ -118,6 +119,7 @@ class ChaosReport:
     broker_restarts: int = 0
     producer_kills: int = 0
     producer_restarts: int = 0
+    producer_drains: int = 0  # producers started again, without new events, on a spool left
     hostile_records: int = 0
     spool_peak_bytes: int = 0  # largest peak a producer reported
     spool_records_at_kill: list[int] = field(default_factory=list)
@@ -148,7 +150,8 @@ class ChaosReport:
             "windows compared: " + ", ".join(f"{k} {v:,}" for k, v in self.windows.items())
             + f"; billing records {self.billing_records:,}",
             f"worker kills (-9): {self.worker_kills}; broker restarts: {self.broker_restarts}; "
-            f"producer kills (-9): {self.producer_kills} (restarts {self.producer_restarts}); "
+            f"producer kills (-9): {self.producer_kills} (restarts {self.producer_restarts}; "
+            f"started again to drain a spool left at exit: {self.producer_drains}); "
             f"hostile records: {self.hostile_records}",
             f"spool: peak {self.spool_peak_bytes:,} bytes (largest a producer reported); "
             f"records in a killed producer's spool: {self.spool_records_at_kill}",
@@ -463,6 +466,18 @@ class ChaosRun:
                 continue
             out = producer.out_path.read_text(errors="replace")
             self.report.producer_summaries.append(out)
+            if producer.process.returncode == EXIT_SPOOL_LEFT:
+                # Its close gave up on Kafka (the broker down longer than the spool's close
+                # wait) and kept the rest in its spool: what a supervisor does next is start
+                # the producer again on that spool, which sends it first. Then nothing else.
+                self.report.producer_drains += 1
+                self.report.say(f"producer {producer.index} left records in its spool; "
+                                "starting it again on the spool, with no new events")
+                self.start_producer(producer, 0, producer.start_ns)
+                self.wait(lambda p=producer: p.process.poll() is not None, 180,  # type: ignore[misc]
+                          f"producer {producer.index} to drain its spool")
+                out = producer.out_path.read_text(errors="replace")
+                self.report.producer_summaries.append(out)
             if producer.process.returncode != 0:
                 self.report.differences.append(
                     f"producer {producer.index} exited with {producer.process.returncode}:\n"
