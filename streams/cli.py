@@ -109,8 +109,7 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
             if out is not None:
                 out.close()
     print("\n".join(summary.lines()))
-    return (produce.EXIT_SPOOL_LEFT if summary.spool is not None and summary.spool.spool_records
-            else 0)
+    return summary.exit_status
 
 
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:

@@ -67,12 +67,12 @@ class CommitWatch:
         """Seconds the commit of ``key`` has stayed at ``committed`` with ``pending``
         processed records past it, once that reaches ``stall_s`` and at most once per
         ``stall_s`` after; else None."""
+        if pending == 0:
+            self._state.pop(key, None)
+            return None
         state = self._state.get(key)
-        if pending == 0 or state is None or state[0] != committed:
-            if pending == 0:
-                self._state.pop(key, None)
-            else:
-                self._state[key] = (committed, now, None)
+        if state is None or state[0] != committed:
+            self._state[key] = (committed, now, None)  # a new run starts here
             return None
         _, since, reported = state
         if now - since < self.stall_s or (reported is not None

@@ -43,6 +43,11 @@ class ProduceSummary:
         self.producer_id = producer.producer_id
         self.seconds = time.monotonic() - started
 
+    @property
+    def exit_status(self) -> int:
+        """`ioacct produce`'s: EXIT_SPOOL_LEFT when records wait in the spool, else 0."""
+        return EXIT_SPOOL_LEFT if self.spool is not None and self.spool.spool_records else 0
+
     def add(self, event: IoEvent) -> None:
         self.events += 1
         self.by_op[event.op] += 1
@@ -291,7 +296,7 @@ def cli_real_source(args: Any, settings: Settings) -> int:
     except KeyboardInterrupt:
         return 130
     print("\n".join(summary.lines() + report.lines_out()))
-    return EXIT_SPOOL_LEFT if summary.spool is not None and summary.spool.spool_records else 0
+    return summary.exit_status
 
 
 async def produce_qemu_trace(settings: Settings, options: Any) -> Any:

@@ -433,3 +433,20 @@ def test_the_default_spool_of_a_busy_directory_is_the_next_slot(tmp_path: Path) 
     with pytest.raises(SpoolLocked):  # an explicit directory in use is an error
         asyncio.run(start_on(tmp_path / "mine"))
     held.close()
+
+
+def test_ioacct_produce_exits_3_only_when_records_wait_in_the_spool() -> None:
+    """The status a supervisor (and the chaos run) goes by: start the producer again on
+    its spool when it is EXIT_SPOOL_LEFT."""
+    from dataclasses import fields
+
+    from streams.produce import EXIT_SPOOL_LEFT, ProduceSummary
+
+    def stats(left: int) -> SpoolStats:
+        zeros: dict[str, Any] = {f.name: 0 for f in fields(SpoolStats)}
+        return SpoolStats(**{**zeros, "directory": "spool", "spool_records": left})
+
+    assert EXIT_SPOOL_LEFT == 3  # documented in README.md and docs/producer.md
+    assert ProduceSummary().exit_status == 0  # no spool (IOACCT_SPOOL=0)
+    assert ProduceSummary(spool=stats(0)).exit_status == 0
+    assert ProduceSummary(spool=stats(67)).exit_status == EXIT_SPOOL_LEFT
