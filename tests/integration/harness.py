@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.config import REPO_ROOT, Settings
 from streams.tail import topic_partitions
+from streams.windows import WINDOW_LENGTHS_NS
 from tests.conftest import free_port
 
 
@@ -200,6 +201,24 @@ def wait_committed(settings: Settings, workers: list[WorkerProcess], timeout_s: 
     wait_until(lambda: asyncio.run(consumer_lag(settings, settings.raw_topic, settings.app_id,
                                                 ends))[0] == 0,
                timeout_s, "the workers to commit every raw record", workers)
+
+
+def wait_settled(settings: Settings, workers: list[WorkerProcess], timeout_s: float = 180,
+                 ) -> None:
+    """Wait until every raw record there now has gone through every stage: the raw topic
+    committed, then each stats topic a rollup reads (1 s, then 1 m) committed up to its end
+    measured after the stage before it had committed.
+
+    Faust flushes the producer before it commits (Consumer._commit_offsets), so a stage's
+    commit means what it made of those records is on its output topic. Waiting for keys
+    is not enough: a window is published at its close and revised by later records."""
+    wait_committed(settings, workers, timeout_s)
+    for length in WINDOW_LENGTHS_NS[:-1]:
+        topic = settings.stats_topic(length)
+        _, ends = asyncio.run(consumer_lag(settings, topic, settings.app_id))
+        wait_until(lambda topic=topic, ends=ends: asyncio.run(
+            consumer_lag(settings, topic, settings.app_id, ends))[0] == 0,
+            timeout_s, f"the workers to commit every record of {topic}", workers)
 
 
 async def read_topic(settings: Settings, topic: str, idle_s: float = 2.0) -> list[Any]:

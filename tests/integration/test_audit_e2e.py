@@ -22,7 +22,14 @@ from tests.conftest import free_port
 from tests.oracle import billing_oracle
 from tests.window_oracle import windows_oracle
 
-from .harness import WorkerProcess, ioacct, read_topic, running_worker, wait_until
+from .harness import (
+    WorkerProcess,
+    ioacct,
+    read_topic,
+    running_worker,
+    wait_settled,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +78,9 @@ def run(settings: Settings, worker: WorkerProcess, tmp_path_factory: pytest.Temp
         wait_until(lambda want=want, length=length:
                    want == keys_of(settings, settings.stats_topic(length)),
                    90, f"every {length // NS_PER_S} s window", [worker])
+    # Every window is out, but later records may still revise some (late completions,
+    # in-flight intervals): wait for every stage to have committed what it read.
+    wait_settled(settings, [worker])
     return {"start_ns": start_ns, "events": events}
 
 
