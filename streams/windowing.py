@@ -42,9 +42,15 @@ class PartitionClock:
         return self._raise_to(max_complete_ns - self.grace_ns)
 
     def on_wall_clock(self, wall_ns: int) -> int | None:
-        """Raise an idle partition's watermark to wall - grace - idle timeout."""
-        idle_since = self.last_input_wall_ns
-        if idle_since is None or wall_ns - idle_since >= self.idle_timeout_ns:
+        """Raise an idle partition's watermark to wall - grace - idle timeout.
+
+        A partition that has had no input yet is quiet since the clock first saw it: the
+        idle timeout runs from there. (Raising at once would make everything that then
+        arrives from more than grace + idle timeout ago late, a backfill or a producer that
+        starts a moment after the worker, and every record a revision.)"""
+        if self.last_input_wall_ns is None:
+            self.last_input_wall_ns = wall_ns
+        if wall_ns - self.last_input_wall_ns >= self.idle_timeout_ns:
             return self._raise_to(wall_ns - self.grace_ns - self.idle_timeout_ns)
         return self.watermark_ns
 

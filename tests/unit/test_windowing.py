@@ -174,6 +174,34 @@ def test_a_window_closes_at_grace_plus_idle_timeout_after_its_end() -> None:
     pipeline.tick(deadline)
     assert [(e.acc.window_start_ns, e.revision) for e in pipeline.emissions][:1] == [(T0, 0)]
 
+def test_a_partition_without_input_is_idle_only_once_watched_for_the_idle_timeout() -> None:
+    r"""
+    wall:   W (first Tick, nothing read yet)    W + 1 s: events of two hours before W
+    The first Tick starts the idle clock; it does not declare the partition idle at once,
+    which would make every old event late and every record a revision.
+    """
+    window_settings = WindowSettings()
+    wall = T0 + 2 * HOUR
+    pipeline = Pipeline(window_settings)
+    pipeline.tick(wall)
+    assert pipeline.windows.windows.clock.watermark_ns is None
+    old = [make_event(0, "read", "ok", T0 + i * 100_000_000, 1_000) for i in range(5)]
+    pipeline.feed(old, wall + NS_PER_S)
+    assert not pipeline.emissions  # open, not emitted on arrival as late windows would be
+    pipeline.tick(wall + NS_PER_S + window_settings.idle_timeout_ns - 1)
+    assert not pipeline.emissions
+    pipeline.tick(wall + NS_PER_S + window_settings.idle_timeout_ns)
+    assert (NS_PER_S, "vol-0", T0) in pipeline.latest
+    assert {e.revision for e in pipeline.emissions} == {0}
+    # Without any input at all, the idle timeout still runs from the first Tick.
+    quiet = Pipeline(window_settings)
+    quiet.tick(wall)
+    quiet.tick(wall + window_settings.idle_timeout_ns - 1)
+    assert quiet.windows.windows.clock.watermark_ns is None
+    quiet.tick(wall + window_settings.idle_timeout_ns)
+    assert quiet.windows.windows.clock.watermark_ns == (wall - window_settings.grace_ns)
+
+
 
 def test_a_late_event_revises_an_emitted_window() -> None:
     r"""
