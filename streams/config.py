@@ -64,6 +64,9 @@ class Settings:
     spool_max_bytes: int = 1 << 30
     spool_ack_interval_s: float = 0.5  # how often the acknowledged position is fsync'd
     spool_close_wait_s: float = 10.0  # close(): how long to wait for Kafka without progress
+    # How long a worker rides out Kafka being unreachable in its own calls (topic creation
+    # at start, the gap reader) before it exits without committing (streams/kafka_retry.py).
+    kafka_wait_s: float = 300.0
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

@@ -9,12 +9,16 @@ group's committed offset, or the partition's first offset when nothing is commit
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from .config import Settings
+from .kafka_retry import retrying
+
+log = logging.getLogger(__name__)
 
 
 class GapReader:
@@ -30,15 +34,22 @@ class GapReader:
                                         enable_auto_commit=False, group_id=None,
                                         auto_offset_reset="earliest")
             admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers)
-            await consumer.start()
-            await admin.start()
+            try:
+                await consumer.start()
+                await admin.start()
+            except BaseException:
+                await consumer.stop()  # both are safe to stop when they did not start
+                await admin.close()
+                raise
             self._consumer, self._admin = consumer, admin
         return self._consumer, self._admin
 
     async def committed_or_first(self, partition: int, topic: str | None = None) -> int:
+        tp = TopicPartition(topic or self.settings.raw_topic, partition)
         async with self._lock:
-            return await self._committed_or_first(
-                TopicPartition(topic or self.settings.raw_topic, partition))
+            return await retrying(lambda: self._committed_or_first(tp),
+                                  f"reading the committed offset of {tp.topic}[{partition}]",
+                                  self.settings.kafka_wait_s, log)
 
     async def _committed_or_first(self, tp: TopicPartition) -> int:
         consumer, admin = await self._clients()
@@ -52,9 +63,11 @@ class GapReader:
                    ) -> list[Any]:
         """The records at offsets [start, end) of one partition (of the raw topic by
         default), in order; a compacted topic's range may hold fewer."""
+        tp = TopicPartition(topic or self.settings.raw_topic, partition)
         async with self._lock:  # one consumer, shared by the agents: one range at a time
-            return await self._read(TopicPartition(topic or self.settings.raw_topic, partition),
-                                    start, end)
+            return await retrying(lambda: self._read(tp, start, end),
+                                  f"reading {tp.topic}[{partition}]@{start}..{end - 1}",
+                                  self.settings.kafka_wait_s, log)
 
     async def _read(self, tp: TopicPartition, start: int, end: int) -> list[Any]:
         consumer, _ = await self._clients()

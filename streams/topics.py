@@ -6,12 +6,16 @@ topic); the topics here are the pipeline's public interface.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from .config import Settings
+from .kafka_retry import retrying
+
+log = logging.getLogger(__name__)
 
 # The worker's Faust tables. Their changelog topics are created here, before the worker
 # starts, with the raw topic's partition count: a worker that declared one itself could
@@ -60,11 +64,19 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
-    """Create the topics that are missing; returns the names created."""
+async def ensure_topics(settings: Settings, wait_s: float = 0.0) -> list[str]:
+    """Create the topics that are missing; returns the names created. Kafka unreachable
+    (or not ready) is retried for ``wait_s`` (a worker starting beside a broker that is
+    restarting: ``settings.kafka_wait_s``)."""
+    return await retrying(lambda: _ensure_topics(settings),
+                          f"creating the topics on Kafka at {settings.bootstrap_servers}",
+                          wait_s, log)
+
+
+async def _ensure_topics(settings: Settings) -> list[str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
         if missing:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
 from streams.config import Settings
+from streams.topics import ensure_topics
 from tests.conftest import free_port
 
 from .harness import ioacct
@@ -51,3 +56,46 @@ def test_topics_are_created_once(pipeline_settings: Settings) -> None:
     assert pipeline_settings.dlq_topic in first.stdout
     again = ioacct(pipeline_settings, "topics")
     assert "nothing (all topics exist)" in again.stdout
+
+
+async def _forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+def test_topic_creation_waits_for_a_broker_that_answers_late(
+        pipeline_settings: Settings) -> None:
+    """What a worker does first (streams/worker.py): create the topics, riding out Kafka
+    unreachable for up to kafka_wait_s. The bootstrap address refuses connections for 3 s,
+    then forwards to the session broker (after the bootstrap, clients go to the address
+    the broker advertises)."""
+    port = free_port()
+    settings = pipeline_settings.with_overrides(bootstrap=f"127.0.0.1:{port}",
+                                                topic_prefix=f"late{port}")
+
+    async def scenario() -> tuple[list[str], float]:
+        async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection(
+                "127.0.0.1", pipeline_settings.kafka_port)
+            await asyncio.gather(_forward(reader, up_writer), _forward(up_reader, writer))
+
+        started = time.monotonic()
+        creating = asyncio.create_task(ensure_topics(settings, wait_s=60))
+        await asyncio.sleep(3)
+        assert not creating.done(), "it returned while nothing listened"
+        server = await asyncio.start_server(proxy, "127.0.0.1", port)
+        try:
+            created = await asyncio.wait_for(creating, 60)
+        finally:
+            server.close()
+        return created, time.monotonic() - started
+
+    created, took = asyncio.run(scenario())
+    assert settings.raw_topic in created and took >= 3
+    # And with no wait, the same unreachable address fails at once, as `ioacct topics` does.
+    with pytest.raises(KafkaConnectionError):
+        asyncio.run(ensure_topics(settings.with_overrides(bootstrap=f"127.0.0.1:{free_port()}")))
