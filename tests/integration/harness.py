@@ -195,12 +195,14 @@ async def consumer_lag(settings: Settings, topic: str, group: str,
 
 
 def wait_committed(settings: Settings, workers: list[WorkerProcess], timeout_s: float = 180,
-                   ) -> None:
-    """Wait until the workers have committed every raw record that is there now."""
-    _, ends = asyncio.run(consumer_lag(settings, settings.raw_topic, settings.app_id))
-    wait_until(lambda: asyncio.run(consumer_lag(settings, settings.raw_topic, settings.app_id,
+                   topic: str | None = None) -> None:
+    """Wait until the workers have committed every record of ``topic`` (default: the raw
+    topic) that is there now."""
+    topic = topic or settings.raw_topic
+    _, ends = asyncio.run(consumer_lag(settings, topic, settings.app_id))
+    wait_until(lambda: asyncio.run(consumer_lag(settings, topic, settings.app_id,
                                                 ends))[0] == 0,
-               timeout_s, "the workers to commit every raw record", workers)
+               timeout_s, f"the workers to commit every record of {topic}", workers)
 
 
 def wait_settled(settings: Settings, workers: list[WorkerProcess], timeout_s: float = 180,
@@ -212,13 +214,8 @@ def wait_settled(settings: Settings, workers: list[WorkerProcess], timeout_s: fl
     Faust flushes the producer before it commits (Consumer._commit_offsets), so a stage's
     commit means what it made of those records is on its output topic. Waiting for keys
     is not enough: a window is published at its close and revised by later records."""
-    wait_committed(settings, workers, timeout_s)
-    for length in WINDOW_LENGTHS_NS[:-1]:
-        topic = settings.stats_topic(length)
-        _, ends = asyncio.run(consumer_lag(settings, topic, settings.app_id))
-        wait_until(lambda topic=topic, ends=ends: asyncio.run(
-            consumer_lag(settings, topic, settings.app_id, ends))[0] == 0,
-            timeout_s, f"the workers to commit every record of {topic}", workers)
+    for topic in [settings.raw_topic] + [settings.stats_topic(n) for n in WINDOW_LENGTHS_NS[:-1]]:
+        wait_committed(settings, workers, timeout_s, topic)
 
 
 async def read_topic(settings: Settings, topic: str, idle_s: float = 2.0) -> list[Any]:
