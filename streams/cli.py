@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from .config import Settings
+from streams.config import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -43,7 +43,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
-    from . import kafka_local
+    from streams.kafka import local as kafka_local
 
     broker = kafka_local.LocalBroker.from_settings(settings)
     try:
@@ -66,7 +66,7 @@ def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
-    from .topics import ensure_topics
+    from streams.kafka.topics import ensure_topics
 
     created = asyncio.run(ensure_topics(settings))
     print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
@@ -74,14 +74,14 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from .worker import run_worker
+    from streams.worker import run_worker
 
     return run_worker(settings, args.loglevel)
 
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
-    from . import produce
-    from .simulator import FleetConfig
+    from streams.sources.simulator import FleetConfig
+    from streams.tools import produce
 
     if args.spool_dir:
         settings = settings.with_overrides(spool_dir=args.spool_dir)
@@ -115,7 +115,7 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
     from urllib.parse import quote, urlencode
 
-    from .events import id_error
+    from streams.core.events import id_error
 
     reason = id_error("volume_id", args.volume_id)
     if reason is not None:
@@ -144,8 +144,8 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    from . import tokens
-    from .auth import OPERATOR, TENANT, AuthError
+    from streams.api import tokens
+    from streams.api.auth import OPERATOR, TENANT, AuthError
 
     try:
         if args.action == "create":
@@ -183,8 +183,8 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
-    from .tail import run_tail
-    from .topics import topic_specs
+    from streams.kafka.topics import topic_specs
+    from streams.tools.tail import run_tail
 
     public = {spec.name for spec in topic_specs(settings)}
     topic = settings.topic(args.topic) if settings.topic(args.topic) in public else args.topic
@@ -193,19 +193,19 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    from .audit import cli_audit
+    from streams.audit.command import cli_audit
 
     return cli_audit(args, settings)
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from .bench import cli_bench
+    from streams.tools.bench.runs import cli_bench
 
     return cli_bench(args, settings)
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from .runner import run_pipeline
+    from streams.tools.run import run_pipeline
 
     return run_pipeline(settings, rate_per_s=args.rate, volumes=args.volumes,
                         tenants=args.tenants, source=args.source)

@@ -9,9 +9,9 @@ import sys
 import faust
 from aiokafka.errors import KafkaError
 
-from .app import build_app
-from .config import Settings
-from .topics import ensure_topics
+from streams.config import Settings
+from streams.kafka.topics import ensure_topics
+from streams.pipeline.app import build_app
 
 
 class Worker(faust.Worker):

@@ -53,14 +53,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from streams import kafka_local
-from streams.accounting import COUNTER_NAMES
-from streams.app import TICK_KEY
-from streams.codec import HEADER_LEN, default_schemas
 from streams.config import REPO_ROOT, Settings
-from streams.produce import EXIT_SPOOL_LEFT
-from streams.spool import Spool
-from streams.windows import WINDOW_LENGTHS_NS
+from streams.core.codec import HEADER_LEN, default_schemas
+from streams.core.counters import COUNTER_NAMES
+from streams.core.windows.acc import WINDOW_LENGTHS_NS
+from streams.kafka import local as kafka_local
+from streams.pipeline.app import TICK_KEY
+from streams.sdk.spool import Spool
+from streams.tools.produce import EXIT_SPOOL_LEFT
 from tests.conftest import free_port
 from tests.hostile import HostileRound, hostile_round
 from tests.integration.harness import (

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from streams import kafka_local
 from streams.config import Settings
+from streams.kafka import local as kafka_local
 
 
 def free_port() -> int:

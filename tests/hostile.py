@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.codec import default_schemas
+from streams.core.codec import default_schemas
 
 NOW_NS = time.time_ns()
 SCHEMAS = default_schemas()

@@ -21,8 +21,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.config import REPO_ROOT, Settings
-from streams.tail import topic_partitions
-from streams.windows import WINDOW_LENGTHS_NS
+from streams.core.windows.acc import WINDOW_LENGTHS_NS
+from streams.kafka.topics import topic_partitions
 from tests.conftest import free_port
 
 

@@ -13,11 +13,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.accounting import COUNTER_NAMES
-from streams.billing import HOUR_NS
-from streams.codec import default_schemas
 from streams.config import Settings
-from streams.windows import NS_PER_S, WINDOW_LENGTHS_NS
+from streams.core.billing import HOUR_NS
+from streams.core.codec import default_schemas
+from streams.core.counters import COUNTER_NAMES
+from streams.core.windows.acc import NS_PER_S, WINDOW_LENGTHS_NS
 from tests.conftest import free_port
 from tests.oracle import billing_oracle
 from tests.window_oracle import windows_oracle

@@ -17,11 +17,11 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.accounting import COUNTER_NAMES
-from streams.billing import HOUR_NS, record_id
-from streams.codec import default_schemas
 from streams.config import Settings
-from streams.windows import NS_PER_S
+from streams.core.billing import HOUR_NS, record_id
+from streams.core.codec import default_schemas
+from streams.core.counters import COUNTER_NAMES
+from streams.core.windows.acc import NS_PER_S
 from tests.oracle import billing_oracle, counters_oracle
 
 from .harness import WorkerProcess, ioacct, read_topic, running_worker, wait_until

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.blkparse_source import BlkparseSource, VolumeTarget
 from streams.config import Settings
-from streams.source_report import SourceReport
+from streams.sources.blkparse import BlkparseSource, VolumeTarget
+from streams.sources.report import SourceReport
 from tests.blktrace_binary import sample_trace
 from tests.oracle import counters_oracle
 

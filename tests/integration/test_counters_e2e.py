@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.app import TICK_KEY
 from streams.config import REPO_ROOT, Settings
+from streams.pipeline.app import TICK_KEY
 from tests.conftest import free_port
 from tests.oracle import counters_oracle
 

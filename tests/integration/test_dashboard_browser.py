@@ -18,8 +18,8 @@ import orjson
 import pytest
 
 from streams.config import REPO_ROOT, Settings
-from streams.events import OPS
-from streams.simulator import FleetConfig, FleetSimulator
+from streams.core.events import OPS
+from streams.sources.simulator import FleetConfig, FleetSimulator
 
 from .harness import WorkerProcess, create_token, ioacct, running_worker, wait_until
 

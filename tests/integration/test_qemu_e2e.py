@@ -21,8 +21,8 @@ import orjson
 import pytest
 
 from streams.config import REPO_ROOT, Settings
-from streams.qemu_guest import Guest, GuestError, start_guest
-from streams.qemu_summary import BLOCKSTATS_NAMES, select_blockstats
+from streams.sources.qemu.guest import Guest, GuestError, start_guest
+from streams.sources.qemu.summary import BLOCKSTATS_NAMES, select_blockstats
 
 from .harness import running_worker, settings_env, wait_committed
 

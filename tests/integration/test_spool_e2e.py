@@ -19,13 +19,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams import kafka_local
-from streams.codec import CodecError, default_schemas
 from streams.config import REPO_ROOT, Settings
-from streams.events import NS_PER_S, IoEvent
-from streams.producer import IoProducer, SpoolStats
-from streams.simulator import FleetConfig, FleetSimulator
-from streams.spool import FRAME, SUFFIX, decode_payload, frame_at
+from streams.core.codec import CodecError, default_schemas
+from streams.core.events import NS_PER_S, IoEvent
+from streams.kafka import local as kafka_local
+from streams.sdk.producer import IoProducer, SpoolStats
+from streams.sdk.spool import FRAME, SUFFIX, decode_payload, frame_at
+from streams.sources.simulator import FleetConfig, FleetSimulator
 from tests.conftest import free_port
 from tests.oracle import counters_oracle
 

@@ -13,12 +13,12 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.app import TICK_KEY
-from streams.codec import HEADER_LEN, default_schemas
 from streams.config import Settings
-from streams.events import STATUSES
-from streams.monitoring import monitoring_key, monitoring_record
-from streams.windows import NS_PER_S, WINDOW_LENGTHS_NS
+from streams.core.codec import HEADER_LEN, default_schemas
+from streams.core.events import STATUSES
+from streams.core.monitoring import monitoring_key, monitoring_record
+from streams.core.windows.acc import NS_PER_S, WINDOW_LENGTHS_NS
+from streams.pipeline.app import TICK_KEY
 from tests.window_oracle import (
     latest_close_offset,
     window_start,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.accounting import COUNTER_NAMES, VolumeState
-from streams.events import OP_CODE, OPS, STATUS_CODE, STATUSES
+from streams.core.counters import COUNTER_NAMES, VolumeState
+from streams.core.events import OP_CODE, OPS, STATUS_CODE, STATUSES
 from tests.oracle import counters_oracle, empty_counters
 
 NOW = 1_700_000_000 * 10**9
@@ -226,7 +226,7 @@ def test_table_values_are_right_sized_in_memory() -> None:
     that ~8x the 2 KB per volume of issue 6 (measured 15.9 KB per volume in the bench)."""
     import tracemalloc
 
-    from streams.accounting import VolumeState
+    from streams.core.counters import VolumeState
 
     state = VolumeState("tenant-1", producer_seqs={"producer-1": 10**9})
     tracemalloc.start()

@@ -13,8 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.accounting import COUNTER_NAMES
-from streams.audit_logic import (
+from streams.audit.replay import (
     AuditReport,
     BillingLedger,
     Comparison,
@@ -23,9 +22,10 @@ from streams.audit_logic import (
     WindowLedger,
     compare,
 )
-from streams.codec import SchemaSet
-from streams.events import OPS, STATUSES
-from streams.ingest import Limits
+from streams.core.codec import SchemaSet
+from streams.core.counters import COUNTER_NAMES
+from streams.core.events import OPS, STATUSES
+from streams.core.ingest import Limits
 from tests.oracle import billing_oracle, counters_oracle, oracle_reject_reason
 from tests.window_oracle import windows_oracle
 
@@ -181,7 +181,7 @@ def test_replay_recomputes_billing_and_windows_as_the_oracles(events: list[dict[
     sums = {v: {n: sum(got[k][n] for k in got if k[0] == v) for n in NAMES}
             for v in {k[0] for k in got}}
     assert sums == {v: {n: row[n] for n in NAMES} for v, row in counters_oracle(events).items()}
-    from streams.windows import window_stats
+    from streams.core.windows.acc import window_stats
 
     for length in LENGTHS:
         recomputed = {key: window_stats(key[0], replay.tenant_of(key[0]) or "", w.finished())

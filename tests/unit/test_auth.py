@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.auth import (
+from streams.api.auth import (
     OPERATOR,
     TENANT,
     Access,
@@ -21,7 +21,7 @@ from streams.auth import (
     new_token,
     parse_token,
 )
-from streams.codec import default_schemas
+from streams.core.codec import default_schemas
 
 NOW = 1_795_000_000_000_000_000
 

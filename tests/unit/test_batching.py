@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.batching import Batcher
-from streams.codec import SchemaSet
-from streams.events import OP_CODE, OPS, STATUS_CODE, STATUSES, IoEvent
+from streams.core.codec import SchemaSet
+from streams.core.events import OP_CODE, OPS, STATUS_CODE, STATUSES, IoEvent
+from streams.sdk.batching import Batcher
 
 T0 = 1_700_000_000 * 10**9
 MS = 10**6

@@ -15,12 +15,12 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from streams.accounting import named_counters
-from streams.billing import HOUR_NS, BillingBook, BillingRecord
-from streams.events import OP_CODE, STATUS_CODE
-from streams.partition_windows import PartitionWindows
-from streams.windowing import WindowSettings
-from streams.windows import NS_PER_S
+from streams.core.billing import HOUR_NS, BillingBook, BillingRecord
+from streams.core.counters import named_counters
+from streams.core.events import OP_CODE, STATUS_CODE
+from streams.core.windows.acc import NS_PER_S
+from streams.core.windows.book import WindowSettings
+from streams.core.windows.stages import PartitionWindows
 from tests.oracle import billing_oracle
 
 T0 = 1_700_000_000 * NS_PER_S - (1_700_000_000 * NS_PER_S) % HOUR_NS

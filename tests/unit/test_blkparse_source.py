@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.blkparse_source import (
+from streams.core.events import IoEvent
+from streams.sources.blkparse import (
     ORPHAN_COMPLETION,
     UNPAIRED_ISSUE,
     BlkparseError,
@@ -24,8 +25,7 @@ from streams.blkparse_source import (
     parse_trace_line,
     parse_volume_map,
 )
-from streams.events import IoEvent
-from streams.source_report import SourceReport
+from streams.sources.report import SourceReport
 from tests.oracle import counters_oracle
 
 SAMPLE = Path(__file__).parent / "data" / "blkparse_sample.txt"

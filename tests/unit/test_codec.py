@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.codec import HEADER_LEN, MAGIC, CodecError, SchemaSet
+from streams.core.codec import HEADER_LEN, MAGIC, CodecError, SchemaSet
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 CURRENT_FILES = sorted(SCHEMA_DIR.glob("*.avsc"))

@@ -26,17 +26,17 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.accounting import COUNTER_NAMES, VolumeState, named_counters
-from streams.billing import BillingRecord
-from streams.codec import default_schemas
-from streams.ingest import Limits, account_record
-from streams.partition_windows import (
+from streams.core.billing import BillingRecord
+from streams.core.codec import default_schemas
+from streams.core.counters import COUNTER_NAMES, VolumeState, named_counters
+from streams.core.ingest import Limits, account_record
+from streams.core.windows.acc import NS_PER_S, WINDOW_LENGTHS_NS, window_stats
+from streams.core.windows.book import Emission, WindowSettings
+from streams.core.windows.stages import (
     JOURNAL_CHUNK_BYTES,
     PartitionWindows,
     RollupWindows,
 )
-from streams.windowing import Emission, WindowSettings
-from streams.windows import NS_PER_S, WINDOW_LENGTHS_NS, window_stats
 from tests.oracle import billing_oracle, counters_oracle
 from tests.window_oracle import windows_oracle
 

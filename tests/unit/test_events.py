@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.events import (
+from streams.core.events import (
     INT64_MAX,
     INT64_MIN,
     OP_CODE,

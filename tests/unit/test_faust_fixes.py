@@ -12,7 +12,7 @@ from typing import Any
 
 from faust.transport.producer import ProducerBuffer
 
-from streams import faust_fixes
+from streams.pipeline.guard import faust_fixes
 
 
 class SlowChannel:
@@ -157,7 +157,7 @@ def test_a_held_commit_is_reported_with_what_faust_holds() -> None:
     import faust
     from faust.types import TP
 
-    from streams.offsets import CommitWatch
+    from streams.pipeline.guard.offsets import CommitWatch
 
     app = faust.App("ioacct-test-watch", broker="kafka://127.0.0.1:1")
     c = app.consumer

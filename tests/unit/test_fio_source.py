@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.fio_source import (
+from streams.sources.fio import (
     FioLogError,
     FioLogLine,
     check_start_ns,
@@ -19,7 +19,7 @@ from streams.fio_source import (
     parse_log_line,
     to_event,
 )
-from streams.source_report import SourceReport
+from streams.sources.report import SourceReport
 from tests.oracle import counters_oracle
 
 START_NS = 1_700_000_000_000_000_000

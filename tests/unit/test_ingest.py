@@ -11,11 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.accounting import VolumeState
-from streams.batching import Batcher
-from streams.codec import SchemaSet
-from streams.events import OPS, STATUSES, IoEvent
-from streams.ingest import (
+from streams.core.codec import SchemaSet
+from streams.core.counters import VolumeState
+from streams.core.events import OPS, STATUSES, IoEvent
+from streams.core.ingest import (
     Limits,
     RecordOutcome,
     account_record,
@@ -23,7 +22,8 @@ from streams.ingest import (
     dead_letter_record,
     event_json,
 )
-from streams.simulator import FleetConfig, FleetSimulator
+from streams.sdk.batching import Batcher
+from streams.sources.simulator import FleetConfig, FleetSimulator
 from tests.oracle import counters_oracle, oracle_reject_reason
 
 NOW = 1_700_000_000 * 10**9

@@ -7,14 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.partition_windows import (
+from streams.core.windows.acc import NS_PER_S
+from streams.core.windows.book import WindowSettings
+from streams.core.windows.stages import (
     JOURNAL_FORMAT,
     JournaledTable,
     PartitionWindows,
     decode_journal,
 )
-from streams.windowing import WindowSettings
-from streams.windows import NS_PER_S
 
 from .test_crash_replay import Changelogged, restored
 

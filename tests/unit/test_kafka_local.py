@@ -3,7 +3,7 @@ in tests/integration/test_kafka_cli.py."""
 
 from __future__ import annotations
 
-from streams.kafka_local import new_cluster_id
+from streams.kafka.local import new_cluster_id
 
 
 def test_kafka_cluster_ids_never_start_with_a_dash() -> None:

@@ -17,7 +17,7 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
-from streams.kafka_retry import MAX_DELAY_S, retrying, transient
+from streams.kafka.retry import MAX_DELAY_S, retrying, transient
 
 log = logging.getLogger("test")
 

@@ -22,17 +22,17 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.accounting import COUNTER_NAMES, VolumeState
-from streams.codec import default_schemas
-from streams.events import OP_CODE, STATUS_CODE
-from streams.monitoring import (
+from streams.core.codec import default_schemas
+from streams.core.counters import COUNTER_NAMES, VolumeState
+from streams.core.events import OP_CODE, STATUS_CODE
+from streams.core.monitoring import (
     PROMETHEUS_CONTENT_TYPE,
     monitoring_key,
     monitoring_record,
     prometheus_text,
 )
-from streams.windowing import WindowBook, WindowSettings
-from streams.windows import NS_PER_S, WindowAcc, rollup, window_stats
+from streams.core.windows.acc import NS_PER_S, WindowAcc, rollup, window_stats
+from streams.core.windows.book import WindowBook, WindowSettings
 from tests.window_oracle import HISTOGRAM_BOUNDS_NS
 
 MINUTE = 60 * NS_PER_S
@@ -493,7 +493,7 @@ def fake_pipeline(owned: list[int], volumes: dict[str, VolumeState]) -> Any:
 
 
 def test_metrics_view_serves_only_volumes_of_actively_assigned_partitions() -> None:
-    from streams.web import register_views
+    from streams.api.views import register_views
 
     volumes = {f"vol-{i}": volume(f"tenant-{i}", [i + BIG] * 20, i) for i in range(8)}
     p = fake_pipeline(owned=[0, 2], volumes=volumes)
@@ -519,9 +519,9 @@ def test_metrics_route_of_a_real_worker_app(tmp_path: Path, monkeypatch: Any) ->
     exposition with the 0.0.4 header."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from streams.app import build_app
-    from streams.auth import OPERATOR, TENANT, new_token
+    from streams.api.auth import OPERATOR, TENANT, new_token
     from streams.config import Settings
+    from streams.pipeline.app import build_app
 
     p = build_app(Settings.from_env(state_dir=tmp_path))
     operator, operator_record = new_token(OPERATOR, None, 1)

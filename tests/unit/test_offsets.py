@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.offsets import CommitWatch, OffsetTracker, Verdict
+from streams.pipeline.guard.offsets import CommitWatch, OffsetTracker, Verdict
 
 
 def _drive(tracker: OffsetTracker, partition: int, delivered: list[int]) -> list[int]:

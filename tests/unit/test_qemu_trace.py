@@ -14,14 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.qemu_source import QemuTraceOptions, QemuTraceRun, _trace_chunks
-from streams.qemu_summary import (
+from streams.sources.qemu.source import QemuTraceOptions, QemuTraceRun, _trace_chunks
+from streams.sources.qemu.summary import (
     BLOCKSTATS_NAMES,
     QemuTraceConverter,
     reconcile,
     select_blockstats,
 )
-from streams.qemu_trace import (
+from streams.sources.qemu.trace import (
     TraceLineError,
     VirtioBlkPairing,
     VolumeMap,

@@ -35,19 +35,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.partition_windows import (
-    JOURNAL_CHUNK_BYTES,
-    PartitionWindows,
-    RollupWindows,
-)
-from streams.windowing import Emission, WindowSettings
-from streams.windows import (
+from streams.core.windows.acc import (
     NS_PER_S,
     WINDOW_LENGTHS_NS,
     WindowAcc,
     acc_from_stats,
     window_start_ns,
     window_stats,
+)
+from streams.core.windows.book import Emission, WindowSettings
+from streams.core.windows.stages import (
+    JOURNAL_CHUNK_BYTES,
+    PartitionWindows,
+    RollupWindows,
 )
 from tests.window_oracle import windows_oracle
 

@@ -8,8 +8,8 @@ from collections import Counter, defaultdict
 import orjson
 import pytest
 
-from streams.events import OPS, STATUSES, IoEvent
-from streams.simulator import MIB, FleetConfig, FleetSimulator, write_jsonl
+from streams.core.events import OPS, STATUSES, IoEvent
+from streams.sources.simulator import MIB, FleetConfig, FleetSimulator, write_jsonl
 from tests.oracle import counters_oracle, oracle_reject_reason
 
 START_NS = 1_700_000_000 * 10**9

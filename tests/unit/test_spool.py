@@ -15,10 +15,10 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from streams.codec import default_schemas
 from streams.config import Settings
-from streams.producer import IoProducer, SpoolStats
-from streams.spool import (
+from streams.core.codec import default_schemas
+from streams.sdk.producer import IoProducer, SpoolStats
+from streams.sdk.spool import (
     FRAME,
     SUFFIX,
     Spool,
@@ -148,7 +148,7 @@ def test_a_torn_tail_is_dropped_at_every_byte_offset(
         directory.mkdir()
         (directory / segment_files(tmp_path / "whole")[0].name).write_bytes(whole[:cut])
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="streams.spool"):
+        with caplog.at_level(logging.WARNING, logger="streams.sdk.spool"):
             spool = Spool(directory, BIG)
         assert spool.records == 2
         assert values(spool.read(10)) == payloads[:2]
@@ -183,7 +183,7 @@ def test_the_crc_catches_a_flipped_byte_anywhere_in_an_entry(
         directory.mkdir()
         (directory / name).write_bytes(bytes(corrupt))
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="streams.spool"):
+        with caplog.at_level(logging.WARNING, logger="streams.sdk.spool"):
             got = values(Spool(directory, BIG).read(10))
         assert payloads[1] not in got and got[0] == payloads[0], at  # never misread
         assert set(got) <= set(payloads)
@@ -401,7 +401,7 @@ def test_a_full_spool_refuses_records_loudly_and_record_never_raises(
         await producer.close()
         return producer.spool_stats
 
-    with caplog.at_level(logging.ERROR, logger="streams.producer"):
+    with caplog.at_level(logging.ERROR, logger="streams.sdk.producer"):
         stats = asyncio.run(run())
     assert stats is not None and stats.records_refused > 0
     assert stats.spool_records + stats.records_refused == 50
@@ -440,7 +440,7 @@ def test_ioacct_produce_exits_3_only_when_records_wait_in_the_spool() -> None:
     its spool when it is EXIT_SPOOL_LEFT."""
     from dataclasses import fields
 
-    from streams.produce import EXIT_SPOOL_LEFT, ProduceSummary
+    from streams.tools.produce import EXIT_SPOOL_LEFT, ProduceSummary
 
     def stats(left: int) -> SpoolStats:
         zeros: dict[str, Any] = {f.name: 0 for f in fields(SpoolStats)}

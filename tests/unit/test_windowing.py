@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.events import OP_CODE, STATUS_CODE
-from streams.partition_windows import WindowChain
-from streams.windowing import Emission, WindowBook, WindowSettings
-from streams.windows import NS_PER_S, WindowAcc, window_stats
+from streams.core.events import OP_CODE, STATUS_CODE
+from streams.core.windows.acc import NS_PER_S, WindowAcc, window_stats
+from streams.core.windows.book import Emission, WindowBook, WindowSettings
+from streams.core.windows.stages import WindowChain
 from tests.window_oracle import windows_oracle
 
 T0 = 1_700_000_000 * NS_PER_S
@@ -139,7 +139,7 @@ def test_latest_revisions_equal_the_oracle_at_every_length(
 
 
 def test_simulated_fleet_equals_the_oracle() -> None:
-    from streams.simulator import FleetConfig, FleetSimulator
+    from streams.sources.simulator import FleetConfig, FleetSimulator
 
     sim = FleetSimulator(FleetConfig(seed=3, volumes=30, start_ns=T0, events_per_s=400))
     events = [e.to_json() for e in sim.events(20_000)]
@@ -288,7 +288,7 @@ def test_windows_of_looks_up_or_scans_alike(direct_max: int,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The query path: direct look-ups of each start (short ranges) and a scan of the keys
     (long ones) return the same windows, in start order, for [from, to) with any edges."""
-    import streams.partition_windows as pw
+    import streams.core.windows.stages as pw
 
     rng = random.Random(7)
     pipeline = Pipeline()
@@ -323,7 +323,7 @@ def test_a_rollup_stage_closes_a_late_window_at_once_and_takes_a_part_once() -> 
     """A part for a minute the watermark has passed makes that minute's window at once
     (the stage below did the same with the late event's 1 s window); the same part read
     again, or an older revision of it, changes nothing; a newer revision revises."""
-    from streams.partition_windows import RollupWindows
+    from streams.core.windows.stages import RollupWindows
 
     minute = T0 - T0 % MINUTE
     stage = RollupWindows(0, {}, WindowSettings(), NS_PER_S, MINUTE)
@@ -344,7 +344,7 @@ def test_a_rollup_stage_closes_a_late_window_at_once_and_takes_a_part_once() -> 
 def test_a_published_window_reads_back_as_its_integers(events: list[dict[str, Any]]) -> None:
     """What a rollup agent reads from a stats topic (acc_from_stats of window_stats) is the
     window's integers, all but the busy intervals a rollup does not need."""
-    from streams.windows import acc_from_stats
+    from streams.core.windows.acc import acc_from_stats
 
     pipeline = run(arrive(events, 0, 0))
     for emission in pipeline.emissions:

@@ -1,0 +1,134 @@
+"""The hourly billing ledger of one input partition (SEMANTICS.md section 5).
+
+Pure logic: no faust, no aiokafka. Per (volume, hour of complete_ns) the book
+keeps the section 2 counters of the hour while it is open; when the partition's
+watermark passes the hour's end it emits record 0 with them. An event that
+arrives for an hour already emitted makes an adjustment record holding only the
+delta of that event's record, with the next sequence number. Nothing is ever
+rewritten, so the records of a volume add up to its cumulative counters.
+
+After emission an entry keeps only its next sequence number, until no accepted
+event can reach its hour any more (see :meth:`BillingBook.evictable`).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.core.counters import N_SLOTS, add_to_slots, named_counters
+from streams.core.windows.acc import NS_PER_S
+
+HOUR_NS = 3600 * NS_PER_S
+BillingKey = tuple[str, int]  # (volume_id, hour_start_ns)
+
+
+def record_id(tenant_id: str, volume_id: str, hour_start_ns: int, sequence: int) -> str:
+    """Deterministic id of a billing record: a consumer that sees it twice drops the copy."""
+    return f"{tenant_id}/{volume_id}/{hour_start_ns}/{sequence}"
+
+
+@dataclass(slots=True)
+class BillingEntry:
+    tenant_id: str
+    counters: list[int] | None = field(default_factory=lambda: [0] * N_SLOTS)  # None: emitted
+    next_sequence: int = 0
+    # Records emitted and not known to have landed: [raw offset, sequence, counters].
+    # Dropped once the group's committed offset passes them (PartitionWindows.replay_outputs).
+    unconfirmed: list[list[Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class BillingRecord:
+    tenant_id: str
+    volume_id: str
+    hour_start_ns: int
+    sequence: int
+    counters: tuple[int, ...]
+
+    @property
+    def record_id(self) -> str:
+        return record_id(self.tenant_id, self.volume_id, self.hour_start_ns, self.sequence)
+
+    @property
+    def kind(self) -> str:
+        return "hour" if self.sequence == 0 else "adjustment"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The BillingRecord Avro record (schemas/billing_record.avsc)."""
+        return {"record_id": self.record_id, "tenant_id": self.tenant_id,
+                "volume_id": self.volume_id, "hour_start_ns": self.hour_start_ns,
+                "hour_length_ns": HOUR_NS, "sequence": self.sequence, "kind": self.kind,
+                **named_counters(self.counters)}
+
+
+@dataclass
+class BillingBook:
+    """Open hours and the sequence numbers of emitted hours, for the volumes of a partition."""
+
+    store: MutableMapping[BillingKey, BillingEntry]
+    offset: int = -1  # the raw offset being processed: stamped on what it emits
+    _closing: list[tuple[int, str, int]] = field(default_factory=list)  # (end, volume, start)
+
+    @property
+    def has_open_hours(self) -> bool:
+        return bool(self._closing)
+
+    def rebuild_index(self) -> None:
+        """After recovery: find the hours still to close in the store."""
+        self._closing = [(start + HOUR_NS, volume, start)
+                         for (volume, start), entry in self.store.items()
+                         if entry.counters is not None]
+        heapq.heapify(self._closing)
+
+    def add_events(
+        self, volume_id: str, tenant_id: str, ops: bytes, statuses: bytes,
+        nbytes: Sequence[int], submit_ns: Sequence[int], complete_ns: Sequence[int],
+        indexes: Sequence[int],
+    ) -> list[BillingRecord]:
+        """Count validated events; returns the adjustments for hours already emitted."""
+        by_hour: dict[int, list[int]] = {}
+        for i in indexes:
+            by_hour.setdefault(complete_ns[i] - complete_ns[i] % HOUR_NS, []).append(i)
+        adjustments: list[BillingRecord] = []
+        for start, hour_indexes in by_hour.items():
+            entry = self.store.get((volume_id, start))
+            if entry is None:
+                entry = BillingEntry(tenant_id)
+                heapq.heappush(self._closing, (start + HOUR_NS, volume_id, start))
+            if entry.counters is not None:
+                add_to_slots(entry.counters, ops, statuses, nbytes, submit_ns, complete_ns,
+                             hour_indexes)
+            else:
+                delta = [0] * N_SLOTS
+                add_to_slots(delta, ops, statuses, nbytes, submit_ns, complete_ns, hour_indexes)
+                adjustments.append(BillingRecord(entry.tenant_id, volume_id, start,
+                                                 entry.next_sequence, tuple(delta)))
+                entry.unconfirmed.append([self.offset, entry.next_sequence, delta])
+                entry.next_sequence += 1
+            self.store[(volume_id, start)] = entry
+        return adjustments
+
+    def close_for(self, watermark_ns: int | None) -> list[BillingRecord]:
+        """Record 0 of every open hour the watermark has passed, in order of their ends."""
+        closed: list[BillingRecord] = []
+        while watermark_ns is not None and self._closing and self._closing[0][0] <= watermark_ns:
+            _, volume_id, start = heapq.heappop(self._closing)
+            entry = self.store.get((volume_id, start))
+            if entry is None or entry.counters is None:
+                continue
+            closed.append(BillingRecord(entry.tenant_id, volume_id, start, entry.next_sequence,
+                                        tuple(entry.counters)))
+            entry.unconfirmed.append([self.offset, entry.next_sequence, entry.counters])
+            entry.counters, entry.next_sequence = None, entry.next_sequence + 1
+            self.store[(volume_id, start)] = entry
+        return closed
+
+    def evictable(self, oldest_accepted_ns: int) -> list[BillingKey]:
+        """Emitted hours that no accepted event can reach: those ending an hour or more
+        before the oldest complete_ns the worker still accepts (wall clock - retention);
+        the spare hour covers workers whose clocks differ."""
+        return [key for key, entry in self.store.items()
+                if entry.counters is None and key[1] + 2 * HOUR_NS <= oldest_accepted_ns]

@@ -1,0 +1,133 @@
+"""Exact cumulative counters per volume (SEMANTICS.md section 2).
+
+Pure logic: no faust, no aiokafka. The whole state of a volume is one small
+:class:`VolumeState`; :meth:`VolumeState.snapshot` is what the Faust table
+stores, so recovery is deserialising that one value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from streams.core.events import OPS, STATUS_FAILED, STATUS_INVALID, STATUS_OK
+
+# Per op, five slots: ok ios, ok bytes, failed ios, invalid ios, time of ok+failed.
+_SLOTS = 5
+IOS, BYTES, ERRORS, INVALID, TIME = range(_SLOTS)
+_SNAPSHOT_VERSION = 1
+
+
+def counter_names() -> list[tuple[str, int]]:
+    """(public counter name, slot index) in SEMANTICS.md order; no flush_bytes."""
+    names: list[tuple[str, int]] = []
+    for op_code, op in enumerate(OPS):
+        base = op_code * _SLOTS
+        names.append((f"{op}_ios", base + IOS))
+        if op != "flush":
+            names.append((f"{op}_bytes", base + BYTES))
+        names.append((f"{op}_ios_error", base + ERRORS))
+        names.append((f"invalid_{op}_ios", base + INVALID))
+        names.append((f"total_{op}_time_ns", base + TIME))
+    return names
+
+
+COUNTER_NAMES = counter_names()
+N_SLOTS = len(OPS) * _SLOTS
+
+
+def add_to_slots(
+    counters: list[int], ops: bytes, statuses: bytes, nbytes: Sequence[int],
+    submit_ns: Sequence[int], complete_ns: Sequence[int], indexes: Iterable[int],
+) -> int | None:
+    """Add the events at ``indexes`` to section 2 counter slots; their latest complete_ns."""
+    latest: int | None = None
+    for i in indexes:
+        base = ops[i] * _SLOTS
+        status = statuses[i]
+        if status == STATUS_OK:
+            counters[base + IOS] += 1
+            counters[base + BYTES] += nbytes[i]
+            counters[base + TIME] += complete_ns[i] - submit_ns[i]
+        elif status == STATUS_FAILED:
+            counters[base + ERRORS] += 1
+            counters[base + TIME] += complete_ns[i] - submit_ns[i]
+        elif status == STATUS_INVALID:
+            counters[base + INVALID] += 1
+        if latest is None or complete_ns[i] > latest:
+            latest = complete_ns[i]
+    return latest
+
+
+def table_json(value: Any) -> bytes:
+    """orjson's bytes, right-sized: orjson.dumps returns bytes that keep a 4 KiB buffer
+    each (measured: 4,097 bytes for a 100-byte snapshot), and the worker keeps one
+    per table value in memory."""
+    return bytes(memoryview(orjson.dumps(value)))
+
+
+def named_counters(counters: Sequence[int]) -> dict[str, int]:
+    """Slots -> the section 2 counter names, in SEMANTICS.md order."""
+    return {name: counters[slot] for name, slot in COUNTER_NAMES}
+
+
+@dataclass(slots=True)
+class VolumeState:
+    """Everything the pipeline remembers about one volume."""
+
+    tenant_id: str
+    counters: list[int] = field(default_factory=lambda: [0] * N_SLOTS)
+    last_io_ns: int | None = None
+    rejected: int = 0
+    # Highest seq applied per producer: a record at or below it is a replay.
+    producer_seqs: dict[str, int] = field(default_factory=dict)
+
+    def is_replay(self, producer_id: str, seq: int) -> bool:
+        return seq <= self.producer_seqs.get(producer_id, -1)
+
+    def mark_applied(self, producer_id: str, seq: int) -> None:
+        self.producer_seqs[producer_id] = seq
+
+    def add_events(
+        self, ops: bytes, statuses: bytes, nbytes: list[int],
+        submit_ns: list[int], complete_ns: list[int], indexes: range | list[int],
+    ) -> None:
+        """Count the events at ``indexes`` (already validated) of one batch."""
+        latest = add_to_slots(self.counters, ops, statuses, nbytes, submit_ns, complete_ns,
+                              indexes)
+        if latest is not None and (self.last_io_ns is None or latest > self.last_io_ns):
+            self.last_io_ns = latest
+
+    def counters_json(self, volume_id: str, reference_ns: int) -> dict[str, Any]:
+        """The public counters object of SEMANTICS.md section 2 at ``reference_ns``."""
+        obj: dict[str, Any] = {"volume_id": volume_id, "tenant_id": self.tenant_id,
+                               **named_counters(self.counters)}
+        obj["last_io_ns"] = self.last_io_ns
+        # Negative when the last completion is ahead of the reference (clock skew,
+        # within the 5 min future tolerance): reported as is, per SEMANTICS.md.
+        obj["idle_time_ns"] = None if self.last_io_ns is None else reference_ns - self.last_io_ns
+        obj["rejected"] = self.rejected
+        return obj
+
+    def snapshot(self) -> bytes:
+        value = [_SNAPSHOT_VERSION, self.tenant_id, self.counters, self.last_io_ns,
+                 self.rejected, self.producer_seqs]
+        try:
+            return table_json(value)
+        except TypeError:
+            # A counter past int64 (absurd but valid input): stay exact, not fast.
+            return json.dumps(value, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_snapshot(cls, data: bytes) -> VolumeState:
+        decoded = orjson.loads(data)
+        if any(isinstance(c, float) for c in decoded[2]) or isinstance(decoded[4], float):
+            decoded = json.loads(data)  # orjson reads integers past 64 bits as floats
+        version, tenant_id, counters, last_io_ns, rejected, producer_seqs = decoded
+        if version != _SNAPSHOT_VERSION:
+            raise ValueError(f"unknown volume state snapshot version {version}")
+        return cls(tenant_id, counters, last_io_ns, rejected, producer_seqs)

@@ -1,0 +1,234 @@
+"""Event-time windowing of one input partition (SEMANTICS.md section 4).
+
+Pure logic: no faust, no aiokafka. :class:`PartitionClock` is the watermark;
+:class:`WindowBook` keeps one partition's 1 s windows in any mutable mapping
+(a dict in tests, a Faust table in the worker) and says what to publish:
+windows the watermark closed, and new revisions of windows a late event or a
+long request reached. :class:`RollupBook` builds 1 m windows from 1 s ones and
+1 h windows from 1 m ones, never from raw events (partition_windows.py runs
+each length as a stage of its own, fed by the topic of the length below).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
+
+from streams.core.events import STATUS_INVALID
+from streams.core.windows.acc import (
+    NS_PER_S,
+    WindowAcc,
+    rollup,
+    window_start_ns,
+    window_starts_overlapping,
+)
+
+WindowKey = tuple[str, int]  # (volume_id, window_start_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSettings:
+    grace_ns: int = 2 * NS_PER_S
+    idle_timeout_ns: int = 5 * NS_PER_S
+    horizon_ns: int = 3600 * NS_PER_S
+
+
+@dataclass(slots=True)
+class PartitionClock:
+    """Watermark of one input partition: largest complete_ns - grace, raised when idle."""
+
+    grace_ns: int
+    idle_timeout_ns: int
+    watermark_ns: int | None = None
+    last_input_wall_ns: int | None = None
+
+    def on_input(self, max_complete_ns: int, wall_ns: int) -> int | None:
+        self.last_input_wall_ns = wall_ns
+        return self._raise_to(max_complete_ns - self.grace_ns)
+
+    def on_wall_clock(self, wall_ns: int) -> int | None:
+        """Raise an idle partition's watermark to wall - grace - idle timeout.
+
+        A partition that has had no input yet is quiet since the clock first saw it: the
+        idle timeout runs from there. (Raising at once would make everything that then
+        arrives from more than grace + idle timeout ago late, a backfill or a producer that
+        starts a moment after the worker, and every record a revision.)"""
+        if self.last_input_wall_ns is None:
+            self.last_input_wall_ns = wall_ns
+        if wall_ns - self.last_input_wall_ns >= self.idle_timeout_ns:
+            return self._raise_to(wall_ns - self.grace_ns - self.idle_timeout_ns)
+        return self.watermark_ns
+
+    def _raise_to(self, candidate_ns: int) -> int | None:
+        if self.watermark_ns is None or candidate_ns > self.watermark_ns:
+            self.watermark_ns = candidate_ns  # never moves back
+        return self.watermark_ns
+
+
+@dataclass(slots=True)
+class WindowEntry:
+    tenant_id: str
+    acc: WindowAcc
+    revision: int = 0  # the revision the next emission carries
+    emitted: bool = False
+    emitted_offset: int = -1  # the raw offset whose processing made the last emission
+
+
+@dataclass(frozen=True, slots=True)
+class Emission:
+    volume_id: str
+    tenant_id: str
+    acc: WindowAcc
+    revision: int
+    offset: int = -1  # the input offset whose processing made it (WindowBook.offset)
+
+
+@dataclass
+class WindowBook:
+    """The open and revisable windows of one length for the volumes of one partition."""
+
+    settings: WindowSettings
+    store: MutableMapping[WindowKey, WindowEntry]
+    window_len_ns: int = NS_PER_S
+    late_beyond_horizon: int = 0
+    offset: int = -1  # the raw offset being processed: stamped on what it emits
+    _closing: list[tuple[int, str, int]] = field(default_factory=list)  # (end, volume, start)
+
+    @property
+    def has_open_windows(self) -> bool:
+        return bool(self._closing)
+
+    def rebuild_index(self) -> None:
+        """After recovery: find the windows still to close in the store."""
+        self._closing = [(start + self.window_len_ns, volume, start)
+                         for (volume, start), entry in self.store.items() if not entry.emitted]
+        heapq.heapify(self._closing)
+
+    def _entry(self, volume_id: str, tenant_id: str, start: int) -> WindowEntry:
+        entry = self.store.get((volume_id, start))
+        if entry is None:
+            entry = WindowEntry(tenant_id, WindowAcc(start, self.window_len_ns))
+            heapq.heappush(self._closing, (start + self.window_len_ns, volume_id, start))
+        return entry
+
+    def _frozen_before_ns(self, watermark_ns: int | None) -> int | None:
+        return None if watermark_ns is None else watermark_ns - self.settings.horizon_ns
+
+    def add_events(
+        self, volume_id: str, tenant_id: str, ops: bytes, statuses: bytes, nbytes: Sequence[int],
+        submit_ns: Sequence[int], complete_ns: Sequence[int], indexes: Sequence[int],
+        watermark_ns: int | None,
+    ) -> list[Emission]:
+        """Add validated events; returns new revisions of windows already emitted."""
+        frozen_before = self._frozen_before_ns(watermark_ns)
+        touched: dict[int, WindowEntry] = {}
+        for i in indexes:
+            start = window_start_ns(complete_ns[i], self.window_len_ns)
+            if frozen_before is not None and start + self.window_len_ns <= frozen_before:
+                self.late_beyond_horizon += 1
+                continue
+            entry = touched.get(start) or self._entry(volume_id, tenant_id, start)
+            touched[start] = entry
+            latency_ns = complete_ns[i] - submit_ns[i]
+            entry.acc.add_completion(ops[i], statuses[i], nbytes[i], latency_ns)
+            if statuses[i] != STATUS_INVALID:
+                self._add_inflight(volume_id, tenant_id, ops[i], submit_ns[i], complete_ns[i],
+                                   frozen_before, touched)
+        for start, entry in touched.items():
+            self.store[(volume_id, start)] = entry
+        return [self._revise(volume_id, e) for e in touched.values() if e.emitted]
+
+    def _add_inflight(
+        self, volume_id: str, tenant_id: str, op: int, submit_ns: int, complete_ns: int,
+        frozen_before: int | None, touched: dict[int, WindowEntry],
+    ) -> None:
+        for start in window_starts_overlapping(submit_ns, complete_ns, self.window_len_ns):
+            if frozen_before is not None and start + self.window_len_ns <= frozen_before:
+                continue  # the revision horizon: these windows are final
+            entry = touched.get(start) or self._entry(volume_id, tenant_id, start)
+            touched[start] = entry
+            entry.acc.add_inflight(op, submit_ns, complete_ns)
+
+    def _revise(self, volume_id: str, entry: WindowEntry) -> Emission:
+        emission = Emission(volume_id, entry.tenant_id, entry.acc, entry.revision, self.offset)
+        entry.revision += 1
+        entry.emitted_offset = self.offset
+        self.store[(volume_id, entry.acc.window_start_ns)] = entry
+        return emission
+
+    def close_for(self, watermark_ns: int | None) -> list[Emission]:
+        """Emit, in order of their ends, the windows the watermark has passed."""
+        emitted: list[Emission] = []
+        while watermark_ns is not None and self._closing and self._closing[0][0] <= watermark_ns:
+            _, volume_id, start = heapq.heappop(self._closing)
+            entry = self.store.get((volume_id, start))
+            if entry is None or entry.emitted:
+                continue
+            entry.emitted = True
+            emitted.append(self._revise(volume_id, entry))
+        return emitted
+
+    def evictable(self, watermark_ns: int | None, committed: int | None = None
+                  ) -> list[WindowKey]:
+        """Emitted windows past the revision horizon: they can never change again.
+
+        ``committed``: the input offset the group has committed; a window emitted at or
+        past it stays, since its record may not have landed and a new owner must send it
+        again (replay_outputs) after a crash (None: no such limit)."""
+        frozen_before = self._frozen_before_ns(watermark_ns)
+        if frozen_before is None:
+            return []
+        return [key for key, entry in self.store.items()
+                if entry.emitted and key[1] + self.window_len_ns <= frozen_before
+                and (committed is None or entry.emitted_offset < committed)]
+
+
+Part = tuple[int, WindowAcc]  # a part's revision and integers, by (volume_id, part start)
+
+
+@dataclass
+class RollupBook:
+    """Windows of ``window_len_ns`` built from the latest revision of their shorter parts."""
+
+    inner: WindowBook
+    parts: MutableMapping[WindowKey, Part] = field(default_factory=dict)
+
+    def add_part(self, emission: Emission, watermark_ns: int | None = None) -> list[Emission]:
+        """Take a part unless a revision of it as new or newer is in already (a record read
+        again after a crash, or sent again: it changes nothing, and emits nothing). A newer
+        revision replaces the earlier whole; an emitted window then gets a new revision.
+
+        Each part is kept on its own (one small write per part, not the window's sixty
+        rewritten each time); a new part is merged into the window, a revised one makes
+        the window again from all its parts (a minimum cannot be taken back).
+
+        No horizon check: a part is only revised while it is within the horizon,
+        and the window that holds it ends no earlier, so it is revisable too.
+        """
+        length = self.inner.window_len_ns
+        part = emission.acc
+        start = window_start_ns(part.window_start_ns, length)
+        frozen_before = self.inner._frozen_before_ns(watermark_ns)
+        if frozen_before is not None and start + length <= frozen_before:
+            # Past the horizon: no part of this window is new (the stage below stops making
+            # them before this stage's watermark gets there), so this is a record read or
+            # sent again, whose part may be evicted already: taking it would count it twice.
+            return []
+        key = (emission.volume_id, part.window_start_ns)
+        held = self.parts.get(key)
+        if held is not None and held[0] >= emission.revision:
+            return []
+        self.parts[key] = (emission.revision, part)
+        entry = self.inner._entry(emission.volume_id, emission.tenant_id, start)
+        if held is None:
+            entry.acc.merge(part)
+        else:
+            found = (self.parts.get((emission.volume_id, s))
+                     for s in range(start, start + length, part.window_len_ns))
+            entry.acc = rollup([p[1] for p in found if p is not None], length)
+        self.inner.store[(emission.volume_id, start)] = entry
+        return [self.inner._revise(emission.volume_id, entry)] if entry.emitted else []
+
+    def close_for(self, watermark_ns: int | None) -> list[Emission]:
+        return self.inner.close_for(watermark_ns)

@@ -1,0 +1,245 @@
+"""The local single-node KRaft Apache Kafka broker: build, start, stop, status.
+
+The broker is assembled from its Maven Central artifacts by deploy/kafka/pom.xml
+(DESIGN.md decision 1): no Docker, no download outside the package registries.
+Its pid, configuration, data and logs live in ``<state_dir>/kafka-<port>/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from streams.config import REPO_ROOT, Settings
+
+POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+LIBS = REPO_ROOT / "deploy" / "kafka" / "target" / "libs"
+JAVA_HEAP = os.environ.get("IOACCT_KAFKA_HEAP", "-Xms256m -Xmx1g")
+
+
+class KafkaError(RuntimeError):
+    """The local broker could not be built, started or stopped; the message says why."""
+
+
+@dataclass(frozen=True)
+class LocalBroker:
+    """One local broker, identified by its ports and state directory."""
+
+    port: int
+    controller_port: int
+    home: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalBroker:
+        home = settings.state_dir / f"kafka-{settings.kafka_port}"
+        return cls(settings.kafka_port, settings.kafka_controller_port, home)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "kafka.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "logs" / "server.log"
+
+    def pid(self) -> int | None:
+        """The broker's pid when its process is alive, else None."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def write_config(self) -> Path:
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        props = self.home / "server.properties"
+        props.write_text(_SERVER_PROPERTIES.format(
+            port=self.port, controller_port=self.controller_port, data=self.home / "data",
+        ))
+        (self.home / "log4j.properties").write_text(_LOG4J.format(log=self.log_file))
+        return props
+
+    def java(self, main_class: str, *args: str, heap: str = JAVA_HEAP) -> list[str]:
+        return [
+            "java", *heap.split(), "-cp", f"{LIBS}/*",
+            f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
+            f"-Dkafka.logs.dir={self.home / 'logs'}", main_class, *args,
+        ]
+
+
+def ensure_built() -> None:
+    """Copy the broker's jars from Maven Central into deploy/kafka/target/libs once."""
+    if LIBS.is_dir() and any(LIBS.glob("kafka_2.13-*.jar")):
+        return
+    print(f"building the local Kafka broker from Maven Central ({POM}) ...", flush=True)
+    result = subprocess.run(["mvn", "-B", "-q", "-f", str(POM), "package"], check=False)
+    if result.returncode != 0:
+        raise KafkaError("mvn could not fetch the Kafka artifacts (is Maven on PATH?)")
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id as Kafka's Uuid.randomUuid() makes one: URL-safe base64 of 16
+    random bytes, never starting with '-' (Kafka redraws those too: the storage tool's
+    parser would read '-t -abc...' as a missing argument, about one start in 64)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def _format_storage(broker: LocalBroker, props: Path) -> None:
+    if (broker.home / "data" / "meta.properties").exists():
+        return
+    cluster_id = new_cluster_id()
+    result = subprocess.run(
+        broker.java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+                    heap="-Xmx256m"),
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        raise KafkaError(f"formatting storage failed: {result.stdout}{result.stderr}")
+
+
+async def _answers(bootstrap: str) -> bool:
+    from aiokafka.admin import AIOKafkaAdminClient  # lazily: only the CLI needs it
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await admin.start()
+        await admin.list_topics()
+        return True
+    except Exception:
+        return False
+    finally:
+        await admin.close()
+
+
+def _port_open(port: int) -> bool:
+    # A plain connect first: aiokafka logs every refused connection as an error.
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_ready(broker: LocalBroker, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if broker.pid() is None:
+            raise KafkaError(f"the broker exited during start-up; see {broker.log_file}:\n"
+                             + _tail(broker.log_file))
+        if _port_open(broker.port) and asyncio.run(_answers(broker.bootstrap)):
+            return
+        time.sleep(0.5)
+    raise KafkaError(f"the broker did not answer within {timeout_s:.0f} s; see {broker.log_file}")
+
+
+def start(broker: LocalBroker, timeout_s: float = 90.0) -> bool:
+    """Start the broker unless it runs; True when this call started it."""
+    if broker.pid() is not None:
+        wait_ready(broker, timeout_s)
+        return False
+    for port in (broker.port, broker.controller_port):
+        if _port_taken(port):
+            # Another process (a broker of another state directory?) would answer our
+            # readiness check and take our records: say so instead of "started".
+            raise KafkaError(f"127.0.0.1:{port} is already in use by a process this state "
+                             f"directory ({broker.home}) did not start; stop it or choose "
+                             "other ports (--kafka-port, --kafka-controller-port)")
+    ensure_built()
+    props = broker.write_config()
+    _format_storage(broker, props)
+    with open(broker.home / "logs" / "stdout.log", "ab") as out:
+        process = subprocess.Popen(
+            broker.java("kafka.Kafka", str(props)), stdout=out, stderr=subprocess.STDOUT,
+            # A session of its own: the caller's Ctrl-C is the caller's to relay.
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    broker.pid_file.write_text(str(process.pid))
+    wait_ready(broker, timeout_s)
+    return True
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stop(broker: LocalBroker, timeout_s: float = 60.0) -> bool:
+    """Stop the broker (SIGTERM, then SIGKILL after the timeout); True if it was running."""
+    pid = broker.pid()
+    if pid is None:
+        broker.pid_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while broker.pid() is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        _reap(pid)
+    if broker.pid() is not None:
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        _reap(pid)
+    broker.pid_file.unlink(missing_ok=True)
+    return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+_SERVER_PROPERTIES = """\
+# Written by `ioacct kafka start`; edit deploy/kafka or streams/kafka_local.py instead.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={data}
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+log.segment.bytes=67108864
+"""
+
+_LOG4J = """\
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.RollingFileAppender
+log4j.appender.file.File={log}
+log4j.appender.file.MaxFileSize=20MB
+log4j.appender.file.MaxBackupIndex=2
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.state.change.logger=WARN
+"""

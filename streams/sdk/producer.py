@@ -1,0 +1,510 @@
+"""The producer SDK: what a hypervisor host links to report I/O completions.
+
+``record()`` only buffers (see batching.py); a background task takes each volume's
+batch when it is full or ``batch_max_age_ms`` old. With the spool (the default,
+docs/producer.md) every batch is appended to a local disk spool (spool.py) and a
+drain task sends the spool to ``ioacct.io.raw`` (key = volume_id) in order, through an
+idempotent aiokafka producer with acks=all, removing what Kafka acknowledged. While
+Kafka is unreachable the spool grows and the drain retries with backoff; ``close()``
+waits for Kafka, then leaves what is left on disk for the next producer on that spool.
+
+    async with IoProducer(settings) as producer:
+        producer.record("vol-1", "tenant-1", "read", "ok", 0, 4096, t0, t1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from streams.config import Settings
+from streams.core.codec import SchemaSet, default_schemas
+from streams.core.events import IoEvent
+from streams.sdk.batching import Batcher
+from streams.sdk.spool import Spool, SpoolEntry, SpoolError, SpoolFull, SpoolLocked
+
+log = logging.getLogger(__name__)
+
+READ_MAX_ENTRIES = 512  # spool entries the drain takes at a time
+ACK_TIMEOUT_S = 15.0  # no acknowledgement for this long: reconnect and resend
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 2.0  # the drain's retry delay while Kafka is away
+START_WAIT_S = 5.0  # start() tries Kafka this long; the drain keeps trying after
+SPOOL_SLOTS = 64  # default spool in use: <dir>.1, <dir>.2, ... (several producers)
+REPEAT_LOG_S = 30.0
+
+
+def new_producer_id() -> str:
+    """A producer id unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    """The spool's figures (docs/producer.md, "Metrics")."""
+
+    directory: str
+    records_spooled: int  # appended while Kafka was unreachable or a backlog drained
+    records_recovered: int  # found in the spool at start: left by an earlier run
+    records_refused: int  # SpoolFull: their events are counted nowhere (logged)
+    events_refused: int
+    records_acked: int
+    outages: int
+    drains: int  # backlogs sent after an outage or a restart
+    spool_records: int  # now: not acknowledged by Kafka yet
+    spool_bytes: int  # now, on disk: what counts against spool_max_bytes
+    spool_peak_bytes: int
+    last_drain_records: int
+    last_drain_s: float
+
+    def lines(self) -> list[str]:
+        rate = self.last_drain_records / self.last_drain_s if self.last_drain_s > 0 else 0.0
+        out = [f"  spool {self.directory}: {self.spool_records} record(s) "
+               f"({self.spool_bytes} bytes) left, peak {self.spool_peak_bytes} bytes; "
+               f"{self.records_spooled} spooled (Kafka away, or a backlog draining), "
+               f"{self.records_recovered} recovered from an earlier run, {self.drains} drain(s)"]
+        if self.drains:
+            out.append(f"  last drain: {self.last_drain_records} records in "
+                       f"{self.last_drain_s:.1f} s ({rate:,.0f} records/s)")
+        if self.records_refused:
+            out.append(f"  SPOOL FULL: {self.records_refused} record(s), "
+                       f"{self.events_refused} event(s) refused and not sent")
+        if self.spool_records:
+            out.append(f"  {self.spool_records} record(s) wait in the spool: the next "
+                       "producer started on it sends them first")
+        return out
+
+
+class IoProducer:
+    """Buffers raw events per volume and sends them as IoBatch records.
+
+    ``spool_dir``: None follows the settings (``spool``, ``spool_dir``; by default
+    ``<state_dir>/spool/<topic_prefix>``), a path spools there, False sends directly
+    (no spool: an unreachable Kafka then makes ``start()`` or ``flush()`` raise).
+    """
+
+    def __init__(
+        self, settings: Settings, producer_id: str | None = None,
+        schemas: SchemaSet | None = None, topic: str | None = None,
+        spool_dir: Path | Literal[False] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = topic or settings.raw_topic
+        self.schemas = schemas or default_schemas()
+        self.batcher = Batcher(
+            producer_id or new_producer_id(), settings.batch_max_events,
+            settings.batch_max_age_ms * 1_000_000,
+        )
+        self.records_sent = 0
+        self.events_sent = 0
+        self.spool: Spool | None = None
+        self._spool_dir = spool_dir
+        self._kafka = self._new_kafka()
+        self._kafka_started = False
+        self._now_ns = time.monotonic_ns()
+        self._wakeup = asyncio.Event()
+        self._spooled = asyncio.Event()
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._drainer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._input_done = False  # close() has spooled the last batches: the drain may end
+        self._counts = dict.fromkeys(
+            ("records_spooled", "records_recovered", "records_refused", "events_refused",
+             "records_acked", "outages", "drains", "last_drain_records"), 0)
+        self._last_drain_s = 0.0
+        self._outage_since: float | None = None  # Kafka unreachable since (monotonic)
+        self._backlog_since: float | None = None  # records waiting since an outage/restart
+        self._drain_started: float | None = None
+        self._drain_acked = 0
+        self._last_ack_at = 0.0
+        self._last_sync_at = 0.0
+        self._last_log_at: dict[str, float] = {}
+
+    @property
+    def producer_id(self) -> str:
+        return self.batcher.producer_id
+
+    def _wants_spool(self) -> bool:
+        return isinstance(self._spool_dir, Path) or (
+            self._spool_dir is None and self.settings.spool)
+
+    def _new_kafka(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap_servers, enable_idempotence=True,
+            acks="all", max_batch_size=1 << 20, max_request_size=8 << 20,
+            # The drain hands Kafka whole groups of records at once: no need to linger.
+            linger_ms=0 if self._wants_spool() else 5, request_timeout_ms=15_000,
+        )
+
+    async def start(self) -> None:
+        if not self._wants_spool():
+            await self._kafka.start()
+            self._kafka_started = True
+        else:
+            try:
+                self.spool = self._open_spool()
+            except SpoolError:
+                await self._kafka.stop()  # never started: only closes the client object
+                raise
+            self._counts["records_recovered"] = self.spool.recovered
+            if self.spool.recovered:
+                log.warning("spool %s holds %d record(s) from an earlier run: sending them "
+                            "before anything new", self.spool.directory, self.spool.recovered)
+                self._backlog_since = self._drain_started = time.monotonic()
+            try:  # fail fast when Kafka is there; the drain keeps trying when it is not
+                await asyncio.wait_for(self._connect(), START_WAIT_S)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                self._on_outage(exc)
+            self._last_sync_at = time.monotonic()
+            self._drainer = asyncio.create_task(self._drain(), name="ioacct-producer-drain")
+            self._drainer.add_done_callback(_drain_ended)
+        self._ticker = asyncio.create_task(self._tick(), name="ioacct-producer-ticker")
+
+    def _open_spool(self) -> Spool:
+        max_bytes = self.settings.spool_max_bytes
+        if isinstance(self._spool_dir, Path) or self.settings.spool_dir:
+            return Spool(Path(self._spool_dir or self.settings.spool_dir), max_bytes)
+        base = self.settings.spool_path()
+        for slot in range(SPOOL_SLOTS):  # the default spool: one per running producer
+            try:
+                return Spool(base if slot == 0 else base.with_name(f"{base.name}.{slot}"),
+                             max_bytes)
+            except SpoolLocked:
+                continue
+        raise SpoolLocked(f"spools {base} to {base}.{SPOOL_SLOTS - 1} are all in use")
+
+    async def __aenter__(self) -> IoProducer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def record(
+        self, volume_id: str, tenant_id: str, op: str, status: str, offset: int,
+        nbytes: int, submit_ns: int, complete_ns: int, host_id: str | None = None,
+    ) -> None:
+        """Buffer one I/O completion; never blocks, never touches Kafka or the disk."""
+        if self.batcher.add(volume_id, tenant_id, op, status, offset, nbytes,
+                            submit_ns, complete_ns, host_id, self._now_ns):
+            self._wakeup.set()
+
+    def record_event(self, event: IoEvent) -> None:
+        self.record(event.volume_id, event.tenant_id, event.op, event.status, event.offset,
+                    event.bytes, event.submit_ns, event.complete_ns, event.host_id)
+
+    async def dead_letter(self, reason: str, source: str, position: int, payload: bytes) -> None:
+        """Send input that cannot be encoded (bad JSON, unknown op) to the dead-letter topic."""
+        record = {
+            "reason": reason, "source_topic": source, "source_partition": -1,
+            "source_offset": position, "rejected_at_ns": time.time_ns(), "events": 1,
+            "payload": payload,
+        }
+        value = self.schemas.encode("DeadLetter", record)
+        if self.spool is not None:
+            self._append(self.settings.dlq_topic, None, value, 1)
+            self._spooled.set()
+            return
+        future = await self._kafka.send(self.settings.dlq_topic, value=value)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+
+    async def _tick(self) -> None:
+        interval_s = max(0.005, self.settings.batch_max_age_ms / 4000)
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), interval_s)
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+            self._now_ns = time.monotonic_ns()
+            await self._send(self.batcher.take_ready(self._now_ns))
+
+    async def _send(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            value = self.schemas.encode("IoBatch", record)
+            key = record["volume_id"].encode()
+            self.records_sent += 1
+            self.events_sent += len(record["op"])
+            if self.spool is not None:
+                self._append(self.topic, key, value, len(record["op"]))
+                continue
+            future = await self._kafka.send(self.topic, value=value, key=key)
+            self._pending.add(future)
+            future.add_done_callback(self._pending.discard)
+        if records and self.spool is not None:
+            self._spooled.set()
+
+    def _append(self, topic: str, key: bytes | None, value: bytes, events: int) -> None:
+        assert self.spool is not None
+        try:
+            self.spool.append(topic, key, value)
+        except SpoolFull as exc:  # never silent: counted, logged, in the summary
+            self._counts["records_refused"] += 1
+            self._counts["events_refused"] += events
+            self._log_every("full", logging.ERROR, "%s (%d record(s), %d event(s) refused "
+                            "so far)", exc, self._counts["records_refused"],
+                            self._counts["events_refused"])
+            return
+        if self._backlog_since is not None:
+            self._counts["records_spooled"] += 1
+
+    # -- the drain: the spool to Kafka, in order ----------------------------------------
+
+    async def _drain(self) -> None:
+        assert self.spool is not None
+        backoff_s = BACKOFF_MIN_S
+        while True:
+            entries = self.spool.read(READ_MAX_ENTRIES)
+            if not entries:
+                self._on_empty()
+                if self._input_done:  # not merely _closing: close() still spools the rest
+                    return
+                self._spooled.clear()
+                try:
+                    await asyncio.wait_for(self._spooled.wait(),
+                                           self.settings.spool_ack_interval_s)
+                except TimeoutError:
+                    pass
+                continue
+            try:
+                await self._connect()
+                await self._send_in_order(entries)
+                backoff_s = BACKOFF_MIN_S
+            except (KafkaError, OSError, TimeoutError) as exc:
+                self.spool.rewind()
+                self._on_outage(exc)
+                self.spool.sync_data()  # records wait on disk now: let a host crash keep them
+                await self._reset_kafka()
+                await asyncio.sleep(backoff_s * random.uniform(0.5, 1.0))
+                backoff_s = min(BACKOFF_MAX_S, backoff_s * 2)
+
+    async def _send_in_order(self, entries: list[SpoolEntry]) -> None:
+        """Send in spool order; acknowledge the entries in that order.
+
+        Order matters: the worker skips a record whose seq is not above the highest
+        applied for its (volume, producer), so had a later record of a volume landed
+        while an earlier one was lost, resending the earlier one would not count it.
+        Within one session of the idempotent producer that cannot happen: Kafka takes
+        a partition's batches only in sequence, so after a batch fails none after it
+        lands (aiokafka 0.14 never resets sequence numbers within a session). So a
+        failure ends the session: the drain rewinds to the first unacknowledged entry
+        and a new session resends from there; what had landed is a replay the worker
+        skips. A send() that raises has not reached Kafka: nothing after it is sent."""
+        outstanding: deque[tuple[SpoolEntry, asyncio.Future[Any]]] = deque()
+        failed: list[BaseException] = []
+
+        def note_failure(future: asyncio.Future[Any]) -> None:
+            if not future.cancelled() and future.exception() is not None:
+                failed.append(future.exception())  # type: ignore[arg-type]
+
+        for entry in entries:
+            if failed:
+                raise failed[0]
+            future = await self._kafka.send(entry.topic, value=entry.value, key=entry.key)
+            future.add_done_callback(note_failure)
+            outstanding.append((entry, future))
+            self._ack_done(outstanding)
+        while outstanding:
+            await _acknowledged(outstanding[0][1])
+            self._ack_done(outstanding)
+
+    def _ack_done(self, outstanding: deque[tuple[SpoolEntry, asyncio.Future[Any]]]) -> None:
+        assert self.spool is not None
+        while outstanding and outstanding[0][1].done():
+            entry, future = outstanding[0]
+            future.result()  # a failed send raises here: the drain rewinds
+            outstanding.popleft()
+            self.spool.ack(entry)
+            self._on_ack()
+        now = time.monotonic()
+        if now - self._last_sync_at >= self.settings.spool_ack_interval_s:
+            self.spool.sync()
+            self._last_sync_at = now
+
+    def _on_ack(self) -> None:
+        now = self._last_ack_at = time.monotonic()
+        self._counts["records_acked"] += 1
+        if self._outage_since is not None:
+            assert self.spool is not None
+            log.warning("Kafka is back after %.1f s: sending the %d record(s) of the spool",
+                        now - self._outage_since, self.spool.records + 1)
+            self._outage_since = None
+            self._drain_started, self._drain_acked = now, 0
+        self._drain_acked += 1
+
+    def _on_outage(self, exc: BaseException) -> None:
+        assert self.spool is not None
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = now
+            self._backlog_since = self._backlog_since or now
+            self._counts["outages"] += 1
+            self._last_log_at["outage"] = now
+            log.warning("Kafka at %s unreachable (%s): records wait in the spool %s",
+                        self.settings.bootstrap_servers, _describe(exc), self.spool.directory)
+            return
+        self._log_every("outage", logging.WARNING, "Kafka still unreachable after %.0f s (%s):"
+                        " %d record(s), %d bytes in the spool", now - self._outage_since,
+                        _describe(exc), self.spool.records, self.spool.disk_bytes)
+
+    def _on_empty(self) -> None:
+        assert self.spool is not None
+        now = time.monotonic()
+        if self._backlog_since is not None and self._outage_since is None:
+            seconds = now - (self._drain_started or now)
+            self._counts["drains"] += 1
+            self._counts["last_drain_records"], self._last_drain_s = self._drain_acked, seconds
+            log.warning("spool drained: %d record(s) in %.1f s", self._drain_acked, seconds)
+            self._backlog_since = self._drain_started = None
+        if now - self._last_sync_at >= self.settings.spool_ack_interval_s:
+            self.spool.sync()
+            self._last_sync_at = now
+
+    async def _connect(self) -> None:
+        if self._kafka_started:
+            return
+        try:
+            await self._kafka.start()
+        except BaseException:
+            await self._reset_kafka()  # a client that failed to start cannot start again
+            raise
+        self._kafka_started = True
+
+    async def _reset_kafka(self) -> None:
+        old, self._kafka = self._kafka, self._new_kafka()
+        self._kafka_started = False
+        await _stop_kafka(old, 1.0)
+
+    def _log_every(self, topic: str, level: int, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_log_at.get(topic, -REPEAT_LOG_S) >= REPEAT_LOG_S:
+            self._last_log_at[topic] = now
+            log.log(level, message, *args)
+
+    # -- flushing and closing ------------------------------------------------------------
+
+    @property
+    def spool_stats(self) -> SpoolStats | None:
+        if self.spool is None:
+            return None
+        c = self._counts
+        return SpoolStats(
+            str(self.spool.directory), c["records_spooled"], c["records_recovered"],
+            c["records_refused"], c["events_refused"], c["records_acked"], c["outages"],
+            c["drains"], self.spool.records, self.spool.disk_bytes, self.spool.peak_bytes,
+            c["last_drain_records"], self._last_drain_s)
+
+    @property
+    def spool_left(self) -> int:
+        """Records in the spool that Kafka has not acknowledged (0 without a spool)."""
+        return self.spool.records if self.spool is not None else 0
+
+    async def flush(self, wait_s: float | None = None) -> int:
+        """Hand every buffered event on and wait until Kafka has acknowledged it; with
+        the spool, give up after ``wait_s`` seconds without progress (None: never).
+        Returns the records still waiting in the spool."""
+        self._now_ns = time.monotonic_ns()
+        await self._send(self.batcher.take_ready(self._now_ns, everything=True))
+        if self._pending:
+            await asyncio.gather(*list(self._pending))
+        if self.spool is None:
+            return 0
+        self._last_ack_at = time.monotonic()
+        while self.spool.records and (self._drainer is None or not self._drainer.done()):
+            if wait_s is not None and time.monotonic() - self._last_ack_at >= wait_s:
+                break
+            await asyncio.sleep(0.02)
+        return self.spool.records
+
+    async def close(self) -> int:
+        """Flush, wait for Kafka (``spool_close_wait_s`` without progress at most), then
+        stop; returns the records left in the spool. A second call does nothing."""
+        if self._ticker is None:
+            return self.spool_left
+        # Let the ticker finish the batch it is sending: cancelling it mid-send
+        # could drop a batch that already has its seq.
+        self._closing = True
+        self._wakeup.set()
+        await self._ticker
+        self._ticker = None
+        try:
+            await self._send(self.batcher.take_ready(time.monotonic_ns(), everything=True))
+            self._input_done = True
+            self._spooled.set()
+            if self.spool is not None and self.spool.records and self._outage_since is not None:
+                log.warning("Kafka is unreachable: waiting for it up to %g s to send the %d "
+                            "record(s) of the spool %s", self.settings.spool_close_wait_s,
+                            self.spool.records, self.spool.directory)
+            await self.flush(self.settings.spool_close_wait_s)
+        finally:
+            await self._stop_drain()
+        return self.spool_left
+
+    async def _stop_drain(self) -> None:
+        try:
+            if self._drainer is not None:
+                self._drainer.cancel()
+                try:
+                    await self._drainer  # a SpoolError it died of is raised here
+                except asyncio.CancelledError:
+                    pass
+            await _stop_kafka(self._kafka, 5.0)
+        finally:
+            if self.spool is not None:
+                if self.spool.records:
+                    log.warning("Kafka did not acknowledge %d record(s) (%d bytes): they stay "
+                                "in the spool %s, and the next producer started on it sends "
+                                "them first", self.spool.records, self.spool.pending_bytes,
+                                self.spool.directory)
+                self.spool.close()
+
+
+def _drain_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("the spool's drain died (%s): nothing more is sent to Kafka; close() "
+                  "raises it", _describe(exc), exc_info=exc)
+
+
+async def _acknowledged(future: asyncio.Future[Any]) -> None:
+    """Wait for Kafka's acknowledgement; raise the send's error, or TimeoutError."""
+    await asyncio.wait_for(asyncio.shield(future), ACK_TIMEOUT_S)
+
+
+async def _stop_kafka(kafka: AIOKafkaProducer, wait_s: float) -> None:
+    """Stop an aiokafka producer without hanging on batches Kafka will not take now."""
+    stopping = asyncio.ensure_future(kafka.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=wait_s)
+    if not done:
+        # aiokafka's stop() waits for every pending batch, forever while Kafka is away;
+        # its sender task ends that wait. (Private attribute: aiokafka 0.11 to 0.14.)
+        sender_task = getattr(getattr(kafka, "_sender", None), "sender_task", None)
+        if sender_task is not None:
+            sender_task.cancel()
+        done, _ = await asyncio.wait({stopping}, timeout=wait_s)
+    if not done:
+        stopping.cancel()
+    try:
+        await stopping
+    except (asyncio.CancelledError, KafkaError, OSError) as exc:
+        log.debug("stopping the Kafka client: %s", _describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    text, name = str(exc), type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
+
+
+__all__ = ["IoProducer", "SpoolError", "SpoolFull", "SpoolStats", "new_producer_id"]
