@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from streams.core.windows.acc import WINDOW_NAMES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -116,8 +118,7 @@ class Settings:
         return self.topic("auth.tokens")
 
     def stats_topic(self, window_len_ns: int) -> str:
-        return self.topic({10**9: "stats.1s", 60 * 10**9: "stats.1m",
-                           3600 * 10**9: "stats.1h"}[window_len_ns])
+        return self.topic(f"stats.{WINDOW_NAMES[window_len_ns]}")
 
     @property
     def web_url(self) -> str:

@@ -56,9 +56,9 @@ from aiokafka import AIOKafkaProducer
 from streams.config import REPO_ROOT, Settings
 from streams.core.codec import HEADER_LEN, default_schemas
 from streams.core.counters import COUNTER_NAMES
+from streams.core.keys import TICK_KEY
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.kafka import local as kafka_local
-from streams.pipeline.app import TICK_KEY
 from streams.sdk.spool import Spool
 from streams.tools.produce import EXIT_SPOOL_LEFT
 from tests.conftest import free_port

@@ -13,7 +13,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,8 @@ from streams.api.auth import (
 from streams.core.counters import VolumeState
 from streams.core.events import id_error
 from streams.core.monitoring import PROMETHEUS_CONTENT_TYPE, prometheus_text
-from streams.core.windows.acc import NS_PER_S, WINDOW_NAMES, window_stats
+from streams.core.times import NS_PER_S, parse_time_ns
+from streams.core.windows.acc import WINDOW_NAMES, window_stats
 
 if TYPE_CHECKING:
     from streams.pipeline.app import Pipeline
@@ -377,24 +377,6 @@ async def list_all_volumes(p: Pipeline, request: Request, local: list[dict[str, 
 WINDOWS_NS = {name: length for length, name in WINDOW_NAMES.items()}
 DEFAULT_SPAN_NS = {"1s": 15 * 60 * NS_PER_S, "1m": 24 * 3600 * NS_PER_S,
                    "1h": 30 * 24 * 3600 * NS_PER_S}
-
-
-def parse_time_ns(text: str, now_ns: int) -> int:
-    """Epoch ns, ISO 8601 (naive = UTC), or 'now' / 'now-15m' style offsets."""
-    if text.lstrip("-").isdigit():
-        return int(text)
-    if text.startswith("now"):
-        rest = text[3:]
-        if not rest:
-            return now_ns
-        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-        if rest[0] in "+-" and rest[1:-1].isdigit() and rest[-1] in units:
-            return now_ns + int(rest[:-1]) * units[rest[-1]] * NS_PER_S
-        raise ValueError(f"cannot read {text!r}: use now-15m, now-2h, now-7d")
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp()) * NS_PER_S + moment.microsecond * 1000
 
 
 def stats_response(p: Pipeline, web: View, request: Request, volume_id: str) -> Response:

@@ -25,7 +25,8 @@ from streams.config import Settings
 from streams.core.codec import default_schemas
 from streams.core.events import id_error
 from streams.core.ingest import Limits
-from streams.core.windows.acc import NS_PER_S, WINDOW_LENGTHS_NS
+from streams.core.times import NS_PER_S
+from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.kafka.topics import topic_partitions
 
 # An hour or window that ended less than grace + idle timeout + this before the audit
@@ -172,7 +173,7 @@ def run_audit(settings: Settings, from_ns: int, to_ns: int, volume: str | None =
 
 def cli_audit(args: Any, settings: Settings) -> int:
     """`ioacct audit`: 0 when everything agrees, 1 on any difference, 2 when it cannot run."""
-    from streams.api.views import parse_time_ns
+    from streams.core.times import parse_time_ns
 
     now_ns = time.time_ns()
     times = []

@@ -34,16 +34,20 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from streams.core.billing import HOUR_NS, record_id
 from streams.core.codec import HEADER_LEN, CodecError, SchemaSet, default_schemas
 from streams.core.counters import COUNTER_NAMES, N_SLOTS, VolumeState, add_to_slots
 from streams.core.events import STATUS_INVALID
 from streams.core.ingest import Limits, account_record
+from streams.core.keys import (
+    MARKER_KEY_PREFIX,
+    billing_record_id,
+    parse_billing_record_id,
+    parse_window_key,
+)
+from streams.core.times import HOUR_NS, NS_PER_S, hour_of, iso
 from streams.core.windows.acc import (
-    NS_PER_S,
     WINDOW_LENGTHS_NS,
     WINDOW_NAMES,
     WindowAcc,
@@ -55,19 +59,6 @@ COUNTER_FIELDS = tuple(name for name, _ in COUNTER_NAMES)
 EVENT_FIELDS = tuple(name for name in COUNTER_FIELDS
                      if name.endswith("_ios") or name.endswith("_ios_error"))
 MAX_FIELDS_SHOWN = 6  # per window difference; the rest is counted
-
-
-def iso(ns: int) -> str:
-    """Epoch ns as UTC ISO 8601 with a Z, to the second (or finer when not whole)."""
-    moment = datetime.fromtimestamp(ns // NS_PER_S, UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if ns % NS_PER_S:
-        text += f".{ns % NS_PER_S:09d}"
-    return text + "Z"
-
-
-def hour_of(t_ns: int) -> int:
-    return t_ns - t_ns % HOUR_NS
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +300,7 @@ class BillingLedger:
         self.messages += 1
         key_text = key.decode(errors="replace") if key is not None else None
         if value is None:
-            volume, hour = _parse_record_id(key_text)
+            volume, hour = parse_billing_record_id(key_text)
             if (volume is None and self.scope.volume is None) or (
                     volume is not None and hour is not None and self.scope.wants(volume)
                     and self.scope.hour_in(hour)):
@@ -318,7 +309,7 @@ class BillingLedger:
         try:
             _, record = self.schemas.decode(value, expect="BillingRecord")
         except CodecError as exc:
-            volume, hour = _parse_record_id(key_text)
+            volume, hour = parse_billing_record_id(key_text)
             if self.scope.volume is None or volume == self.scope.volume:
                 self.problems.append(Difference(volume, hour, "billing",
                                                 f"undecodable message{_where(where)}: {exc}"))
@@ -327,7 +318,7 @@ class BillingLedger:
                 record["hour_start_ns"])):
             return
         rid = record["record_id"]
-        wants = record_id(record["tenant_id"], record["volume_id"], record["hour_start_ns"],
+        wants = billing_record_id(record["tenant_id"], record["volume_id"], record["hour_start_ns"],
                           record["sequence"])
         problems = []
         if key_text != rid:
@@ -346,14 +337,6 @@ class BillingLedger:
             _Copy(record, where))
 
 
-def _parse_record_id(text: str | None) -> tuple[str | None, int | None]:
-    """(volume_id, hour_start_ns) of "tenant/volume/hour/sequence", or Nones."""
-    parts = (text or "").split("/")
-    if len(parts) != 4 or not parts[2].lstrip("-").isdigit():
-        return None, None
-    return parts[1], int(parts[2])
-
-
 @dataclass(slots=True)
 class _Latest:
     payload: bytes | None  # None: a tombstone is the latest message of the key
@@ -362,7 +345,6 @@ class _Latest:
     conflict: str | None = None
 
 
-MARKER_KEY_PREFIX = b"~"  # app.py WATERMARK_KEY: no volume id starts with it
 
 
 class WindowLedger:
@@ -397,7 +379,7 @@ class WindowLedger:
         if key is not None and key.startswith(MARKER_KEY_PREFIX):
             return  # a watermark marker between the windows (schemas/watermark.avsc)
         self.messages += 1
-        parsed = _parse_window_key(key)
+        parsed = parse_window_key(key)
         if parsed is None:
             self._stray(key, value, where)
             return
@@ -431,15 +413,6 @@ class WindowLedger:
             self.problems.append(Difference(
                 volume_id, hour_of(start), self.what,
                 f"window {iso(start)}{_where(where)}: key {key!r} does not name it"))
-
-
-def _parse_window_key(key: bytes | None) -> tuple[str, int] | None:
-    if key is None:
-        return None
-    volume, _, start = key.decode(errors="replace").rpartition("/")
-    if not volume or not start.lstrip("-").isdigit():
-        return None
-    return volume, int(start)
 
 
 # --------------------------------------------------------------------------- compare
@@ -633,7 +606,7 @@ def compare(
     by_hour: dict[tuple[str, int], dict[str, list[_Copy]]] = {}
     loose: list[Difference] = list(billing.problems)
     for rid, versions in billing.copies.items():
-        volume, hour = _parse_record_id(rid)
+        volume, hour = parse_billing_record_id(rid)
         record = next((c.record for c in versions if c.record is not None), None)
         if record is not None:
             volume, hour = record["volume_id"], record["hour_start_ns"]

@@ -19,15 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.core.counters import N_SLOTS, add_to_slots, named_counters
-from streams.core.windows.acc import NS_PER_S
+from streams.core.keys import billing_record_id
+from streams.core.times import HOUR_NS
 
-HOUR_NS = 3600 * NS_PER_S
 BillingKey = tuple[str, int]  # (volume_id, hour_start_ns)
-
-
-def record_id(tenant_id: str, volume_id: str, hour_start_ns: int, sequence: int) -> str:
-    """Deterministic id of a billing record: a consumer that sees it twice drops the copy."""
-    return f"{tenant_id}/{volume_id}/{hour_start_ns}/{sequence}"
 
 
 @dataclass(slots=True)
@@ -50,7 +45,7 @@ class BillingRecord:
 
     @property
     def record_id(self) -> str:
-        return record_id(self.tenant_id, self.volume_id, self.hour_start_ns, self.sequence)
+        return billing_record_id(self.tenant_id, self.volume_id, self.hour_start_ns, self.sequence)
 
     @property
     def kind(self) -> str:

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from streams.core.times import NS_PER_S
+
 OPS: tuple[str, ...] = ("read", "write", "flush", "discard")
 STATUSES: tuple[str, ...] = ("ok", "failed", "invalid")
 OP_CODE: dict[str, int] = {op: code for code, op in enumerate(OPS)}
@@ -20,7 +22,6 @@ STATUS_OK, STATUS_FAILED, STATUS_INVALID = 0, 1, 2
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
-NS_PER_S = 1_000_000_000
 DEFAULT_RETENTION_NS = 7 * 24 * 3600 * NS_PER_S
 DEFAULT_FUTURE_TOLERANCE_NS = 300 * NS_PER_S
 

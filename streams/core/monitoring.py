@@ -22,8 +22,9 @@ from typing import Any
 
 from streams.core.counters import COUNTER_NAMES
 from streams.core.events import OPS
+from streams.core.keys import window_key
+from streams.core.times import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 MONITORING_PERIOD_S = 60
 MONITORING_WINDOW_NS = MONITORING_PERIOD_S * NS_PER_S
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -136,7 +137,7 @@ def monitoring_key(record: Mapping[str, Any]) -> bytes:
 
     The topic is compacted, so the latest revision of a minute replaces the earlier ones.
     """
-    return b"%s/%d" % (str(record["volume_id"]).encode(), record["timestamp_ns"])
+    return window_key(str(record["volume_id"]), record["timestamp_ns"])
 
 
 # --- Prometheus text exposition format 0.0.4 -------------------------------------------------

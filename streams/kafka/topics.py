@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.config import Settings
+from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.kafka.retry import retrying
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ] + [
         # Key = volume_id/window_start_ns, compacted: the latest revision of a window wins.
         # Partition = the volume's raw-topic partition, so consumers stay co-partitioned.
-        TopicSpec(settings.stats_topic(n * 10**9), settings.partitions,
+        TopicSpec(settings.stats_topic(length_ns), settings.partitions,
                   {"cleanup.policy": "compact"})
-        for n in (1, 60, 3600)
+        for length_ns in WINDOW_LENGTHS_NS
     ] + [
         # Key = record_id (tenant/volume/hour/sequence), unique: compaction keeps every
         # record and drops only a re-emitted copy. Partition = the volume's raw partition.

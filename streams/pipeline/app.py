@@ -21,7 +21,9 @@ from streams.config import Settings
 from streams.core.codec import HEADER_LEN, CodecError, SchemaSet, default_schemas
 from streams.core.counters import VolumeState
 from streams.core.ingest import Limits, RecordOutcome, Rejection, account_record, dead_letter_record
+from streams.core.keys import TICK_KEY, source_offset_header, watermark_key, window_key
 from streams.core.monitoring import monitoring_key, monitoring_record
+from streams.core.times import MINUTE_NS, NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS, WINDOW_NAMES, acc_from_stats, window_stats
 from streams.core.windows.book import Emission, WindowSettings
 from streams.core.windows.stages import PartitionWindows, RollupWindows
@@ -31,11 +33,7 @@ from streams.pipeline.guard.gap_reader import GapReader
 from streams.pipeline.guard.offsets import CommitWatch, OffsetTracker, Verdict
 
 log = logging.getLogger(__name__)
-TICK_KEY = b"__tick__"
-MINUTE_NS = 60 * 10**9
 EXIT_AGENT_FAILED = 70  # EX_SOFTWARE
-SOURCE_OFFSET_HEADER = "ioacct-source-offset"
-WATERMARK_KEY = b"~watermark/%d"  # per partition; "~" starts no volume id (events.py)
 
 
 @dataclass
@@ -102,7 +100,7 @@ class Pipeline:
         windows = self.partitions.get(partition)
         if windows is None:
             windows = PartitionWindows(partition, self.windows_table, self.window_settings,
-                                       self.keep_ns, self.settings.retention_s * 10**9)
+                                       self.keep_ns, self.settings.retention_s * NS_PER_S)
             self.partitions[partition] = windows
         return windows
 
@@ -170,7 +168,7 @@ def build_app(settings: Settings) -> Pipeline:
         TABLES[0], key_type=bytes, value_type=bytes, partitions=settings.partitions,
         default=None, help="VolumeState snapshot per volume_id",
     )
-    limits = Limits(settings.retention_s * 10**9, settings.future_tolerance_s * 10**9)
+    limits = Limits(settings.retention_s * NS_PER_S, settings.future_tolerance_s * NS_PER_S)
     pipeline = Pipeline(settings, app, raw_topic, dlq_topic, counters, default_schemas(), limits)
     pipeline.gap_reader = GapReader(settings)
     pipeline.token_feed = TokenFeed(settings)
@@ -212,10 +210,10 @@ def _add_windows(p: Pipeline) -> None:
         s.monitoring_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
         value_serializer="raw", partitions=s.partitions, internal=False,
     )
-    horizon_ns = s.revision_horizon_s * 10**9
+    horizon_ns = s.revision_horizon_s * NS_PER_S
     p.window_settings = WindowSettings(int(s.grace_s * 1e9), int(s.idle_timeout_s * 1e9),
                                        horizon_ns)
-    p.keep_ns = tuple(max(0, r * 10**9 - horizon_ns)  # type: ignore[assignment]
+    p.keep_ns = tuple(max(0, r * NS_PER_S - horizon_ns)  # type: ignore[assignment]
                       for r in (s.retention_1s_s, s.retention_1m_s, s.retention_1h_s))
 
     @p.app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -388,13 +386,6 @@ def committed_offset(p: Pipeline, message: Any) -> int:
     return -1 if committed is None else int(committed)
 
 
-def source_offset_header(offset: int) -> list[tuple[str, bytes]]:
-    """The Kafka header naming the input record (its offset in the input topic's partition:
-    the raw topic for 1 s windows) whose processing made a window record, for audits and
-    for checking when windows close (tests/integration/test_windows_e2e.py)."""
-    return [(SOURCE_OFFSET_HEADER, b"%d" % offset)]
-
-
 def record_wall_ns(message: Any, default_ns: int) -> int:
     """A raw record's Kafka timestamp in ns: faust's messages carry seconds (float),
     aiokafka's records (gap_reader.py) milliseconds (int); ``default_ns`` if it has none."""
@@ -465,7 +456,7 @@ async def _publish_stage(p: Pipeline, length_ns: int, emissions: list[Emission],
     for e in emissions:
         record = window_stats(e.volume_id, e.tenant_id, e.acc)
         record["revision"] = e.revision
-        key = b"%s/%d" % (e.volume_id.encode(), e.acc.window_start_ns)
+        key = window_key(e.volume_id, e.acc.window_start_ns)
         await p.stats_topics[e.acc.window_len_ns].send(
             key=key, value=p.schemas.encode("WindowStats", record), partition=partition,
             headers=source_offset_header(e.offset))
@@ -483,7 +474,7 @@ async def _publish_marker(p: Pipeline, length_ns: int, partition: int,
     if marker_ns is None or length_ns == WINDOW_LENGTHS_NS[-1]:
         return
     await p.stats_topics[length_ns].send(
-        key=WATERMARK_KEY % partition, partition=partition,
+        key=watermark_key(partition), partition=partition,
         value=p.schemas.encode("Watermark", {"partition": partition, "watermark_ns": marker_ns}),
         headers=source_offset_header(offset))
 
@@ -503,7 +494,7 @@ async def _publish_rejections(
 def _log_rejection(stats: WorkerStats, events: int, message: Any, reason: str) -> None:
     # At most one line a second: a flood of bad input must not flood the log too.
     now_ns = time.monotonic_ns()
-    if now_ns - stats.last_rejection_log_ns < 1_000_000_000:
+    if now_ns - stats.last_rejection_log_ns < NS_PER_S:
         stats.rejections_not_logged += 1
         return
     log.warning("rejected %d event(s) at %s[%d]@%d: %s (+%d rejection(s) not logged since; "

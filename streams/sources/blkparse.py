@@ -35,7 +35,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from streams.core.events import NS_PER_S, IoEvent, id_error
+from streams.core.events import IoEvent, id_error
+from streams.core.times import NS_PER_S
 from streams.sources.report import SourceReport
 
 SECTOR_BYTES = 512

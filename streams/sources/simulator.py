@@ -30,12 +30,12 @@ from typing import IO, Any
 import orjson
 
 from streams.core.events import IoEvent
+from streams.core.times import NS_PER_S
 
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
 SECTOR = 512
-NS_PER_S = 1_000_000_000
 
 # 60/30/5/5 read/write/flush/discard as a 20-slot table: one randrange picks an op.
 _OP_TABLE = ("read",) * 12 + ("write",) * 6 + ("flush", "discard")

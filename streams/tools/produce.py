@@ -16,7 +16,8 @@ from typing import Any, BinaryIO
 import orjson
 
 from streams.config import Settings
-from streams.core.events import NS_PER_S, EventError, IoEvent, event_from_json
+from streams.core.events import EventError, IoEvent, event_from_json
+from streams.core.times import NS_PER_S
 from streams.sdk.producer import IoProducer, SpoolStats
 from streams.sources.blkparse import VolumeTarget
 from streams.sources.report import SourceReport

@@ -14,10 +14,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from streams.config import Settings
-from streams.core.billing import HOUR_NS
 from streams.core.codec import default_schemas
 from streams.core.counters import COUNTER_NAMES
-from streams.core.windows.acc import NS_PER_S, WINDOW_LENGTHS_NS
+from streams.core.times import HOUR_NS, NS_PER_S
+from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from tests.conftest import free_port
 from tests.oracle import billing_oracle
 from tests.window_oracle import windows_oracle

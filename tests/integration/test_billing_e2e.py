@@ -18,10 +18,10 @@ import orjson
 import pytest
 
 from streams.config import Settings
-from streams.core.billing import HOUR_NS, record_id
 from streams.core.codec import default_schemas
 from streams.core.counters import COUNTER_NAMES
-from streams.core.windows.acc import NS_PER_S
+from streams.core.keys import billing_record_id
+from streams.core.times import HOUR_NS, NS_PER_S
 from tests.oracle import billing_oracle, counters_oracle
 
 from .harness import WorkerProcess, ioacct, read_topic, running_worker, wait_until
@@ -127,7 +127,8 @@ def test_ledger_sums_to_counters_and_oracle(
     for record in records:
         key = (record["volume_id"], record["hour_start_ns"])
         sequences.setdefault(key, []).append(record["sequence"])
-        assert record["record_id"] == record_id(record["tenant_id"], *key, record["sequence"])
+        assert record["record_id"] == billing_record_id(record["tenant_id"], *key,
+                                                        record["sequence"])
         assert record["kind"] == ("hour" if record["sequence"] == 0 else "adjustment")
     assert all(sorted(s) == list(range(len(s))) for s in sequences.values())
 

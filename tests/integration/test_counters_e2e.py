@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from streams.config import REPO_ROOT, Settings
-from streams.pipeline.app import TICK_KEY
+from streams.core.keys import TICK_KEY
 from tests.conftest import free_port
 from tests.oracle import counters_oracle
 

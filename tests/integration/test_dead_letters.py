@@ -154,7 +154,8 @@ def test_records_no_rollup_can_take_reach_the_dlq_and_the_rollup_goes_on(
     """ioacct.stats.1s is the rollup-1m agent's input: what is neither a 1 s window nor its
     partition's watermark marker goes to the dead-letter topic with the reason, and a good
     window sent after them is still rolled up (a late part: its minute is made at once)."""
-    from streams.core.windows.acc import NS_PER_S, WindowAcc, window_stats
+    from streams.core.times import NS_PER_S
+    from streams.core.windows.acc import WindowAcc, window_stats
 
     settings = pipeline_settings
     # Within the revision horizon: a part of a window past it can only be one read again

@@ -21,7 +21,8 @@ import pytest
 
 from streams.config import REPO_ROOT, Settings
 from streams.core.codec import CodecError, default_schemas
-from streams.core.events import NS_PER_S, IoEvent
+from streams.core.events import IoEvent
+from streams.core.times import NS_PER_S
 from streams.kafka import local as kafka_local
 from streams.sdk.producer import IoProducer, SpoolStats
 from streams.sdk.spool import FRAME, SUFFIX, decode_payload, frame_at

@@ -16,9 +16,10 @@ import pytest
 from streams.config import Settings
 from streams.core.codec import HEADER_LEN, default_schemas
 from streams.core.events import STATUSES
+from streams.core.keys import SOURCE_OFFSET_HEADER, TICK_KEY
 from streams.core.monitoring import monitoring_key, monitoring_record
-from streams.core.windows.acc import NS_PER_S, WINDOW_LENGTHS_NS
-from streams.pipeline.app import TICK_KEY
+from streams.core.times import NS_PER_S
+from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from tests.window_oracle import (
     latest_close_offset,
     window_start,
@@ -39,7 +40,6 @@ from .harness import (
 pytestmark = pytest.mark.integration
 
 N_EVENTS = 30_000
-SOURCE_OFFSET_HEADER = "ioacct-source-offset"  # the raw offset that made a window record
 LOG_APPEND_TIME = 1  # aiokafka's timestamp_type of a broker-stamped record
 
 

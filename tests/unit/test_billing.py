@@ -15,10 +15,10 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from streams.core.billing import HOUR_NS, BillingBook, BillingRecord
+from streams.core.billing import BillingBook, BillingRecord
 from streams.core.counters import named_counters
 from streams.core.events import OP_CODE, STATUS_CODE
-from streams.core.windows.acc import NS_PER_S
+from streams.core.times import HOUR_NS, NS_PER_S
 from streams.core.windows.book import WindowSettings
 from streams.core.windows.stages import PartitionWindows
 from tests.oracle import billing_oracle

@@ -30,7 +30,8 @@ from streams.core.billing import BillingRecord
 from streams.core.codec import default_schemas
 from streams.core.counters import COUNTER_NAMES, VolumeState, named_counters
 from streams.core.ingest import Limits, account_record
-from streams.core.windows.acc import NS_PER_S, WINDOW_LENGTHS_NS, window_stats
+from streams.core.times import NS_PER_S
+from streams.core.windows.acc import WINDOW_LENGTHS_NS, window_stats
 from streams.core.windows.book import Emission, WindowSettings
 from streams.core.windows.stages import (
     JOURNAL_CHUNK_BYTES,

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.core.windows.acc import NS_PER_S
+from streams.core.times import NS_PER_S
 from streams.core.windows.book import WindowSettings
 from streams.core.windows.stages import (
     JOURNAL_FORMAT,

@@ -31,7 +31,8 @@ from streams.core.monitoring import (
     monitoring_record,
     prometheus_text,
 )
-from streams.core.windows.acc import NS_PER_S, WindowAcc, rollup, window_stats
+from streams.core.times import NS_PER_S
+from streams.core.windows.acc import WindowAcc, rollup, window_stats
 from streams.core.windows.book import WindowBook, WindowSettings
 from tests.window_oracle import HISTOGRAM_BOUNDS_NS
 

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.core.events import OP_CODE, STATUS_CODE
-from streams.core.windows.acc import NS_PER_S, WindowAcc, window_stats
+from streams.core.times import NS_PER_S
+from streams.core.windows.acc import WindowAcc, window_stats
 from streams.core.windows.book import Emission, WindowBook, WindowSettings
 from streams.core.windows.stages import WindowChain
 from tests.window_oracle import windows_oracle

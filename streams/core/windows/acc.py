@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.core.events import OPS, STATUS_FAILED, STATUS_INVALID, STATUS_OK
+from streams.core.times import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 WINDOW_LENGTHS_NS = (NS_PER_S, 60 * NS_PER_S, 3600 * NS_PER_S)
 WINDOW_NAMES = dict(zip(WINDOW_LENGTHS_NS, ("1s", "1m", "1h"), strict=True))  # as the CLI, web
 _US, _MS = 1_000, 1_000_000

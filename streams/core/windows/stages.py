@@ -27,7 +27,8 @@ import orjson
 
 from streams.core.billing import BillingBook, BillingEntry, BillingRecord
 from streams.core.counters import table_json
-from streams.core.windows.acc import NS_PER_S, WINDOW_LENGTHS_NS, WindowAcc, window_start_ns
+from streams.core.times import NS_PER_S
+from streams.core.windows.acc import WINDOW_LENGTHS_NS, WindowAcc, window_start_ns
 from streams.core.windows.book import (
     Emission,
     Part,

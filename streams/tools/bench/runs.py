@@ -67,6 +67,7 @@ from streams.core.codec import SchemaSet, default_schemas
 from streams.core.counters import VolumeState
 from streams.core.events import OPS, STATUSES, IoEvent
 from streams.core.ingest import Limits, account_record
+from streams.core.times import NS_PER_S
 from streams.core.windows.acc import window_stats
 from streams.core.windows.book import WindowSettings
 from streams.core.windows.stages import WindowChain
@@ -76,7 +77,6 @@ from streams.sdk.batching import Batcher
 from streams.sdk.producer import IoProducer
 from streams.sources.simulator import FleetConfig, FleetSimulator
 
-NS_PER_S = 1_000_000_000
 POLL_S = 0.2
 DISABLED_AGE_MS = 10**9  # a batch age no run reaches: batches close by size only
 
