@@ -31,6 +31,7 @@ from streams.kafka.topics import TABLES
 from streams.pipeline.guard import faust_fixes
 from streams.pipeline.guard.gap_reader import GapReader
 from streams.pipeline.guard.offsets import CommitWatch, OffsetTracker, Verdict
+from streams.state.stages import open_partition_windows, open_rollup_windows
 
 log = logging.getLogger(__name__)
 EXIT_AGENT_FAILED = 70  # EX_SOFTWARE
@@ -99,7 +100,7 @@ class Pipeline:
         """The partition's windows, rebuilt from the table on first use after assignment."""
         windows = self.partitions.get(partition)
         if windows is None:
-            windows = PartitionWindows(partition, self.windows_table, self.window_settings,
+            windows = open_partition_windows(partition, self.windows_table, self.window_settings,
                                        self.keep_ns, self.settings.retention_s * NS_PER_S)
             self.partitions[partition] = windows
         return windows
@@ -111,7 +112,7 @@ class Pipeline:
         stage = stages.get(partition)
         if stage is None:
             n = WINDOW_LENGTHS_NS.index(length_ns)
-            stage = RollupWindows(partition, self.windows_table, self.window_settings,
+            stage = open_rollup_windows(partition, self.windows_table, self.window_settings,
                                   WINDOW_LENGTHS_NS[n - 1], length_ns, self.keep_ns[n])
             stages[partition] = stage
         return stage

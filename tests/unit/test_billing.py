@@ -20,7 +20,7 @@ from streams.core.counters import named_counters
 from streams.core.events import OP_CODE, STATUS_CODE
 from streams.core.times import HOUR_NS, NS_PER_S
 from streams.core.windows.book import WindowSettings
-from streams.core.windows.stages import PartitionWindows
+from streams.state.stages import open_partition_windows
 from tests.oracle import billing_oracle
 
 T0 = 1_700_000_000 * NS_PER_S - (1_700_000_000 * NS_PER_S) % HOUR_NS
@@ -126,7 +126,7 @@ def _event(volume: str, complete_ns: int, op: str = "read") -> dict[str, Any]:
 
 def test_partition_windows_bills_through_the_table_and_survives_a_rebuild() -> None:
     table: dict[bytes, bytes] = {}
-    windows = PartitionWindows(3, table, WindowSettings(), retention_ns=7 * 24 * HOUR_NS)
+    windows = open_partition_windows(3, table, WindowSettings(), retention_ns=7 * 24 * HOUR_NS)
     first = [_event("vol-1", T0 + 10 * NS_PER_S), _event("vol-1", T0 + 20 * NS_PER_S, "write")]
     windows.on_events("vol-1", "t", wall_ns=T0, **_columns(first))
     assert windows.needs_ticks and windows.take_billing() == []
@@ -137,7 +137,7 @@ def test_partition_windows_bills_through_the_table_and_survives_a_rebuild() -> N
     assert (hour.sequence, named_counters(hour.counters)["read_ios"],
             named_counters(hour.counters)["write_ios"]) == (0, 1, 1)
     # A worker that takes the partition over rebuilds from the table alone.
-    rebuilt = PartitionWindows(3, table, WindowSettings(), retention_ns=7 * 24 * HOUR_NS)
+    rebuilt = open_partition_windows(3, table, WindowSettings(), retention_ns=7 * 24 * HOUR_NS)
     late = [_event("vol-1", T0 + 30 * NS_PER_S, "discard")]
     rebuilt.on_events("vol-1", "t", wall_ns=T0, **_columns(late))
     [adjustment] = rebuilt.take_billing()

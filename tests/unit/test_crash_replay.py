@@ -33,11 +33,9 @@ from streams.core.ingest import Limits, account_record
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS, window_stats
 from streams.core.windows.book import Emission, WindowSettings
-from streams.core.windows.stages import (
-    JOURNAL_CHUNK_BYTES,
-    PartitionWindows,
-    RollupWindows,
-)
+from streams.core.windows.stages import PartitionWindows
+from streams.state.journal import JOURNAL_CHUNK_BYTES
+from streams.state.stages import open_partition_windows, open_rollup_windows
 from tests.oracle import billing_oracle, counters_oracle
 from tests.window_oracle import windows_oracle
 
@@ -83,7 +81,7 @@ class Outputs:
         tests/unit/test_rollup_crash.py)."""
         table: dict[bytes, bytes] = {}
         lengths = WINDOW_LENGTHS_NS
-        stages = [RollupWindows(0, table, WindowSettings(), lengths[n], lengths[n + 1])
+        stages = [open_rollup_windows(0, table, WindowSettings(), lengths[n], lengths[n + 1])
                   for n in (0, 1)]
         records = self.stats_1s
         for stage in stages:
@@ -119,7 +117,7 @@ def _process(payload: bytes, counters: dict[bytes, bytes],
     if window and outcome.batch is not None and outcome.volume_id is not None:
         b = outcome.batch
         if windows is None:
-            windows = PartitionWindows(0, windows_table, WindowSettings())
+            windows = open_partition_windows(0, windows_table, WindowSettings())
         emitted = windows.on_events(
             outcome.volume_id, b["tenant_id"], b["op"], b["status"], b["bytes"],
             b["submit_ns"], b["complete_ns"], outcome.good, wall_ns,
@@ -131,7 +129,7 @@ def _process(payload: bytes, counters: dict[bytes, bytes],
 
 
 def _stored_windows(table: dict[bytes, bytes]) -> dict[tuple[str, int], dict[str, Any]]:
-    book = PartitionWindows(0, table, WindowSettings()).books[0]
+    book = open_partition_windows(0, table, WindowSettings()).books[0]
     return {key: window_stats(key[0], entry.tenant_id, entry.acc)
             for key, entry in book.store.items()}
 
@@ -149,7 +147,7 @@ def _feed(item: Item, offset: int, counters: dict[bytes, bytes], table: dict[byt
     if isinstance(item, bytes):
         _process(item, counters, table, offset=offset, out=out)
     else:  # a Tick: windows and hours may close
-        windows = PartitionWindows(0, table, WindowSettings())
+        windows = open_partition_windows(0, table, WindowSettings())
         out.publish(windows, windows.on_tick(item, offset))
 
 
@@ -242,11 +240,11 @@ def test_outputs_lost_in_a_crash_are_sent_again_from_the_state(
     counters, table, out = _run_and_crash(items, crashed, kept)
     # The new owner: state as restored; first what was made since the commit, again; then
     # the input from the commit on (records and Ticks alike).
-    windows = PartitionWindows(0, table, WindowSettings())
+    windows = open_partition_windows(0, table, WindowSettings())
     out.publish(windows, windows.replay_outputs(committed))
     for offset, item in enumerate(items[committed:], committed):
         _feed(item, offset, counters, table, out)
-    windows = PartitionWindows(0, table, WindowSettings())
+    windows = open_partition_windows(0, table, WindowSettings())
     out.publish(windows, windows.on_tick(10**19, n))  # every window and hour closes
 
     _assert_outputs_equal_the_oracles(out, events)
@@ -377,7 +375,7 @@ def test_a_crash_between_any_two_changelog_messages_counts_every_event_once(
     # The worker until the crash: one PartitionWindows, every table write a message.
     counters: dict[bytes, bytes] = {}
     table = Changelogged({})
-    windows = PartitionWindows(0, table, WindowSettings(), journal_chunk_bytes=chunk_bytes)
+    windows = open_partition_windows(0, table, WindowSettings(), journal_chunk_bytes=chunk_bytes)
     published = Published()
     counter_states = []
     for offset, item in enumerate(items[:crashed]):
@@ -402,7 +400,8 @@ def test_a_crash_between_any_two_changelog_messages_counts_every_event_once(
 
     # The new owner: the table as restored, the outputs made since the commit sent again,
     # then the raw partition from the commit on, each record with its own timestamp.
-    windows = PartitionWindows(0, windows_table, WindowSettings(), journal_chunk_bytes=chunk_bytes)
+    windows = open_partition_windows(0, windows_table, WindowSettings(),
+                                     journal_chunk_bytes=chunk_bytes)
     out.publish(windows, windows.replay_outputs(committed))
     for offset in range(committed, n):
         _feed_worker(windows, items[offset], offset, walls[offset], counters, windows_table,

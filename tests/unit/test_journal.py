@@ -9,12 +9,9 @@ from hypothesis import strategies as st
 
 from streams.core.times import NS_PER_S
 from streams.core.windows.book import WindowSettings
-from streams.core.windows.stages import (
-    JOURNAL_FORMAT,
-    JournaledTable,
-    PartitionWindows,
-    decode_journal,
-)
+from streams.core.windows.stages import PartitionWindows
+from streams.state.journal import JOURNAL_FORMAT, JournaledTable, decode_journal
+from streams.state.stages import open_partition_windows
 
 from .test_crash_replay import Changelogged, restored
 
@@ -164,7 +161,7 @@ def test_a_cut_journal_in_several_chunks_keeps_the_redo_it_carried() -> None:
 
 def test_a_failed_call_of_partition_windows_writes_nothing() -> None:
     table: dict[bytes, bytes] = {}
-    windows = PartitionWindows(0, table, WindowSettings())
+    windows = open_partition_windows(0, table, WindowSettings())
     t = 1_700_000_000 * NS_PER_S
 
     def events(windows: PartitionWindows, start: int) -> list:
@@ -188,5 +185,6 @@ def test_a_failed_call_of_partition_windows_writes_nothing() -> None:
     windows.billing.close_for = close_for  # type: ignore[method-assign]
     again = events(windows, t + 10 * NS_PER_S)
     fresh_table = dict(before)
-    assert again == events(PartitionWindows(0, fresh_table, WindowSettings()), t + 10 * NS_PER_S)
+    fresh = open_partition_windows(0, fresh_table, WindowSettings())
+    assert again == events(fresh, t + 10 * NS_PER_S)
     assert table == fresh_table

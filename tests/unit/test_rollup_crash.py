@@ -44,11 +44,9 @@ from streams.core.windows.acc import (
     window_stats,
 )
 from streams.core.windows.book import Emission, WindowSettings
-from streams.core.windows.stages import (
-    JOURNAL_CHUNK_BYTES,
-    PartitionWindows,
-    RollupWindows,
-)
+from streams.core.windows.stages import RollupWindows
+from streams.state.journal import JOURNAL_CHUNK_BYTES
+from streams.state.stages import open_partition_windows, open_rollup_windows
 from tests.window_oracle import windows_oracle
 
 from .test_crash_replay import Changelogged, Published, _feed_worker, crash_items, restored
@@ -76,7 +74,7 @@ def stats_1s_topic(seed: int) -> tuple[list[dict[str, Any]], list[Record]]:
     crash-free accounting agent publishes for them, ending with a Tick far in the future."""
     events, items, walls = crash_items(seed)
     table: dict[bytes, bytes] = {}
-    windows = PartitionWindows(0, table, SETTINGS)
+    windows = open_partition_windows(0, table, SETTINGS)
     published = Published()
     counters: dict[bytes, bytes] = {}
     for offset, item in enumerate(items):
@@ -116,7 +114,7 @@ def feed(stage: RollupWindows, record: Record, offset: int, committed: int) -> l
 
 def crash_free(records: Sequence[Record], inner_ns: int, length_ns: int,
                keep_ns: int = 0) -> list[Record]:
-    stage = RollupWindows(0, {}, SETTINGS, inner_ns, length_ns, keep_ns)
+    stage = open_rollup_windows(0, {}, SETTINGS, inner_ns, length_ns, keep_ns)
     out: list[Record] = []
     for offset, record in enumerate(records):
         out += feed(stage, record, offset, offset)  # no crash: all before it has landed
@@ -159,7 +157,7 @@ def with_crashes(records: Sequence[Record], inner_ns: int, length_ns: int,
     committed = 0
     for run in range(crashes + 1):
         table = Changelogged(dict(state))
-        stage = RollupWindows(0, table, SETTINGS, inner_ns, length_ns, keep_ns, chunk_bytes)
+        stage = open_rollup_windows(0, table, SETTINGS, inner_ns, length_ns, keep_ns, chunk_bytes)
         last = run == crashes
         crashed = n if last else point(data, committed, n, f"{name} crash {run}")
         commit = committed if last else point(data, committed, crashed, f"{name} commit {run}")
@@ -288,7 +286,7 @@ def test_small_chunks_do_split_the_journals_of_a_rollup_stage() -> None:
                                                       (topic, NS_PER_S, MINUTE, 600),
                                                       (minutes, MINUTE, HOUR, 600)]:
         table = Changelogged({})
-        stage = RollupWindows(0, table, SETTINGS, inner_ns, length_ns, 0, chunk_bytes)
+        stage = open_rollup_windows(0, table, SETTINGS, inner_ns, length_ns, 0, chunk_bytes)
         for offset, record in enumerate(records[:-1]):
             feed(stage, record, offset, offset)
         journal = b"0|r%d|journal|" % (length_ns // NS_PER_S)
@@ -342,7 +340,7 @@ def test_a_part_sent_again_after_a_marker_past_the_horizon_changes_nothing(
     marker of a watermark jump past the horizon, which evicted the minute's parts (once
     failed: keep 0 made the minute again, [(0, 2)], a same-revision conflict; 47 h gave it
     a new revision with the part counted twice, [(1, 5)])."""
-    stage = RollupWindows(0, {}, SETTINGS, NS_PER_S, MINUTE, keep_ns)
+    stage = open_rollup_windows(0, {}, SETTINGS, NS_PER_S, MINUTE, keep_ns)
     landed = feed(stage, part(0, 1), 0, 0) + feed(stage, part(1, 2), 1, 1)
     landed += feed(stage, PAST_THE_HORIZON, 2, 2)
     assert reads(landed) == [(0, 3)]
@@ -357,12 +355,12 @@ def test_a_crash_after_a_marker_past_the_horizon(keep_ns: int) -> None:
     failed: the minute was evicted with its record unsent, then made again from the second
     part alone, [(0, 2)]; or, kept, revised with that part twice, [(0, 3), (1, 5)])."""
     table: dict[bytes, bytes] = {}
-    stage = RollupWindows(0, table, SETTINGS, NS_PER_S, MINUTE, keep_ns)
+    stage = open_rollup_windows(0, table, SETTINGS, NS_PER_S, MINUTE, keep_ns)
     records: list[Record] = [part(0, 1), part(1, 2), PAST_THE_HORIZON]
     landed = feed(stage, records[0], 0, 0)
     lost = feed(stage, records[1], 1, 1) + feed(stage, records[2], 2, 1)
     assert (reads(landed), reads(lost)) == ([], [(0, 3)])
-    stage = RollupWindows(0, table, SETTINGS, NS_PER_S, MINUTE, keep_ns)  # the next owner
+    stage = open_rollup_windows(0, table, SETTINGS, NS_PER_S, MINUTE, keep_ns)  # the next owner
     landed += stage.replay_outputs(1)
     for offset in (1, 2):
         landed += feed(stage, records[offset], offset, 1)

@@ -20,7 +20,7 @@ from streams.core.events import OP_CODE, STATUS_CODE
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WindowAcc, window_stats
 from streams.core.windows.book import Emission, WindowBook, WindowSettings
-from streams.core.windows.stages import WindowChain
+from streams.state.stages import WindowChain, open_rollup_windows
 from tests.window_oracle import windows_oracle
 
 T0 = 1_700_000_000 * NS_PER_S
@@ -324,10 +324,9 @@ def test_a_rollup_stage_closes_a_late_window_at_once_and_takes_a_part_once() -> 
     """A part for a minute the watermark has passed makes that minute's window at once
     (the stage below did the same with the late event's 1 s window); the same part read
     again, or an older revision of it, changes nothing; a newer revision revises."""
-    from streams.core.windows.stages import RollupWindows
 
     minute = T0 - T0 % MINUTE
-    stage = RollupWindows(0, {}, WindowSettings(), NS_PER_S, MINUTE)
+    stage = open_rollup_windows(0, {}, WindowSettings(), NS_PER_S, MINUTE)
     assert stage.on_watermark(minute + 10 * MINUTE) == []
     first = _one_second("vol-0", minute + 5 * NS_PER_S, 1_000_000)
     made = stage.on_window(first, offset=7)

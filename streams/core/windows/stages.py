@@ -1,354 +1,74 @@
-"""The window stages of one partition, kept in a bytes -> bytes mapping (a Faust table).
+"""The window stages of one partition, kept in a bytes table (a Faust table).
 
 Pure logic: no faust, no aiokafka. The worker keeps, per partition it owns, one
 :class:`PartitionWindows` (the accounting agent's stage: the clock, the 1 s
 windows, billing) and two :class:`RollupWindows` (the rollup agents' stages: 1 m
 windows from the records of ``ioacct.stats.1s``, 1 h from ``ioacct.stats.1m``,
 closed by the watermark markers between them). Every state change goes through
-the mapping, so the table's changelog can rebuild it after a crash or a
-rebalance. Keys carry the partition and the stage, so a rebuild finds its own.
-:class:`WindowChain` runs the three stages in one process, for tests and the
-bench.
+the table, so its changelog can rebuild it after a crash or a rebalance. Keys
+carry the partition and the stage, so a rebuild finds its own.
 
-A worker killed with -9 lands any prefix of the changelog's messages, so each
-public call that changes the state (a record's events, a Tick, the replay of
-outputs) is one unit: its writes go through a :class:`JournaledTable`, which
-lands them all or none (as seen by the next owner).
+Each public call that changes the state (a record's events, a Tick, the replay of
+outputs) is one unit: the stage commits its table at the end (a :class:`UnitTable`,
+in the worker ``streams.state.journal.JournaledTable``), which lands the writes all
+or none as seen by the next owner. ``streams.state.stages`` opens stages that way.
 """
 
 from __future__ import annotations
 
 import functools
-import struct
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from abc import abstractmethod
+from collections.abc import Callable, MutableMapping, Sequence
+from typing import Concatenate, ParamSpec, TypeVar
 
 import orjson
 
-from streams.core.billing import BillingBook, BillingEntry, BillingRecord
+from streams.core.billing import BillingBook, BillingRecord
 from streams.core.counters import table_json
 from streams.core.times import NS_PER_S
-from streams.core.windows.acc import WINDOW_LENGTHS_NS, WindowAcc, window_start_ns
+from streams.core.windows.acc import window_start_ns
 from streams.core.windows.book import (
     Emission,
-    Part,
     PartitionClock,
     RollupBook,
     WindowBook,
     WindowEntry,
-    WindowKey,
     WindowSettings,
 )
+from streams.core.windows.stores import BillingStore, EntryStore, PartsStore, SeqStore
 
-Table = MutableMapping[bytes, bytes]
 EVICT_EVERY_NS = 60 * NS_PER_S
 DIRECT_LOOKUPS_MAX = 10_000  # windows_of: look each start up, up to this many, else scan
-_ENTRY = struct.Struct("<Ii")  # key length, value length (-1: a delete)
-_HEADER = struct.Struct("<BQII")  # format, unit, chunk index, chunks in the unit
-JOURNAL_FORMAT = 1
-JOURNAL_CHUNK_BYTES = 512 * 1024  # under Kafka's and faust's 1 MB default message limits
 
 
-class JournaledTable(MutableMapping[bytes, bytes]):
-    """A table whose writes land all or none: a redo journal in front of it.
+class UnitTable(MutableMapping[bytes, bytes]):
+    """A bytes table whose writes wait for :meth:`commit`, which lands them all or none
+    (``streams.state.journal.JournaledTable``); :meth:`discard` forgets them."""
 
-    Between two :meth:`commit` calls (a unit) the writes and deletes wait in ``pending``,
-    which reads see first. :meth:`commit` writes the unit's journal, every pending write
-    and delete in one message, and only then the writes themselves. A changelog partition
-    lands any prefix of its messages, in order, so after a crash either the journal of the
-    last unit did not land, and then nothing of that unit did, or it did, and some prefix
-    of the unit's writes with it. A new :class:`JournaledTable` over the restored table
-    takes the writes of the last whole journal that differ from the table as pending again:
-    reads see the whole unit, and the next commit journals and writes them with its own.
+    @abstractmethod
+    def commit(self) -> int:
+        """Land the pending writes as one unit; returns how many were written."""
 
-    Nothing is written outside a commit: faust refuses table writes outside stream
-    processing, and the worker may build these in a web view.
-
-    A unit bigger than ``chunk_bytes`` (Kafka refuses messages over 1 MB by default) is
-    journaled in several messages, each saying its unit and the unit's number of chunks:
-    only a journal whose chunks all landed is redone (the writes follow its last chunk).
-    The chunks of a unit that did not all land may have overwritten the first ones of the
-    unit before, whose redo may still be pending: so units take turns between two journal
-    slots, and a unit never overwrites the slot of the last whole journal."""
-
-    def __init__(self, table: MutableMapping[bytes, bytes], journal_key: bytes,
-                 chunk_bytes: int = JOURNAL_CHUNK_BYTES) -> None:
-        self.table = table
-        self.journal_key = journal_key
-        self.chunk_bytes = chunk_bytes
-        self.pending: dict[bytes, bytes | None] = {}  # None: deleted
-        self.unit = 0  # the highest unit number journaled
-        self.slot = 1  # the slot of the last whole journal: the next unit takes the other
-        self.chunks = [0, 0]  # per slot: chunks 0 .. n-1 are in the table
-        self.first_keys = (self.chunk_key(0, 0), self.chunk_key(1, 0))
-        self.redone = 0  # writes taken again from a journal when built
-        self._recover()
-
-    # -- reads see the pending writes first -----------------------------------------------
-
-    def __getitem__(self, key: bytes) -> bytes:
-        pending = self.pending
-        if key in pending:
-            value = pending[key]
-            if value is None:
-                raise KeyError(key)
-            return value
-        return self.table[key]
-
-    def get(self, key: bytes, default: Any = None) -> Any:
-        pending = self.pending
-        if key in pending:
-            value = pending[key]
-            return default if value is None else value
-        return self.table.get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        pending = self.pending
-        if key in pending:
-            return pending[key] is not None  # type: ignore[index]
-        return key in self.table
-
-    def __iter__(self) -> Iterator[bytes]:
-        if not self.pending:
-            return iter(self.table)
-        return self._merged()
-
-    def _merged(self) -> Iterator[bytes]:
-        pending = self.pending
-        for key in self.table:
-            if key not in pending:
-                yield key
-        for key, value in list(pending.items()):
-            if value is not None:
-                yield key
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-    # -- writes wait for the commit -------------------------------------------------------
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.pending[key] = value
-
-    def __delitem__(self, key: bytes) -> None:
-        if key not in self:
-            raise KeyError(key)
-        self.pending[key] = None
-
+    @abstractmethod
     def discard(self) -> None:
         """Forget the pending writes (a unit that failed half-way)."""
-        self.pending.clear()
-
-    def commit(self) -> int:
-        """Write the pending writes, journal first; returns how many were written.
-
-        A write of the value the table holds is written all the same (looking each one
-        up costs more than the rare repeat: callers skip the frequent ones, as the clock)."""
-        pending = self.pending
-        if not pending:
-            return 0
-        table = self.table
-        changes = [(key, value) for key, value in pending.items()
-                   if value is not None or key in table]  # a key made and dropped: nothing
-        if changes:
-            self._journal(changes)
-            for key, value in changes:
-                if value is None:
-                    del table[key]
-                else:
-                    table[key] = value
-        pending.clear()
-        return len(changes)
-
-    # -- the journal ----------------------------------------------------------------------
-
-    def chunk_key(self, slot: int, index: int) -> bytes:
-        return b"%s|%d|%d" % (self.journal_key, slot, index)
-
-    def _journal(self, changes: list[tuple[bytes, bytes | None]]) -> None:
-        """Chunks of [header, then per entry: key and value lengths, key, value]."""
-        self.unit += 1
-        slot = 1 - self.slot
-        pack = _ENTRY.pack
-        parts = [_HEADER.pack(JOURNAL_FORMAT, self.unit, 0, 1)]  # if it is one chunk
-        for key, value in changes:
-            if value is None:
-                parts += (pack(len(key), -1), key)
-            else:
-                parts += (pack(len(key), len(value)), key, value)
-        journal = b"".join(parts)
-        if len(journal) - _HEADER.size <= self.chunk_bytes:  # nearly always: one message
-            self.table[self.first_keys[slot]] = journal
-            self._written(slot, 1)
-            return
-        chunks: list[list[bytes]] = [[]]
-        size, at = 0, 1
-        for _, value in changes:
-            entry = parts[at:at + (2 if value is None else 3)]
-            at += len(entry)
-            entry_bytes = sum(map(len, entry))
-            if size and size + entry_bytes > self.chunk_bytes:
-                chunks.append([])
-                size = 0
-            size += entry_bytes
-            chunks[-1] += entry
-        for index, chunk in enumerate(chunks):  # in order: the last one lands last
-            self.table[self.chunk_key(slot, index)] = (
-                _HEADER.pack(JOURNAL_FORMAT, self.unit, index, len(chunks)) + b"".join(chunk))
-        self._written(slot, len(chunks))
-
-    def _written(self, slot: int, count: int) -> None:
-        """A journal of ``count`` chunks is whole in ``slot``: drop the chunks left there by
-        a bigger one (last first, so that those left are always chunks 1 .. n-1)."""
-        self.slot = slot
-        for index in range(self.chunks[slot] - 1, count - 1, -1):
-            key = self.chunk_key(slot, index)
-            if key in self.table:
-                del self.table[key]
-        self.chunks[slot] = count
-
-    def _read_slot(self, slot: int) -> tuple[int, list[bytes] | None]:
-        """The unit number of the journal in a slot (-1: none), and its chunks if whole."""
-        count = 0
-        while self.chunk_key(slot, count) in self.table:
-            count += 1
-        self.chunks[slot] = count
-        first = self.table.get(self.chunk_key(slot, 0))
-        if first is None:
-            return -1, None
-        fmt, unit, _, count = _HEADER.unpack_from(first)
-        if fmt != JOURNAL_FORMAT:
-            raise ValueError(f"{self.journal_key!r}: journal format {fmt}, not {JOURNAL_FORMAT}")
-        chunks = [first]
-        for index in range(1, count):
-            chunk = self.table.get(self.chunk_key(slot, index))
-            if chunk is None or _HEADER.unpack_from(chunk)[1:3] != (unit, index):
-                return unit, None  # its last chunks never landed, so none of its writes did
-            chunks.append(chunk)
-        return unit, chunks
-
-    def _recover(self) -> None:
-        slots = [self._read_slot(0), self._read_slot(1)]
-        self.unit = max(0, slots[0][0], slots[1][0])
-        whole = [(unit, slot, chunks) for slot, (unit, chunks) in enumerate(slots) if chunks]
-        if not whole:
-            return
-        _, self.slot, chunks = max(whole)
-        table = self.table
-        for chunk in chunks:
-            for key, value in decode_journal(chunk):
-                if (key in table) if value is None else table.get(key) != value:
-                    self.pending[key] = value
-        self.redone = len(self.pending)
 
 
-def decode_journal(chunk: bytes) -> Iterator[tuple[bytes, bytes | None]]:
-    """The (key, value or None for a delete) entries of one journal chunk."""
-    unpack = _ENTRY.unpack_from
-    at, end = _HEADER.size, len(chunk)
-    while at < end:
-        key_len, value_len = unpack(chunk, at)
-        at += _ENTRY.size
-        key = chunk[at:at + key_len]
-        at += key_len
-        if value_len < 0:
-            yield key, None
-        else:
-            yield key, chunk[at:at + value_len]
-            at += value_len
+def partition_prefix(partition: int) -> bytes:
+    """The key prefix of a partition's accounting stage (its journal: prefix + journal)."""
+    return b"%d|" % partition
 
 
-class _Encoded(MutableMapping[WindowKey, object]):
-    """A typed view of the table's keys under one prefix: (volume_id, start) -> value."""
-
-    def __init__(self, table: Table, prefix: bytes) -> None:
-        self.table = table
-        self.prefix = prefix
-
-    def _key(self, key: WindowKey) -> bytes:
-        return b"%s%s|%d" % (self.prefix, key[0].encode(), key[1])
-
-    def _decode_key(self, raw: bytes) -> WindowKey:
-        volume, start = raw[len(self.prefix):].rsplit(b"|", 1)
-        return volume.decode(), int(start)
-
-    def encode(self, value: object) -> bytes:
-        raise NotImplementedError
-
-    def decode(self, data: bytes) -> object:
-        raise NotImplementedError
-
-    def __getitem__(self, key: WindowKey) -> object:
-        return self.decode(self.table[self._key(key)])
-
-    def __setitem__(self, key: WindowKey, value: object) -> None:
-        self.table[self._key(key)] = self.encode(value)
-
-    def __delitem__(self, key: WindowKey) -> None:
-        del self.table[self._key(key)]
-
-    def __iter__(self) -> Iterator[WindowKey]:
-        return (self._decode_key(k) for k in list(self.table) if k.startswith(self.prefix))
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-class EntryStore(_Encoded):
-    def encode(self, value: object) -> bytes:
-        assert isinstance(value, WindowEntry)
-        return table_json([value.tenant_id, value.acc.to_list(), value.revision, value.emitted,
-                           value.emitted_offset])
-
-    def decode(self, data: bytes) -> WindowEntry:
-        tenant_id, acc, revision, emitted, *offset = orjson.loads(data)  # older: no offset
-        return WindowEntry(tenant_id, WindowAcc.from_list(acc), revision, emitted,
-                           offset[0] if offset else -1)
-
-
-class PartsStore(_Encoded):
-    """A rollup's parts: (volume_id, part start) -> (revision, integers)."""
-
-    def encode(self, value: object) -> bytes:
-        assert isinstance(value, tuple)
-        revision, acc = value
-        return table_json([revision, acc.to_list()])
-
-    def decode(self, data: bytes) -> Part:
-        revision, acc = orjson.loads(data)
-        return revision, WindowAcc.from_list(acc)
-
-
-class BillingStore(_Encoded):
-    def encode(self, value: object) -> bytes:
-        assert isinstance(value, BillingEntry)
-        return table_json([value.tenant_id, value.counters, value.next_sequence,
-                           value.unconfirmed])
-
-    def decode(self, data: bytes) -> BillingEntry:
-        tenant_id, counters, next_sequence, *unconfirmed = orjson.loads(data)  # older: none
-        return BillingEntry(tenant_id, counters, next_sequence,
-                            unconfirmed[0] if unconfirmed else [])
-
-
-class SeqStore(_Encoded):
-    """Per volume: the highest seq per producer whose events these windows and billing
-    hours hold (key (volume_id, 0))."""
-
-    def encode(self, value: object) -> bytes:
-        assert isinstance(value, dict)
-        return table_json(value)
-
-    def decode(self, data: bytes) -> dict[str, int]:
-        seqs: dict[str, int] = orjson.loads(data)
-        return seqs
+def rollup_prefix(partition: int, window_len_ns: int) -> bytes:
+    """The key prefix of a partition's rollup stage of ``window_len_ns``."""
+    return b"%d|r%d|" % (partition, window_len_ns // NS_PER_S)
 
 
 class _Stage:
-    """What :func:`_unit` needs of a stage: its journaled table, and how to undo a unit's
-    effects outside the table."""
+    """What :func:`_unit` needs of a stage: its table, whose writes land at the unit's
+    end, and how to undo a unit's effects outside the table."""
 
-    table: JournaledTable
+    table: UnitTable
 
     def _mark(self) -> int:
         return 0
@@ -407,12 +127,10 @@ class PartitionWindows(_Stage):
     :meth:`replay_outputs`) is a unit of the :class:`JournaledTable` in front of the
     table: after a crash the next owner sees either all of its writes or none."""
 
-    def __init__(self, partition: int, table: Table, settings: WindowSettings,
-                 keep_ns: Sequence[int] = (0, 0, 0), retention_ns: int | None = None,
-                 journal_chunk_bytes: int = JOURNAL_CHUNK_BYTES) -> None:
-        prefix = b"%d|" % partition
-        # First: the last unit's writes, again if the crash cut them, under everything read.
-        self.table = table = JournaledTable(table, prefix + b"journal", journal_chunk_bytes)
+    def __init__(self, partition: int, table: UnitTable, settings: WindowSettings,
+                 keep_ns: Sequence[int] = (0, 0, 0), retention_ns: int | None = None) -> None:
+        prefix = partition_prefix(partition)
+        self.table = table  # journaled: its last unit redone already if a crash cut it
         self.clock_key = prefix + b"clock"
         self.clock = PartitionClock(settings.grace_ns, settings.idle_timeout_ns)
         if self.clock_key in table:
@@ -574,11 +292,10 @@ class RollupWindows(_Stage):
     A record read again (after a crash, or sent again by the stage below) changes
     nothing: a part is only taken when its revision is newer (:class:`RollupBook`)."""
 
-    def __init__(self, partition: int, table: Table, settings: WindowSettings,
-                 inner_len_ns: int, window_len_ns: int, keep_ns: int = 0,
-                 journal_chunk_bytes: int = JOURNAL_CHUNK_BYTES) -> None:
-        prefix = b"%d|r%d|" % (partition, window_len_ns // NS_PER_S)
-        self.table = table = JournaledTable(table, prefix + b"journal", journal_chunk_bytes)
+    def __init__(self, partition: int, table: UnitTable, settings: WindowSettings,
+                 inner_len_ns: int, window_len_ns: int, keep_ns: int = 0) -> None:
+        prefix = rollup_prefix(partition, window_len_ns)
+        self.table = table  # journaled, as PartitionWindows' table
         self.inner_len_ns = inner_len_ns
         self.clock_key = prefix + b"clock"
         self.watermark_ns: int | None = (orjson.loads(table[self.clock_key])
@@ -679,64 +396,3 @@ def _windows_of(book: WindowBook, volume_id: str, from_ns: int, to_ns: int
         return [entry for entry in found if entry is not None]
     keys = sorted(k for k in book.store if k[0] == volume_id and from_ns <= k[1] < to_ns)
     return [book.store[k] for k in keys]
-
-
-class WindowChain:
-    """The three stages of one partition in one process, as the worker's agents run them
-    over the topics: what one stage publishes (window records, then a watermark marker)
-    is fed in order to the stage above, at the next offsets of an imagined topic.
-
-    For the pure tests, the audit's and the bench's in-process runs: the worker itself
-    connects the stages through ``ioacct.stats.1s`` and ``ioacct.stats.1m`` (app.py)."""
-
-    def __init__(self, partition: int, table: Table, settings: WindowSettings,
-                 keep_ns: Sequence[int] = (0, 0, 0), retention_ns: int | None = None,
-                 journal_chunk_bytes: int = JOURNAL_CHUNK_BYTES) -> None:
-        self.windows = PartitionWindows(partition, table, settings, keep_ns, retention_ns,
-                                        journal_chunk_bytes)
-        self.rollups = [RollupWindows(partition, table, settings, WINDOW_LENGTHS_NS[n],
-                                      WINDOW_LENGTHS_NS[n + 1], keep_ns[n + 1], journal_chunk_bytes)
-                        for n in (0, 1)]
-        self.topic_ends = [0, 0]  # the next offset of each imagined stats topic
-
-    @property
-    def books(self) -> list[WindowBook]:
-        return [self.windows.books[0]] + [r.book for r in self.rollups]
-
-    @property
-    def needs_ticks(self) -> bool:
-        return self.windows.needs_ticks or any(r.has_open_windows for r in self.rollups)
-
-    def take_billing(self) -> list[BillingRecord]:
-        return self.windows.take_billing()
-
-    def on_events(self, *args: Any, **kwargs: Any) -> list[Emission]:
-        return self._up(self.windows.on_events(*args, **kwargs))
-
-    def on_tick(self, wall_ns: int, offset: int = -1) -> list[Emission]:
-        return self._up(self.windows.on_tick(wall_ns, offset))
-
-    def replay_outputs(self, committed: int) -> list[Emission]:
-        return self._up(self.windows.replay_outputs(committed))
-
-    def _up(self, emissions: list[Emission]) -> list[Emission]:
-        out = list(emissions)
-        marker = self.windows.take_marker()
-        for n, stage in enumerate(self.rollups):
-            made: list[Emission] = []
-            for emission in emissions:
-                made += stage.on_window(emission, self.topic_ends[n])
-                self.topic_ends[n] += 1
-            if marker is not None:
-                made += stage.on_watermark(marker, self.topic_ends[n])
-                self.topic_ends[n] += 1
-            out += made
-            emissions, marker = made, stage.take_marker()
-        return out
-
-    def windows_of(self, volume_id: str, length_ns: int, from_ns: int, to_ns: int
-                   ) -> list[WindowEntry]:
-        if length_ns == NS_PER_S:
-            return self.windows.windows_of(volume_id, length_ns, from_ns, to_ns)
-        stage = self.rollups[WINDOW_LENGTHS_NS.index(length_ns) - 1]
-        return stage.windows_of(volume_id, from_ns, to_ns)

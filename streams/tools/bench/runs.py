@@ -70,12 +70,12 @@ from streams.core.ingest import Limits, account_record
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import window_stats
 from streams.core.windows.book import WindowSettings
-from streams.core.windows.stages import WindowChain
 from streams.kafka import local as kafka_local
 from streams.kafka.topics import TopicSpec, topic_specs
 from streams.sdk.batching import Batcher
 from streams.sdk.producer import IoProducer
 from streams.sources.simulator import FleetConfig, FleetSimulator
+from streams.state.stages import WindowChain
 
 POLL_S = 0.2
 DISABLED_AGE_MS = 10**9  # a batch age no run reaches: batches close by size only
