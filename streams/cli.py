@@ -199,7 +199,7 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.tools.bench.runs import cli_bench
+    from streams.tools.bench.bench import cli_bench
 
     return cli_bench(args, settings)
 

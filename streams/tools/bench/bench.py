@@ -1,0 +1,345 @@
+"""`ioacct bench`: the throughput, latency and memory figures, in one run.
+
+Starts a broker of its own (free ports, a temporary state directory; stopped at
+the end), gives every measurement its own topic prefix, and prints one table
+(or, with ``--json``, one JSON object). What each figure measures:
+
+(a) anchor, naive Faust: a minimal Faust app of our own (``naive.naive_app``),
+    one JSON Kafka record per event, an agent that updates a table entry (a dict of
+    counters per volume) for every event. Events are produced beforehand, the worker
+    runs as a subprocess.
+(b) anchor, plain Avro: the same events in the same records as (c), but each record
+    a plain Avro array of event records (SEMANTICS.md section 1, the obvious layout),
+    read by a plain aiokafka consumer loop that decodes them with fastavro and does
+    nothing else. In-process.
+(c) the project's worker (``ioacct worker`` subprocess) over a backlog produced
+    beforehand with the producer SDK: consume, validate, counters, 1 s/1 m/1 h
+    windows, billing, publish, commit.
+(d) the producer SDK: ns per ``record()`` call (buffering only), and events/s into
+    Kafka from one process (record + flush, acks=all).
+(e) latency from the end of a 1 s window (= the completion of its last event) to the
+    append of its record on ``stats.1s``, with simulated events sent in real time.
+(f) worker RSS per active volume, from 100 to 10,000 volumes (``--max-volumes``).
+(g) how (c) and (f) change with the number of volumes and with the batch size.
+
+Rates are timed from the last moment the worker had processed nothing (polled every
+0.2 s) until the group's committed offsets reach the end of what was produced before
+it started; the (g) batch-size points over a few seconds of a longer backlog. Never use
+these numbers as test thresholds: the machine is shared. docs/performance.md has a run
+and what its profile showed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from streams.config import Settings
+from streams.core.events import IoEvent
+from streams.core.times import NS_PER_S
+from streams.kafka import local as kafka_local
+from streams.kafka.topics import TopicSpec
+from streams.tools.bench.latency import latency_run
+from streams.tools.bench.naive import naive_run
+from streams.tools.bench.procs import BenchError, create_topics, free_port, pipeline_topics
+from streams.tools.bench.profile import summarize_profile
+from streams.tools.bench.report import render, report_of
+from streams.tools.bench.runs import (
+    inprocess_rate,
+    plain_avro_consume,
+    record_call_ns,
+    sdk_to_kafka,
+    worker_run,
+)
+from streams.tools.bench.workloads import (
+    DISABLED_AGE_MS,
+    PlainAvroProducer,
+    block_events,
+    produce_backlog,
+    simulated_events,
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How big each measurement is."""
+
+    main_volumes: int = 1000
+    # The fleet whose records (b) and (c) read: main_volumes Zipf volumes sending this many
+    # events/s in all, batched by the SDK (1024 events or 100 ms of the events' own time).
+    fleet_rate: float = 100_000.0
+    worker_min_s: float = 20.0  # (c) runs at least this long
+    calib_events: int = 30_000
+    calib_window_s: float = 4.0  # the short worker run that sizes (c); 0: guess instead
+    worker_factor_guess: float = 0.3  # worker rate / in-process rate, without that run
+    b_min_events: int = 300_000
+    naive_events: int = 8_000
+    record_events: int = 200_000
+    kafka_events: int = 200_000
+    latency_s: float = 15.0
+    volume_points: tuple[int, int] = (100, 10_000)
+    events_per_volume_record: int = 4
+    batch_points: tuple[int, ...] = (1, 16, 256, 4096)
+    batch_volumes: int = 16
+    point_s: float = 4.0  # work per (g) point
+
+
+FULL = Plan()
+QUICK = Plan(worker_min_s=2.0, calib_events=3_000, calib_window_s=0, b_min_events=20_000,
+             naive_events=300, record_events=20_000, kafka_events=20_000, latency_s=6.0,
+             volume_points=(100, 1_000), batch_points=(1, 256), batch_volumes=4, point_s=1.0)
+
+
+@dataclass
+class Bench:
+    """One run of every measurement, each on topics of its own; the figures, the (g)
+    points and what the report says about how they were made."""
+
+    base: Settings
+    plan: Plan
+    log_dir: Path
+    profile: Path | None = None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    figures: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    points: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    progress: Callable[[str], None] = lambda _: None
+
+    def settings(self, name: str, **overrides: Any) -> Settings:
+        return self.base.with_overrides(topic_prefix=f"b{self.run_id}{name}", **overrides)
+
+    def step(self, text: str) -> None:
+        self.progress(f"[{time.strftime('%H:%M:%S')}] {text}")
+
+    def main_events(self, count: int) -> list[IoEvent]:
+        """The fleet of (b) and (c), its last event about now."""
+        return simulated_events(self.plan.main_volumes, count, self.plan.fleet_rate,
+                                time.time_ns())
+
+    async def run(self) -> None:
+        plan = self.plan
+        self.step("calibrating in-process")
+        calib = self.main_events(plan.calib_events)
+        inprocess = inprocess_rate(calib, self.base.batch_max_events, self.base.batch_max_age_ms)
+        self.info["inprocess_events_per_s"] = inprocess
+        worker_rate = await self.calibrate_worker(inprocess)
+        n_c = max(1, int(worker_rate * plan.worker_min_s * 1.2))
+        n_b = max(n_c, plan.b_min_events)
+        self.step(f"simulating {n_b:,} events for (b), the first {n_c:,} of them for (c)")
+        started = time.perf_counter()
+        events = self.main_events(n_b)
+        sim_rate = n_b / (time.perf_counter() - started)
+        await self.plain_avro(events)
+        await self.worker_main(events[:n_c])
+        await self.naive(events[:plan.naive_events])
+        await self.producer_sdk(events)
+        del events
+        await self.latency(sim_rate)
+        await self.volume_points()
+        await self.batch_points()
+
+    async def calibrate_worker(self, inprocess: float) -> float:
+        """A short time-boxed worker run on the (c) layout: how big (c) must be."""
+        plan = self.plan
+        if plan.calib_window_s <= 0:
+            guess = inprocess * plan.worker_factor_guess
+            self.info["sizing_run"] = {"events_per_s": guess, "records_per_s": 200.0}
+            self.info["worker_factor"] = plan.worker_factor_guess
+            return guess
+        s = self.settings("c0")
+        await pipeline_topics(s)
+        n = max(1000, int(inprocess * plan.calib_window_s))
+        self.step(f"sizing (c): a {plan.calib_window_s:g} s worker run ({n:,} events ready)")
+        records, sent = await produce_backlog(s, self.main_events(n))
+        run = await worker_run(s, self.log_dir, "c0", records, sent, 120 + sent / 100,
+                               window_s=plan.calib_window_s)
+        self.info["sizing_run"] = {"events_per_s": run.events_per_s,
+                                   "records_per_s": run.records_per_s}
+        self.info["worker_factor"] = run.events_per_s / inprocess
+        return run.events_per_s
+
+    async def plain_avro(self, events: Sequence[IoEvent]) -> None:
+        s = self.settings("b")
+        await create_topics(s.bootstrap_servers, [TopicSpec(s.raw_topic, s.partitions, {})])
+        self.step(f"(b) producing {len(events):,} events in the plain Avro layout")
+        records, sent = await produce_backlog(s, events, PlainAvroProducer)
+        self.step("(b) consuming and decoding")
+        got_records, got_events, seconds = await plain_avro_consume(s.bootstrap_servers,
+                                                                    s.raw_topic)
+        if (got_records, got_events) != (records, sent):
+            raise BenchError(f"(b) read {got_records} records / {got_events} events, "
+                             f"sent {records} / {sent}")
+        self.figures["b_events_per_s"] = got_events / seconds
+        self.figures["b_records_per_s"] = got_records / seconds
+        self.info["b"] = {"events": got_events, "records": got_records, "seconds": seconds,
+                          "events_per_record": got_events / got_records}
+
+    async def worker_main(self, events: Sequence[IoEvent]) -> None:
+        s = self.settings("c")
+        await pipeline_topics(s)
+        self.step("(c) producing the backlog with the SDK")
+        records, sent = await produce_backlog(s, events)
+        self.step(f"(c) worker over {sent:,} events in {records:,} records")
+        run = await worker_run(s, self.log_dir, "c", records, sent, 300 + sent / 200,
+                               self.profile, rollups=True)
+        self.figures["c_events_per_s"] = run.events_per_s
+        self.figures["c_records_per_s"] = run.records_per_s
+        self.figures["c_processed_events_per_s"] = run.events / run.processed_seconds
+        self.figures["c_seconds"] = run.seconds
+        self.figures["c_with_rollups_events_per_s"] = run.events / (run.rollups_seconds
+                                                                    or run.seconds)
+        self.figures["c_worker_rss_bytes"] = run.rss_bytes
+        self.info["c"] = {"events": sent, "records": records, "events_per_record": sent / records,
+                          "volumes": self.plan.main_volumes, "fleet_rate": self.plan.fleet_rate}
+        if self.profile is not None and self.profile.exists():
+            self.info["profile"] = summarize_profile(self.profile)
+
+    async def naive(self, events: Sequence[IoEvent]) -> None:
+        self.step(f"(a) naive Faust over {len(events):,} events")
+        run = await naive_run(self.base, f"b{self.run_id}a", events, self.log_dir)
+        self.figures["a_events_per_s"] = run.events_per_s
+        self.info["a"] = {"events": run.events, "seconds": run.seconds}
+
+    async def producer_sdk(self, events: Sequence[IoEvent]) -> None:
+        self.step("(d) producer SDK")
+        n = min(len(events), self.plan.record_events)
+        per_call, loop_ns = await record_call_ns(events[:n], self.base)
+        self.figures["d_record_ns_per_event"] = per_call
+        self.figures["d_loop_ns_per_event"] = loop_ns
+        s = self.settings("d")
+        await create_topics(s.bootstrap_servers, [TopicSpec(s.raw_topic, s.partitions, {})])
+        n_kafka = min(len(events), self.plan.kafka_events)
+        rate, records = await sdk_to_kafka(s, events[:n_kafka])
+        self.figures["d_sdk_events_per_s"] = rate
+        self.info["d"] = {"record_events": n, "kafka_events": n_kafka, "kafka_records": records}
+
+    async def latency(self, sim_rate: float) -> None:
+        c = self.figures["c_events_per_s"]
+        # One process simulates, buffers and sends: at most half of what it can do alone.
+        capacity = 1 / (1 / sim_rate + 1 / self.figures["d_sdk_events_per_s"])
+        rate = min(c / 2, capacity / 2)
+        # The fleet of (c) scaled down to this rate: per-volume rates, and so the records'
+        # sizes, as in (c). (All of (c)'s volumes at this rate would send records of an
+        # event or two, and the worker would lag behind instead of showing its latency.)
+        volumes = max(1, round(self.plan.main_volumes * rate / self.plan.fleet_rate))
+        self.step(f"(e) latency at {rate:,.0f} events/s from {volumes:,} volumes for "
+                  f"{self.plan.latency_s:.0f} s")
+        lat = await latency_run(self.settings("e"), self.log_dir, rate, self.plan.latency_s,
+                                volumes)
+        self.figures["e_p50_s"] = lat.p50_s
+        self.figures["e_p99_s"] = lat.p99_s
+        self.figures["e_max_s"] = lat.max_s
+        self.figures["e_rate_sent"] = lat.rate_sent
+        self.info["e"] = {"rate_target": rate, "half_of_c": c / 2, "windows": lat.windows,
+                          "one_process_capacity": capacity, "volumes": volumes}
+
+    async def _block_point(self, name: str, volumes: int, per_record: int, events: int,
+                           window_s: float | None) -> dict[str, float]:
+        """A worker over ``volumes`` volumes, records of exactly ``per_record`` events;
+        ``window_s``: time-boxed (see timed_run), else until everything is committed."""
+        rounds = max(1, math.ceil(events / (volumes * per_record)))
+        total = volumes * per_record * rounds
+        events_list = block_events(volumes, per_record, rounds, time.time_ns(),
+                                   max(NS_PER_S, int(total / self.plan.fleet_rate * NS_PER_S)))
+        s = self.settings(name, batch_max_events=per_record, batch_max_age_ms=DISABLED_AGE_MS)
+        await pipeline_topics(s)
+        self.step(f"(g) {volumes:,} volumes, {per_record} events/record, {total:,} events")
+        records, sent = await produce_backlog(s, events_list)
+        del events_list
+        run = await worker_run(s, self.log_dir, name, records, sent, 300 + records / 20,
+                               window_s=window_s)
+        return {"volumes": volumes, "events_per_record": per_record,
+                "events": run.events, "records": run.records, "events_per_s": run.events_per_s,
+                "records_per_s": run.records_per_s, "seconds": run.seconds,
+                "rss_bytes": run.rss_bytes, "until_committed": float(window_s is None)}
+
+    async def volume_points(self) -> None:
+        """Every volume active (one record of k events each, or more for the low point)."""
+        low, high = self.plan.volume_points
+        k = self.plan.events_per_volume_record
+        records_per_s = self.info["sizing_run"]["records_per_s"]
+        n_low = max(low * k, int(records_per_s * k * self.plan.point_s))
+        points = [await self._block_point(f"v{low}", low, k, n_low, None),
+                  await self._block_point(f"v{high}", high, k, high * k, None)]
+        self.points["volumes"] = points
+        for p in points:
+            self.figures[f"g_events_per_s_{p['volumes']:.0f}_volumes"] = p["events_per_s"]
+            self.figures[f"f_rss_bytes_{p['volumes']:.0f}_volumes"] = p["rss_bytes"]
+        per_volume = (points[1]["rss_bytes"] - points[0]["rss_bytes"]) / (high - low)
+        self.figures["f_bytes_per_volume"] = per_volume
+        self.info["f"] = {"volumes": [low, high]}
+
+    async def batch_points(self) -> None:
+        """Time-boxed: the backlog is generous, the rate is taken over point_s."""
+        points = []
+        factor = self.info["worker_factor"]
+        v = self.plan.batch_volumes
+        for size in self.plan.batch_points:
+            sample = block_events(max(1, min(v, 20_000 // size)), size,
+                                  max(1, 20_000 // (v * size)), time.time_ns(), NS_PER_S)
+            estimate = inprocess_rate(sample, size, DISABLED_AGE_MS) * factor
+            n = max(2 * v * size, int(2 * estimate * self.plan.point_s))
+            points.append(await self._block_point(f"k{size}", v, size, n, self.plan.point_s))
+            self.figures[f"g_events_per_s_batch_{size}"] = points[-1]["events_per_s"]
+        self.points["batch_sizes"] = points
+
+
+def run_bench(quick: bool = False, profile: Path | None = None, verbose: bool = True,
+              keep_logs: Path | None = None, base: Settings | None = None,
+              max_volumes: int | None = None) -> dict[str, Any]:
+    """Start a broker, measure everything, stop the broker; the report as a dict."""
+    plan = QUICK if quick else FULL
+    if max_volumes is not None:
+        plan = replace(plan, volume_points=(plan.volume_points[0], max_volumes))
+    state_dir = Path(tempfile.mkdtemp(prefix="ioacct-bench-"))
+    base = (base or Settings.from_env()).with_overrides(
+        kafka_port=free_port(), kafka_controller_port=free_port(), state_dir=state_dir)
+    base = base.with_overrides(bootstrap=f"127.0.0.1:{base.kafka_port}")
+    log_dir = keep_logs or state_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    bench = Bench(base, plan, log_dir, profile)
+    # A producer retries while a new topic's partitions get their leaders: not news.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    if verbose:
+        bench.progress = lambda text: print(text, file=sys.stderr, flush=True)
+    broker = kafka_local.LocalBroker.from_settings(base)
+    bench.step(f"starting a broker on {base.bootstrap_servers} (state {state_dir})")
+    try:
+        kafka_local.start(broker)
+        asyncio.run(bench.run())
+    finally:
+        bench.step("stopping the broker")
+        kafka_local.stop(broker)
+        shutil.rmtree(state_dir, ignore_errors=True)
+    return report_of(bench, quick)
+
+
+def cli_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """`ioacct bench`: the broker, topics and ports are the bench's own; the pipeline's
+    other settings (grace, batch size, ...) come from the environment as usual."""
+    profile = Path(args.profile).resolve() if args.profile else None
+    try:
+        report = run_bench(args.quick, profile, base=settings,
+                           keep_logs=Path(args.logs).resolve() if args.logs else None,
+                           max_volumes=getattr(args, "max_volumes", None))
+    except (BenchError, kafka_local.KafkaError) as exc:
+        print(f"ioacct bench: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report, indent=1, default=str))
+    else:
+        print(render(report))
+    return 0
+

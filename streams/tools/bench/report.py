@@ -1,0 +1,189 @@
+"""The bench's report: the figures against their targets, as a dict (``--json``) or as
+a table with a word on how each figure was measured."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streams.tools.bench.bench import Bench
+
+TARGET_EVENTS_PER_S = 1_000_000
+TARGET_C_OVER_B = 1.5
+TARGET_C_OVER_A = 300.0
+TARGET_RECORD_NS = 1_000.0
+TARGET_EXTRA_LATENCY_S = 1.5  # p99 <= grace + this
+TARGET_BYTES_PER_VOLUME = 2_000.0  # "2 KB"
+
+EXPLANATION = [
+    "How: one broker of the bench's own, every figure with topics of its own. (a) and (c)",
+    "are worker subprocesses over input produced before they start, timed from the last",
+    "poll (every 0.2 s) at which they had processed nothing until the consumer group's",
+    "committed offsets reach the end of that input; (c) is sized by a short worker run to",
+    "last at least 20 s. (b) and (c) carry the same events in the same records: the",
+    "simulated fleet (Zipf volumes) batched by the SDK (1024 events or 100 ms) on the",
+    "events' own clock, as a live fleet at that rate would send them. (d) record() is timed",
+    "in-process with batches that never fill, so nothing is sent. (e): the fleet of (c)",
+    "scaled down to half of (c)'s rate (fewer volumes, same per-volume rates), simulated in",
+    "real time; per 1 s window record (revision 0) of the steady part, the broker's append",
+    "time (LogAppendTime) minus the window's end: the latency of an event completing at the",
+    "end of its window (one completing earlier in the window waits up to 1 s more).",
+    "(f) = (RSS at the larger volume count - RSS at 100 volumes) / the difference, read",
+    "from /proc/PID/status once the worker has committed everything, every volume having",
+    "sent one record or more. (g) batch sizes: records of exactly N events, the rate taken",
+    "over a few seconds of a longer backlog. The machine is shared: figures move between runs.",
+]
+
+# Frames of the event loop and the interpreter, left out of the inclusive profile.
+_PLUMBING = ("asyncio/", "<frozen", "mode/", "runpy", "threading", "selectors")
+
+
+def targets(fig: dict[str, float], grace_s: float) -> list[dict[str, Any]]:
+    """Each target: the figure, the bound, met or not, and by what factor."""
+    rows = []
+
+    def add(name: str, value: float, bound: float, higher_is_better: bool, unit: str) -> None:
+        met = value >= bound if higher_is_better else value <= bound
+        factor = (bound / value if higher_is_better else value / bound) if value > 0 else math.inf
+        rows.append({"target": name, "value": value, "bound": bound, "unit": unit, "met": met,
+                     "short_by_factor": None if met else factor,
+                     "higher_is_better": higher_is_better})
+
+    c = fig["c_events_per_s"]
+    add("(c) events/s per worker", c, TARGET_EVENTS_PER_S, True, "events/s")
+    add("(c)/(b)", c / fig["b_events_per_s"], TARGET_C_OVER_B, True, "x")
+    add("(c)/(a)", c / fig["a_events_per_s"], TARGET_C_OVER_A, True, "x")
+    add("(d) record() per event", fig["d_record_ns_per_event"], TARGET_RECORD_NS, False, "ns")
+    add("(e) p99 latency", fig["e_p99_s"], grace_s + TARGET_EXTRA_LATENCY_S, False, "s")
+    add("(f) RSS per active volume", fig["f_bytes_per_volume"], TARGET_BYTES_PER_VOLUME, False,
+        "bytes")
+    return rows
+
+
+def report_of(bench: Bench, quick: bool) -> dict[str, Any]:
+    """The report of a finished bench, as ``--json`` prints it."""
+    fig = bench.figures
+    return {
+        "quick": quick,
+        "figures": fig,
+        "ratios": {"c_over_b": fig["c_events_per_s"] / fig["b_events_per_s"],
+                   "c_over_a": fig["c_events_per_s"] / fig["a_events_per_s"]},
+        "targets": targets(fig, bench.base.grace_s),
+        "points": bench.points,
+        "info": bench.info,
+        "settings": {"partitions": bench.base.partitions, "grace_s": bench.base.grace_s,
+                     "batch_max_events": bench.base.batch_max_events,
+                     "batch_max_age_ms": bench.base.batch_max_age_ms},
+    }
+
+
+def _num(value: float, unit: str = "") -> str:
+    if unit == "s":
+        return f"{value:.2f} s"
+    if unit == "x":
+        return f"{value:,.2f}x"
+    if unit == "ns":
+        return f"{value:,.0f} ns"
+    if abs(value) >= 100:
+        return f"{value:,.0f}" + (f" {unit}" if unit else "")
+    return f"{value:,.2f}" + (f" {unit}" if unit else "")
+
+
+def _verdict(row: dict[str, Any]) -> str:
+    op = ">=" if row["higher_is_better"] else "<="
+    bound = _num(row["bound"], row["unit"])
+    if row["met"]:
+        return f"target {op} {bound}: met"
+    return f"target {op} {bound}: NOT met, {row['short_by_factor']:,.1f}x short"
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as a table, the (g) points, how it was measured and the profile."""
+    rows = _anchor_rows(report) + _sdk_rows(report)
+    lines = ["ioacct bench" + (" --quick (smoke test sizes: not a measurement)"
+                                if report["quick"] else ""), ""]
+    width = max(len(r[0]) for r in rows) + 2
+    vwidth = max(len(r[1]) for r in rows) + 2
+    lines += [f"{name:<{width}}{value:>{vwidth}}   {note}" for name, value, note in rows]
+    lines += ["", *_point_lines(report), "", *EXPLANATION]
+    prof = report["info"].get("profile")
+    if prof:
+        lines += ["", *_profile_lines(prof)]
+    return "\n".join(lines)
+
+
+def _anchor_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(a), (b), (c) and the ratios: (figure, value, note)."""
+    f, info = report["figures"], report["info"]
+    t = {row["target"]: row for row in report["targets"]}
+    return [
+        ("(a) naive Faust: record + table write per event", _num(f["a_events_per_s"],
+         "events/s"), f"{info['a']['events']:,} events, {info['a']['seconds']:.1f} s"),
+        ("(b) plain Avro array, aiokafka + fastavro decode", _num(f["b_events_per_s"],
+         "events/s"), f"{_num(f['b_records_per_s'])} records/s, "
+         f"{info['b']['events']:,} events"),
+        ("(c) ioacct worker end to end", _num(f["c_events_per_s"], "events/s"),
+         _verdict(t["(c) events/s per worker"])
+         + f" (fleet of {info['c']['volumes']:,} volumes at {info['c']['fleet_rate']:,.0f}"
+         " events/s)"),
+        ("    records/s", _num(f["c_records_per_s"], "records/s"),
+         f"{info['c']['events']:,} events in {info['c']['records']:,} records "
+         f"({info['c']['events_per_record']:.0f}/record), {info['c']['volumes']:,} volumes, "
+         f"{f['c_seconds']:.1f} s"),
+        ("    events/s until processed (before commit)",
+         _num(f["c_processed_events_per_s"], "events/s"), "from the worker's /status"),
+        ("    events/s until the rollups committed too",
+         _num(f["c_with_rollups_events_per_s"], "events/s"),
+         "the rollup-1m and rollup-1h agents (same worker) caught up"),
+        ("    (c)/(b)", _num(t["(c)/(b)"]["value"], "x"), _verdict(t["(c)/(b)"])),
+        ("    (c)/(a)", _num(t["(c)/(a)"]["value"], "x"), _verdict(t["(c)/(a)"])),
+    ]
+
+
+def _sdk_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(d), (e) and (f): (figure, value, note)."""
+    f, info = report["figures"], report["info"]
+    t = {row["target"]: row for row in report["targets"]}
+    grace = report["settings"]["grace_s"]
+    return [
+        ("(d) SDK record() per event", _num(f["d_record_ns_per_event"], "ns"),
+         _verdict(t["(d) record() per event"])
+         + f"; the loop alone {f['d_loop_ns_per_event']:,.0f} ns"),
+        ("    SDK into Kafka, one process (acks=all)", _num(f["d_sdk_events_per_s"],
+         "events/s"), f"{info['d']['kafka_events']:,} events, record + flush"),
+        ("(e) window end -> stats.1s append, p50", _num(f["e_p50_s"], "s"),
+         f"{info['e']['windows']:,} windows, {f['e_rate_sent']:,.0f} events/s from "
+         f"{info['e']['volumes']:,} volumes (half of (c): {info['e']['half_of_c']:,.0f})"),
+        ("    p99", _num(f["e_p99_s"], "s"), _verdict(t["(e) p99 latency"])
+         + f" (grace {grace:g} s + 1.5 s)"),
+        ("(f) worker RSS per active volume", _num(f["f_bytes_per_volume"], "bytes"),
+         _verdict(t["(f) RSS per active volume"]) + " (from {:,} to {:,} volumes)".format(
+             *info["f"]["volumes"])),
+    ]
+
+
+def _point_lines(report: dict[str, Any]) -> list[str]:
+    """The (g) points: one line per volume count and per batch size."""
+    lines = ["(g) worker by number of volumes and by events per record:",
+             f"  {'volumes':>9} {'ev/record':>10} {'events':>10} {'records':>9} "
+             f"{'events/s':>10} {'records/s':>10} {'RSS MiB':>8}  timed"]
+    for kind in ("volumes", "batch_sizes"):
+        for p in report["points"].get(kind, []):
+            timed = ("until committed" if p["until_committed"]
+                     else f"{p['seconds']:.1f} s of a longer backlog")
+            lines.append(f"  {p['volumes']:>9,.0f} {p['events_per_record']:>10,.0f} "
+                         f"{p['events']:>10,.0f} {p['records']:>9,.0f} "
+                         f"{p['events_per_s']:>10,.0f} {p['records_per_s']:>10,.0f} "
+                         f"{p['rss_bytes'] / 2**20:>8.1f}  {timed}")
+    return lines
+
+
+def _profile_lines(prof: dict[str, list[tuple[str, float]]]) -> list[str]:
+    """The (c) worker's profile: self time, then inclusive time of the project's code."""
+    lines = ["profile of the (c) worker (py-spy, share of samples), self time:"]
+    lines += [f"  {share:6.1%}  {frame}" for frame, share in prof["self"]]
+    lines += ["inclusive, the project's code and the faust/aiokafka calls under it:"]
+    lines += [f"  {share:6.1%}  {frame}" for frame, share in prof["inclusive"]
+              if "(" in frame and not frame.split("(")[1].startswith(_PLUMBING)]
+    return lines
