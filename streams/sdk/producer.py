@@ -22,7 +22,6 @@ import socket
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,57 +32,21 @@ from streams.config import Settings
 from streams.core.codec import SchemaSet, default_schemas
 from streams.core.events import IoEvent
 from streams.sdk.batching import Batcher
+from streams.sdk.drain_log import DrainLog, SpoolStats
+from streams.sdk.kafka_client import acknowledged, describe, stop_kafka
 from streams.sdk.spool import Spool, SpoolEntry, SpoolError, SpoolFull, SpoolLocked
 
 log = logging.getLogger(__name__)
 
 READ_MAX_ENTRIES = 512  # spool entries the drain takes at a time
-ACK_TIMEOUT_S = 15.0  # no acknowledgement for this long: reconnect and resend
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 2.0  # the drain's retry delay while Kafka is away
 START_WAIT_S = 5.0  # start() tries Kafka this long; the drain keeps trying after
 SPOOL_SLOTS = 64  # default spool in use: <dir>.1, <dir>.2, ... (several producers)
-REPEAT_LOG_S = 30.0
 
 
 def new_producer_id() -> str:
     """A producer id unique to this process: host, pid and a random suffix."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-@dataclass(frozen=True)
-class SpoolStats:
-    """The spool's figures (docs/producer.md, "Metrics")."""
-
-    directory: str
-    records_spooled: int  # appended while Kafka was unreachable or a backlog drained
-    records_recovered: int  # found in the spool at start: left by an earlier run
-    records_refused: int  # SpoolFull: their events are counted nowhere (logged)
-    events_refused: int
-    records_acked: int
-    outages: int
-    drains: int  # backlogs sent after an outage or a restart
-    spool_records: int  # now: not acknowledged by Kafka yet
-    spool_bytes: int  # now, on disk: what counts against spool_max_bytes
-    spool_peak_bytes: int
-    last_drain_records: int
-    last_drain_s: float
-
-    def lines(self) -> list[str]:
-        rate = self.last_drain_records / self.last_drain_s if self.last_drain_s > 0 else 0.0
-        out = [f"  spool {self.directory}: {self.spool_records} record(s) "
-               f"({self.spool_bytes} bytes) left, peak {self.spool_peak_bytes} bytes; "
-               f"{self.records_spooled} spooled (Kafka away, or a backlog draining), "
-               f"{self.records_recovered} recovered from an earlier run, {self.drains} drain(s)"]
-        if self.drains:
-            out.append(f"  last drain: {self.last_drain_records} records in "
-                       f"{self.last_drain_s:.1f} s ({rate:,.0f} records/s)")
-        if self.records_refused:
-            out.append(f"  SPOOL FULL: {self.records_refused} record(s), "
-                       f"{self.events_refused} event(s) refused and not sent")
-        if self.spool_records:
-            out.append(f"  {self.spool_records} record(s) wait in the spool: the next "
-                       "producer started on it sends them first")
-        return out
 
 
 class IoProducer:
@@ -120,17 +83,9 @@ class IoProducer:
         self._drainer: asyncio.Task[None] | None = None
         self._closing = False
         self._input_done = False  # close() has spooled the last batches: the drain may end
-        self._counts = dict.fromkeys(
-            ("records_spooled", "records_recovered", "records_refused", "events_refused",
-             "records_acked", "outages", "drains", "last_drain_records"), 0)
-        self._last_drain_s = 0.0
-        self._outage_since: float | None = None  # Kafka unreachable since (monotonic)
-        self._backlog_since: float | None = None  # records waiting since an outage/restart
-        self._drain_started: float | None = None
-        self._drain_acked = 0
+        self.drain_log = DrainLog(settings.bootstrap_servers)
         self._last_ack_at = 0.0
         self._last_sync_at = 0.0
-        self._last_log_at: dict[str, float] = {}
 
     @property
     def producer_id(self) -> str:
@@ -158,11 +113,7 @@ class IoProducer:
             except SpoolError:
                 await self._kafka.stop()  # never started: only closes the client object
                 raise
-            self._counts["records_recovered"] = self.spool.recovered
-            if self.spool.recovered:
-                log.warning("spool %s holds %d record(s) from an earlier run: sending them "
-                            "before anything new", self.spool.directory, self.spool.recovered)
-                self._backlog_since = self._drain_started = time.monotonic()
+            self.drain_log.on_recovered(self.spool, time.monotonic())
             try:  # fail fast when Kafka is there; the drain keeps trying when it is not
                 await asyncio.wait_for(self._connect(), START_WAIT_S)
             except (KafkaError, OSError, TimeoutError) as exc:
@@ -251,15 +202,10 @@ class IoProducer:
         assert self.spool is not None
         try:
             self.spool.append(topic, key, value)
-        except SpoolFull as exc:  # never silent: counted, logged, in the summary
-            self._counts["records_refused"] += 1
-            self._counts["events_refused"] += events
-            self._log_every("full", logging.ERROR, "%s (%d record(s), %d event(s) refused "
-                            "so far)", exc, self._counts["records_refused"],
-                            self._counts["events_refused"])
+        except SpoolFull as exc:
+            self.drain_log.on_refused(exc, events, time.monotonic())
             return
-        if self._backlog_since is not None:
-            self._counts["records_spooled"] += 1
+        self.drain_log.on_spooled()
 
     # -- the drain: the spool to Kafka, in order ----------------------------------------
 
@@ -318,7 +264,7 @@ class IoProducer:
             outstanding.append((entry, future))
             self._ack_done(outstanding)
         while outstanding:
-            await _acknowledged(outstanding[0][1])
+            await acknowledged(outstanding[0][1])
             self._ack_done(outstanding)
 
     def _ack_done(self, outstanding: deque[tuple[SpoolEntry, asyncio.Future[Any]]]) -> None:
@@ -335,40 +281,18 @@ class IoProducer:
             self._last_sync_at = now
 
     def _on_ack(self) -> None:
-        now = self._last_ack_at = time.monotonic()
-        self._counts["records_acked"] += 1
-        if self._outage_since is not None:
-            assert self.spool is not None
-            log.warning("Kafka is back after %.1f s: sending the %d record(s) of the spool",
-                        now - self._outage_since, self.spool.records + 1)
-            self._outage_since = None
-            self._drain_started, self._drain_acked = now, 0
-        self._drain_acked += 1
+        assert self.spool is not None
+        self._last_ack_at = time.monotonic()
+        self.drain_log.on_ack(self.spool, self._last_ack_at)
 
     def _on_outage(self, exc: BaseException) -> None:
         assert self.spool is not None
-        now = time.monotonic()
-        if self._outage_since is None:
-            self._outage_since = now
-            self._backlog_since = self._backlog_since or now
-            self._counts["outages"] += 1
-            self._last_log_at["outage"] = now
-            log.warning("Kafka at %s unreachable (%s): records wait in the spool %s",
-                        self.settings.bootstrap_servers, _describe(exc), self.spool.directory)
-            return
-        self._log_every("outage", logging.WARNING, "Kafka still unreachable after %.0f s (%s):"
-                        " %d record(s), %d bytes in the spool", now - self._outage_since,
-                        _describe(exc), self.spool.records, self.spool.disk_bytes)
+        self.drain_log.on_outage(self.spool, exc, time.monotonic())
 
     def _on_empty(self) -> None:
         assert self.spool is not None
         now = time.monotonic()
-        if self._backlog_since is not None and self._outage_since is None:
-            seconds = now - (self._drain_started or now)
-            self._counts["drains"] += 1
-            self._counts["last_drain_records"], self._last_drain_s = self._drain_acked, seconds
-            log.warning("spool drained: %d record(s) in %.1f s", self._drain_acked, seconds)
-            self._backlog_since = self._drain_started = None
+        self.drain_log.on_empty(now)
         if now - self._last_sync_at >= self.settings.spool_ack_interval_s:
             self.spool.sync()
             self._last_sync_at = now
@@ -386,13 +310,7 @@ class IoProducer:
     async def _reset_kafka(self) -> None:
         old, self._kafka = self._kafka, self._new_kafka()
         self._kafka_started = False
-        await _stop_kafka(old, 1.0)
-
-    def _log_every(self, topic: str, level: int, message: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._last_log_at.get(topic, -REPEAT_LOG_S) >= REPEAT_LOG_S:
-            self._last_log_at[topic] = now
-            log.log(level, message, *args)
+        await stop_kafka(old, 1.0)
 
     # -- flushing and closing ------------------------------------------------------------
 
@@ -400,12 +318,7 @@ class IoProducer:
     def spool_stats(self) -> SpoolStats | None:
         if self.spool is None:
             return None
-        c = self._counts
-        return SpoolStats(
-            str(self.spool.directory), c["records_spooled"], c["records_recovered"],
-            c["records_refused"], c["events_refused"], c["records_acked"], c["outages"],
-            c["drains"], self.spool.records, self.spool.disk_bytes, self.spool.peak_bytes,
-            c["last_drain_records"], self._last_drain_s)
+        return self.drain_log.stats(self.spool)
 
     @property
     def spool_left(self) -> int:
@@ -444,7 +357,8 @@ class IoProducer:
             await self._send(self.batcher.take_ready(time.monotonic_ns(), everything=True))
             self._input_done = True
             self._spooled.set()
-            if self.spool is not None and self.spool.records and self._outage_since is not None:
+            if (self.spool is not None and self.spool.records
+                    and self.drain_log.outage_since is not None):
                 log.warning("Kafka is unreachable: waiting for it up to %g s to send the %d "
                             "record(s) of the spool %s", self.settings.spool_close_wait_s,
                             self.spool.records, self.spool.directory)
@@ -461,7 +375,7 @@ class IoProducer:
                     await self._drainer  # a SpoolError it died of is raised here
                 except asyncio.CancelledError:
                     pass
-            await _stop_kafka(self._kafka, 5.0)
+            await stop_kafka(self._kafka, 5.0)
         finally:
             if self.spool is not None:
                 if self.spool.records:
@@ -475,36 +389,4 @@ class IoProducer:
 def _drain_ended(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("the spool's drain died (%s): nothing more is sent to Kafka; close() "
-                  "raises it", _describe(exc), exc_info=exc)
-
-
-async def _acknowledged(future: asyncio.Future[Any]) -> None:
-    """Wait for Kafka's acknowledgement; raise the send's error, or TimeoutError."""
-    await asyncio.wait_for(asyncio.shield(future), ACK_TIMEOUT_S)
-
-
-async def _stop_kafka(kafka: AIOKafkaProducer, wait_s: float) -> None:
-    """Stop an aiokafka producer without hanging on batches Kafka will not take now."""
-    stopping = asyncio.ensure_future(kafka.stop())
-    done, _ = await asyncio.wait({stopping}, timeout=wait_s)
-    if not done:
-        # aiokafka's stop() waits for every pending batch, forever while Kafka is away;
-        # its sender task ends that wait. (Private attribute: aiokafka 0.11 to 0.14.)
-        sender_task = getattr(getattr(kafka, "_sender", None), "sender_task", None)
-        if sender_task is not None:
-            sender_task.cancel()
-        done, _ = await asyncio.wait({stopping}, timeout=wait_s)
-    if not done:
-        stopping.cancel()
-    try:
-        await stopping
-    except (asyncio.CancelledError, KafkaError, OSError) as exc:
-        log.debug("stopping the Kafka client: %s", _describe(exc))
-
-
-def _describe(exc: BaseException) -> str:
-    text, name = str(exc), type(exc).__name__
-    return text if text.startswith(name) else f"{name}: {text}" if text else name
-
-
-__all__ = ["IoProducer", "SpoolError", "SpoolFull", "SpoolStats", "new_producer_id"]
+                  "raises it", describe(exc), exc_info=exc)

@@ -18,7 +18,8 @@ import orjson
 from streams.config import Settings
 from streams.core.events import EventError, IoEvent, event_from_json
 from streams.core.times import NS_PER_S
-from streams.sdk.producer import IoProducer, SpoolStats
+from streams.sdk.drain_log import SpoolStats
+from streams.sdk.producer import IoProducer
 from streams.sources.blkparse import VolumeTarget
 from streams.sources.report import SourceReport
 from streams.sources.simulator import FleetConfig, FleetSimulator

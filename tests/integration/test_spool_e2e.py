@@ -24,8 +24,10 @@ from streams.core.codec import CodecError, default_schemas
 from streams.core.events import IoEvent
 from streams.core.times import NS_PER_S
 from streams.kafka import local as kafka_local
-from streams.sdk.producer import IoProducer, SpoolStats
-from streams.sdk.spool import FRAME, SUFFIX, decode_payload, frame_at
+from streams.sdk.drain_log import SpoolStats
+from streams.sdk.frames import FRAME, decode_payload, frame_at
+from streams.sdk.producer import IoProducer
+from streams.sdk.spool import SUFFIX
 from streams.sources.simulator import FleetConfig, FleetSimulator
 from tests.conftest import free_port
 from tests.oracle import counters_oracle

@@ -17,17 +17,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from streams.config import Settings
 from streams.core.codec import default_schemas
-from streams.sdk.producer import IoProducer, SpoolStats
-from streams.sdk.spool import (
-    FRAME,
-    SUFFIX,
-    Spool,
-    SpoolEntry,
-    SpoolFull,
-    SpoolLocked,
-    encode_frame,
-    scan,
-)
+from streams.sdk.drain_log import SpoolStats
+from streams.sdk.frames import FRAME, encode_frame, scan
+from streams.sdk.producer import IoProducer
+from streams.sdk.spool import SUFFIX, Spool, SpoolEntry, SpoolFull, SpoolLocked
 from tests.conftest import free_port
 
 BIG = 1 << 30
