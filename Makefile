@@ -46,9 +46,10 @@ bench: install kafka-libs ## throughput, latency and memory figures on a broker 
 chaos: install kafka-libs ## the long chaos run: kills, broker restarts, hostile input; every number vs the oracle (docs/chaos.md)
 	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
-lint: install ## ruff and mypy, checking only (what CI runs)
+lint: install ## ruff, mypy and the import contracts, checking only (what CI runs)
 	$(BIN)/ruff check streams tests
 	$(BIN)/mypy streams
+	$(BIN)/lint-imports
 
 format: install ## ruff fixes and formats imports in place
 	$(BIN)/ruff check --fix streams tests

@@ -1,4 +1,8 @@
-"""`ioacct worker`: one Faust worker process of the accounting consumer group."""
+"""`ioacct worker`: one Faust worker process of the accounting consumer group.
+
+The composition root: the pipeline's app (``streams.pipeline``) with the web views
+(``streams.api``) on it; neither of the two imports the other.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,34 @@ import sys
 import faust
 from aiokafka.errors import KafkaError
 
+from streams.api.tokens import TokenFeed
+from streams.api.views import register_views
 from streams.config import Settings
 from streams.kafka.topics import ensure_topics
-from streams.pipeline.app import build_app
+from streams.pipeline.app import Pipeline, build_app
 
 
 class Worker(faust.Worker):
-    """faust's worker without its terminal spinner. At a log level of WARNING or above
-    faust hangs a spinner handler on the root logger and sets the root logger to DEBUG, so
-    every debug call in faust and aiokafka (several per message sent) built a log record:
-    about 7 % of the bench's worker (docs/performance.md)."""
+    """faust's worker without its terminal spinner, whose root logger at DEBUG made every
+    debug call in faust and aiokafka build a log record (docs/performance.md)."""
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
         super().on_setup_root_logger(logger, level)
+
+
+def build_worker(settings: Settings) -> tuple[Pipeline, TokenFeed]:
+    """The pipeline's app with its web views, and the feed of the tokens they accept."""
+    pipeline = build_app(settings)
+    token_feed = TokenFeed(settings)
+
+    @pipeline.app.task
+    async def follow_tokens() -> None:
+        """Tokens created or revoked reach every worker's views without a restart."""
+        await token_feed.run()
+
+    register_views(pipeline, token_feed)
+    return pipeline, token_feed
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
@@ -43,7 +61,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     finally:
         logging.getLogger().removeHandler(handler)
     asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its loop
-    pipeline = build_app(settings)
+    pipeline, _ = build_worker(settings)
     worker = Worker(pipeline.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
     return 0

@@ -2,122 +2,44 @@
 
 Volume views are routed to the worker that owns the volume (faust forwards the caller's
 headers, so the owner checks the same token); /status and /metrics describe the worker
-that answers. One aiohttp middleware decides, for every path, whether a token is needed
-and whose (:func:`streams.api.auth.endpoint_access`: deny by default); the volume views then
-answer a volume of another tenant exactly as a volume that does not exist.
+that answers. The access gate (``gate.py``) lets a request in or not; the volume views then
+answer a volume of another tenant exactly as a volume that does not exist. What the views
+read of a worker is ``ports.WorkerState``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import orjson
 from aiohttp import ClientError, ClientTimeout
-from aiohttp import web as aioweb
 from faust.exceptions import ConsumerNotStarted
 from faust.web import Request, Response, View
 
-from streams.api.auth import (
-    COOKIE_NAME,
-    Access,
-    AuthError,
-    Principal,
-    bearer_token,
-    endpoint_access,
-)
-from streams.core.counters import VolumeState
+from streams.api.auth import Principal
+from streams.api.dashboard import register_dashboard
+from streams.api.gate import auth_middleware, principal_of
+from streams.api.ports import WorkerState
+from streams.api.prometheus import PROMETHEUS_CONTENT_TYPE, prometheus_text
+from streams.api.tokens import TokenFeed
+from streams.core.counters import COUNTER_NAMES, VolumeState
 from streams.core.events import id_error
-from streams.core.monitoring import PROMETHEUS_CONTENT_TYPE, prometheus_text
 from streams.core.times import NS_PER_S, parse_time_ns
 from streams.core.windows.acc import WINDOW_NAMES, window_stats
 
-if TYPE_CHECKING:
-    from streams.pipeline.app import Pipeline
 
-DASHBOARD_DIR = Path(__file__).resolve().parent / "static"
-Handler = Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]
-PRINCIPAL = aioweb.RequestKey("principal", Principal)  # set by the access gate
-
-
-def _json_response(body: dict[str, Any], status: int, **headers: str) -> Any:
-    """An aiohttp response (what faust's Response is at run time) with any headers."""
-    return aioweb.Response(body=orjson.dumps(body), status=status,
-                           content_type="application/json", headers=headers)
+def register_views(p: WorkerState, token_feed: TokenFeed) -> None:
+    """Every page of the worker's web server, behind the access gate (``gate.py``)."""
+    _register_volume_views(p)
+    _register_worker_views(p, token_feed)
+    register_dashboard(p.app, token_feed)
+    # faust's aiohttp driver; its type stub (faust.web.base.Web) does not name web_app.
+    p.app.web.web_app.middlewares.append(auth_middleware(token_feed))  # type: ignore[attr-defined]
 
 
-def _with_headers(body: bytes, content_type: str, headers: dict[str, str]) -> Any:
-    return aioweb.Response(body=body, content_type=content_type, charset="utf-8",
-                           headers=headers)
-
-
-def auth_middleware(p: Pipeline) -> Any:
-    """Who may call what: PUBLIC paths pass, every other one needs a valid token, and
-    operator paths an operator's. The caller is put in ``request["principal"]``."""
-
-    @aioweb.middleware
-    async def check(request: aioweb.Request, handler: Handler) -> aioweb.StreamResponse:
-        path = request.path
-        if path == "/":
-            raise aioweb.HTTPFound("/dashboard")
-        if any(segment in (".", "..") for segment in path.split("/")):
-            # Never resolved by aiohttp's router, but a path that names one place and
-            # reaches another is no request a client of ours makes.
-            return _json_response({"error": "bad path", "reason": "dot segments"}, 400)
-        access = endpoint_access(path)
-        if access is Access.PUBLIC:
-            return await _json_errors(handler, request)
-        if not p.token_feed.ready.is_set():
-            return _starting()
-        try:
-            text = bearer_token(request.headers.get("Authorization"),
-                                request.cookies.get(COOKIE_NAME))
-            principal = p.token_feed.book.authenticate(text)
-        except AuthError as exc:
-            if path.startswith("/dashboard") and "text/html" in request.headers.get("Accept", ""):
-                raise aioweb.HTTPSeeOther("/login") from None  # a browser: to the sign-in form
-            return _unauthorized(exc)
-        if access is Access.OPERATOR and not principal.is_operator:
-            return _json_response({"error": "forbidden",
-                                   "reason": "this endpoint needs an operator token"}, 403)
-        request[PRINCIPAL] = principal
-        return await _json_errors(handler, request)
-
-    return check
-
-
-def _starting() -> Any:
-    """503 until this worker has read the whole token store."""
-    return _json_response({"error": "starting", "reason": "reading the token store"}, 503,
-                          **{"Retry-After": "1"})
-
-
-def _unauthorized(exc: AuthError) -> Any:
-    return _json_response({"error": "unauthorized", "reason": str(exc)}, 401,
-                          **{"WWW-Authenticate": 'Bearer realm="ioacct"'})
-
-
-async def _json_errors(handler: Handler, request: aioweb.Request) -> aioweb.StreamResponse:
-    """aiohttp's own errors (no such route, wrong method) as JSON, like every other answer."""
-    try:
-        return await handler(request)
-    except aioweb.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _json_response({"error": exc.reason.lower()}, exc.status)
-
-
-def principal_of(request: Request) -> Principal:
-    principal = request.get(PRINCIPAL)  # type: ignore[attr-defined]
-    assert isinstance(principal, Principal), "auth_middleware did not run"
-    return principal
-
-
-def register_views(p: Pipeline) -> None:
+def _register_volume_views(p: WorkerState) -> None:
     app = p.app
 
     @app.page("/volumes/{volume_id}/counters")
@@ -142,22 +64,24 @@ def register_views(p: Pipeline) -> None:
             return web.json({"volumes": local})
         return web.json(await list_all_volumes(p, request, local))
 
+
+def _register_worker_views(p: WorkerState, token_feed: TokenFeed) -> None:
+    app = p.app
+
     @app.page("/whoami")
     async def whoami(web: View, request: Request) -> Response:
         return web.json(principal_of(request).to_json())
 
     @app.page("/status")
     async def status(web: View, request: Request) -> Response:
-        raw_topic = p.raw_topic.get_topic_name()
         try:
-            assignment = app.consumer.assignment()
+            assigned = sorted(owned_partitions(p))
         except ConsumerNotStarted:
             return web.json({"error": "starting", "app_id": app.conf.id}, status=503)
-        assigned = sorted(tp.partition for tp in assignment if tp.topic == raw_topic)
         return web.json({
             "app_id": app.conf.id, "url": str(app.conf.canonical_url),
             "raw_topic": p.settings.raw_topic, "assigned_partitions": assigned,
-            "tokens_known": len(p.token_feed.book),
+            "tokens_known": len(token_feed.book),
             **{k: v for k, v in asdict(p.stats).items() if k != "last_rejection_log_ns"},
         })
 
@@ -176,85 +100,8 @@ def register_views(p: Pipeline) -> None:
         # The whole header, not content_type=: aiohttp refuses a charset in content_type.
         return web.text(body, headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 
-    register_dashboard(p)
-    # faust's aiohttp driver; its type stub (faust.web.base.Web) does not name web_app.
-    app.web.web_app.middlewares.append(auth_middleware(p))  # type: ignore[attr-defined]
 
-
-def register_dashboard(p: Pipeline) -> None:
-    """The panel's pages: a public sign-in form; everything else behind a token."""
-    app = p.app
-    files = {name: (DASHBOARD_DIR / name) for name in ("index.html", "app.js", "style.css",
-                                                        "login.html")}
-    types = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
-
-    def static(name: str) -> Any:
-        path = files[name]
-        return _with_headers(path.read_bytes(), types[path.suffix], {"Cache-Control": "no-store"})
-
-    @app.page("/dashboard")
-    async def dashboard(web: View, request: Request) -> Response:
-        return static("index.html")
-
-    @app.page("/dashboard/app.js")
-    async def dashboard_js(web: View, request: Request) -> Response:
-        return static("app.js")
-
-    @app.page("/dashboard/style.css")
-    async def dashboard_css(web: View, request: Request) -> Response:
-        return static("style.css")
-
-    @app.page("/dashboard/plotly.min.js")
-    async def plotly_js(web: View, request: Request) -> Response:
-        body = plotly_bundle()
-        return _with_headers(body, "text/javascript", {"Cache-Control": "max-age=86400"})
-
-    class Login(View):
-        async def get(self, request: Request) -> Response:
-            return static("login.html")
-
-        async def post(self, request: Request) -> Response:
-            """Check a token and keep it in an HttpOnly cookie for the panel's requests."""
-            form = await request.post()  # type: ignore[attr-defined]
-            token = str(form.get("token", "")).strip()
-            if not p.token_feed.ready.is_set():
-                return _starting()
-            try:
-                principal = p.token_feed.book.authenticate(token)
-            except AuthError as exc:
-                return _unauthorized(exc)
-            response = _json_response(principal.to_json(), 200)
-            response.set_cookie(COOKIE_NAME, token, httponly=True, samesite="Strict",
-                                path="/")
-            return response
-
-    class Logout(View):
-        async def post(self, request: Request) -> Response:
-            response = _json_response({"signed_out": True}, 200)
-            response.del_cookie(COOKIE_NAME, path="/")
-            return response
-
-    app.page("/login")(Login)
-    app.page("/logout")(Logout)
-
-    @app.page("/favicon.ico")
-    async def favicon(web: View, request: Request) -> Response:
-        return web.bytes(b"", status=204)  # browsers ask; nothing to show, nothing to leak
-
-
-_PLOTLY: list[bytes] = []
-
-
-def plotly_bundle() -> bytes:
-    """plotly.js as the plotly Python package ships it: served by the worker, no CDN."""
-    if not _PLOTLY:
-        from plotly.offline import get_plotlyjs
-
-        _PLOTLY.append(get_plotlyjs().encode())
-    return _PLOTLY[0]
-
-
-def readable_state(p: Pipeline, request: Request, volume_id: str) -> VolumeState | None:
+def readable_state(p: WorkerState, request: Request, volume_id: str) -> VolumeState | None:
     """The volume's state if it exists *and* the caller may read it; else None, so that
     another tenant's volume reads exactly as one that does not exist."""
     state = p.load_state(volume_id)
@@ -263,7 +110,7 @@ def readable_state(p: Pipeline, request: Request, volume_id: str) -> VolumeState
     return state
 
 
-def counters_response(p: Pipeline, web: View, request: Request, volume_id: str) -> Response:
+def counters_response(p: WorkerState, web: View, request: Request, volume_id: str) -> Response:
     """SEMANTICS.md section 2 counters of one volume, idle time as of now."""
     reason = id_error("volume_id", volume_id)
     if reason is not None:
@@ -274,12 +121,12 @@ def counters_response(p: Pipeline, web: View, request: Request, volume_id: str) 
     return web.json(state.counters_json(volume_id, time.time_ns()))
 
 
-def owned_partitions(p: Pipeline) -> set[int]:
+def owned_partitions(p: WorkerState) -> set[int]:
     raw_topic = p.settings.raw_topic
     return {tp.partition for tp in p.app.consumer.assignment() if tp.topic == raw_topic}
 
 
-def owned_volumes(p: Pipeline) -> list[tuple[str, VolumeState]]:
+def owned_volumes(p: WorkerState) -> list[tuple[str, VolumeState]]:
     """The volumes of the raw-topic partitions actively assigned here.
 
     The counters table also holds standby copies of other workers' partitions; a volume
@@ -299,7 +146,7 @@ def owned_volumes(p: Pipeline) -> list[tuple[str, VolumeState]]:
     return out
 
 
-def metrics_text(p: Pipeline) -> str:
+def metrics_text(p: WorkerState) -> str:
     """Prometheus text of the volumes this worker owns (:func:`owned_volumes`)."""
     now_ns = time.time_ns()  # counters_json wants one; idle_time_ns is not exported
     return prometheus_text((volume_id, state.counters_json(volume_id, now_ns))
@@ -307,9 +154,15 @@ def metrics_text(p: Pipeline) -> str:
 
 
 ACTIVITY_S = 60  # "current activity": the last minute of complete 1 s windows
+INVALID_COUNTERS = tuple(name for name, _slot in COUNTER_NAMES if name.startswith("invalid_"))
+# A listing's totals: ok requests of every op; bytes and failed requests of reads and writes.
+TOTAL_COUNTERS = tuple(
+    name for name, _slot in COUNTER_NAMES
+    if (name.endswith("_ios") and name not in INVALID_COUNTERS)
+    or (name.startswith(("read_", "write_")) and name.endswith(("_bytes", "_ios_error"))))
 
 
-def list_local_volumes(p: Pipeline, principal: Principal, now_ns: int) -> list[dict[str, Any]]:
+def list_local_volumes(p: WorkerState, principal: Principal, now_ns: int) -> list[dict[str, Any]]:
     """The caller's volumes owned here, each with its totals and its last minute's rates."""
     to_ns = now_ns // NS_PER_S * NS_PER_S  # the current, incomplete second is left out
     from_ns = to_ns - ACTIVITY_S * NS_PER_S
@@ -319,31 +172,33 @@ def list_local_volumes(p: Pipeline, principal: Principal, now_ns: int) -> list[d
             continue
         partition = p.app.producer.key_partition(p.settings.raw_topic,
                                                  volume_id.encode()).partition
-        recent = p.windows_for(partition).windows_of(volume_id, NS_PER_S, from_ns, to_ns)
-        counters = state.counters_json(volume_id, now_ns)
+        recent = p.windows_of(partition, volume_id, NS_PER_S, from_ns, to_ns)
         last = [window_stats(volume_id, e.tenant_id, e.acc) for e in recent]
-        out.append({
-            "volume_id": volume_id, "tenant_id": state.tenant_id,
-            "last_io_ns": counters["last_io_ns"],
-            "totals": {k: counters[k] for k in (
-                "read_ios", "write_ios", "read_bytes", "write_bytes", "read_ios_error",
-                "write_ios_error", "flush_ios", "discard_ios")},
-            "invalid_ios": sum(counters[f"invalid_{op}_ios"]
-                               for op in ("read", "write", "flush", "discard")),
-            "activity": {
-                "from_ns": from_ns, "to_ns": to_ns,
-                "read_iops": sum(w["read_ios"] for w in last) / ACTIVITY_S,
-                "write_iops": sum(w["write_ios"] for w in last) / ACTIVITY_S,
-                "read_bytes_per_s": sum(w["read_bytes"] for w in last) / ACTIVITY_S,
-                "write_bytes_per_s": sum(w["write_bytes"] for w in last) / ACTIVITY_S,
-                "busy_fraction": sum(w["busy_time_ns"] for w in last)
-                / (ACTIVITY_S * NS_PER_S),
-            },
-        })
+        out.append(_volume_summary(volume_id, state.counters_json(volume_id, now_ns), last,
+                                   from_ns, to_ns))
     return out
 
 
-async def list_all_volumes(p: Pipeline, request: Request, local: list[dict[str, Any]]
+def _volume_summary(volume_id: str, counters: dict[str, Any], last: list[dict[str, Any]],
+                    from_ns: int, to_ns: int) -> dict[str, Any]:
+    """One volume of a listing: its totals, and its rates over the 1 s windows ``last``."""
+    return {
+        "volume_id": volume_id, "tenant_id": counters["tenant_id"],
+        "last_io_ns": counters["last_io_ns"],
+        "totals": {k: counters[k] for k in TOTAL_COUNTERS},
+        "invalid_ios": sum(counters[k] for k in INVALID_COUNTERS),
+        "activity": {
+            "from_ns": from_ns, "to_ns": to_ns,
+            "read_iops": sum(w["read_ios"] for w in last) / ACTIVITY_S,
+            "write_iops": sum(w["write_ios"] for w in last) / ACTIVITY_S,
+            "read_bytes_per_s": sum(w["read_bytes"] for w in last) / ACTIVITY_S,
+            "write_bytes_per_s": sum(w["write_bytes"] for w in last) / ACTIVITY_S,
+            "busy_fraction": sum(w["busy_time_ns"] for w in last) / (ACTIVITY_S * NS_PER_S),
+        },
+    }
+
+
+async def list_all_volumes(p: WorkerState, request: Request, local: list[dict[str, Any]]
                            ) -> dict[str, Any]:
     """Merge :func:`list_local_volumes` of every worker, asked with the caller's token."""
     me = str(p.app.conf.canonical_url).rstrip("/")
@@ -379,7 +234,7 @@ DEFAULT_SPAN_NS = {"1s": 15 * 60 * NS_PER_S, "1m": 24 * 3600 * NS_PER_S,
                    "1h": 30 * 24 * 3600 * NS_PER_S}
 
 
-def stats_response(p: Pipeline, web: View, request: Request, volume_id: str) -> Response:
+def stats_response(p: WorkerState, web: View, request: Request, volume_id: str) -> Response:
     """Stored windows of one volume: ?window=1s|1m|1h&from=..&to=.. (start in [from, to))."""
     window = request.query.get("window", "1m")
     if window not in WINDOWS_NS:

@@ -22,15 +22,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.api.prometheus import PROMETHEUS_CONTENT_TYPE, prometheus_text
 from streams.core.codec import default_schemas
 from streams.core.counters import COUNTER_NAMES, VolumeState
 from streams.core.events import OP_CODE, STATUS_CODE
-from streams.core.monitoring import (
-    PROMETHEUS_CONTENT_TYPE,
-    monitoring_key,
-    monitoring_record,
-    prometheus_text,
-)
+from streams.core.monitoring import monitoring_key, monitoring_record
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WindowAcc, rollup, window_stats
 from streams.core.windows.book import WindowBook, WindowSettings
@@ -498,7 +494,7 @@ def test_metrics_view_serves_only_volumes_of_actively_assigned_partitions() -> N
 
     volumes = {f"vol-{i}": volume(f"tenant-{i}", [i + BIG] * 20, i) for i in range(8)}
     p = fake_pipeline(owned=[0, 2], volumes=volumes)
-    register_views(p)
+    register_views(p, SimpleNamespace())  # no token feed: /metrics is called past the gate
 
     class Web:
         def text(self, value: str, *, status: int = 200,
@@ -522,13 +518,13 @@ def test_metrics_route_of_a_real_worker_app(tmp_path: Path, monkeypatch: Any) ->
 
     from streams.api.auth import OPERATOR, TENANT, new_token
     from streams.config import Settings
-    from streams.pipeline.app import build_app
+    from streams.worker import build_worker
 
-    p = build_app(Settings.from_env(state_dir=tmp_path))
+    p, token_feed = build_worker(Settings.from_env(state_dir=tmp_path))
     operator, operator_record = new_token(OPERATOR, None, 1)
     tenant, tenant_record = new_token(TENANT, "tenant-1", 1)
     for record in (operator_record, tenant_record):  # as the token store's reader would
-        p.token_feed.book.apply(record)
+        token_feed.book.apply(record)
 
     driver: Any = p.app.web  # faust's aiohttp driver
 
@@ -543,7 +539,7 @@ def test_metrics_route_of_a_real_worker_app(tmp_path: Path, monkeypatch: Any) ->
 
         async with TestClient(TestServer(driver.web_app)) as client:
             await get(operator)  # the store not read yet
-            p.token_feed.ready.set()
+            token_feed.ready.set()
             for token in (None, tenant, operator):
                 await get(token)
             monkeypatch.setattr(p.app.consumer, "assignment", lambda: set())

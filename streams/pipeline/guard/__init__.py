@@ -2,7 +2,12 @@
 and committed only after the outputs it made have been flushed.
 
 faust can deliver a partition's records past a gap, twice after a rebalance, or ack a
-record whose handler failed; the guard reads the skipped ranges itself (``gap_reader``),
-drops repeats (``offsets``), patches faust's commit bookkeeping (``faust_fixes``) and warns
-when a partition's commit is held (``offsets.CommitWatch``).
+record whose handler failed, and can commit before its changelog writes have left the
+producer buffer. Before each record the agents ask ``order.in_order``, which drops
+repeats (``offsets.OffsetTracker``) and reads the skipped ranges itself (``gap_reader``),
+acknowledging them in faust's bookkeeping; ``faust_fixes`` makes faust's flush drain its
+buffer before a commit and stops its own gap bookkeeping; an agent whose handler fails
+exits the worker without committing (``pipeline.agents.agent_over``); and the commit
+watch (``offsets.CommitWatch``, ``pipeline.timers``) warns when a partition's commit is
+held.
 """

@@ -1,40 +1,13 @@
 """Fixes for faust-streaming behaviour that would lose counts; applied by :func:`apply`.
 
-Faust commits a source offset only after ``producer.flush()``, so that the table
-changelog holds every update made for the records below that offset. But the
-changelog writes of a table wait in faust's ``ProducerBuffer`` first, and its
-``flush()`` (``flush_atmost(None)``) returns as soon as no message left the buffer
-for 0.1 s. On a busy worker that happens, and the commit overtakes changelog writes
-still in the buffer. After a rebalance the next owner restores the table from the
-changelog without them and resumes after the committed offset: those records are
-counted nowhere. Seen here as the first second of a simulated fleet missing from one
-volume's counters after a rebalance during a 100,000-event run on a loaded machine.
+* :func:`_flush`: faust's producer flush returns while changelog writes still wait in its
+  buffer, so a commit could overtake them; this one drains the buffer for real.
+* :func:`ack_offsets`: offsets the guard read directly are acknowledged, else faust never
+  commits past a gap at a partition's head.
+* :func:`_add_gap`: faust's own gap bookkeeping is off; it acknowledged those offsets a
+  second time and crawled the commit one offset per interval.
 
-The fix drains the buffer for real: until it is empty and the message being handed to
-the Kafka client is handed over (the aiokafka flush that follows in faust waits for
-delivery). A broker that is down makes the commit wait, which is what it should do.
-
-Second: faust commits a partition only up to its first gap in acknowledged offsets,
-and a gap at the head (faust delivered offset 1692 first while the group had
-committed 1686; offsets.py and gap_reader.py read 1686..1691 directly) makes
-``Consumer._new_offset`` return None for good: the partition is processed but never
-committed again, until the next rebalance re-reads everything since. Seen in a chaos
-run: a partition stuck 22 records behind for minutes after a worker restart.
-:func:`ack_offsets` records the offsets read directly as acknowledged, so the commit
-moves past them.
-
-Third: when faust skips offsets it notes them as a "gap" (``Consumer._add_gap``: meant
-for compacted topics' holes) and ``_new_offset`` later appends the gap's offsets to the
-acknowledged ones without checking for those there already. The offsets ioacct read
-directly were acknowledged twice, and with duplicates faust's run of consecutive
-offsets ends at the first one: the commit advanced by one offset per commit interval
-(2.8 s), 10 minutes for a gap of 200 records. Seen in the chaos runs as a partition
-committing 74, 75, 76, ... after a worker restart, and once as a CI run timing out.
-Worse, the gap faust notes runs up to the record it delivered, so while the agent was
-still reading the gap, the commit could pass records not yet processed. ioacct's agents
-already check every offset of their input (offsets.py) and acknowledge each one they
-handled, holes of a compacted topic included; so faust's gap bookkeeping is switched
-off (:func:`_add_gap`).
+How each was found: docs/chaos.md and the commit history.
 """
 
 from __future__ import annotations

@@ -1,0 +1,170 @@
+"""The agents: accounting (raw records -> counters, 1 s windows, billing, dead letters)
+and one rollup per longer window (the stats topic below -> 1 m, 1 h windows).
+
+Thin: each reads a record through the guard (once, in offset order), hands it to
+``core``'s logic or a stage, writes the table and publishes what came back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from streams.core.codec import HEADER_LEN, CodecError
+from streams.core.ingest import RecordOutcome, account_record
+from streams.core.windows.acc import WINDOW_LENGTHS_NS, WINDOW_NAMES, acc_from_stats
+from streams.core.windows.book import Emission
+from streams.core.windows.stages import RollupWindows
+from streams.pipeline.guard.order import Handler, committed_offset, in_order, record_wall_ns
+from streams.pipeline.publish import (
+    dead_letter_control,
+    publish_rejections,
+    publish_stage,
+    publish_windows,
+)
+
+if TYPE_CHECKING:
+    from streams.pipeline.app import Pipeline, WorkerStats
+
+log = logging.getLogger(__name__)
+EXIT_AGENT_FAILED = 70  # EX_SOFTWARE
+
+
+def agent_over(p: Pipeline, topic: Any, name: str, handle: Handler) -> None:
+    """An agent that hands ``handle`` every record of ``topic``, each once and in offset
+    order (:func:`in_order`), and exits the worker if it fails."""
+    guard = p.input_guard(topic.get_topic_name())
+
+    @p.app.agent(topic, name=name)
+    async def agent(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                if await in_order(p, guard, message, handle):
+                    await handle(event.value, message)
+                    guard.offsets.done(message.partition, message.offset)
+            except Exception:
+                # Faust would restart the agent and ack the record it failed on: a lost
+                # record. Exit instead, without committing; the restarted worker reprocesses
+                # from the last commit and the replay checks absorb the repeats.
+                log.exception("%s failed at %s[%d]@%d; exiting without commit", name,
+                              message.topic, message.partition, message.offset)
+                os._exit(EXIT_AGENT_FAILED)
+
+
+def register_accounting(p: Pipeline) -> None:
+    tick_header = p.schemas.headers["Tick"]
+
+    async def handle(value: Any, message: Any) -> None:
+        await _account_record(p, value, message, tick_header)
+
+    agent_over(p, p.raw_topic, "accounting", handle)
+
+
+async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: bytes) -> None:
+    """One raw record (``message``: its topic, partition and offset): a Tick, or a batch
+    to count, window, bill and dead-letter."""
+    now_ns = time.time_ns()
+    await _replay_raw_outputs(p, message)
+    if value is None:  # a null record (a tombstone) in the raw topic: dead-letter, not crash
+        value = b""
+    # The windows' wall clock is the record's Kafka timestamp (the broker's append time:
+    # topics.py), not this process's clock: re-reading the same records after a crash
+    # then closes the same windows at the same records, so re-made outputs are identical.
+    wall_ns = record_wall_ns(message, now_ns)
+    if value[:HEADER_LEN] == tick_header:
+        await publish_windows(
+            p, p.windows_for(message.partition).on_tick(wall_ns, message.offset,
+                                                         committed_offset(p.app.consumer,
+                                                                          message)),
+            message.partition, message.offset)
+        return
+    outcome = account_record(value, p.load_state, p.schemas, now_ns, p.limits)
+    if outcome.state is not None and outcome.volume_id is not None:
+        p.counters[outcome.volume_id.encode()] = outcome.state.snapshot()
+    await publish_rejections(p, outcome, message, now_ns)
+    if outcome.batch is not None and outcome.volume_id is not None:
+        batch = outcome.batch
+        emissions = p.windows_for(message.partition).on_events(
+            outcome.volume_id, batch["tenant_id"], batch["op"], batch["status"],
+            batch["bytes"], batch["submit_ns"], batch["complete_ns"], outcome.good, wall_ns,
+            (batch["producer_id"], batch["seq"]), message.offset,
+        )
+        await publish_windows(p, emissions, message.partition, message.offset)
+    _count(p.stats, outcome)
+
+
+async def _replay_raw_outputs(p: Pipeline, message: Any) -> None:
+    """First record of a newly assigned raw partition: its window records made at or past
+    the committed offset, sent again (they may not have landed before the last owner died)."""
+    replay_from = p.input_guard(p.settings.raw_topic).replay_from
+    if message.partition not in replay_from:
+        return
+    committed = replay_from.pop(message.partition)
+    again = p.windows_for(message.partition).replay_outputs(committed)
+    log.info("%s[%d]: sending again %d window record(s) made at or past the committed "
+             "offset %d", message.topic, message.partition, len(again), committed)
+    await publish_windows(p, again, message.partition, message.offset)
+
+
+def _count(stats: WorkerStats, outcome: RecordOutcome) -> None:
+    stats.records += 1
+    stats.events_counted += outcome.counted
+    stats.replays_skipped += outcome.replay
+    for rejection in outcome.rejections:
+        stats.events_rejected += rejection.events
+        stats.records_rejected += rejection.event_index is None
+
+
+def register_rollup(p: Pipeline, inner_ns: int, length_ns: int) -> None:
+    """The agent that builds the windows of ``length_ns`` from the records of the stats
+    topic of ``inner_ns`` (windows and watermark markers), partition by partition."""
+    guard = p.input_guard(p.settings.stats_topic(inner_ns))
+
+    async def handle(value: Any, message: Any) -> None:
+        partition = message.partition
+        stage = p.rollups_for(length_ns, partition)
+        if partition in guard.replay_from:
+            again = stage.replay_outputs(guard.replay_from.pop(partition))
+            await publish_stage(p, length_ns, again, partition, stage.take_marker(),
+                                message.offset)
+        made = await _roll_up(p, stage, inner_ns, value, message)
+        if made is not None:
+            await publish_stage(p, length_ns, made, partition, stage.take_marker(),
+                                message.offset)
+
+    agent_over(p, p.stats_topics[inner_ns], f"rollup-{WINDOW_NAMES[length_ns]}", handle)
+
+
+async def _roll_up(p: Pipeline, stage: RollupWindows, inner_ns: int, value: bytes | None,
+                   message: Any) -> list[Emission] | None:
+    """One record of the stats topic of ``inner_ns`` into ``stage``: what it made, or None
+    when the record was dead-lettered (undecodable, or not a window or marker of here)."""
+    partition = message.partition
+    try:
+        name, record = p.schemas.decode(value or b"")
+    except CodecError as exc:
+        await dead_letter_control(p, message, value, f"undecodable stats record: {exc}")
+        return None
+    if name == "WindowStats" and record["window_length_ns"] == inner_ns:
+        part = Emission(record["volume_id"], record["tenant_id"], acc_from_stats(record),
+                        record["revision"])
+        made = stage.on_window(part, message.offset)
+        p.stats.windows_rolled_up += 1
+        return made
+    if name == "Watermark" and record["partition"] == partition:
+        return stage.on_watermark(record["watermark_ns"], message.offset,
+                                  committed_offset(p.app.consumer, message))
+    await dead_letter_control(
+        p, message, value, f"a {name} record ({record.get('window_length_ns')} ns, "
+        f"partition {record.get('partition')}) does not belong in {message.topic}"
+        f"[{partition}]")
+    return None
+
+
+def register_rollups(p: Pipeline) -> None:
+    """One rollup agent per window length past the first, each reading the one below."""
+    for inner_ns, length_ns in zip(WINDOW_LENGTHS_NS, WINDOW_LENGTHS_NS[1:], strict=False):
+        register_rollup(p, inner_ns, length_ns)

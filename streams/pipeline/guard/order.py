@@ -1,0 +1,96 @@
+"""Each offset of an agent's input once and in order: the check before every record.
+
+:class:`InputGuard` is one input topic's record of what was handled; :func:`in_order`
+decides, record by record, whether the agent processes it, after reading any records
+faust skipped before it (``gap_reader``) and acknowledging them in faust's bookkeeping
+(``faust_fixes.ack_offsets``) so that the commit can move past them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from faust.types import TP
+
+from streams.pipeline.guard import faust_fixes
+from streams.pipeline.guard.offsets import OffsetTracker, Verdict
+
+if TYPE_CHECKING:
+    from streams.pipeline.app import Pipeline
+
+log = logging.getLogger(__name__)
+Handler = Callable[[Any, Any], Awaitable[None]]  # (value, message) -> processed
+
+
+@dataclass
+class InputGuard:
+    """One input topic of an agent: which offsets it handled (offsets.py), and where each
+    newly assigned partition's outputs must be sent again from (the committed offset)."""
+
+    topic: str
+    offsets: OffsetTracker = field(default_factory=OffsetTracker)
+    # Partitions just assigned -> the group's committed offset: outputs made at or past
+    # it are sent again before anything else (PartitionWindows.replay_outputs).
+    replay_from: dict[int, int] = field(default_factory=dict)
+
+    def forget(self, partition: int) -> None:
+        self.offsets.forget(partition)
+        self.replay_from.pop(partition, None)
+
+
+async def in_order(p: Pipeline, guard: InputGuard, message: Any, handle: Handler) -> bool:
+    """Whether to process ``message``: after reading any records faust skipped before it
+    (see offsets.py), and not when it was handled already."""
+    partition = message.partition
+    if not guard.offsets.knows(partition):
+        committed = await p.gap_reader.committed_or_first(partition, guard.topic)
+        guard.offsets.start(partition, committed)
+        guard.replay_from[partition] = committed
+    verdict, expected = guard.offsets.check(partition, message.offset)
+    if verdict is Verdict.SEEN:
+        p.stats.records_seen_again += 1
+        return False
+    if verdict is Verdict.GAP:
+        await _read_gap(p, guard, message, expected, handle)
+    return True
+
+
+async def _read_gap(p: Pipeline, guard: InputGuard, message: Any, expected: int,
+                    handle: Handler) -> None:
+    """Offsets ``expected`` up to ``message``'s, which faust skipped: read and handled here."""
+    partition = message.partition
+    # The stats topics are compacted: a range may hold fewer records, or none.
+    log.log(logging.WARNING if guard.topic == p.settings.raw_topic else logging.INFO,
+            "faust delivered %s[%d]@%d but not %d..%d: reading those directly",
+            message.topic, partition, message.offset, expected, message.offset - 1)
+    read = await p.gap_reader.read(partition, expected, message.offset, guard.topic)
+    for record in read:
+        await handle(record.value, record)
+        guard.offsets.done(partition, record.offset)
+        p.stats.records_read_past_faust += 1
+    # Every offset of the range, holes too: else faust never commits past it
+    # (faust_fixes: ack_offsets, _add_gap).
+    faust_fixes.ack_offsets(p.app.consumer, message.tp, range(expected, message.offset))
+
+
+def committed_offset(consumer: Any, message: Any) -> int:
+    """The offset faust's ``consumer`` last committed for the message's partition (-1: none
+    yet): the stages keep the windows they emitted at or past it (their records may not
+    have landed, and replay_outputs must find them after a crash)."""
+    # faust's own record of its commits (faust_fixes.py reads it too).
+    committed = consumer._committed_offset.get(TP(message.topic, message.partition))
+    return -1 if committed is None else int(committed)
+
+
+def record_wall_ns(message: Any, default_ns: int) -> int:
+    """A raw record's Kafka timestamp in ns: faust's messages carry seconds (float),
+    aiokafka's records (gap_reader.py) milliseconds (int); ``default_ns`` if it has none."""
+    timestamp = getattr(message, "timestamp", None)
+    if timestamp is None or timestamp < 0:
+        return default_ns
+    if isinstance(timestamp, float):
+        return round(timestamp * 1000) * 1_000_000
+    return int(timestamp) * 1_000_000

@@ -1,0 +1,55 @@
+"""The worker's timers: ticks that close idle partitions' windows, and the commit watch."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from streams.core.keys import TICK_KEY
+from streams.pipeline.guard import faust_fixes
+from streams.pipeline.guard.offsets import CommitWatch
+
+if TYPE_CHECKING:
+    from streams.pipeline.app import Pipeline
+
+log = logging.getLogger(__name__)
+COMMIT_STALL_S = 60.0  # faust commits every 2.8 s; a minute held is no hiccup
+
+
+def register_ticks(p: Pipeline) -> None:
+    """Once a second, a Tick into each owned raw partition: idle partitions close windows
+    from inside their own stream, where table writes land in the right changelog."""
+
+    @p.app.timer(interval=p.settings.tick_interval_s)
+    async def tick() -> None:
+        raw = p.settings.raw_topic
+        value = p.schemas.encode("Tick", {"wall_ns": time.time_ns(),
+                                          "worker": p.settings.web_url})
+        for tp in p.app.consumer.assignment():
+            if tp.topic == raw and _needs_tick(p, tp.partition):
+                await p.raw_topic.send(key=TICK_KEY, value=value, partition=tp.partition)
+
+
+def _needs_tick(p: Pipeline, partition: int) -> bool:
+    """Only where windows are open, here or in the rollups above (whose clock is this
+    partition's, through the markers); an unseen partition gets one, so that a restarted
+    worker rebuilds its windows from the table even if no input comes."""
+    windows = p.partitions.get(partition)
+    return (windows is None or windows.needs_ticks
+            or any(stages[partition].has_open_windows for stages in p.rollups.values()
+                   if partition in stages))
+
+
+def register_commit_watch(p: Pipeline) -> None:
+    """A WARNING for every input partition whose commit stays put for a minute while
+    records past it are processed (offsets.CommitWatch), with what faust holds for it."""
+    watch = CommitWatch(COMMIT_STALL_S)
+
+    @p.app.timer(interval=COMMIT_STALL_S / 6)
+    async def watch_commits() -> None:
+        next_offsets = {topic: guard.offsets.next_offsets for topic, guard in p.inputs.items()}
+        for line in faust_fixes.held_commits(p.app.consumer, next_offsets, watch,
+                                             time.monotonic()):
+            p.stats.commit_stalls += 1
+            log.warning("%s", line)
