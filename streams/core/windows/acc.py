@@ -152,9 +152,7 @@ class WindowAcc:
     def _union_busy(self, start: int, end: int) -> None:
         """Union [start, end) into the sorted, disjoint, non-touching busy intervals.
 
-        Binary search for the intervals it overlaps or touches, so a window with many
-        requests costs O(log n) per request, not a rebuild and sort of the whole list
-        (the bench's profile: 23 % of the worker's time)."""
+        Binary search for the intervals it overlaps or touches: O(log n) per request."""
         busy = self.busy
         first = bisect_left(busy, start, key=_interval_end)  # first with hi >= start
         after = bisect_right(busy, end, key=_interval_start)  # first with lo > end
