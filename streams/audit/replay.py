@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.core.batch import EventBatch
 from streams.core.codec import HEADER_LEN, CodecError, SchemaSet, default_schemas
 from streams.core.counters import COUNTER_NAMES, N_SLOTS, VolumeState, add_to_slots
 from streams.core.events import STATUS_INVALID
@@ -191,42 +192,40 @@ class Replay:
         self.replays_skipped += outcome.replay
         self.events_rejected += sum(r.events for r in outcome.rejections)
         self.events_counted += outcome.counted
-        batch = outcome.batch  # a replay's batch is for the worker's windows: skipped here
-        if (batch is None or outcome.replay or not outcome.good
+        batch = outcome.events  # a replay's batch is for the worker's windows: skipped here
+        if (batch is None or outcome.replay or not batch.indexes
                 or not self.scope.wants(outcome.volume_id)):
             return outcome.counted
-        self._bill(batch, outcome.good)
+        self._bill(batch)
         for length_ns in WINDOW_LENGTHS_NS:
-            self._window(batch, outcome.good, length_ns, timestamp_ns)
+            self._window(batch, length_ns, timestamp_ns)
         return outcome.counted
 
-    def _bill(self, batch: dict[str, Any], good: list[int]) -> None:
-        complete = batch["complete_ns"]
+    def _bill(self, batch: EventBatch) -> None:
+        complete = batch.complete_ns
         by_hour: dict[int, list[int]] = {}
-        for i in good:
+        for i in batch.indexes:
             by_hour.setdefault(complete[i] - complete[i] % HOUR_NS, []).append(i)
-        volume_id = batch["volume_id"]
+        volume_id = batch.volume_id
         for hour, indexes in by_hour.items():
             if not self.scope.hour_in(hour):
                 continue
             entry = self.hours.get((volume_id, hour))
             if entry is None:
-                entry = self.hours[(volume_id, hour)] = HourExpectation(batch["tenant_id"])
-            add_to_slots(entry.counters, batch["op"], batch["status"], batch["bytes"],
-                         batch["submit_ns"], complete, indexes)
+                entry = self.hours[(volume_id, hour)] = HourExpectation(batch.tenant_id)
+            add_to_slots(entry.counters, batch.select(indexes))
             entry.events += len(indexes)
 
-    def _window(self, batch: dict[str, Any], good: list[int], length: int,
-                record_ns: int) -> None:
+    def _window(self, batch: EventBatch, length: int, record_ns: int) -> None:
         book = self.windows[length]
-        volume_id = batch["volume_id"]
-        ops, statuses, nbytes = batch["op"], batch["status"], batch["bytes"]
-        submit, complete = batch["submit_ns"], batch["complete_ns"]
+        volume_id = batch.volume_id
+        ops, statuses, nbytes = batch.ops, batch.statuses, batch.nbytes
+        submit, complete = batch.submit_ns, batch.complete_ns
         lo_bound, hi_bound = self.scope.from_ns, self.scope.to_ns
         first_in_range = lo_bound + (-lo_bound) % length  # first window start >= from
         last_start: int | None = None  # a batch's events mostly share their windows
         w: _Window | None = None
-        for i in good:
+        for i in batch.indexes:
             s, c, op, status = submit[i], complete[i], ops[i], statuses[i]
             start = c - c % length
             in_range = lo_bound <= start < hi_bound

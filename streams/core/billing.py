@@ -14,10 +14,11 @@ event can reach its hour any more (see :meth:`BillingBook.evictable`).
 from __future__ import annotations
 
 import heapq
-from collections.abc import MutableMapping, Sequence
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.core.batch import EventBatch
 from streams.core.counters import N_SLOTS, add_to_slots, named_counters
 from streams.core.keys import billing_record_id
 from streams.core.times import HOUR_NS
@@ -64,7 +65,6 @@ class BillingBook:
     """Open hours and the sequence numbers of emitted hours, for the volumes of a partition."""
 
     store: MutableMapping[BillingKey, BillingEntry]
-    offset: int = -1  # the raw offset being processed: stamped on what it emits
     _closing: list[tuple[int, str, int]] = field(default_factory=list)  # (end, volume, start)
 
     @property
@@ -78,36 +78,35 @@ class BillingBook:
                          if entry.counters is not None]
         heapq.heapify(self._closing)
 
-    def add_events(
-        self, volume_id: str, tenant_id: str, ops: bytes, statuses: bytes,
-        nbytes: Sequence[int], submit_ns: Sequence[int], complete_ns: Sequence[int],
-        indexes: Sequence[int],
-    ) -> list[BillingRecord]:
-        """Count validated events; returns the adjustments for hours already emitted."""
+    def add_events(self, batch: EventBatch, offset: int = -1) -> list[BillingRecord]:
+        """Count validated events; returns the adjustments for hours already emitted
+        (``offset``: the raw offset being processed, stamped on them)."""
+        complete_ns = batch.complete_ns
         by_hour: dict[int, list[int]] = {}
-        for i in indexes:
+        for i in batch.indexes:
             by_hour.setdefault(complete_ns[i] - complete_ns[i] % HOUR_NS, []).append(i)
+        volume_id = batch.volume_id
         adjustments: list[BillingRecord] = []
         for start, hour_indexes in by_hour.items():
             entry = self.store.get((volume_id, start))
             if entry is None:
-                entry = BillingEntry(tenant_id)
+                entry = BillingEntry(batch.tenant_id)
                 heapq.heappush(self._closing, (start + HOUR_NS, volume_id, start))
             if entry.counters is not None:
-                add_to_slots(entry.counters, ops, statuses, nbytes, submit_ns, complete_ns,
-                             hour_indexes)
+                add_to_slots(entry.counters, batch.select(hour_indexes))
             else:
                 delta = [0] * N_SLOTS
-                add_to_slots(delta, ops, statuses, nbytes, submit_ns, complete_ns, hour_indexes)
+                add_to_slots(delta, batch.select(hour_indexes))
                 adjustments.append(BillingRecord(entry.tenant_id, volume_id, start,
                                                  entry.next_sequence, tuple(delta)))
-                entry.unconfirmed.append([self.offset, entry.next_sequence, delta])
+                entry.unconfirmed.append([offset, entry.next_sequence, delta])
                 entry.next_sequence += 1
             self.store[(volume_id, start)] = entry
         return adjustments
 
-    def close_for(self, watermark_ns: int | None) -> list[BillingRecord]:
-        """Record 0 of every open hour the watermark has passed, in order of their ends."""
+    def close_for(self, watermark_ns: int | None, offset: int = -1) -> list[BillingRecord]:
+        """Record 0 of every open hour the watermark has passed, in order of their ends
+        (``offset``: the raw offset being processed, stamped on them)."""
         closed: list[BillingRecord] = []
         while watermark_ns is not None and self._closing and self._closing[0][0] <= watermark_ns:
             _, volume_id, start = heapq.heappop(self._closing)
@@ -116,7 +115,7 @@ class BillingBook:
                 continue
             closed.append(BillingRecord(entry.tenant_id, volume_id, start, entry.next_sequence,
                                         tuple(entry.counters)))
-            entry.unconfirmed.append([self.offset, entry.next_sequence, entry.counters])
+            entry.unconfirmed.append([offset, entry.next_sequence, entry.counters])
             entry.counters, entry.next_sequence = None, entry.next_sequence + 1
             self.store[(volume_id, start)] = entry
         return closed

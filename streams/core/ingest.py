@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from streams.core.batch import EventBatch
 from streams.core.codec import CodecError, SchemaSet
 from streams.core.counters import VolumeState
 from streams.core.events import (
@@ -49,15 +50,16 @@ class Rejection:
 
 @dataclass(slots=True)
 class RecordOutcome:
-    """The result of one record: a state to store (or None) and rejections."""
+    """The result of one record: a state to store (or None) and rejections; its valid
+    events (``events``, counted now or a replay) and their (producer_id, seq)."""
 
     volume_id: str | None = None
     state: VolumeState | None = None
     counted: int = 0
     replay: bool = False
     rejections: list[Rejection] = field(default_factory=list)
-    batch: dict[str, Any] | None = None  # the decoded record: counted now, or a replay
-    good: list[int] = field(default_factory=list)  # indexes of the counted events
+    events: EventBatch | None = None
+    producer: tuple[str, int] | None = None
 
 
 def event_json(batch: dict[str, Any], i: int) -> str:
@@ -137,19 +139,20 @@ def account_record(
         if batch_error(batch, known) is not None:
             return RecordOutcome(volume_id, None, replay=True)
         good, _ = _validate_events(batch, now_ns, limits)
-        return RecordOutcome(volume_id, None, replay=True, batch=batch, good=good)
+        return RecordOutcome(volume_id, None, replay=True,
+                             events=EventBatch.from_record(batch, good),
+                             producer=(batch["producer_id"], batch["seq"]))
     reason = batch_error(batch, known)
     if reason is not None:
         return _reject_whole(batch, payload, reason, known)
     state = known or VolumeState(batch["tenant_id"])
     state.mark_applied(batch["producer_id"], batch["seq"])
     good, rejections = _validate_events(batch, now_ns, limits)
-    state.add_events(
-        batch["op"], batch["status"], batch["bytes"],
-        batch["submit_ns"], batch["complete_ns"], good,
-    )
+    events = EventBatch.from_record(batch, good)
+    state.add_events(events)
     state.rejected += len(rejections)
-    return RecordOutcome(volume_id, state, len(good), rejections=rejections, batch=batch, good=good)
+    return RecordOutcome(volume_id, state, len(good), rejections=rejections, events=events,
+                         producer=(batch["producer_id"], batch["seq"]))
 
 
 def dead_letter_record(

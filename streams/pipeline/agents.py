@@ -85,13 +85,9 @@ async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: 
     if outcome.state is not None and outcome.volume_id is not None:
         p.counters[outcome.volume_id.encode()] = outcome.state.snapshot()
     await publish_rejections(p, outcome, message, now_ns)
-    if outcome.batch is not None and outcome.volume_id is not None:
-        batch = outcome.batch
+    if outcome.events is not None:
         emissions = p.windows_for(message.partition).on_events(
-            outcome.volume_id, batch["tenant_id"], batch["op"], batch["status"],
-            batch["bytes"], batch["submit_ns"], batch["complete_ns"], outcome.good, wall_ns,
-            (batch["producer_id"], batch["seq"]), message.offset,
-        )
+            outcome.events, wall_ns, outcome.producer, message.offset)
         await publish_windows(p, emissions, message.partition, message.offset)
     _count(p.stats, outcome)
 

@@ -10,8 +10,8 @@ stage above as the worker's topics do.
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
-from typing import Any
 
+from streams.core.batch import EventBatch
 from streams.core.billing import BillingRecord
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
@@ -76,8 +76,9 @@ class WindowChain:
     def take_billing(self) -> list[BillingRecord]:
         return self.windows.take_billing()
 
-    def on_events(self, *args: Any, **kwargs: Any) -> list[Emission]:
-        return self._up(self.windows.on_events(*args, **kwargs))
+    def on_events(self, batch: EventBatch, wall_ns: int, producer: tuple[str, int] | None = None,
+                  offset: int = -1) -> list[Emission]:
+        return self._up(self.windows.on_events(batch, wall_ns, producer, offset))
 
     def on_tick(self, wall_ns: int, offset: int = -1) -> list[Emission]:
         return self._up(self.windows.on_tick(wall_ns, offset))

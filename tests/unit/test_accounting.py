@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streams.core.batch import EventBatch
 from streams.core.counters import COUNTER_NAMES, VolumeState
 from streams.core.events import OP_CODE, OPS, STATUS_CODE, STATUSES
 from tests.oracle import counters_oracle, empty_counters
@@ -25,11 +26,12 @@ def ev(op: str = "read", status: str = "ok", offset: int = 8192, nbytes: int = 4
 
 def add(state: VolumeState, events: list[dict[str, Any]]) -> None:
     """Count canonical events (already valid) the way the worker does: as columns."""
-    state.add_events(
+    state.add_events(EventBatch(
+        "vol-1", "t-1",
         bytes(OP_CODE[e["op"]] for e in events), bytes(STATUS_CODE[e["status"]] for e in events),
         [e["bytes"] for e in events], [e["submit_ns"] for e in events],
         [e["complete_ns"] for e in events], range(len(events)),
-    )
+    ))
 
 
 def public(state: VolumeState, reference_ns: int = NOW) -> dict[str, Any]:
@@ -88,8 +90,8 @@ def test_only_the_given_indexes_count() -> None:
     events = [ev(nbytes=1, complete_ns=NOW - 3), ev("write", nbytes=10, complete_ns=NOW - 2),
               ev(nbytes=100, complete_ns=NOW - 1)]
     state = VolumeState("t-1")
-    state.add_events(b"\x00\x01\x00", b"\x00\x00\x00", [1, 10, 100], [NOW - 1_000] * 3,
-                     [NOW - 3, NOW - 2, NOW - 1], [0, 2])
+    state.add_events(EventBatch("vol-1", "t-1", b"\x00\x01\x00", b"\x00\x00\x00", [1, 10, 100],
+                                [NOW - 1_000] * 3, [NOW - 3, NOW - 2, NOW - 1], [0, 2]))
     assert public(state) == counters_oracle([events[0], events[2]])["vol-1"]
 
 

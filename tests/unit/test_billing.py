@@ -15,6 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from streams.core.batch import EventBatch
 from streams.core.billing import BillingBook, BillingRecord
 from streams.core.counters import named_counters
 from streams.core.events import OP_CODE, STATUS_CODE
@@ -27,13 +28,14 @@ T0 = 1_700_000_000 * NS_PER_S - (1_700_000_000 * NS_PER_S) % HOUR_NS
 NOT_COUNTERS = ("volume_id", "tenant_id", "last_io_ns")
 
 
-def _columns(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "ops": bytes(OP_CODE[e["op"]] for e in batch),
-        "statuses": bytes(STATUS_CODE[e["status"]] for e in batch),
-        "nbytes": [e["bytes"] for e in batch], "submit_ns": [e["submit_ns"] for e in batch],
-        "complete_ns": [e["complete_ns"] for e in batch], "indexes": range(len(batch)),
-    }
+def _columns(volume_id: str, tenant_id: str, batch: list[dict[str, Any]]) -> EventBatch:
+    return EventBatch(
+        volume_id, tenant_id,
+        ops=bytes(OP_CODE[e["op"]] for e in batch),
+        statuses=bytes(STATUS_CODE[e["status"]] for e in batch),
+        nbytes=[e["bytes"] for e in batch], submit_ns=[e["submit_ns"] for e in batch],
+        complete_ns=[e["complete_ns"] for e in batch], indexes=range(len(batch)),
+    )
 
 
 def _oracle_counters(events: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, int]]:
@@ -81,7 +83,7 @@ def test_ledger_adds_up_to_the_oracle_whatever_the_arrival(
         # had no events of this volume yet starts the hour: its record 0 comes at the next
         # close, not as an adjustment.)
         closed_before = {(r.volume_id, r.hour_start_ns) for r in records if r.sequence == 0}
-        adjustments = book.add_events(volume, batch[0]["tenant_id"], **_columns(batch))
+        adjustments = book.add_events(_columns(volume, batch[0]["tenant_id"], batch))
         late = [e for e in batch
                 if (volume, e["complete_ns"] - e["complete_ns"] % HOUR_NS) in closed_before]
         late_hours = {e["complete_ns"] - e["complete_ns"] % HOUR_NS for e in late}
@@ -128,18 +130,18 @@ def test_partition_windows_bills_through_the_table_and_survives_a_rebuild() -> N
     table: dict[bytes, bytes] = {}
     windows = open_partition_windows(3, table, WindowSettings(), retention_ns=7 * 24 * HOUR_NS)
     first = [_event("vol-1", T0 + 10 * NS_PER_S), _event("vol-1", T0 + 20 * NS_PER_S, "write")]
-    windows.on_events("vol-1", "t", wall_ns=T0, **_columns(first))
+    windows.on_events(_columns("vol-1", "t", first), wall_ns=T0)
     assert windows.needs_ticks and windows.take_billing() == []
     # The hour closes once the watermark passes its end (grace 2 s).
     after = [_event("vol-1", T0 + HOUR_NS + 3 * NS_PER_S)]
-    windows.on_events("vol-1", "t", wall_ns=T0, **_columns(after))
+    windows.on_events(_columns("vol-1", "t", after), wall_ns=T0)
     [hour] = windows.take_billing()
     assert (hour.sequence, named_counters(hour.counters)["read_ios"],
             named_counters(hour.counters)["write_ios"]) == (0, 1, 1)
     # A worker that takes the partition over rebuilds from the table alone.
     rebuilt = open_partition_windows(3, table, WindowSettings(), retention_ns=7 * 24 * HOUR_NS)
     late = [_event("vol-1", T0 + 30 * NS_PER_S, "discard")]
-    rebuilt.on_events("vol-1", "t", wall_ns=T0, **_columns(late))
+    rebuilt.on_events(_columns("vol-1", "t", late), wall_ns=T0)
     [adjustment] = rebuilt.take_billing()
     assert (adjustment.sequence, named_counters(adjustment.counters)["discard_ios"]) == (1, 1)
     assert sum(named_counters(adjustment.counters).values()) == 1 + 4096 + 1000

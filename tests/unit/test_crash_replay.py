@@ -114,14 +114,10 @@ def _process(payload: bytes, counters: dict[bytes, bytes],
     outcome = account_record(payload, load, SCHEMAS, NOW, LIMITS)
     if count and outcome.state is not None and outcome.volume_id is not None:
         counters[outcome.volume_id.encode()] = outcome.state.snapshot()
-    if window and outcome.batch is not None and outcome.volume_id is not None:
-        b = outcome.batch
+    if window and outcome.events is not None:
         if windows is None:
             windows = open_partition_windows(0, windows_table, WindowSettings())
-        emitted = windows.on_events(
-            outcome.volume_id, b["tenant_id"], b["op"], b["status"], b["bytes"],
-            b["submit_ns"], b["complete_ns"], outcome.good, wall_ns,
-            (b["producer_id"], b["seq"]), offset)
+        emitted = windows.on_events(outcome.events, wall_ns, outcome.producer, offset)
         if out is not None:
             out.publish(windows, emitted)
         return emitted

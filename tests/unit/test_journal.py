@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.core.batch import EventBatch
 from streams.core.times import NS_PER_S
 from streams.core.windows.book import WindowSettings
 from streams.core.windows.stages import PartitionWindows
@@ -165,17 +166,17 @@ def test_a_failed_call_of_partition_windows_writes_nothing() -> None:
     t = 1_700_000_000 * NS_PER_S
 
     def events(windows: PartitionWindows, start: int) -> list:
-        return windows.on_events("v", "t", bytes(3), bytes(3), [4096] * 3, [start] * 3,
-                                 [start + 1000, start + NS_PER_S, start + 5 * NS_PER_S],
-                                 [0, 1, 2], start, ("p", start))
+        batch = EventBatch("v", "t", bytes(3), bytes(3), [4096] * 3, [start] * 3,
+                           [start + 1000, start + NS_PER_S, start + 5 * NS_PER_S], [0, 1, 2])
+        return windows.on_events(batch, start, ("p", start))
 
     events(windows, t)
     before = dict(table)
 
     close_for = windows.billing.close_for
 
-    def broken(watermark_ns: int | None) -> list:
-        close_for(watermark_ns)  # the billing hour closes, then the call fails
+    def broken(watermark_ns: int | None, offset: int = -1) -> list:
+        close_for(watermark_ns, offset)  # the billing hour closes, then the call fails
         raise RuntimeError("half-way")
 
     windows.billing.close_for = broken  # type: ignore[method-assign]

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.api.prometheus import PROMETHEUS_CONTENT_TYPE, prometheus_text
+from streams.core.batch import EventBatch
 from streams.core.codec import default_schemas
 from streams.core.counters import COUNTER_NAMES, VolumeState
 from streams.core.events import OP_CODE, STATUS_CODE
@@ -45,14 +46,13 @@ def minute_window(events: list[dict[str, Any]], minute_start: int = T0) -> Windo
     """The 1 m window at ``minute_start``: 1 s windows of a WindowBook, rolled up."""
     store: dict[tuple[str, int], Any] = {}
     book = WindowBook(WindowSettings(), store)
-    book.add_events(
+    book.add_events(EventBatch(
         "vol-1", "tenant-1",
         ops=bytes(OP_CODE[e["op"]] for e in events),
         statuses=bytes(STATUS_CODE[e["status"]] for e in events),
         nbytes=[e["bytes"] for e in events], submit_ns=[e["submit_ns"] for e in events],
         complete_ns=[e["complete_ns"] for e in events], indexes=range(len(events)),
-        watermark_ns=None,
-    )
+    ), watermark_ns=None)
     parts = [entry.acc for (_, start), entry in sorted(store.items())
              if minute_start <= start < minute_start + MINUTE]
     return rollup(parts, MINUTE)

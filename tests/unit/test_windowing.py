@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.core.batch import EventBatch
 from streams.core.events import OP_CODE, STATUS_CODE
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WindowAcc, window_stats
@@ -43,14 +44,13 @@ class Pipeline:
     def feed(self, batch: list[dict[str, Any]], wall_ns: int) -> None:
         """One raw record: events of one volume."""
         first = batch[0]
-        self._publish(self.windows.on_events(
+        self._publish(self.windows.on_events(EventBatch(
             first["volume_id"], first["tenant_id"],
             ops=bytes(OP_CODE[e["op"]] for e in batch),
             statuses=bytes(STATUS_CODE[e["status"]] for e in batch),
             nbytes=[e["bytes"] for e in batch], submit_ns=[e["submit_ns"] for e in batch],
             complete_ns=[e["complete_ns"] for e in batch], indexes=range(len(batch)),
-            wall_ns=wall_ns,
-        ))
+        ), wall_ns=wall_ns))
 
     def tick(self, wall_ns: int) -> None:
         self._publish(self.windows.on_tick(wall_ns))

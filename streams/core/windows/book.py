@@ -5,16 +5,17 @@ Pure logic: no faust, no aiokafka. :class:`PartitionClock` is the watermark;
 (a dict in tests, a Faust table in the worker) and says what to publish:
 windows the watermark closed, and new revisions of windows a late event or a
 long request reached. :class:`RollupBook` builds 1 m windows from 1 s ones and
-1 h windows from 1 m ones, never from raw events (partition_windows.py runs
+1 h windows from 1 m ones, never from raw events (windows/stages.py runs
 each length as a stage of its own, fed by the topic of the length below).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import MutableMapping, Sequence
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
+from streams.core.batch import EventBatch
 from streams.core.events import STATUS_INVALID
 from streams.core.windows.acc import (
     NS_PER_S,
@@ -81,7 +82,7 @@ class Emission:
     tenant_id: str
     acc: WindowAcc
     revision: int
-    offset: int = -1  # the input offset whose processing made it (WindowBook.offset)
+    offset: int = -1  # the input offset whose processing made it
 
 
 @dataclass
@@ -92,7 +93,6 @@ class WindowBook:
     store: MutableMapping[WindowKey, WindowEntry]
     window_len_ns: int = NS_PER_S
     late_beyond_horizon: int = 0
-    offset: int = -1  # the raw offset being processed: stamped on what it emits
     _closing: list[tuple[int, str, int]] = field(default_factory=list)  # (end, volume, start)
 
     @property
@@ -116,14 +116,16 @@ class WindowBook:
         return None if watermark_ns is None else watermark_ns - self.settings.horizon_ns
 
     def add_events(
-        self, volume_id: str, tenant_id: str, ops: bytes, statuses: bytes, nbytes: Sequence[int],
-        submit_ns: Sequence[int], complete_ns: Sequence[int], indexes: Sequence[int],
-        watermark_ns: int | None,
+        self, batch: EventBatch, watermark_ns: int | None, offset: int = -1,
     ) -> list[Emission]:
-        """Add validated events; returns new revisions of windows already emitted."""
+        """Add validated events; returns new revisions of windows already emitted
+        (``offset``: the input offset being processed, stamped on them)."""
+        volume_id, tenant_id = batch.volume_id, batch.tenant_id
+        ops, statuses, nbytes = batch.ops, batch.statuses, batch.nbytes
+        submit_ns, complete_ns = batch.submit_ns, batch.complete_ns
         frozen_before = self._frozen_before_ns(watermark_ns)
         touched: dict[int, WindowEntry] = {}
-        for i in indexes:
+        for i in batch.indexes:
             start = window_start_ns(complete_ns[i], self.window_len_ns)
             if frozen_before is not None and start + self.window_len_ns <= frozen_before:
                 self.late_beyond_horizon += 1
@@ -137,7 +139,7 @@ class WindowBook:
                                    frozen_before, touched)
         for start, entry in touched.items():
             self.store[(volume_id, start)] = entry
-        return [self._revise(volume_id, e) for e in touched.values() if e.emitted]
+        return [self._revise(volume_id, e, offset) for e in touched.values() if e.emitted]
 
     def _add_inflight(
         self, volume_id: str, tenant_id: str, op: int, submit_ns: int, complete_ns: int,
@@ -150,15 +152,16 @@ class WindowBook:
             touched[start] = entry
             entry.acc.add_inflight(op, submit_ns, complete_ns)
 
-    def _revise(self, volume_id: str, entry: WindowEntry) -> Emission:
-        emission = Emission(volume_id, entry.tenant_id, entry.acc, entry.revision, self.offset)
+    def _revise(self, volume_id: str, entry: WindowEntry, offset: int) -> Emission:
+        emission = Emission(volume_id, entry.tenant_id, entry.acc, entry.revision, offset)
         entry.revision += 1
-        entry.emitted_offset = self.offset
+        entry.emitted_offset = offset
         self.store[(volume_id, entry.acc.window_start_ns)] = entry
         return emission
 
-    def close_for(self, watermark_ns: int | None) -> list[Emission]:
-        """Emit, in order of their ends, the windows the watermark has passed."""
+    def close_for(self, watermark_ns: int | None, offset: int = -1) -> list[Emission]:
+        """Emit, in order of their ends, the windows the watermark has passed
+        (``offset``: the input offset being processed, stamped on them)."""
         emitted: list[Emission] = []
         while watermark_ns is not None and self._closing and self._closing[0][0] <= watermark_ns:
             _, volume_id, start = heapq.heappop(self._closing)
@@ -166,7 +169,7 @@ class WindowBook:
             if entry is None or entry.emitted:
                 continue
             entry.emitted = True
-            emitted.append(self._revise(volume_id, entry))
+            emitted.append(self._revise(volume_id, entry, offset))
         return emitted
 
     def evictable(self, watermark_ns: int | None, committed: int | None = None
@@ -194,14 +197,16 @@ class RollupBook:
     inner: WindowBook
     parts: MutableMapping[WindowKey, Part] = field(default_factory=dict)
 
-    def add_part(self, emission: Emission, watermark_ns: int | None = None) -> list[Emission]:
+    def add_part(self, emission: Emission, watermark_ns: int | None = None, offset: int = -1
+                 ) -> list[Emission]:
         """Take a part unless a revision of it as new or newer is in already (a record read
         again after a crash, or sent again: it changes nothing, and emits nothing). A newer
         revision replaces the earlier whole; an emitted window then gets a new revision.
 
         Each part is kept on its own (one small write per part, not the window's sixty
         rewritten each time); a new part is merged into the window, a revised one makes
-        the window again from all its parts (a minimum cannot be taken back).
+        the window again from all its parts (a minimum cannot be taken back). ``offset``:
+        the input offset being processed, stamped on what it emits.
 
         No horizon check: a part is only revised while it is within the horizon,
         and the window that holds it ends no earlier, so it is revisable too.
@@ -228,7 +233,7 @@ class RollupBook:
                      for s in range(start, start + length, part.window_len_ns))
             entry.acc = rollup([p[1] for p in found if p is not None], length)
         self.inner.store[(emission.volume_id, start)] = entry
-        return [self.inner._revise(emission.volume_id, entry)] if entry.emitted else []
+        return [self.inner._revise(emission.volume_id, entry, offset)] if entry.emitted else []
 
-    def close_for(self, watermark_ns: int | None) -> list[Emission]:
-        return self.inner.close_for(watermark_ns)
+    def close_for(self, watermark_ns: int | None, offset: int = -1) -> list[Emission]:
+        return self.inner.close_for(watermark_ns, offset)

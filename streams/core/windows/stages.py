@@ -23,6 +23,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 import orjson
 
+from streams.core.batch import EventBatch
 from streams.core.billing import BillingBook, BillingRecord
 from streams.core.counters import table_json
 from streams.core.times import NS_PER_S
@@ -175,34 +176,29 @@ class PartitionWindows(_Stage):
 
     @_unit
     def on_events(
-        self, volume_id: str, tenant_id: str, ops: bytes, statuses: bytes, nbytes: Sequence[int],
-        submit_ns: Sequence[int], complete_ns: Sequence[int], indexes: Sequence[int],
-        wall_ns: int, producer: tuple[str, int] | None = None, offset: int = -1,
+        self, batch: EventBatch, wall_ns: int, producer: tuple[str, int] | None = None,
+        offset: int = -1,
     ) -> list[Emission]:
         """Validated events of one record; returns every window record to publish.
 
         ``producer`` = (producer_id, seq) of the record: one these windows already hold
         (at or below the highest seq applied for the volume and producer) changes
-        nothing; else it is marked applied, in the same unit."""
-        if not indexes:
+        nothing; else it is marked applied, in the same unit. ``offset``: the record's,
+        stamped on what it makes."""
+        if not batch.indexes:
             return []
-        self.books[0].offset = self.billing.offset = offset
         seqs: dict[str, int] = {}
         if producer is not None:
-            seqs = self.applied.get((volume_id, 0)) or {}  # type: ignore[assignment]
+            seqs = self.applied.get((batch.volume_id, 0)) or {}  # type: ignore[assignment]
             if producer[1] <= seqs.get(producer[0], -1):
                 return []
-        self.billing_out += self.billing.add_events(
-            volume_id, tenant_id, ops, statuses, nbytes, submit_ns, complete_ns, indexes)
-        revised = self.books[0].add_events(
-            volume_id, tenant_id, ops, statuses, nbytes, submit_ns, complete_ns, indexes,
-            self.clock.watermark_ns,
-        )
-        self.clock.on_input(max(complete_ns[i] for i in indexes), wall_ns)
-        emitted = revised + self._close()
+        self.billing_out += self.billing.add_events(batch, offset)
+        revised = self.books[0].add_events(batch, self.clock.watermark_ns, offset)
+        self.clock.on_input(batch.max_complete_ns(), wall_ns)
+        emitted = revised + self._close(offset)
         if producer is not None:
             seqs[producer[0]] = producer[1]
-            self.applied[(volume_id, 0)] = seqs
+            self.applied[(batch.volume_id, 0)] = seqs
         return emitted
 
     @property
@@ -216,9 +212,8 @@ class PartitionWindows(_Stage):
                 ) -> list[Emission]:
         """The wall clock moved: an idle partition's windows may close. ``committed``: the
         input offset the group has committed (windows emitted at or past it are kept)."""
-        self.books[0].offset = self.billing.offset = offset
         self.clock.on_wall_clock(wall_ns)
-        emitted = self._close()
+        emitted = self._close(offset)
         if wall_ns - self.last_evict_wall_ns >= EVICT_EVERY_NS:
             self._evict(committed)  # scans the partition's windows: not every tick
             if self.retention_ns is not None:
@@ -256,9 +251,9 @@ class PartitionWindows(_Stage):
                 self.billing.store[(volume_id, start)] = entry
         return emissions
 
-    def _close(self) -> list[Emission]:
-        closed = self.books[0].close_for(self.clock.watermark_ns)
-        self.billing_out += self.billing.close_for(self.clock.watermark_ns)
+    def _close(self, offset: int) -> list[Emission]:
+        closed = self.books[0].close_for(self.clock.watermark_ns, offset)
+        self.billing_out += self.billing.close_for(self.clock.watermark_ns, offset)
         clock = table_json([self.clock.watermark_ns, self.clock.last_input_wall_ns])
         if self.table.get(self.clock_key) != clock:
             self.table[self.clock_key] = clock
@@ -332,9 +327,8 @@ class RollupWindows(_Stage):
         if part.acc.window_len_ns != self.inner_len_ns:
             raise ValueError(f"a {part.acc.window_len_ns} ns window is no part of this stage's "
                              f"{self.window_len_ns} ns windows")
-        self.book.offset = offset
-        return (self.rollup.add_part(part, self.watermark_ns)
-                + self.rollup.close_for(self.watermark_ns))
+        return (self.rollup.add_part(part, self.watermark_ns, offset)
+                + self.rollup.close_for(self.watermark_ns, offset))
 
     @_unit
     def on_watermark(self, watermark_ns: int, offset: int = -1, committed: int | None = None
@@ -344,10 +338,9 @@ class RollupWindows(_Stage):
         input offset the group has committed (windows emitted at or past it are kept)."""
         if self.watermark_ns is not None and watermark_ns <= self.watermark_ns:
             return []
-        self.book.offset = offset
         self.watermark_ns = watermark_ns
         self.table[self.clock_key] = table_json(watermark_ns)
-        closed = self.rollup.close_for(watermark_ns)
+        closed = self.rollup.close_for(watermark_ns, offset)
         if self.last_evict_ns is None or watermark_ns - self.last_evict_ns >= EVICT_EVERY_NS:
             self._evict(watermark_ns, committed)
             self.last_evict_ns = watermark_ns

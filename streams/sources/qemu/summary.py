@@ -12,7 +12,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.core.events import OPS, IoEvent
+from streams.core.counters import (
+    BYTES,
+    ERRORS,
+    INVALID,
+    IOS,
+    OP_COUNTER_NAMES,
+    TIME,
+    event_counts,
+)
+from streams.core.events import OP_CODE, OPS, STATUS_CODE, IoEvent
 from streams.sources.qemu.trace import (
     DEFAULT_MAX_IN_FLIGHT,
     CompletedRequest,
@@ -23,19 +32,14 @@ from streams.sources.qemu.trace import (
 )
 
 _QEMU_OP = {"read": "rd", "write": "wr", "flush": "flush", "discard": "unmap"}
+# QEMU's name of each counter slot, {q}: its name of the op.
+_QEMU_SLOT_NAMES = {IOS: "{q}_operations", BYTES: "{q}_bytes", ERRORS: "failed_{q}_operations",
+                    INVALID: "invalid_{q}_operations", TIME: "{q}_total_time_ns"}
 
 
 def _blockstats_names() -> dict[str, str]:
-    names: dict[str, str] = {}
-    for op in OPS:
-        q = _QEMU_OP[op]
-        names[f"{op}_ios"] = f"{q}_operations"
-        if op != "flush":
-            names[f"{op}_bytes"] = f"{q}_bytes"
-        names[f"{op}_ios_error"] = f"failed_{q}_operations"
-        names[f"invalid_{op}_ios"] = f"invalid_{q}_operations"
-        names[f"total_{op}_time_ns"] = f"{q}_total_time_ns"
-    return names
+    return {name: _QEMU_SLOT_NAMES[slot].format(q=_QEMU_OP[op])
+            for op, names in zip(OPS, OP_COUNTER_NAMES, strict=True) for name, slot in names}
 
 
 BLOCKSTATS_NAMES: dict[str, str] = _blockstats_names()  # SEMANTICS counter -> QEMU's name
@@ -44,16 +48,7 @@ BLOCKSTATS_NAMES: dict[str, str] = _blockstats_names()  # SEMANTICS counter -> Q
 def count_request(counters: Counter[str], op: str, status: str, nbytes: int,
                   latency_ns: int) -> None:
     """Add one request to SEMANTICS.md section 2 counters (account_failed=on)."""
-    if status == "ok":
-        counters[f"{op}_ios"] += 1
-        if op != "flush":
-            counters[f"{op}_bytes"] += nbytes
-    elif status == "failed":
-        counters[f"{op}_ios_error"] += 1
-    else:
-        counters[f"invalid_{op}_ios"] += 1
-    if status != "invalid":
-        counters[f"total_{op}_time_ns"] += latency_ns
+    counters.update(event_counts(OP_CODE[op], STATUS_CODE[status], nbytes, latency_ns))
 
 
 @dataclass

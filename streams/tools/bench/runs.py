@@ -232,14 +232,11 @@ class InProcess:
         for partition, payload in payloads:
             now_ns = time.time_ns()
             outcome = account_record(payload, self._load, self.schemas, now_ns, Limits())
-            if outcome.state is None or outcome.volume_id is None or outcome.batch is None:
+            if outcome.state is None or outcome.volume_id is None or outcome.events is None:
                 continue
             self.counters[outcome.volume_id.encode()] = outcome.state.snapshot()
             windows = self._chain(partition)
-            b = outcome.batch
-            for e in windows.on_events(outcome.volume_id, b["tenant_id"], b["op"], b["status"],
-                                       b["bytes"], b["submit_ns"], b["complete_ns"],
-                                       outcome.good, now_ns):
+            for e in windows.on_events(outcome.events, now_ns):
                 record = window_stats(e.volume_id, e.tenant_id, e.acc)
                 record["revision"] = e.revision
                 encode("WindowStats", record)
