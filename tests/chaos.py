@@ -74,8 +74,8 @@ from tests.integration.harness import (
     settings_env,
     start_worker,
 )
-from tests.oracle import billing_oracle, counters_oracle
-from tests.window_oracle import windows_oracle
+from tests.oracles.counters import billing_oracle, counters_oracle
+from tests.oracles.windows import windows_oracle
 
 SCHEMAS = default_schemas()
 OPS = ("read", "write", "flush", "discard")  # the IoBatch enum codes, in order

@@ -19,8 +19,8 @@ from streams.core.counters import COUNTER_NAMES
 from streams.core.times import HOUR_NS, NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from tests.conftest import free_port
-from tests.oracle import billing_oracle
-from tests.window_oracle import windows_oracle
+from tests.oracles.counters import billing_oracle
+from tests.oracles.windows import windows_oracle
 
 from .harness import (
     WorkerProcess,

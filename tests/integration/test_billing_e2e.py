@@ -22,7 +22,7 @@ from streams.core.codec import default_schemas
 from streams.core.counters import COUNTER_NAMES
 from streams.core.keys import billing_record_id
 from streams.core.times import HOUR_NS, NS_PER_S
-from tests.oracle import billing_oracle, counters_oracle
+from tests.oracles.counters import billing_oracle, counters_oracle
 
 from .harness import WorkerProcess, ioacct, read_topic, running_worker, wait_until
 

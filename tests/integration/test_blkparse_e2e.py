@@ -18,7 +18,7 @@ from streams.config import Settings
 from streams.sources.blkparse import BlkparseSource, VolumeTarget
 from streams.sources.report import SourceReport
 from tests.blktrace_binary import sample_trace
-from tests.oracle import counters_oracle
+from tests.oracles.counters import counters_oracle
 
 from .harness import WorkerProcess, ioacct, running_worker, wait_until
 

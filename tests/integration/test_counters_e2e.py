@@ -21,7 +21,7 @@ import pytest
 from streams.config import REPO_ROOT, Settings
 from streams.core.keys import TICK_KEY
 from tests.conftest import free_port
-from tests.oracle import counters_oracle
+from tests.oracles.counters import counters_oracle
 
 from .harness import (
     WorkerProcess,

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 from streams.config import REPO_ROOT, Settings
 from streams.core.codec import default_schemas
 from tests.hostile import BAD_EVENTS, GOOD, batch, mixed_batch, whole_record_cases
-from tests.oracle import counters_oracle
+from tests.oracles.counters import counters_oracle
 
 from .harness import (
     WorkerProcess,

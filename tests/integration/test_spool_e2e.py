@@ -30,7 +30,7 @@ from streams.sdk.producer import IoProducer
 from streams.sdk.spool import SUFFIX
 from streams.sources.simulator import FleetConfig, FleetSimulator
 from tests.conftest import free_port
-from tests.oracle import counters_oracle
+from tests.oracles.counters import counters_oracle
 
 from .harness import (
     WorkerProcess,

@@ -20,7 +20,7 @@ from streams.core.keys import SOURCE_OFFSET_HEADER, TICK_KEY
 from streams.core.monitoring import monitoring_key, monitoring_record
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
-from tests.window_oracle import (
+from tests.oracles.windows import (
     latest_close_offset,
     window_start,
     windows_oracle,

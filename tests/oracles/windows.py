@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from tests.oracle import add_to_counters, empty_counters
+from tests.oracles.counters import add_to_counters, empty_counters
 
 WINDOW_OPS = ("read", "write", "flush", "discard")
 

@@ -10,7 +10,7 @@ import pytest
 
 from streams.core.events import OPS, STATUSES, IoEvent
 from streams.sources.simulator import MIB, FleetConfig, FleetSimulator, write_jsonl
-from tests.oracle import counters_oracle, oracle_reject_reason
+from tests.oracles.counters import counters_oracle, oracle_reject_reason
 
 START_NS = 1_700_000_000 * 10**9
 BIG = FleetConfig(seed=7, volumes=1000, tenants=50, hosts=16, start_ns=START_NS)

@@ -22,7 +22,7 @@ from streams.core.events import OP_CODE, STATUS_CODE
 from streams.core.times import HOUR_NS, NS_PER_S
 from streams.core.windows.book import WindowSettings
 from streams.state.stages import open_partition_windows
-from tests.oracle import billing_oracle
+from tests.oracles.counters import billing_oracle
 
 T0 = 1_700_000_000 * NS_PER_S - (1_700_000_000 * NS_PER_S) % HOUR_NS
 NOT_COUNTERS = ("volume_id", "tenant_id", "last_io_ns")

@@ -47,9 +47,14 @@ from streams.core.windows.book import Emission, WindowSettings
 from streams.core.windows.stages import RollupWindows
 from streams.state.journal import JOURNAL_CHUNK_BYTES
 from streams.state.stages import open_partition_windows, open_rollup_windows
-from tests.window_oracle import windows_oracle
-
-from .test_crash_replay import Changelogged, Published, _feed_worker, crash_items, restored
+from tests.oracles.windows import windows_oracle
+from tests.unit.state.test_crash_replay import (
+    Changelogged,
+    Published,
+    _feed_worker,
+    crash_items,
+    restored,
+)
 
 Record = Emission | int  # a record of a stats topic: a window, or a watermark marker
 Copies = list[tuple[float, float]]  # (which record, how far on): see with_copies

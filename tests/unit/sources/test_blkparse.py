@@ -26,7 +26,7 @@ from streams.sources.blkparse import (
     parse_volume_map,
 )
 from streams.sources.report import SourceReport
-from tests.oracle import counters_oracle
+from tests.oracles.counters import counters_oracle
 
 SAMPLE = Path(__file__).parent / "data" / "blkparse_sample.txt"
 START_NS = 1_700_000_000_000_000_000

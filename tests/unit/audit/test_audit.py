@@ -26,8 +26,8 @@ from streams.core.codec import SchemaSet
 from streams.core.counters import COUNTER_NAMES
 from streams.core.events import OPS, STATUSES
 from streams.core.ingest import Limits
-from tests.oracle import billing_oracle, counters_oracle, oracle_reject_reason
-from tests.window_oracle import windows_oracle
+from tests.oracles.counters import billing_oracle, counters_oracle, oracle_reject_reason
+from tests.oracles.windows import windows_oracle
 
 SCHEMAS = SchemaSet()
 S = 1_000_000_000

@@ -20,7 +20,7 @@ from streams.sources.fio import (
     to_event,
 )
 from streams.sources.report import SourceReport
-from tests.oracle import counters_oracle
+from tests.oracles.counters import counters_oracle
 
 START_NS = 1_700_000_000_000_000_000
 MS = 1_000_000

@@ -22,7 +22,7 @@ from streams.core.events import (
     event_from_json,
     id_error,
 )
-from tests.oracle import oracle_reject_reason
+from tests.oracles.counters import oracle_reject_reason
 
 NOW = 1_700_000_000 * 10**9
 WEEK = 7 * 24 * 3600 * 10**9

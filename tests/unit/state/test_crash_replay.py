@@ -36,10 +36,9 @@ from streams.core.windows.book import Emission, WindowSettings
 from streams.core.windows.stages import PartitionWindows
 from streams.state.journal import JOURNAL_CHUNK_BYTES
 from streams.state.stages import open_partition_windows, open_rollup_windows
-from tests.oracle import billing_oracle, counters_oracle
-from tests.window_oracle import windows_oracle
-
-from .test_ingest import NOW, fleet_events, records_of
+from tests.oracles.counters import billing_oracle, counters_oracle
+from tests.oracles.windows import windows_oracle
+from tests.unit.core.test_ingest import NOW, fleet_events, records_of
 
 SCHEMAS = default_schemas()
 LIMITS = Limits(10**18, 10**18)  # nothing is too old or too new here: the model is the point

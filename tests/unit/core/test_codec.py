@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from streams.core.codec import HEADER_LEN, MAGIC, CodecError, SchemaSet
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[3] / "schemas"
 CURRENT_FILES = sorted(SCHEMA_DIR.glob("*.avsc"))
 HISTORY_FILES = sorted(SCHEMA_DIR.glob("history/*.avsc"))
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

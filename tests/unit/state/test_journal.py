@@ -13,8 +13,7 @@ from streams.core.windows.book import WindowSettings
 from streams.core.windows.stages import PartitionWindows
 from streams.state.journal import JOURNAL_FORMAT, JournaledTable, decode_journal
 from streams.state.stages import open_partition_windows
-
-from .test_crash_replay import Changelogged, restored
+from tests.unit.state.test_crash_replay import Changelogged, restored
 
 JOURNAL = b"0|journal"
 FIRST = b"0|journal|0|0"  # slot 0, chunk 0

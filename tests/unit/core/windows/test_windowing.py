@@ -22,7 +22,7 @@ from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WindowAcc, window_stats
 from streams.core.windows.book import Emission, WindowBook, WindowSettings
 from streams.state.stages import WindowChain, open_rollup_windows
-from tests.window_oracle import windows_oracle
+from tests.oracles.windows import windows_oracle
 
 T0 = 1_700_000_000 * NS_PER_S
 MINUTE, HOUR = 60 * NS_PER_S, 3600 * NS_PER_S

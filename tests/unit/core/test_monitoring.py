@@ -31,13 +31,13 @@ from streams.core.monitoring import monitoring_key, monitoring_record
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WindowAcc, rollup, window_stats
 from streams.core.windows.book import WindowBook, WindowSettings
-from tests.window_oracle import HISTOGRAM_BOUNDS_NS
+from tests.oracles.windows import HISTOGRAM_BOUNDS_NS
 
 MINUTE = 60 * NS_PER_S
 T0 = 1_700_000_040 * NS_PER_S  # a minute boundary
 assert T0 % MINUTE == 0
 OPS = ("read", "write", "flush", "discard")
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "monitoring_1m.avsc"
+SCHEMA_PATH = Path(__file__).resolve().parents[3] / "schemas" / "monitoring_1m.avsc"
 
 
 # --- building a 1 m window with the pipeline's window code ----------------------------------

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from streams.core.batch import EventBatch
 from streams.core.counters import COUNTER_NAMES, VolumeState
 from streams.core.events import OP_CODE, OPS, STATUS_CODE, STATUSES
-from tests.oracle import counters_oracle, empty_counters
+from tests.oracles.counters import counters_oracle, empty_counters
 
 NOW = 1_700_000_000 * 10**9
 NOT_IN_ORACLE = ("idle_time_ns", "rejected")

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.window_oracle import (
+from tests.oracles.windows import (
     HISTOGRAM_BOUNDS_NS,
     percentile_from_histogram,
     rollup_oracle,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.oracle import counters_oracle, oracle_reject_reason
+from tests.oracles.counters import counters_oracle, oracle_reject_reason
 
 NOW = 1_700_000_000 * 10**9
 WEEK = 7 * 24 * 3600 * 10**9
