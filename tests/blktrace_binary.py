@@ -5,7 +5,7 @@ blktrace itself needs debugfs and CAP_SYS_ADMIN on a real block device, which CI
 machines and containers rarely give; blkparse only needs the records. The layout
 is include/uapi/linux/blktrace_api.h (version 7), in native (little-endian) order.
 
-    python -m tests.blktrace_binary | blkparse -i - > tests/unit/data/blkparse_sample.txt
+    python -m tests.blktrace_binary | blkparse -i - > tests/unit/sources/data/blkparse_sample.txt
 """
 
 from __future__ import annotations

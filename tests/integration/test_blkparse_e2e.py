@@ -24,7 +24,7 @@ from .harness import WorkerProcess, ioacct, running_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = Path(__file__).parent.parent / "unit" / "data" / "blkparse_sample.txt"
+SAMPLE = Path(__file__).parent.parent / "unit" / "sources" / "data" / "blkparse_sample.txt"
 SUFFIX = uuid.uuid4().hex[:8]
 VOLUMES = {"8,0": VolumeTarget(f"bp-a-{SUFFIX}", "tenant-1"),
            "8,16": VolumeTarget(f"bp-b-{SUFFIX}", "tenant-2")}
