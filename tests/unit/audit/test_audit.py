@@ -13,15 +13,11 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.audit.replay import (
-    AuditReport,
-    BillingLedger,
-    Comparison,
-    Replay,
-    Scope,
-    WindowLedger,
-    compare,
-)
+from streams.audit.compare import Comparison, compare
+from streams.audit.ledgers import BillingLedger, WindowLedger
+from streams.audit.replay import Replay
+from streams.audit.report import AuditReport
+from streams.audit.scope import Scope
 from streams.core.codec import SchemaSet
 from streams.core.counters import COUNTER_NAMES
 from streams.core.events import OPS, STATUSES
