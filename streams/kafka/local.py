@@ -212,7 +212,7 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 _SERVER_PROPERTIES = """\
-# Written by `ioacct kafka start`; edit deploy/kafka or streams/kafka_local.py instead.
+# Written by `ioacct kafka start`; edit deploy/kafka or streams/kafka/local.py instead.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
