@@ -46,6 +46,8 @@ def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
     from streams.kafka import local as kafka_local
 
     broker = kafka_local.LocalBroker.from_settings(settings)
+    if args.action == "user":
+        return _kafka_user(args, settings)
     try:
         if args.action == "start":
             started = kafka_local.start(broker)
@@ -62,6 +64,23 @@ def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
     except kafka_local.KafkaError as exc:
         print(f"ioacct kafka {args.action}: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _kafka_user(args: argparse.Namespace, settings: Settings) -> int:
+    """`ioacct kafka user add NAME --role ROLE`: a SCRAM principal with its role's ACLs."""
+    from streams.kafka import users
+
+    if len(args.rest) != 2 or args.rest[0] != "add" or args.role is None:
+        print("usage: ioacct kafka user add NAME --role " + "|".join(users.ROLES),
+              file=sys.stderr)
+        return 2
+    try:
+        path = users.add_user(settings, args.rest[1], args.role)
+    except (RuntimeError, ValueError) as exc:
+        print(f"ioacct kafka user add: {exc}", file=sys.stderr)
+        return 1
+    print(f"user {args.rest[1]} ({args.role}): password in {path}")
     return 0
 
 
@@ -234,8 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    kafka = verb("kafka", cmd_kafka, "start, stop or show the local single-node Kafka broker")
-    kafka.add_argument("action", choices=["start", "stop", "status"])
+    kafka = verb("kafka", cmd_kafka, "start, stop or show the local single-node Kafka broker; "
+                 "`kafka user add NAME --role ROLE` adds a principal (secured broker)")
+    kafka.add_argument("action", choices=["start", "stop", "status", "user"])
+    kafka.add_argument("rest", nargs="*", help="for `user`: add NAME")
+    kafka.add_argument("--role", help="for `user add`: admin, worker, hypervisor, "
+                       "billing-reader or monitoring-reader")
     verb("topics", cmd_topics, "create the pipeline's topics that are missing")
     worker = verb("worker", cmd_worker, "run a Faust accounting worker")
     worker.add_argument("--web-port", type=int, help="HTTP port (IOACCT_WEB_PORT, 6066)")

@@ -69,6 +69,13 @@ class Settings:
     # How long a worker rides out Kafka being unreachable in its own calls (topic creation
     # at start, the gap reader) before it exits without committing (streams/kafka_retry.py).
     kafka_wait_s: float = 300.0
+    # How every client reaches Kafka (docs/access.md): PLAINTEXT, or SASL_SSL with a SCRAM
+    # user. Empty user/password file/CA file: the local broker's (<state_dir>/kafka-<port>/).
+    kafka_security: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_user: str = "admin"
+    kafka_password_file: str = ""
+    kafka_ca_file: str = ""
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -83,6 +90,20 @@ class Settings:
         """Where the producer SDK spools records (``spool_dir``, else under the state dir)."""
         return Path(self.spool_dir) if self.spool_dir else (
             self.state_dir / "spool" / self.topic_prefix)
+
+    def kafka_home(self) -> Path:
+        """Where the local broker keeps its data, logs and secrets (streams.kafka.local)."""
+        return self.state_dir / f"kafka-{self.kafka_port}"
+
+    def kafka_password_path(self) -> Path:
+        """The file holding ``kafka_user``'s password (the local broker's by default)."""
+        return Path(self.kafka_password_file) if self.kafka_password_file else (
+            self.kafka_home() / "secrets" / f"{self.kafka_user}.password")
+
+    def kafka_ca_path(self) -> Path:
+        """The CA certificate that signed the brokers' (the local broker's by default)."""
+        return Path(self.kafka_ca_file) if self.kafka_ca_file else (
+            self.kafka_home() / "tls" / "ca.pem")
 
     @property
     def bootstrap_servers(self) -> str:

@@ -59,6 +59,7 @@ from streams.core.counters import COUNTER_NAMES
 from streams.core.keys import TICK_KEY
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.kafka import local as kafka_local
+from streams.kafka.security import client_kwargs
 from streams.sdk.spool import Spool
 from streams.tools.produce import EXIT_SPOOL_LEFT
 from tests.conftest import free_port
@@ -379,7 +380,7 @@ class ChaosRun:
         self.report.say(f"sent {len(round_.values)} hostile records (round {n})")
 
     async def _send(self, round_: HostileRound) -> list[tuple[int, int]]:
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers,
+        producer = AIOKafkaProducer(**client_kwargs(self.settings),
                                     enable_idempotence=True, max_request_size=8 << 20)
         await producer.start()
         try:

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streams.api.auth import TokenBook, TokenRecord, new_token, parse_token
 from streams.config import Settings
 from streams.core.codec import SchemaSet, default_schemas
+from streams.kafka.security import client_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def _decode(schemas: SchemaSet, value: bytes | None) -> TokenRecord | None:
 
 
 async def _put(settings: Settings, record: TokenRecord) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all",
                                 enable_idempotence=True)
     await producer.start()
     try:
@@ -89,7 +90,7 @@ class TokenFeed:
         self._tp = TopicPartition(settings.tokens_topic, 0)
 
     def _consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers,
+        return AIOKafkaConsumer(**client_kwargs(self.settings),
                                 enable_auto_commit=False, group_id=None,
                                 fetch_max_wait_ms=100)
 

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from streams.audit.ledgers import BillingLedger, WindowLedger
 from streams.audit.replay import Replay
 from streams.config import Settings
+from streams.kafka.security import client_kwargs
 from streams.kafka.topics import topic_partitions
 
 STALL_S = 60.0  # no record for this long while records are still due: give up
@@ -62,7 +63,7 @@ async def read_topics(settings: Settings, replay: Replay, billing: BillingLedger
 
 async def _start_consumer(settings: Settings) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False,
+        **client_kwargs(settings), group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     try:

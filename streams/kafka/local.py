@@ -17,8 +17,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from streams.config import REPO_ROOT, Settings
+from streams.kafka import tls
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 LIBS = REPO_ROOT / "deploy" / "kafka" / "target" / "libs"
@@ -36,11 +38,12 @@ class LocalBroker:
     port: int
     controller_port: int
     home: Path
+    secure: bool = False  # SASL_SSL with SCRAM users and ACLs (docs/access.md)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalBroker:
-        home = settings.state_dir / f"kafka-{settings.kafka_port}"
-        return cls(settings.kafka_port, settings.kafka_controller_port, home)
+        return cls(settings.kafka_port, settings.kafka_controller_port, settings.kafka_home(),
+                   settings.kafka_security.upper() == "SASL_SSL")
 
     @property
     def bootstrap(self) -> str:
@@ -66,9 +69,17 @@ class LocalBroker:
     def write_config(self) -> Path:
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         props = self.home / "server.properties"
-        props.write_text(_SERVER_PROPERTIES.format(
+        text = _SERVER_PROPERTIES.format(
             port=self.port, controller_port=self.controller_port, data=self.home / "data",
-        ))
+            listener="SASL_SSL" if self.secure else "PLAINTEXT",
+            controller_protocol="SASL_PLAINTEXT" if self.secure else "PLAINTEXT")
+        if self.secure:
+            tls_dir = tls.ensure_certificates(self.home)
+            store = tls.secret(self.home, "tls-store")
+            text += _SECURE_PROPERTIES.format(
+                controller_password=tls.secret(self.home, "controller"),
+                admin_password=tls.secret(self.home, "admin"), tls=tls_dir, store=store)
+        props.write_text(text)
         (self.home / "log4j.properties").write_text(_LOG4J.format(log=self.log_file))
         return props
 
@@ -104,19 +115,36 @@ def _format_storage(broker: LocalBroker, props: Path) -> None:
     if (broker.home / "data" / "meta.properties").exists():
         return
     cluster_id = new_cluster_id()
+    # The admin's SCRAM credential goes into the metadata log at format: the broker's own
+    # inter-broker login needs it before any client could create it.
+    admin = f"SCRAM-SHA-512=[name=admin,password={tls.secret(broker.home, 'admin')}]"
+    scram = ["--add-scram", admin] if broker.secure else []
     result = subprocess.run(
         broker.java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
-                    heap="-Xmx256m"),
+                    *scram, heap="-Xmx256m"),
         capture_output=True, text=True, check=False,
     )
     if result.returncode != 0:
         raise KafkaError(f"formatting storage failed: {result.stdout}{result.stderr}")
 
 
-async def _answers(bootstrap: str) -> bool:
+def admin_kwargs(broker: LocalBroker) -> dict[str, Any]:
+    """aiokafka keyword arguments that log in to this broker as its admin."""
+    kwargs: dict[str, Any] = {"bootstrap_servers": broker.bootstrap}
+    if broker.secure:
+        from aiokafka.helpers import create_ssl_context  # lazily: only the CLI needs it
+
+        kwargs.update(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                      sasl_plain_username="admin",
+                      sasl_plain_password=tls.secret(broker.home, "admin"),
+                      ssl_context=create_ssl_context(cafile=str(broker.home / "tls" / "ca.pem")))
+    return kwargs
+
+
+async def _answers(broker: LocalBroker) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient  # lazily: only the CLI needs it
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    admin = AIOKafkaAdminClient(request_timeout_ms=3000, **admin_kwargs(broker))
     try:
         await admin.start()
         await admin.list_topics()
@@ -140,7 +168,7 @@ def wait_ready(broker: LocalBroker, timeout_s: float) -> None:
         if broker.pid() is None:
             raise KafkaError(f"the broker exited during start-up; see {broker.log_file}:\n"
                              + _tail(broker.log_file))
-        if _port_open(broker.port) and asyncio.run(_answers(broker.bootstrap)):
+        if _port_open(broker.port) and asyncio.run(_answers(broker)):
             return
         time.sleep(0.5)
     raise KafkaError(f"the broker did not answer within {timeout_s:.0f} s; see {broker.log_file}")
@@ -216,11 +244,11 @@ _SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners={listener}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners={listener}://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map={listener}:{listener},CONTROLLER:{controller_protocol}
+inter.broker.listener.name={listener}
 log.dirs={data}
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -230,6 +258,32 @@ transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.segment.bytes=67108864
+"""
+
+# Clients: SCRAM-SHA-512 over TLS. The controller listener (loopback, the broker's own
+# quorum traffic) takes PLAIN with a password only the broker knows: no anonymous door.
+# Deny by default: a principal may do only what an ACL grants (streams/kafka/users.py).
+_SECURE_PROPERTIES = """\
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=\
+org.apache.kafka.common.security.plain.PlainLoginModule required \
+username="controller" password="{controller_password}" user_controller="{controller_password}";
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
+org.apache.kafka.common.security.scram.ScramLoginModule required \
+username="admin" password="{admin_password}";
+ssl.keystore.location={tls}/broker.p12
+ssl.keystore.type=PKCS12
+ssl.keystore.password={store}
+ssl.key.password={store}
+ssl.truststore.location={tls}/trust.p12
+ssl.truststore.type=PKCS12
+ssl.truststore.password={store}
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:admin;User:controller
 """
 
 _LOG4J = """\

@@ -16,6 +16,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from streams.config import Settings
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.kafka.retry import retrying
+from streams.kafka.security import client_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ async def ensure_topics(settings: Settings, wait_s: float = 0.0) -> list[str]:
 
 
 async def _ensure_topics(settings: Settings) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     try:
         await admin.start()
         existing = set(await admin.list_topics())

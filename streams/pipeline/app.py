@@ -22,6 +22,7 @@ from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.core.windows.book import WindowSettings
 from streams.core.windows.stages import PartitionWindows, RollupWindows
+from streams.kafka.security import faust_credentials
 from streams.kafka.topics import TABLES
 from streams.pipeline.agents import register_accounting, register_rollups
 from streams.pipeline.guard import faust_fixes
@@ -139,6 +140,7 @@ def _faust_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         topic_partitions=settings.partitions,
         web_host=settings.web_host,

@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from streams.config import Settings
 from streams.core.codec import SchemaSet, default_schemas
 from streams.core.events import IoEvent
+from streams.kafka.security import client_kwargs
 from streams.sdk.batching import Batcher
 from streams.sdk.drain_log import DrainLog, SpoolStats
 from streams.sdk.kafka_client import acknowledged, describe, stop_kafka
@@ -97,7 +98,7 @@ class IoProducer:
 
     def _new_kafka(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap_servers, enable_idempotence=True,
+            **client_kwargs(self.settings), enable_idempotence=True,
             acks="all", max_batch_size=1 << 20, max_request_size=8 << 20,
             # The drain hands Kafka whole groups of records at once: no need to linger.
             linger_ms=0 if self._wants_spool() else 5, request_timeout_ms=15_000,

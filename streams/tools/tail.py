@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from streams.config import Settings
 from streams.core.codec import CodecError, SchemaSet, default_schemas
 from streams.core.events import OPS, STATUSES
+from streams.kafka.security import client_kwargs
 from streams.kafka.topics import topic_partitions
 
 
@@ -61,7 +62,7 @@ async def tail(
     """Print the topic's messages as JSON lines; returns how many were printed."""
     schemas = default_schemas()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+        **client_kwargs(settings), enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
     )
     await consumer.start()

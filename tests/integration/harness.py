@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.config import REPO_ROOT, Settings
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
+from streams.kafka.security import client_kwargs
 from streams.kafka.topics import topic_partitions
 from tests.conftest import free_port
 
@@ -175,8 +176,8 @@ async def consumer_lag(settings: Settings, topic: str, group: str,
 
     Workers write Ticks into the raw topic while windows are open, so its end keeps
     moving: wait for the records that were there, not for a lag of zero."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    consumer = AIOKafkaConsumer(**client_kwargs(settings))
     await admin.start()
     await consumer.start()
     try:
@@ -220,7 +221,7 @@ def wait_settled(settings: Settings, workers: list[WorkerProcess], timeout_s: fl
 
 async def read_topic(settings: Settings, topic: str, idle_s: float = 2.0) -> list[Any]:
     """Every message of ``topic`` from the beginning, until nothing arrives for ``idle_s``."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+    consumer = AIOKafkaConsumer(**client_kwargs(settings),
                                 enable_auto_commit=False)
     await consumer.start()
     try:
@@ -243,7 +244,7 @@ async def read_topic(settings: Settings, topic: str, idle_s: float = 2.0) -> lis
 
 async def redeliver(settings: Settings, messages: list[Any]) -> None:
     """Send the same records again, to the same partitions (a redelivery)."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    producer = AIOKafkaProducer(**client_kwargs(settings))
     await producer.start()
     try:
         for msg in messages:

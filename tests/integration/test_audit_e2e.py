@@ -18,6 +18,7 @@ from streams.core.codec import default_schemas
 from streams.core.counters import COUNTER_NAMES
 from streams.core.times import HOUR_NS, NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
+from streams.kafka.security import client_kwargs
 from tests.conftest import free_port
 from tests.oracles.counters import billing_oracle
 from tests.oracles.windows import windows_oracle
@@ -127,7 +128,7 @@ def test_text_report_volume_filter_and_errors(settings: Settings, run: dict[str,
 
 
 async def _send(settings: Settings, messages: list[tuple[bytes, bytes | None, int]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    producer = AIOKafkaProducer(**client_kwargs(settings))
     await producer.start()
     try:
         for key, value, partition in messages:

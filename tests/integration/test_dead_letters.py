@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.config import REPO_ROOT, Settings
 from streams.core.codec import default_schemas
+from streams.kafka.security import client_kwargs
 from tests.hostile import BAD_EVENTS, GOOD, batch, mixed_batch, whole_record_cases
 from tests.oracles.counters import counters_oracle
 
@@ -44,7 +45,7 @@ def worker(pipeline_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 
 
 async def _send(settings: Settings, values: list[bytes | None]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    producer = AIOKafkaProducer(**client_kwargs(settings))
     await producer.start()
     try:
         for value in values:
@@ -177,7 +178,7 @@ def test_records_no_rollup_can_take_reach_the_dlq_and_the_rollup_goes_on(
     topic = settings.stats_topic(NS_PER_S)
 
     async def send() -> list[int]:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+        producer = AIOKafkaProducer(**client_kwargs(settings))
         await producer.start()
         try:
             offsets = [(await producer.send_and_wait(topic, value=value, key=b"vol-rollup-dlq/1",

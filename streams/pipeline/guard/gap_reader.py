@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.config import Settings
 from streams.kafka.retry import retrying
+from streams.kafka.security import client_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,10 @@ class GapReader:
 
     async def _clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaAdminClient]:
         if self._consumer is None or self._admin is None:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers,
+            consumer = AIOKafkaConsumer(**client_kwargs(self.settings),
                                         enable_auto_commit=False, group_id=None,
                                         auto_offset_reset="earliest")
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers)
+            admin = AIOKafkaAdminClient(**client_kwargs(self.settings))
             try:
                 await consumer.start()
                 await admin.start()

@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streams.config import Settings
 from streams.core.codec import SchemaSet, default_schemas
 from streams.core.times import NS_PER_MS, NS_PER_S
+from streams.kafka.security import client_kwargs
 from streams.sdk.producer import IoProducer
 from streams.sources.simulator import FleetConfig, FleetSimulator
 from streams.tools.bench.procs import (
@@ -107,7 +108,7 @@ async def _send_real_time(settings: Settings, rate: float, volumes: int, start_n
 async def _wait_caught_up(settings: Settings, proc: Proc, duration_s: float) -> None:
     """Until the worker's group has committed what the raw topic holds now."""
     ends = await end_offsets(settings.bootstrap_servers, settings.raw_topic)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         wait_until = time.monotonic() + 120 + duration_s * 10
@@ -122,7 +123,7 @@ async def _wait_caught_up(settings: Settings, proc: Proc, duration_s: float) -> 
 async def window_latencies(settings: Settings, lo_ns: int, hi_ns: int) -> list[float]:
     """(append time - window end) in s, for revision-0 1 s windows inside [lo, hi]."""
     schemas = default_schemas()
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+    consumer = AIOKafkaConsumer(**client_kwargs(settings),
                                 enable_auto_commit=False)
     await consumer.start()
     try:

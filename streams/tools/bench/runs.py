@@ -26,6 +26,7 @@ from streams.core.ingest import Limits, account_record
 from streams.core.times import MINUTE_NS, NS_PER_S
 from streams.core.windows.acc import window_stats
 from streams.core.windows.book import WindowSettings
+from streams.kafka.security import client_kwargs
 from streams.sdk.producer import IoProducer
 from streams.state.stages import WindowChain
 from streams.tools.bench.procs import (
@@ -182,8 +183,8 @@ async def rollups_caught_up(settings: Settings, proc: Proc, timeout_s: float) ->
     """Seconds until the group has committed everything the topics the rollup agents read
     (ioacct.stats.1s, .1m) hold at that moment."""
     started = time.monotonic()
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    consumer = AIOKafkaConsumer(**client_kwargs(settings))
     await admin.start()
     await consumer.start()  # one client for all polls: a new one per poll took CPU from the worker
     try:
