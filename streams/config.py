@@ -69,9 +69,9 @@ class Settings:
     # How long a worker rides out Kafka being unreachable in its own calls (topic creation
     # at start, the gap reader) before it exits without committing (streams/kafka_retry.py).
     kafka_wait_s: float = 300.0
-    # How every client reaches Kafka (docs/access.md): PLAINTEXT, or SASL_SSL with a SCRAM
-    # user. Empty user/password file/CA file: the local broker's (<state_dir>/kafka-<port>/).
-    kafka_security: str = "PLAINTEXT"
+    # How every client reaches Kafka (docs/access.md): SASL_SSL with a SCRAM user, or
+    # PLAINTEXT. Empty password file/CA file: the local broker's (<state_dir>/kafka-<port>/).
+    kafka_security: str = "SASL_SSL"
     kafka_sasl_mechanism: str = "SCRAM-SHA-512"
     kafka_user: str = "admin"
     kafka_password_file: str = ""

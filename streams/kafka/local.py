@@ -112,7 +112,13 @@ def new_cluster_id() -> str:
 
 
 def _format_storage(broker: LocalBroker, props: Path) -> None:
+    mode_file, mode = broker.home / "security.mode", "SASL_SSL" if broker.secure else "PLAINTEXT"
     if (broker.home / "data" / "meta.properties").exists():
+        made = mode_file.read_text().strip() if mode_file.exists() else "PLAINTEXT"
+        if made != mode:
+            raise KafkaError(f"the broker's data in {broker.home} was made for {made}, not "
+                             f"{mode} (IOACCT_KAFKA_SECURITY): remove that directory (its "
+                             f"records too; `make clean` removes .state) or set it to {made}")
         return
     cluster_id = new_cluster_id()
     # The admin's SCRAM credential goes into the metadata log at format: the broker's own
@@ -126,6 +132,7 @@ def _format_storage(broker: LocalBroker, props: Path) -> None:
     )
     if result.returncode != 0:
         raise KafkaError(f"formatting storage failed: {result.stdout}{result.stderr}")
+    mode_file.write_text(mode + "\n")
 
 
 def admin_kwargs(broker: LocalBroker) -> dict[str, Any]:

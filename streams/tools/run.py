@@ -23,13 +23,16 @@ from streams.kafka.topics import ensure_topics
 from streams.sources.simulator import FleetConfig, FleetSimulator
 
 
-def _spawn(args: list[str], log_path: Path, settings: Settings) -> subprocess.Popen[bytes]:
+def _spawn(args: list[str], log_path: Path, settings: Settings,
+           kafka_user: str | None = None) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update({
         "IOACCT_BOOTSTRAP": settings.bootstrap_servers,
         "IOACCT_TOPIC_PREFIX": settings.topic_prefix,
         "IOACCT_PARTITIONS": str(settings.partitions), "IOACCT_STATE_DIR": str(settings.state_dir),
         "IOACCT_WEB_PORT": str(settings.web_port),
+        "IOACCT_KAFKA_SECURITY": settings.kafka_security,
+        "IOACCT_KAFKA_USER": kafka_user or settings.kafka_user,
     })
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -137,6 +140,19 @@ def _start_qemu_guest(settings: Settings) -> Any:
     return guest
 
 
+def _principals(settings: Settings, broker: kafka_local.LocalBroker
+                ) -> tuple[str | None, str | None]:
+    """On a secured broker, the worker and the fleet log in as principals of their own
+    roles (docs/access.md), made now; else both use the settings' login."""
+    if not broker.secure:
+        return None, None
+    from streams.kafka.users import add_user
+
+    add_user(settings, "worker", "worker")
+    add_user(settings, "hypervisor", "hypervisor")
+    return "worker", "hypervisor"
+
+
 def run_pipeline(settings: Settings, rate_per_s: float, volumes: int, tenants: int = 5,
                  source: str = "sim") -> int:
     # Ctrl-C and `kill` stop everything cleanly; also when started from a script, whose
@@ -147,6 +163,7 @@ def run_pipeline(settings: Settings, rate_per_s: float, volumes: int, tenants: i
     started_broker = kafka_local.start(broker)
     print(f"kafka {'started' if started_broker else 'already running'} on {broker.bootstrap}")
     asyncio.run(ensure_topics(settings))
+    worker_user, fleet_user = _principals(settings, broker)
     fleet_args = ["--rate", str(rate_per_s), "--volumes", str(volumes), "--tenants", str(tenants)]
     tenant_id = FleetSimulator(FleetConfig(volumes=volumes, tenants=tenants)).volumes[0].tenant_id
     produce_args = ["produce", "--sim", *fleet_args]
@@ -154,14 +171,14 @@ def run_pipeline(settings: Settings, rate_per_s: float, volumes: int, tenants: i
         tenant_id, produce_args = QEMU_TENANT_ID, _qemu_produce_args(settings)
     operator, tenant = _run_tokens(settings, tenant_id)
     logs = settings.state_dir / "logs"
-    worker = _spawn(["worker"], logs / "worker.log", settings)
+    worker = _spawn(["worker"], logs / "worker.log", settings, worker_user)
     fleet: subprocess.Popen[bytes] | None = None
     guest = None
     try:
         _wait_for_worker(settings, worker, logs / "worker.log", operator)
         if source == "qemu":
             guest = _start_qemu_guest(settings)
-        fleet = _spawn(produce_args, logs / "fleet.log", settings)
+        fleet = _spawn(produce_args, logs / "fleet.log", settings, fleet_user)
         print(_banner(settings, logs, operator, tenant_id, tenant,
                       *((QEMU_VOLUME_ID, "a QEMU guest's virtio-blk trace") if source == "qemu"
                         else ())), flush=True)

@@ -24,6 +24,7 @@ from streams.core.codec import CodecError, default_schemas
 from streams.core.events import IoEvent
 from streams.core.times import NS_PER_S
 from streams.kafka import local as kafka_local
+from streams.kafka import tls
 from streams.sdk.drain_log import SpoolStats
 from streams.sdk.frames import FRAME, decode_payload, frame_at
 from streams.sdk.producer import IoProducer
@@ -81,6 +82,9 @@ def test_events_recorded_while_kafka_is_down_are_sent_when_it_is_back(
 ) -> None:
     broker = kafka_local.LocalBroker.from_settings(private)
     assert broker.pid() is None
+    if broker.secure:  # credentials are provisioned before a host's producer starts
+        tls.ensure_certificates(broker.home)
+        tls.secret(broker.home, private.kafka_user)
     outage = events[:N_OUTAGE]
     stats = asyncio.run(_produce_through_outage(private, broker, outage, tmp_path / "spool"))
     print(f"\noutage: {stats}")

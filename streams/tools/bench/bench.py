@@ -306,7 +306,10 @@ def run_bench(quick: bool = False, profile: Path | None = None, verbose: bool = 
     state_dir = Path(tempfile.mkdtemp(prefix="ioacct-bench-"))
     base = (base or Settings.from_env()).with_overrides(
         kafka_port=free_port(), kafka_controller_port=free_port(), state_dir=state_dir)
-    base = base.with_overrides(bootstrap=f"127.0.0.1:{base.kafka_port}")
+    # Plaintext: every run, the anchors' too, on one broker without TLS, so the figures
+    # compare the consumers' own work (a secured cluster adds its TLS cost to each alike).
+    base = base.with_overrides(bootstrap=f"127.0.0.1:{base.kafka_port}",
+                               kafka_security="PLAINTEXT")
     log_dir = keep_logs or state_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     bench = Bench(base, plan, log_dir, profile)

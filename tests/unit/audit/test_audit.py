@@ -1,4 +1,4 @@
-"""The audit's replay and comparisons (streams/audit_logic.py), against the brute-force oracles.
+"""The audit's replay and comparisons (streams/audit/), against the brute-force oracles.
 
 The "published" side is built here from tests/oracle.py and tests/window_oracle.py (what a
 correct worker publishes), never from the pipeline's code; the replay must agree with it

@@ -520,7 +520,9 @@ def test_metrics_route_of_a_real_worker_app(tmp_path: Path, monkeypatch: Any) ->
     from streams.config import Settings
     from streams.worker import build_worker
 
-    p, token_feed = build_worker(Settings.from_env(state_dir=tmp_path))
+    # No broker here (the app is never started): nothing to log in to.
+    p, token_feed = build_worker(Settings.from_env(state_dir=tmp_path,
+                                                   kafka_security="PLAINTEXT"))
     operator, operator_record = new_token(OPERATOR, None, 1)
     tenant, tenant_record = new_token(TENANT, "tenant-1", 1)
     for record in (operator_record, tenant_record):  # as the token store's reader would

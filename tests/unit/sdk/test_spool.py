@@ -322,10 +322,12 @@ TestSpoolModel = SpoolMachine.TestCase
 
 
 def unreachable(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings whose broker address nothing listens on (no broker needed: none answers)."""
+    """Settings whose broker address nothing listens on (no broker needed: none answers;
+    so no login either)."""
     port = free_port()
     return Settings(kafka_port=port, bootstrap=f"127.0.0.1:{port}", state_dir=tmp_path,
-                    batch_max_events=8, spool_close_wait_s=0.3, **overrides)
+                    batch_max_events=8, spool_close_wait_s=0.3, kafka_security="PLAINTEXT",
+                    **overrides)
 
 
 async def record_events(producer: IoProducer, count: int) -> None:
