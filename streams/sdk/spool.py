@@ -343,6 +343,18 @@ class Spool:
         return self._read_fd[1]
 
 
+def open_free_slot(base: Path, max_bytes: int, slots: int) -> Spool:
+    """The first spool of ``base``, ``base.1``, ... that no other process holds (the
+    default spool: one per running producer)."""
+    for slot in range(slots):
+        try:
+            return Spool(base if slot == 0 else base.with_name(f"{base.name}.{slot}"),
+                         max_bytes)
+        except SpoolLocked:
+            continue
+    raise SpoolLocked(f"spools {base} to {base}.{slots - 1} are all in use")
+
+
 def _lock(path: Path) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
