@@ -53,7 +53,7 @@ def test_a_record_kafka_refuses_for_good_is_quarantined_and_the_rest_is_sent(
     jsonl = tmp_path / "after.jsonl"
     jsonl.write_bytes(b"".join(orjson.dumps(e.to_json()) + b"\n" for e in after))
     run = ioacct(settings, "produce", "--jsonl", str(jsonl), "--spool-dir", str(spool_dir))
-    print(f"\n{run.stdout}")
+    print(f"\n{run.stdout}\n{run.stderr[-3000:]}")
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     assert "0 record(s) (0 bytes) left" in run.stdout
     assert f"{len(spooled)} recovered from an earlier run" in run.stdout
