@@ -32,6 +32,8 @@ class SpoolStats:
     spool_peak_bytes: int
     last_drain_records: int
     last_drain_s: float
+    records_quarantined: int = 0  # refused by Kafka for good: in <spool dir>/QUARANTINE
+    corrupt_bytes_dropped: int = 0  # torn tails and corrupt regions found on opening
 
     def lines(self) -> list[str]:
         rate = self.last_drain_records / self.last_drain_s if self.last_drain_s > 0 else 0.0
@@ -45,6 +47,13 @@ class SpoolStats:
         if self.records_refused:
             out.append(f"  SPOOL FULL: {self.records_refused} record(s), "
                        f"{self.events_refused} event(s) refused and not sent")
+        if self.records_quarantined:
+            out.append(f"  QUARANTINED: {self.records_quarantined} record(s) Kafka refused for "
+                       f"good (too large, invalid, not authorised), kept in "
+                       f"{self.directory}/QUARANTINE and not sent")
+        if self.corrupt_bytes_dropped:
+            out.append(f"  CORRUPT: {self.corrupt_bytes_dropped} byte(s) of the spool failed "
+                       "their CRC on opening and were dropped (the log says where)")
         if self.spool_records:
             out.append(f"  {self.spool_records} record(s) wait in the spool: the next "
                        "producer started on it sends them first")
@@ -58,7 +67,8 @@ class DrainLog:
         self.bootstrap_servers = bootstrap_servers
         self.counts = dict.fromkeys(
             ("records_spooled", "records_recovered", "records_refused", "events_refused",
-             "records_acked", "outages", "drains", "last_drain_records"), 0)
+             "records_acked", "outages", "drains", "last_drain_records",
+             "records_quarantined"), 0)
         self.last_drain_s = 0.0
         self.outage_since: float | None = None  # Kafka unreachable since
         self.backlog_since: float | None = None  # records waiting since an outage/restart
@@ -94,6 +104,10 @@ class DrainLog:
             self.drain_started, self.drain_acked = now, 0
         self.drain_acked += 1
 
+    def on_quarantined(self) -> None:
+        """Logged by the quarantine itself, once per entry."""
+        self.counts["records_quarantined"] += 1
+
     def on_outage(self, spool: Spool, exc: BaseException, now: float) -> None:
         if self.outage_since is None:
             self.outage_since = now
@@ -128,4 +142,5 @@ class DrainLog:
             str(spool.directory), c["records_spooled"], c["records_recovered"],
             c["records_refused"], c["events_refused"], c["records_acked"], c["outages"],
             c["drains"], spool.records, spool.disk_bytes, spool.peak_bytes,
-            c["last_drain_records"], self.last_drain_s)
+            c["last_drain_records"], self.last_drain_s, c["records_quarantined"],
+            spool.dropped_bytes)

@@ -35,7 +35,8 @@ from streams.kafka.security import client_kwargs
 from streams.sdk.batching import Batcher
 from streams.sdk.drain_log import DrainLog, SpoolStats
 from streams.sdk.kafka_client import acknowledged, describe, stop_kafka
-from streams.sdk.spool import Spool, SpoolEntry, SpoolError, SpoolFull, SpoolLocked
+from streams.sdk.quarantine import Quarantine, refused_for_good, send_alone
+from streams.sdk.spool import Spool, SpoolEntry, SpoolError, SpoolFull, open_free_slot
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class IoProducer:
         self.records_sent = 0
         self.events_sent = 0
         self.spool: Spool | None = None
+        self.quarantine: Quarantine | None = None  # beside the spool
+        self._suspect: tuple[int, int] | None = None  # see _send_alone_up_to
         self._spool_dir = spool_dir
         self._kafka = self._new_kafka()
         self._kafka_started = False
@@ -114,6 +117,7 @@ class IoProducer:
             except SpoolError:
                 await self._kafka.stop()  # never started: only closes the client object
                 raise
+            self.quarantine = Quarantine(self.spool.directory)
             self.drain_log.on_recovered(self.spool, time.monotonic())
             try:  # fail fast when Kafka is there; the drain keeps trying when it is not
                 await asyncio.wait_for(self._connect(), START_WAIT_S)
@@ -128,14 +132,7 @@ class IoProducer:
         max_bytes = self.settings.spool_max_bytes
         if isinstance(self._spool_dir, Path) or self.settings.spool_dir:
             return Spool(Path(self._spool_dir or self.settings.spool_dir), max_bytes)
-        base = self.settings.spool_path()
-        for slot in range(SPOOL_SLOTS):  # the default spool: one per running producer
-            try:
-                return Spool(base if slot == 0 else base.with_name(f"{base.name}.{slot}"),
-                             max_bytes)
-            except SpoolLocked:
-                continue
-        raise SpoolLocked(f"spools {base} to {base}.{SPOOL_SLOTS - 1} are all in use")
+        return open_free_slot(self.settings.spool_path(), max_bytes, SPOOL_SLOTS)
 
     async def __aenter__(self) -> IoProducer:
         await self.start()
@@ -228,10 +225,15 @@ class IoProducer:
                 continue
             try:
                 await self._connect()
-                await self._send_in_order(entries)
+                await self._send_in_order(await self._send_alone_up_to(entries))
                 backoff_s = BACKOFF_MIN_S
             except (KafkaError, OSError, TimeoutError) as exc:
                 self.spool.rewind()
+                last = (entries[-1].segment_id, entries[-1].offset)
+                if refused_for_good(exc) and (self._suspect or (0, 0)) < last:
+                    self._suspect = last  # not an outage: find the entry, sending alone
+                    await self._reset_kafka()
+                    continue
                 self._on_outage(exc)
                 self.spool.sync_data()  # records wait on disk now: let a host crash keep them
                 await self._reset_kafka()
@@ -267,6 +269,27 @@ class IoProducer:
         while outstanding:
             await acknowledged(outstanding[0][1])
             self._ack_done(outstanding)
+
+    async def _send_alone_up_to(self, entries: list[SpoolEntry]) -> list[SpoolEntry]:
+        """After Kafka refused an entry for good, send each entry alone up to the last one
+        of the refused session (the suspect): a refusal then names its entry, which goes
+        to the quarantine (docs/producer.md, "Quarantine"). Returns the entries after it."""
+        assert self.spool is not None and self.quarantine is not None
+        for n, entry in enumerate(entries):
+            if self._suspect is None or (entry.segment_id, entry.offset) > self._suspect:
+                self._suspect = None
+                return entries[n:]
+            await self._connect()
+            if (refusal := await send_alone(self._kafka, entry)) is not None:
+                self.quarantine.add(entry, refusal)  # fsync'd before the entry leaves
+                self.drain_log.on_quarantined()
+            self.spool.ack(entry)
+            if refusal is None:
+                self._on_ack()
+            self._ack_done(deque())  # persists the acknowledged position when it is time
+            if refusal is not None:  # it left a gap in the session's sequence: a new one
+                await self._reset_kafka()
+        return []
 
     def _ack_done(self, outstanding: deque[tuple[SpoolEntry, asyncio.Future[Any]]]) -> None:
         assert self.spool is not None

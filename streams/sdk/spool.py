@@ -12,7 +12,8 @@ A spool directory holds::
 
 payload = topic length u16 | topic | key length i32 (-1: no key) | key | value. The CRC
 covers the length and the payload, so a torn append (kill -9 mid-write, a host crash)
-is found when the spool is opened, dropped and logged, never misread.
+is found when the spool is opened, dropped and logged, never misread; a corrupt region
+is skipped to the next valid entry (frames.py), logged and counted.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class _Segment:
     segment_id: int
     path: Path
     size: int
-    bad_offsets: frozenset[int] = field(default_factory=frozenset)
+    skipped: dict[int, int] = field(default_factory=dict)  # corrupt: offset -> bytes
 
 
 class Spool:
@@ -89,7 +90,8 @@ class Spool:
         self.peak_bytes = 0
         self.appended = 0
         self.refused = 0
-        self.dropped_frames = 0  # torn or corrupt frames found on opening
+        self.dropped_frames = 0  # torn tails and corrupt regions found on opening
+        self.dropped_bytes = 0  # their bytes
         self._segments: list[_Segment] = []
         self._write_fd: int | None = None
         self._read_fd: tuple[int, int] | None = None  # (segment id, fd)
@@ -143,21 +145,26 @@ class Spool:
         data = path.read_bytes()
         start = min(start, len(data))
         found = scan(data, start)
-        for offset in sorted(found.bad_offsets):
-            log.error("spool %s: entry at byte %d of %s fails its CRC: dropped",
-                      self.directory, offset, path.name)
-        self.dropped_frames += len(found.bad_offsets)
+        for region in found.skipped:
+            log.error("spool %s: %d byte(s) at byte %d of %s fail their CRC (corrupt): "
+                      "dropped, reading goes on at byte %d", self.directory, region.nbytes,
+                      region.offset, path.name, region.offset + region.nbytes)
+            self.dropped_frames += 1
+            self.dropped_bytes += region.nbytes
         if found.valid_end < len(data):
             cut = len(data) - found.valid_end
             level = logging.WARNING if last else logging.ERROR
-            log.log(level, "spool %s: %d byte(s) at the end of %s are not a whole entry "
-                    "(a torn append): dropped", self.directory, cut, path.name)
+            log.log(level, "spool %s: %d byte(s) from byte %d to the end of %s hold no whole "
+                    "entry (a torn append): dropped", self.directory, cut, found.valid_end,
+                    path.name)
             self.dropped_frames += 1
+            self.dropped_bytes += cut
             os.truncate(path, found.valid_end)
         self.records += found.entries
         self.pending_bytes += found.entry_bytes
         self.disk_bytes += found.valid_end
-        return _Segment(segment_id, path, found.valid_end, found.bad_offsets)
+        return _Segment(segment_id, path, found.valid_end,
+                        {region.offset: region.nbytes for region in found.skipped})
 
     # -- appending ----------------------------------------------------------------------
 
@@ -232,10 +239,10 @@ class Spool:
         return out
 
     def _entry(self, segment: _Segment, offset: int) -> tuple[SpoolEntry | None, int]:
+        if offset in segment.skipped:  # logged when the spool was opened
+            return None, segment.skipped[offset]
         fd = self._reader(segment)
         length, _ = FRAME.unpack(os.pread(fd, FRAME.size, offset))
-        if offset in segment.bad_offsets:  # logged when the spool was opened
-            return None, FRAME.size + length
         frame = os.pread(fd, FRAME.size + length, offset)
         if frame_at(frame, 0) <= 0:  # it passed on opening, or we wrote it: the disk changed
             raise SpoolError(f"spool {self.directory}: entry at byte {offset} of "
@@ -334,6 +341,18 @@ class Spool:
                 os.close(self._read_fd[1])
             self._read_fd = (segment.segment_id, os.open(segment.path, os.O_RDONLY))
         return self._read_fd[1]
+
+
+def open_free_slot(base: Path, max_bytes: int, slots: int) -> Spool:
+    """The first spool of ``base``, ``base.1``, ... that no other process holds (the
+    default spool: one per running producer)."""
+    for slot in range(slots):
+        try:
+            return Spool(base if slot == 0 else base.with_name(f"{base.name}.{slot}"),
+                         max_bytes)
+        except SpoolLocked:
+            continue
+    raise SpoolLocked(f"spools {base} to {base}.{slots - 1} are all in use")
 
 
 def _lock(path: Path) -> int:

@@ -178,11 +178,34 @@ def test_the_crc_catches_a_flipped_byte_anywhere_in_an_entry(
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="streams.sdk.spool"):
             got = values(Spool(directory, BIG).read(10))
-        assert payloads[1] not in got and got[0] == payloads[0], at  # never misread
-        assert set(got) <= set(payloads)
-        assert "dropped" in caplog.text, at
-        if at >= start + 4:  # the length is intact: only that entry is lost
-            assert got == [payloads[0], payloads[2]], at
+        # Never misread, and only that entry is lost, even when its length is hit.
+        assert got == [payloads[0], payloads[2]], at
+        assert f"byte(s) at byte {start} of {name} fail their CRC" in caplog.text, at
+
+
+def test_a_corrupt_region_is_skipped_counted_and_acknowledged_past(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    payloads = [b"%03d" % n * 20 for n in range(30)]
+    filled(tmp_path, payloads).close()
+    segment = segment_files(tmp_path)[0]
+    data = bytearray(segment.read_bytes())
+    frame_bytes = len(encode_frame(TOPIC, b"vol-0", payloads[0]))  # all the same size
+    data[5 * frame_bytes + 2:8 * frame_bytes + 9] = b"\xa5" * (3 * frame_bytes + 7)
+    segment.write_bytes(bytes(data))
+    with caplog.at_level(logging.ERROR, logger="streams.sdk.spool"):
+        spool = Spool(tmp_path, BIG)
+    lost = payloads[5:9]  # 5, 6 and 7 corrupted, 8's header too
+    assert values(spool.read(100)) == [p for p in payloads if p not in lost]
+    skipped = 9 * frame_bytes - 5 * frame_bytes
+    assert (spool.dropped_frames, spool.dropped_bytes) == (1, skipped)
+    assert (f"{skipped} byte(s) at byte {5 * frame_bytes} of {segment.name} fail their CRC"
+            in caplog.text)
+    spool.rewind()
+    for entry in spool.read(7):  # acknowledged across the region, then reopened
+        spool.ack(entry)
+    spool.close()
+    assert values(Spool(tmp_path, BIG).read(100)) == payloads[11:]
 
 
 def test_scan_counts_what_it_read() -> None:
