@@ -20,7 +20,6 @@ from aiokafka.errors import (
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     RecordTooLargeError,
-    TopicAuthorizationFailedError,
     UnknownError,
 )
 
@@ -33,8 +32,8 @@ FILE_NAME = "QUARANTINE"
 
 # Refusals of the record itself: sending it again can only fail again. Every other
 # error, retriable or not, is the session's or the cluster's (a connection, a timeout,
-# a fenced or out-of-sequence session, the cluster's authorisation, a topic not created
-# yet): a new session or an operator fixes it, and quarantining for it would empty the
+# a fenced or out-of-sequence session, an ACL the operator has yet to grant, a topic not
+# created yet): a new session or an operator fixes it, and quarantining for it would empty the
 # spool. UnknownError is what aiokafka 0.14 makes of INVALID_RECORD (code 87), which it
 # does not know. Like every refusal, it quarantines only an entry sent alone (send_alone).
 REFUSED_FOR_GOOD: tuple[type[KafkaError], ...] = (
@@ -43,7 +42,6 @@ REFUSED_FOR_GOOD: tuple[type[KafkaError], ...] = (
     RecordListTooLargeError,
     CorruptRecordException,
     InvalidTopicError,
-    TopicAuthorizationFailedError,  # this principal may not write the entry's topic
     UnknownError,
 )
 

@@ -28,7 +28,7 @@ TOPIC = "ioacct.io.raw"
     (errors.RecordListTooLargeError, True),
     (errors.CorruptRecordException, True),
     (errors.InvalidTopicError, True),
-    (errors.TopicAuthorizationFailedError, True),  # may not write this entry's topic
+    (errors.TopicAuthorizationFailedError, False),  # an ACL to grant: the records wait
     (errors.UnknownError, True),  # what aiokafka makes of INVALID_RECORD (87)
     (errors.KafkaConnectionError, False),  # the broker is away
     (errors.KafkaTimeoutError, False),
@@ -98,7 +98,7 @@ def test_the_summary_tells_of_quarantined_records_and_corrupt_bytes(tmp_path: Pa
     segment.write_bytes(bytes(data))
     port = free_port()  # nothing listens: the spool is opened, nothing is sent
     settings = Settings(kafka_port=port, bootstrap=f"127.0.0.1:{port}", state_dir=tmp_path,
-                        spool_close_wait_s=0.2)
+                        spool_close_wait_s=0.2, kafka_security="PLAINTEXT")  # no login
 
     async def run() -> SpoolStats | None:
         producer = IoProducer(settings, spool_dir=tmp_path / "spool")
