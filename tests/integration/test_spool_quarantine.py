@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from streams.config import Settings
 from streams.core.codec import default_schemas
 from streams.core.events import IoEvent
+from streams.kafka.security import client_kwargs
 from streams.sdk.frames import encode_frame
 from streams.sdk.producer import IoProducer
 from streams.sdk.quarantine import FILE_NAME, Quarantine
@@ -73,7 +74,7 @@ def test_a_record_kafka_refuses_for_good_is_quarantined_and_the_rest_is_sent(
 
 
 async def _create_raw_topic(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(settings.raw_topic, 4, 1, topic_configs={
@@ -87,6 +88,8 @@ async def _spool_while_kafka_is_away(settings: Settings, spool_dir: Path) -> Non
     there, and left in its spool when it closes."""
     port = free_port()
     away = settings.with_overrides(kafka_port=port, bootstrap=f"127.0.0.1:{port}",
+                                   kafka_password_file=str(settings.kafka_password_path()),
+                                   kafka_ca_file=str(settings.kafka_ca_path()),
                                    spool_close_wait_s=0.3, batch_max_events=BIG_EVENTS,
                                    batch_max_age_ms=600_000)
     producer = IoProducer(away, spool_dir=spool_dir)
