@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -15,7 +16,11 @@ from streams.core.codec import SchemaSet
 from streams.core.counters import VolumeState
 from streams.core.events import OPS, STATUSES, IoEvent
 from streams.core.ingest import (
+    DEAD_LETTER_MAX_BYTES,
+    MAX_LISTED_EVENTS,
+    PAYLOAD_PREFIX_BYTES,
     Limits,
+    Placement,
     RecordOutcome,
     account_record,
     batch_error,
@@ -32,6 +37,7 @@ FIVE_MIN = 300 * 10**9
 SCHEMAS = SchemaSet()
 DEFAULT_LIMITS = Limits()
 NOT_IN_ORACLE = ("idle_time_ns", "rejected")
+PARTITIONS = 8
 
 
 def code(value: Any, names: tuple[str, ...]) -> int:
@@ -68,6 +74,15 @@ def encode(record: dict[str, Any]) -> bytes:
     return SCHEMAS.encode("IoBatch", record)
 
 
+def placed(payload: bytes) -> Placement:
+    """Where a producer with the default partitioner puts ``payload`` (any, if undecodable)."""
+    try:
+        volume_id = SCHEMAS.decode(payload, expect="IoBatch")[1]["volume_id"]
+    except ValueError:
+        return Placement(None, 0, PARTITIONS)
+    return Placement.of(volume_id, PARTITIONS)
+
+
 class Table:
     """A stand-in for the Faust table: volume_id -> state snapshot bytes."""
 
@@ -79,8 +94,10 @@ class Table:
         return None if data is None else VolumeState.from_snapshot(data)
 
     def apply(self, payload: bytes, now_ns: int = NOW, limits: Limits = DEFAULT_LIMITS,
-              ) -> RecordOutcome:
-        outcome = account_record(payload, self.load, SCHEMAS, now_ns, limits)
+              placement: Placement | None = None) -> RecordOutcome:
+        """One record, by default where its producer would put it."""
+        outcome = account_record(payload, placement or placed(payload), self.load, SCHEMAS,
+                                 now_ns, limits)
         if outcome.state is not None:
             assert outcome.volume_id is not None
             self.snapshots[outcome.volume_id] = outcome.state.snapshot()
@@ -211,12 +228,16 @@ def test_mixed_events_count_like_the_oracle_and_reject_the_rest(
         outcome = table.apply(payload)
         _, record = SCHEMAS.decode(payload)
         counted += outcome.counted
+        assert len(outcome.rejections) <= 1  # a record's bad events: one dead letter
         for rejection in outcome.rejections:
-            assert rejection.events == 1 and rejection.event_index is not None
-            assert rejection.event_json == event_json(record, rejection.event_index)
-            assert oracle_reject_reason(orjson.loads(rejection.event_json), NOW) is not None
-            rejected_indexes.append(rejection.event_index)
-        assert outcome.counted + len(outcome.rejections) == len(record["op"])
+            assert not rejection.whole and rejection.events == len(rejection.event_indexes)
+            assert len(rejection.event_reasons) == rejection.events
+            assert rejection.event_json == event_json(record, rejection.event_indexes[0])
+            for i in rejection.event_indexes:
+                assert oracle_reject_reason(orjson.loads(event_json(record, i)), NOW) is not None
+            rejected_indexes += rejection.event_indexes
+        rejected = sum(r.events for r in outcome.rejections)
+        assert outcome.counted + rejected == len(record["op"])
     assert table.counters() == counters_oracle(events, now_ns=NOW)
     bad = [e for e in events if oracle_reject_reason(e, NOW) is not None]
     assert len(rejected_indexes) == len(bad) and counted == len(events) - len(bad)
@@ -233,6 +254,7 @@ def test_custom_limits(retention_ns: int, future_ns: int, age_ns: int) -> None:
     outcome = Table().apply(encode(batch([event])), NOW, Limits(retention_ns, future_ns))
     accepted = oracle_reject_reason(event, NOW, retention_ns, future_ns) is None
     assert outcome.counted == int(accepted) and len(outcome.rejections) == int(not accepted)
+    assert all(not r.whole for r in outcome.rejections)
 
 
 # --- replaying a batch twice changes nothing -------------------------------------------------
@@ -257,7 +279,8 @@ def test_replaying_any_record_changes_nothing(
         state = table.load(volume_id)
         assert state is not None
         in_memory = state.snapshot()
-        outcome = account_record(payload, lambda _: state, SCHEMAS, NOW)  # noqa: B023
+        outcome = account_record(payload, placed(payload), lambda _: state,  # noqa: B023
+                                 SCHEMAS, NOW)
         assert outcome.replay and outcome.state is None and outcome.volume_id == volume_id
         assert state.snapshot() == in_memory  # the loaded state was not touched either
     assert table.snapshots == before
@@ -294,9 +317,9 @@ def test_seqs_are_per_volume() -> None:
     assert not table.apply(encode(batch([other], "p-1", 0))).replay
 
 
-# --- rejections ------------------------------------------------------------------------------
+# --- rejections of events inside an accepted record ------------------------------------------
 
-def test_bad_events_are_rejected_one_by_one_and_the_rest_counted() -> None:
+def test_bad_events_make_one_rejection_and_the_rest_are_counted() -> None:
     events = [
         ev(),  # counted
         ev(nbytes=-5),  # rejected: negative bytes
@@ -306,21 +329,35 @@ def test_bad_events_are_rejected_one_by_one_and_the_rest_counted() -> None:
         ev(submit_ns=NOW + FIVE_MIN, complete_ns=NOW + FIVE_MIN + 1),  # rejected: future
     ]
     record = batch(events)
-    outcome = Table().apply(encode(record))
+    payload = encode(record)
+    outcome = Table().apply(payload)
     assert outcome.counted == 3 and outcome.volume_id == "vol-1"
-    assert [r.event_index for r in outcome.rejections] == [1, 3, 5]
-    assert [r.reason for r in outcome.rejections][:2] == [
+    [rejection] = outcome.rejections  # one dead letter for all three, not one each
+    assert rejection.event_indexes == [1, 3, 5] and rejection.events == 3
+    assert rejection.event_reasons[:2] == [
         "bytes -5 is negative", "status code 3 is not one of ok/failed/invalid"]
-    assert "in the future" in outcome.rejections[2].reason
-    for rejection in outcome.rejections:
-        assert rejection.events == 1 and rejection.payload is None
-        assert rejection.batch is not None and rejection.batch["seq"] == record["seq"]
-        assert rejection.event_index is not None and rejection.event_json is not None
-        shown = orjson.loads(rejection.event_json)
-        assert shown == {**events[rejection.event_index], "host_id": "h-1"}
+    assert "in the future" in rejection.event_reasons[2]
+    assert rejection.reason == "3 of 6 event(s) rejected; event 1: bytes -5 is negative"
+    assert not rejection.whole and rejection.payload == payload
+    assert rejection.batch is not None and rejection.batch["seq"] == record["seq"]
+    assert rejection.event_json is not None
+    assert orjson.loads(rejection.event_json) == {**events[1], "host_id": "h-1"}
     assert outcome.state is not None and outcome.state.rejected == 3
     assert outcome.state.counters_json("vol-1", NOW)["read_ios"] == 1
 
+
+def test_a_record_of_only_bad_events_still_applies_and_lists_at_most_the_cap() -> None:
+    n = MAX_LISTED_EVENTS + 57
+    outcome = Table().apply(encode(batch([ev(nbytes=-1)] * n)))
+    [rejection] = outcome.rejections
+    assert rejection.events == n and outcome.counted == 0
+    assert rejection.event_indexes == list(range(MAX_LISTED_EVENTS))
+    assert len(rejection.event_reasons) == MAX_LISTED_EVENTS
+    # the record was applied: its events are judged, the volume's rejected counts them all
+    assert outcome.state is not None and outcome.state.rejected == n
+
+
+# --- records rejected whole: no state changes at all -----------------------------------------
 
 @pytest.mark.parametrize(("record", "words"), [
     (batch([ev()] * 2, volume_id="vol/1"), "volume_id 'vol/1' has characters outside"),  # bad id
@@ -328,21 +365,25 @@ def test_bad_events_are_rejected_one_by_one_and_the_rest_counted() -> None:
     (batch([ev()] * 2, tenant_id="t#1"), "tenant_id 't#1' has characters outside"),  # bad tenant
     ({**batch([ev()] * 3), "bytes": [1, 2]}, "columns of unequal length"),  # a short column
     ({**batch([ev()] * 2), "op": b"\x00"}, "op=1, status=2"),  # a short op column
+    (batch([]), "empty batch"),  # zero events: would claim the volume before its first I/O
 ])
 def test_a_bad_batch_is_rejected_whole(record: dict[str, Any], words: str) -> None:
     payload = encode(record)
-    outcome = Table().apply(payload)
+    table = Table()
+    outcome = table.apply(payload, placement=Placement(record["volume_id"].encode(), 0, 1))
     assert outcome.state is None and outcome.counted == 0 and not outcome.replay
     [rejection] = outcome.rejections
-    assert words in rejection.reason
+    assert words in rejection.reason and rejection.whole
     assert rejection.events == len(record["op"]) and rejection.payload == payload
-    assert rejection.event_index is None and rejection.event_json is None
+    assert rejection.event_json is None and table.snapshots == {}  # no volume created
 
 
 @pytest.mark.parametrize(("payload", "words"), [
     pytest.param(b"", "not Avro single-object encoded", id="empty"),
     pytest.param(b'{"volume_id":"vol-1"}', "not Avro single-object encoded", id="JSON"),
     pytest.param(encode(batch([ev()]))[:-1], "undecodable IoBatch body", id="truncated"),
+    pytest.param(b"\xc3\x01" + b"\x07" * 8 + encode(batch([ev()]))[10:],
+                 "unknown writer schema fingerprint", id="wrong fingerprint"),
     pytest.param(SCHEMAS.encode("DeadLetter", {
         "reason": "r", "source_topic": "t", "source_partition": 0, "source_offset": 0,
         "rejected_at_ns": 0, "events": 0}), "expected a IoBatch record, got DeadLetter",
@@ -356,47 +397,178 @@ def test_an_undecodable_record_is_rejected_whole(payload: bytes, words: str) -> 
     assert rejection.events == 0 and rejection.payload == payload and rejection.batch is None
 
 
-def test_tenant_mismatch_is_rejected_whole_and_counted() -> None:
+def test_events_per_record_are_capped() -> None:
+    limits = Limits(max_events_per_record=3)
+    table = Table()
+    assert table.apply(encode(batch([ev()] * 3, "p-1", 0)), limits=limits).counted == 3
+    before = dict(table.snapshots)
+    outcome = table.apply(encode(batch([ev()] * 4, "p-1", 1)), limits=limits)
+    [rejection] = outcome.rejections
+    assert rejection.reason == "4 events in one record, more than the limit of 3"
+    assert rejection.events == 4 and outcome.counted == 0 and table.snapshots == before
+    assert Limits().max_events_per_record == 100_000
+
+
+def test_tenant_mismatch_changes_nothing_even_with_the_highest_seq() -> None:
+    """A forged record of another tenant with seq 2**63-1 used to move the producer's mark
+    and freeze the volume: every later good record was skipped as a replay."""
     table = Table()
     table.apply(encode(batch([ev()], "p-1", 0)))
-    before = table.counters()["vol-1"]
-    payload = encode(batch([ev(tenant_id="t-2")] * 4, "p-1", 1))
+    before = dict(table.snapshots)
+    payload = encode(batch([ev(tenant_id="t-2")] * 4, "p-1", 2**63 - 1))
     outcome = table.apply(payload)
     [rejection] = outcome.rejections
     assert rejection.reason == "volume vol-1 belongs to tenant t-1, not t-2"
     assert rejection.events == 4 and rejection.payload == payload and outcome.counted == 0
-    assert table.counters()["vol-1"] == before  # nothing billed to either tenant
+    assert outcome.state is None and table.snapshots == before  # byte-identical
+    after = table.apply(encode(batch([ev()], "p-1", 1)))  # the producer's next good record
+    assert after.counted == 1 and not after.replay
+    assert table.counters()["vol-1"]["read_ios"] == 2
     state = table.load("vol-1")
-    assert state is not None and state.rejected == 4 and state.tenant_id == "t-1"
-    assert table.apply(payload).replay  # a copy of the rejected record is not counted twice
-    state = table.load("vol-1")
-    assert state is not None and state.rejected == 4
+    assert state is not None and state.rejected == 0 and state.producer_seqs == {"p-1": 1}
 
 
 @pytest.mark.parametrize("breakage", [
     {"bytes": [4096]},   # columns of unequal length
     {"tenant_id": ""},   # an invalid tenant id
+    {"op": b"", "status": b"", "offset": [], "bytes": [], "submit_ns": [],
+     "complete_ns": []},  # no events
 ])
-def test_a_bad_batch_of_a_known_volume_counts_in_its_rejected(breakage: dict[str, Any]) -> None:
+def test_a_bad_batch_of_a_known_volume_changes_nothing(breakage: dict[str, Any]) -> None:
     table = Table()
     table.apply(encode(batch([ev()], "p-1", 0)))
-    payload = encode({**batch([ev(), ev()], "p-1", 1), **breakage})
+    before = dict(table.snapshots)
+    payload = encode({**batch([ev(), ev()], "p-1", 10**12), **breakage})
     outcome = table.apply(payload)
-    assert [r.events for r in outcome.rejections] == [2] and outcome.counted == 0
-    state = table.load("vol-1")
-    assert state is not None and state.rejected == 2 and state.counters_json("vol-1", NOW)[
-        "read_ios"] == 1
-    assert table.apply(payload).replay  # a copy of it is not counted twice
-    state = table.load("vol-1")
-    assert state is not None and state.rejected == 2
+    assert len(outcome.rejections) == 1 and outcome.counted == 0 and outcome.state is None
+    assert table.snapshots == before
+    assert table.apply(encode(batch([ev()], "p-1", 1))).counted == 1  # not frozen
 
 
-def test_an_empty_batch_counts_nothing_but_is_applied() -> None:
+@pytest.mark.parametrize(("placement", "words"), [
+    (Placement(None, Placement.of("vol-1", PARTITIONS).partition, PARTITIONS),
+     "key none is not the volume id 'vol-1'"),
+    (Placement(b"vol-2", Placement.of("vol-1", PARTITIONS).partition, PARTITIONS),
+     "key b'vol-2' is not the volume id 'vol-1'"),
+    (Placement(b"vol-1", (Placement.of("vol-1", PARTITIONS).partition + 1) % PARTITIONS,
+               PARTITIONS), "is not the default partition"),
+])
+def test_a_record_keyed_or_placed_apart_from_its_volume_is_rejected_whole(
+    placement: Placement, words: str,
+) -> None:
+    """Counted where it sits, it would be a second set of counters for the volume."""
     table = Table()
-    outcome = table.apply(encode(batch([], "p-1", 0)))
-    assert outcome.counted == 0 and not outcome.rejections and outcome.state is not None
-    assert table.apply(encode(batch([], "p-1", 0))).replay
+    table.apply(encode(batch([ev()], "p-1", 0)))
+    before = dict(table.snapshots)
+    outcome = table.apply(encode(batch([ev()], "p-1", 1)), placement=placement)
+    [rejection] = outcome.rejections
+    assert words in rejection.reason and rejection.whole
+    assert outcome.state is None and outcome.counted == 0 and table.snapshots == before
+    assert outcome.events is None  # the windows do not see it either
+    assert table.apply(encode(batch([ev()], "p-1", 1))).counted == 1
 
+
+def test_placement_of_is_the_default_partition() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partitions = list(range(PARTITIONS))
+    for volume_id in ("vol-1", "vol-2", "a", "x" * 128):
+        want = DefaultPartitioner()(volume_id.encode(), partitions, partitions)
+        assert Placement.of(volume_id, PARTITIONS) == Placement(
+            volume_id.encode(), want, PARTITIONS)
+
+
+# --- replays with other content --------------------------------------------------------------
+
+def test_the_last_seq_with_other_content_is_a_conflict() -> None:
+    table = Table()
+    applied = encode(batch([ev()], "p-1", 7))
+    table.apply(applied)
+    before = dict(table.snapshots)
+    other = encode(batch([ev(nbytes=8192)], "p-1", 7))
+    outcome = table.apply(other)
+    [rejection] = outcome.rejections
+    assert rejection.reason == "seq 7 of producer p-1 was applied with other content"
+    assert rejection.events == 1 and rejection.payload == other and rejection.whole
+    assert outcome.state is None and not outcome.replay and outcome.events is None
+    assert table.snapshots == before
+    again = table.apply(applied)  # the record that was applied, again: a plain replay
+    assert again.replay and not again.rejections and table.snapshots == before
+
+
+def test_a_lower_seq_with_other_content_cannot_be_checked() -> None:
+    """Only the last applied record's digest is kept (README: Rejections)."""
+    table = Table()
+    table.apply(encode(batch([ev()], "p-1", 7)))
+    table.apply(encode(batch([ev()], "p-1", 8)))
+    outcome = table.apply(encode(batch([ev(nbytes=8192)], "p-1", 7)))
+    assert outcome.replay and not outcome.rejections and outcome.counted == 0
+
+
+# --- property: a rejected record changes no state ---------------------------------------------
+
+def _hostile(kind: str, seq: int, rng: random.Random) -> tuple[bytes, Placement]:
+    """One record to reject whole, of ``kind``, for vol-1 (owned by t-1, producer p-1)."""
+    if kind == "tenant":
+        payload = encode(batch([ev(tenant_id="t-2")], "p-1", seq))
+    elif kind == "empty":
+        payload = encode(batch([], "p-1", seq, volume_id="vol-1", tenant_id="t-1"))
+    elif kind == "unequal":
+        payload = encode({**batch([ev(), ev()], "p-1", seq), "bytes": [1]})
+    elif kind == "conflict":
+        payload = encode(batch([ev(nbytes=rng.randrange(1, 10**6) * 2 + 1)], "p-1", 3))
+    elif kind == "garbage":
+        payload = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 64)))
+    else:
+        payload = encode(batch([ev()], "p-1", seq))
+    placement = placed(payload)
+    if kind == "key":
+        placement = Placement(b"vol-9", placement.partition, PARTITIONS)
+    elif kind == "partition":
+        placement = Placement(placement.key, (placement.partition + 3) % PARTITIONS, PARTITIONS)
+    return payload, placement
+
+
+def _loading_into(table: Table, states: dict[str, VolumeState | None],
+                  ) -> Callable[[str], VolumeState | None]:
+    """table.load, remembering each state it handed out in ``states``."""
+    def load(volume_id: str) -> VolumeState | None:
+        states[volume_id] = table.load(volume_id)
+        return states[volume_id]
+
+    return load
+
+
+HOSTILE_KINDS = ("tenant", "empty", "unequal", "conflict", "garbage", "key", "partition")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(HOSTILE_KINDS),
+                          st.sampled_from((0, 3, 4, 2**31, 2**63 - 1)) | st.integers(0, 2**63 - 1)),
+                min_size=1, max_size=6), seeds)
+def test_a_rejected_record_leaves_every_snapshot_byte_identical(
+    hostile: list[tuple[str, int]], seed: int,
+) -> None:
+    rng = random.Random(seed)
+    table = Table()
+    for seq in range(4):  # p-1 applied 0..3 on vol-1; vol-2 has its own state
+        table.apply(encode(batch([ev(nbytes=4096 * (seq + 1))], "p-1", seq)))
+    table.apply(encode(batch([ev(volume_id="vol-2", tenant_id="t-2")], "p-1", 0)))
+    for kind, seq in hostile:
+        before = dict(table.snapshots)
+        payload, placement = _hostile(kind, seq, rng)
+        states: dict[str, VolumeState | None] = {}
+        outcome = account_record(payload, placement, _loading_into(table, states), SCHEMAS, NOW)
+        assert outcome.state is None and outcome.counted == 0 and outcome.events is None
+        assert len(outcome.rejections) == 1 and outcome.rejections[0].whole, kind
+        assert table.snapshots == before  # byte-identical
+        for volume_id, state in states.items():  # what it loaded was not touched either
+            assert (state.snapshot() if state else None) == before.get(volume_id)
+    good = table.apply(encode(batch([ev()], "p-1", 4)))  # the producer goes on as before
+    assert good.counted == 1 and not good.rejections
+
+
+# --- dead letters ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("payload", [
     pytest.param(encode(batch([ev(), ev(op=9), ev(nbytes=-1)])), id="per-event rejections"),
@@ -404,18 +576,23 @@ def test_an_empty_batch_counts_nothing_but_is_applied() -> None:
     pytest.param(encode(batch([ev()]))[:-3], id="an undecodable record"),
 ])
 def test_dead_letter_records_encode_with_the_dead_letter_schema(payload: bytes) -> None:
+    import hashlib
+
     table = Table()
     table.apply(encode(batch([ev()], "p-0", 0, tenant_id="t-1")))
     outcome = table.apply(payload)
-    assert outcome.rejections
-    for i, rejection in enumerate(outcome.rejections):
-        record = dead_letter_record(rejection, "ioacct.io.raw", 3, 100 + i, NOW)
-        name, decoded = SCHEMAS.decode(SCHEMAS.encode("DeadLetter", record), expect="DeadLetter")
-        assert decoded == record
-        assert (record["source_topic"], record["source_partition"]) == ("ioacct.io.raw", 3)
-        assert record["reason"] == rejection.reason and record["events"] == rejection.events
-        # nothing dropped silently: either the event or the whole record is kept
-        assert (record["event_json"] is None) != (record["payload"] is None)
+    [rejection] = outcome.rejections
+    record = dead_letter_record(rejection, "ioacct.io.raw", 3, 100, NOW)
+    name, decoded = SCHEMAS.decode(SCHEMAS.encode("DeadLetter", record), expect="DeadLetter")
+    assert decoded == record
+    assert (record["source_topic"], record["source_partition"]) == ("ioacct.io.raw", 3)
+    assert record["reason"] == rejection.reason and record["events"] == rejection.events
+    # nothing dropped silently: the record is identified whole, its bad events listed
+    assert record["payload"] == payload and record["payload_length"] == len(payload)
+    assert record["payload_sha256"] == hashlib.sha256(payload).hexdigest()
+    assert record["event_indexes"] == rejection.event_indexes
+    assert record["event_reasons"] == rejection.event_reasons
+    assert (record["event_json"] is None) == rejection.whole
 
 
 def test_dead_letter_of_a_tenant_mismatch() -> None:
@@ -430,6 +607,46 @@ def test_dead_letter_of_a_tenant_mismatch() -> None:
     assert record["payload"] == payload and record["event_index"] is None
 
 
+@st.composite
+def any_hostile_payload(draw: st.DrawFn) -> bytes:
+    """Raw values of any size up to past the broker's 1 MB, decodable or not, with
+    oversized ids, host ids and numbers of bad events."""
+    rng = random.Random(draw(seeds))
+    shape = draw(st.sampled_from(("bytes", "long ids", "bad events", "long host")))
+    if shape == "bytes":
+        size = draw(st.sampled_from((0, 1, 4095, 4096, 4097, 1_048_576)) | st.integers(0, 1 << 21))
+        return rng.randbytes(size)
+    if shape == "long ids":
+        size = draw(st.integers(129, 1 << 20))
+        return encode({**batch([ev()] * 3), "volume_id": "v" * size, "tenant_id": "t" * size,
+                       "producer_id": "p" * size})
+    if shape == "bad events":
+        return encode(batch([ev(nbytes=-1 - k) for k in range(draw(st.integers(1, 5000)))]))
+    host = "h" * draw(st.integers(1, 1 << 20))
+    return encode({**batch([ev(nbytes=-1), ev()]), "host_id": host})
+
+
+@settings(max_examples=40, deadline=None)
+@given(any_hostile_payload())
+def test_no_dead_letter_exceeds_its_bound_whatever_the_payload(payload: bytes) -> None:
+    outcome = Table().apply(payload)
+    assert outcome.rejections
+    for rejection in outcome.rejections:
+        record = dead_letter_record(rejection, "ioacct.io.raw", 7, 2**62, NOW)
+        encoded = SCHEMAS.encode("DeadLetter", record)
+        assert len(encoded) <= DEAD_LETTER_MAX_BYTES
+        assert record["payload"] == payload[:PAYLOAD_PREFIX_BYTES]
+        assert record["payload_length"] == len(payload)
+
+
+def test_a_dead_letter_near_the_broker_limit_is_small() -> None:
+    payload = encode(batch([ev(nbytes=-1)] * 30_000))  # ~1 MB: as large as a producer sends
+    assert len(payload) > 500_000
+    [rejection] = Table().apply(payload).rejections
+    encoded = SCHEMAS.encode("DeadLetter", dead_letter_record(rejection, "raw", 0, 1, NOW))
+    assert len(encoded) < 32 * 1024 and rejection.events == 30_000
+
+
 @pytest.mark.parametrize(("event", "shown"), [
     (ev(), {}),  # known codes shown as names
     (ev(op=7), {"op": 7}),  # unknown op code shown raw
@@ -442,7 +659,7 @@ def test_event_json_is_the_canonical_form(event: dict[str, Any], shown: dict[str
 
 @pytest.mark.parametrize(("record", "error"), [
     (batch([ev()]), None),  # a good batch
-    (batch([]), None),  # an empty batch is well formed
+    (batch([]), "empty batch"),  # zero events: refused
     ({**batch([ev()]), "complete_ns": []}, "complete_ns=0"),  # one column short
     (batch([ev()], volume_id=""), "volume_id must be 1..128 characters, got 0"),  # empty id
 ])
