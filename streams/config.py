@@ -45,6 +45,7 @@ class Settings:
     state_dir: Path = REPO_ROOT / ".state"
     retention_s: int = 7 * 24 * 3600
     future_tolerance_s: int = 300
+    max_events_per_record: int = 100_000  # a raw record with more is dead-lettered whole
     raw_retention_ms: int = -1  # infinite: audits replay the raw topic
     batch_max_events: int = 1024
     batch_max_age_ms: int = 100

@@ -8,9 +8,11 @@ the SDK and its spool, one run does, at random moments while events flow:
 - kill -9 a random worker, and start it again after a pause;
 - stop the broker (SIGTERM, then SIGKILL on the next restart) and start it again;
 - kill -9 a producer and start it again on the same spool directory;
-- send hostile records (tests/hostile.py): random bytes, truncated Avro, another
+- send hostile records (tests/hostile.py): random bytes (up to 1 MB), truncated Avro, another
   schema, every event rule of SEMANTICS.md section 1 broken, far-future and ancient
-  times, and one huge valid record.
+  times, records keyed or partitioned apart from their volume, another tenant's records
+  with extreme seqs, a replay with other content, empty batches, a 1 MB record of bad
+  events, and one huge valid record.
 
 Then it waits for the workers to settle and compares, with zero tolerance:
 - every volume's counters (GET /volumes/{id}/counters) with tests/oracle.py's
@@ -372,6 +374,7 @@ class ChaosRun:
         n = len(self.hostile_sent)
         # Good events of the hostile rounds are as old as the producers' (their hours close).
         round_ = hostile_round(seed=100 + n, producer_id=f"hostile-{n}",
+                               partitions=self.settings.partitions,
                                huge_events=HUGE_EVENTS if n == 0 else 0,
                                at_ns=time.time_ns() - self.plan.event_age_s * 10**9)
         positions = asyncio.run(self._send(round_))
@@ -385,9 +388,10 @@ class ChaosRun:
         await producer.start()
         try:
             out = []
-            for value, key in zip(round_.values, round_.keys, strict=True):
+            for value, key, partition in zip(round_.values, round_.keys, round_.partitions,
+                                             strict=True):
                 meta = await producer.send_and_wait(self.settings.raw_topic, value=value,
-                                                    key=key)
+                                                    key=key, partition=partition)
                 out.append((meta.partition, meta.offset))
             return out
         finally:
@@ -568,22 +572,29 @@ class ChaosRun:
         return diffs
 
     def _dead_letter_differences(self) -> list[str]:
+        """Every hostile record dead-lettered with its reason: a record rejected whole by
+        one dead letter without event indexes, a record's bad events by one listing them
+        (a worker killed after publishing but before committing may make one again)."""
         dead = [SCHEMAS.decode(m.value, expect="DeadLetter")[1] for m in asyncio.run(
             read_topic(self.settings, self.settings.dlq_topic, idle_s=2.0))]
-        by_position: dict[tuple[int, int, int | None], list[str]] = {}
+        by_position: dict[tuple[int, int], list[dict[str, Any]]] = {}
         for record in dead:
-            key = (record["source_partition"], record["source_offset"], record["event_index"])
-            by_position.setdefault(key, []).append(record["reason"])
+            key = (record["source_partition"], record["source_offset"])
+            by_position.setdefault(key, []).append(record)
         diffs = []
         for round_, positions in self.hostile_sent:
             for index, reason in round_.whole_reasons.items():
-                got = by_position.get((*positions[index], None), [])
+                got = [r["reason"] for r in by_position.get(positions[index], [])
+                       if not r["event_indexes"]]
                 if not any(reason in r for r in got):
                     diffs.append(f"hostile record at {positions[index]}: want '{reason}' in "
                                  f"the dead-letter topic, found {got}")
             for index, reasons in round_.event_reasons.items():
+                listed = [dict(zip(r["event_indexes"], r["event_reasons"], strict=True))
+                          for r in by_position.get(positions[index], [])
+                          if r["events"] == round_.bad_events[index]]
                 for event_index, reason in reasons.items():
-                    got = by_position.get((*positions[index], event_index), [])
+                    got = [one.get(event_index, "") for one in listed]
                     if not any(reason in r for r in got):
                         diffs.append(f"hostile event {event_index} of {positions[index]}: "
                                      f"want '{reason}', found {got}")

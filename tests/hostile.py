@@ -1,5 +1,7 @@
 """Hostile raw records, with the reason the worker must give for each (SEMANTICS.md
-section 1 and 4 rules, and records that are not IoBatch at all).
+section 1 and 4 rules, records that are not IoBatch at all, records kept apart from
+their volume's key or partition, another tenant's records with extreme seqs, a replay
+with other content, empty batches, and records near the broker's 1 MB limit).
 
 Shared by tests/integration/test_dead_letters.py and the chaos run (tests/chaos.py).
 """
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.core.codec import default_schemas
+from streams.core.ingest import MAX_LISTED_EVENTS
+from streams.core.partitioning import default_partition
 
 NOW_NS = time.time_ns()
 SCHEMAS = default_schemas()
@@ -80,8 +84,10 @@ def mixed_batch(seq: int, producer_id: str = HOSTILE_PRODUCER, at_ns: int | None
 
 def whole_record_cases(seed: int = 5, producer_id: str = HOSTILE_PRODUCER
                        ) -> list[tuple[bytes | None, str]]:
-    """(raw record value, expected reason fragment) for records rejected whole; to be sent
-    after a record of vol-mixed by tenant-a (the last case is another tenant's)."""
+    """(raw record value, expected reason fragment) for records rejected whole, keyed and
+    partitioned as vol-mixed's; to be sent after a record of vol-mixed by tenant-a and
+    before its record of seq 10 (the other tenant's records have extreme seqs: they must
+    not move the producer's replay mark)."""
     rng = random.Random(seed)
     valid = SCHEMAS.encode("IoBatch",
                            batch("vol-x", "tenant-a", 1, [GOOD], producer_id=producer_id))
@@ -91,6 +97,7 @@ def whole_record_cases(seed: int = 5, producer_id: str = HOSTILE_PRODUCER
                    "source_offset": 0, "rejected_at_ns": 0, "events": 0}
     return [
         (bytes(rng.getrandbits(8) for _ in range(200)), "not Avro single-object encoded"),
+        (rng.randbytes(1_000_000), "not Avro single-object encoded"),  # near the 1 MB limit
         (b"", "not Avro single-object encoded"),
         (None, "not Avro single-object encoded (0 bytes"),  # a null value: the worker lives on
         (valid[: len(valid) - 7], "undecodable IoBatch body"),
@@ -109,9 +116,14 @@ def whole_record_cases(seed: int = 5, producer_id: str = HOSTILE_PRODUCER
         (SCHEMAS.encode("IoBatch", batch("vol-x", "tenant a", 6, [GOOD],
                                          producer_id=producer_id)),
          "tenant_id 'tenant a' has characters outside"),
-        (SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-b", 9, [GOOD],
+        (SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-b", 2**63 - 1, [GOOD],
                                          producer_id=producer_id)),
          "belongs to tenant tenant-a, not tenant-b"),
+        (SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-b", -(2**63), [GOOD],
+                                         producer_id=producer_id)),
+         "belongs to tenant tenant-a, not tenant-b"),
+        (SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-a", 2**62, [],
+                                         producer_id=producer_id)), "empty batch"),
     ]
 
 
@@ -135,43 +147,91 @@ def huge_batch(volume_id: str, tenant_id: str, seq: int, events: int, producer_i
 
 @dataclass
 class HostileRound:
-    """One round of hostile input for vol-mixed's partition, in the order to send it:
-    values, and per value either the expected whole-record reason, or for the mixed
-    record the expected event-level reasons; ``good`` = the events that must count."""
+    """One round of hostile input around vol-mixed, in the order to send it: values, and
+    per value either the expected whole-record reason, or for a record with bad events
+    the expected event-level reasons; ``good`` = the events that must count. Each value
+    goes with its Kafka key and, if not None, an explicit partition (else the producer's
+    default partitioner picks it from the key)."""
 
     values: list[bytes | None] = field(default_factory=list)
     whole_reasons: dict[int, str] = field(default_factory=dict)  # index in values -> reason
     event_reasons: dict[int, dict[int, str]] = field(default_factory=dict)
+    bad_events: dict[int, int] = field(default_factory=dict)  # index -> its bad events
     good: list[dict[str, Any]] = field(default_factory=list)
-    keys: list[bytes] = field(default_factory=list)  # the Kafka key of each value
+    keys: list[bytes | None] = field(default_factory=list)  # the Kafka key of each value
+    partitions: list[int | None] = field(default_factory=list)
+
+    def add(self, value: bytes | None, key: bytes | None = b"vol-mixed",
+            partition: int | None = None, whole_reason: str | None = None) -> int:
+        if whole_reason is not None:
+            self.whole_reasons[len(self.values)] = whole_reason
+        self.values.append(value)
+        self.keys.append(key)
+        self.partitions.append(partition)
+        return len(self.values) - 1
 
 
-def hostile_round(seed: int, producer_id: str, huge_events: int = 0,
+def all_bad_batch(seq: int, producer_id: str, size_bytes: int = 1_000_000,
+                  at_ns: int | None = None) -> tuple[dict[str, Any], int]:
+    """A record of vol-mixed near ``size_bytes`` whose every event is bad (negative
+    bytes): one dead letter for all of them, however many. Returns (record, events)."""
+    bad = {**good_at(at_ns), "bytes": -1}
+    one = len(SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-a", seq, [bad] * 1000,
+                                              producer_id=producer_id))) / 1000
+    n = int(size_bytes / one) - 10
+    return batch("vol-mixed", "tenant-a", seq, [bad] * n, producer_id=producer_id), n
+
+
+def hostile_round(seed: int, producer_id: str, partitions: int, huge_events: int = 0,
                   at_ns: int | None = None) -> HostileRound:
-    """A good record, the mixed record, every whole-record case, a good record, and
+    """A good record, the mixed record, every whole-record case, a good record (seq 10),
+    the misplaced, conflicting, squatting and all-bad records around more good ones, and
     (``huge_events`` > 0) one huge valid record of vol-huge; good events complete at
-    ``at_ns`` (None: now)."""
+    ``at_ns`` (None: now). ``partitions``: the raw topic's."""
     r = HostileRound()
     template = good_at(at_ns)
     good = {**template, "volume_id": "vol-mixed", "tenant_id": "tenant-a"}
-    mixed, mixed_good, mixed_reasons = mixed_batch(5, producer_id, at_ns)
-    r.values.append(SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-a", 0, [template],
-                                                    producer_id=producer_id)))
+
+    def good_record(seq: int, event: dict[str, Any] = template) -> bytes:
+        return SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-a", seq, [event],
+                                               producer_id=producer_id))
+
+    r.add(good_record(0))
     r.good.append(good)
-    r.event_reasons[len(r.values)] = mixed_reasons
-    r.values.append(SCHEMAS.encode("IoBatch", mixed))
+    mixed, mixed_good, mixed_reasons = mixed_batch(5, producer_id, at_ns)
+    r.event_reasons[r.add(SCHEMAS.encode("IoBatch", mixed))] = mixed_reasons
+    r.bad_events[len(r.values) - 1] = len(mixed_reasons)
     r.good += mixed_good
     for value, reason in whole_record_cases(seed, producer_id):
-        r.whole_reasons[len(r.values)] = reason
-        r.values.append(value)
-    r.values.append(SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-a", 10, [template],
-                                                    producer_id=producer_id)))
+        r.add(value, whole_reason=reason)
+    # Kept apart from its volume: another key (the producer puts it where that key goes),
+    # or vol-mixed's key in another partition than the default one.
+    r.add(good_record(6), key=b"vol-elsewhere",
+          whole_reason="key b'vol-elsewhere' is not the volume id 'vol-mixed'")
+    home = default_partition(b"vol-mixed", partitions)
+    r.add(good_record(7), partition=(home + 1) % partitions,
+          whole_reason=f"partition {(home + 1) % partitions} is not the default partition")
+    r.add(good_record(10))  # counted: none of the above moved the replay mark
     r.good.append(good)
-    r.keys = [b"vol-mixed"] * len(r.values)
+    r.add(good_record(10, {**template, "bytes": 8192}),
+          whole_reason=f"seq 10 of producer {producer_id} was applied with other content")
+    # A squatter's empty record does not claim vol-squat; its owner's first I/O does.
+    squat = SCHEMAS.encode("IoBatch", batch("vol-squat", "tenant-s", 0, [],
+                                            producer_id=producer_id))
+    r.add(squat, key=b"vol-squat", whole_reason="empty batch")
+    owner = {**template, "volume_id": "vol-squat", "tenant_id": "tenant-t"}
+    r.add(SCHEMAS.encode("IoBatch", batch("vol-squat", "tenant-t", 1, [owner],
+                                          producer_id=producer_id)), key=b"vol-squat")
+    r.good.append(owner)
+    all_bad, n_bad = all_bad_batch(11, producer_id, at_ns=at_ns)
+    index = r.add(SCHEMAS.encode("IoBatch", all_bad))
+    r.event_reasons[index] = dict.fromkeys(range(MAX_LISTED_EVENTS), "bytes -1 is negative")
+    r.bad_events[index] = n_bad
+    r.add(good_record(12))
+    r.good.append(good)
     if huge_events:
-        record, events = huge_batch("vol-huge", "tenant-h", 11, huge_events, producer_id,
+        record, events = huge_batch("vol-huge", "tenant-h", 13, huge_events, producer_id,
                                     template["complete_ns"])
-        r.values.append(SCHEMAS.encode("IoBatch", record))
-        r.keys.append(b"vol-huge")
+        r.add(SCHEMAS.encode("IoBatch", record), key=b"vol-huge")
         r.good += events
     return r

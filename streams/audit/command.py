@@ -39,7 +39,8 @@ async def audit(settings: Settings, from_ns: int, to_ns: int, volume: str | None
     started_wall_ns = time.time_ns()
     scope = Scope(from_ns, to_ns, volume)
     schemas = default_schemas()
-    limits = Limits(settings.retention_s * NS_PER_S, settings.future_tolerance_s * NS_PER_S)
+    limits = Limits(settings.retention_s * NS_PER_S, settings.future_tolerance_s * NS_PER_S,
+                    settings.max_events_per_record)
     replay = Replay(scope, limits, schemas)
     billing = BillingLedger(scope, schemas)
     windows = [WindowLedger(n, scope, schemas) for n in WINDOW_LENGTHS_NS]

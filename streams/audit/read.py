@@ -21,6 +21,7 @@ from tqdm import tqdm
 from streams.audit.ledgers import BillingLedger, WindowLedger
 from streams.audit.replay import Replay
 from streams.config import Settings
+from streams.core.ingest import Placement
 from streams.kafka.security import client_kwargs
 from streams.kafka.topics import topic_partitions
 
@@ -88,12 +89,15 @@ async def _replay_raw(consumer: AIOKafkaConsumer, raw_ends: Ends, replay: Replay
     raw_begins = await consumer.beginning_offsets(list(raw_ends))
     total = sum(end - raw_begins[tp] for tp, end in raw_ends.items())
 
+    partitions = len(raw_ends)  # the topic's own count: what its producers partition by
+
     def replay_one(message: Any) -> None:
         if message.value is None:
             return  # a raw tombstone carries no events
         ts_ms = message.timestamp
         replay.add(message.value,
-                   ts_ms * 1_000_000 if ts_ms is not None and ts_ms >= 0 else started_wall_ns)
+                   ts_ms * 1_000_000 if ts_ms is not None and ts_ms >= 0 else started_wall_ns,
+                   Placement(message.key, message.partition, partitions))
 
     replay_started = time.monotonic()
     with tqdm(total=total, unit=" records", unit_scale=True, file=sys.stderr,

@@ -38,7 +38,7 @@ from streams.core.batch import EventBatch
 from streams.core.codec import HEADER_LEN, SchemaSet, default_schemas
 from streams.core.counters import N_SLOTS, VolumeState, add_to_slots
 from streams.core.events import STATUS_INVALID
-from streams.core.ingest import Limits, account_record
+from streams.core.ingest import Limits, Placement, account_record
 from streams.core.times import HOUR_NS
 from streams.core.windows.acc import WINDOW_LENGTHS_NS, WindowAcc
 
@@ -128,8 +128,9 @@ class Replay:
         """Events judged by the replay: counted or rejected (skipped replays excluded)."""
         return self.events_counted + self.events_rejected
 
-    def add(self, payload: bytes, timestamp_ns: int) -> int:
-        """One raw record, in its partition's order; returns the events it counted.
+    def add(self, payload: bytes, timestamp_ns: int, placement: Placement) -> int:
+        """One raw record (its key, partition and the topic's partition count in
+        ``placement``), in its partition's order; returns the events it counted.
 
         ``timestamp_ns`` (the record's Kafka timestamp) stands in for the worker's clock
         in the retention and future checks. A Tick (told by its schema header, as the
@@ -139,8 +140,8 @@ class Replay:
             self.ticks += 1
             return 0
         self.records += 1
-        outcome = account_record(payload, self.states.get, self.schemas, timestamp_ns,
-                                 self.limits)
+        outcome = account_record(payload, placement, self.states.get, self.schemas,
+                                 timestamp_ns, self.limits)
         if outcome.state is not None and outcome.volume_id is not None:
             self.states[outcome.volume_id] = outcome.state
         self.replays_skipped += outcome.replay

@@ -7,6 +7,7 @@ stores, so recovery is deserialising that one value.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from streams.core.events import OPS, STATUS_FAILED, STATUS_INVALID, STATUS_OK, S
 # Per op, five slots: ok ios, ok bytes, failed ios, invalid ios, time of ok+failed.
 SLOTS_PER_OP = 5
 IOS, BYTES, ERRORS, INVALID, TIME = range(SLOTS_PER_OP)
-_SNAPSHOT_VERSION = 1
+# 2 added the per-producer digest of the last applied record; 1 still loads (no digests).
+_SNAPSHOT_VERSION = 2
 
 # The status -> counter rule of SEMANTICS.md section 2, written once, by status code: the
 # slot an event counts one in, whether its bytes count, whether its time (complete - submit)
@@ -76,6 +78,11 @@ def event_counts(op_code: int, status: int, nbytes: int, latency_ns: int) -> dic
     return {name: amounts[s] for name, s in OP_COUNTER_NAMES[op_code] if s in amounts}
 
 
+def record_digest(payload: bytes) -> str:
+    """A short hash of a raw record's value: tells a replay from a conflicting record."""
+    return hashlib.blake2b(payload, digest_size=8).hexdigest()
+
+
 def table_json(value: Any) -> bytes:
     """orjson's bytes, right-sized: orjson.dumps keeps a 4 KiB buffer in each, and the
     worker holds one per table value in memory."""
@@ -97,12 +104,23 @@ class VolumeState:
     rejected: int = 0
     # Highest seq applied per producer: a record at or below it is a replay.
     producer_seqs: dict[str, int] = field(default_factory=dict)
+    # record_digest of that record (none for producers loaded from a version 1 snapshot).
+    producer_digests: dict[str, str] = field(default_factory=dict)
 
     def is_replay(self, producer_id: str, seq: int) -> bool:
         return seq <= self.producer_seqs.get(producer_id, -1)
 
-    def mark_applied(self, producer_id: str, seq: int) -> None:
+    def conflicts(self, producer_id: str, seq: int, digest: str) -> bool:
+        """Is this the producer's last applied seq with other content? (Only the last
+        record's digest is kept: a lower seq cannot be checked.)"""
+        if self.producer_seqs.get(producer_id) != seq:
+            return False
+        applied = self.producer_digests.get(producer_id)
+        return applied is not None and applied != digest
+
+    def mark_applied(self, producer_id: str, seq: int, digest: str) -> None:
         self.producer_seqs[producer_id] = seq
+        self.producer_digests[producer_id] = digest
 
     def add_events(self, batch: EventBatch) -> None:
         """Count the events of ``batch`` (already validated)."""
@@ -123,7 +141,7 @@ class VolumeState:
 
     def snapshot(self) -> bytes:
         value = [_SNAPSHOT_VERSION, self.tenant_id, self.counters, self.last_io_ns,
-                 self.rejected, self.producer_seqs]
+                 self.rejected, self.producer_seqs, self.producer_digests]
         try:
             return table_json(value)
         except TypeError:
@@ -135,7 +153,11 @@ class VolumeState:
         decoded = orjson.loads(data)
         if any(isinstance(c, float) for c in decoded[2]) or isinstance(decoded[4], float):
             decoded = json.loads(data)  # orjson reads integers past 64 bits as floats
-        version, tenant_id, counters, last_io_ns, rejected, producer_seqs = decoded
+        version = decoded[0]
+        if version == 1:
+            _, tenant_id, counters, last_io_ns, rejected, producer_seqs = decoded
+            return cls(tenant_id, counters, last_io_ns, rejected, producer_seqs)
         if version != _SNAPSHOT_VERSION:
             raise ValueError(f"unknown volume state snapshot version {version}")
-        return cls(tenant_id, counters, last_io_ns, rejected, producer_seqs)
+        _, tenant_id, counters, last_io_ns, rejected, producer_seqs, digests = decoded
+        return cls(tenant_id, counters, last_io_ns, rejected, producer_seqs, digests)

@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from streams.core.codec import HEADER_LEN, CodecError
-from streams.core.ingest import RecordOutcome, account_record
+from streams.core.ingest import Placement, RecordOutcome, account_record
 from streams.core.windows.acc import WINDOW_LENGTHS_NS, WINDOW_NAMES, acc_from_stats
 from streams.core.windows.book import Emission
 from streams.core.windows.stages import RollupWindows
@@ -81,7 +81,8 @@ async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: 
                                                                           message)),
             message.partition, message.offset)
         return
-    outcome = account_record(value, p.load_state, p.schemas, now_ns, p.limits)
+    placement = Placement(message.key, message.partition, p.settings.partitions)
+    outcome = account_record(value, placement, p.load_state, p.schemas, now_ns, p.limits)
     if outcome.state is not None and outcome.volume_id is not None:
         p.counters[outcome.volume_id.encode()] = outcome.state.snapshot()
     await publish_rejections(p, outcome, message, now_ns)
@@ -111,7 +112,7 @@ def _count(stats: WorkerStats, outcome: RecordOutcome) -> None:
     stats.replays_skipped += outcome.replay
     for rejection in outcome.rejections:
         stats.events_rejected += rejection.events
-        stats.records_rejected += rejection.event_index is None
+        stats.records_rejected += rejection.whole
 
 
 def register_rollup(p: Pipeline, inner_ns: int, length_ns: int) -> None:

@@ -125,7 +125,8 @@ def build_app(settings: Settings) -> Pipeline:
         TABLES[0], key_type=bytes, value_type=bytes, partitions=settings.partitions,
         default=None, help="VolumeState snapshot per volume_id",
     )
-    limits = Limits(settings.retention_s * NS_PER_S, settings.future_tolerance_s * NS_PER_S)
+    limits = Limits(settings.retention_s * NS_PER_S, settings.future_tolerance_s * NS_PER_S,
+                    settings.max_events_per_record)
     pipeline = Pipeline(settings, app, raw_topic, dlq_topic, counters, default_schemas(), limits)
     pipeline.gap_reader = GapReader(settings)
     _add_windows(pipeline)

@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from streams.config import Settings
 from streams.core.codec import SchemaSet, default_schemas
 from streams.core.events import IoEvent
+from streams.core.ingest import MAX_REASON_CHARS, bounded_payload, clip_text
 from streams.kafka.security import client_kwargs
 from streams.sdk.batching import Batcher
 from streams.sdk.drain_log import DrainLog, SpoolStats
@@ -157,9 +158,10 @@ class IoProducer:
     async def dead_letter(self, reason: str, source: str, position: int, payload: bytes) -> None:
         """Send input that cannot be encoded (bad JSON, unknown op) to the dead-letter topic."""
         record = {
-            "reason": reason, "source_topic": source, "source_partition": -1,
+            "reason": clip_text(reason, MAX_REASON_CHARS), "source_topic": source,
+            "source_partition": -1,
             "source_offset": position, "rejected_at_ns": time.time_ns(), "events": 1,
-            "payload": payload,
+            **bounded_payload(payload),  # a prefix, its length and hash: never too large
         }
         value = self.schemas.encode("DeadLetter", record)
         if self.spool is not None:

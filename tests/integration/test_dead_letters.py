@@ -5,6 +5,7 @@ the bad ones are counted exactly."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import subprocess
 import sys
 import time
@@ -18,8 +19,9 @@ from aiokafka import AIOKafkaProducer
 
 from streams.config import REPO_ROOT, Settings
 from streams.core.codec import default_schemas
+from streams.core.ingest import DEAD_LETTER_MAX_BYTES, PAYLOAD_PREFIX_BYTES
 from streams.kafka.security import client_kwargs
-from tests.hostile import BAD_EVENTS, GOOD, batch, mixed_batch, whole_record_cases
+from tests.hostile import GOOD, HOSTILE_PRODUCER, HostileRound, hostile_round
 from tests.oracles.counters import counters_oracle
 
 from .harness import (
@@ -44,12 +46,19 @@ def worker(pipeline_settings: Settings, tmp_path_factory: pytest.TempPathFactory
         yield started
 
 
-async def _send(settings: Settings, values: list[bytes | None]) -> None:
+async def _send(settings: Settings, round_: HostileRound) -> list[tuple[int, int]]:
+    """The round's values, each with its key (and partition, if it has one); their
+    (partition, offset)."""
     producer = AIOKafkaProducer(**client_kwargs(settings))
     await producer.start()
     try:
-        for value in values:
-            await producer.send_and_wait(settings.raw_topic, value=value, key=b"vol-mixed")
+        out = []
+        for value, key, partition in zip(round_.values, round_.keys, round_.partitions,
+                                         strict=True):
+            meta = await producer.send_and_wait(settings.raw_topic, value=value, key=key,
+                                                partition=partition)
+            out.append((meta.partition, meta.offset))
+        return out
     finally:
         await producer.stop()
 
@@ -57,33 +66,53 @@ async def _send(settings: Settings, values: list[bytes | None]) -> None:
 def test_hostile_records_reach_the_dlq_with_reasons(
     pipeline_settings: Settings, worker: WorkerProcess,
 ) -> None:
-    mixed, good_events, expected_events = mixed_batch(seq=5)
-    before = SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-a", 0, [GOOD]))
-    after = SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-a", 10, [GOOD]))
-    cases = whole_record_cases()
-    values = [before, SCHEMAS.encode("IoBatch", mixed), *[v for v, _ in cases], after]
-    asyncio.run(_send(pipeline_settings, values))
+    """Each hostile record makes exactly one dead letter with its reason (a record's bad
+    events together), the worker lives on and commits past them all, every good event
+    around them counts once, and nothing else changed: no volume made, no mark moved."""
+    round_ = hostile_round(seed=5, producer_id=HOSTILE_PRODUCER,
+                           partitions=pipeline_settings.partitions)
+    positions = asyncio.run(_send(pipeline_settings, round_))
     wait_committed(pipeline_settings, [worker], 120)
 
-    dead = [SCHEMAS.decode(m.value, expect="DeadLetter")[1]
-            for m in asyncio.run(read_topic(pipeline_settings, pipeline_settings.dlq_topic))]
-    by_index = {d["event_index"]: d for d in dead if d["event_index"] is not None}
-    for index, reason in expected_events.items():
-        assert reason in by_index[index]["reason"], by_index[index]
-        assert orjson.loads(by_index[index]["event_json"])["volume_id"] == "vol-mixed"
-    whole = [d for d in dead if d["event_index"] is None]
-    assert len(whole) == len(cases)
-    for (value, reason), record in zip(cases, sorted(whole, key=lambda d: d["source_offset"]),
-                                       strict=True):
+    sent = {p: [o for q, o in positions if q == p] for p, _ in positions}
+    dead: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for m in asyncio.run(read_topic(pipeline_settings, pipeline_settings.dlq_topic)):
+        record = SCHEMAS.decode(m.value, expect="DeadLetter")[1]
+        where = (record["source_partition"], record["source_offset"])
+        if (record["source_topic"] == pipeline_settings.raw_topic and where[0] in sent
+                and min(sent[where[0]]) <= where[1] <= max(sent[where[0]])):
+            dead.setdefault(where, []).append(record)
+        assert len(m.value) <= DEAD_LETTER_MAX_BYTES  # even for the 1 MB records
+    for index, reason in round_.whole_reasons.items():
+        [record] = dead.pop(positions[index])  # exactly one
+        value = round_.values[index] or b""
         assert reason in record["reason"], (reason, record["reason"])
-        assert record["payload"] == (value or b"")  # the whole record is kept: nothing lost
+        assert record["event_indexes"] == [] and record["event_index"] is None
+        assert record["payload"] == value[:PAYLOAD_PREFIX_BYTES]  # nothing lost: identified
+        assert record["payload_length"] == len(value)
+        assert record["payload_sha256"] == hashlib.sha256(value).hexdigest()
+    for index, reasons in round_.event_reasons.items():
+        [record] = dead.pop(positions[index])  # one for all the record's bad events
+        assert record["events"] == round_.bad_events[index]
+        assert record["event_indexes"] == sorted(reasons)
+        for event_index, got in zip(record["event_indexes"], record["event_reasons"],
+                                    strict=True):
+            assert reasons[event_index] in got, (reasons[event_index], got)
+        assert orjson.loads(record["event_json"])["volume_id"] == "vol-mixed"
+    assert dead == {}  # no dead letter for any good record
 
     assert worker.alive()
-    wanted = [{**GOOD, "volume_id": "vol-mixed", "tenant_id": "tenant-a"}] * 2 + good_events
+    expected = counters_oracle(round_.good)
+    assert set(expected) == {"vol-mixed", "vol-squat"}
+    for volume_id, want in expected.items():
+        status, counters = worker.get(f"/volumes/{volume_id}/counters")
+        assert status == 200
+        assert counters == {**counters, **want}  # every good event counted once
     status, counters = worker.get("/volumes/vol-mixed/counters")
-    assert status == 200
-    assert counters == {**counters, **counters_oracle(wanted)["vol-mixed"]}
-    assert counters["rejected"] == len(BAD_EVENTS) + 1  # + the other tenant's record
+    assert counters["rejected"] == sum(round_.bad_events.values())  # whole records: none
+    assert worker.get("/volumes/vol-squat/counters")[1]["tenant_id"] == "tenant-t"
+    for never in ("vol-x", "vol-elsewhere"):  # rejected records made no volume
+        assert worker.get(f"/volumes/{never}/counters")[0] == 404
 
 
 def test_unparsable_jsonl_lines_reach_the_dlq(

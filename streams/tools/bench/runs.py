@@ -22,7 +22,8 @@ from streams.config import Settings
 from streams.core.codec import SchemaSet, default_schemas
 from streams.core.counters import VolumeState
 from streams.core.events import IoEvent
-from streams.core.ingest import Limits, account_record
+from streams.core.ingest import Limits, Placement, account_record
+from streams.core.partitioning import default_partition
 from streams.core.times import MINUTE_NS, NS_PER_S
 from streams.core.windows.acc import window_stats
 from streams.core.windows.book import WindowSettings
@@ -226,13 +227,17 @@ class InProcess:
             windows = self.windows[partition] = WindowChain(partition, self.table, self.settings)
         return windows
 
-    def run(self, payloads: Sequence[tuple[int, bytes]]) -> int:
-        """Process (partition, payload) pairs; returns the events counted."""
+    def run(self, payloads: Sequence[tuple[bytes, bytes]]) -> int:
+        """Process (key, payload) pairs, each in the partition Kafka's default partitioner
+        gives its key; returns the events counted."""
         counted = 0
         encode = self.schemas.encode
-        for partition, payload in payloads:
+        for key, payload in payloads:
             now_ns = time.time_ns()
-            outcome = account_record(payload, self._load, self.schemas, now_ns, Limits())
+            placement = Placement(key, default_partition(key, self.partitions), self.partitions)
+            partition = placement.partition
+            outcome = account_record(payload, placement, self._load, self.schemas, now_ns,
+                                     Limits())
             if outcome.state is None or outcome.volume_id is None or outcome.events is None:
                 continue
             self.counters[outcome.volume_id.encode()] = outcome.state.snapshot()
@@ -252,7 +257,7 @@ class InProcess:
 def inprocess_rate(events: Sequence[IoEvent], max_events: int, max_age_ms: int,
                    partitions: int = 8) -> float:
     """Events/s of :class:`InProcess` over these events batched so."""
-    payloads = encoded_records(batches(events, max_events, max_age_ms), partitions)
+    payloads = encoded_records(batches(events, max_events, max_age_ms))
     started = time.perf_counter()
     counted = InProcess(partitions).run(payloads)
     return counted / max(1e-9, time.perf_counter() - started)

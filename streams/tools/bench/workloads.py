@@ -9,7 +9,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import fastavro
-from aiokafka.partitioner import DefaultPartitioner
 
 from streams.config import Settings
 from streams.core.codec import SchemaSet, default_schemas
@@ -106,14 +105,11 @@ def batches(events: Iterable[IoEvent], max_events: int, max_age_ms: int,
     return out + batcher.take_ready(0, everything=True)
 
 
-def encoded_records(records: Sequence[dict[str, Any]], partitions: int,
-                    schemas: SchemaSet | None = None) -> list[tuple[int, bytes]]:
-    """(partition as the producer's partitioner picks it, IoBatch payload) per record."""
+def encoded_records(records: Sequence[dict[str, Any]],
+                    schemas: SchemaSet | None = None) -> list[tuple[bytes, bytes]]:
+    """(Kafka key = volume id, IoBatch payload) per record."""
     schemas = schemas or default_schemas()
-    partitioner = DefaultPartitioner()
-    all_partitions = list(range(partitions))
-    return [(partitioner(r["volume_id"].encode(), all_partitions, all_partitions),
-             schemas.encode("IoBatch", r)) for r in records]
+    return [(r["volume_id"].encode(), schemas.encode("IoBatch", r)) for r in records]
 
 
 class BacklogProducer(IoProducer):

@@ -21,7 +21,7 @@ from streams.audit.scope import Scope
 from streams.core.codec import SchemaSet
 from streams.core.counters import COUNTER_NAMES
 from streams.core.events import OPS, STATUSES
-from streams.core.ingest import Limits
+from streams.core.ingest import Limits, Placement
 from tests.oracles.counters import billing_oracle, counters_oracle, oracle_reject_reason
 from tests.oracles.windows import windows_oracle
 
@@ -86,10 +86,16 @@ def tick() -> bytes:
     return SCHEMAS.encode("Tick", {"wall_ns": NOW, "worker": "http://127.0.0.1:6066"})
 
 
+def placed(payload: bytes) -> Placement:
+    """Where a producer keys and partitions ``payload`` (one partition here; a Tick has
+    no volume)."""
+    return Placement.of(SCHEMAS.decode(payload)[1].get("volume_id", ""), 1)
+
+
 def replay_of(payloads: list[bytes], scope: Scope = SCOPE, now: int = NOW) -> Replay:
     replay = Replay(scope, Limits(), SCHEMAS)
     for payload in payloads:
-        replay.add(payload, now)
+        replay.add(payload, now, placed(payload))
     return replay
 
 
@@ -219,7 +225,8 @@ def test_rejected_events_count_nowhere_judged_by_the_kafka_timestamp() -> None:
     old = dict(good[3], volume_id="vol-old")
     payloads = raw_records(good + bad)
     replay = replay_of(payloads)
-    replay.add(batch_payload([old], producer="p-2"), old["complete_ns"] + 8 * 24 * HOUR)
+    payload = batch_payload([old], producer="p-2")
+    replay.add(payload, old["complete_ns"] + 8 * 24 * HOUR, placed(payload))
     assert all(oracle_reject_reason(e, NOW) for e in bad)
     assert oracle_reject_reason(old, old["complete_ns"] + 8 * 24 * HOUR)
     assert replay.events_rejected == len(bad) + 1
@@ -391,7 +398,8 @@ def test_window_missing_because_of_the_horizon_says_so() -> None:
     events = make_events(seed=5, n=20)
     late = dict(events[3], complete_ns=T0 + 5 * S, submit_ns=T0 + 5 * S - 1000)
     replay = replay_of(raw_records(events))
-    replay.add(batch_payload([late], producer="p-late"), T0 + 2 * HOUR)
+    payload = batch_payload([late], producer="p-late")
+    replay.add(payload, T0 + 2 * HOUR, placed(payload))
     books = [WindowLedger(n, SCOPE, SCHEMAS) for n in LENGTHS]
     for book in books:
         for key, value in oracle_windows(events, book.length_ns):

@@ -169,6 +169,10 @@ dead_letters = st.fixed_dictionaries({
     "producer_id": st.none() | st.text(max_size=20), "seq": st.none() | int64,
     "event_index": st.none() | st.integers(-(2**31), 2**31 - 1),
     "event_json": st.none() | st.text(), "payload": st.none() | st.binary(),
+    "payload_length": st.none() | int64,
+    "payload_sha256": st.none() | st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+    "event_indexes": st.lists(st.integers(0, 2**31 - 1), max_size=5),
+    "event_reasons": st.lists(st.text(max_size=30), max_size=5),
 })
 
 
@@ -190,7 +194,9 @@ def test_dead_letter_defaults_fill_missing_optional_fields() -> None:
               "rejected_at_ns": 2, "events": 0}
     _, decoded = SCHEMAS.decode(SCHEMAS.encode("DeadLetter", record))
     assert decoded == {**record, "volume_id": None, "tenant_id": None, "producer_id": None,
-                       "seq": None, "event_index": None, "event_json": None, "payload": None}
+                       "seq": None, "event_index": None, "event_json": None, "payload": None,
+                       "payload_length": None, "payload_sha256": None, "event_indexes": [],
+                       "event_reasons": []}
 
 
 # --- decode errors --------------------------------------------------------------------------

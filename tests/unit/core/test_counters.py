@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.core.batch import EventBatch
-from streams.core.counters import COUNTER_NAMES, VolumeState
+from streams.core.counters import COUNTER_NAMES, VolumeState, record_digest
 from streams.core.events import OP_CODE, OPS, STATUS_CODE, STATUSES
 from tests.oracles.counters import counters_oracle, empty_counters
 
@@ -175,6 +175,7 @@ states = st.builds(
     last_io_ns=st.none() | st.integers(-(2**63), 2**63 - 1),
     rejected=u63,
     producer_seqs=st.dictionaries(st.text(max_size=20), st.integers(-1, 2**63 - 1), max_size=5),
+    producer_digests=st.dictionaries(st.text(max_size=20), st.text(max_size=16), max_size=5),
 )
 
 
@@ -189,15 +190,31 @@ def test_snapshot_round_trips(state: VolumeState) -> None:
 def test_snapshot_of_a_working_state() -> None:
     state = VolumeState("t-1")
     add(state, [ev(), ev("write", "failed")])
-    state.mark_applied("p-1", 4)
+    state.mark_applied("p-1", 4, record_digest(b"record 4"))
     state.rejected = 3
     assert VolumeState.from_snapshot(state.snapshot()) == state
 
 
 def test_unknown_snapshot_version_is_refused() -> None:
-    data = VolumeState("t-1").snapshot().replace(b"[1,", b"[2,", 1)
-    with pytest.raises(ValueError, match="unknown volume state snapshot version 2"):
+    data = VolumeState("t-1").snapshot().replace(b"[2,", b"[3,", 1)
+    with pytest.raises(ValueError, match="unknown volume state snapshot version 3"):
         VolumeState.from_snapshot(data)
+
+
+def test_a_version_1_snapshot_still_loads_without_digests() -> None:
+    """What a worker before the digests stored (written out by hand, not by this code)."""
+    counters = list(range(len(OPS) * 5))
+    data = (b'[1,"t-1",[' + b",".join(b"%d" % c for c in counters) + b'],' +
+            b'1700000000000000000,7,{"p-1":41,"p-2":3}]')
+    state = VolumeState.from_snapshot(data)
+    assert state == VolumeState("t-1", counters, 1_700_000_000_000_000_000, 7,
+                                {"p-1": 41, "p-2": 3}, {})
+    # No digest known: seq 41 again is a replay, whatever its content (it cannot be checked).
+    assert state.is_replay("p-1", 41) and not state.conflicts("p-1", 41, record_digest(b"x"))
+    state.mark_applied("p-1", 42, record_digest(b"x"))
+    again = VolumeState.from_snapshot(state.snapshot())
+    assert again.snapshot().startswith(b"[2,") and again.producer_digests == {
+        "p-1": record_digest(b"x")}
 
 
 def test_snapshot_survives_counters_beyond_64_bits() -> None:
@@ -219,8 +236,28 @@ def test_is_replay(applied: dict[str, int], producer_id: str, seq: int, replay: 
     state = VolumeState("t-1", producer_seqs=dict(applied))
     assert state.is_replay(producer_id, seq) is replay
     if not replay:
-        state.mark_applied(producer_id, seq)
+        state.mark_applied(producer_id, seq, record_digest(b"applied"))
         assert state.is_replay(producer_id, seq)
+
+
+@pytest.mark.parametrize(("seq", "content", "conflict"), [
+    (5, b"applied", False),  # the same record again: a replay
+    (5, b"other", True),  # the last seq with other content
+    (4, b"other", False),  # below the last seq: no digest kept, cannot be checked
+    (6, b"other", False),  # a new seq is no conflict
+])
+def test_conflicts(seq: int, content: bytes, conflict: bool) -> None:
+    state = VolumeState("t-1")
+    state.mark_applied("p-1", 5, record_digest(b"applied"))
+    assert state.conflicts("p-1", seq, record_digest(content)) is conflict
+    assert not state.conflicts("p-2", 5, record_digest(content))  # another producer
+
+
+def test_record_digest_is_8_bytes_of_blake2b() -> None:
+    import hashlib
+
+    assert record_digest(b"abc") == hashlib.blake2b(b"abc", digest_size=8).hexdigest()
+    assert len(record_digest(b"")) == 16 and record_digest(b"a") != record_digest(b"b")
 
 
 def test_table_values_are_right_sized_in_memory() -> None:

@@ -1,4 +1,5 @@
-"""From raw IoBatch records to volume states and dead letters, against the oracle."""
+"""From raw IoBatch records to volume states and dead letters, against the oracle
+(records rejected whole: test_rejections.py)."""
 
 from __future__ import annotations
 
@@ -11,91 +12,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.core.codec import SchemaSet
-from streams.core.counters import VolumeState
 from streams.core.events import OPS, STATUSES, IoEvent
 from streams.core.ingest import (
+    MAX_LISTED_EVENTS,
     Limits,
-    RecordOutcome,
     account_record,
     batch_error,
-    dead_letter_record,
     event_json,
 )
 from streams.sdk.batching import Batcher
 from streams.sources.simulator import FleetConfig, FleetSimulator
 from tests.oracles.counters import counters_oracle, oracle_reject_reason
-
-NOW = 1_700_000_000 * 10**9
-WEEK = 7 * 24 * 3600 * 10**9
-FIVE_MIN = 300 * 10**9
-SCHEMAS = SchemaSet()
-DEFAULT_LIMITS = Limits()
-NOT_IN_ORACLE = ("idle_time_ns", "rejected")
-
-
-def code(value: Any, names: tuple[str, ...]) -> int:
-    return names.index(value) if value in names else value
-
-
-def batch(events: list[dict[str, Any]], producer_id: str = "p-1", seq: int = 0,
-          volume_id: str | None = None, tenant_id: str | None = None) -> dict[str, Any]:
-    """An IoBatch record of canonical events (op/status names or raw integer codes)."""
-    first = events[0] if events else {}
-    return {
-        "producer_id": producer_id, "seq": seq,
-        "volume_id": first.get("volume_id", "vol-1") if volume_id is None else volume_id,
-        "tenant_id": first.get("tenant_id", "t-1") if tenant_id is None else tenant_id,
-        "host_id": first.get("host_id"),
-        "op": bytes(code(e["op"], OPS) for e in events),
-        "status": bytes(code(e["status"], STATUSES) for e in events),
-        "offset": [e["offset"] for e in events], "bytes": [e["bytes"] for e in events],
-        "submit_ns": [e["submit_ns"] for e in events],
-        "complete_ns": [e["complete_ns"] for e in events],
-    }
-
-
-def ev(op: Any = "read", status: Any = "ok", offset: int = 8192, nbytes: int = 4096,
-       submit_ns: int = NOW - 1_000, complete_ns: int = NOW - 750,
-       volume_id: str = "vol-1", tenant_id: str = "t-1") -> dict[str, Any]:
-    """One canonical event; defaults give a valid 250 ns ok read of 4 KiB of vol-1."""
-    return {"volume_id": volume_id, "tenant_id": tenant_id, "host_id": "h-1", "op": op,
-            "status": status, "offset": offset, "bytes": nbytes, "submit_ns": submit_ns,
-            "complete_ns": complete_ns}
-
-
-def encode(record: dict[str, Any]) -> bytes:
-    return SCHEMAS.encode("IoBatch", record)
-
-
-class Table:
-    """A stand-in for the Faust table: volume_id -> state snapshot bytes."""
-
-    def __init__(self) -> None:
-        self.snapshots: dict[str, bytes] = {}
-
-    def load(self, volume_id: str) -> VolumeState | None:
-        data = self.snapshots.get(volume_id)
-        return None if data is None else VolumeState.from_snapshot(data)
-
-    def apply(self, payload: bytes, now_ns: int = NOW, limits: Limits = DEFAULT_LIMITS,
-              ) -> RecordOutcome:
-        outcome = account_record(payload, self.load, SCHEMAS, now_ns, limits)
-        if outcome.state is not None:
-            assert outcome.volume_id is not None
-            self.snapshots[outcome.volume_id] = outcome.state.snapshot()
-        return outcome
-
-    def counters(self, reference_ns: int = NOW) -> dict[str, dict[str, Any]]:
-        """Public counters of every volume, without the keys the oracle lacks."""
-        result = {}
-        for volume_id in self.snapshots:
-            state = self.load(volume_id)
-            assert state is not None
-            obj = state.counters_json(volume_id, reference_ns)
-            result[volume_id] = {k: v for k, v in obj.items() if k not in NOT_IN_ORACLE}
-        # volumes whose events were all rejected have a state but no oracle row
-        return {v: c for v, c in result.items() if c["last_io_ns"] is not None}
+from tests.unit.core.ingest_records import (
+    FIVE_MIN,
+    NOW,
+    SCHEMAS,
+    WEEK,
+    Table,
+    batch,
+    encode,
+    ev,
+    placed,
+)
 
 
 def split(events: list[dict[str, Any]], sizes: list[int]) -> list[list[dict[str, Any]]]:
@@ -211,12 +149,16 @@ def test_mixed_events_count_like_the_oracle_and_reject_the_rest(
         outcome = table.apply(payload)
         _, record = SCHEMAS.decode(payload)
         counted += outcome.counted
+        assert len(outcome.rejections) <= 1  # a record's bad events: one dead letter
         for rejection in outcome.rejections:
-            assert rejection.events == 1 and rejection.event_index is not None
-            assert rejection.event_json == event_json(record, rejection.event_index)
-            assert oracle_reject_reason(orjson.loads(rejection.event_json), NOW) is not None
-            rejected_indexes.append(rejection.event_index)
-        assert outcome.counted + len(outcome.rejections) == len(record["op"])
+            assert not rejection.whole and rejection.events == len(rejection.event_indexes)
+            assert len(rejection.event_reasons) == rejection.events
+            assert rejection.event_json == event_json(record, rejection.event_indexes[0])
+            for i in rejection.event_indexes:
+                assert oracle_reject_reason(orjson.loads(event_json(record, i)), NOW) is not None
+            rejected_indexes += rejection.event_indexes
+        rejected = sum(r.events for r in outcome.rejections)
+        assert outcome.counted + rejected == len(record["op"])
     assert table.counters() == counters_oracle(events, now_ns=NOW)
     bad = [e for e in events if oracle_reject_reason(e, NOW) is not None]
     assert len(rejected_indexes) == len(bad) and counted == len(events) - len(bad)
@@ -233,6 +175,7 @@ def test_custom_limits(retention_ns: int, future_ns: int, age_ns: int) -> None:
     outcome = Table().apply(encode(batch([event])), NOW, Limits(retention_ns, future_ns))
     accepted = oracle_reject_reason(event, NOW, retention_ns, future_ns) is None
     assert outcome.counted == int(accepted) and len(outcome.rejections) == int(not accepted)
+    assert all(not r.whole for r in outcome.rejections)
 
 
 # --- replaying a batch twice changes nothing -------------------------------------------------
@@ -257,7 +200,8 @@ def test_replaying_any_record_changes_nothing(
         state = table.load(volume_id)
         assert state is not None
         in_memory = state.snapshot()
-        outcome = account_record(payload, lambda _: state, SCHEMAS, NOW)  # noqa: B023
+        outcome = account_record(payload, placed(payload), lambda _: state,  # noqa: B023
+                                 SCHEMAS, NOW)
         assert outcome.replay and outcome.state is None and outcome.volume_id == volume_id
         assert state.snapshot() == in_memory  # the loaded state was not touched either
     assert table.snapshots == before
@@ -294,9 +238,9 @@ def test_seqs_are_per_volume() -> None:
     assert not table.apply(encode(batch([other], "p-1", 0))).replay
 
 
-# --- rejections ------------------------------------------------------------------------------
+# --- rejections of events inside an accepted record ------------------------------------------
 
-def test_bad_events_are_rejected_one_by_one_and_the_rest_counted() -> None:
+def test_bad_events_make_one_rejection_and_the_rest_are_counted() -> None:
     events = [
         ev(),  # counted
         ev(nbytes=-5),  # rejected: negative bytes
@@ -306,128 +250,32 @@ def test_bad_events_are_rejected_one_by_one_and_the_rest_counted() -> None:
         ev(submit_ns=NOW + FIVE_MIN, complete_ns=NOW + FIVE_MIN + 1),  # rejected: future
     ]
     record = batch(events)
-    outcome = Table().apply(encode(record))
+    payload = encode(record)
+    outcome = Table().apply(payload)
     assert outcome.counted == 3 and outcome.volume_id == "vol-1"
-    assert [r.event_index for r in outcome.rejections] == [1, 3, 5]
-    assert [r.reason for r in outcome.rejections][:2] == [
+    [rejection] = outcome.rejections  # one dead letter for all three, not one each
+    assert rejection.event_indexes == [1, 3, 5] and rejection.events == 3
+    assert rejection.event_reasons[:2] == [
         "bytes -5 is negative", "status code 3 is not one of ok/failed/invalid"]
-    assert "in the future" in outcome.rejections[2].reason
-    for rejection in outcome.rejections:
-        assert rejection.events == 1 and rejection.payload is None
-        assert rejection.batch is not None and rejection.batch["seq"] == record["seq"]
-        assert rejection.event_index is not None and rejection.event_json is not None
-        shown = orjson.loads(rejection.event_json)
-        assert shown == {**events[rejection.event_index], "host_id": "h-1"}
+    assert "in the future" in rejection.event_reasons[2]
+    assert rejection.reason == "3 of 6 event(s) rejected; event 1: bytes -5 is negative"
+    assert not rejection.whole and rejection.payload == payload
+    assert rejection.batch is not None and rejection.batch["seq"] == record["seq"]
+    assert rejection.event_json is not None
+    assert orjson.loads(rejection.event_json) == {**events[1], "host_id": "h-1"}
     assert outcome.state is not None and outcome.state.rejected == 3
     assert outcome.state.counters_json("vol-1", NOW)["read_ios"] == 1
 
 
-@pytest.mark.parametrize(("record", "words"), [
-    (batch([ev()] * 2, volume_id="vol/1"), "volume_id 'vol/1' has characters outside"),  # bad id
-    (batch([ev()] * 2, volume_id="v" * 129), "volume_id must be 1..128 characters"),  # too long
-    (batch([ev()] * 2, tenant_id="t#1"), "tenant_id 't#1' has characters outside"),  # bad tenant
-    ({**batch([ev()] * 3), "bytes": [1, 2]}, "columns of unequal length"),  # a short column
-    ({**batch([ev()] * 2), "op": b"\x00"}, "op=1, status=2"),  # a short op column
-])
-def test_a_bad_batch_is_rejected_whole(record: dict[str, Any], words: str) -> None:
-    payload = encode(record)
-    outcome = Table().apply(payload)
-    assert outcome.state is None and outcome.counted == 0 and not outcome.replay
+def test_a_record_of_only_bad_events_still_applies_and_lists_at_most_the_cap() -> None:
+    n = MAX_LISTED_EVENTS + 57
+    outcome = Table().apply(encode(batch([ev(nbytes=-1)] * n)))
     [rejection] = outcome.rejections
-    assert words in rejection.reason
-    assert rejection.events == len(record["op"]) and rejection.payload == payload
-    assert rejection.event_index is None and rejection.event_json is None
-
-
-@pytest.mark.parametrize(("payload", "words"), [
-    pytest.param(b"", "not Avro single-object encoded", id="empty"),
-    pytest.param(b'{"volume_id":"vol-1"}', "not Avro single-object encoded", id="JSON"),
-    pytest.param(encode(batch([ev()]))[:-1], "undecodable IoBatch body", id="truncated"),
-    pytest.param(SCHEMAS.encode("DeadLetter", {
-        "reason": "r", "source_topic": "t", "source_partition": 0, "source_offset": 0,
-        "rejected_at_ns": 0, "events": 0}), "expected a IoBatch record, got DeadLetter",
-        id="a record of the wrong type"),
-])
-def test_an_undecodable_record_is_rejected_whole(payload: bytes, words: str) -> None:
-    outcome = Table().apply(payload)
-    assert outcome.state is None and outcome.volume_id is None
-    [rejection] = outcome.rejections
-    assert words in rejection.reason
-    assert rejection.events == 0 and rejection.payload == payload and rejection.batch is None
-
-
-def test_tenant_mismatch_is_rejected_whole_and_counted() -> None:
-    table = Table()
-    table.apply(encode(batch([ev()], "p-1", 0)))
-    before = table.counters()["vol-1"]
-    payload = encode(batch([ev(tenant_id="t-2")] * 4, "p-1", 1))
-    outcome = table.apply(payload)
-    [rejection] = outcome.rejections
-    assert rejection.reason == "volume vol-1 belongs to tenant t-1, not t-2"
-    assert rejection.events == 4 and rejection.payload == payload and outcome.counted == 0
-    assert table.counters()["vol-1"] == before  # nothing billed to either tenant
-    state = table.load("vol-1")
-    assert state is not None and state.rejected == 4 and state.tenant_id == "t-1"
-    assert table.apply(payload).replay  # a copy of the rejected record is not counted twice
-    state = table.load("vol-1")
-    assert state is not None and state.rejected == 4
-
-
-@pytest.mark.parametrize("breakage", [
-    {"bytes": [4096]},   # columns of unequal length
-    {"tenant_id": ""},   # an invalid tenant id
-])
-def test_a_bad_batch_of_a_known_volume_counts_in_its_rejected(breakage: dict[str, Any]) -> None:
-    table = Table()
-    table.apply(encode(batch([ev()], "p-1", 0)))
-    payload = encode({**batch([ev(), ev()], "p-1", 1), **breakage})
-    outcome = table.apply(payload)
-    assert [r.events for r in outcome.rejections] == [2] and outcome.counted == 0
-    state = table.load("vol-1")
-    assert state is not None and state.rejected == 2 and state.counters_json("vol-1", NOW)[
-        "read_ios"] == 1
-    assert table.apply(payload).replay  # a copy of it is not counted twice
-    state = table.load("vol-1")
-    assert state is not None and state.rejected == 2
-
-
-def test_an_empty_batch_counts_nothing_but_is_applied() -> None:
-    table = Table()
-    outcome = table.apply(encode(batch([], "p-1", 0)))
-    assert outcome.counted == 0 and not outcome.rejections and outcome.state is not None
-    assert table.apply(encode(batch([], "p-1", 0))).replay
-
-
-@pytest.mark.parametrize("payload", [
-    pytest.param(encode(batch([ev(), ev(op=9), ev(nbytes=-1)])), id="per-event rejections"),
-    pytest.param(encode(batch([ev()], volume_id="")), id="a whole batch rejected"),
-    pytest.param(encode(batch([ev()]))[:-3], id="an undecodable record"),
-])
-def test_dead_letter_records_encode_with_the_dead_letter_schema(payload: bytes) -> None:
-    table = Table()
-    table.apply(encode(batch([ev()], "p-0", 0, tenant_id="t-1")))
-    outcome = table.apply(payload)
-    assert outcome.rejections
-    for i, rejection in enumerate(outcome.rejections):
-        record = dead_letter_record(rejection, "ioacct.io.raw", 3, 100 + i, NOW)
-        name, decoded = SCHEMAS.decode(SCHEMAS.encode("DeadLetter", record), expect="DeadLetter")
-        assert decoded == record
-        assert (record["source_topic"], record["source_partition"]) == ("ioacct.io.raw", 3)
-        assert record["reason"] == rejection.reason and record["events"] == rejection.events
-        # nothing dropped silently: either the event or the whole record is kept
-        assert (record["event_json"] is None) != (record["payload"] is None)
-
-
-def test_dead_letter_of_a_tenant_mismatch() -> None:
-    table = Table()
-    table.apply(encode(batch([ev()], "p-1", 0)))
-    payload = encode(batch([ev(tenant_id="t-9")], "p-1", 1))
-    [rejection] = table.apply(payload).rejections
-    record = dead_letter_record(rejection, "raw", 0, 42, NOW)
-    assert SCHEMAS.decode(SCHEMAS.encode("DeadLetter", record))[1] == record
-    assert (record["volume_id"], record["tenant_id"], record["producer_id"], record["seq"]) == (
-        "vol-1", "t-9", "p-1", 1)
-    assert record["payload"] == payload and record["event_index"] is None
+    assert rejection.events == n and outcome.counted == 0
+    assert rejection.event_indexes == list(range(MAX_LISTED_EVENTS))
+    assert len(rejection.event_reasons) == MAX_LISTED_EVENTS
+    # the record was applied: its events are judged, the volume's rejected counts them all
+    assert outcome.state is not None and outcome.state.rejected == n
 
 
 @pytest.mark.parametrize(("event", "shown"), [
@@ -442,7 +290,7 @@ def test_event_json_is_the_canonical_form(event: dict[str, Any], shown: dict[str
 
 @pytest.mark.parametrize(("record", "error"), [
     (batch([ev()]), None),  # a good batch
-    (batch([]), None),  # an empty batch is well formed
+    (batch([]), "empty batch"),  # zero events: refused
     ({**batch([ev()]), "complete_ns": []}, "complete_ns=0"),  # one column short
     (batch([ev()], volume_id=""), "volume_id must be 1..128 characters, got 0"),  # empty id
 ])

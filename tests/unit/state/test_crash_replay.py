@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from streams.core.billing import BillingRecord
 from streams.core.codec import default_schemas
 from streams.core.counters import COUNTER_NAMES, VolumeState, named_counters
-from streams.core.ingest import Limits, account_record
+from streams.core.ingest import Limits, Placement, account_record
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS, window_stats
 from streams.core.windows.book import Emission, WindowSettings
@@ -110,7 +110,8 @@ def _process(payload: bytes, counters: dict[bytes, bytes],
         snapshot = counters.get(volume_id.encode())
         return None if snapshot is None else VolumeState.from_snapshot(snapshot)
 
-    outcome = account_record(payload, load, SCHEMAS, NOW, LIMITS)
+    key = SCHEMAS.decode(payload)[1]["volume_id"].encode()  # as a producer keys it
+    outcome = account_record(payload, Placement(key, 0, 1), load, SCHEMAS, NOW, LIMITS)
     if count and outcome.state is not None and outcome.volume_id is not None:
         counters[outcome.volume_id.encode()] = outcome.state.snapshot()
     if window and outcome.events is not None:
