@@ -77,6 +77,15 @@ class Settings:
     kafka_user: str = "admin"
     kafka_password_file: str = ""
     kafka_ca_file: str = ""
+    # HTTP views (docs/access.md, "Limits"): per-token rate limits (requests per second
+    # and burst), the most windows one stats answer holds, and HTTPS (both files or none).
+    web_rate_per_s: float = 20.0
+    web_burst: int = 100
+    web_operator_rate_per_s: float = 200.0
+    web_operator_burst: int = 1000
+    web_max_windows: int = 3600
+    web_cert: str = ""  # PEM certificate (chain) the worker serves HTTPS with
+    web_key: str = ""  # its PEM private key
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -144,4 +153,5 @@ class Settings:
 
     @property
     def web_url(self) -> str:
-        return f"http://{self.web_host}:{self.web_port}"
+        scheme = "https" if self.web_cert else "http"
+        return f"{scheme}://{self.web_host}:{self.web_port}"

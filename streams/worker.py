@@ -13,6 +13,7 @@ import sys
 import faust
 from aiokafka.errors import KafkaError
 
+from streams.api.tls import server_context
 from streams.api.tokens import TokenFeed
 from streams.api.views import register_views
 from streams.config import Settings
@@ -39,6 +40,8 @@ def build_worker(settings: Settings) -> tuple[Pipeline, TokenFeed]:
         """Tokens created or revoked reach every worker's views without a restart."""
         await token_feed.run()
 
+    # Before the web server starts (faust's aiohttp site reads it): HTTPS when configured.
+    pipeline.app.conf.web_ssl_context = server_context(settings)
     register_views(pipeline, token_feed)
     return pipeline, token_feed
 

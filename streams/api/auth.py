@@ -177,7 +177,8 @@ class Access(Enum):
     OPERATOR = "operator"  # operator tokens only
 
 
-_PUBLIC_PATHS = frozenset({"/", "/login", "/logout", "/favicon.ico"})
+_PUBLIC_PATHS = frozenset({"/", "/login", "/login.js", "/login.css", "/logout",
+                           "/favicon.ico"})
 _CALLER_PATHS = frozenset({"/volumes", "/whoami", "/dashboard"})
 _CALLER_PREFIXES = ("/volumes/", "/dashboard/")
 

@@ -11,7 +11,7 @@ from aiohttp import web as aioweb
 from faust.web import Request, Response, View
 
 from streams.api.auth import COOKIE_NAME, AuthError
-from streams.api.gate import json_response, starting, unauthorized
+from streams.api.gate import cross_origin, json_response, starting, unauthorized
 from streams.api.tokens import TokenFeed
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "static"
@@ -25,7 +25,7 @@ def _with_headers(body: bytes, content_type: str, headers: dict[str, str]) -> An
 def register_dashboard(app: faust.App, token_feed: TokenFeed) -> None:
     """The panel's pages: a public sign-in form; everything else behind a token."""
     files = {name: (DASHBOARD_DIR / name) for name in ("index.html", "app.js", "style.css",
-                                                        "login.html")}
+                                                        "login.html", "login.js", "login.css")}
     types = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 
     def static(name: str) -> Any:
@@ -51,6 +51,14 @@ def register_dashboard(app: faust.App, token_feed: TokenFeed) -> None:
 
     _register_login(app, token_feed, lambda: static("login.html"))
 
+    @app.page("/login.js")  # the form's script and style: no inline code under the CSP
+    async def login_js(web: View, request: Request) -> Response:
+        return static("login.js")
+
+    @app.page("/login.css")
+    async def login_css(web: View, request: Request) -> Response:
+        return static("login.css")
+
     @app.page("/favicon.ico")
     async def favicon(web: View, request: Request) -> Response:
         return web.bytes(b"", status=204)  # browsers ask; nothing to show, nothing to leak
@@ -65,6 +73,8 @@ def _register_login(app: faust.App, token_feed: TokenFeed, form: Callable[[], An
 
         async def post(self, request: Request) -> Response:
             """Check a token and keep it in an HttpOnly cookie for the panel's requests."""
+            if cross_origin(request):  # type: ignore[arg-type]
+                return cross_origin_refused()
             posted = await request.post()  # type: ignore[attr-defined]
             token = str(posted.get("token", "")).strip()
             if not token_feed.ready.is_set():
@@ -75,17 +85,24 @@ def _register_login(app: faust.App, token_feed: TokenFeed, form: Callable[[], An
                 return unauthorized(exc)
             response = json_response(principal.to_json(), 200)
             response.set_cookie(COOKIE_NAME, token, httponly=True, samesite="Strict",
-                                path="/")
+                                path="/", secure=request.secure)  # type: ignore[attr-defined]
             return response
 
     class Logout(View):
         async def post(self, request: Request) -> Response:
+            if cross_origin(request):  # type: ignore[arg-type]
+                return cross_origin_refused()
             response = json_response({"signed_out": True}, 200)
             response.del_cookie(COOKIE_NAME, path="/")
             return response
 
     app.page("/login")(Login)
     app.page("/logout")(Logout)
+
+
+def cross_origin_refused() -> Any:
+    return json_response({"error": "forbidden",
+                          "reason": "a sign-in or sign-out from another site"}, 403)
 
 
 _PLOTLY: list[bytes] = []

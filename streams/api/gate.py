@@ -1,9 +1,13 @@
 """The access gate: one aiohttp middleware that decides, for every path, whether a token
-is needed and whose (:func:`streams.api.auth.endpoint_access`: deny by default)."""
+is needed and whose (:func:`streams.api.auth.endpoint_access`: deny by default), and how
+often a token may call (:mod:`streams.api.ratelimit`); the security headers of every answer.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -18,10 +22,63 @@ from streams.api.auth import (
     bearer_token,
     endpoint_access,
 )
+from streams.api.ratelimit import Limit, RateLimiter, retry_after_s
 from streams.api.tokens import TokenFeed
 
 Handler = Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]
 PRINCIPAL = aioweb.RequestKey("principal", Principal)  # set by the access gate
+TOKEN = aioweb.RequestKey("token", str)  # the token it checked: what a forward carries
+
+# The panel serves its own JS, CSS and plotly: nothing from elsewhere, never in a frame.
+# plotly.js adds <style> rules of its own at run time, hence style-src 'unsafe-inline'.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                           "img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+                           "form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+async def add_security_headers(request: aioweb.Request, response: aioweb.StreamResponse
+                               ) -> None:
+    """``on_response_prepare``: every answer, errors and redirects included."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.secure:
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+
+
+def cross_origin(request: aioweb.Request) -> bool:
+    """A browser's POST from another site: its Origin is not this server's (a client that
+    is no browser sends no Origin, and no browser omits it on a cross-origin POST)."""
+    if request.headers.get("Sec-Fetch-Site", "") in ("cross-site", "same-site"):
+        return True
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    return origin.rstrip("/").lower() != f"{request.scheme}://{request.host}".lower()
+
+
+@dataclass
+class RateLimits:
+    """Per-token request limits: tenants' and operators' (settings ``web_*rate*``)."""
+
+    tenant: Limit
+    operator: Limit
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    clock: Callable[[], float] = time.monotonic
+
+    def wait_s(self, principal: Principal) -> float:
+        limit = self.operator if principal.is_operator else self.tenant
+        return self.limiter.take(principal.token_id, limit, self.clock())
+
+    def status(self) -> dict[str, int]:
+        return {"requests_allowed": self.limiter.allowed,
+                "requests_refused_429": self.limiter.refused,
+                "tokens_tracked": len(self.limiter)}
 
 
 def json_response(body: dict[str, Any], status: int, **headers: str) -> Any:
@@ -30,9 +87,17 @@ def json_response(body: dict[str, Any], status: int, **headers: str) -> Any:
                            content_type="application/json", headers=headers)
 
 
-def auth_middleware(token_feed: TokenFeed) -> Any:
+def body_response(body: bytes, status: int, content_type: str, headers: dict[str, str]
+                  ) -> Any:
+    """An aiohttp response of ready bytes (what faust's Response is at run time)."""
+    return aioweb.Response(body=body, status=status, content_type=content_type,
+                           headers=headers)
+
+
+def auth_middleware(token_feed: TokenFeed, limits: RateLimits) -> Any:
     """Who may call what: PUBLIC paths pass, every other one needs a valid token, and
-    operator paths an operator's. The caller is put in ``request["principal"]``."""
+    operator paths an operator's; a token over its rate gets 429. The caller is put in
+    ``request[PRINCIPAL]``."""
 
     @aioweb.middleware
     async def check(request: aioweb.Request, handler: Handler) -> aioweb.StreamResponse:
@@ -59,7 +124,13 @@ def auth_middleware(token_feed: TokenFeed) -> Any:
         if access is Access.OPERATOR and not principal.is_operator:
             return json_response({"error": "forbidden",
                                   "reason": "this endpoint needs an operator token"}, 403)
+        wait_s = limits.wait_s(principal)
+        if wait_s > 0:
+            return json_response({"error": "too many requests",
+                                  "reason": f"this token's rate limit; retry in {wait_s:.2f} s"},
+                                 429, **{"Retry-After": retry_after_s(wait_s)})
         request[PRINCIPAL] = principal
+        request[TOKEN] = text
         return await _json_errors(handler, request)
 
     return check

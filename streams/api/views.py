@@ -1,10 +1,11 @@
 """HTTP views of a worker, behind bearer-token access control (docs/access.md).
 
-Volume views are routed to the worker that owns the volume (faust forwards the caller's
-headers, so the owner checks the same token); /status and /metrics describe the worker
-that answers. The access gate (``gate.py``) lets a request in or not; the volume views then
-answer a volume of another tenant exactly as a volume that does not exist. What the views
-read of a worker is ``ports.WorkerState``.
+Volume views are routed to the worker that owns the volume, a member of the consumer
+group, with the caller's token only (``routing.py``: the owner checks the same token);
+/status and /metrics describe the worker that answers. The access gate (``gate.py``)
+lets a request in or not; the volume views then answer a volume of another tenant
+exactly as a volume that does not exist. What the views read of a worker is
+``ports.WorkerState``.
 """
 
 from __future__ import annotations
@@ -12,45 +13,65 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict
+from ssl import SSLContext
 from typing import Any
 
 from aiohttp import ClientError, ClientTimeout
 from faust.exceptions import ConsumerNotStarted
 from faust.web import Request, Response, View
+from yarl import URL
 
 from streams.api.auth import Principal
 from streams.api.dashboard import register_dashboard
-from streams.api.gate import auth_middleware, principal_of
+from streams.api.gate import (
+    TOKEN,
+    RateLimits,
+    add_security_headers,
+    auth_middleware,
+    body_response,
+    principal_of,
+)
 from streams.api.ports import WorkerState
 from streams.api.prometheus import PROMETHEUS_CONTENT_TYPE, prometheus_text
+from streams.api.ratelimit import Limit
+from streams.api.routing import forward_headers, owner_routed, url_ident
+from streams.api.stats import WINDOWS_NS, BadQuery, stats_body, stats_query
+from streams.api.tls import client_context
 from streams.api.tokens import TokenFeed
 from streams.core.counters import COUNTER_NAMES, VolumeState
 from streams.core.events import id_error
-from streams.core.times import NS_PER_S, parse_time_ns
-from streams.core.windows.acc import WINDOW_NAMES, window_stats
+from streams.core.times import NS_PER_S
+from streams.core.windows.acc import window_stats
 
 
-def register_views(p: WorkerState, token_feed: TokenFeed) -> None:
+def register_views(p: WorkerState, token_feed: TokenFeed) -> RateLimits:
     """Every page of the worker's web server, behind the access gate (``gate.py``)."""
+    settings = p.settings
+    limits = RateLimits(Limit(settings.web_rate_per_s, settings.web_burst),
+                        Limit(settings.web_operator_rate_per_s, settings.web_operator_burst))
     _register_volume_views(p)
-    _register_worker_views(p, token_feed)
+    _register_worker_views(p, token_feed, limits)
     register_dashboard(p.app, token_feed)
     # faust's aiohttp driver; its type stub (faust.web.base.Web) does not name web_app.
-    p.app.web.web_app.middlewares.append(auth_middleware(token_feed))  # type: ignore[attr-defined]
+    web_app = p.app.web.web_app  # type: ignore[attr-defined]
+    web_app.middlewares.append(auth_middleware(token_feed, limits))
+    web_app.on_response_prepare.append(add_security_headers)
+    return limits
 
 
 def _register_volume_views(p: WorkerState) -> None:
     app = p.app
+    peer_ssl = client_context(p.settings)  # how a forward checks the owner (HTTPS)
 
     @app.page("/volumes/{volume_id}/counters")
-    @app.table_route(table=p.counters, match_info="volume_id")
+    @owner_routed(app, p.counters, "volume_id", peer_ssl)
     async def volume_counters(web: View, request: Request, volume_id: str) -> Response:
         return counters_response(p, web, request, volume_id)
 
     @app.page("/volumes/{volume_id}/stats")
-    @app.table_route(table=p.counters, match_info="volume_id")
+    @owner_routed(app, p.counters, "volume_id", peer_ssl)
     async def volume_stats(web: View, request: Request, volume_id: str) -> Response:
-        return stats_response(p, web, request, volume_id)
+        return await stats_response(p, web, request, volume_id)
 
     @app.page("/volumes")
     async def volumes(web: View, request: Request) -> Response:
@@ -62,10 +83,10 @@ def _register_volume_views(p: WorkerState) -> None:
             return web.json({"error": "starting", "app_id": app.conf.id}, status=503)
         if request.query.get("scope") == "local":
             return web.json({"volumes": local})
-        return web.json(await list_all_volumes(p, request, local))
+        return web.json(await list_all_volumes(p, request, local, peer_ssl))
 
 
-def _register_worker_views(p: WorkerState, token_feed: TokenFeed) -> None:
+def _register_worker_views(p: WorkerState, token_feed: TokenFeed, limits: RateLimits) -> None:
     app = p.app
 
     @app.page("/whoami")
@@ -81,7 +102,7 @@ def _register_worker_views(p: WorkerState, token_feed: TokenFeed) -> None:
         return web.json({
             "app_id": app.conf.id, "url": str(app.conf.canonical_url),
             "raw_topic": p.settings.raw_topic, "assigned_partitions": assigned,
-            "tokens_known": len(token_feed.book),
+            "tokens_known": len(token_feed.book), "http": limits.status(),
             **{k: v for k, v in asdict(p.stats).items() if k != "last_rejection_log_ns"},
         })
 
@@ -198,19 +219,21 @@ def _volume_summary(volume_id: str, counters: dict[str, Any], last: list[dict[st
     }
 
 
-async def list_all_volumes(p: WorkerState, request: Request, local: list[dict[str, Any]]
-                           ) -> dict[str, Any]:
+async def list_all_volumes(p: WorkerState, request: Request, local: list[dict[str, Any]],
+                           peer_ssl: SSLContext | None = None) -> dict[str, Any]:
     """Merge :func:`list_local_volumes` of every worker, asked with the caller's token."""
-    me = str(p.app.conf.canonical_url).rstrip("/")
-    hosts = sorted({str(h).rstrip("/") for h in p.app.router.table_metadata(p.counters.name)}
-                   - {me})
-    headers = {k: v for k, v in request.headers.items()
-               if k.lower() in ("authorization", "cookie")}
+    me = url_ident(URL(str(p.app.conf.canonical_url)))
+    # The group's members as the assignment lists them; the caller's token, no cookie.
+    hosts = sorted({str(h).rstrip("/") for h in p.app.router.table_metadata(p.counters.name)
+                    if url_ident(URL(str(h))) != me})
+    headers = forward_headers(request[TOKEN])  # type: ignore[index]
     timeout = ClientTimeout(total=5)
 
     async def ask(host: str) -> list[dict[str, Any]]:
         async with p.app.http_client.get(f"{host}/volumes", params={"scope": "local"},
-                                         headers=headers, timeout=timeout) as response:
+                                         headers=headers, timeout=timeout,
+                                         allow_redirects=False,
+                                         ssl=peer_ssl or True) as response:
             response.raise_for_status()
             body = await response.json()
             return list(body["volumes"])
@@ -229,22 +252,14 @@ async def list_all_volumes(p: WorkerState, request: Request, local: list[dict[st
             "complete": not unreachable, "unreachable": unreachable}
 
 
-WINDOWS_NS = {name: length for length, name in WINDOW_NAMES.items()}
-DEFAULT_SPAN_NS = {"1s": 15 * 60 * NS_PER_S, "1m": 24 * 3600 * NS_PER_S,
-                   "1h": 30 * 24 * 3600 * NS_PER_S}
-
-
-def stats_response(p: WorkerState, web: View, request: Request, volume_id: str) -> Response:
-    """Stored windows of one volume: ?window=1s|1m|1h&from=..&to=.. (start in [from, to))."""
-    window = request.query.get("window", "1m")
-    if window not in WINDOWS_NS:
-        return web.error(400, "window must be 1s, 1m or 1h")
-    now_ns = time.time_ns()
+async def stats_response(p: WorkerState, web: View, request: Request, volume_id: str
+                         ) -> Response:
+    """Stored windows of one volume: ?window=1s|1m|1h&from=..&to=.. (start in [from, to)),
+    at most ``web_max_windows`` of them (``stats.stats_query``)."""
     try:
-        to_ns = parse_time_ns(request.query.get("to", "now"), now_ns)
-        from_ns = parse_time_ns(request.query.get("from", str(to_ns - DEFAULT_SPAN_NS[window])),
-                                now_ns)
-    except ValueError as exc:
+        window, from_ns, to_ns = stats_query(request.query, time.time_ns(),
+                                             p.settings.web_max_windows)
+    except BadQuery as exc:
         return web.error(400, str(exc))
     reason = id_error("volume_id", volume_id)
     if reason is not None:
@@ -252,13 +267,10 @@ def stats_response(p: WorkerState, web: View, request: Request, volume_id: str) 
     if readable_state(p, request, volume_id) is None:
         return not_found(web, volume_id)
     partition = p.app.producer.key_partition(p.settings.raw_topic, volume_id.encode()).partition
-    windows = [
-        {**window_stats(volume_id, entry.tenant_id, entry.acc),
-         "revision": entry.revision - 1 if entry.emitted else None}
-        for entry in p.windows_of(partition, volume_id, WINDOWS_NS[window], from_ns, to_ns)
-    ]
-    return web.json({"volume_id": volume_id, "window": window, "from_ns": from_ns,
-                     "to_ns": to_ns, "windows": windows})
+    entries = p.windows_of(partition, volume_id, WINDOWS_NS[window], from_ns, to_ns)
+    head = {"volume_id": volume_id, "window": window, "from_ns": from_ns, "to_ns": to_ns}
+    body = await stats_body(volume_id, head, entries)
+    return body_response(body, 200, "application/json", {})
 
 
 def not_found(web: View, volume_id: str) -> Response:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.api.prometheus import PROMETHEUS_CONTENT_TYPE, prometheus_text
+from streams.config import Settings
 from streams.core.batch import EventBatch
 from streams.core.codec import default_schemas
 from streams.core.counters import COUNTER_NAMES, VolumeState
@@ -482,11 +483,14 @@ def fake_pipeline(owned: list[int], volumes: dict[str, VolumeState]) -> Any:
         consumer=SimpleNamespace(assignment=lambda: assignment),
         producer=SimpleNamespace(key_partition=key_partition),
         page=page, table_route=lambda **_kw: (lambda fn: fn), pages=pages,
-        web=SimpleNamespace(web_app=SimpleNamespace(middlewares=[])),  # the access gate goes here
+        # the access gate and the security headers go here
+        web=SimpleNamespace(web_app=SimpleNamespace(middlewares=[], on_response_prepare=[])),
     )
     table: dict[bytes, bytes | None] = {vid.encode(): s.snapshot() for vid, s in volumes.items()}
     table[b"vol-9"] = None  # a deleted entry
-    return SimpleNamespace(settings=SimpleNamespace(raw_topic=RAW), app=app, counters=table)
+    settings = Settings()
+    assert settings.raw_topic == RAW
+    return SimpleNamespace(settings=settings, app=app, counters=table)
 
 
 def test_metrics_view_serves_only_volumes_of_actively_assigned_partitions() -> None:
