@@ -69,6 +69,15 @@ class Settings:
     # How long a worker rides out Kafka being unreachable in its own calls (topic creation
     # at start, the gap reader) before it exits without committing (streams/kafka_retry.py).
     kafka_wait_s: float = 300.0
+    # -- durability and size (README.md, "Durability and size limits") --
+    # Replicas of every topic and how many must have a write before it is acknowledged:
+    # 1/1 fits the local single broker; a cluster wants 3/2 (one broker may be lost).
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
+    # The raw topic's max.message.bytes; the producer SDK sends no larger request.
+    max_record_bytes: int = 1 << 20
+    # The dead-letter topic's bound per partition, besides its time retention.
+    dlq_retention_bytes: int = 1 << 30
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
