@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,14 +24,23 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import MessageSizeTooLargeError
 
+from streams.api import tokens
+from streams.api.auth import TENANT as TENANT_ROLE
 from streams.config import Settings
 from streams.core.codec import CodecError, default_schemas
-from streams.kafka.topics import topic_specs, worker_max_request_bytes
+from streams.kafka.topics import TopicSpec, topic_specs, worker_max_request_bytes
 from streams.pipeline.publish import TOO_LARGE
 from tests.hostile import GOOD, batch
 from tests.oracles.counters import counters_oracle
 
-from .harness import WorkerProcess, read_topic, running_worker, wait_committed
+from .harness import (
+    WorkerProcess,
+    ioacct,
+    read_topic,
+    running_worker,
+    wait_committed,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -166,3 +176,93 @@ def test_a_dead_letter_not_even_minimal_is_logged_and_counted(
     assert "ERROR" in line, line
     assert _dead_letters(pipeline_settings) == before
     _counted(worker, 3)
+
+
+async def _configs(settings: Settings, names: list[str]) -> dict[str, dict[str, str]]:
+    """Each topic's configuration as the broker reports it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
+    finally:
+        await admin.close()
+    return {resource[3]: {entry[0]: entry[1] for entry in resource[4]}
+            for response in responses for resource in response.resources}
+
+
+def _fresh(settings: Settings, **overrides: Any) -> Settings:
+    return settings.with_overrides(topic_prefix=f"t{uuid.uuid4().hex[:10]}", **overrides)
+
+
+def test_the_broker_holds_every_topic_config_as_specified(kafka_settings: Settings) -> None:
+    settings = _fresh(kafka_settings, max_record_bytes=300_000, dlq_retention_bytes=5 << 20)
+    result = ioacct(settings, "topics")
+    assert result.returncode == 0, result.stderr
+    specs = topic_specs(settings)
+    held = asyncio.run(_configs(settings, [spec.name for spec in specs]))
+    for spec in specs:
+        assert {k: held[spec.name][k] for k in spec.config} == spec.config, spec.name
+    assert held[settings.raw_topic]["max.message.bytes"] == "300000"
+    assert held[settings.dlq_topic]["retention.bytes"] == str(5 << 20)
+
+
+def test_more_replicas_than_brokers_is_a_clear_error(kafka_settings: Settings) -> None:
+    settings = _fresh(kafka_settings, replication_factor=3, min_insync_replicas=2,
+                      kafka_wait_s=5)
+    wanted = (f"IOACCT_REPLICATION_FACTOR is 3 but the cluster at "
+              f"{settings.bootstrap_servers} has 1 broker(s)")
+    for verb in ("topics", "worker"):
+        result = ioacct(settings, verb)
+        assert result.returncode == 1, (verb, result.stdout, result.stderr)
+        assert wanted in result.stderr, (verb, result.stderr)
+        assert "Traceback" not in result.stderr
+    created = [t for t in asyncio.run(_topic_names(settings))
+               if t.startswith(settings.topic_prefix)]
+    assert created == [], "nothing may be created"
+
+
+async def _topic_names(settings: Settings) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        return list(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+def test_a_token_revocation_survives_compaction(kafka_settings: Settings) -> None:
+    """The token store as specified, its segments only made short so that the log cleaner
+    runs within the test: once compaction has dropped the token's creation, its
+    revocation is still there (a record, not a tombstone) and a fresh reader sees the
+    token revoked."""
+    settings = _fresh(kafka_settings)
+    spec = next(s for s in topic_specs(settings) if s.name == settings.tokens_topic)
+    asyncio.run(_create_topic(settings, replace(spec, config={
+        **spec.config, "segment.ms": "100", "min.cleanable.dirty.ratio": "0.01"})))
+    text, _ = asyncio.run(tokens.create(settings, TENANT_ROLE, "tenant-c"))
+    revoked = asyncio.run(tokens.revoke(settings, text))
+
+    def compacted() -> list[Any] | None:
+        asyncio.run(tokens.create(settings, TENANT_ROLE, "tenant-fill"))  # rolls the segment
+        messages = asyncio.run(read_topic(settings, settings.tokens_topic))
+        return messages if messages[0].offset > 0 else None  # the creation is gone
+
+    messages = wait_until(compacted, 180, "the log cleaner to compact the token store")
+    mine = [m for m in messages if m.key == revoked.token_id.encode()]
+    assert len(mine) == 1 and mine[0].offset == 1 and mine[0].value is not None
+    assert all(m.value is not None for m in messages), "nothing writes a tombstone"
+    book = asyncio.run(tokens.read_book(settings))
+    record = book.get(revoked.token_id)
+    assert record is not None and record.revoked_ns == revoked.revoked_ns
+
+
+async def _create_topic(settings: Settings, spec: TopicSpec) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(spec.name, spec.partitions,
+                                            spec.replication_factor,
+                                            topic_configs=spec.config)])
+    finally:
+        await admin.close()
