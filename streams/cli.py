@@ -85,9 +85,13 @@ def _kafka_user(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.kafka.topics import ensure_topics
+    from streams.kafka.topics import TopicsError, ensure_topics
 
-    created = asyncio.run(ensure_topics(settings))
+    try:
+        created = asyncio.run(ensure_topics(settings))
+    except TopicsError as exc:
+        print(f"ioacct topics: {exc}", file=sys.stderr)
+        return 1
     print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
     return 0
 

@@ -86,6 +86,15 @@ class Settings:
     web_max_windows: int = 3600
     web_cert: str = ""  # PEM certificate (chain) the worker serves HTTPS with
     web_key: str = ""  # its PEM private key
+    # -- durability and size (README.md, "Durability and size limits") --
+    # Replicas of every topic and how many must have a write before it is acknowledged:
+    # 1/1 fits the local single broker; a cluster wants 3/2 (one broker may be lost).
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
+    # The raw topic's max.message.bytes; the producer SDK sends no larger request.
+    max_record_bytes: int = 1 << 20
+    # The dead-letter topic's bound per partition, besides its time retention.
+    dlq_retention_bytes: int = 1 << 30
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

@@ -17,7 +17,7 @@ from streams.api.tls import server_context
 from streams.api.tokens import TokenFeed
 from streams.api.views import register_views
 from streams.config import Settings
-from streams.kafka.topics import ensure_topics
+from streams.kafka.topics import TopicsError, ensure_topics
 from streams.pipeline.app import Pipeline, build_app
 
 
@@ -60,6 +60,9 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
         print(f"ioacct worker: cannot reach Kafka at {settings.bootstrap_servers} "
               f"(retried for up to IOACCT_KAFKA_WAIT_S = {settings.kafka_wait_s:g} s): "
               f"{exc}", file=sys.stderr)
+        return 1
+    except TopicsError as exc:  # settings the cluster cannot meet
+        print(f"ioacct worker: {exc}", file=sys.stderr)
         return 1
     finally:
         logging.getLogger().removeHandler(handler)

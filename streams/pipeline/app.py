@@ -23,7 +23,7 @@ from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.core.windows.book import WindowSettings
 from streams.core.windows.stages import PartitionWindows, RollupWindows
 from streams.kafka.security import faust_credentials
-from streams.kafka.topics import TABLES
+from streams.kafka.topics import TABLES, worker_max_request_bytes
 from streams.pipeline.agents import register_accounting, register_rollups
 from streams.pipeline.guard import faust_fixes
 from streams.pipeline.guard.gap_reader import GapReader
@@ -46,6 +46,7 @@ class WorkerStats:
     records_read_past_faust: int = 0  # skipped by faust, read directly (offsets.py)
     windows_rolled_up: int = 0  # window records read by the rollup agents
     commit_stalls: int = 0  # times a partition's commit was seen held (timers.py)
+    dead_letters_failed: int = 0  # not even their minimal form published (publish.py)
     last_rejection_log_ns: int = -(10**18)
     rejections_not_logged: int = 0
 
@@ -156,6 +157,9 @@ def _faust_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 5),
         processing_guarantee=settings.processing_guarantee,
+        # The largest record the worker writes: a dead letter or a changelog chunk.
+        producer_max_request_size=worker_max_request_bytes(settings),
+        topic_replication_factor=settings.replication_factor,  # its own internal topics
     )
 
 

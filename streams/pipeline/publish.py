@@ -7,6 +7,17 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnknownError,
+    UnsupportedForMessageFormatError,
+)
+from faust.exceptions import ProducerSendError
+
 from streams.core.ingest import RecordOutcome, Rejection, dead_letter_record
 from streams.core.keys import source_offset_header, watermark_key, window_key
 from streams.core.monitoring import monitoring_key, monitoring_record
@@ -71,7 +82,7 @@ async def publish_rejections(
             rejection, message.topic, message.partition, message.offset, now_ns
         )
         key = outcome.volume_id.encode() if outcome.volume_id else None
-        await p.dlq_topic.send(key=key, value=p.schemas.encode("DeadLetter", record))
+        await publish_dead_letter(p, key, record)
         log_rejection(p.stats, rejection.events, message, rejection.reason)
 
 
@@ -80,9 +91,81 @@ async def dead_letter_control(p: Pipeline, message: Any, value: bytes | None,
     """A record of a stats topic that no rollup can take: to the dead-letter topic."""
     now_ns = time.time_ns()
     rejection = Rejection(reason, 0, payload=value or b"")  # a null record: empty, as raw ones
-    await p.dlq_topic.send(key=None, value=p.schemas.encode("DeadLetter", dead_letter_record(
-        rejection, message.topic, message.partition, message.offset, now_ns)))
+    await publish_dead_letter(p, None, dead_letter_record(
+        rejection, message.topic, message.partition, message.offset, now_ns))
     log_rejection(p.stats, 0, message, reason)
+
+
+async def publish_dead_letter(p: Pipeline, key: bytes | None, record: dict[str, Any]) -> None:
+    """Every dead letter goes through here: whole, else (refused for good: too large,
+    invalid, unencodable) minimal, else an ERROR line and ``dead_letters_failed``; never
+    raises for the record's sake. A transient failure (Kafka away) raises: the agent
+    exits without committing and the restarted worker makes the dead letter again."""
+    try:
+        await _send_dead_letter(p, key, record)
+        return
+    except Exception as exc:
+        if not refused_for_good(exc):
+            raise
+        whole_error = exc
+    try:
+        await _send_dead_letter(p, None, minimal_dead_letter(record, whole_error))
+    except Exception as exc:
+        if not refused_for_good(exc):
+            raise
+        p.stats.dead_letters_failed += 1
+        log.error("dead letter of %s[%d]@%d not published, not even minimal (%s; whole: %s); "
+                  "the record stays in its topic: %s", record["source_topic"],
+                  record["source_partition"], record["source_offset"], _named(exc),
+                  _named(whole_error), record["reason"][:MINIMAL_REASON_CHARS])
+
+
+async def _send_dead_letter(p: Pipeline, key: bytes | None, record: dict[str, Any]) -> None:
+    value = p.schemas.encode("DeadLetter", record)
+    delivery = await p.dlq_topic.send(key=key, value=value)
+    # faust returns before the broker answers: a record the topic refuses (larger than its
+    # max.message.bytes) fails only here, and would otherwise be lost with a warning.
+    await delivery
+
+
+def refused_for_good(exc: BaseException) -> bool:
+    """Whether sending the same record again can never succeed: the record itself is
+    refused (by the producer, which faust wraps in ProducerSendError, or by the broker),
+    or cannot be encoded. Codes aiokafka cannot name (INVALID_RECORD, 87) are
+    UnknownError, which it does not retry either."""
+    if isinstance(exc, ProducerSendError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return isinstance(exc, REFUSED_FOR_GOOD)
+
+
+# What Kafka says of the record itself; and a local encoding error (fastavro).
+REFUSED_FOR_GOOD = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError,
+                    CorruptRecordException, InvalidTimestampError,
+                    UnsupportedForMessageFormatError, UnknownError,
+                    ValueError, TypeError, OverflowError)
+MINIMAL_REASON_CHARS = 1024  # a reason may quote hostile input: keep the minimal one small
+SMALL_TEXT_CHARS = 256  # ids and hashes are kept up to this; longer text a record chose is not
+TOO_LARGE = "dead letter too large to publish whole"
+
+
+def minimal_dead_letter(record: dict[str, Any], error: BaseException) -> dict[str, Any]:
+    """The dead letter without anything that can be large (bytes such as the payload, long
+    text such as the event or ids a hostile record chose): numbers, short text, the reason
+    and where the original is, which its topic keeps."""
+    small = {name: value if value is None or isinstance(value, int)
+             or (isinstance(value, str) and len(value) <= SMALL_TEXT_CHARS) else None
+             for name, value in record.items()}
+    reason = f"{TOO_LARGE} ({_named(error)[:300]}): {record['reason']}"
+    return {**small, "reason": reason[:MINIMAL_REASON_CHARS],
+            "source_topic": record["source_topic"]}
+
+
+def _named(exc: BaseException) -> str:
+    """The error faust wrapped, if any, by name and text (aiokafka's name themselves)."""
+    if isinstance(exc, ProducerSendError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    name, text = type(exc).__name__, str(exc)
+    return text if name in text else f"{name}: {text}"
 
 
 def log_rejection(stats: WorkerStats, events: int, message: Any, reason: str) -> None:

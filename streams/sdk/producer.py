@@ -103,7 +103,10 @@ class IoProducer:
     def _new_kafka(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
             **client_kwargs(self.settings), enable_idempotence=True,
-            acks="all", max_batch_size=1 << 20, max_request_size=8 << 20,
+            # No larger than the raw topic takes (its max.message.bytes, kafka/topics.py):
+            # a batch the broker refuses would fail every record in it.
+            acks="all", max_batch_size=min(1 << 20, self.settings.max_record_bytes),
+            max_request_size=self.settings.max_record_bytes,
             # The drain hands Kafka whole groups of records at once: no need to linger.
             linger_ms=0 if self._wants_spool() else 5, request_timeout_ms=15_000,
         )

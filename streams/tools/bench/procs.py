@@ -118,7 +118,7 @@ async def create_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> None:
         missing = [s for s in specs if s.name not in existing]
         if missing:
             try:
-                await admin.create_topics([NewTopic(s.name, s.partitions, 1,
+                await admin.create_topics([NewTopic(s.name, s.partitions, s.replication_factor,
                                                     topic_configs=s.config) for s in missing])
             except TopicAlreadyExistsError:
                 pass
