@@ -152,12 +152,20 @@ def minimal_dead_letter(record: dict[str, Any], error: BaseException) -> dict[st
     """The dead letter without anything that can be large (bytes such as the payload, long
     text such as the event or ids a hostile record chose): numbers, short text, the reason
     and where the original is, which its topic keeps."""
-    small = {name: value if value is None or isinstance(value, int)
-             or (isinstance(value, str) and len(value) <= SMALL_TEXT_CHARS) else None
-             for name, value in record.items()}
+    small = {name: _small(value) for name, value in record.items()}
     reason = f"{TOO_LARGE} ({_named(error)[:300]}): {record['reason']}"
     return {**small, "reason": reason[:MINIMAL_REASON_CHARS],
             "source_topic": record["source_topic"]}
+
+
+def _small(value: Any) -> Any:
+    """A field's value if it cannot be large; else its empty form (lists stay lists, as
+    the schema's arrays want)."""
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, str) and len(value) <= SMALL_TEXT_CHARS:
+        return value
+    return [] if isinstance(value, list) else None
 
 
 def _named(exc: BaseException) -> str:

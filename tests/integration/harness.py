@@ -26,6 +26,8 @@ from streams.kafka.security import client_kwargs
 from streams.kafka.topics import topic_partitions
 from tests.conftest import free_port
 
+RATE_LIMITED_TRIES = 60  # a test reading many volumes outruns a token's burst
+
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes an `ioacct` subprocess use these settings."""
@@ -72,11 +74,18 @@ class WorkerProcess:
         if token is not None:
             sent["Authorization"] = f"Bearer {token}"
         request = urllib.request.Request(self.url + path, headers=sent)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+        refused = (429, b"")
+        for _ in range(RATE_LIMITED_TRIES):
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return response.status, response.read()
+            except urllib.error.HTTPError as exc:
+                refused = (exc.code, exc.read())
+                if exc.code != 429:
+                    return refused
+                # As a well-behaved client: wait as told (the per-token rate limit), again.
+                time.sleep(float(exc.headers.get("Retry-After", "1")))
+        return refused
 
     def alive(self) -> bool:
         return self.process.poll() is None
