@@ -44,6 +44,8 @@ class WorkerStats:
     started_ns: int = field(default_factory=time.time_ns)
     records_seen_again: int = 0  # delivered twice by faust, handled once
     records_read_past_faust: int = 0  # skipped by faust, read directly (offsets.py)
+    records_dropped_revoked: int = 0  # buffered when their partition was revoked (batches.py)
+    steps: int = 0  # agent steps (batches of records) handled (batches.py)
     windows_rolled_up: int = 0  # window records read by the rollup agents
     commit_stalls: int = 0  # times a partition's commit was seen held (timers.py)
     dead_letters_failed: int = 0  # not even their minimal form published (publish.py)
