@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that some tests and optional sources need, only those missing.
 #   bash deploy/debian-packages.sh [GROUP ...]      groups: test (all that `make test` needs),
-#                                                    fio, blktrace, browser, qemu
+#                                                    fio, blktrace, browser, qemu, systemd
 # Needs root (CI and these machines run as root) or passwordless sudo; says so otherwise.
 set -euo pipefail
 
@@ -10,8 +10,9 @@ declare -A GROUPS_=(
   [blktrace]="blktrace"
   [browser]="chromium"
   [qemu]="qemu-system-x86 busybox-static cpio"
+  [systemd]="systemd"  # systemd-analyze verify checks deploy/systemd's units
 )
-GROUPS_[test]="${GROUPS_[fio]} ${GROUPS_[blktrace]} ${GROUPS_[browser]} ${GROUPS_[qemu]}"
+GROUPS_[test]="${GROUPS_[fio]} ${GROUPS_[blktrace]} ${GROUPS_[browser]} ${GROUPS_[qemu]} ${GROUPS_[systemd]}"
 
 wanted=()
 for group in "${@:-test}"; do
