@@ -30,6 +30,10 @@ class WorkerState(Protocol):
 
     def load_state(self, volume_id: str) -> VolumeState | None: ...
 
+    def input_positions(self) -> list[tuple[str, int, int | None, int | None, int | None]]:
+        """(topic, partition, highwater, next offset to handle, committed offset) of every
+        input partition assigned to this worker."""
+
     def windows_of(self, partition: int, volume_id: str, length_ns: int, from_ns: int,
                    to_ns: int) -> list[Any]:
         """Stored windows of one volume of ``length_ns`` starting in [from_ns, to_ns)."""

@@ -31,6 +31,7 @@ from streams.api.gate import (
     body_response,
     principal_of,
 )
+from streams.api.health import PartitionLag, worker_text
 from streams.api.ports import WorkerState
 from streams.api.prometheus import PROMETHEUS_CONTENT_TYPE, prometheus_text
 from streams.api.ratelimit import Limit
@@ -168,10 +169,15 @@ def owned_volumes(p: WorkerState) -> list[tuple[str, VolumeState]]:
 
 
 def metrics_text(p: WorkerState) -> str:
-    """Prometheus text of the volumes this worker owns (:func:`owned_volumes`)."""
+    """Prometheus text of the volumes this worker owns (:func:`owned_volumes`), then the
+    worker's own health (api/health.py)."""
     now_ns = time.time_ns()  # counters_json wants one; idle_time_ns is not exported
-    return prometheus_text((volume_id, state.counters_json(volume_id, now_ns))
-                           for volume_id, state in owned_volumes(p))
+    volumes = prometheus_text((volume_id, state.counters_json(volume_id, now_ns))
+                              for volume_id, state in owned_volumes(p))
+    lags = [PartitionLag(*position) for position in p.input_positions()]
+    stats = p.stats
+    return volumes + worker_text(asdict(stats), lags, bool(getattr(p.app, "in_recovery", False)),
+                                 stats.close_delays, stats.started_ns, now_ns)
 
 
 ACTIVITY_S = 60  # "current activity": the last minute of complete 1 s windows

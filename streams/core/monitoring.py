@@ -16,6 +16,7 @@ nearest to the exact rational value.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from streams.core.events import OPS
@@ -131,3 +132,25 @@ def monitoring_key(record: Mapping[str, Any]) -> bytes:
     The topic is compacted, so the latest revision of a minute replaces the earlier ones.
     """
     return window_key(str(record["volume_id"]), record["timestamp_ns"])
+
+
+# Seconds from a 1 s window's end to its first emission: grace + at most the idle timeout
+# when the pipeline keeps up (SEMANTICS.md section 4).
+CLOSE_DELAY_BUCKETS_S: tuple[float, ...] = (0.5, 1, 2, 3, 5, 8, 13, 30, 60, 120)
+
+
+@dataclass
+class CloseDelays:
+    """A Prometheus histogram of window close delays, kept by the worker."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * len(CLOSE_DELAY_BUCKETS_S))
+    total: int = 0
+    sum_ns: int = 0
+
+    def observe(self, delay_ns: int) -> None:
+        self.total += 1
+        self.sum_ns += delay_ns
+        for i, bound in enumerate(CLOSE_DELAY_BUCKETS_S):
+            if delay_ns <= bound * 1e9:
+                self.counts[i] += 1
+                break

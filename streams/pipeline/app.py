@@ -18,6 +18,7 @@ from streams.config import Settings
 from streams.core.codec import SchemaSet, default_schemas
 from streams.core.counters import VolumeState
 from streams.core.ingest import Limits
+from streams.core.monitoring import CloseDelays
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.core.windows.book import WindowSettings
@@ -51,6 +52,8 @@ class WorkerStats:
     dead_letters_failed: int = 0  # not even their minimal form published (publish.py)
     last_rejection_log_ns: int = -(10**18)
     rejections_not_logged: int = 0
+    # Seconds from a 1 s window's end to its first emission (GET /metrics).
+    close_delays: CloseDelays = field(default_factory=CloseDelays)
 
 
 @dataclass
@@ -107,6 +110,24 @@ class Pipeline:
 
     def input_guard(self, topic: str) -> InputGuard:
         return self.inputs.setdefault(topic, InputGuard(topic))
+
+    def input_positions(self) -> list[tuple[str, int, int | None, int | None, int | None]]:
+        """(topic, partition, highwater, next offset to handle, committed offset) of every
+        input partition assigned here (GET /metrics: consumer lag)."""
+        consumer = self.app.consumer
+        out = []
+        for tp in consumer.assignment():
+            guard = self.inputs.get(tp.topic)
+            if guard is None:
+                continue  # a changelog, not an agent's input
+            try:
+                highwater: int | None = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 (not fetched yet: unknown, not zero)
+                highwater = None
+            out.append((tp.topic, tp.partition, highwater,
+                        guard.offsets.next_offsets.get(tp.partition),
+                        consumer._committed_offset.get(tp)))  # type: ignore[attr-defined]
+        return out
 
     def load_state(self, volume_id: str) -> VolumeState | None:
         snapshot = self.counters.get(volume_id.encode())

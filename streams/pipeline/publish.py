@@ -48,7 +48,10 @@ async def publish_stage(p: Pipeline, length_ns: int, emissions: list[Emission],
                         partition: int, marker_ns: int | None, offset: int) -> None:
     """A stage's window records of ``length_ns`` (1 m ones also as monitoring records),
     then its marker, if any (``offset``: the input record whose processing made it)."""
+    now_ns = time.time_ns()
     for e in emissions:
+        if e.revision == 0 and e.acc.window_len_ns == WINDOW_LENGTHS_NS[0]:
+            p.stats.close_delays.observe(now_ns - e.acc.window_start_ns - e.acc.window_len_ns)
         record = window_stats(e.volume_id, e.tenant_id, e.acc)
         record["revision"] = e.revision
         key = window_key(e.volume_id, e.acc.window_start_ns)

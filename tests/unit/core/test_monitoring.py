@@ -32,6 +32,7 @@ from streams.core.monitoring import monitoring_key, monitoring_record
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WindowAcc, rollup, window_stats
 from streams.core.windows.book import WindowBook, WindowSettings
+from streams.pipeline.app import WorkerStats
 from tests.oracles.windows import HISTOGRAM_BOUNDS_NS
 
 MINUTE = 60 * NS_PER_S
@@ -490,7 +491,14 @@ def fake_pipeline(owned: list[int], volumes: dict[str, VolumeState]) -> Any:
     table[b"vol-9"] = None  # a deleted entry
     settings = Settings()
     assert settings.raw_topic == RAW
-    return SimpleNamespace(settings=settings, app=app, counters=table)
+    positions = [(RAW, n, 100 + n, 90, 80) for n in owned]
+    return SimpleNamespace(settings=settings, app=app, counters=table, stats=WorkerStats(),
+                           input_positions=lambda: positions)
+
+
+def volume_part(body: str) -> str:
+    """The per-volume families of a /metrics body (the worker's health follows them)."""
+    return body.split("# HELP ioacct_worker_", 1)[0]
 
 
 def test_metrics_view_serves_only_volumes_of_actively_assigned_partitions() -> None:
@@ -510,7 +518,9 @@ def test_metrics_view_serves_only_volumes_of_actively_assigned_partitions() -> N
     assert response.headers == {"Content-Type": PROMETHEUS_CONTENT_TYPE}
     mine = {vid: s for vid, s in volumes.items() if int(vid[-1]) % 4 in (0, 2)}
     assert sorted(mine) == ["vol-0", "vol-2", "vol-4", "vol-6"]
-    check_exposition(response.body, mine)
+    check_exposition(volume_part(response.body), mine)
+    assert 'ioacct_worker_consumer_lag_records{topic="ioacct.io.raw",partition="2"} 12' \
+        in response.body
 
 
 def test_metrics_route_of_a_real_worker_app(tmp_path: Path, monkeypatch: Any) -> None:
@@ -557,4 +567,6 @@ def test_metrics_route_of_a_real_worker_app(tmp_path: Path, monkeypatch: Any) ->
     assert anonymous[0] == 401 and '"unauthorized"' in anonymous[2]
     assert as_tenant[0] == 403 and '"forbidden"' in as_tenant[2]
     assert (before[0], before[2]) == (503, "consumer not started yet\n")
-    assert after == (200, "text/plain; version=0.0.4; charset=utf-8", prometheus_text([]))
+    assert after[:2] == (200, "text/plain; version=0.0.4; charset=utf-8")
+    assert volume_part(after[2]) == prometheus_text([])
+    assert "\nioacct_worker_records_total 0\n" in after[2]
