@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that some tests and optional sources need, only those missing.
 #   bash deploy/debian-packages.sh [GROUP ...]      groups: test (all that `make test` needs),
-#                                                    fio, blktrace, browser, qemu, systemd
+#                                                    fio, blktrace, browser, qemu, systemd,
+#                                                    prometheus
 # Needs root (CI and these machines run as root) or passwordless sudo; says so otherwise.
 set -euo pipefail
 
@@ -11,8 +12,9 @@ declare -A GROUPS_=(
   [browser]="chromium"
   [qemu]="qemu-system-x86 busybox-static cpio"
   [systemd]="systemd"  # systemd-analyze verify checks deploy/systemd's units
+  [prometheus]="prometheus"  # promtool checks deploy/prometheus; the server scrapes workers
 )
-GROUPS_[test]="${GROUPS_[fio]} ${GROUPS_[blktrace]} ${GROUPS_[browser]} ${GROUPS_[qemu]} ${GROUPS_[systemd]}"
+GROUPS_[test]="${GROUPS_[fio]} ${GROUPS_[blktrace]} ${GROUPS_[browser]} ${GROUPS_[qemu]} ${GROUPS_[systemd]} ${GROUPS_[prometheus]}"
 
 wanted=()
 for group in "${@:-test}"; do
