@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -293,3 +294,70 @@ def running_worker(settings: Settings, log_dir: Path) -> Iterator[WorkerProcess]
         yield started
     finally:
         started.stop()
+
+
+@dataclass
+class PrometheusServer:
+    """A real Prometheus server (Debian's package) started for a test."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def query(self, expr: str) -> dict[str, float]:
+        """An instant query: value by volume_id (or by instance, for series without one).
+        Integers as Python ints when they are (Prometheus stores float64: exact to 2**53)."""
+        request = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = orjson.loads(response.read())
+        assert answer["status"] == "success", answer
+        out: dict[str, float] = {}
+        for series in answer["data"]["result"]:
+            labels = series["metric"]
+            key = labels.get("volume_id") or labels["instance"]
+            value = float(series["value"][1])
+            out[key] = int(value) if value.is_integer() else value
+        return out
+
+
+@contextmanager
+def running_prometheus(tmp_path: Path, worker_urls: list[str], token: str
+                       ) -> Iterator[PrometheusServer]:
+    """Prometheus scraping ``worker_urls``' /metrics every second with ``token``: the
+    scrape configuration of deploy/prometheus/prometheus.yml, pointed at these workers."""
+    import shutil
+
+    prometheus = shutil.which("prometheus")
+    assert prometheus, "prometheus is missing (Debian package prometheus: make system-deps)"
+    token_file = tmp_path / "operator.token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    targets = ", ".join(f'"{urllib.parse.urlsplit(u).netloc}"' for u in worker_urls)
+    deployed = (REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        deployed.replace("scrape_interval: 15s", "scrape_interval: 1s")
+        .replace("/etc/prometheus/ioacct-operator.token", str(token_file))
+        .replace('["worker-1.example:6066", "worker-2.example:6066", "worker-3.example:6066"]',
+                 f"[{targets}]"))
+    shutil.copy(REPO_ROOT / "deploy" / "prometheus" / "rules.yml", tmp_path)
+    port = free_port()
+    log = tmp_path / "prometheus.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}"], stdout=out, stderr=subprocess.STDOUT)
+    server = PrometheusServer(f"http://127.0.0.1:{port}", process, log)
+    try:
+        def ready() -> bool:
+            assert process.poll() is None, f"prometheus exited:\n{log.read_text()[-3000:]}"
+            with urllib.request.urlopen(f"{server.url}/-/ready", timeout=5) as response:
+                return response.status == 200
+        wait_until(ready, 60, "Prometheus to be ready")
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -30,6 +30,7 @@ from .harness import (
     operator_token,
     read_topic,
     redeliver,
+    running_prometheus,
     running_workers,
     settings_env,
     start_worker,
@@ -154,6 +155,8 @@ def test_metrics_endpoints_parse_and_equal_the_counters(
             assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
             text = response.read().decode()
         for family in text_string_to_metric_families(text):
+            if not family.name.startswith("ioacct_volume_"):
+                continue  # the worker's own health (api/health.py)
             for sample in family.samples:
                 volume_id = sample.labels["volume_id"]
                 row = seen.setdefault(volume_id, {"tenant_id": sample.labels["tenant_id"]})
@@ -170,3 +173,36 @@ def test_metrics_endpoints_parse_and_equal_the_counters(
                 assert got[f"{op}_bytes"] == want[f"{op}_bytes"], (volume_id, op)
             assert got[f"{op}_time_seconds"] == pytest.approx(
                 want[f"total_{op}_time_ns"] / 1e9, rel=1e-15, abs=0)
+
+
+def test_a_real_prometheus_scraping_both_workers_stores_the_oracles_counters(
+    pipeline_settings: Settings, workers: list[WorkerProcess], sent_events: list[dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    """Debian's Prometheus server scrapes both workers with the operator token; what its
+    query API returns for every volume equals the brute-force oracle."""
+    _wait_processed(pipeline_settings, workers)
+    expected = counters_oracle(sent_events)
+    with running_prometheus(tmp_path, [w.url for w in workers],
+                            operator_token(pipeline_settings)) as prometheus:
+        names = {"read_ios": "ioacct_volume_read_ios_total",
+                 "write_bytes": "ioacct_volume_write_bytes_total",
+                 "invalid_discard_ios": "ioacct_volume_invalid_discard_ios_total",
+                 "flush_ios_error": "ioacct_volume_flush_ios_error_total"}
+        for counter, metric in names.items():
+            stored = wait_until(lambda m=metric: _complete(prometheus.query(m), expected), 90,
+                                f"Prometheus to hold {metric} of every volume", workers)
+            for volume_id, want in expected.items():
+                assert stored[volume_id] == want[counter], (volume_id, counter)
+        time_s = prometheus.query("ioacct_volume_read_time_seconds_total")
+        for volume_id, want in expected.items():
+            assert time_s[volume_id] == pytest.approx(want["total_read_time_ns"] / 1e9,
+                                                      rel=1e-15, abs=0)
+        health = prometheus.query("ioacct_worker_events_counted_total")
+        assert len(health) == 2, "one series per worker"
+        up = prometheus.query('up{job="ioacct-worker"}')
+        assert sorted(up.values()) == [1.0, 1.0]
+
+
+def _complete(stored: dict[str, float], expected: dict[str, Any]) -> dict[str, float] | None:
+    return stored if set(stored) == set(expected) else None
