@@ -16,6 +16,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -156,6 +157,6 @@ class ExpHistogram:
         return [t.offset, t.counts, t.zero]
 
     @classmethod
-    def from_list(cls, values: Sequence[object]) -> ExpHistogram:
+    def from_list(cls, values: Sequence[Any]) -> ExpHistogram:
         offset, counts, zero = values
-        return cls(int(offset), [int(c) for c in counts], int(zero))  # type: ignore[arg-type, union-attr]
+        return cls(int(offset), [int(c) for c in counts], int(zero))
