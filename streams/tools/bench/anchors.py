@@ -15,7 +15,6 @@ topic; :func:`read_windows` checks that afterwards (untimed) against the events 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
@@ -53,7 +52,6 @@ JAVA_LIBS = REPO_ROOT / "deploy" / "bench" / "target" / "libs"
 SCHEMA_PATH = REPO_ROOT / "schemas" / "io_batch2.avsc"
 JAVA_MAIN = "io.ioacct.bench.WindowAnchor"
 ANCHOR_COMMIT_S = 2.8  # faust's default commit interval, which (c)'s worker runs with
-_DEBUG = bool(os.environ.get("IOACCT_BENCH_ANCHOR_DEBUG"))
 WindowKey = tuple[str, int]  # (volume id, window start in ms)
 
 
@@ -177,9 +175,6 @@ async def timed_anchor(proc: Proc, bootstrap: str, group: str,
                                  + proc.log_tail())
             now = time.monotonic()
             rep = await _repartition_ends(admin, consumer, group)
-            if _DEBUG:
-                print(f"{now - t_zero:6.2f} rep={sum(rep.values())} "
-                      f"lag={await committed_lag(admin, group, ends)}", file=sys.stderr)
             if sum(rep.values()) == 0:
                 t_zero = now
             elif (await committed_lag(admin, group, ends) == 0
