@@ -21,6 +21,9 @@ the end), gives every measurement its own topic prefix, and prints one table
     append of its record on ``stats.1s``, with simulated events sent in real time.
 (f) worker RSS per active volume, from 100 to 10,000 volumes (``--max-volumes``).
 (g) how (c) and (f) change with the number of volumes and with the batch size.
+(h), (i) anchors, Kafka Streams and quix-streams: the first of (b)'s events as layout-2
+    records, per-volume 1 s event-time windows (count, bytes, latency sum/min/max) to a
+    topic; subprocesses timed by their consumer group, output checked (anchors.py).
 
 Rates are timed from the last moment the worker had processed nothing (polled every
 0.2 s) until the group's committed offsets reach the end of what was produced before
@@ -51,6 +54,7 @@ from streams.core.events import IoEvent
 from streams.core.times import NS_PER_S
 from streams.kafka import local as kafka_local
 from streams.kafka.topics import TopicSpec
+from streams.tools.bench.anchors import ANCHOR_NAMES, anchor_bench
 from streams.tools.bench.latency import latency_run
 from streams.tools.bench.naive import naive_run
 from streams.tools.bench.procs import BenchError, create_topics, free_port, pipeline_topics
@@ -94,12 +98,14 @@ class Plan:
     batch_points: tuple[int, ...] = (1, 16, 256, 4096)
     batch_volumes: int = 16
     point_s: float = 4.0  # work per (g) point
+    anchor_events: tuple[int, int] = (2_000_000, 200_000)  # (h), (i): at most, of (b)'s events
 
 
 FULL = Plan()
 QUICK = Plan(worker_min_s=2.0, calib_events=3_000, calib_window_s=0, b_min_events=20_000,
              naive_events=300, record_events=20_000, kafka_events=20_000, latency_s=6.0,
-             volume_points=(100, 1_000), batch_points=(1, 256), batch_volumes=4, point_s=1.0)
+             volume_points=(100, 1_000), batch_points=(1, 256), batch_volumes=4, point_s=1.0,
+             anchor_events=(20_000, 5_000))
 
 
 @dataclass
@@ -143,6 +149,7 @@ class Bench:
         sim_rate = n_b / (time.perf_counter() - started)
         await self.plain_avro(events)
         await self.worker_main(events[:n_c])
+        await self.anchors(events)
         await self.naive(events[:plan.naive_events])
         await self.producer_sdk(events)
         del events
@@ -205,6 +212,17 @@ class Bench:
                           "volumes": self.plan.main_volumes, "fleet_rate": self.plan.fleet_rate}
         if self.profile is not None and self.profile.exists():
             self.info["profile"] = summarize_profile(self.profile)
+
+    async def anchors(self, events: Sequence[IoEvent]) -> None:
+        """(h) and (i): the first events of (b)'s, as layout-2 records (anchors.py)."""
+        for kind, most in zip("hi", self.plan.anchor_events, strict=True):
+            self.step(f"({kind}) {ANCHOR_NAMES[kind]} anchor over {min(most, len(events)):,} "
+                      "events")
+            run = await anchor_bench(self.settings(kind), kind, events[:most], self.log_dir)
+            self.figures[f"{kind}_events_per_s"] = run.events_per_s
+            self.info[kind] = {"events": run.events, "records": run.records,
+                               "seconds": run.seconds, "windows": len(run.windows),
+                               "rss_bytes": run.rss_bytes}
 
     async def naive(self, events: Sequence[IoEvent]) -> None:
         self.step(f"(a) naive Faust over {len(events):,} events")
