@@ -240,9 +240,12 @@ class _Columns:
         return np.split(order, cuts) if len(order) else []
 
     def _group_keys(self) -> np.ndarray:
-        if not self.known:  # the count is unknown: a record per triple
-            return self.ref.astype(np.int64)
-        part = np.array(self.part_of_ref, dtype=np.int64)[self.ref]
+        if self.known:
+            part = np.array(self.part_of_ref, dtype=np.int64)[self.ref]
+        else:  # the count is unknown: each volume a partition of its own
+            volumes: dict[Any, int] = {}
+            part = np.array([volumes.setdefault(v, len(volumes)) for v, _, _ in self.refs],
+                            dtype=np.int64)[self.ref]
         if len({v for v, _, _ in self.refs}) == len(self.refs):
             # every volume has one tenant and one host in this flush (the common case): a
             # record per partition and host (a record has one host)
