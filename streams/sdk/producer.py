@@ -91,6 +91,7 @@ class IoProducer:
         self._count_partitions = False  # a new session asks the topic's partition count
         self._now_ns = time.monotonic_ns()
         self._wakeup = asyncio.Event()
+        self._taking = asyncio.Lock()
         self._spooled = asyncio.Event()
         self._pending: set[asyncio.Future[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -170,7 +171,7 @@ class IoProducer:
             raise ValueError(f"unknown op or status {exc.args[0]!r}") from None
         rows = self._rows
         rows.append(row)
-        if len(rows) >= self._max_events:
+        if len(rows) == self._max_events:  # once: the ticker then takes every row
             self._wakeup.set()
 
     def record_event(self, event: IoEvent) -> None:
@@ -203,7 +204,14 @@ class IoProducer:
                 pass
             self._wakeup.clear()
             self._now_ns = time.monotonic_ns()
-            await self._send(self.batcher.take_ready(self._now_ns))
+            await self._take_and_send(self._now_ns)
+
+    async def _take_and_send(self, now_ns: int, everything: bool = False) -> None:
+        """Take what is ready and send it, one taker at a time: seqs are stamped when
+        taken, so records must leave in that order (the ticker and flush() both take; a
+        later seq of a partition landing first would make the earlier one a replay)."""
+        async with self._taking:
+            await self._send(self.batcher.take_ready(now_ns, everything))
 
     async def _send(self, records: list[Outgoing]) -> None:
         for out in records:
@@ -406,7 +414,7 @@ class IoProducer:
         the spool, give up after ``wait_s`` seconds without progress (None: never).
         Returns the records still waiting in the spool."""
         self._now_ns = time.monotonic_ns()
-        await self._send(self.batcher.take_ready(self._now_ns, everything=True))
+        await self._take_and_send(self._now_ns, everything=True)
         if self._pending:
             await asyncio.gather(*list(self._pending))
         if self.spool is None:
@@ -430,7 +438,7 @@ class IoProducer:
         await self._ticker
         self._ticker = None
         try:
-            await self._send(self.batcher.take_ready(time.monotonic_ns(), everything=True))
+            await self._take_and_send(time.monotonic_ns(), everything=True)
             self._input_done = True
             self._spooled.set()
             if (self.spool is not None and self.spool.records

@@ -146,7 +146,7 @@ class BacklogProducer(IoProducer):
         batcher = self.batcher
         for event, tick_due in event_clock(events, tick_ns):
             if tick_due or len(batcher.rows) >= batcher.max_events:
-                await self._send(batcher.take_ready(event.complete_ns))
+                await self._take_and_send(event.complete_ns)
             self._now_ns = event.complete_ns
             self.record_event(event)
         await self.flush()
