@@ -39,7 +39,7 @@ from streams.core.ingest import MAX_REASON_CHARS, bounded_payload, clip_text
 from streams.kafka.security import client_kwargs
 from streams.sdk.drain_log import DrainLog, SpoolStats
 from streams.sdk.grouping import Outgoing, PartitionBatcher, record_bytes_bound
-from streams.sdk.kafka_client import acknowledged, describe, stop_kafka
+from streams.sdk.kafka_client import acknowledged, describe, partition_count, stop_kafka
 from streams.sdk.quarantine import Quarantine, refused_for_good, send_alone
 from streams.sdk.spool import Spool, SpoolEntry, SpoolError, SpoolFull, open_free_slot
 
@@ -380,15 +380,9 @@ class IoProducer:
         if not (self._kafka_started and self._count_partitions):
             return
         self._count_partitions = False
-        try:
-            found = await asyncio.wait_for(self._kafka.partitions_for(self.topic),
-                                           METADATA_WAIT_S)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            log.warning("no partition count for %s yet (%s): one volume per record until "
-                        "there is", self.topic, describe(exc))
-            return
-        if found:
-            self.batcher.partitions = len(found)
+        count = await partition_count(self._kafka, self.topic, METADATA_WAIT_S)
+        if count is not None:
+            self.batcher.partitions = count
 
     async def _reset_kafka(self) -> None:
         old, self._kafka = self._kafka, self._new_kafka()
