@@ -47,7 +47,8 @@ class Settings:
     future_tolerance_s: int = 300
     max_events_per_record: int = 100_000  # a raw record with more is dead-lettered whole
     raw_retention_ms: int = -1  # infinite: audits replay the raw topic
-    batch_max_events: int = 1024
+    # The SDK flushes at this many buffered events or this age (README, "Producer batching").
+    batch_max_events: int = 16_384
     batch_max_age_ms: int = 100
     grace_s: float = 2.0
     idle_timeout_s: float = 5.0

@@ -1,6 +1,8 @@
-"""Per-volume batching of raw events on the hypervisor side.
+"""Per-volume batching of raw events into raw record layout 1 (``IoBatch``).
 
-Pure logic: no faust, no aiokafka. The producer SDK appends every event here
+The SDK writes layout 2 (grouping.py); this stays for what needs layout-1 records:
+tests of older producers' records (the worker still reads them) and the bench's
+in-process calibration. Pure logic: no faust, no aiokafka. A producer appends every event here
 (cheap: two code lookups, a dict lookup and one append) and ships a volume's batch when it is
 full or old enough. ``seq`` is stamped when a batch is taken, so it grows in
 send order, which is what the worker's replay check relies on.

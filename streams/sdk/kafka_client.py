@@ -42,3 +42,15 @@ def describe(exc: BaseException) -> str:
     """An error as one readable phrase: its type name, then its text if any."""
     text, name = str(exc), type(exc).__name__
     return text if text.startswith(name) else f"{name}: {text}" if text else name
+
+
+async def partition_count(kafka: AIOKafkaProducer, topic: str, wait_s: float) -> int | None:
+    """The topic's partition count from its metadata, or None (logged) when Kafka does
+    not tell within ``wait_s``."""
+    try:
+        found = await asyncio.wait_for(kafka.partitions_for(topic), wait_s)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        log.warning("no partition count for %s yet (%s): one volume per record until "
+                    "there is", topic, describe(exc))
+        return None
+    return len(found) if found else None

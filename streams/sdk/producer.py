@@ -1,12 +1,16 @@
 """The producer SDK: what a hypervisor host links to report I/O completions.
 
-``record()`` only buffers (see batching.py); a background task takes each volume's
-batch when it is full or ``batch_max_age_ms`` old. With the spool (the default,
-docs/producer.md) every batch is appended to a local disk spool (spool.py) and a
-drain task sends the spool to ``ioacct.io.raw`` (key = volume_id) in order, through an
-idempotent aiokafka producer with acks=all, removing what Kafka acknowledged. While
-Kafka is unreachable the spool grows and the drain retries with backoff; ``close()``
-waits for Kafka, then leaves what is left on disk for the next producer on that spool.
+``record()`` only buffers (one tuple appended: see grouping.py); a background task takes
+every buffered event when ``batch_max_events`` are buffered or the oldest is
+``batch_max_age_ms`` old and makes one IoBatch2 record (raw layout 2) per partition of
+``ioacct.io.raw``, holding the events of every volume Kafka's default partitioner places
+there (key = the record's first volume id; the partition count comes from the topic's
+metadata when the producer connects). With the spool (the default, docs/producer.md)
+every record is appended to a local disk spool (spool.py) and a drain task sends the
+spool to Kafka in order, through an idempotent aiokafka producer with acks=all, removing
+what Kafka acknowledged. While Kafka is unreachable the spool grows and the drain retries
+with backoff; ``close()`` waits for Kafka, then leaves what is left on disk for the next
+producer on that spool.
 
     async with IoProducer(settings) as producer:
         producer.record("vol-1", "tenant-1", "read", "ok", 0, 4096, t0, t1)
@@ -30,12 +34,12 @@ from aiokafka.errors import KafkaError
 
 from streams.config import Settings
 from streams.core.codec import SchemaSet, default_schemas
-from streams.core.events import IoEvent
+from streams.core.events import OP_CODE, STATUS_CODE, IoEvent
 from streams.core.ingest import MAX_REASON_CHARS, bounded_payload, clip_text
 from streams.kafka.security import client_kwargs
-from streams.sdk.batching import Batcher
 from streams.sdk.drain_log import DrainLog, SpoolStats
-from streams.sdk.kafka_client import acknowledged, describe, stop_kafka
+from streams.sdk.grouping import Outgoing, PartitionBatcher, record_bytes_bound
+from streams.sdk.kafka_client import acknowledged, describe, partition_count, stop_kafka
 from streams.sdk.quarantine import Quarantine, refused_for_good, send_alone
 from streams.sdk.spool import Spool, SpoolEntry, SpoolError, SpoolFull, open_free_slot
 
@@ -44,6 +48,7 @@ log = logging.getLogger(__name__)
 READ_MAX_ENTRIES = 512  # spool entries the drain takes at a time
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 2.0  # the drain's retry delay while Kafka is away
 START_WAIT_S = 5.0  # start() tries Kafka this long; the drain keeps trying after
+METADATA_WAIT_S = 5.0  # how long a new session waits for the raw topic's partition count
 SPOOL_SLOTS = 64  # default spool in use: <dir>.1, <dir>.2, ... (several producers)
 
 
@@ -53,7 +58,7 @@ def new_producer_id() -> str:
 
 
 class IoProducer:
-    """Buffers raw events per volume and sends them as IoBatch records.
+    """Buffers raw events and sends them as IoBatch2 records, one per partition per flush.
 
     ``spool_dir``: None follows the settings (``spool``, ``spool_dir``; by default
     ``<state_dir>/spool/<topic_prefix>``), a path spools there, False sends directly
@@ -68,10 +73,13 @@ class IoProducer:
         self.settings = settings
         self.topic = topic or settings.raw_topic
         self.schemas = schemas or default_schemas()
-        self.batcher = Batcher(
-            producer_id or new_producer_id(), settings.batch_max_events,
-            settings.batch_max_age_ms * 1_000_000,
+        self.batcher = PartitionBatcher(
+            producer_id or new_producer_id(),
+            min(settings.batch_max_events, settings.max_events_per_record),
+            settings.batch_max_age_ms * 1_000_000, record_bytes_bound(settings.max_record_bytes),
         )
+        self._rows = self.batcher.rows  # record() appends here: one list for its life
+        self._max_events = self.batcher.max_events
         self.records_sent = 0
         self.events_sent = 0
         self.spool: Spool | None = None
@@ -80,8 +88,10 @@ class IoProducer:
         self._spool_dir = spool_dir
         self._kafka = self._new_kafka()
         self._kafka_started = False
+        self._count_partitions = False  # a new session asks the topic's partition count
         self._now_ns = time.monotonic_ns()
         self._wakeup = asyncio.Event()
+        self._taking = asyncio.Lock()
         self._spooled = asyncio.Event()
         self._pending: set[asyncio.Future[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -113,8 +123,8 @@ class IoProducer:
 
     async def start(self) -> None:
         if not self._wants_spool():
-            await self._kafka.start()
-            self._kafka_started = True
+            await self._connect()
+            await self._learn_partitions()
         else:
             try:
                 self.spool = self._open_spool()
@@ -127,6 +137,7 @@ class IoProducer:
                 await asyncio.wait_for(self._connect(), START_WAIT_S)
             except (KafkaError, OSError, TimeoutError) as exc:
                 self._on_outage(exc)
+            await self._learn_partitions()
             self._last_sync_at = time.monotonic()
             self._drainer = asyncio.create_task(self._drain(), name="ioacct-producer-drain")
             self._drainer.add_done_callback(_drain_ended)
@@ -149,9 +160,18 @@ class IoProducer:
         self, volume_id: str, tenant_id: str, op: str, status: str, offset: int,
         nbytes: int, submit_ns: int, complete_ns: int, host_id: str | None = None,
     ) -> None:
-        """Buffer one I/O completion; never blocks, never touches Kafka or the disk."""
-        if self.batcher.add(volume_id, tenant_id, op, status, offset, nbytes,
-                            submit_ns, complete_ns, host_id, self._now_ns):
+        """Buffer one I/O completion; never blocks, never touches Kafka or the disk. An
+        unknown op or status raises ValueError (route such input to dead_letter()); an
+        offset, size or time that is no 64-bit integer is dead-lettered when it is sent."""
+        # grouping.event_row and PartitionBatcher.add, inlined: this is bench (d)'s cost
+        try:
+            row = (volume_id, tenant_id, OP_CODE[op], STATUS_CODE[status], offset, nbytes,
+                   submit_ns, complete_ns, host_id)
+        except KeyError as exc:
+            raise ValueError(f"unknown op or status {exc.args[0]!r}") from None
+        rows = self._rows
+        rows.append(row)
+        if len(rows) == self._max_events:  # once: the ticker then takes every row
             self._wakeup.set()
 
     def record_event(self, event: IoEvent) -> None:
@@ -184,22 +204,38 @@ class IoProducer:
                 pass
             self._wakeup.clear()
             self._now_ns = time.monotonic_ns()
-            await self._send(self.batcher.take_ready(self._now_ns))
+            await self._take_and_send(self._now_ns)
 
-    async def _send(self, records: list[dict[str, Any]]) -> None:
-        for record in records:
-            value = self.schemas.encode("IoBatch", record)
-            key = record["volume_id"].encode()
+    async def _take_and_send(self, now_ns: int, everything: bool = False) -> None:
+        """Take what is ready and send it, one taker at a time: seqs are stamped when
+        taken, so records must leave in that order (the ticker and flush() both take; a
+        later seq of a partition landing first would make the earlier one a replay)."""
+        async with self._taking:
+            await self._send(self.batcher.take_ready(now_ns, everything))
+
+    async def _send(self, records: list[Outgoing]) -> None:
+        for out in records:
+            value = self.schemas.encode("IoBatch2", out.record)
             self.records_sent += 1
-            self.events_sent += len(record["op"])
+            self.events_sent += out.events
             if self.spool is not None:
-                self._append(self.topic, key, value, len(record["op"]))
+                self._append(self.topic, out.key, value, out.events)
                 continue
-            future = await self._kafka.send(self.topic, value=value, key=key)
+            future = await self._kafka.send(self.topic, value=value, key=out.key)
             self._pending.add(future)
             future.add_done_callback(self._pending.discard)
         if records and self.spool is not None:
             self._spooled.set()
+        await self._dead_letter_rejected()
+
+    async def _dead_letter_rejected(self) -> None:
+        """Events no record can carry (an offset that is no 64-bit integer, a volume id
+        that is no string): each to the dead-letter topic with its reason, never dropped."""
+        rejected, self.batcher.rejected = self.batcher.rejected, []
+        for bad in rejected:
+            log.error("an event no raw record can carry goes to the dead-letter topic: %s",
+                      bad.reason)
+            await self.dead_letter(bad.reason, "sdk.record", -1, repr(bad.row).encode())
 
     def _append(self, topic: str, key: bytes | None, value: bytes, events: int) -> None:
         assert self.spool is not None
@@ -230,6 +266,7 @@ class IoProducer:
                 continue
             try:
                 await self._connect()
+                await self._learn_partitions()
                 await self._send_in_order(await self._send_alone_up_to(entries))
                 backoff_s = BACKOFF_MIN_S
             except (KafkaError, OSError, TimeoutError) as exc:
@@ -335,10 +372,22 @@ class IoProducer:
             await self._reset_kafka()  # a client that failed to start cannot start again
             raise
         self._kafka_started = True
+        self._count_partitions = True
+
+    async def _learn_partitions(self) -> None:
+        """The raw topic's partition count, from its metadata, once per session (it may
+        have grown). Until it is known every record holds one volume: right whatever it is."""
+        if not (self._kafka_started and self._count_partitions):
+            return
+        self._count_partitions = False
+        count = await partition_count(self._kafka, self.topic, METADATA_WAIT_S)
+        if count is not None:
+            self.batcher.partitions = count
 
     async def _reset_kafka(self) -> None:
         old, self._kafka = self._kafka, self._new_kafka()
         self._kafka_started = False
+        self._count_partitions = False  # a new session asks the topic's partition count
         await stop_kafka(old, 1.0)
 
     # -- flushing and closing ------------------------------------------------------------
@@ -359,7 +408,7 @@ class IoProducer:
         the spool, give up after ``wait_s`` seconds without progress (None: never).
         Returns the records still waiting in the spool."""
         self._now_ns = time.monotonic_ns()
-        await self._send(self.batcher.take_ready(self._now_ns, everything=True))
+        await self._take_and_send(self._now_ns, everything=True)
         if self._pending:
             await asyncio.gather(*list(self._pending))
         if self.spool is None:
@@ -383,7 +432,7 @@ class IoProducer:
         await self._ticker
         self._ticker = None
         try:
-            await self._send(self.batcher.take_ready(time.monotonic_ns(), everything=True))
+            await self._take_and_send(time.monotonic_ns(), everything=True)
             self._input_done = True
             self._spooled.set()
             if (self.spool is not None and self.spool.records

@@ -180,14 +180,14 @@ def _spawn_producer(settings: Settings, spool_dir: Path, log_path: Path, config:
 
 
 def _batches(values: list[bytes]) -> dict[tuple[str, int], int]:
-    """Events per (producer_id, seq) of the IoBatch records among these values."""
+    """Events per (producer_id, seq) of the raw records (either layout) among these values."""
     found: dict[tuple[str, int], int] = {}
     for value in values:
         try:
             name, record = SCHEMAS.decode(value)
         except CodecError:
             continue
-        if name == "IoBatch":
+        if name in ("IoBatch", "IoBatch2"):
             found[(record["producer_id"], record["seq"])] = len(record["op"])
     return found
 

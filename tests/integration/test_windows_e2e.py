@@ -18,6 +18,7 @@ from streams.core.codec import HEADER_LEN, default_schemas
 from streams.core.events import STATUSES
 from streams.core.keys import SOURCE_OFFSET_HEADER, TICK_KEY
 from streams.core.monitoring import monitoring_key, monitoring_record
+from streams.core.raw import raw_batch
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from tests.oracles.windows import (
@@ -232,18 +233,20 @@ def raw_partitions(settings: Settings, length_ns: int) -> tuple[
         records[m.partition].append((m.offset, m.timestamp * 1_000_000, is_data))
         if not is_data:
             continue
-        batch = schemas.decode(m.value, expect="IoBatch")[1]
-        if (batch["producer_id"], batch["volume_id"], batch["seq"]) in seen:
+        batch = raw_batch(*schemas.decode(m.value))  # the SDK's layout 2, or layout 1
+        if (batch.producer_id, batch.seq) in seen:
             continue  # redelivered (test_delivering_every_record_again_changes_no_window)
-        seen.add((batch["producer_id"], batch["volume_id"], batch["seq"]))
+        seen.add((batch.producer_id, batch.seq))
         last_fresh[m.partition] = m.offset
-        for status, submit, complete in zip(batch["status"], batch["submit_ns"],
-                                            batch["complete_ns"], strict=True):
+        cols = batch.columns
+        for v, status, submit, complete in zip(
+                cols.volume.tolist(), cols.status.tolist(), cols.submit_ns.tolist(),
+                cols.complete_ns.tolist(), strict=True):
             starts = [window_start(complete, length_ns)]
             if STATUSES[status] != "invalid":  # as the oracle: invalid ones have no interval
                 starts += windows_overlapped(submit, complete, length_ns)
             for start in starts:
-                created.setdefault((batch["volume_id"], start), (m.partition, m.offset))
+                created.setdefault((cols.volumes[v], start), (m.partition, m.offset))
     return records, created, last_fresh
 
 

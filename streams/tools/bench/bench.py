@@ -82,7 +82,8 @@ class Plan:
 
     main_volumes: int = 1000
     # The fleet whose records (b) and (c) read: main_volumes Zipf volumes sending this many
-    # events/s in all, batched by the SDK (1024 events or 100 ms of the events' own time).
+    # events/s in all, batched by the SDK's defaults (a record per partition and host per
+    # flush, at 16384 buffered events or 100 ms of the events' own time).
     fleet_rate: float = 100_000.0
     worker_min_s: float = 20.0  # (c) runs at least this long
     calib_events: int = 30_000

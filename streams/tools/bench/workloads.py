@@ -1,5 +1,9 @@
 """The bench's workloads: the simulated fleet's events, block-shaped events of a given
-record size, and their batching and producing on the events' own clock."""
+record size, and their batching and producing on the events' own clock.
+
+The SDK sends raw layout 2 (one record per partition per flush: streams/sdk/grouping.py);
+``batches`` still makes layout-1 records (one volume each) for the in-process
+calibration, which reads only those until ingest reads layout 2."""
 
 from __future__ import annotations
 
@@ -13,8 +17,10 @@ import fastavro
 from streams.config import Settings
 from streams.core.codec import SchemaSet, default_schemas
 from streams.core.events import OPS, STATUSES, IoEvent
+from streams.core.raw import raw_batch
 from streams.core.times import NS_PER_MS, NS_PER_S
 from streams.sdk.batching import Batcher
+from streams.sdk.grouping import Outgoing, PartitionBatcher, record_bytes_bound
 from streams.sdk.producer import IoProducer
 from streams.sources.simulator import FleetConfig, FleetSimulator
 
@@ -105,6 +111,23 @@ def batches(events: Iterable[IoEvent], max_events: int, max_age_ms: int,
     return out + batcher.take_ready(0, everything=True)
 
 
+def partition_batches(events: Iterable[IoEvent], settings: Settings, partitions: int,
+                      tick_ns: int = TICK_NS) -> list[Outgoing]:
+    """IoBatch2 records as the SDK makes them with these settings for a raw topic of
+    ``partitions`` partitions, with the events' own time as its clock (no broker)."""
+    batcher = PartitionBatcher(
+        "bench", min(settings.batch_max_events, settings.max_events_per_record),
+        settings.batch_max_age_ms * NS_PER_MS, record_bytes_bound(settings.max_record_bytes),
+        partitions)
+    out: list[Outgoing] = []
+    for event, tick_due in event_clock(events, tick_ns):
+        if tick_due:
+            out += batcher.take_ready(event.complete_ns)
+        if batcher.add_event(event):
+            out += batcher.take_ready(event.complete_ns)
+    return out + batcher.take_ready(0, everything=True)
+
+
 def encoded_records(records: Sequence[dict[str, Any]],
                     schemas: SchemaSet | None = None) -> list[tuple[bytes, bytes]]:
     """(Kafka key = volume id, IoBatch payload) per record."""
@@ -120,36 +143,40 @@ class BacklogProducer(IoProducer):
         return None
 
     async def send_backlog(self, events: Iterable[IoEvent], tick_ns: int = TICK_NS) -> None:
+        batcher = self.batcher
         for event, tick_due in event_clock(events, tick_ns):
-            if tick_due:
-                await self._send(self.batcher.take_ready(event.complete_ns))
+            if tick_due or len(batcher.rows) >= batcher.max_events:
+                await self._take_and_send(event.complete_ns)
             self._now_ns = event.complete_ns
             self.record_event(event)
         await self.flush()
 
 
-def plain_avro_events(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """An IoBatch record's events as the plain layout's event records."""
+def plain_avro_events(out: Outgoing) -> list[dict[str, Any]]:
+    """An IoBatch2 record's events (several volumes) as the plain layout's event records."""
+    batch = raw_batch("IoBatch2", out.record)
+    cols = batch.columns
+    refs = list(zip(cols.volumes, cols.tenants, strict=True))
     return [
-        {"volume_id": record["volume_id"], "tenant_id": record["tenant_id"],
-         "host_id": record["host_id"], "op": OPS[op], "status": STATUSES[status],
+        {"volume_id": refs[v][0], "tenant_id": refs[v][1],
+         "host_id": batch.host_id, "op": OPS[op], "status": STATUSES[status],
          "offset": offset, "bytes": nbytes, "submit_ns": submit, "complete_ns": done}
-        for op, status, offset, nbytes, submit, done in zip(
-            record["op"], record["status"], record["offset"], record["bytes"],
-            record["submit_ns"], record["complete_ns"], strict=True)
+        for v, op, status, offset, nbytes, submit, done in zip(
+            cols.volume.tolist(), cols.op.tolist(), cols.status.tolist(),
+            batch.offset.tolist(), cols.nbytes.tolist(), cols.submit_ns.tolist(),
+            cols.complete_ns.tolist(), strict=True)
     ]
 
 
 class PlainAvroProducer(BacklogProducer):
     """The same batches, each sent as a plain Avro array of event records (anchor b)."""
 
-    async def _send(self, records: list[dict[str, Any]]) -> None:
-        for record in records:
-            events = plain_avro_events(record)
+    async def _send(self, records: list[Outgoing]) -> None:
+        for out in records:
+            events = plain_avro_events(out)
             buf = io.BytesIO()
             fastavro.schemaless_writer(buf, PLAIN_EVENT_SCHEMA, events)
-            future = await self._kafka.send(self.topic, value=buf.getvalue(),
-                                            key=record["volume_id"].encode())
+            future = await self._kafka.send(self.topic, value=buf.getvalue(), key=out.key)
             self._pending.add(future)
             future.add_done_callback(self._pending.discard)
             self.records_sent += 1

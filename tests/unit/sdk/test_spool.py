@@ -349,16 +349,18 @@ def unreachable(tmp_path: Path, **overrides: Any) -> Settings:
     so no login either)."""
     port = free_port()
     return Settings(kafka_port=port, bootstrap=f"127.0.0.1:{port}", state_dir=tmp_path,
-                    batch_max_events=8, spool_close_wait_s=0.3, kafka_security="PLAINTEXT",
-                    **overrides)
+                    batch_max_age_ms=600_000, spool_close_wait_s=0.3,
+                    kafka_security="PLAINTEXT", **overrides)
 
 
 async def record_events(producer: IoProducer, count: int) -> None:
+    """``count`` events of 5 volumes, flushed every 8: with Kafka away the partition count
+    is unknown, so each flush makes one record per volume (5, of 2, 2, 2, 1, 1 events)."""
     for k in range(count):
         producer.record(f"vol-{k % 5}", "tenant-1", "write", "ok", 4096 * k, 4096,
                         T0 + k, T0 + k + 1000)
-        if k % 50 == 0:
-            await asyncio.sleep(0)
+        if k % 8 == 7:
+            await producer.flush(wait_s=0)
 
 
 def spooled_batches(directory: Path) -> list[tuple[str, int]]:
@@ -388,8 +390,8 @@ def test_close_with_kafka_away_leaves_every_record_for_the_next_producer(
         return left, producer.spool_stats, producer.records_sent
 
     left, stats, sent = asyncio.run(first())
-    assert stats is not None and left == sent == stats.spool_records == 25
-    assert (stats.records_spooled, stats.outages, stats.drains) == (25, 1, 0)
+    assert stats is not None and left == sent == stats.spool_records == 125
+    assert (stats.records_spooled, stats.outages, stats.drains) == (125, 1, 0)
     spool_dir = settings.spool_path()
     assert spool_dir == tmp_path / "spool" / "ioacct" and spooled_events(spool_dir) == 200
 
@@ -401,9 +403,9 @@ def test_close_with_kafka_away_leaves_every_record_for_the_next_producer(
         return producer.spool_stats, producer.producer_id
 
     stats, second_id = asyncio.run(second())
-    assert stats is not None and (stats.records_recovered, stats.spool_records) == (25, 30)
+    assert stats is not None and (stats.records_recovered, stats.spool_records) == (125, 130)
     owners = [producer_id for producer_id, _ in spooled_batches(spool_dir)]
-    assert owners[25:] == [second_id] * 5 and second_id not in owners[:25]  # old ones first
+    assert owners[125:] == [second_id] * 5 and second_id not in owners[:125]  # old first
     assert spooled_events(spool_dir) == 208
 
 
@@ -412,17 +414,17 @@ def test_a_full_spool_refuses_records_loudly_and_record_never_raises(
 ) -> None:
     settings = unreachable(tmp_path, spool_max_bytes=2_000)
 
-    async def run() -> SpoolStats | None:
+    async def run() -> tuple[SpoolStats | None, int]:
         producer = IoProducer(settings, spool_dir=tmp_path / "small")
         await producer.start()
-        await record_events(producer, 400)  # 50 records of ~150 bytes: far more than fits
+        await record_events(producer, 400)  # 250 records of ~150 bytes: far more than fits
         await producer.close()
-        return producer.spool_stats
+        return producer.spool_stats, producer.records_sent
 
     with caplog.at_level(logging.ERROR, logger="streams.sdk.producer"):
-        stats = asyncio.run(run())
-    assert stats is not None and stats.records_refused > 0
-    assert stats.spool_records + stats.records_refused == 50
+        stats, sent = asyncio.run(run())
+    assert stats is not None and stats.records_refused > 0 and sent == 250
+    assert stats.spool_records + stats.records_refused == 250
     assert stats.events_refused + spooled_events(tmp_path / "small") == 400
     assert stats.spool_peak_bytes <= 2_000
     assert "is full" in caplog.text and "refused" in caplog.text
