@@ -215,6 +215,12 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_volume(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.tools.volumes import cli_volume
+
+    return cli_volume(args, settings)
+
+
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from streams.audit.command import cli_audit
 
@@ -289,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="create: a token that reads everything (/status, /metrics too)")
     token.add_argument("--label", default="", help="create: who or what holds it")
     token.add_argument("--json", action="store_true", help="list: JSON")
+    from streams.tools.volumes import add_arguments as volume_arguments
+
+    volume_arguments(verb("volume", cmd_volume, "register a volume to its tenant (admin), or "
+                          "list the volume registry (docs/access.md)"))
     tail = verb("tail", cmd_tail, "print a topic's records decoded as JSON lines")
     tail.add_argument("topic", help="full name, or the part after the prefix (io.raw, io.dlq)")
     tail.add_argument("--from-beginning", action="store_true")
