@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -103,36 +102,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.sources.simulator import FleetConfig
-    from streams.tools import produce
+    from streams.tools.produce import cli_produce
 
-    if args.spool_dir:
-        settings = settings.with_overrides(spool_dir=args.spool_dir)
-    if args.fio_lat_log or args.blkparse:
-        return produce.cli_real_source(args, settings)
-    if args.qemu_trace:
-        return produce.cli_qemu_trace(args, settings)
-    if args.jsonl:
-        summary = asyncio.run(produce.produce_jsonl(settings, args.jsonl))
-    else:
-        rate = args.rate
-        start_ns = time.time_ns() if args.start_ns is None else args.start_ns
-        if args.events is not None and rate <= 0 and args.start_ns is None:
-            # Unpaced: lay the events out in the recent past so none is in the future.
-            start_ns -= int(args.events / args.sim_rate * 1e9)
-        config = FleetConfig(seed=args.seed, volumes=args.volumes, tenants=args.tenants,
-                             start_ns=start_ns, events_per_s=rate if rate > 0 else args.sim_rate,
-                             volume_prefix=args.volume_prefix)
-        out = open(args.write_jsonl, "wb") if args.write_jsonl else None  # noqa: SIM115
-        try:
-            summary = asyncio.run(produce.produce_sim(settings, config, args.events, rate, out))
-        except KeyboardInterrupt:
-            return 130
-        finally:
-            if out is not None:
-                out.close()
-    print("\n".join(summary.lines()))
-    return summary.exit_status
+    return cli_produce(args, settings)
 
 
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
@@ -342,6 +314,9 @@ def _produce_parser(produce: argparse.ArgumentParser) -> None:
                               "earlier run left there is sent first (default: "
                               "STATE_DIR/spool/PREFIX; docs/producer.md). Exit status 3: "
                               "records were left in it")
+    produce.add_argument("--register", action=argparse.BooleanOptionalAction,
+                         help="as admin, register each volume to the tenant its events claim "
+                              "before sending them (default: only with --sim, when admin)")
     source = produce.add_mutually_exclusive_group(required=True)
     source.add_argument("--jsonl", metavar="FILE", help="events as JSON lines ('-': stdin)")
     source.add_argument("--sim", action="store_true", help="the simulated fleet")

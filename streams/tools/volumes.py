@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError
 from streams.config import Settings
 from streams.kafka.registry import RegistryError, read_registry, register_volumes
 from streams.kafka.security import SecurityError
+from streams.kafka.topics import TopicsError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +64,6 @@ def cli_volume(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "register":
             return _register(args, settings)
         return _list(args, settings)
-    except (RegistryError, SecurityError, KafkaError) as exc:
+    except (RegistryError, SecurityError, KafkaError, TopicsError) as exc:
         print(f"ioacct volume {args.action}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
