@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.config import REPO_ROOT, Settings
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
+from streams.kafka.registry import register_volumes
 from streams.kafka.security import client_kwargs
 from streams.kafka.topics import topic_partitions
 from tests.conftest import free_port
@@ -41,11 +42,22 @@ def settings_env(settings: Settings) -> dict[str, str]:
 def ioacct(
     settings: Settings, *args: str, timeout: float = 300, **kw: Any,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real command line, as a user would."""
+    """Run the real command line, as a user would. `produce` registers the volumes it
+    sends (as the admin the tests log in as), unless the test says --no-register: the
+    worker counts registered volumes only."""
+    if args[:1] == ("produce",) and not {"--register", "--no-register"} & set(args):
+        args = ("produce", "--register", *args[1:])
     return subprocess.run(
         [sys.executable, "-m", "streams.cli", *args], env=settings_env(settings), cwd=REPO_ROOT,
         capture_output=True, text=True, timeout=timeout, check=False, **kw,
     )
+
+
+def register(settings: Settings, pairs: Iterable[tuple[str, str]]) -> None:
+    """Register (volume, tenant) pairs as admin, as the operator would before a fleet
+    sends: for tests that write raw records themselves."""
+    report = asyncio.run(register_volumes(settings, list(pairs)))
+    assert not report.refused, report.refused
 
 
 @dataclass
