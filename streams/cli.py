@@ -108,8 +108,10 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
+    import ssl
     from urllib.parse import quote, urlencode
 
+    from streams.api.tls import caller_context
     from streams.core.events import id_error
 
     reason = id_error("volume_id", args.volume_id)
@@ -125,16 +127,35 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
         print("ioacct query: needs a token: --token or IOACCT_TOKEN "
               "(ioacct token create --tenant T, or --operator)", file=sys.stderr)
         return 1
+    try:
+        context = caller_context(settings, args.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        print(f"ioacct query: cannot use the CA file "
+              f"{args.ca_file or settings.web_ca_file or settings.web_cert}: {exc}",
+              file=sys.stderr)
+        return 1
+    return _query(url, token, context)
+
+
+def _query(url: str, token: str, context: Any) -> int:
+    """GET ``url`` with the token; the answer on stdout (exit 0), or why not."""
+    import ssl
+
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             print(response.read().decode())
             return 0
     except urllib.error.HTTPError as exc:
         print(exc.read().decode(), file=sys.stderr)
         return 2 if exc.code == 404 else 1
     except urllib.error.URLError as exc:
-        print(f"ioacct query: no worker answers at {url}: {exc.reason}", file=sys.stderr)
+        if isinstance(exc.reason, ssl.SSLCertVerificationError):
+            print(f"ioacct query: the worker's certificate at {url} is not trusted "
+                  f"({exc.reason.verify_message}): give its CA or certificate with "
+                  "--ca-file or IOACCT_WEB_CA_FILE", file=sys.stderr)
+        else:
+            print(f"ioacct query: no worker answers at {url}: {exc.reason}", file=sys.stderr)
         return 1
 
 
@@ -257,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--to", metavar="TIME", help="stats only (default: now)")
     query.add_argument("--url", help="any worker's web address (default http://127.0.0.1:6066)")
     query.add_argument("--token", help="bearer token (default: IOACCT_TOKEN)")
+    query.add_argument("--ca-file", help="HTTPS: a CA or a worker's self-signed certificate "
+                       "to trust besides the system's (default: IOACCT_WEB_CA_FILE)")
     query.add_argument("--web-port", type=int, help=argparse.SUPPRESS)
     token = verb("token", cmd_token, "create, revoke or list the bearer tokens of the "
                  "workers' HTTP endpoints (docs/access.md)")

@@ -86,6 +86,10 @@ class Settings:
     web_max_windows: int = 3600
     web_cert: str = ""  # PEM certificate (chain) the worker serves HTTPS with
     web_key: str = ""  # its PEM private key
+    # What a client of the workers (ioacct query, ioacct run) checks a worker's HTTPS
+    # certificate against besides the system's CAs: a CA or a self-signed certificate
+    # (empty: web_cert, when this host serves one).
+    web_ca_file: str = ""
     # Who owns a volume (SEMANTICS.md 1): `required`, the tenant registered for it in the
     # volume registry (`ioacct volume register`); `off`, the first tenant seen with it.
     volume_registry: str = "required"

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from streams.api.tls import caller_context
 from streams.config import REPO_ROOT, Settings
 from streams.core.registry import REGISTRY_OFF
 from streams.kafka import local as kafka_local
@@ -49,11 +50,12 @@ def _wait_for_worker(settings: Settings, worker: subprocess.Popen[bytes], log: P
     deadline = time.monotonic() + 120
     status = urllib.request.Request(f"{settings.web_url}/status",
                                     headers={"Authorization": f"Bearer {token}"})
+    context = caller_context(settings)  # a self-signed IOACCT_WEB_CERT is trusted
     while time.monotonic() < deadline:
         if worker.poll() is not None:
             raise SystemExit(f"the worker exited with {worker.returncode}; see {log}")
         try:
-            with urllib.request.urlopen(status, timeout=2) as response:
+            with urllib.request.urlopen(status, timeout=2, context=context) as response:
                 if b'"assigned_partitions":[]' not in response.read():
                     return
         except OSError:

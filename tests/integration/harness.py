@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -69,7 +70,15 @@ class WorkerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+        scheme = "https" if self.settings.web_cert else "http"
+        return f"{scheme}://127.0.0.1:{self.web_port}"
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        """A worker serving HTTPS (IOACCT_WEB_CERT) is checked against its certificate."""
+        if not self.settings.web_cert:
+            return None
+        return ssl.create_default_context(cafile=self.settings.web_cert)
 
     def get(self, path: str, token: str | None = "operator") -> tuple[int, Any]:
         """GET a JSON view as the operator (the default), with another token, or with
@@ -89,7 +98,7 @@ class WorkerProcess:
         refused = (429, b"")
         for _ in range(RATE_LIMITED_TRIES):
             try:
-                with urllib.request.urlopen(request, timeout=30) as response:
+                with urllib.request.urlopen(request, timeout=30, context=self.tls) as response:
                     return response.status, response.read()
             except urllib.error.HTTPError as exc:
                 refused = (exc.code, exc.read())
