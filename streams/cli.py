@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -103,41 +102,16 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.sources.simulator import FleetConfig
-    from streams.tools import produce
+    from streams.tools.produce import cli_produce
 
-    if args.spool_dir:
-        settings = settings.with_overrides(spool_dir=args.spool_dir)
-    if args.fio_lat_log or args.blkparse:
-        return produce.cli_real_source(args, settings)
-    if args.qemu_trace:
-        return produce.cli_qemu_trace(args, settings)
-    if args.jsonl:
-        summary = asyncio.run(produce.produce_jsonl(settings, args.jsonl))
-    else:
-        rate = args.rate
-        start_ns = time.time_ns() if args.start_ns is None else args.start_ns
-        if args.events is not None and rate <= 0 and args.start_ns is None:
-            # Unpaced: lay the events out in the recent past so none is in the future.
-            start_ns -= int(args.events / args.sim_rate * 1e9)
-        config = FleetConfig(seed=args.seed, volumes=args.volumes, tenants=args.tenants,
-                             start_ns=start_ns, events_per_s=rate if rate > 0 else args.sim_rate,
-                             volume_prefix=args.volume_prefix)
-        out = open(args.write_jsonl, "wb") if args.write_jsonl else None  # noqa: SIM115
-        try:
-            summary = asyncio.run(produce.produce_sim(settings, config, args.events, rate, out))
-        except KeyboardInterrupt:
-            return 130
-        finally:
-            if out is not None:
-                out.close()
-    print("\n".join(summary.lines()))
-    return summary.exit_status
+    return cli_produce(args, settings)
 
 
 def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
+    import ssl
     from urllib.parse import quote, urlencode
 
+    from streams.api.tls import caller_context
     from streams.core.events import id_error
 
     reason = id_error("volume_id", args.volume_id)
@@ -153,16 +127,35 @@ def cmd_query(args: argparse.Namespace, settings: Settings) -> int:
         print("ioacct query: needs a token: --token or IOACCT_TOKEN "
               "(ioacct token create --tenant T, or --operator)", file=sys.stderr)
         return 1
+    try:
+        context = caller_context(settings, args.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        print(f"ioacct query: cannot use the CA file "
+              f"{args.ca_file or settings.web_ca_file or settings.web_cert}: {exc}",
+              file=sys.stderr)
+        return 1
+    return _query(url, token, context)
+
+
+def _query(url: str, token: str, context: Any) -> int:
+    """GET ``url`` with the token; the answer on stdout (exit 0), or why not."""
+    import ssl
+
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             print(response.read().decode())
             return 0
     except urllib.error.HTTPError as exc:
         print(exc.read().decode(), file=sys.stderr)
         return 2 if exc.code == 404 else 1
     except urllib.error.URLError as exc:
-        print(f"ioacct query: no worker answers at {url}: {exc.reason}", file=sys.stderr)
+        if isinstance(exc.reason, ssl.SSLCertVerificationError):
+            print(f"ioacct query: the worker's certificate at {url} is not trusted "
+                  f"({exc.reason.verify_message}): give its CA or certificate with "
+                  "--ca-file or IOACCT_WEB_CA_FILE", file=sys.stderr)
+        else:
+            print(f"ioacct query: no worker answers at {url}: {exc.reason}", file=sys.stderr)
         return 1
 
 
@@ -213,6 +206,12 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     topic = settings.topic(args.topic) if settings.topic(args.topic) in public else args.topic
     run_tail(settings, topic, args.from_beginning, args.idle_exit, args.max)
     return 0
+
+
+def cmd_volume(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.tools.volumes import cli_volume
+
+    return cli_volume(args, settings)
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
@@ -279,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--to", metavar="TIME", help="stats only (default: now)")
     query.add_argument("--url", help="any worker's web address (default http://127.0.0.1:6066)")
     query.add_argument("--token", help="bearer token (default: IOACCT_TOKEN)")
+    query.add_argument("--ca-file", help="HTTPS: a CA or a worker's self-signed certificate "
+                       "to trust besides the system's (default: IOACCT_WEB_CA_FILE)")
     query.add_argument("--web-port", type=int, help=argparse.SUPPRESS)
     token = verb("token", cmd_token, "create, revoke or list the bearer tokens of the "
                  "workers' HTTP endpoints (docs/access.md)")
@@ -289,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="create: a token that reads everything (/status, /metrics too)")
     token.add_argument("--label", default="", help="create: who or what holds it")
     token.add_argument("--json", action="store_true", help="list: JSON")
+    from streams.tools.volumes import add_arguments as volume_arguments
+
+    volume_arguments(verb("volume", cmd_volume, "register a volume to its tenant (admin), or "
+                          "list the volume registry (docs/access.md)"))
     tail = verb("tail", cmd_tail, "print a topic's records decoded as JSON lines")
     tail.add_argument("topic", help="full name, or the part after the prefix (io.raw, io.dlq)")
     tail.add_argument("--from-beginning", action="store_true")
@@ -332,6 +337,9 @@ def _produce_parser(produce: argparse.ArgumentParser) -> None:
                               "earlier run left there is sent first (default: "
                               "STATE_DIR/spool/PREFIX; docs/producer.md). Exit status 3: "
                               "records were left in it")
+    produce.add_argument("--register", action=argparse.BooleanOptionalAction,
+                         help="as admin, register each volume to the tenant its events claim "
+                              "before sending them (default: only with --sim, when admin)")
     source = produce.add_mutually_exclusive_group(required=True)
     source.add_argument("--jsonl", metavar="FILE", help="events as JSON lines ('-': stdin)")
     source.add_argument("--sim", action="store_true", help="the simulated fleet")

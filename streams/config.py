@@ -87,6 +87,13 @@ class Settings:
     web_max_windows: int = 3600
     web_cert: str = ""  # PEM certificate (chain) the worker serves HTTPS with
     web_key: str = ""  # its PEM private key
+    # What a client of the workers (ioacct query, ioacct run) checks a worker's HTTPS
+    # certificate against besides the system's CAs: a CA or a self-signed certificate
+    # (empty: web_cert, when this host serves one).
+    web_ca_file: str = ""
+    # Who owns a volume (SEMANTICS.md 1): `required`, the tenant registered for it in the
+    # volume registry (`ioacct volume register`); `off`, the first tenant seen with it.
+    volume_registry: str = "required"
     # -- durability and size (README.md, "Durability and size limits") --
     # Replicas of every topic and how many must have a write before it is acknowledged:
     # 1/1 fits the local single broker; a cluster wants 3/2 (one broker may be lost).
@@ -157,6 +164,11 @@ class Settings:
     @property
     def tokens_topic(self) -> str:
         return self.topic("auth.tokens")
+
+    @property
+    def registry_topic(self) -> str:
+        """The volume registry (key = volume_id): who owns each volume."""
+        return self.topic("volumes.registry")
 
     def stats_topic(self, window_len_ns: int) -> str:
         return self.topic(f"stats.{WINDOW_NAMES[window_len_ns]}")

@@ -17,6 +17,7 @@ from streams.api.tls import server_context
 from streams.api.tokens import TokenFeed
 from streams.api.views import register_views
 from streams.config import Settings
+from streams.core.registry import mode_error
 from streams.kafka.topics import TopicsError, ensure_topics
 from streams.pipeline.app import Pipeline, build_app
 
@@ -49,6 +50,10 @@ def build_worker(settings: Settings) -> tuple[Pipeline, TokenFeed]:
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
     """Create missing topics, then run the worker until SIGINT/SIGTERM. Kafka unreachable
     for ``kafka_wait_s`` at the start: a clear error and exit status 1, nothing started."""
+    reason = mode_error(settings.volume_registry)
+    if reason is not None:
+        print(f"ioacct worker: {reason}", file=sys.stderr)
+        return 1
     # Until faust sets up logging: the retries' warnings on stderr, as faust's look.
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(

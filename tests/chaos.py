@@ -63,6 +63,7 @@ from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.kafka import local as kafka_local
 from streams.kafka.security import client_kwargs
 from streams.sdk.spool import Spool
+from streams.sources.simulator import FleetConfig, FleetSimulator
 from streams.tools.produce import EXIT_SPOOL_LEFT
 from tests.conftest import free_port
 from tests.hostile import HostileRound, hostile_round
@@ -74,6 +75,7 @@ from tests.integration.harness import (
     ioacct,
     operator_token,
     read_topic,
+    register,
     settings_env,
     start_worker,
 )
@@ -223,7 +225,7 @@ class ChaosRun:
                  "--volumes", str(self.plan.volumes), "--tenants", "10",
                  "--seed", str(self.plan.seed * 100 + producer.index),
                  "--volume-prefix", f"vol-h{producer.index}-", "--start-ns", str(start_ns),
-                 "--spool-dir", str(producer.spool_dir)],
+                 "--spool-dir", str(producer.spool_dir), "--no-register"],  # registered first
                 env=settings_env(self.settings), cwd=REPO_ROOT, stdout=out,
                 stderr=subprocess.STDOUT)
         producer.started = time.monotonic()
@@ -370,6 +372,16 @@ class ChaosRun:
         self.start_producer(producer, rest, producer.start_ns + int(elapsed * 1e9))
         self.report.producer_restarts += 1
 
+    def fleet_volumes(self) -> list[tuple[str, str]]:
+        """Every (volume, tenant) the producers and the hostile rounds count on (the
+        hostile rounds' unregistered volume stays unregistered)."""
+        plan = self.plan
+        pairs = [(v.volume_id, v.tenant_id) for index in range(plan.producers)
+                 for v in FleetSimulator(FleetConfig(
+                     seed=plan.seed * 100 + index, volumes=plan.volumes, tenants=10,
+                     volume_prefix=f"vol-h{index}-")).volumes]
+        return pairs + list(hostile_round(0, "x", plan.partitions).registrations.items())
+
     def send_hostile(self) -> None:
         n = len(self.hostile_sent)
         # Good events of the hostile rounds are as old as the producers' (their hours close).
@@ -430,6 +442,7 @@ class ChaosRun:
                    f"ports {self.ports}; state in {self.workdir}")
         start_ns = time.time_ns() - plan.event_age_s * 10**9
         per_producer = plan.events // plan.producers
+        register(self.settings, self.fleet_volumes())  # as the operator would, before any I/O
         for index in range(plan.producers):
             producer = Producer(index, self.workdir / "spool" / f"p{index}", per_producer,
                                 start_ns)

@@ -1,7 +1,8 @@
 """Hostile raw records, with the reason the worker must give for each (SEMANTICS.md
 section 1 and 4 rules, records that are not IoBatch at all, records kept apart from
 their volume's key or partition, another tenant's records with extreme seqs, a replay
-with other content, empty batches, and records near the broker's 1 MB limit).
+with other content, empty batches, a volume nobody registered, and records near the
+broker's 1 MB limit). The operator registers ``HostileRound.registrations`` first.
 
 Shared by tests/integration/test_dead_letters.py and the chaos run (tests/chaos.py).
 """
@@ -24,6 +25,7 @@ GOOD = {"op": "read", "status": "ok", "offset": 4096, "bytes": 4096,
 OP_CODES = {"read": 0, "write": 1, "flush": 2, "discard": 3}
 STATUS_CODES = {"ok": 0, "failed": 1, "invalid": 2}
 HOSTILE_PRODUCER = "hostile-test"
+UNREGISTERED = "vol-unregistered"  # a hostile round's volume the operator never registered
 
 # (event overrides, op code override, status code override, expected reason fragment)
 BAD_EVENTS = [
@@ -118,10 +120,10 @@ def whole_record_cases(seed: int = 5, producer_id: str = HOSTILE_PRODUCER
          "tenant_id 'tenant a' has characters outside"),
         (SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-b", 2**63 - 1, [GOOD],
                                          producer_id=producer_id)),
-         "belongs to tenant tenant-a, not tenant-b"),
+         "volume vol-mixed is registered to tenant tenant-a, not tenant-b"),
         (SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-b", -(2**63), [GOOD],
                                          producer_id=producer_id)),
-         "belongs to tenant tenant-a, not tenant-b"),
+         "volume vol-mixed is registered to tenant tenant-a, not tenant-b"),
         (SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-a", 2**62, [],
                                          producer_id=producer_id)), "empty batch"),
     ]
@@ -160,6 +162,9 @@ class HostileRound:
     good: list[dict[str, Any]] = field(default_factory=list)
     keys: list[bytes | None] = field(default_factory=list)  # the Kafka key of each value
     partitions: list[int | None] = field(default_factory=list)
+    # What the operator registers before the round is sent (volume -> tenant); every
+    # other volume of the round is unregistered.
+    registrations: dict[str, str] = field(default_factory=dict)
 
     def add(self, value: bytes | None, key: bytes | None = b"vol-mixed",
             partition: int | None = None, whole_reason: str | None = None) -> int:
@@ -188,7 +193,8 @@ def hostile_round(seed: int, producer_id: str, partitions: int, huge_events: int
     the misplaced, conflicting, squatting and all-bad records around more good ones, and
     (``huge_events`` > 0) one huge valid record of vol-huge; good events complete at
     ``at_ns`` (None: now). ``partitions``: the raw topic's."""
-    r = HostileRound()
+    r = HostileRound(registrations={"vol-mixed": "tenant-a", "vol-squat": "tenant-t",
+                                    "vol-huge": "tenant-h"})
     template = good_at(at_ns)
     good = {**template, "volume_id": "vol-mixed", "tenant_id": "tenant-a"}
 
@@ -211,6 +217,10 @@ def hostile_round(seed: int, producer_id: str, partitions: int, huge_events: int
     home = default_partition(b"vol-mixed", partitions)
     r.add(good_record(7), partition=(home + 1) % partitions,
           whole_reason=f"partition {(home + 1) % partitions} is not the default partition")
+    # A volume nobody registered, with an extreme seq: rejected, no volume, no mark.
+    r.add(SCHEMAS.encode("IoBatch", batch(UNREGISTERED, "tenant-u", 2**63 - 1, [template],
+                                          producer_id=producer_id)),
+          key=UNREGISTERED.encode(), whole_reason=f"volume {UNREGISTERED} is not registered")
     r.add(good_record(10))  # counted: none of the above moved the replay mark
     r.good.append(good)
     r.add(good_record(10, {**template, "bytes": 8192}),

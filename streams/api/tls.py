@@ -20,6 +20,18 @@ def server_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+def caller_context(settings: Settings, ca_file: str | None = None) -> ssl.SSLContext:
+    """How a client of the workers (``ioacct query``, ``ioacct run``) checks a worker's
+    HTTPS certificate: the system's CAs, plus ``ca_file`` (else IOACCT_WEB_CA_FILE, else
+    this host's own IOACCT_WEB_CERT), so a self-signed worker certificate can be trusted.
+    A file that cannot be read: OSError or ssl.SSLError, naming it."""
+    context = ssl.create_default_context()
+    trusted = ca_file or settings.web_ca_file or settings.web_cert
+    if trusted:
+        context.load_verify_locations(trusted)
+    return context
+
+
 def client_context(settings: Settings) -> ssl.SSLContext | None:
     """How a worker checks its peers: the system's CAs, plus our own certificate (a
     self-signed one is then trusted; every worker of a group serves one from the same CA or

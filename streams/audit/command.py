@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,8 +25,10 @@ from streams.config import Settings
 from streams.core.codec import default_schemas
 from streams.core.events import id_error
 from streams.core.ingest import Limits
+from streams.core.registry import REGISTRY_OFF
 from streams.core.times import NS_PER_S, parse_time_ns
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
+from streams.kafka.registry import read_registry
 
 # An hour or window that ended less than grace + idle timeout + this before the audit
 # started may still be open in the workers: missing is then not a difference.
@@ -41,7 +44,7 @@ async def audit(settings: Settings, from_ns: int, to_ns: int, volume: str | None
     schemas = default_schemas()
     limits = Limits(settings.retention_s * NS_PER_S, settings.future_tolerance_s * NS_PER_S,
                     settings.max_events_per_record)
-    replay = Replay(scope, limits, schemas)
+    replay = Replay(scope, limits, schemas, await _registry_lookup(settings))
     billing = BillingLedger(scope, schemas)
     windows = [WindowLedger(n, scope, schemas) for n in WINDOW_LENGTHS_NS]
     replay_seconds = await read_topics(settings, replay, billing, windows, started_wall_ns,
@@ -59,6 +62,13 @@ async def audit(settings: Settings, from_ns: int, to_ns: int, volume: str | None
               f"{report.rate_records_per_s:,.0f} records/s; whole audit "
               f"{report.seconds:.1f} s", file=sys.stderr)
     return report
+
+
+async def _registry_lookup(settings: Settings) -> Callable[[str], str | None] | None:
+    """The registry as of now (read to its end once), as the worker's rule applies it."""
+    if settings.volume_registry == REGISTRY_OFF:
+        return None
+    return (await read_registry(settings)).tenant_of
 
 
 def run_audit(settings: Settings, from_ns: int, to_ns: int, volume: str | None = None,

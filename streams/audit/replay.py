@@ -22,6 +22,9 @@ Known limits, also in docs/audit.md and ``ioacct audit --help``:
   each raw record's Kafka timestamp (when the producer sent it), the worker against its
   own wall clock when it processed the record. An event within seconds of those limits
   can be judged differently; nothing a healthy pipeline produces is near them.
+* The volume registry is read to its end once, before the replay: a volume registered
+  after some of its events were appended is judged registered for all of them, while the
+  worker, which read them before the registration, rejected those (docs/audit.md).
 * An event later than the revision horizon (1 h of event time behind the watermark by
   default) revises no window, by design. The audit cannot know the watermark at
   processing time, so such windows show as differences; the detail says when the events
@@ -31,6 +34,7 @@ Known limits, also in docs/audit.md and ``ioacct audit --help``:
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from streams.audit.scope import Scope
@@ -109,8 +113,12 @@ class Replay:
     """The raw topic replayed: volume states, expected billing hours and windows."""
 
     def __init__(self, scope: Scope, limits: Limits | None = None,
-                 schemas: SchemaSet | None = None) -> None:
+                 schemas: SchemaSet | None = None,
+                 registered: Callable[[str], str | None] | None = None) -> None:
+        """``registered``: the volume registry's lookup, read to its end once before the
+        replay (None: no registry, the first tenant seen owns a volume)."""
         self.scope = scope
+        self.registered = registered
         self.limits = limits or Limits()
         self.schemas = schemas or default_schemas()
         self.tick_header = self.schemas.headers["Tick"]
@@ -141,7 +149,7 @@ class Replay:
             return 0
         self.records += 1
         outcome = account_record(payload, placement, self.states.get, self.schemas,
-                                 timestamp_ns, self.limits)
+                                 timestamp_ns, self.limits, self.registered)
         if outcome.state is not None and outcome.volume_id is not None:
             self.states[outcome.volume_id] = outcome.state
         self.replays_skipped += outcome.replay

@@ -27,6 +27,7 @@ from streams.core.events import (
     id_error,
 )
 from streams.core.partitioning import default_partition
+from streams.core.registry import owner_error
 
 COLUMNS = ("op", "status", "offset", "bytes", "submit_ns", "complete_ns")
 DEFAULT_MAX_EVENTS_PER_RECORD = 100_000
@@ -143,14 +144,6 @@ def placement_error(volume_id: str, placement: Placement) -> str | None:
     return None
 
 
-def owner_error(batch: dict[str, Any], known: VolumeState | None) -> str | None:
-    if known is not None and known.tenant_id != batch["tenant_id"]:
-        # Never bill one tenant's I/O to another: the first tenant seen owns the volume.
-        return (f"volume {batch['volume_id']} belongs to tenant {known.tenant_id}, "
-                f"not {batch['tenant_id']}")
-    return None
-
-
 def _reject_whole(batch: dict[str, Any], payload: bytes, reason: str) -> RecordOutcome:
     """Reject a whole record: nothing about it is remembered anywhere."""
     valid_id = id_error("volume_id", batch["volume_id"]) is None
@@ -189,9 +182,12 @@ def _validate_events(
 def account_record(
     payload: bytes, placement: Placement, load_state: Callable[[str], VolumeState | None],
     schemas: SchemaSet, now_ns: int, limits: Limits = Limits(),
+    registered: Callable[[str], str | None] | None = None,
 ) -> RecordOutcome:
     """Decode, validate and count one raw record (sitting at ``placement``) against its
-    volume's state."""
+    volume's state. ``registered`` is the volume registry's lookup (volume_id -> tenant or
+    None; it may raise :class:`~streams.core.registry.RegistryBehind`, before any state is
+    changed); None: no registry is deployed, the first tenant seen owns a volume."""
     try:
         _, batch = schemas.decode(payload, expect="IoBatch")
     except CodecError as exc:
@@ -199,7 +195,10 @@ def account_record(
     volume_id = batch["volume_id"]
     reason = batch_error(batch, limits) or placement_error(volume_id, placement)
     known = load_state(volume_id) if reason is None else None
-    reason = reason or owner_error(batch, known)
+    if reason is None:
+        reason = owner_error(volume_id, batch["tenant_id"],
+                             None if registered is None else registered(volume_id),
+                             registered is not None, None if known is None else known.tenant_id)
     if reason is not None:
         return _reject_whole(batch, payload, reason)
     producer_id, seq = batch["producer_id"], batch["seq"]

@@ -110,6 +110,10 @@ def _specs(settings: Settings) -> list[TopicSpec]:
         # revocation is a record, never a tombstone (api/tokens.py), so compaction keeps it.
         # One partition: every worker reads all of it (api/tokens.py).
         TopicSpec(settings.tokens_topic, 1, TOKENS_CONFIG),
+        # Key = volume_id, compacted and never aged out like the tokens: a volume's latest
+        # registration is its owner for as long as the topic lives. One partition: every
+        # worker reads all of it (pipeline/registry_feed.py).
+        TopicSpec(settings.registry_topic, 1, TOKENS_CONFIG),
     ] + [
         TopicSpec(f"{settings.app_id}-{table}-changelog", settings.partitions,
                   {"cleanup.policy": "compact",

@@ -39,10 +39,11 @@ def role_grants(role: str, settings: Settings) -> list[Grant]:
         return [Grant("topic", s.raw_topic, ("Write", "Describe")),
                 Grant("topic", s.dlq_topic, ("Write", "Describe")),
                 Grant("cluster", "kafka-cluster", ("IdempotentWrite",))]
-    if role == "worker":  # everything of the pipeline but the tokens (read only)
+    if role == "worker":  # everything of the pipeline but the tokens and registry (read only)
         return [Grant("topic", f"{s.topic_prefix}.", ("Read", "Write", "Describe"), True),
                 Grant("topic", f"{s.app_id}-", ("Read", "Write", "Describe", "Create"), True),
                 Grant("topic", s.tokens_topic, ("Write",), deny=True),
+                Grant("topic", s.registry_topic, ("Write",), deny=True),
                 Grant("group", s.app_id, ("Read", "Describe")),
                 Grant("cluster", "kafka-cluster", ("IdempotentWrite",))]
     if role == "billing-reader":

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from streams.core.codec import HEADER_LEN, CodecError
 from streams.core.ingest import Placement, RecordOutcome, account_record
+from streams.core.registry import RegistryBehind
 from streams.core.windows.acc import WINDOW_LENGTHS_NS, WINDOW_NAMES, acc_from_stats
 from streams.core.windows.book import Emission
 from streams.core.windows.stages import RollupWindows
@@ -81,8 +82,7 @@ async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: 
                                                                           message)),
             message.partition, message.offset)
         return
-    placement = Placement(message.key, message.partition, p.settings.partitions)
-    outcome = account_record(value, placement, p.load_state, p.schemas, now_ns, p.limits)
+    outcome = await _judge_record(p, value, message, now_ns, wall_ns)
     if outcome.state is not None and outcome.volume_id is not None:
         p.counters[outcome.volume_id.encode()] = outcome.state.snapshot()
     await publish_rejections(p, outcome, message, now_ns)
@@ -91,6 +91,25 @@ async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: 
             outcome.events, wall_ns, outcome.producer, message.offset)
         await publish_windows(p, emissions, message.partition, message.offset)
     _count(p.stats, outcome)
+
+
+async def _judge_record(p: Pipeline, value: bytes, message: Any, now_ns: int, wall_ns: int
+                        ) -> RecordOutcome:
+    """account_record against the volume registry's view; a volume the view does not know
+    waits for the view to read the registry past the record's Kafka timestamp
+    (registry_feed.py), then the record is judged again (nothing was changed)."""
+    placement = Placement(message.key, message.partition, p.settings.partitions)
+    feed = p.registry_feed
+    registered = None if feed is None else feed.lookup_for(wall_ns)
+    try:
+        return account_record(value, placement, p.load_state, p.schemas, now_ns, p.limits,
+                              registered)
+    except RegistryBehind:
+        assert feed is not None
+        await feed.catch_up(wall_ns)
+        p.stats.registry_catch_ups = feed.catch_ups
+        return account_record(value, placement, p.load_state, p.schemas, now_ns, p.limits,
+                              feed.lookup_for(wall_ns))
 
 
 async def _replay_raw_outputs(p: Pipeline, message: Any) -> None:

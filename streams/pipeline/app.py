@@ -19,6 +19,7 @@ from streams.core.codec import SchemaSet, default_schemas
 from streams.core.counters import VolumeState
 from streams.core.ingest import Limits
 from streams.core.monitoring import CloseDelays
+from streams.core.registry import REGISTRY_OFF, mode_error
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.core.windows.book import WindowSettings
@@ -29,6 +30,7 @@ from streams.pipeline.agents import register_accounting, register_rollups
 from streams.pipeline.guard import faust_fixes
 from streams.pipeline.guard.gap_reader import GapReader
 from streams.pipeline.guard.order import InputGuard
+from streams.pipeline.registry_feed import RegistryFeed
 from streams.pipeline.timers import register_commit_watch, register_ticks
 from streams.state.stages import open_partition_windows, open_rollup_windows
 
@@ -48,6 +50,7 @@ class WorkerStats:
     records_dropped_revoked: int = 0  # buffered when their partition was revoked (batches.py)
     steps: int = 0  # agent steps (batches of records) handled (batches.py)
     windows_rolled_up: int = 0  # window records read by the rollup agents
+    registry_catch_ups: int = 0  # volume registry reads to its end, for unknown volumes
     commit_stalls: int = 0  # times a partition's commit was seen held (timers.py)
     dead_letters_failed: int = 0  # not even their minimal form published (publish.py)
     last_rejection_log_ns: int = -(10**18)
@@ -79,6 +82,7 @@ class Pipeline:
     stats: WorkerStats = field(default_factory=WorkerStats)
     inputs: dict[str, InputGuard] = field(default_factory=dict)  # by topic name
     gap_reader: Any = None
+    registry_feed: RegistryFeed | None = None  # None: IOACCT_VOLUME_REGISTRY=off
 
     def windows_for(self, partition: int) -> PartitionWindows:
         """The partition's windows, rebuilt from the table on first use after assignment."""
@@ -153,12 +157,27 @@ def build_app(settings: Settings) -> Pipeline:
                     settings.max_events_per_record)
     pipeline = Pipeline(settings, app, raw_topic, dlq_topic, counters, default_schemas(), limits)
     pipeline.gap_reader = GapReader(settings)
+    _add_registry(pipeline)
     _add_windows(pipeline)
     register_accounting(pipeline)
     register_rollups(pipeline)
     register_ticks(pipeline)
     register_commit_watch(pipeline)
     return pipeline
+
+
+def _add_registry(p: Pipeline) -> None:
+    """The volume registry's feed, read by a task of the app (unless it is off)."""
+    reason = mode_error(p.settings.volume_registry)
+    if reason is not None:
+        raise ValueError(reason)
+    if p.settings.volume_registry == REGISTRY_OFF:
+        return
+    feed = p.registry_feed = RegistryFeed(p.settings)
+
+    @p.app.task
+    async def follow_registry() -> None:
+        await feed.run()
 
 
 def _faust_app(settings: Settings) -> faust.App:

@@ -17,7 +17,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from streams.api.tls import caller_context
 from streams.config import REPO_ROOT, Settings
+from streams.core.registry import REGISTRY_OFF
 from streams.kafka import local as kafka_local
 from streams.kafka.topics import ensure_topics
 from streams.sources.simulator import FleetConfig, FleetSimulator
@@ -48,11 +50,12 @@ def _wait_for_worker(settings: Settings, worker: subprocess.Popen[bytes], log: P
     deadline = time.monotonic() + 120
     status = urllib.request.Request(f"{settings.web_url}/status",
                                     headers={"Authorization": f"Bearer {token}"})
+    context = caller_context(settings)  # a self-signed IOACCT_WEB_CERT is trusted
     while time.monotonic() < deadline:
         if worker.poll() is not None:
             raise SystemExit(f"the worker exited with {worker.returncode}; see {log}")
         try:
-            with urllib.request.urlopen(status, timeout=2) as response:
+            with urllib.request.urlopen(status, timeout=2, context=context) as response:
                 if b'"assigned_partitions":[]' not in response.read():
                     return
         except OSError:
@@ -153,6 +156,18 @@ def _principals(settings: Settings, broker: kafka_local.LocalBroker
     return "worker", "hypervisor"
 
 
+def _register_fleet(settings: Settings, pairs: list[tuple[str, str]]) -> None:
+    """The fleet's volumes in the volume registry, as admin (the fleet's own login, a
+    hypervisor, may not write it): the worker counts only registered volumes."""
+    from streams.tools.register_fleet import Registrar
+
+    if settings.volume_registry == REGISTRY_OFF:
+        return
+    registrar = Registrar(settings)
+    asyncio.run(registrar.ensure(pairs))
+    print("\n".join(registrar.report.lines()))
+
+
 def run_pipeline(settings: Settings, rate_per_s: float, volumes: int, tenants: int = 5,
                  source: str = "sim") -> int:
     # Ctrl-C and `kill` stop everything cleanly; also when started from a script, whose
@@ -165,10 +180,14 @@ def run_pipeline(settings: Settings, rate_per_s: float, volumes: int, tenants: i
     asyncio.run(ensure_topics(settings))
     worker_user, fleet_user = _principals(settings, broker)
     fleet_args = ["--rate", str(rate_per_s), "--volumes", str(volumes), "--tenants", str(tenants)]
-    tenant_id = FleetSimulator(FleetConfig(volumes=volumes, tenants=tenants)).volumes[0].tenant_id
-    produce_args = ["produce", "--sim", *fleet_args]
+    fleet_volumes = [(v.volume_id, v.tenant_id) for v in
+                     FleetSimulator(FleetConfig(volumes=volumes, tenants=tenants)).volumes]
+    tenant_id = fleet_volumes[0][1]
+    produce_args = ["produce", "--sim", "--no-register", *fleet_args]  # registered below
     if source == "qemu":
         tenant_id, produce_args = QEMU_TENANT_ID, _qemu_produce_args(settings)
+        fleet_volumes = [(QEMU_VOLUME_ID, QEMU_TENANT_ID)]
+    _register_fleet(settings, fleet_volumes)
     operator, tenant = _run_tokens(settings, tenant_id)
     logs = settings.state_dir / "logs"
     worker = _spawn(["worker"], logs / "worker.log", settings, worker_user)

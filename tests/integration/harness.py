@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -23,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.config import REPO_ROOT, Settings
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
+from streams.kafka.registry import register_volumes
 from streams.kafka.security import client_kwargs
 from streams.kafka.topics import topic_partitions
 from tests.conftest import free_port
@@ -42,11 +44,22 @@ def settings_env(settings: Settings) -> dict[str, str]:
 def ioacct(
     settings: Settings, *args: str, timeout: float = 300, **kw: Any,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real command line, as a user would."""
+    """Run the real command line, as a user would. `produce` registers the volumes it
+    sends (as the admin the tests log in as), unless the test says --no-register: the
+    worker counts registered volumes only."""
+    if args[:1] == ("produce",) and not {"--register", "--no-register"} & set(args):
+        args = ("produce", "--register", *args[1:])
     return subprocess.run(
         [sys.executable, "-m", "streams.cli", *args], env=settings_env(settings), cwd=REPO_ROOT,
         capture_output=True, text=True, timeout=timeout, check=False, **kw,
     )
+
+
+def register(settings: Settings, pairs: Iterable[tuple[str, str]]) -> None:
+    """Register (volume, tenant) pairs as admin, as the operator would before a fleet
+    sends: for tests that write raw records themselves."""
+    report = asyncio.run(register_volumes(settings, list(pairs)))
+    assert not report.refused, report.refused
 
 
 @dataclass
@@ -58,7 +71,15 @@ class WorkerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+        scheme = "https" if self.settings.web_cert else "http"
+        return f"{scheme}://127.0.0.1:{self.web_port}"
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        """A worker serving HTTPS (IOACCT_WEB_CERT) is checked against its certificate."""
+        if not self.settings.web_cert:
+            return None
+        return ssl.create_default_context(cafile=self.settings.web_cert)
 
     def get(self, path: str, token: str | None = "operator") -> tuple[int, Any]:
         """GET a JSON view as the operator (the default), with another token, or with
@@ -78,7 +99,7 @@ class WorkerProcess:
         refused = (429, b"")
         for _ in range(RATE_LIMITED_TRIES):
             try:
-                with urllib.request.urlopen(request, timeout=30) as response:
+                with urllib.request.urlopen(request, timeout=30, context=self.tls) as response:
                     return response.status, response.read()
             except urllib.error.HTTPError as exc:
                 refused = (exc.code, exc.read())

@@ -21,13 +21,14 @@ from streams.config import REPO_ROOT, Settings
 from streams.core.codec import default_schemas
 from streams.core.ingest import DEAD_LETTER_MAX_BYTES, PAYLOAD_PREFIX_BYTES
 from streams.kafka.security import client_kwargs
-from tests.hostile import GOOD, HOSTILE_PRODUCER, HostileRound, hostile_round
+from tests.hostile import GOOD, HOSTILE_PRODUCER, UNREGISTERED, HostileRound, hostile_round
 from tests.oracles.counters import counters_oracle
 
 from .harness import (
     WorkerProcess,
     ioacct,
     read_topic,
+    register,
     running_worker,
     settings_env,
     wait_committed,
@@ -71,6 +72,7 @@ def test_hostile_records_reach_the_dlq_with_reasons(
     around them counts once, and nothing else changed: no volume made, no mark moved."""
     round_ = hostile_round(seed=5, producer_id=HOSTILE_PRODUCER,
                            partitions=pipeline_settings.partitions)
+    register(pipeline_settings, round_.registrations.items())
     positions = asyncio.run(_send(pipeline_settings, round_))
     wait_committed(pipeline_settings, [worker], 120)
 
@@ -111,7 +113,7 @@ def test_hostile_records_reach_the_dlq_with_reasons(
     status, counters = worker.get("/volumes/vol-mixed/counters")
     assert counters["rejected"] == sum(round_.bad_events.values())  # whole records: none
     assert worker.get("/volumes/vol-squat/counters")[1]["tenant_id"] == "tenant-t"
-    for never in ("vol-x", "vol-elsewhere"):  # rejected records made no volume
+    for never in ("vol-x", "vol-elsewhere", UNREGISTERED):  # rejected records made no volume
         assert worker.get(f"/volumes/{never}/counters")[0] == 404
 
 
@@ -154,7 +156,7 @@ def test_a_live_pipe_is_sent_while_it_stays_open(
     across two writes is one event."""
     good = {**GOOD, "volume_id": "vol-pipe", "tenant_id": "tenant-p"}
     producer = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "produce", "--jsonl", "-"],
+        [sys.executable, "-m", "streams.cli", "produce", "--register", "--jsonl", "-"],
         env=settings_env(pipeline_settings), cwd=REPO_ROOT, stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert producer.stdin is not None

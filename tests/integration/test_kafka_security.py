@@ -115,6 +115,14 @@ TOPIC_CASES = [
     ("monitoring-reader", "write", "monitoring_topic", False),
     ("monitoring-reader", "read", "billing_topic", False),
     ("admin", "write", "tokens_topic", True),
+    # The volume registry ties a volume to its tenant: only admin writes it.
+    ("hypervisor", "write", "registry_topic", False),  # claiming a volume for a tenant
+    ("hypervisor", "read", "registry_topic", False),
+    ("worker", "read", "registry_topic", True),
+    ("worker", "write", "registry_topic", False),
+    ("billing-reader", "read", "registry_topic", False),
+    ("monitoring-reader", "read", "registry_topic", False),
+    ("admin", "write", "registry_topic", True),
 ]
 
 
@@ -125,6 +133,21 @@ def test_each_role_may_do_what_it_needs_and_nothing_else(
     settings = as_user(admin, role)
     call = (_write if how == "write" else _read)(settings, getattr(admin, topic))
     assert allowed(call) is expected
+
+
+@pytest.mark.parametrize("role", ["worker", "hypervisor"])
+def test_only_admin_may_register_a_volume(admin: Settings, role: str) -> None:
+    """`ioacct volume register` as another principal: a clear error, nothing registered;
+    as admin it is registered (and the worker may read the registry)."""
+    volume = f"vol-acl-{role}"
+    refused = ioacct(as_user(admin, role), "volume", "register", volume, "--tenant", "t-1")
+    assert refused.returncode == 1 and "Authorization" in refused.stderr, refused.stderr
+    assert volume not in ioacct(admin, "volume", "list").stdout
+    done = ioacct(admin, "volume", "register", volume, "--tenant", "t-1")
+    assert done.returncode == 0, done.stderr
+    listed = ioacct(as_user(admin, "worker"), "volume", "list", "--tenant", "t-1", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert volume in listed.stdout
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -38,6 +38,7 @@ from .harness import (
     WorkerProcess,
     ioacct,
     read_topic,
+    register,
     running_worker,
     wait_committed,
     wait_until,
@@ -69,6 +70,7 @@ async def _create_topics(settings: Settings) -> None:
 def worker(pipeline_settings: Settings, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[WorkerProcess]:
     asyncio.run(_create_topics(pipeline_settings))
+    register(pipeline_settings, [(VOLUME, TENANT)])
     with running_worker(pipeline_settings, Path(tmp_path_factory.mktemp("w"))) as started:
         yield started
 

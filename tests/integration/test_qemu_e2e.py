@@ -57,7 +57,7 @@ def streamed(pipeline_settings: Settings, guest: Guest,
     report_path = tmp / "report.json"
     with running_worker(pipeline_settings, tmp) as worker:
         producer = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "produce", "--qemu-trace",
+            [sys.executable, "-m", "streams.cli", "produce", "--register", "--qemu-trace",
              str(guest.trace_path), "--follow", "--qmp", str(guest.qmp_socket),
              "--volume-id", VOLUME_ID, "--tenant-id", TENANT_ID,
              "--report-json", str(report_path)],

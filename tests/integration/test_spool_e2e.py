@@ -38,6 +38,7 @@ from .harness import (
     counter_mismatches,
     ioacct,
     read_topic,
+    register,
     running_worker,
     settings_env,
     wait_committed,
@@ -91,6 +92,7 @@ def test_events_recorded_while_kafka_is_down_are_sent_when_it_is_back(
     assert stats.records_spooled == stats.records_acked > 0  # every record waited on disk
     assert (stats.drains, stats.spool_records, stats.records_refused) == (1, 0, 0)
     assert stats.spool_peak_bytes > 0 and not list((tmp_path / "spool").glob("*" + SUFFIX))
+    register(private, {(e.volume_id, e.tenant_id) for e in outage})
     with running_worker(private, tmp_path) as worker:
         wait_committed(private, [worker])
         _assert_counters_equal_oracle(worker, outage)

@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streams.config import Settings
 from streams.core.codec import SchemaSet, default_schemas
 from streams.core.times import NS_PER_MS, NS_PER_S
+from streams.kafka.registry import register_volumes
 from streams.kafka.security import client_kwargs
 from streams.sdk.producer import IoProducer
 from streams.sources.simulator import FleetConfig, FleetSimulator
@@ -31,6 +32,8 @@ from streams.tools.bench.procs import (
     pipeline_topics,
     spawn_worker,
 )
+
+SEED = 7  # the latency run's fleet
 
 
 @dataclass
@@ -48,6 +51,8 @@ async def latency_run(settings: Settings, log_dir: Path, rate: float, duration_s
     """Simulated events sent in real time at ``rate`` while a worker runs; for each 1 s
     window record (revision 0) of the steady part, its append time minus the window end."""
     await pipeline_topics(settings, append_time_1s=True)
+    await register_volumes(settings, [(v.volume_id, v.tenant_id) for v in FleetSimulator(
+        FleetConfig(seed=SEED, volumes=volumes)).volumes])  # untimed: before the worker
     proc = spawn_worker(settings, log_dir, "latency")
     try:
         await _wait_assigned(proc)
@@ -89,7 +94,7 @@ async def _send_real_time(settings: Settings, rate: float, volumes: int, start_n
                           end_ns: int) -> int:
     """The simulated fleet's events from ``start_ns`` to ``end_ns`` as the wall clock
     reaches them, through the SDK; returns the events sent."""
-    sim = FleetSimulator(FleetConfig(seed=7, volumes=volumes, start_ns=start_ns,
+    sim = FleetSimulator(FleetConfig(seed=SEED, volumes=volumes, start_ns=start_ns,
                                      events_per_s=rate))
     sent = 0
     producer = IoProducer(settings)

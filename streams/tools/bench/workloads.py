@@ -19,6 +19,7 @@ from streams.core.codec import SchemaSet, default_schemas
 from streams.core.events import OPS, STATUSES, IoEvent
 from streams.core.raw import raw_batch
 from streams.core.times import NS_PER_MS, NS_PER_S
+from streams.kafka.registry import register_volumes
 from streams.sdk.batching import Batcher
 from streams.sdk.grouping import Outgoing, PartitionBatcher, record_bytes_bound
 from streams.sdk.producer import IoProducer
@@ -183,9 +184,17 @@ class PlainAvroProducer(BacklogProducer):
             self.events_sent += len(events)
 
 
+async def register_events(settings: Settings, events: Iterable[IoEvent]) -> None:
+    """Each volume of ``events`` registered to its tenant (the worker counts no other)."""
+    await register_volumes(settings, dict.fromkeys((e.volume_id, e.tenant_id) for e in events))
+
+
 async def produce_backlog(settings: Settings, events: Sequence[IoEvent],
                           cls: type[BacklogProducer] = BacklogProducer) -> tuple[int, int]:
-    """Send events through the SDK (virtual clock); returns (records, events) sent."""
+    """Send events through the SDK (virtual clock); returns (records, events) sent. For
+    the worker (the SDK's layout), their volumes are registered first, untimed."""
+    if cls is BacklogProducer:
+        await register_events(settings, events)
     producer = cls(settings)
     await producer.start()
     try:

@@ -437,3 +437,20 @@ def test_report_formats(events: list[dict[str, Any]]) -> None:
     assert text[0].split() == ["VOLUME", "HOUR", "(UTC)", "RECORDS", "BILLED", "EVENTS", "STATUS"]
     assert text[1].split()[-1] == "DIFF" and text[1].split()[2] == "0"
     assert "DIFFERENCES" in text and "1 difference(s)" in text[-1]
+
+
+def test_the_replay_applies_the_registry_as_the_worker_does() -> None:
+    """With the registry read once: a registered volume's events count, an unregistered
+    volume's and another tenant's claim are rejected whole and make no volume."""
+    from streams.core.registry import Registration, VolumeRegistry
+
+    registry = VolumeRegistry([Registration("vol-a", "t-1", 0)])
+    replay = Replay(SCOPE, Limits(), SCHEMAS, registry.tenant_of)
+    event = {"op": "read", "status": "ok", "offset": 0, "bytes": 512,
+             "submit_ns": T0, "complete_ns": T0 + 100}
+    for volume, tenant, seq in (("vol-a", "t-1", 0), ("vol-b", "t-1", 0), ("vol-a", "t-2", 1)):
+        payload = batch_payload([{**event, "volume_id": volume, "tenant_id": tenant}], seq=seq)
+        replay.add(payload, NOW, placed(payload))
+    assert (replay.events_counted, replay.events_rejected) == (1, 2)
+    assert set(replay.states) == {"vol-a"}  # no volume for the strangers
+    assert replay.states["vol-a"].producer_seqs == {"p-1": 0}  # the claim moved no mark

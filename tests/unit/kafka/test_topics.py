@@ -135,3 +135,15 @@ def test_a_token_revocation_outlives_compaction() -> None:
     assert config["cleanup.policy"] == "compact"  # not "compact,delete"
     assert config["retention.ms"] == "-1" and config["retention.bytes"] == "-1"
     assert int(config["delete.retention.ms"]) >= 0
+
+
+def test_the_volume_registry_is_kept_like_the_tokens() -> None:
+    """One partition (every worker reads all of it), compacted, never aged out: a
+    volume's registration lives as long as the topic."""
+    settings = Settings()
+    specs = {spec.name: spec for spec in topic_specs(settings)}
+    spec = specs[settings.registry_topic]
+    assert settings.registry_topic == "ioacct.volumes.registry" and spec.partitions == 1
+    assert spec.config["cleanup.policy"] == "compact"
+    assert spec.config["retention.ms"] == "-1" and spec.config["retention.bytes"] == "-1"
+    assert spec.config["min.insync.replicas"] == str(settings.min_insync_replicas)
