@@ -11,7 +11,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.core.counters import (
     BYTES,
@@ -25,6 +25,9 @@ from streams.core.counters import (
 )
 from streams.core.events import OPS
 from streams.core.times import NS_PER_S
+
+if TYPE_CHECKING:
+    from streams.core.windows.vector import OpPartial
 
 WINDOW_LENGTHS_NS = (NS_PER_S, 60 * NS_PER_S, 3600 * NS_PER_S)
 WINDOW_NAMES = dict(zip(WINDOW_LENGTHS_NS, ("1s", "1m", "1h"), strict=True))  # as the CLI, web
@@ -126,6 +129,18 @@ class OpAcc:
         self.min_ns = latency_ns if self.min_ns is None else min(self.min_ns, latency_ns)
         self.max_ns = latency_ns if self.max_ns is None else max(self.max_ns, latency_ns)
 
+    def add_partial(self, part: OpPartial) -> None:
+        """Add what a vectorised pass computed for this op and window (vector.py)."""
+        counts = self.counts
+        for slot, count in enumerate(part.counts):
+            counts[slot] += count
+        if part.min_ns is None or part.max_ns is None:
+            return  # no event whose time counts: no latency, nothing in the histogram
+        self.min_ns = part.min_ns if self.min_ns is None else min(self.min_ns, part.min_ns)
+        self.max_ns = part.max_ns if self.max_ns is None else max(self.max_ns, part.max_ns)
+        self.histogram = [mine + theirs
+                          for mine, theirs in zip(self.histogram, part.histogram, strict=True)]
+
     def merge(self, other: OpAcc) -> None:
         counts = self.counts
         for slot, count in enumerate(other.counts):
@@ -185,6 +200,19 @@ class WindowAcc:
             removed = sum(hi - lo for lo, hi in busy[first:after])
         busy[first:after] = [[start, end]]
         self.busy_ns += end - start - removed
+
+    def union_busy(self, intervals: list[list[int]]) -> None:
+        """Union sorted, disjoint, non-touching [start, end] intervals (of this window) into
+        the busy intervals: one sort and sweep, whatever their number."""
+        old_ns = sum(hi - lo for lo, hi in self.busy)
+        merged: list[list[int]] = []
+        for lo, hi in sorted(self.busy + intervals) if self.busy else intervals:
+            if merged and lo <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        self.busy = merged
+        self.busy_ns += sum(hi - lo for lo, hi in merged) - old_ns
 
     def merge(self, part: WindowAcc) -> None:
         """Add a shorter window that lies inside this one (a rollup)."""

@@ -15,15 +15,9 @@ import heapq
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
-from streams.core.batch import EventBatch
-from streams.core.events import STATUS_INVALID
-from streams.core.windows.acc import (
-    NS_PER_S,
-    WindowAcc,
-    rollup,
-    window_start_ns,
-    window_starts_overlapping,
-)
+from streams.core.batch import Columns, EventBatch
+from streams.core.windows.acc import NS_PER_S, WindowAcc, rollup, window_start_ns
+from streams.core.windows.vector import frozen_window, window_partials
 
 WindowKey = tuple[str, int]  # (volume_id, window_start_ns)
 
@@ -118,39 +112,41 @@ class WindowBook:
     def add_events(
         self, batch: EventBatch, watermark_ns: int | None, offset: int = -1,
     ) -> list[Emission]:
-        """Add validated events; returns new revisions of windows already emitted
-        (``offset``: the input offset being processed, stamped on them)."""
-        volume_id, tenant_id = batch.volume_id, batch.tenant_id
-        ops, statuses, nbytes = batch.ops, batch.statuses, batch.nbytes
-        submit_ns, complete_ns = batch.submit_ns, batch.complete_ns
-        frozen_before = self._frozen_before_ns(watermark_ns)
-        touched: dict[int, WindowEntry] = {}
-        for i in batch.indexes:
-            start = window_start_ns(complete_ns[i], self.window_len_ns)
-            if frozen_before is not None and start + self.window_len_ns <= frozen_before:
-                self.late_beyond_horizon += 1
-                continue
-            entry = touched.get(start) or self._entry(volume_id, tenant_id, start)
-            touched[start] = entry
-            latency_ns = complete_ns[i] - submit_ns[i]
-            entry.acc.add_completion(ops[i], statuses[i], nbytes[i], latency_ns)
-            if statuses[i] != STATUS_INVALID:
-                self._add_inflight(volume_id, tenant_id, ops[i], submit_ns[i], complete_ns[i],
-                                   frozen_before, touched)
-        for start, entry in touched.items():
-            self.store[(volume_id, start)] = entry
-        return [self._revise(volume_id, e, offset) for e in touched.values() if e.emitted]
+        """:meth:`add_columns` for one volume's events."""
+        return self.add_columns(Columns.of_batch(batch), watermark_ns, offset)
 
-    def _add_inflight(
-        self, volume_id: str, tenant_id: str, op: int, submit_ns: int, complete_ns: int,
-        frozen_before: int | None, touched: dict[int, WindowEntry],
-    ) -> None:
-        for start in window_starts_overlapping(submit_ns, complete_ns, self.window_len_ns):
-            if frozen_before is not None and start + self.window_len_ns <= frozen_before:
-                continue  # the revision horizon: these windows are final
-            entry = touched.get(start) or self._entry(volume_id, tenant_id, start)
-            touched[start] = entry
-            entry.acc.add_inflight(op, submit_ns, complete_ns)
+    def add_columns(
+        self, columns: Columns, watermark_ns: int | None, offset: int = -1,
+    ) -> list[Emission]:
+        """Add validated events of any volumes, in one vectorised pass; returns new
+        revisions of windows already emitted (``offset``: the input offset being
+        processed, stamped on them). Every event sees ``watermark_ns``: those whose window
+        is past the revision horizon count in ``late_beyond_horizon`` only, and in-flight
+        time reaches no window past it."""
+        length = self.window_len_ns
+        first = frozen_window(self._frozen_before_ns(watermark_ns), length)
+        partials = window_partials(columns, length, first)
+        self.late_beyond_horizon += partials.late
+        touched: dict[tuple[int, int], WindowEntry] = {}
+
+        def entry(volume: int, window: int) -> WindowEntry:
+            found = touched.get((volume, window))
+            if found is None:
+                found = touched[(volume, window)] = self._entry(
+                    columns.volumes[volume], columns.tenants[volume], window * length)
+            return found
+
+        for part in partials.completions:
+            entry(part.volume, part.window).acc.ops[part.op].add_partial(part)
+        for volume, window, op, inflight_ns in partials.inflight:
+            entry(volume, window).acc.ops[op].inflight_ns += inflight_ns
+        for (volume, window), intervals in partials.busy.items():
+            entry(volume, window).acc.union_busy(intervals)
+        ordered = sorted(touched.items())
+        for (volume, window), found in ordered:
+            self.store[(columns.volumes[volume], window * length)] = found
+        return [self._revise(columns.volumes[volume], found, offset)
+                for (volume, _), found in ordered if found.emitted]
 
     def _revise(self, volume_id: str, entry: WindowEntry, offset: int) -> Emission:
         emission = Emission(volume_id, entry.tenant_id, entry.acc, entry.revision, offset)

@@ -21,9 +21,10 @@ from abc import abstractmethod
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
+import numpy as np
 import orjson
 
-from streams.core.batch import EventBatch
+from streams.core.batch import Columns, EventBatch
 from streams.core.billing import BillingBook, BillingRecord
 from streams.core.counters import table_json
 from streams.core.times import NS_PER_S
@@ -39,6 +40,7 @@ from streams.core.windows.book import (
 from streams.core.windows.stores import BillingStore, EntryStore, PartsStore, SeqStore
 
 EVICT_EVERY_NS = 60 * NS_PER_S
+ProducedColumns = tuple[Columns, tuple[str, int] | None]  # a record's events, its producer
 DIRECT_LOOKUPS_MAX = 10_000  # windows_of: look each start up, up to this many, else scan
 
 
@@ -174,32 +176,75 @@ class PartitionWindows(_Stage):
         a minute once the 1 s windows of it are all in (SEMANTICS.md section 4)."""
         return self.marker.take(self.clock.watermark_ns)
 
-    @_unit
     def on_events(
         self, batch: EventBatch, wall_ns: int, producer: tuple[str, int] | None = None,
         offset: int = -1,
     ) -> list[Emission]:
-        """Validated events of one record; returns every window record to publish.
+        """:meth:`on_columns` for one volume's events."""
+        return self.on_columns(Columns.of_batch(batch), wall_ns, producer, offset)
 
-        ``producer`` = (producer_id, seq) of the record: one these windows already hold
-        (at or below the highest seq applied for the volume and producer) changes
-        nothing; else it is marked applied, in the same unit. ``offset``: the record's,
-        stamped on what it makes."""
-        if not batch.indexes:
+    @_unit
+    def on_columns(
+        self, columns: Columns, wall_ns: int, producer: tuple[str, int] | None = None,
+        offset: int = -1,
+    ) -> list[Emission]:
+        """Validated events of one record (any volumes); returns every window record to
+        publish.
+
+        ``producer`` = (producer_id, seq) of the record: a volume whose events these
+        windows already hold (seq at or below the highest applied for the volume and
+        producer) contributes nothing; the others are marked applied, in the same unit.
+        ``offset``: the record's, stamped on what it makes."""
+        return self._apply([(columns, producer)], wall_ns, offset)
+
+    @_unit
+    def on_records(self, records: Sequence[ProducedColumns], wall_ns: int, offset: int = -1
+                   ) -> list[Emission]:
+        """The validated events of many records, in their order, as one unit and one
+        vectorised pass: each record's volumes are checked and marked as
+        :meth:`on_columns` does (a record repeated within ``records`` counts once), then
+        every surviving event sees the watermark from before the call. ``offset``: the
+        last record's, stamped on what it makes (so a replay of outputs after a crash
+        sends them again whichever of the records the committed offset points to)."""
+        return self._apply(records, wall_ns, offset)
+
+    def _apply(self, records: Sequence[ProducedColumns], wall_ns: int, offset: int
+               ) -> list[Emission]:
+        columns, marks = self._fresh(records)
+        if len(columns) == 0:
             return []
-        seqs: dict[str, int] = {}
-        if producer is not None:
-            seqs = self.applied.get((batch.volume_id, 0)) or {}  # type: ignore[assignment]
-            if producer[1] <= seqs.get(producer[0], -1):
-                return []
-        self.billing_out += self.billing.add_events(batch, offset)
-        revised = self.books[0].add_events(batch, self.clock.watermark_ns, offset)
-        self.clock.on_input(batch.max_complete_ns(), wall_ns)
+        self.billing_out += self.billing.add_columns(columns, offset)
+        revised = self.books[0].add_columns(columns, self.clock.watermark_ns, offset)
+        self.clock.on_input(int(columns.complete_ns.max()), wall_ns)
         emitted = revised + self._close(offset)
-        if producer is not None:
-            seqs[producer[0]] = producer[1]
-            self.applied[(batch.volume_id, 0)] = seqs
+        for volume_id, seqs in marks.items():
+            self.applied[(volume_id, 0)] = seqs
         return emitted
+
+    def _fresh(self, records: Sequence[ProducedColumns]
+               ) -> tuple[Columns, dict[str, dict[str, int]]]:
+        """The events of the volumes not applied yet, and the replay marks to write."""
+        seqs: dict[str, dict[str, int]] = {}
+        marks: dict[str, dict[str, int]] = {}
+        kept: list[Columns] = []
+        for columns, producer in records:
+            if producer is None or len(columns) == 0:
+                kept.append(columns)
+                continue
+            producer_id, seq = producer
+            present = np.bincount(columns.volume, minlength=len(columns.volumes))
+            skip = np.zeros(len(columns.volumes), dtype=bool)
+            for v in np.flatnonzero(present).tolist():
+                volume_id = columns.volumes[v]
+                if volume_id not in seqs:
+                    seqs[volume_id] = dict(self.applied.get((volume_id, 0)) or {})  # type: ignore[call-overload]
+                if seq <= seqs[volume_id].get(producer_id, -1):
+                    skip[v] = True
+                else:
+                    seqs[volume_id][producer_id] = seq
+                    marks[volume_id] = seqs[volume_id]
+            kept.append(columns.take(~skip[columns.volume]) if skip.any() else columns)
+        return (kept[0] if len(kept) == 1 else Columns.concat(kept)), marks
 
     @property
     def needs_ticks(self) -> bool:
