@@ -102,7 +102,7 @@ class WindowBook:
     def _entry(self, volume_id: str, tenant_id: str, start: int) -> WindowEntry:
         entry = self.store.get((volume_id, start))
         if entry is None:
-            entry = WindowEntry(tenant_id, WindowAcc(start, self.window_len_ns))
+            entry = WindowEntry(tenant_id, WindowAcc.empty(start, self.window_len_ns))
             heapq.heappush(self._closing, (start + self.window_len_ns, volume_id, start))
         return entry
 
@@ -140,8 +140,8 @@ class WindowBook:
             entry(part.volume, part.window).acc.ops[part.op].add_partial(part)
         for volume, window, op, inflight_ns in partials.inflight:
             entry(volume, window).acc.ops[op].inflight_ns += inflight_ns
-        for (volume, window), intervals in partials.busy.items():
-            entry(volume, window).acc.union_busy(intervals)
+        for (volume, window), (intervals, length_ns) in partials.busy.items():
+            entry(volume, window).acc.union_busy(intervals, length_ns)
         ordered = sorted(touched.items())
         for (volume, window), found in ordered:
             self.store[(columns.volumes[volume], window * length)] = found

@@ -37,6 +37,9 @@ _LOW_32 = np.uint64(0xFFFF_FFFF)
 INT64_MIN = -(1 << 63)
 
 
+Busy = tuple[list[list[int]], int]  # a window's merged busy intervals, and their length
+
+
 @dataclass(slots=True)
 class OpPartial:
     """What events add to one op of one window (``counts`` by counter slot)."""
@@ -57,7 +60,7 @@ class WindowPartials:
     late: int  # events whose window lies past the revision horizon (counted nowhere else)
     completions: list[OpPartial]
     inflight: list[tuple[int, int, int, int]]  # (volume, window, op, in-flight ns)
-    busy: dict[tuple[int, int], list[list[int]]]  # (volume, window) -> merged intervals
+    busy: dict[tuple[int, int], Busy]  # (volume, window) -> merged intervals, length
 
 
 def latencies_ns(columns: Columns) -> np.ndarray:
@@ -182,7 +185,7 @@ def _pieces(columns: Columns, window_len_ns: int, first_window: int | None
 
 
 def _inflight(columns: Columns, window_len_ns: int, first_window: int | None
-              ) -> tuple[list[tuple[int, int, int, int]], dict[tuple[int, int], list[list[int]]]]:
+              ) -> tuple[list[tuple[int, int, int, int]], dict[tuple[int, int], Busy]]:
     event, window, lo, hi = _pieces(columns, window_len_ns, first_window)
     if len(event) == 0:
         return [], {}
@@ -196,7 +199,7 @@ def _inflight(columns: Columns, window_len_ns: int, first_window: int | None
 
 
 def _busy(pair: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.ndarray,
-          window_len_ns: int) -> dict[tuple[int, int], list[list[int]]]:
+          window_len_ns: int) -> dict[tuple[int, int], Busy]:
     """The union of the pieces of each (volume, window) ``pair``, as sorted, disjoint,
     non-touching [start, end] intervals (what WindowAcc keeps)."""
     order = np.lexsort((lo, pair))
@@ -207,14 +210,16 @@ def _busy(pair: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.ndarray,
     reach = _running_max_by_run(hi, lo, new_pair)
     begins = np.flatnonzero(new_pair | np.r_[True, lo[1:] > reach[:-1]])
     ends = np.r_[begins[1:], len(lo)] - 1
-    intervals = np.stack([lo[begins], reach[ends]], axis=1).tolist()
+    starts_ns, ends_ns = lo[begins], reach[ends]
+    intervals = [[a, b] for a, b in zip(starts_ns.tolist(), ends_ns.tolist(), strict=True)]
     owners = pair[begins]
     bounds = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+    totals = np.add.reduceat(ends_ns - starts_ns, bounds).tolist()  # <= L each: int64
     n_windows = len(windows)
-    busy: dict[tuple[int, int], list[list[int]]] = {}
-    for first, after, p in zip(bounds.tolist(), np.r_[bounds[1:], len(owners)].tolist(),
-                               owners[bounds].tolist(), strict=True):
-        busy[(p // n_windows, int(windows[p % n_windows]))] = intervals[first:after]
+    busy: dict[tuple[int, int], Busy] = {}
+    for first, after, p, total in zip(bounds.tolist(), np.r_[bounds[1:], len(owners)].tolist(),
+                                      owners[bounds].tolist(), totals, strict=True):
+        busy[(p // n_windows, int(windows[p % n_windows]))] = (intervals[first:after], total)
     return busy
 
 
