@@ -12,14 +12,17 @@ each length as a stage of its own, fed by the topic of the length below).
 from __future__ import annotations
 
 import heapq
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from streams.core.batch import Columns, EventBatch
 from streams.core.windows.acc import NS_PER_S, WindowAcc, rollup, window_start_ns
 from streams.core.windows.vector import frozen_window, window_partials
 
 WindowKey = tuple[str, int]  # (volume_id, window_start_ns)
+ProducedColumns = tuple[Columns, tuple[str, int] | None]  # a record's events, its producer
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,3 +236,31 @@ class RollupBook:
 
     def close_for(self, watermark_ns: int | None, offset: int = -1) -> list[Emission]:
         return self.inner.close_for(watermark_ns, offset)
+
+
+def unapplied(records: Sequence[ProducedColumns],
+              applied_of: Callable[[str], dict[str, int] | None]
+              ) -> tuple[Columns, dict[str, dict[str, int]]]:
+    """The events of ``records`` whose volume has not applied their (producer, seq) yet
+    (``applied_of``: a volume's highest applied seq per producer), in order, and the new
+    marks to write per volume. A record repeated within ``records`` counts once."""
+    seqs: dict[str, dict[str, int]] = {}
+    marks: dict[str, dict[str, int]] = {}
+    kept: list[Columns] = []
+    for columns, producer in records:
+        if producer is None or len(columns) == 0:
+            kept.append(columns)
+            continue
+        producer_id, seq = producer
+        skip = np.zeros(len(columns.volumes), dtype=bool)
+        for v in np.flatnonzero(np.bincount(columns.volume, minlength=len(skip))).tolist():
+            volume_id = columns.volumes[v]
+            if volume_id not in seqs:
+                seqs[volume_id] = dict(applied_of(volume_id) or {})
+            if seq <= seqs[volume_id].get(producer_id, -1):
+                skip[v] = True
+            else:
+                seqs[volume_id][producer_id] = seq
+                marks[volume_id] = seqs[volume_id]
+        kept.append(columns.take(~skip[columns.volume]) if skip.any() else columns)
+    return (kept[0] if len(kept) == 1 else Columns.concat(kept)), marks

@@ -21,7 +21,6 @@ from abc import abstractmethod
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
-import numpy as np
 import orjson
 
 from streams.core.batch import Columns, EventBatch
@@ -32,15 +31,16 @@ from streams.core.windows.acc import window_start_ns
 from streams.core.windows.book import (
     Emission,
     PartitionClock,
+    ProducedColumns,
     RollupBook,
     WindowBook,
     WindowEntry,
     WindowSettings,
+    unapplied,
 )
 from streams.core.windows.stores import BillingStore, EntryStore, PartsStore, SeqStore
 
 EVICT_EVERY_NS = 60 * NS_PER_S
-ProducedColumns = tuple[Columns, tuple[str, int] | None]  # a record's events, its producer
 DIRECT_LOOKUPS_MAX = 10_000  # windows_of: look each start up, up to this many, else scan
 
 
@@ -208,9 +208,12 @@ class PartitionWindows(_Stage):
         sends them again whichever of the records the committed offset points to)."""
         return self._apply(records, wall_ns, offset)
 
+    def _applied_of(self, volume_id: str) -> dict[str, int] | None:
+        return self.applied.get((volume_id, 0))  # type: ignore[return-value]
+
     def _apply(self, records: Sequence[ProducedColumns], wall_ns: int, offset: int
                ) -> list[Emission]:
-        columns, marks = self._fresh(records)
+        columns, marks = unapplied(records, self._applied_of)
         if len(columns) == 0:
             return []
         self.billing_out += self.billing.add_columns(columns, offset)
@@ -220,31 +223,6 @@ class PartitionWindows(_Stage):
         for volume_id, seqs in marks.items():
             self.applied[(volume_id, 0)] = seqs
         return emitted
-
-    def _fresh(self, records: Sequence[ProducedColumns]
-               ) -> tuple[Columns, dict[str, dict[str, int]]]:
-        """The events of the volumes not applied yet, and the replay marks to write."""
-        seqs: dict[str, dict[str, int]] = {}
-        marks: dict[str, dict[str, int]] = {}
-        kept: list[Columns] = []
-        for columns, producer in records:
-            if producer is None or len(columns) == 0:
-                kept.append(columns)
-                continue
-            producer_id, seq = producer
-            present = np.bincount(columns.volume, minlength=len(columns.volumes))
-            skip = np.zeros(len(columns.volumes), dtype=bool)
-            for v in np.flatnonzero(present).tolist():
-                volume_id = columns.volumes[v]
-                if volume_id not in seqs:
-                    seqs[volume_id] = dict(self.applied.get((volume_id, 0)) or {})  # type: ignore[call-overload]
-                if seq <= seqs[volume_id].get(producer_id, -1):
-                    skip[v] = True
-                else:
-                    seqs[volume_id][producer_id] = seq
-                    marks[volume_id] = seqs[volume_id]
-            kept.append(columns.take(~skip[columns.volume]) if skip.any() else columns)
-        return (kept[0] if len(kept) == 1 else Columns.concat(kept)), marks
 
     @property
     def needs_ticks(self) -> bool:
