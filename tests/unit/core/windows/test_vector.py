@@ -12,6 +12,7 @@ import random
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +24,7 @@ from streams.core.times import HOUR_NS, NS_PER_S
 from streams.core.windows.acc import window_stats
 from streams.core.windows.book import Emission, WindowBook, WindowSettings
 from streams.core.windows.vector import _running_max_by_run, exact_sums
-from streams.state.stages import WindowChain
+from streams.state.stages import WindowChain, open_partition_windows
 from tests.oracles.counters import billing_oracle
 from tests.oracles.windows import windows_oracle
 from tests.unit.core.windows import scalar_twin
@@ -279,3 +280,34 @@ def test_latencies_past_int64_are_exact_against_the_twin() -> None:
     assert vector.store == scalar.store
     window = vector.store[("vol-0", T0)].acc.ops[OP_CODE["write"]]
     assert window.time_ns == 2 * (events[0]["complete_ns"] - events[0]["submit_ns"]) > 2**64
+
+
+def test_a_batch_of_records_that_fails_half_way_writes_nothing() -> None:
+    """on_records is one unit: a failure after the windows and billing hours changed (and
+    before the replay marks are written) leaves the table as it was; the retry then
+    equals a fresh owner's run."""
+    table: dict[bytes, bytes] = {}
+    stage = open_partition_windows(0, table, WindowSettings())
+
+    def records(at_ns: int) -> list[tuple[Columns, tuple[str, int]]]:
+        return [(columns_of([make_event(v, "read", "ok", at_ns + k * NS_PER_S, 5_000_000, 512)
+                             for v in range(3)]), ("p", at_ns + k)) for k in range(4)]
+
+    stage.on_records(records(T0), T0)
+    before = dict(table)
+    close = stage._close
+
+    def broken(offset: int) -> list[Emission]:
+        close(offset)
+        raise RuntimeError("half-way")
+
+    stage._close = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        stage.on_records(records(T0 + 10 * NS_PER_S), T0, offset=9)
+    assert table == before and stage.take_billing() == []
+    stage._close = close  # type: ignore[method-assign]
+    again = stage.on_records(records(T0 + 10 * NS_PER_S), T0, offset=9)
+    fresh_table = dict(before)
+    fresh = open_partition_windows(0, fresh_table, WindowSettings())
+    assert _emitted(again) == _emitted(fresh.on_records(records(T0 + 10 * NS_PER_S), T0, 9))
+    assert table == fresh_table and again
