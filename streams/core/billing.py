@@ -18,10 +18,11 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.core.batch import EventBatch
-from streams.core.counters import N_SLOTS, add_to_slots, named_counters
+from streams.core.batch import Columns, EventBatch
+from streams.core.counters import N_SLOTS, named_counters
 from streams.core.keys import billing_record_id
 from streams.core.times import HOUR_NS
+from streams.core.windows.vector import hour_partials
 
 BillingKey = tuple[str, int]  # (volume_id, hour_start_ns)
 
@@ -79,27 +80,27 @@ class BillingBook:
         heapq.heapify(self._closing)
 
     def add_events(self, batch: EventBatch, offset: int = -1) -> list[BillingRecord]:
-        """Count validated events; returns the adjustments for hours already emitted
-        (``offset``: the raw offset being processed, stamped on them)."""
-        complete_ns = batch.complete_ns
-        by_hour: dict[int, list[int]] = {}
-        for i in batch.indexes:
-            by_hour.setdefault(complete_ns[i] - complete_ns[i] % HOUR_NS, []).append(i)
-        volume_id = batch.volume_id
+        """:meth:`add_columns` for one volume's events."""
+        return self.add_columns(Columns.of_batch(batch), offset)
+
+    def add_columns(self, columns: Columns, offset: int = -1) -> list[BillingRecord]:
+        """Count validated events of any volumes, per (volume, hour) in one vectorised
+        pass; returns the adjustments for hours already emitted (``offset``: the raw
+        offset being processed, stamped on them)."""
         adjustments: list[BillingRecord] = []
-        for start, hour_indexes in by_hour.items():
+        for part in hour_partials(columns):
+            volume_id, start = columns.volumes[part.volume], part.hour_start_ns
             entry = self.store.get((volume_id, start))
             if entry is None:
-                entry = BillingEntry(batch.tenant_id)
+                entry = BillingEntry(columns.tenants[part.volume])
                 heapq.heappush(self._closing, (start + HOUR_NS, volume_id, start))
             if entry.counters is not None:
-                add_to_slots(entry.counters, batch.select(hour_indexes))
+                entry.counters = [mine + theirs for mine, theirs
+                                  in zip(entry.counters, part.counters, strict=True)]
             else:
-                delta = [0] * N_SLOTS
-                add_to_slots(delta, batch.select(hour_indexes))
                 adjustments.append(BillingRecord(entry.tenant_id, volume_id, start,
-                                                 entry.next_sequence, tuple(delta)))
-                entry.unconfirmed.append([offset, entry.next_sequence, delta])
+                                                 entry.next_sequence, tuple(part.counters)))
+                entry.unconfirmed.append([offset, entry.next_sequence, part.counters])
                 entry.next_sequence += 1
             self.store[(volume_id, start)] = entry
         return adjustments

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
 
-from streams.core.batch import EventBatch
+from streams.core.batch import Columns, EventBatch
 from streams.core.billing import BillingRecord
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.core.windows.book import Emission, WindowBook, WindowEntry, WindowSettings
 from streams.core.windows.stages import (
     PartitionWindows,
+    ProducedColumns,
     RollupWindows,
     partition_prefix,
     rollup_prefix,
@@ -79,6 +80,14 @@ class WindowChain:
     def on_events(self, batch: EventBatch, wall_ns: int, producer: tuple[str, int] | None = None,
                   offset: int = -1) -> list[Emission]:
         return self._up(self.windows.on_events(batch, wall_ns, producer, offset))
+
+    def on_columns(self, columns: Columns, wall_ns: int,
+                   producer: tuple[str, int] | None = None, offset: int = -1) -> list[Emission]:
+        return self._up(self.windows.on_columns(columns, wall_ns, producer, offset))
+
+    def on_records(self, records: Sequence[ProducedColumns], wall_ns: int, offset: int = -1
+                   ) -> list[Emission]:
+        return self._up(self.windows.on_records(records, wall_ns, offset))
 
     def on_tick(self, wall_ns: int, offset: int = -1) -> list[Emission]:
         return self._up(self.windows.on_tick(wall_ns, offset))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.core.counters import (
     BYTES,
@@ -25,6 +25,9 @@ from streams.core.counters import (
 )
 from streams.core.events import OPS
 from streams.core.times import NS_PER_S
+
+if TYPE_CHECKING:
+    from streams.core.windows.vector import OpPartial
 
 WINDOW_LENGTHS_NS = (NS_PER_S, 60 * NS_PER_S, 3600 * NS_PER_S)
 WINDOW_NAMES = dict(zip(WINDOW_LENGTHS_NS, ("1s", "1m", "1h"), strict=True))  # as the CLI, web
@@ -126,6 +129,20 @@ class OpAcc:
         self.min_ns = latency_ns if self.min_ns is None else min(self.min_ns, latency_ns)
         self.max_ns = latency_ns if self.max_ns is None else max(self.max_ns, latency_ns)
 
+    def add_partial(self, part: OpPartial) -> None:
+        """Add what a vectorised pass computed for this op and window (vector.py)."""
+        counts = self.counts
+        for slot, count in enumerate(part.counts):
+            counts[slot] += count
+        if part.min_ns is None or part.max_ns is None:
+            return  # no event whose time counts: no latency, nothing in the histogram
+        if self.min_ns is None or self.max_ns is None:  # no timed event yet: all zeros
+            self.min_ns, self.max_ns, self.histogram = part.min_ns, part.max_ns, part.histogram
+            return
+        self.min_ns, self.max_ns = min(self.min_ns, part.min_ns), max(self.max_ns, part.max_ns)
+        self.histogram = [mine + theirs
+                          for mine, theirs in zip(self.histogram, part.histogram, strict=True)]
+
     def merge(self, other: OpAcc) -> None:
         counts = self.counts
         for slot, count in enumerate(other.counts):
@@ -160,6 +177,13 @@ class WindowAcc:
     busy: list[list[int]] = field(default_factory=list)
     busy_ns: int = 0
 
+    @classmethod
+    def empty(cls, window_start_ns: int, window_len_ns: int) -> WindowAcc:
+        """A window with nothing in it: the constructor's defaults, without the
+        per-field factories (a batch makes thousands)."""
+        return cls(window_start_ns, window_len_ns,
+                   [OpAcc([0] * SLOTS_PER_OP, None, None, [0] * N_BINS, 0) for _ in OPS])
+
     def add_completion(self, op: int, status: int, nbytes: int, latency_ns: int) -> None:
         self.ops[op].add_completion(status, nbytes, latency_ns)
 
@@ -185,6 +209,23 @@ class WindowAcc:
             removed = sum(hi - lo for lo, hi in busy[first:after])
         busy[first:after] = [[start, end]]
         self.busy_ns += end - start - removed
+
+    def union_busy(self, intervals: list[list[int]], length_ns: int) -> None:
+        """Union sorted, disjoint, non-touching [start, end] intervals of this window
+        (``length_ns``: their total) into the busy intervals: one sort and sweep."""
+        if not self.busy:
+            self.busy = intervals
+            self.busy_ns += length_ns
+            return
+        old_ns = sum(hi - lo for lo, hi in self.busy)
+        merged: list[list[int]] = []
+        for lo, hi in sorted(self.busy + intervals):
+            if merged and lo <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        self.busy = merged
+        self.busy_ns += sum(hi - lo for lo, hi in merged) - old_ns
 
     def merge(self, part: WindowAcc) -> None:
         """Add a shorter window that lies inside this one (a rollup)."""

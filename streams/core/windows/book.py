@@ -12,20 +12,17 @@ each length as a stage of its own, fed by the topic of the length below).
 from __future__ import annotations
 
 import heapq
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
-from streams.core.batch import EventBatch
-from streams.core.events import STATUS_INVALID
-from streams.core.windows.acc import (
-    NS_PER_S,
-    WindowAcc,
-    rollup,
-    window_start_ns,
-    window_starts_overlapping,
-)
+import numpy as np
+
+from streams.core.batch import Columns, EventBatch
+from streams.core.windows.acc import NS_PER_S, WindowAcc, rollup, window_start_ns
+from streams.core.windows.vector import frozen_window, window_partials
 
 WindowKey = tuple[str, int]  # (volume_id, window_start_ns)
+ProducedColumns = tuple[Columns, tuple[str, int] | None]  # a record's events, its producer
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +105,7 @@ class WindowBook:
     def _entry(self, volume_id: str, tenant_id: str, start: int) -> WindowEntry:
         entry = self.store.get((volume_id, start))
         if entry is None:
-            entry = WindowEntry(tenant_id, WindowAcc(start, self.window_len_ns))
+            entry = WindowEntry(tenant_id, WindowAcc.empty(start, self.window_len_ns))
             heapq.heappush(self._closing, (start + self.window_len_ns, volume_id, start))
         return entry
 
@@ -118,39 +115,41 @@ class WindowBook:
     def add_events(
         self, batch: EventBatch, watermark_ns: int | None, offset: int = -1,
     ) -> list[Emission]:
-        """Add validated events; returns new revisions of windows already emitted
-        (``offset``: the input offset being processed, stamped on them)."""
-        volume_id, tenant_id = batch.volume_id, batch.tenant_id
-        ops, statuses, nbytes = batch.ops, batch.statuses, batch.nbytes
-        submit_ns, complete_ns = batch.submit_ns, batch.complete_ns
-        frozen_before = self._frozen_before_ns(watermark_ns)
-        touched: dict[int, WindowEntry] = {}
-        for i in batch.indexes:
-            start = window_start_ns(complete_ns[i], self.window_len_ns)
-            if frozen_before is not None and start + self.window_len_ns <= frozen_before:
-                self.late_beyond_horizon += 1
-                continue
-            entry = touched.get(start) or self._entry(volume_id, tenant_id, start)
-            touched[start] = entry
-            latency_ns = complete_ns[i] - submit_ns[i]
-            entry.acc.add_completion(ops[i], statuses[i], nbytes[i], latency_ns)
-            if statuses[i] != STATUS_INVALID:
-                self._add_inflight(volume_id, tenant_id, ops[i], submit_ns[i], complete_ns[i],
-                                   frozen_before, touched)
-        for start, entry in touched.items():
-            self.store[(volume_id, start)] = entry
-        return [self._revise(volume_id, e, offset) for e in touched.values() if e.emitted]
+        """:meth:`add_columns` for one volume's events."""
+        return self.add_columns(Columns.of_batch(batch), watermark_ns, offset)
 
-    def _add_inflight(
-        self, volume_id: str, tenant_id: str, op: int, submit_ns: int, complete_ns: int,
-        frozen_before: int | None, touched: dict[int, WindowEntry],
-    ) -> None:
-        for start in window_starts_overlapping(submit_ns, complete_ns, self.window_len_ns):
-            if frozen_before is not None and start + self.window_len_ns <= frozen_before:
-                continue  # the revision horizon: these windows are final
-            entry = touched.get(start) or self._entry(volume_id, tenant_id, start)
-            touched[start] = entry
-            entry.acc.add_inflight(op, submit_ns, complete_ns)
+    def add_columns(
+        self, columns: Columns, watermark_ns: int | None, offset: int = -1,
+    ) -> list[Emission]:
+        """Add validated events of any volumes, in one vectorised pass; returns new
+        revisions of windows already emitted (``offset``: the input offset being
+        processed, stamped on them). Every event sees ``watermark_ns``: those whose window
+        is past the revision horizon count in ``late_beyond_horizon`` only, and in-flight
+        time reaches no window past it."""
+        length = self.window_len_ns
+        first = frozen_window(self._frozen_before_ns(watermark_ns), length)
+        partials = window_partials(columns, length, first)
+        self.late_beyond_horizon += partials.late
+        touched: dict[tuple[int, int], WindowEntry] = {}
+
+        def entry(volume: int, window: int) -> WindowEntry:
+            found = touched.get((volume, window))
+            if found is None:
+                found = touched[(volume, window)] = self._entry(
+                    columns.volumes[volume], columns.tenants[volume], window * length)
+            return found
+
+        for part in partials.completions:
+            entry(part.volume, part.window).acc.ops[part.op].add_partial(part)
+        for volume, window, op, inflight_ns in partials.inflight:
+            entry(volume, window).acc.ops[op].inflight_ns += inflight_ns
+        for (volume, window), (intervals, length_ns) in partials.busy.items():
+            entry(volume, window).acc.union_busy(intervals, length_ns)
+        ordered = sorted(touched.items())
+        for (volume, window), found in ordered:
+            self.store[(columns.volumes[volume], window * length)] = found
+        return [self._revise(columns.volumes[volume], found, offset)
+                for (volume, _), found in ordered if found.emitted]
 
     def _revise(self, volume_id: str, entry: WindowEntry, offset: int) -> Emission:
         emission = Emission(volume_id, entry.tenant_id, entry.acc, entry.revision, offset)
@@ -237,3 +236,31 @@ class RollupBook:
 
     def close_for(self, watermark_ns: int | None, offset: int = -1) -> list[Emission]:
         return self.inner.close_for(watermark_ns, offset)
+
+
+def unapplied(records: Sequence[ProducedColumns],
+              applied_of: Callable[[str], dict[str, int] | None]
+              ) -> tuple[Columns, dict[str, dict[str, int]]]:
+    """The events of ``records`` whose volume has not applied their (producer, seq) yet
+    (``applied_of``: a volume's highest applied seq per producer), in order, and the new
+    marks to write per volume. A record repeated within ``records`` counts once."""
+    seqs: dict[str, dict[str, int]] = {}
+    marks: dict[str, dict[str, int]] = {}
+    kept: list[Columns] = []
+    for columns, producer in records:
+        if producer is None or len(columns) == 0:
+            kept.append(columns)
+            continue
+        producer_id, seq = producer
+        skip = np.zeros(len(columns.volumes), dtype=bool)
+        for v in np.flatnonzero(np.bincount(columns.volume, minlength=len(skip))).tolist():
+            volume_id = columns.volumes[v]
+            if volume_id not in seqs:
+                seqs[volume_id] = dict(applied_of(volume_id) or {})
+            if seq <= seqs[volume_id].get(producer_id, -1):
+                skip[v] = True
+            else:
+                seqs[volume_id][producer_id] = seq
+                marks[volume_id] = seqs[volume_id]
+        kept.append(columns.take(~skip[columns.volume]) if skip.any() else columns)
+    return (kept[0] if len(kept) == 1 else Columns.concat(kept)), marks

@@ -23,7 +23,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 import orjson
 
-from streams.core.batch import EventBatch
+from streams.core.batch import Columns, EventBatch
 from streams.core.billing import BillingBook, BillingRecord
 from streams.core.counters import table_json
 from streams.core.times import NS_PER_S
@@ -31,10 +31,12 @@ from streams.core.windows.acc import window_start_ns
 from streams.core.windows.book import (
     Emission,
     PartitionClock,
+    ProducedColumns,
     RollupBook,
     WindowBook,
     WindowEntry,
     WindowSettings,
+    unapplied,
 )
 from streams.core.windows.stores import BillingStore, EntryStore, PartsStore, SeqStore
 
@@ -174,31 +176,52 @@ class PartitionWindows(_Stage):
         a minute once the 1 s windows of it are all in (SEMANTICS.md section 4)."""
         return self.marker.take(self.clock.watermark_ns)
 
-    @_unit
     def on_events(
         self, batch: EventBatch, wall_ns: int, producer: tuple[str, int] | None = None,
         offset: int = -1,
     ) -> list[Emission]:
-        """Validated events of one record; returns every window record to publish.
+        """:meth:`on_columns` for one volume's events."""
+        return self.on_columns(Columns.of_batch(batch), wall_ns, producer, offset)
 
-        ``producer`` = (producer_id, seq) of the record: one these windows already hold
-        (at or below the highest seq applied for the volume and producer) changes
-        nothing; else it is marked applied, in the same unit. ``offset``: the record's,
-        stamped on what it makes."""
-        if not batch.indexes:
+    @_unit
+    def on_columns(
+        self, columns: Columns, wall_ns: int, producer: tuple[str, int] | None = None,
+        offset: int = -1,
+    ) -> list[Emission]:
+        """Validated events of one record (any volumes); returns every window record to
+        publish.
+
+        ``producer`` = (producer_id, seq) of the record: a volume whose events these
+        windows already hold (seq at or below the highest applied for the volume and
+        producer) contributes nothing; the others are marked applied, in the same unit.
+        ``offset``: the record's, stamped on what it makes."""
+        return self._apply([(columns, producer)], wall_ns, offset)
+
+    @_unit
+    def on_records(self, records: Sequence[ProducedColumns], wall_ns: int, offset: int = -1
+                   ) -> list[Emission]:
+        """The validated events of many records, in their order, as one unit and one
+        vectorised pass: each record's volumes are checked and marked as
+        :meth:`on_columns` does (a record repeated within ``records`` counts once), then
+        every surviving event sees the watermark from before the call. ``offset``: the
+        last record's, stamped on what it makes (so a replay of outputs after a crash
+        sends them again whichever of the records the committed offset points to)."""
+        return self._apply(records, wall_ns, offset)
+
+    def _applied_of(self, volume_id: str) -> dict[str, int] | None:
+        return self.applied.get((volume_id, 0))  # type: ignore[return-value]
+
+    def _apply(self, records: Sequence[ProducedColumns], wall_ns: int, offset: int
+               ) -> list[Emission]:
+        columns, marks = unapplied(records, self._applied_of)
+        if len(columns) == 0:
             return []
-        seqs: dict[str, int] = {}
-        if producer is not None:
-            seqs = self.applied.get((batch.volume_id, 0)) or {}  # type: ignore[assignment]
-            if producer[1] <= seqs.get(producer[0], -1):
-                return []
-        self.billing_out += self.billing.add_events(batch, offset)
-        revised = self.books[0].add_events(batch, self.clock.watermark_ns, offset)
-        self.clock.on_input(batch.max_complete_ns(), wall_ns)
+        self.billing_out += self.billing.add_columns(columns, offset)
+        revised = self.books[0].add_columns(columns, self.clock.watermark_ns, offset)
+        self.clock.on_input(int(columns.complete_ns.max()), wall_ns)
         emitted = revised + self._close(offset)
-        if producer is not None:
-            seqs[producer[0]] = producer[1]
-            self.applied[(batch.volume_id, 0)] = seqs
+        for volume_id, seqs in marks.items():
+            self.applied[(volume_id, 0)] = seqs
         return emitted
 
     @property

@@ -1,0 +1,279 @@
+"""The windows' and billing hours' aggregates of many volumes' events in one numpy pass
+(DESIGN.md decision 2; SEMANTICS.md sections 3 and 5).
+
+Pure logic: no faust, no aiokafka. Given a :class:`Columns` (validated events of one or
+more volumes) and a window length, :func:`window_partials` computes, per (volume, window),
+what those events add to its :class:`~streams.core.windows.acc.WindowAcc`: the counters,
+min/max latency and the 20-bin histogram per op of the events completing in it, the
+in-flight time per op of the ok/failed requests overlapping it (each request split into
+one piece per window it overlaps), and the union of those pieces (busy intervals).
+:func:`hour_partials` does the section 2 counters per (volume, hour) for billing.
+
+Exactness: latencies are taken as uint64 (``complete - submit`` of int64s lies in
+[0, 2**64), so the wrapped difference is exact); every sum is checked against a bound
+before it is done in 64 bits, and otherwise done as two 32-bit halves (:func:`exact_sums`).
+Never float weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from streams.core.batch import Columns
+from streams.core.counters import BYTES, SLOTS_PER_OP, STATUS_RULES, TIME
+from streams.core.events import OPS
+from streams.core.times import HOUR_NS
+from streams.core.windows.acc import HISTOGRAM_BOUNDS_NS, N_BINS
+
+_N_OPS = len(OPS)
+_SLOT = np.array([rule[0] for rule in STATUS_RULES], dtype=np.int64)
+_COUNTS_BYTES = np.array([rule[1] for rule in STATUS_RULES], dtype=bool)
+_COUNTS_TIME = np.array([rule[2] for rule in STATUS_RULES], dtype=bool)
+_BOUNDS = np.array(HISTOGRAM_BOUNDS_NS, dtype=np.uint64)
+_U64_LIMIT = 1 << 64
+_LOW_32 = np.uint64(0xFFFF_FFFF)
+INT64_MIN = -(1 << 63)
+
+
+Busy = tuple[list[list[int]], int]  # a window's merged busy intervals, and their length
+
+
+@dataclass(slots=True)
+class OpPartial:
+    """What events add to one op of one window (``counts`` by counter slot)."""
+
+    volume: int  # index into the Columns' volume table
+    window: int  # window index: the window starts at window * window_len_ns
+    op: int
+    counts: list[int]
+    min_ns: int | None
+    max_ns: int | None
+    histogram: list[int]
+
+
+@dataclass(slots=True)
+class WindowPartials:
+    """The aggregates of one :func:`window_partials` pass, ordered by (volume, window, op)."""
+
+    late: int  # events whose window lies past the revision horizon (counted nowhere else)
+    completions: list[OpPartial]
+    inflight: list[tuple[int, int, int, int]]  # (volume, window, op, in-flight ns)
+    busy: dict[tuple[int, int], Busy]  # (volume, window) -> merged intervals, length
+
+
+def latencies_ns(columns: Columns) -> np.ndarray:
+    """complete_ns - submit_ns of each event, exact, as uint64."""
+    return columns.complete_ns.view(np.uint64) - columns.submit_ns.view(np.uint64)
+
+
+def exact_sums(values: np.ndarray, starts: np.ndarray) -> list[int]:
+    """Sums of the runs of uint64 ``values`` that begin at ``starts``, as exact ints: in
+    64 bits when the largest value times the count cannot reach 2**64, else by halves."""
+    if len(values) == 0:
+        return []
+    if int(values.max()) * len(values) < _U64_LIMIT:
+        sums: list[int] = np.add.reduceat(values, starts).tolist()
+        return sums
+    high = np.add.reduceat(values >> np.uint64(32), starts).tolist()  # < 2**32 each, and
+    low = np.add.reduceat(values & _LOW_32, starts).tolist()  # fewer than 2**32 values
+    return [(h << 32) + lo for h, lo in zip(high, low, strict=True)]
+
+
+def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A stable order that sorts ``keys``, and where each run of equal keys begins in it."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    if len(ordered) == 0:
+        return order, np.empty(0, dtype=np.intp)
+    return order, np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+
+
+def _dense_key(volume: np.ndarray, window: np.ndarray, op: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """One int64 per (volume, window, op), ordered as the triple: window indexes are
+    ranked first, so the key stays below volumes * events * ops whatever their range."""
+    windows, rank = np.unique(window, return_inverse=True)
+    key = (volume.astype(np.int64) * len(windows) + rank.reshape(-1)) * _N_OPS + op
+    return key, windows
+
+
+def _decode_key(key: np.ndarray, windows: np.ndarray) -> tuple[list[int], list[int], list[int]]:
+    pair = key // _N_OPS
+    return ((pair // len(windows)).tolist(), windows[pair % len(windows)].tolist(),
+            (key % _N_OPS).tolist())
+
+
+def frozen_window(frozen_before_ns: int | None, window_len_ns: int) -> int | None:
+    """The first window index the revision horizon leaves revisable (None: all are)."""
+    return None if frozen_before_ns is None else frozen_before_ns // window_len_ns
+
+
+def window_partials(columns: Columns, window_len_ns: int, first_window: int | None
+                    ) -> WindowPartials:
+    """Every (volume, window) aggregate the events add, skipping windows below
+    ``first_window`` (past the revision horizon: their events count in ``late``)."""
+    window = np.floor_divide(columns.complete_ns, window_len_ns)
+    late = 0
+    if first_window is not None:
+        keep = window >= first_window
+        late = len(columns) - int(np.count_nonzero(keep))
+        if late:
+            columns, window = columns.take(keep), window[keep]
+    latency = latencies_ns(columns)
+    return WindowPartials(late, _completions(columns, window, latency),
+                          *_inflight(columns, window_len_ns, first_window))
+
+
+def _completions(columns: Columns, window: np.ndarray, latency: np.ndarray
+                 ) -> list[OpPartial]:
+    if len(columns) == 0:
+        return []
+    key, windows = _dense_key(columns.volume, window, columns.op)
+    order, starts = _runs(key)
+    status = columns.status[order]
+    latency = latency[order]
+    timed = _COUNTS_TIME[status]
+    n_groups = len(starts)
+    group = np.repeat(np.arange(n_groups), np.diff(np.r_[starts, len(order)]))
+    counts = np.bincount(group * SLOTS_PER_OP + _SLOT[status],
+                         minlength=n_groups * SLOTS_PER_OP).reshape(n_groups, SLOTS_PER_OP)
+    nbytes = np.where(_COUNTS_BYTES[status], columns.nbytes[order], 0).view(np.uint64)
+    byte_sums = exact_sums(nbytes, starts)
+    time_sums = exact_sums(np.where(timed, latency, np.uint64(0)), starts)
+    timed_n = np.add.reduceat(timed.astype(np.int64), starts).tolist()
+    low = np.minimum.reduceat(np.where(timed, latency, np.uint64(_U64_LIMIT - 1)), starts)
+    high = np.maximum.reduceat(np.where(timed, latency, np.uint64(0)), starts)
+    bins = np.searchsorted(_BOUNDS, latency[timed], side="right")
+    histograms = np.bincount(group[timed] * N_BINS + bins, minlength=n_groups * N_BINS
+                             ).reshape(n_groups, N_BINS).tolist()
+    volumes, windows_of, ops = _decode_key(key[order][starts], windows)
+    out = []
+    for g, (row, lo, hi) in enumerate(zip(counts.tolist(), low.tolist(), high.tolist(),
+                                         strict=True)):
+        row[BYTES], row[TIME] = byte_sums[g], time_sums[g]
+        some = timed_n[g] > 0
+        out.append(OpPartial(volumes[g], windows_of[g], ops[g], row, lo if some else None,
+                             hi if some else None, histograms[g]))
+    return out
+
+
+def _pieces(columns: Columns, window_len_ns: int, first_window: int | None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each ok/failed request's interval cut into one piece per window it overlaps, from
+    the first revisable window on: (event index, window index, piece start, piece end)."""
+    start = columns.submit_ns
+    first_start_ns = None if first_window is None else first_window * window_len_ns
+    if first_start_ns is not None and len(start) and first_start_ns > INT64_MIN:
+        # Earlier windows are final; an event kept ends at or after this, so it is int64.
+        start = np.maximum(start, first_start_ns)
+    end = columns.complete_ns
+    which = np.flatnonzero(_COUNTS_TIME[columns.status] & (end > start))
+    start, end = start[which], end[which]
+    first = np.floor_divide(start, window_len_ns)
+    n_pieces = np.floor_divide(end - 1, window_len_ns) - first + 1
+    piece_of = np.repeat(np.arange(len(which)), n_pieces)
+    step = np.arange(len(piece_of)) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
+    window = first[piece_of] + step
+    last = step == n_pieces[piece_of] - 1
+    # (window + 1) * L and window * L are taken only where they lie inside the request,
+    # so inside int64; elsewhere (wrapped) np.where drops them.
+    lo = np.where(step == 0, start[piece_of], window * window_len_ns)
+    hi = np.where(last, end[piece_of], (window + 1) * window_len_ns)
+    return which[piece_of], window, lo, hi
+
+
+def _inflight(columns: Columns, window_len_ns: int, first_window: int | None
+              ) -> tuple[list[tuple[int, int, int, int]], dict[tuple[int, int], Busy]]:
+    event, window, lo, hi = _pieces(columns, window_len_ns, first_window)
+    if len(event) == 0:
+        return [], {}
+    volume = columns.volume[event]
+    key, windows = _dense_key(volume, window, columns.op[event])
+    order, starts = _runs(key)
+    sums = exact_sums((hi - lo).view(np.uint64)[order], starts)
+    volumes, windows_of, ops = _decode_key(key[order][starts], windows)
+    inflight = list(zip(volumes, windows_of, ops, sums, strict=True))
+    return inflight, _busy(key // _N_OPS, lo, hi, windows, window_len_ns)
+
+
+def _busy(pair: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.ndarray,
+          window_len_ns: int) -> dict[tuple[int, int], Busy]:
+    """The union of the pieces of each (volume, window) ``pair``, as sorted, disjoint,
+    non-touching [start, end] intervals (what WindowAcc keeps)."""
+    order = np.lexsort((lo, pair))
+    pair, lo, hi = pair[order], lo[order], hi[order]
+    # Within a window a piece starts a new interval unless it overlaps or touches the
+    # furthest end so far; pieces of the next window never join (np.r_'s first True).
+    new_pair = np.r_[True, pair[1:] != pair[:-1]]
+    reach = _running_max_by_run(hi, lo, new_pair)
+    begins = np.flatnonzero(new_pair | np.r_[True, lo[1:] > reach[:-1]])
+    ends = np.r_[begins[1:], len(lo)] - 1
+    starts_ns, ends_ns = lo[begins], reach[ends]
+    intervals = [[a, b] for a, b in zip(starts_ns.tolist(), ends_ns.tolist(), strict=True)]
+    owners = pair[begins]
+    bounds = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+    totals = np.add.reduceat(ends_ns - starts_ns, bounds).tolist()  # <= L each: int64
+    n_windows = len(windows)
+    busy: dict[tuple[int, int], Busy] = {}
+    for first, after, p, total in zip(bounds.tolist(), np.r_[bounds[1:], len(owners)].tolist(),
+                                      owners[bounds].tolist(), totals, strict=True):
+        busy[(p // n_windows, int(windows[p % n_windows]))] = (intervals[first:after], total)
+    return busy
+
+
+def _running_max_by_run(values: np.ndarray, floor: np.ndarray, run_starts: np.ndarray
+                        ) -> np.ndarray:
+    """np.maximum.accumulate of ``values``, restarted at each True of ``run_starts``.
+
+    Each run is made relative to its ``floor`` at the run's start (a run is one window's
+    pieces: ends minus the lowest start, within (0, L]) and lifted by a per-run offset
+    that keeps runs apart, when that fits in int64; else run by run."""
+    run = np.cumsum(run_starts) - 1
+    relative = values - floor[run_starts][run]
+    spread = int(relative.max()) + 1
+    if (int(run[-1]) + 1) * spread < (1 << 62):
+        lift = run * spread
+        return np.maximum.accumulate(relative + lift) - lift + (values - relative)
+    out = np.empty_like(values)
+    bounds = np.r_[np.flatnonzero(run_starts), len(values)]
+    for first, after in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        out[first:after] = np.maximum.accumulate(values[first:after])
+    return out
+
+
+@dataclass(slots=True)
+class HourPartial:
+    volume: int
+    hour_start_ns: int
+    counters: list[int]  # the section 2 slots of all ops (counters.N_SLOTS)
+
+
+def hour_partials(columns: Columns) -> list[HourPartial]:
+    """The section 2 counters per (volume, hour of complete_ns), ordered by both."""
+    if len(columns) == 0:
+        return []
+    hour = np.floor_divide(columns.complete_ns, HOUR_NS)
+    key, hours = _dense_key(columns.volume, hour, columns.op)
+    order, starts = _runs(key)
+    status = columns.status[order]
+    n_groups = len(starts)
+    group = np.repeat(np.arange(n_groups), np.diff(np.r_[starts, len(order)]))
+    counts = np.bincount(group * SLOTS_PER_OP + _SLOT[status],
+                         minlength=n_groups * SLOTS_PER_OP).reshape(n_groups, SLOTS_PER_OP)
+    byte_sums = exact_sums(
+        np.where(_COUNTS_BYTES[status], columns.nbytes[order], 0).view(np.uint64), starts)
+    time_sums = exact_sums(
+        np.where(_COUNTS_TIME[status], latencies_ns(columns)[order], np.uint64(0)), starts)
+    volumes, hour_of, ops = _decode_key(key[order][starts], hours)
+    out: list[HourPartial] = []
+    for g, row in enumerate(counts.tolist()):
+        row[BYTES], row[TIME] = byte_sums[g], time_sums[g]
+        if not out or (out[-1].volume, out[-1].hour_start_ns) != (volumes[g],
+                                                                   hour_of[g] * HOUR_NS):
+            out.append(HourPartial(volumes[g], hour_of[g] * HOUR_NS,
+                                   [0] * (SLOTS_PER_OP * _N_OPS)))
+        base = ops[g] * SLOTS_PER_OP
+        out[-1].counters[base:base + SLOTS_PER_OP] = row
+    return out
