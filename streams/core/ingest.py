@@ -1,34 +1,41 @@
-"""From one raw Kafka record to a volume's new state and its rejections.
+"""From one raw Kafka record (layout 1 or 2) to its volumes' new states and one rejection.
 
-Pure logic: no faust, no aiokafka. The accounting agent calls
-:func:`account_record` once per record (one state update per volume per
-record, DESIGN.md decision 2) and publishes what it returns. A record rejected
-whole changes no state at all: no volume, no producer entry, no replay mark.
+Pure logic: no faust, no aiokafka. The accounting agent calls :func:`account_record`
+once per record (one state update per volume per record, DESIGN.md decision 2) and
+publishes what it returns. Rules are judged at three levels: the record (undecodable,
+bad layout, no events, too many, a key or partition not its own: rejected whole), each
+volume (ids, placement, owner, conflict: that volume's events rejected, the others
+counted; replay: skipped) and each event (vectorised). A rejected record or volume
+changes no state at all: no volume, no producer entry, no replay mark. A record makes
+at most one dead letter, whatever it holds.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import orjson
 
-from streams.core.batch import EventBatch
-from streams.core.codec import CodecError, SchemaSet
-from streams.core.counters import VolumeState, record_digest
+from streams.core.batch import Columns, EventBatch
+from streams.core.codec import HEADER_LEN, CodecError, SchemaSet
+from streams.core.counters import VolumeState, latest_complete, record_digest, slot_sums
 from streams.core.events import (
     DEFAULT_FUTURE_TOLERANCE_NS,
     DEFAULT_RETENTION_NS,
     OPS,
     STATUSES,
+    bad_event_mask,
     event_error,
     id_error,
 )
 from streams.core.partitioning import default_partition
+from streams.core.raw import RAW_RECORD_NAMES, RawBatch, RawLayoutError, raw_batch
 
-COLUMNS = ("op", "status", "offset", "bytes", "submit_ns", "complete_ns")
 DEFAULT_MAX_EVENTS_PER_RECORD = 100_000
 # A dead letter's bounds: whatever the record, its dead letter stays far below any
 # producer's size limit (a dead letter that cannot be sent would stop the agent).
@@ -67,8 +74,10 @@ class Placement:
 @dataclass(slots=True)
 class Rejection:
     """What goes to the dead-letter topic: the reason and what it covers. A whole record
-    has no ``event_indexes``; an accepted record's bad events make one rejection, with
-    the first :data:`MAX_LISTED_EVENTS` of them listed (``events`` counts them all)."""
+    has no ``event_indexes``; else the record's rejected events (of rejected volumes and
+    bad events) make one rejection, the first :data:`MAX_LISTED_EVENTS` of them listed by
+    record-level index (``events`` counts them all). ``volume_id``/``tenant_id``: the
+    volume it names (the first listed event's; a whole record's first volume)."""
 
     reason: str
     events: int
@@ -77,6 +86,8 @@ class Rejection:
     event_indexes: list[int] = field(default_factory=list)
     event_reasons: list[str] = field(default_factory=list)
     event_json: str | None = None  # the first bad event, canonical JSON
+    volume_id: str | None = None
+    tenant_id: str | None = None
 
     @property
     def whole(self) -> bool:
@@ -84,146 +95,327 @@ class Rejection:
 
 
 @dataclass(slots=True)
+class VolumeOutcome:
+    """One accepted volume of a record: the state to store (None for a replay: nothing
+    changed), its valid events as one volume's Columns (counted now, or a replay's, for
+    the windows to judge against their own marks) and the (producer_id, seq) to mark."""
+
+    volume_id: str
+    tenant_id: str
+    state: VolumeState | None
+    counted: int
+    replay: bool
+    producer: tuple[str, int]
+    events: Columns
+
+
+@dataclass(slots=True)
 class RecordOutcome:
-    """The result of one record: a state to store (or None) and rejections; its valid
-    events (``events``, counted now or a replay) and their (producer_id, seq)."""
+    """The result of one record: its accepted volumes, in volume-table order, and its one
+    rejection, if any."""
 
-    volume_id: str | None = None
-    state: VolumeState | None = None
-    counted: int = 0
-    replay: bool = False
-    rejections: list[Rejection] = field(default_factory=list)
-    events: EventBatch | None = None
-    producer: tuple[str, int] | None = None
+    volumes: list[VolumeOutcome] = field(default_factory=list)
+    rejection: Rejection | None = None
+
+    @property
+    def counted(self) -> int:
+        return sum(v.counted for v in self.volumes)
+
+    @property
+    def replays(self) -> int:
+        """Volumes skipped as replays."""
+        return sum(v.replay for v in self.volumes)
+
+    @property
+    def rejections(self) -> list[Rejection]:
+        return [] if self.rejection is None else [self.rejection]
 
 
-def event_json(batch: dict[str, Any], i: int) -> str:
-    """Event ``i`` of a batch in the canonical JSON form (codes shown raw if unknown)."""
-    op, status = batch["op"][i], batch["status"][i]
+def legacy_event_batch(volume: VolumeOutcome) -> EventBatch:
+    """ADAPTER, to delete once the windows take Columns: a volume's valid events as the
+    EventBatch the scalar windows, billing and audit take, of plain Python ints (numpy
+    int64 arithmetic there could overflow silently)."""
+    events = volume.events
+    return EventBatch(volume.volume_id, volume.tenant_id, events.op.tobytes(),
+                      events.status.tobytes(), events.nbytes.tolist(),
+                      events.submit_ns.tolist(), events.complete_ns.tolist(),
+                      range(len(events)))
+
+
+def _canonical_json(volume_id: Any, tenant_id: Any, host_id: Any, op: int, status: int,
+                    offset: int, nbytes: int, submit_ns: int, complete_ns: int) -> str:
     obj = {
-        "volume_id": batch["volume_id"], "tenant_id": batch["tenant_id"],
-        "host_id": batch["host_id"],
+        "volume_id": volume_id, "tenant_id": tenant_id, "host_id": host_id,
         "op": OPS[op] if op < len(OPS) else op,
         "status": STATUSES[status] if status < len(STATUSES) else status,
-        "offset": batch["offset"][i], "bytes": batch["bytes"][i],
-        "submit_ns": batch["submit_ns"][i], "complete_ns": batch["complete_ns"][i],
+        "offset": offset, "bytes": nbytes, "submit_ns": submit_ns, "complete_ns": complete_ns,
     }
     return orjson.dumps(obj).decode()
 
 
-def batch_error(batch: dict[str, Any], limits: Limits = Limits()) -> str | None:
-    """Why a decoded batch cannot be counted at all, whatever the state, or None."""
-    lengths = {name: len(batch[name]) for name in COLUMNS}
-    if len(set(lengths.values())) != 1:
-        return "columns of unequal length: " + ", ".join(f"{k}={v}" for k, v in lengths.items())
-    reason = id_error("volume_id", batch["volume_id"]) or id_error("tenant_id", batch["tenant_id"])
+def event_json(batch: Mapping[str, Any], i: int) -> str:
+    """Event ``i`` of a layout 1 record in the canonical JSON form (codes shown raw if
+    unknown)."""
+    return _canonical_json(batch["volume_id"], batch["tenant_id"], batch["host_id"],
+                           batch["op"][i], batch["status"][i], batch["offset"][i],
+                           batch["bytes"][i], batch["submit_ns"][i], batch["complete_ns"][i])
+
+
+def raw_event_json(raw: RawBatch, i: int) -> str:
+    """Event ``i`` of a record of either layout, as :func:`event_json`."""
+    c, v = raw.columns, int(raw.columns.volume[i])
+    return _canonical_json(c.volumes[v], c.tenants[v], raw.host_id, int(c.op[i]),
+                           int(c.status[i]), int(raw.offset[i]), int(c.nbytes[i]),
+                           int(c.submit_ns[i]), int(c.complete_ns[i]))
+
+
+@lru_cache(maxsize=1 << 16)
+def _placed_in(volume_id: str, partitions: int) -> int:
+    """The default partition of ``volume_id`` (cached: volumes recur in every record)."""
+    return default_partition(volume_id.encode(), partitions)
+
+
+def _id_errors(volume_id: str, tenant_id: str) -> str | None:
+    if len(volume_id) <= MAX_ID_CHARS and len(tenant_id) <= MAX_ID_CHARS:
+        return _cached_id_errors(volume_id, tenant_id)  # only short ids are kept
+    return id_error("volume_id", volume_id) or id_error("tenant_id", tenant_id)
+
+
+@lru_cache(maxsize=1 << 16)
+def _cached_id_errors(volume_id: str, tenant_id: str) -> str | None:
+    return id_error("volume_id", volume_id) or id_error("tenant_id", tenant_id)
+
+
+def _shown_id(volume_id: str) -> str:
+    return repr(clip_text(volume_id, 64))
+
+
+def key_error(raw: RawBatch, placement: Placement) -> str | None:
+    """Why the record's key does not fit it (layout 1: the volume id; layout 2: the first
+    volume's id, as the SDK sends) or places it elsewhere, or None."""
+    first = raw.columns.volumes[0]
+    if placement.key != first.encode():
+        shown = "none" if placement.key is None else repr(placement.key[:MAX_ID_CHARS])
+        what = "the volume id" if raw.layout == 1 else "the first volume's id"
+        return f"key {shown} is not {what} {_shown_id(first)}"
+    return placement_error(first, placement)
+
+
+def placement_error(volume_id: str, placement: Placement) -> str | None:
+    """Why ``volume_id`` does not belong in the partition a record sits in, or None:
+    counted elsewhere, it would have a second set of counters."""
+    partition = _placed_in(volume_id, placement.partitions)
+    if placement.partition != partition:
+        return (f"partition {placement.partition} is not the default partition {partition} "
+                f"of volume {clip_text(volume_id, 64)} among {placement.partitions}")
+    return None
+
+
+def owner_error(volume_id: str, tenant_id: str, known: VolumeState | None) -> str | None:
+    """Why ``tenant_id`` may not count I/O of ``volume_id``, or None (one call per volume:
+    the rule the volume registry will take over)."""
+    if known is not None and known.tenant_id != tenant_id:
+        # Never bill one tenant's I/O to another: the first tenant seen owns the volume.
+        return f"volume {volume_id} belongs to tenant {known.tenant_id}, not {tenant_id}"
+    return None
+
+
+COUNTED, REPLAY, REJECTED = 0, 1, 2  # what becomes of a volume of the record
+
+
+@dataclass(slots=True)
+class _Verdict:
+    fate: int
+    known: VolumeState | None = None
+    reason: str | None = None
+
+
+def _judge_volume(raw: RawBatch, v: int, placement: Placement, digest: str,
+                  load_state: Callable[[str], VolumeState | None]) -> _Verdict:
+    """The per-volume rules, in order: ids, placement, owner, conflict, replay."""
+    volume_id, tenant_id = raw.columns.volumes[v], raw.columns.tenants[v]
+    reason = _id_errors(volume_id, tenant_id) or placement_error(volume_id, placement)
     if reason is not None:
-        return reason
-    n_events = lengths["op"]
+        return _Verdict(REJECTED, reason=reason)
+    known = load_state(volume_id)
+    reason = owner_error(volume_id, tenant_id, known)
+    if reason is None and known is not None and known.conflicts(raw.producer_id, raw.seq,
+                                                                digest):
+        reason = f"seq {raw.seq} of producer {raw.producer_id} was applied with other content"
+    if reason is not None:
+        return _Verdict(REJECTED, reason=reason)
+    if known is not None and known.is_replay(raw.producer_id, raw.seq):
+        return _Verdict(REPLAY, known)
+    return _Verdict(COUNTED, known)
+
+
+def _decode(payload: bytes, schemas: SchemaSet) -> tuple[str, dict[str, Any]]:
+    """A raw record of either layout (its name, the record); raises CodecError."""
+    known = schemas.writers.get(payload[2:HEADER_LEN])
+    expect = known[0] if known is not None and known[0] in RAW_RECORD_NAMES else None
+    return schemas.decode(payload, expect=expect or " or ".join(RAW_RECORD_NAMES))
+
+
+def _named(record: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The volume a whole record's dead letter names: layout 1's, layout 2's first."""
+    if "volumes" not in record:
+        return record["volume_id"], record["tenant_id"]
+    first = record["volumes"][0] if record["volumes"] else {}
+    return first.get("volume_id"), first.get("tenant_id")
+
+
+def _reject_whole(record: dict[str, Any], payload: bytes, reason: str,
+                  named: tuple[str | None, str | None] | None = None) -> RecordOutcome:
+    """Reject a whole record: nothing about it is remembered anywhere."""
+    volume_id, tenant_id = named or _named(record)
+    return RecordOutcome(rejection=Rejection(reason, len(record["op"]), record, payload,
+                                             volume_id=volume_id, tenant_id=tenant_id))
+
+
+def _record_error(raw: RawBatch, placement: Placement, limits: Limits) -> str | None:
+    n_events = len(raw)
     if n_events == 0:
         # An empty record would claim the volume (and move a replay mark) before any I/O.
         return "empty batch: a record must carry at least one event"
     if n_events > limits.max_events_per_record:
         return (f"{n_events} events in one record, more than the limit of "
                 f"{limits.max_events_per_record}")
-    return None
-
-
-def placement_error(volume_id: str, placement: Placement) -> str | None:
-    """Why a record of ``volume_id`` does not belong where it sits, or None: a record
-    elsewhere would count the volume in a second partition (two sets of counters)."""
-    want = volume_id.encode()
-    if placement.key != want:
-        shown = "none" if placement.key is None else repr(placement.key[:MAX_ID_CHARS])
-        return f"key {shown} is not the volume id {volume_id!r}"
-    partition = default_partition(want, placement.partitions)
-    if placement.partition != partition:
-        return (f"partition {placement.partition} is not the default partition {partition} "
-                f"of volume {volume_id} among {placement.partitions}")
-    return None
-
-
-def owner_error(batch: dict[str, Any], known: VolumeState | None) -> str | None:
-    if known is not None and known.tenant_id != batch["tenant_id"]:
-        # Never bill one tenant's I/O to another: the first tenant seen owns the volume.
-        return (f"volume {batch['volume_id']} belongs to tenant {known.tenant_id}, "
-                f"not {batch['tenant_id']}")
-    return None
-
-
-def _reject_whole(batch: dict[str, Any], payload: bytes, reason: str) -> RecordOutcome:
-    """Reject a whole record: nothing about it is remembered anywhere."""
-    valid_id = id_error("volume_id", batch["volume_id"]) is None
-    return RecordOutcome(batch["volume_id"] if valid_id else None, rejections=[
-        Rejection(reason, len(batch["op"]), batch, payload=payload)])
-
-
-def _validate_events(
-    batch: dict[str, Any], payload: bytes, now_ns: int, limits: Limits,
-) -> tuple[list[int], list[Rejection]]:
-    """The indexes of the good events, and one rejection for all the bad ones (or none)."""
-    good: list[int] = []
-    bad = Rejection("", 0, batch, payload=payload)
-    columns = [batch[name] for name in COLUMNS]
-    for i, (op, status, offset, nbytes, submit_ns, complete_ns) in enumerate(
-        zip(*columns, strict=True)
-    ):
-        reason = event_error(op, status, offset, nbytes, submit_ns, complete_ns, now_ns,
-                             limits.retention_ns, limits.future_tolerance_ns)
-        if reason is None:
-            good.append(i)
-            continue
-        if bad.events < MAX_LISTED_EVENTS:
-            bad.event_indexes.append(i)
-            bad.event_reasons.append(reason)
-        bad.events += 1
-    if not bad.events:
-        return good, []
-    first = bad.event_indexes[0]
-    bad.event_json = event_json(batch, first)
-    bad.reason = (f"{bad.events} of {len(good) + bad.events} event(s) rejected; event "
-                  f"{first}: {bad.event_reasons[0]}")
-    return good, [bad]
+    return key_error(raw, placement)
 
 
 def account_record(
     payload: bytes, placement: Placement, load_state: Callable[[str], VolumeState | None],
     schemas: SchemaSet, now_ns: int, limits: Limits = Limits(),
 ) -> RecordOutcome:
-    """Decode, validate and count one raw record (sitting at ``placement``) against its
-    volume's state."""
+    """Decode, validate and count one raw record of either layout (sitting at
+    ``placement``) against its volumes' states."""
     try:
-        _, batch = schemas.decode(payload, expect="IoBatch")
+        name, record = _decode(payload, schemas)
     except CodecError as exc:
-        return RecordOutcome(rejections=[Rejection(str(exc), 0, payload=payload)])
-    volume_id = batch["volume_id"]
-    reason = batch_error(batch, limits) or placement_error(volume_id, placement)
-    known = load_state(volume_id) if reason is None else None
-    reason = reason or owner_error(batch, known)
+        return RecordOutcome(rejection=Rejection(str(exc), 0, payload=payload))
+    try:
+        raw = raw_batch(name, record)
+    except RawLayoutError as exc:
+        return _reject_whole(record, payload, str(exc))
+    reason = _record_error(raw, placement, limits)
     if reason is not None:
-        return _reject_whole(batch, payload, reason)
-    producer_id, seq = batch["producer_id"], batch["seq"]
+        return _reject_whole(record, payload, reason)
+    cols = raw.columns
+    per_volume = np.bincount(cols.volume, minlength=len(cols.volumes)).tolist()
     digest = record_digest(payload)
-    if known is not None and known.conflicts(producer_id, seq, digest):
-        return _reject_whole(batch, payload, f"seq {seq} of producer {producer_id} was "
-                                             "applied with other content")
-    if known is not None and known.is_replay(producer_id, seq):
-        # Counted already. The windows keep their own record of what they applied (after
-        # a crash one table's change can have landed without the other's), so a replay
-        # still carries the batch and its valid events for them to judge; nothing here
-        # counts it again.
-        good, _ = _validate_events(batch, payload, now_ns, limits)
-        return RecordOutcome(volume_id, None, replay=True,
-                             events=EventBatch.from_record(batch, good),
-                             producer=(producer_id, seq))
-    state = known or VolumeState(batch["tenant_id"])
-    state.mark_applied(producer_id, seq, digest)
-    good, rejections = _validate_events(batch, payload, now_ns, limits)
-    events = EventBatch.from_record(batch, good)
-    state.add_events(events)
-    state.rejected += sum(r.events for r in rejections)
-    return RecordOutcome(volume_id, state, len(good), rejections=rejections, events=events,
-                         producer=(producer_id, seq))
+    verdicts = [_judge_volume(raw, v, placement, digest, load_state) if n else None
+                for v, n in enumerate(per_volume)]
+    judged = [(v, j) for v, j in enumerate(verdicts) if j is not None]
+    if all(j.fate == REJECTED for _, j in judged):
+        return _reject_whole(record, payload, _all_rejected(raw, judged),
+                             (cols.volumes[judged[0][0]], cols.tenants[judged[0][0]]))
+    fates = np.array([REJECTED if j is None else j.fate for j in verdicts], dtype=np.int8)
+    return _accept(record, payload, raw, verdicts, fates[cols.volume], digest, now_ns, limits)
+
+
+def _all_rejected(raw: RawBatch, judged: list[tuple[int, _Verdict]]) -> str:
+    v, verdict = judged[0]
+    if len(judged) == 1:
+        return verdict.reason or ""
+    return (f"all {len(judged)} volumes rejected; volume "
+            f"{_shown_id(raw.columns.volumes[v])}: {verdict.reason}")
+
+
+def _accept(record: dict[str, Any], payload: bytes, raw: RawBatch,
+            verdicts: list[_Verdict | None], fate: np.ndarray, digest: str, now_ns: int,
+            limits: Limits) -> RecordOutcome:
+    """Count the events of the COUNTED volumes, carry the REPLAY volumes' valid events,
+    and make one rejection of REJECTED volumes' events and COUNTED volumes' bad ones."""
+    cols = raw.columns
+    bad = bad_event_mask(cols.op, cols.status, raw.offset, cols.nbytes, cols.submit_ns,
+                         cols.complete_ns, now_ns, limits.retention_ns,
+                         limits.future_tolerance_ns)
+    counted = ~bad & (fate == COUNTED)
+    rejected = (fate == REJECTED) | (bad & (fate == COUNTED))
+    take = cols.take(counted)
+    sums, latest = slot_sums(take), latest_complete(take)
+    bad_of = np.bincount(cols.volume[bad & (fate == COUNTED)],
+                         minlength=len(cols.volumes)).tolist()
+    valid = _by_volume(cols, ~bad & (fate != REJECTED))
+    producer = (raw.producer_id, raw.seq)
+    outcome = RecordOutcome(rejection=_rejection(record, payload, raw, verdicts, rejected,
+                                                 now_ns, limits))
+    for v, verdict in enumerate(verdicts):
+        if verdict is None or verdict.fate == REJECTED:
+            continue
+        state = None
+        if verdict.fate == COUNTED:
+            state = verdict.known or VolumeState(cols.tenants[v])
+            state.mark_applied(raw.producer_id, raw.seq, digest)
+            state.add_sums(sums[v], latest[v])
+            state.rejected += bad_of[v]
+        events = valid[v]
+        outcome.volumes.append(VolumeOutcome(
+            cols.volumes[v], cols.tenants[v], state,
+            len(events) if verdict.fate == COUNTED else 0, verdict.fate == REPLAY,
+            producer, events))
+    return outcome
+
+
+def _by_volume(cols: Columns, which: np.ndarray) -> list[Columns]:
+    """The events at ``which``, split into one single-volume Columns per volume of the
+    table (in record order within each)."""
+    index = np.flatnonzero(which)
+    index = index[np.argsort(cols.volume[index], kind="stable")]
+    bounds = np.searchsorted(cols.volume[index], np.arange(len(cols.volumes) + 1)).tolist()
+    zeros = np.zeros(len(index), dtype=np.intp)
+    parts = []
+    for v, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        at = index[lo:hi]
+        parts.append(Columns((cols.volumes[v],), (cols.tenants[v],), zeros[:hi - lo],
+                             cols.op[at], cols.status[at], cols.nbytes[at],
+                             cols.submit_ns[at], cols.complete_ns[at]))
+    return parts
+
+
+def _rejection(record: dict[str, Any], payload: bytes, raw: RawBatch,
+               verdicts: list[_Verdict | None], rejected: np.ndarray, now_ns: int,
+               limits: Limits) -> Rejection | None:
+    """The one rejection of an accepted record's rejected events, or None."""
+    n_rejected = int(np.count_nonzero(rejected))
+    if not n_rejected:
+        return None
+    cols = raw.columns
+    listed = np.flatnonzero(rejected)[:MAX_LISTED_EVENTS].tolist()
+    reasons = [_event_reason(raw, verdicts, i, now_ns, limits) for i in listed]
+    first_volume = int(cols.volume[listed[0]])
+    reason = f"{n_rejected} of {len(raw)} event(s) rejected"
+    bad_volumes = [v for v, j in enumerate(verdicts) if j is not None and j.fate == REJECTED]
+    if bad_volumes:
+        v = bad_volumes[0]
+        reason += (f"; {len(bad_volumes)} volume(s) rejected, first "
+                   f"{_shown_id(cols.volumes[v])}: {verdicts[v].reason}")  # type: ignore[union-attr]
+    reason += f"; event {listed[0]}: {reasons[0]}"
+    return Rejection(reason, n_rejected, record, payload, listed, reasons,
+                     raw_event_json(raw, listed[0]), cols.volumes[first_volume],
+                     cols.tenants[first_volume])
+
+
+def _event_reason(raw: RawBatch, verdicts: list[_Verdict | None], i: int, now_ns: int,
+                  limits: Limits) -> str:
+    """Why event ``i`` was rejected: its volume's reason, else the scalar rule's."""
+    c = raw.columns
+    v = int(c.volume[i])
+    verdict = verdicts[v]
+    if verdict is not None and verdict.fate == REJECTED:
+        return f"volume {_shown_id(c.volumes[v])}: {verdict.reason}"
+    reason = event_error(int(c.op[i]), int(c.status[i]), int(raw.offset[i]), int(c.nbytes[i]),
+                         int(c.submit_ns[i]), int(c.complete_ns[i]), now_ns,
+                         limits.retention_ns, limits.future_tolerance_ns)
+    return reason or ""
+
+
+def dead_letter_key(rejection: Rejection) -> bytes | None:
+    """The dead letter's Kafka key: the volume it names, when that is a valid id."""
+    volume_id = rejection.volume_id
+    if volume_id is None or id_error("volume_id", volume_id) is not None:
+        return None
+    return volume_id.encode()
 
 
 def clip_text(text: str, limit: int) -> str:
@@ -247,6 +439,10 @@ def bounded_payload(payload: bytes | None) -> dict[str, Any]:
             "payload_sha256": hashlib.sha256(payload).hexdigest()}
 
 
+def _or(value: Any, fallback: Any) -> Any:
+    return fallback if value is None else value
+
+
 def dead_letter_record(
     rejection: Rejection, source_topic: str, partition: int, offset: int, now_ns: int,
 ) -> dict[str, Any]:
@@ -260,8 +456,8 @@ def dead_letter_record(
         "source_topic": clip_text(source_topic, MAX_ID_CHARS),
         "source_partition": partition, "source_offset": offset,
         "rejected_at_ns": now_ns, "events": rejection.events,
-        "volume_id": _clip_str(batch.get("volume_id"), MAX_ID_CHARS),
-        "tenant_id": _clip_str(batch.get("tenant_id"), MAX_ID_CHARS),
+        "volume_id": _clip_str(_or(rejection.volume_id, batch.get("volume_id")), MAX_ID_CHARS),
+        "tenant_id": _clip_str(_or(rejection.tenant_id, batch.get("tenant_id")), MAX_ID_CHARS),
         "producer_id": _clip_str(batch.get("producer_id"), MAX_ID_CHARS),
         "seq": seq if isinstance(seq, int) else None,
         "event_index": indexes[0] if indexes else None,

@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from streams.core.codec import HEADER_LEN, CodecError
-from streams.core.ingest import Placement, RecordOutcome, account_record
+from streams.core.ingest import Placement, RecordOutcome, account_record, legacy_event_batch
 from streams.core.windows.acc import WINDOW_LENGTHS_NS, WINDOW_NAMES, acc_from_stats
 from streams.core.windows.book import Emission
 from streams.core.windows.stages import RollupWindows
@@ -83,12 +83,14 @@ async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: 
         return
     placement = Placement(message.key, message.partition, p.settings.partitions)
     outcome = account_record(value, placement, p.load_state, p.schemas, now_ns, p.limits)
-    if outcome.state is not None and outcome.volume_id is not None:
-        p.counters[outcome.volume_id.encode()] = outcome.state.snapshot()
+    for volume in outcome.volumes:  # one table write per volume changed
+        if volume.state is not None:
+            p.counters[volume.volume_id.encode()] = volume.state.snapshot()
     await publish_rejections(p, outcome, message, now_ns)
-    if outcome.events is not None:
-        emissions = p.windows_for(message.partition).on_events(
-            outcome.events, wall_ns, outcome.producer, message.offset)
+    windows = p.windows_for(message.partition)
+    for volume in outcome.volumes:  # counted now or a replay: the windows judge by their marks
+        emissions = windows.on_events(legacy_event_batch(volume), wall_ns, volume.producer,
+                                      message.offset)
         await publish_windows(p, emissions, message.partition, message.offset)
     _count(p.stats, outcome)
 
@@ -109,10 +111,10 @@ async def _replay_raw_outputs(p: Pipeline, message: Any) -> None:
 def _count(stats: WorkerStats, outcome: RecordOutcome) -> None:
     stats.records += 1
     stats.events_counted += outcome.counted
-    stats.replays_skipped += outcome.replay
-    for rejection in outcome.rejections:
-        stats.events_rejected += rejection.events
-        stats.records_rejected += rejection.whole
+    stats.replays_skipped += outcome.replays
+    if outcome.rejection is not None:
+        stats.events_rejected += outcome.rejection.events
+        stats.records_rejected += outcome.rejection.whole
 
 
 def register_rollup(p: Pipeline, inner_ns: int, length_ns: int) -> None:
