@@ -18,7 +18,8 @@ from aiokafka.errors import (
 )
 from faust.exceptions import ProducerSendError
 
-from streams.core.ingest import RecordOutcome, Rejection, dead_letter_key, dead_letter_record
+from streams.core.dead_letters import Rejection, dead_letter_key, dead_letter_record
+from streams.core.ingest import RecordOutcome
 from streams.core.keys import source_offset_header, watermark_key, window_key
 from streams.core.monitoring import monitoring_key, monitoring_record
 from streams.core.times import MINUTE_NS, NS_PER_S
