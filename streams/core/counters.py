@@ -86,23 +86,22 @@ def slot_sums(columns: Columns) -> list[list[int]]:
     latency = columns.complete_ns.view(np.uint64) - columns.submit_ns.view(np.uint64)
     keys = np.concatenate((base[ok] + BYTES, base[timed] + TIME))
     values = np.concatenate((columns.nbytes[ok].view(np.uint64), latency[timed]))
-    for key, total in _exact_sums(keys, values):
+    for key, total in _exact_sums(keys, values, size):
         totals[key] += total
     return [totals[v * N_SLOTS:(v + 1) * N_SLOTS] for v in range(len(columns.volumes))]
 
 
-def _exact_sums(keys: np.ndarray, values: np.ndarray) -> list[tuple[int, int]]:
-    """(key, sum of its values) for each distinct key; ``values`` uint64 (bytes and times
-    are never negative here). int64 where max * count proves no overflow, else Python ints
-    (a hostile but valid event may carry 2**63-1 bytes)."""
+def _exact_sums(keys: np.ndarray, values: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """(key, sum of its values) for each key in ``range(size)`` that has values; ``values``
+    uint64 (bytes and times are never negative here). int64 where max * count proves no
+    overflow, else Python ints (a hostile but valid event may carry 2**63-1 bytes)."""
     if not len(keys):
         return []
     if int(values.max()) * len(values) < _INT64_LIMIT:
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-        sums = np.add.reduceat(values[order].astype(np.int64), starts)
-        return list(zip(sorted_keys[starts].tolist(), sums.tolist(), strict=True))
+        sums = np.zeros(size, dtype=np.int64)
+        np.add.at(sums, keys, values.astype(np.int64))  # integer adds: exact, unlike bincount
+        nonzero = np.flatnonzero(sums)
+        return list(zip(nonzero.tolist(), sums[nonzero].tolist(), strict=True))
     exact: dict[int, int] = {}
     for key, value in zip(keys.tolist(), values.tolist(), strict=True):
         exact[key] = exact.get(key, 0) + value
@@ -182,10 +181,7 @@ class VolumeState:
     def add_sums(self, sums: Sequence[int], latest_ns: int | None) -> None:
         """Add slot sums (:func:`slot_sums`) of events whose latest completion is
         ``latest_ns`` (None: no events)."""
-        counters = self.counters
-        for slot, amount in enumerate(sums):
-            if amount:
-                counters[slot] += amount
+        self.counters = [a + b for a, b in zip(self.counters, sums, strict=True)]
         if latest_ns is not None and (self.last_io_ns is None or latest_ns > self.last_io_ns):
             self.last_io_ns = latest_ns
 
@@ -212,7 +208,7 @@ class VolumeState:
     @classmethod
     def from_snapshot(cls, data: bytes) -> VolumeState:
         decoded = orjson.loads(data)
-        if any(isinstance(c, float) for c in decoded[2]) or isinstance(decoded[4], float):
+        if float in map(type, decoded[2]) or isinstance(decoded[4], float):
             decoded = json.loads(data)  # orjson reads integers past 64 bits as floats
         version = decoded[0]
         if version == 1:

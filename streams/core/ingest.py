@@ -321,15 +321,19 @@ def _by_volume(cols: Columns, which: np.ndarray) -> list[Columns]:
     """The events at ``which``, split into one single-volume Columns per volume of the
     table (in record order within each)."""
     index = np.flatnonzero(which)
-    index = index[np.argsort(cols.volume[index], kind="stable")]
+    volume = cols.volume[index]
+    if len(cols.volumes) <= 1 << 16:
+        volume = volume.astype(np.uint16)  # a stable sort of 16-bit keys is a radix sort
+    index = index[np.argsort(volume, kind="stable")]
     bounds = np.searchsorted(cols.volume[index], np.arange(len(cols.volumes) + 1)).tolist()
     zeros = np.zeros(len(index), dtype=np.intp)
-    parts = []
+    op, status, nbytes = cols.op[index], cols.status[index], cols.nbytes[index]
+    submit_ns, complete_ns = cols.submit_ns[index], cols.complete_ns[index]
+    parts = []  # slices of the sorted columns: views, no copy per volume
     for v, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
-        at = index[lo:hi]
-        parts.append(Columns((cols.volumes[v],), (cols.tenants[v],), zeros[:hi - lo],
-                             cols.op[at], cols.status[at], cols.nbytes[at],
-                             cols.submit_ns[at], cols.complete_ns[at]))
+        parts.append(Columns((cols.volumes[v],), (cols.tenants[v],), zeros[lo:hi], op[lo:hi],
+                             status[lo:hi], nbytes[lo:hi], submit_ns[lo:hi],
+                             complete_ns[lo:hi]))
     return parts
 
 
