@@ -233,6 +233,10 @@ def _reject_whole(record: dict[str, Any], payload: bytes, reason: str,
 
 
 def _record_error(raw: RawBatch, placement: Placement, limits: Limits) -> str | None:
+    if raw.layout == 1:  # one volume: its ids judged first, as before layout 2 (same reasons)
+        reason = _id_errors(raw.columns.volumes[0], raw.columns.tenants[0])
+        if reason is not None:
+            return reason
     n_events = len(raw)
     if n_events == 0:
         # An empty record would claim the volume (and move a replay mark) before any I/O.

@@ -331,3 +331,13 @@ def test_a_bad_layout_is_rejected_whole(change: dict[str, bytes], words: str) ->
     [rejection] = outcome.rejections
     assert rejection.whole and words in rejection.reason and table.snapshots == {}
     assert rejection.volume_id == a
+
+
+def test_layout1_ids_are_judged_before_its_key_as_before_layout2() -> None:
+    """A layout 1 record of an invalid id under another volume's key keeps its reason."""
+    from tests.unit.core.ingest_records import batch, encode
+
+    payload = encode(batch([ev()], volume_id="vol/../etc"))
+    outcome = Table().apply(payload, placement=home_placement(HOME_VOLUMES[0]))
+    [rejection] = outcome.rejections
+    assert rejection.whole and "volume_id 'vol/../etc' has characters outside" in rejection.reason
