@@ -129,9 +129,16 @@ def legacy_event_batch(volume: VolumeOutcome) -> EventBatch:
                       range(len(events)))
 
 
-@lru_cache(maxsize=1 << 16)
 def _placed_in(volume_id: str, partitions: int) -> int:
-    """The default partition of ``volume_id`` (cached: volumes recur in every record)."""
+    """The default partition of ``volume_id`` (cached: volumes recur in every record; only
+    short ids, so a hostile record's long ones cannot fill memory)."""
+    if len(volume_id) <= MAX_ID_CHARS:
+        return _cached_partition(volume_id, partitions)
+    return default_partition(volume_id.encode(), partitions)
+
+
+@lru_cache(maxsize=1 << 16)
+def _cached_partition(volume_id: str, partitions: int) -> int:
     return default_partition(volume_id.encode(), partitions)
 
 
