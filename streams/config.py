@@ -50,6 +50,12 @@ class Settings:
     # The SDK flushes at this many buffered events or this age (README, "Producer batching").
     batch_max_events: int = 16_384
     batch_max_age_ms: int = 100
+    # The accounting agent's step (DESIGN.md decision 2): up to this many raw records at a
+    # time, or what came within step_wait_ms; the windows take at most step_max_events per
+    # unit (a step of huge records is cut there, bounding its memory).
+    step_max_records: int = 1000
+    step_wait_ms: int = 50
+    step_max_events: int = 1_000_000
     grace_s: float = 2.0
     idle_timeout_s: float = 5.0
     revision_horizon_s: int = 3600

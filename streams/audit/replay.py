@@ -42,7 +42,7 @@ from streams.core.batch import EventBatch
 from streams.core.codec import HEADER_LEN, SchemaSet, default_schemas
 from streams.core.counters import N_SLOTS, VolumeState, add_to_slots
 from streams.core.events import STATUS_INVALID
-from streams.core.ingest import Limits, Placement, account_record
+from streams.core.ingest import Limits, Placement, account_record, legacy_event_batch
 from streams.core.times import HOUR_NS
 from streams.core.windows.acc import WINDOW_LENGTHS_NS, WindowAcc
 
@@ -150,18 +150,20 @@ class Replay:
         self.records += 1
         outcome = account_record(payload, placement, self.states.get, self.schemas,
                                  timestamp_ns, self.limits, self.registered)
-        if outcome.state is not None and outcome.volume_id is not None:
-            self.states[outcome.volume_id] = outcome.state
-        self.replays_skipped += outcome.replay
+        for volume in outcome.volumes:
+            if volume.state is not None:
+                self.states[volume.volume_id] = volume.state
+        self.replays_skipped += outcome.replays
         self.events_rejected += sum(r.events for r in outcome.rejections)
         self.events_counted += outcome.counted
-        batch = outcome.events  # a replay's batch is for the worker's windows: skipped here
-        if (batch is None or outcome.replay or not batch.indexes
-                or not self.scope.wants(outcome.volume_id)):
-            return outcome.counted
-        self._bill(batch)
-        for length_ns in WINDOW_LENGTHS_NS:
-            self._window(batch, length_ns, timestamp_ns)
+        for volume in outcome.volumes:
+            # a replay's events are for the worker's windows: skipped here
+            if volume.replay or not len(volume.events) or not self.scope.wants(volume.volume_id):
+                continue
+            batch = legacy_event_batch(volume)
+            self._bill(batch)
+            for length_ns in WINDOW_LENGTHS_NS:
+                self._window(batch, length_ns, timestamp_ns)
         return outcome.counted
 
     def tenant_of(self, volume_id: str) -> str | None:

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from streams.core.times import NS_PER_S
 
 OPS: tuple[str, ...] = ("read", "write", "flush", "discard")
@@ -106,6 +108,32 @@ def event_error(
         age_s = (now_ns - complete_ns) / NS_PER_S
         return f"complete_ns is {age_s:.0f} s old, beyond the retention horizon"
     return None
+
+
+def bad_event_mask(
+    op: np.ndarray, status: np.ndarray, offset: np.ndarray, nbytes: np.ndarray,
+    submit_ns: np.ndarray, complete_ns: np.ndarray, now_ns: int,
+    retention_ns: int = DEFAULT_RETENTION_NS,
+    future_tolerance_ns: int = DEFAULT_FUTURE_TOLERANCE_NS,
+) -> np.ndarray:
+    """Per event, whether :func:`event_error` gives a reason: the same rules over numpy
+    columns (uint8 codes, int64 values), for a whole record at once."""
+    bad = (op >= len(OPS)) | (status >= len(STATUSES)) | (offset < 0) | (nbytes < 0)
+    bad |= (op == OP_FLUSH) & ((offset != 0) | (nbytes != 0))
+    bad |= complete_ns < submit_ns
+    bad |= _beyond(complete_ns, now_ns + future_tolerance_ns, above=True)
+    bad |= _beyond(complete_ns, now_ns - retention_ns, above=False)
+    return bad
+
+
+def _beyond(values: np.ndarray, bound: int, *, above: bool) -> np.ndarray:
+    """values > bound (or < bound), with ``bound`` any Python int: one past int64's range
+    is compared as what it means, never wrapped."""
+    if bound > INT64_MAX or bound < INT64_MIN:
+        outside_above = bound > INT64_MAX
+        # every int64 is below a bound past the top, above one past the bottom
+        return np.full(len(values), above != outside_above, dtype=bool)
+    return values > bound if above else values < bound
 
 
 def event_from_json(obj: object) -> IoEvent:

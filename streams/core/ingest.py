@@ -1,44 +1,61 @@
-"""From one raw Kafka record to a volume's new state and its rejections.
+"""From one raw Kafka record (layout 1 or 2) to its volumes' new states and one rejection.
 
-Pure logic: no faust, no aiokafka. The accounting agent calls
-:func:`account_record` once per record (one state update per volume per
-record, DESIGN.md decision 2) and publishes what it returns. A record rejected
-whole changes no state at all: no volume, no producer entry, no replay mark.
+Pure logic: no faust, no aiokafka. The accounting agent calls :func:`account_record`
+once per record (one state update per volume per record, DESIGN.md decision 2) and
+publishes what it returns. Rules are judged at three levels: the record (undecodable,
+bad layout, no events, too many, a key or partition not its own: rejected whole), each
+volume (ids, placement, owner, conflict: that volume's events rejected, the others
+counted; replay: skipped) and each event (vectorised). A rejected record or volume
+changes no state at all: no volume, no producer entry, no replay mark. A record makes
+at most one dead letter, whatever it holds.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-import orjson
+import numpy as np
 
-from streams.core.batch import EventBatch
-from streams.core.codec import CodecError, SchemaSet
-from streams.core.counters import VolumeState, record_digest
+from streams.core.batch import Columns, EventBatch
+from streams.core.codec import HEADER_LEN, CodecError, SchemaSet
+from streams.core.counters import VolumeState, latest_complete, record_digest, slot_sums
+from streams.core.dead_letters import (
+    DEAD_LETTER_MAX_BYTES,
+    MAX_EVENT_REASON_CHARS,
+    MAX_ID_CHARS,
+    MAX_LISTED_EVENTS,
+    MAX_REASON_CHARS,
+    PAYLOAD_PREFIX_BYTES,
+    Rejection,
+    bounded_payload,
+    clip_text,
+    dead_letter_key,
+    dead_letter_record,
+    event_json,
+    raw_event_json,
+)
 from streams.core.events import (
     DEFAULT_FUTURE_TOLERANCE_NS,
     DEFAULT_RETENTION_NS,
-    OPS,
-    STATUSES,
+    bad_event_mask,
     event_error,
     id_error,
 )
 from streams.core.partitioning import default_partition
+from streams.core.raw import RAW_RECORD_NAMES, RawBatch, RawLayoutError, raw_batch
 from streams.core.registry import owner_error
 
-COLUMNS = ("op", "status", "offset", "bytes", "submit_ns", "complete_ns")
+__all__ = [  # and, re-exported, the dead-letter names callers knew here
+    "DEAD_LETTER_MAX_BYTES", "MAX_EVENT_REASON_CHARS", "MAX_LISTED_EVENTS", "MAX_REASON_CHARS",
+    "PAYLOAD_PREFIX_BYTES", "Limits", "Placement", "RecordOutcome", "Rejection",
+    "VolumeOutcome", "account_record", "bounded_payload", "clip_text", "dead_letter_key",
+    "dead_letter_record", "event_json", "key_error", "legacy_event_batch", "owner_error",
+    "placement_error",
+]
 DEFAULT_MAX_EVENTS_PER_RECORD = 100_000
-# A dead letter's bounds: whatever the record, its dead letter stays far below any
-# producer's size limit (a dead letter that cannot be sent would stop the agent).
-PAYLOAD_PREFIX_BYTES = 4096
-MAX_LISTED_EVENTS = 100  # bad events listed by index and reason; `events` counts them all
-MAX_REASON_CHARS = 512
-MAX_EVENT_REASON_CHARS = 200
-MAX_ID_CHARS = 256
-DEAD_LETTER_MAX_BYTES = 64 * 1024  # what the bounds above add up to, with room to spare
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,117 +83,171 @@ class Placement:
 
 
 @dataclass(slots=True)
-class Rejection:
-    """What goes to the dead-letter topic: the reason and what it covers. A whole record
-    has no ``event_indexes``; an accepted record's bad events make one rejection, with
-    the first :data:`MAX_LISTED_EVENTS` of them listed (``events`` counts them all)."""
+class VolumeOutcome:
+    """One accepted volume of a record: the state to store (None for a replay: nothing
+    changed), its valid events as one volume's Columns (counted now, or a replay's, for
+    the windows to judge against their own marks) and the (producer_id, seq) to mark."""
 
-    reason: str
-    events: int
-    batch: dict[str, Any] | None = None
-    payload: bytes | None = None
-    event_indexes: list[int] = field(default_factory=list)
-    event_reasons: list[str] = field(default_factory=list)
-    event_json: str | None = None  # the first bad event, canonical JSON
-
-    @property
-    def whole(self) -> bool:
-        return not self.event_indexes
+    volume_id: str
+    tenant_id: str
+    state: VolumeState | None
+    counted: int
+    replay: bool
+    producer: tuple[str, int]
+    events: Columns
 
 
 @dataclass(slots=True)
 class RecordOutcome:
-    """The result of one record: a state to store (or None) and rejections; its valid
-    events (``events``, counted now or a replay) and their (producer_id, seq)."""
+    """The result of one record: its accepted volumes, in volume-table order, and its one
+    rejection, if any."""
 
-    volume_id: str | None = None
-    state: VolumeState | None = None
-    counted: int = 0
-    replay: bool = False
-    rejections: list[Rejection] = field(default_factory=list)
-    events: EventBatch | None = None
-    producer: tuple[str, int] | None = None
+    volumes: list[VolumeOutcome] = field(default_factory=list)
+    rejection: Rejection | None = None
 
+    @property
+    def counted(self) -> int:
+        return sum(v.counted for v in self.volumes)
 
-def event_json(batch: dict[str, Any], i: int) -> str:
-    """Event ``i`` of a batch in the canonical JSON form (codes shown raw if unknown)."""
-    op, status = batch["op"][i], batch["status"][i]
-    obj = {
-        "volume_id": batch["volume_id"], "tenant_id": batch["tenant_id"],
-        "host_id": batch["host_id"],
-        "op": OPS[op] if op < len(OPS) else op,
-        "status": STATUSES[status] if status < len(STATUSES) else status,
-        "offset": batch["offset"][i], "bytes": batch["bytes"][i],
-        "submit_ns": batch["submit_ns"][i], "complete_ns": batch["complete_ns"][i],
-    }
-    return orjson.dumps(obj).decode()
+    @property
+    def replays(self) -> int:
+        """Volumes skipped as replays."""
+        return sum(v.replay for v in self.volumes)
+
+    @property
+    def rejections(self) -> list[Rejection]:
+        return [] if self.rejection is None else [self.rejection]
 
 
-def batch_error(batch: dict[str, Any], limits: Limits = Limits()) -> str | None:
-    """Why a decoded batch cannot be counted at all, whatever the state, or None."""
-    lengths = {name: len(batch[name]) for name in COLUMNS}
-    if len(set(lengths.values())) != 1:
-        return "columns of unequal length: " + ", ".join(f"{k}={v}" for k, v in lengths.items())
-    reason = id_error("volume_id", batch["volume_id"]) or id_error("tenant_id", batch["tenant_id"])
+def legacy_event_batch(volume: VolumeOutcome) -> EventBatch:
+    """ADAPTER, to delete once the windows take Columns: a volume's valid events as the
+    EventBatch the scalar windows, billing and audit take, of plain Python ints (numpy
+    int64 arithmetic there could overflow silently)."""
+    events = volume.events
+    return EventBatch(volume.volume_id, volume.tenant_id, events.op.tobytes(),
+                      events.status.tobytes(), events.nbytes.tolist(),
+                      events.submit_ns.tolist(), events.complete_ns.tolist(),
+                      range(len(events)))
+
+
+def _placed_in(volume_id: str, partitions: int) -> int:
+    """The default partition of ``volume_id`` (cached: volumes recur in every record; only
+    short ids, so a hostile record's long ones cannot fill memory)."""
+    if len(volume_id) <= MAX_ID_CHARS:
+        return _cached_partition(volume_id, partitions)
+    return default_partition(volume_id.encode(), partitions)
+
+
+@lru_cache(maxsize=1 << 16)
+def _cached_partition(volume_id: str, partitions: int) -> int:
+    return default_partition(volume_id.encode(), partitions)
+
+
+def _id_errors(volume_id: str, tenant_id: str) -> str | None:
+    if len(volume_id) <= MAX_ID_CHARS and len(tenant_id) <= MAX_ID_CHARS:
+        return _cached_id_errors(volume_id, tenant_id)  # only short ids are kept
+    return id_error("volume_id", volume_id) or id_error("tenant_id", tenant_id)
+
+
+@lru_cache(maxsize=1 << 16)
+def _cached_id_errors(volume_id: str, tenant_id: str) -> str | None:
+    return id_error("volume_id", volume_id) or id_error("tenant_id", tenant_id)
+
+
+def _shown_id(volume_id: str) -> str:
+    return repr(clip_text(volume_id, 64))
+
+
+def key_error(raw: RawBatch, placement: Placement) -> str | None:
+    """Why the record's key does not fit it (layout 1: the volume id; layout 2: the first
+    volume's id, as the SDK sends) or places it elsewhere, or None."""
+    first = raw.columns.volumes[0]
+    if placement.key != first.encode():
+        shown = "none" if placement.key is None else repr(placement.key[:MAX_ID_CHARS])
+        what = "the volume id" if raw.layout == 1 else "the first volume's id"
+        return f"key {shown} is not {what} {_shown_id(first)}"
+    return placement_error(first, placement)
+
+
+def placement_error(volume_id: str, placement: Placement) -> str | None:
+    """Why ``volume_id`` does not belong in the partition a record sits in, or None:
+    counted elsewhere, it would have a second set of counters."""
+    partition = _placed_in(volume_id, placement.partitions)
+    if placement.partition != partition:
+        return (f"partition {placement.partition} is not the default partition {partition} "
+                f"of volume {clip_text(volume_id, 64)} among {placement.partitions}")
+    return None
+
+
+COUNTED, REPLAY, REJECTED = 0, 1, 2  # what becomes of a volume of the record
+
+
+@dataclass(slots=True)
+class _Verdict:
+    fate: int
+    known: VolumeState | None = None
+    reason: str | None = None
+
+
+def _judge_volume(raw: RawBatch, v: int, placement: Placement, digest: str,
+                  load_state: Callable[[str], VolumeState | None],
+                  registered: Callable[[str], str | None] | None) -> _Verdict:
+    """The per-volume rules, in order: ids, placement, owner (core/registry.py), conflict,
+    replay."""
+    volume_id, tenant_id = raw.columns.volumes[v], raw.columns.tenants[v]
+    reason = _id_errors(volume_id, tenant_id) or placement_error(volume_id, placement)
     if reason is not None:
-        return reason
-    n_events = lengths["op"]
+        return _Verdict(REJECTED, reason=reason)
+    known = load_state(volume_id)
+    reason = owner_error(volume_id, tenant_id,
+                         None if registered is None else registered(volume_id),
+                         registered is not None, None if known is None else known.tenant_id)
+    if reason is None and known is not None and known.conflicts(raw.producer_id, raw.seq,
+                                                                digest):
+        reason = f"seq {raw.seq} of producer {raw.producer_id} was applied with other content"
+    if reason is not None:
+        return _Verdict(REJECTED, reason=reason)
+    if known is not None and known.is_replay(raw.producer_id, raw.seq):
+        return _Verdict(REPLAY, known)
+    return _Verdict(COUNTED, known)
+
+
+def _decode(payload: bytes, schemas: SchemaSet) -> tuple[str, dict[str, Any]]:
+    """A raw record of either layout (its name, the record); raises CodecError."""
+    known = schemas.writers.get(payload[2:HEADER_LEN])
+    expect = known[0] if known is not None and known[0] in RAW_RECORD_NAMES else None
+    return schemas.decode(payload, expect=expect or " or ".join(RAW_RECORD_NAMES))
+
+
+def _named(record: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The volume a whole record's dead letter names: layout 1's, layout 2's first."""
+    if "volumes" not in record:
+        return record["volume_id"], record["tenant_id"]
+    first = record["volumes"][0] if record["volumes"] else {}
+    return first.get("volume_id"), first.get("tenant_id")
+
+
+def _reject_whole(record: dict[str, Any], payload: bytes, reason: str,
+                  named: tuple[str | None, str | None] | None = None) -> RecordOutcome:
+    """Reject a whole record: nothing about it is remembered anywhere."""
+    volume_id, tenant_id = named or _named(record)
+    return RecordOutcome(rejection=Rejection(reason, len(record["op"]), record, payload,
+                                             volume_id=volume_id, tenant_id=tenant_id))
+
+
+def _record_error(raw: RawBatch, placement: Placement, limits: Limits) -> str | None:
+    if raw.layout == 1:  # one volume: its ids judged first, as before layout 2 (same reasons)
+        reason = _id_errors(raw.columns.volumes[0], raw.columns.tenants[0])
+        if reason is not None:
+            return reason
+    n_events = len(raw)
     if n_events == 0:
         # An empty record would claim the volume (and move a replay mark) before any I/O.
         return "empty batch: a record must carry at least one event"
     if n_events > limits.max_events_per_record:
         return (f"{n_events} events in one record, more than the limit of "
                 f"{limits.max_events_per_record}")
-    return None
-
-
-def placement_error(volume_id: str, placement: Placement) -> str | None:
-    """Why a record of ``volume_id`` does not belong where it sits, or None: a record
-    elsewhere would count the volume in a second partition (two sets of counters)."""
-    want = volume_id.encode()
-    if placement.key != want:
-        shown = "none" if placement.key is None else repr(placement.key[:MAX_ID_CHARS])
-        return f"key {shown} is not the volume id {volume_id!r}"
-    partition = default_partition(want, placement.partitions)
-    if placement.partition != partition:
-        return (f"partition {placement.partition} is not the default partition {partition} "
-                f"of volume {volume_id} among {placement.partitions}")
-    return None
-
-
-def _reject_whole(batch: dict[str, Any], payload: bytes, reason: str) -> RecordOutcome:
-    """Reject a whole record: nothing about it is remembered anywhere."""
-    valid_id = id_error("volume_id", batch["volume_id"]) is None
-    return RecordOutcome(batch["volume_id"] if valid_id else None, rejections=[
-        Rejection(reason, len(batch["op"]), batch, payload=payload)])
-
-
-def _validate_events(
-    batch: dict[str, Any], payload: bytes, now_ns: int, limits: Limits,
-) -> tuple[list[int], list[Rejection]]:
-    """The indexes of the good events, and one rejection for all the bad ones (or none)."""
-    good: list[int] = []
-    bad = Rejection("", 0, batch, payload=payload)
-    columns = [batch[name] for name in COLUMNS]
-    for i, (op, status, offset, nbytes, submit_ns, complete_ns) in enumerate(
-        zip(*columns, strict=True)
-    ):
-        reason = event_error(op, status, offset, nbytes, submit_ns, complete_ns, now_ns,
-                             limits.retention_ns, limits.future_tolerance_ns)
-        if reason is None:
-            good.append(i)
-            continue
-        if bad.events < MAX_LISTED_EVENTS:
-            bad.event_indexes.append(i)
-            bad.event_reasons.append(reason)
-        bad.events += 1
-    if not bad.events:
-        return good, []
-    first = bad.event_indexes[0]
-    bad.event_json = event_json(batch, first)
-    bad.reason = (f"{bad.events} of {len(good) + bad.events} event(s) rejected; event "
-                  f"{first}: {bad.event_reasons[0]}")
-    return good, [bad]
+    return key_error(raw, placement)
 
 
 def account_record(
@@ -184,90 +255,132 @@ def account_record(
     schemas: SchemaSet, now_ns: int, limits: Limits = Limits(),
     registered: Callable[[str], str | None] | None = None,
 ) -> RecordOutcome:
-    """Decode, validate and count one raw record (sitting at ``placement``) against its
-    volume's state. ``registered`` is the volume registry's lookup (volume_id -> tenant or
-    None; it may raise :class:`~streams.core.registry.RegistryBehind`, before any state is
-    changed); None: no registry is deployed, the first tenant seen owns a volume."""
+    """Decode, validate and count one raw record of either layout (sitting at
+    ``placement``) against its volumes' states. ``registered`` is the volume registry's
+    lookup (volume_id -> tenant or None; it may raise
+    :class:`~streams.core.registry.RegistryBehind`, which happens before any state is
+    changed: every volume is judged first); None: no registry is deployed, the first
+    tenant seen owns a volume."""
     try:
-        _, batch = schemas.decode(payload, expect="IoBatch")
+        name, record = _decode(payload, schemas)
     except CodecError as exc:
-        return RecordOutcome(rejections=[Rejection(str(exc), 0, payload=payload)])
-    volume_id = batch["volume_id"]
-    reason = batch_error(batch, limits) or placement_error(volume_id, placement)
-    known = load_state(volume_id) if reason is None else None
-    if reason is None:
-        reason = owner_error(volume_id, batch["tenant_id"],
-                             None if registered is None else registered(volume_id),
-                             registered is not None, None if known is None else known.tenant_id)
+        return RecordOutcome(rejection=Rejection(str(exc), 0, payload=payload))
+    try:
+        raw = raw_batch(name, record)
+    except RawLayoutError as exc:
+        return _reject_whole(record, payload, str(exc))
+    reason = _record_error(raw, placement, limits)
     if reason is not None:
-        return _reject_whole(batch, payload, reason)
-    producer_id, seq = batch["producer_id"], batch["seq"]
+        return _reject_whole(record, payload, reason)
+    cols = raw.columns
+    per_volume = np.bincount(cols.volume, minlength=len(cols.volumes)).tolist()
     digest = record_digest(payload)
-    if known is not None and known.conflicts(producer_id, seq, digest):
-        return _reject_whole(batch, payload, f"seq {seq} of producer {producer_id} was "
-                                             "applied with other content")
-    if known is not None and known.is_replay(producer_id, seq):
-        # Counted already. The windows keep their own record of what they applied (after
-        # a crash one table's change can have landed without the other's), so a replay
-        # still carries the batch and its valid events for them to judge; nothing here
-        # counts it again.
-        good, _ = _validate_events(batch, payload, now_ns, limits)
-        return RecordOutcome(volume_id, None, replay=True,
-                             events=EventBatch.from_record(batch, good),
-                             producer=(producer_id, seq))
-    state = known or VolumeState(batch["tenant_id"])
-    state.mark_applied(producer_id, seq, digest)
-    good, rejections = _validate_events(batch, payload, now_ns, limits)
-    events = EventBatch.from_record(batch, good)
-    state.add_events(events)
-    state.rejected += sum(r.events for r in rejections)
-    return RecordOutcome(volume_id, state, len(good), rejections=rejections, events=events,
-                         producer=(producer_id, seq))
+    verdicts = [_judge_volume(raw, v, placement, digest, load_state, registered) if n else None
+                for v, n in enumerate(per_volume)]
+    judged = [(v, j) for v, j in enumerate(verdicts) if j is not None]
+    if all(j.fate == REJECTED for _, j in judged):
+        return _reject_whole(record, payload, _all_rejected(raw, judged),
+                             (cols.volumes[judged[0][0]], cols.tenants[judged[0][0]]))
+    fates = np.array([REJECTED if j is None else j.fate for j in verdicts], dtype=np.int8)
+    return _accept(record, payload, raw, verdicts, fates[cols.volume], digest, now_ns, limits)
 
 
-def clip_text(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"... ({len(text) - limit} more characters)"
+def _all_rejected(raw: RawBatch, judged: list[tuple[int, _Verdict]]) -> str:
+    v, verdict = judged[0]
+    if len(judged) == 1:
+        return verdict.reason or ""
+    return (f"all {len(judged)} volumes rejected; volume "
+            f"{_shown_id(raw.columns.volumes[v])}: {verdict.reason}")
 
 
-def _clip_str(value: Any, limit: int) -> str | None:
-    """``value`` clipped, if it is a string at all (a decoded batch's may be anything)."""
-    return clip_text(value, limit) if isinstance(value, str) else None
+def _accept(record: dict[str, Any], payload: bytes, raw: RawBatch,
+            verdicts: list[_Verdict | None], fate: np.ndarray, digest: str, now_ns: int,
+            limits: Limits) -> RecordOutcome:
+    """Count the events of the COUNTED volumes, carry the REPLAY volumes' valid events,
+    and make one rejection of REJECTED volumes' events and COUNTED volumes' bad ones."""
+    cols = raw.columns
+    bad = bad_event_mask(cols.op, cols.status, raw.offset, cols.nbytes, cols.submit_ns,
+                         cols.complete_ns, now_ns, limits.retention_ns,
+                         limits.future_tolerance_ns)
+    counted = ~bad & (fate == COUNTED)
+    rejected = (fate == REJECTED) | (bad & (fate == COUNTED))
+    take = cols.take(counted)
+    sums, latest = slot_sums(take), latest_complete(take)
+    bad_of = np.bincount(cols.volume[bad & (fate == COUNTED)],
+                         minlength=len(cols.volumes)).tolist()
+    valid = _by_volume(cols, ~bad & (fate != REJECTED))
+    producer = (raw.producer_id, raw.seq)
+    outcome = RecordOutcome(rejection=_rejection(record, payload, raw, verdicts, rejected,
+                                                 now_ns, limits))
+    for v, verdict in enumerate(verdicts):
+        if verdict is None or verdict.fate == REJECTED:
+            continue
+        state = None
+        if verdict.fate == COUNTED:
+            state = verdict.known or VolumeState(cols.tenants[v])
+            state.mark_applied(raw.producer_id, raw.seq, digest)
+            state.add_sums(sums[v], latest[v])
+            state.rejected += bad_of[v]
+        events = valid[v]
+        outcome.volumes.append(VolumeOutcome(
+            cols.volumes[v], cols.tenants[v], state,
+            len(events) if verdict.fate == COUNTED else 0, verdict.fate == REPLAY,
+            producer, events))
+    return outcome
 
 
-def bounded_payload(payload: bytes | None) -> dict[str, Any]:
-    """A dead letter's view of the original value: a bounded prefix, its length and
-    SHA-256 (never the whole: a record near the size limit would make a dead letter
-    larger than may be sent)."""
-    if payload is None:
-        return {"payload": None, "payload_length": None, "payload_sha256": None}
-    return {"payload": payload[:PAYLOAD_PREFIX_BYTES], "payload_length": len(payload),
-            "payload_sha256": hashlib.sha256(payload).hexdigest()}
+def _by_volume(cols: Columns, which: np.ndarray) -> list[Columns]:
+    """The events at ``which``, split into one single-volume Columns per volume of the
+    table (in record order within each)."""
+    index = np.flatnonzero(which)
+    volume = cols.volume[index]
+    if len(cols.volumes) <= 1 << 16:
+        volume = volume.astype(np.uint16)  # a stable sort of 16-bit keys is a radix sort
+    index = index[np.argsort(volume, kind="stable")]
+    bounds = np.searchsorted(cols.volume[index], np.arange(len(cols.volumes) + 1)).tolist()
+    zeros = np.zeros(len(index), dtype=np.intp)
+    op, status, nbytes = cols.op[index], cols.status[index], cols.nbytes[index]
+    submit_ns, complete_ns = cols.submit_ns[index], cols.complete_ns[index]
+    parts = []  # slices of the sorted columns: views, no copy per volume
+    for v, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        parts.append(Columns((cols.volumes[v],), (cols.tenants[v],), zeros[lo:hi], op[lo:hi],
+                             status[lo:hi], nbytes[lo:hi], submit_ns[lo:hi],
+                             complete_ns[lo:hi]))
+    return parts
 
 
-def dead_letter_record(
-    rejection: Rejection, source_topic: str, partition: int, offset: int, now_ns: int,
-) -> dict[str, Any]:
-    """The DeadLetter Avro record for one rejection, bounded in size whatever the input
-    (at most :data:`DEAD_LETTER_MAX_BYTES` encoded)."""
-    batch = rejection.batch or {}
-    seq = batch.get("seq")
-    indexes = rejection.event_indexes[:MAX_LISTED_EVENTS]
-    return {
-        "reason": clip_text(rejection.reason, MAX_REASON_CHARS),
-        "source_topic": clip_text(source_topic, MAX_ID_CHARS),
-        "source_partition": partition, "source_offset": offset,
-        "rejected_at_ns": now_ns, "events": rejection.events,
-        "volume_id": _clip_str(batch.get("volume_id"), MAX_ID_CHARS),
-        "tenant_id": _clip_str(batch.get("tenant_id"), MAX_ID_CHARS),
-        "producer_id": _clip_str(batch.get("producer_id"), MAX_ID_CHARS),
-        "seq": seq if isinstance(seq, int) else None,
-        "event_index": indexes[0] if indexes else None,
-        "event_json": _clip_str(rejection.event_json, PAYLOAD_PREFIX_BYTES),
-        "event_indexes": indexes,
-        "event_reasons": [clip_text(r, MAX_EVENT_REASON_CHARS) for r in
-                          rejection.event_reasons[:MAX_LISTED_EVENTS]],
-        **bounded_payload(rejection.payload),
-    }
+def _rejection(record: dict[str, Any], payload: bytes, raw: RawBatch,
+               verdicts: list[_Verdict | None], rejected: np.ndarray, now_ns: int,
+               limits: Limits) -> Rejection | None:
+    """The one rejection of an accepted record's rejected events, or None."""
+    n_rejected = int(np.count_nonzero(rejected))
+    if not n_rejected:
+        return None
+    cols = raw.columns
+    listed = np.flatnonzero(rejected)[:MAX_LISTED_EVENTS].tolist()
+    reasons = [_event_reason(raw, verdicts, i, now_ns, limits) for i in listed]
+    first_volume = int(cols.volume[listed[0]])
+    reason = f"{n_rejected} of {len(raw)} event(s) rejected"
+    bad_volumes = [v for v, j in enumerate(verdicts) if j is not None and j.fate == REJECTED]
+    if bad_volumes:
+        v = bad_volumes[0]
+        reason += (f"; {len(bad_volumes)} volume(s) rejected, first "
+                   f"{_shown_id(cols.volumes[v])}: {verdicts[v].reason}")  # type: ignore[union-attr]
+    reason += f"; event {listed[0]}: {reasons[0]}"
+    return Rejection(reason, n_rejected, record, payload, listed, reasons,
+                     raw_event_json(raw, listed[0]), cols.volumes[first_volume],
+                     cols.tenants[first_volume])
 
+
+def _event_reason(raw: RawBatch, verdicts: list[_Verdict | None], i: int, now_ns: int,
+                  limits: Limits) -> str:
+    """Why event ``i`` was rejected: its volume's reason, else the scalar rule's."""
+    c = raw.columns
+    v = int(c.volume[i])
+    verdict = verdicts[v]
+    if verdict is not None and verdict.fate == REJECTED:
+        return f"volume {_shown_id(c.volumes[v])}: {verdict.reason}"
+    reason = event_error(int(c.op[i]), int(c.status[i]), int(raw.offset[i]), int(c.nbytes[i]),
+                         int(c.submit_ns[i]), int(c.complete_ns[i]), now_ns,
+                         limits.retention_ns, limits.future_tolerance_ns)
+    return reason or ""

@@ -10,14 +10,18 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from streams.core.codec import HEADER_LEN, CodecError
+from streams.core.counters import VolumeState
 from streams.core.ingest import Placement, RecordOutcome, account_record
 from streams.core.registry import RegistryBehind
 from streams.core.windows.acc import WINDOW_LENGTHS_NS, WINDOW_NAMES, acc_from_stats
-from streams.core.windows.book import Emission
+from streams.core.windows.book import Emission, ProducedColumns
 from streams.core.windows.stages import RollupWindows
+from streams.pipeline.batches import Records, batch_agent_over
 from streams.pipeline.guard.order import Handler, committed_offset, in_order, record_wall_ns
 from streams.pipeline.publish import (
     dead_letter_control,
@@ -56,45 +60,92 @@ def agent_over(p: Pipeline, topic: Any, name: str, handle: Handler) -> None:
 
 
 def register_accounting(p: Pipeline) -> None:
+    """The accounting agent: raw records many at a time (batches.py), partition by
+    partition; one state write per volume per step, one windows unit per step."""
     tick_header = p.schemas.headers["Tick"]
 
-    async def handle(value: Any, message: Any) -> None:
-        await _account_record(p, value, message, tick_header)
+    async def handle(partition: int, records: Records) -> None:
+        await _account_step(p, partition, records, tick_header)
 
-    agent_over(p, p.raw_topic, "accounting", handle)
+    batch_agent_over(p, p.raw_topic, "accounting", handle, p.settings.step_max_records,
+                     p.settings.step_wait_ms / 1000)
 
 
-async def _account_record(p: Pipeline, value: bytes, message: Any, tick_header: bytes) -> None:
-    """One raw record (``message``: its topic, partition and offset): a Tick, or a batch
-    to count, window, bill and dead-letter."""
+@dataclass
+class _Step:
+    """What one step of the accounting agent has made so far, for one partition."""
+
+    states: dict[str, VolumeState | None] = field(default_factory=dict)  # read or made
+    changed: set[str] = field(default_factory=set)
+    parts: list[ProducedColumns] = field(default_factory=list)  # events for the windows
+    events: int = 0
+    wall_ns: int = 0  # the latest Kafka timestamp of the records in ``parts``
+    offset: int = -1  # the last of those records
+
+    def load(self, p: Pipeline) -> Callable[[str], VolumeState | None]:
+        states = self.states
+
+        def load_state(volume_id: str) -> VolumeState | None:
+            if volume_id not in states:
+                states[volume_id] = p.load_state(volume_id)
+            return states[volume_id]
+        return load_state
+
+
+async def _account_step(p: Pipeline, partition: int, records: Records,
+                        tick_header: bytes) -> None:
+    """Records of one partition, in offset order: Ticks, or batches to count, window, bill
+    and dead-letter. The windows take the step's events in one unit (flushed before a
+    Tick and every ``step_max_events``); the counters table gets each changed volume's
+    state once, at the end."""
     now_ns = time.time_ns()
-    await _replay_raw_outputs(p, message)
-    if value is None:  # a null record (a tombstone) in the raw topic: dead-letter, not crash
-        value = b""
-    # The windows' wall clock is the record's Kafka timestamp (the broker's append time:
-    # topics.py), not this process's clock: re-reading the same records after a crash
-    # then closes the same windows at the same records, so re-made outputs are identical.
-    wall_ns = record_wall_ns(message, now_ns)
-    if value[:HEADER_LEN] == tick_header:
-        await publish_windows(
-            p, p.windows_for(message.partition).on_tick(wall_ns, message.offset,
-                                                         committed_offset(p.app.consumer,
-                                                                          message)),
-            message.partition, message.offset)
+    await _replay_raw_outputs(p, records[0][1])
+    step = _Step()
+    for value, message in records:
+        value = value or b""  # a null record (a tombstone): dead-lettered, not a crash
+        # The windows' wall clock is the record's Kafka timestamp (the broker's append
+        # time: topics.py), not this process's clock: re-reading the same records after a
+        # crash closes windows at the same records.
+        wall_ns = record_wall_ns(message, now_ns)
+        if value[:HEADER_LEN] == tick_header:
+            await _flush_windows(p, partition, step)
+            await publish_windows(
+                p, p.windows_for(partition).on_tick(wall_ns, message.offset,
+                                                    committed_offset(p.app.consumer, message)),
+                partition, message.offset)
+            continue
+        outcome = await _judge_record(p, value, message, now_ns, wall_ns, step.load(p))
+        for volume in outcome.volumes:
+            if volume.state is not None:
+                step.states[volume.volume_id] = volume.state
+                step.changed.add(volume.volume_id)
+            # counted now or a replay: the windows judge by their own marks
+            step.parts.append((volume.events, volume.producer))
+            step.events += len(volume.events)
+        step.wall_ns, step.offset = max(step.wall_ns, wall_ns), message.offset
+        await publish_rejections(p, outcome, message, now_ns)
+        _count(p.stats, outcome)
+        if step.events >= p.settings.step_max_events:
+            await _flush_windows(p, partition, step)
+    await _flush_windows(p, partition, step)
+    for volume_id in step.changed:  # one table write per volume changed
+        state = step.states[volume_id]
+        assert state is not None
+        p.counters[volume_id.encode()] = state.snapshot()
+    p.stats.steps += 1
+
+
+async def _flush_windows(p: Pipeline, partition: int, step: _Step) -> None:
+    """The step's events so far into the windows, in one journaled unit; then publish."""
+    if not step.parts:
         return
-    outcome = await _judge_record(p, value, message, now_ns, wall_ns)
-    if outcome.state is not None and outcome.volume_id is not None:
-        p.counters[outcome.volume_id.encode()] = outcome.state.snapshot()
-    await publish_rejections(p, outcome, message, now_ns)
-    if outcome.events is not None:
-        emissions = p.windows_for(message.partition).on_events(
-            outcome.events, wall_ns, outcome.producer, message.offset)
-        await publish_windows(p, emissions, message.partition, message.offset)
-    _count(p.stats, outcome)
+    emissions = p.windows_for(partition).on_records(step.parts, step.wall_ns, step.offset)
+    await publish_windows(p, emissions, partition, step.offset)
+    step.parts, step.events = [], 0
 
 
-async def _judge_record(p: Pipeline, value: bytes, message: Any, now_ns: int, wall_ns: int
-                        ) -> RecordOutcome:
+async def _judge_record(p: Pipeline, value: bytes, message: Any, now_ns: int, wall_ns: int,
+                        load_state: Callable[[str], VolumeState | None]) -> RecordOutcome:
     """account_record against the volume registry's view; a volume the view does not know
     waits for the view to read the registry past the record's Kafka timestamp
     (registry_feed.py), then the record is judged again (nothing was changed)."""
@@ -102,13 +153,13 @@ async def _judge_record(p: Pipeline, value: bytes, message: Any, now_ns: int, wa
     feed = p.registry_feed
     registered = None if feed is None else feed.lookup_for(wall_ns)
     try:
-        return account_record(value, placement, p.load_state, p.schemas, now_ns, p.limits,
+        return account_record(value, placement, load_state, p.schemas, now_ns, p.limits,
                               registered)
     except RegistryBehind:
         assert feed is not None
         await feed.catch_up(wall_ns)
         p.stats.registry_catch_ups = feed.catch_ups
-        return account_record(value, placement, p.load_state, p.schemas, now_ns, p.limits,
+        return account_record(value, placement, load_state, p.schemas, now_ns, p.limits,
                               feed.lookup_for(wall_ns))
 
 
@@ -128,10 +179,10 @@ async def _replay_raw_outputs(p: Pipeline, message: Any) -> None:
 def _count(stats: WorkerStats, outcome: RecordOutcome) -> None:
     stats.records += 1
     stats.events_counted += outcome.counted
-    stats.replays_skipped += outcome.replay
-    for rejection in outcome.rejections:
-        stats.events_rejected += rejection.events
-        stats.records_rejected += rejection.whole
+    stats.replays_skipped += outcome.replays
+    if outcome.rejection is not None:
+        stats.events_rejected += outcome.rejection.events
+        stats.records_rejected += outcome.rejection.whole
 
 
 def register_rollup(p: Pipeline, inner_ns: int, length_ns: int) -> None:

@@ -18,7 +18,8 @@ from aiokafka.errors import (
 )
 from faust.exceptions import ProducerSendError
 
-from streams.core.ingest import RecordOutcome, Rejection, dead_letter_record
+from streams.core.dead_letters import Rejection, dead_letter_key, dead_letter_record
+from streams.core.ingest import RecordOutcome
 from streams.core.keys import source_offset_header, watermark_key, window_key
 from streams.core.monitoring import monitoring_key, monitoring_record
 from streams.core.times import MINUTE_NS, NS_PER_S
@@ -80,13 +81,15 @@ async def publish_marker(p: Pipeline, length_ns: int, partition: int,
 async def publish_rejections(
     p: Pipeline, outcome: RecordOutcome, message: Any, now_ns: int,
 ) -> None:
-    for rejection in outcome.rejections:
-        record = dead_letter_record(
-            rejection, message.topic, message.partition, message.offset, now_ns
-        )
-        key = outcome.volume_id.encode() if outcome.volume_id else None
-        await publish_dead_letter(p, key, record)
-        log_rejection(p.stats, rejection.events, message, rejection.reason)
+    """The record's one dead letter, if any (a record never makes more than one), keyed
+    by the volume it names."""
+    rejection = outcome.rejection
+    if rejection is None:
+        return
+    record = dead_letter_record(rejection, message.topic, message.partition, message.offset,
+                                now_ns)
+    await publish_dead_letter(p, dead_letter_key(rejection), record)
+    log_rejection(p.stats, rejection.events, message, rejection.reason)
 
 
 async def dead_letter_control(p: Pipeline, message: Any, value: bytes | None,

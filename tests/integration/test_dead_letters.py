@@ -20,6 +20,8 @@ from aiokafka import AIOKafkaProducer
 from streams.config import REPO_ROOT, Settings
 from streams.core.codec import default_schemas
 from streams.core.ingest import DEAD_LETTER_MAX_BYTES, PAYLOAD_PREFIX_BYTES
+from streams.core.partitioning import default_partition
+from streams.core.raw import layout2_record
 from streams.kafka.security import client_kwargs
 from tests.hostile import GOOD, HOSTILE_PRODUCER, UNREGISTERED, HostileRound, hostile_round
 from tests.oracles.counters import counters_oracle
@@ -115,6 +117,67 @@ def test_hostile_records_reach_the_dlq_with_reasons(
     assert worker.get("/volumes/vol-squat/counters")[1]["tenant_id"] == "tenant-t"
     for never in ("vol-x", "vol-elsewhere", UNREGISTERED):  # rejected records made no volume
         assert worker.get(f"/volumes/{never}/counters")[0] == 404
+
+
+def _layout2_volumes(partitions: int) -> tuple[list[str], str, int]:
+    """Two volumes that Kafka's default partitioner places in one partition, one that it
+    places elsewhere; and that partition."""
+    names = [f"vol-l2-{i}" for i in range(200)]
+    home = default_partition(names[0].encode(), partitions)
+    here = [n for n in names if default_partition(n.encode(), partitions) == home]
+    away = next(n for n in names if default_partition(n.encode(), partitions) != home)
+    return here[:2], away, home
+
+
+def test_a_layout2_record_counts_its_volumes_and_dead_letters_the_misplaced_one(
+    pipeline_settings: Settings, worker: WorkerProcess,
+) -> None:
+    """One IoBatch2 record of three volumes, keyed and written as the SDK does (its first
+    volume's id, that volume's partition), one volume placed elsewhere by Kafka: the two
+    are counted, the third's events make the record's one dead letter, naming it."""
+    settings = pipeline_settings
+    (first, second), away, home = _layout2_volumes(settings.partitions)
+    volumes = [first, away, second]
+    per_volume = [[0, 0, 0], [1, 1], [0, 2, 0, 2]]  # volume index, event by event
+    index = [v for v, events in enumerate(per_volume) for _ in events]
+    ops = [op for events in per_volume for op in events]  # read, write or flush
+    n = len(index)
+    record = layout2_record(
+        "p-layout2", 1, "h-l2", volumes, ["tenant-l2"] * 3, {
+            "volume": index, "op": ops, "status": [0] * n,
+            "offset": [0 if op == 2 else 4096 * k for k, op in enumerate(ops)],
+            "bytes": [0 if op == 2 else 512 for op in ops],
+            "submit_ns": [GOOD["submit_ns"]] * n, "complete_ns": [GOOD["complete_ns"]] * n})
+
+    async def send() -> tuple[int, int]:
+        producer = AIOKafkaProducer(**client_kwargs(settings))
+        await producer.start()
+        try:
+            meta = await producer.send_and_wait(
+                settings.raw_topic, value=SCHEMAS.encode("IoBatch2", record),
+                key=first.encode(), partition=home)
+            return meta.partition, meta.offset
+        finally:
+            await producer.stop()
+
+    where = asyncio.run(send())
+    wait_committed(settings, [worker], 120)
+    counters = {v: worker.get(f"/volumes/{v}/counters") for v in volumes}
+    assert counters[first][0] == 200 and counters[second][0] == 200
+    assert (counters[first][1]["read_ios"], counters[first][1]["read_bytes"]) == (3, 1536)
+    assert (counters[second][1]["read_ios"], counters[second][1]["flush_ios"]) == (2, 2)
+    assert counters[second][1]["read_bytes"] == 1024 and counters[second][1]["rejected"] == 0
+    assert counters[away][0] == 404  # the misplaced volume: no state at all
+
+    dead = [SCHEMAS.decode(m.value, expect="DeadLetter")[1]
+            for m in asyncio.run(read_topic(settings, settings.dlq_topic))]
+    [letter] = [d for d in dead if (d["source_topic"], d["source_partition"],
+                                    d["source_offset"]) == (settings.raw_topic, *where)]
+    assert letter["events"] == 2 and letter["event_indexes"] == [3, 4]
+    assert letter["volume_id"] == away and letter["seq"] == 1
+    assert all(r.startswith(f"volume {away!r}: partition {home} is not the default")
+               for r in letter["event_reasons"])
+    assert "1 volume(s) rejected" in letter["reason"]
 
 
 def test_unparsable_jsonl_lines_reach_the_dlq(

@@ -22,7 +22,7 @@ from streams.config import Settings
 from streams.core.codec import SchemaSet, default_schemas
 from streams.core.counters import VolumeState
 from streams.core.events import IoEvent
-from streams.core.ingest import Limits, Placement, account_record
+from streams.core.ingest import Limits, Placement, account_record, legacy_event_batch
 from streams.core.partitioning import default_partition
 from streams.core.times import MINUTE_NS, NS_PER_S
 from streams.core.windows.acc import window_stats
@@ -238,15 +238,16 @@ class InProcess:
             partition = placement.partition
             outcome = account_record(payload, placement, self._load, self.schemas, now_ns,
                                      Limits())
-            if outcome.state is None or outcome.volume_id is None or outcome.events is None:
-                continue
-            self.counters[outcome.volume_id.encode()] = outcome.state.snapshot()
             windows = self._chain(partition)
-            for e in windows.on_events(outcome.events, now_ns):
-                record = window_stats(e.volume_id, e.tenant_id, e.acc)
-                record["revision"] = e.revision
-                encode("WindowStats", record)
-                self.published += 1
+            for volume in outcome.volumes:
+                if volume.state is None:
+                    continue
+                self.counters[volume.volume_id.encode()] = volume.state.snapshot()
+                for e in windows.on_events(legacy_event_batch(volume), now_ns):
+                    record = window_stats(e.volume_id, e.tenant_id, e.acc)
+                    record["revision"] = e.revision
+                    encode("WindowStats", record)
+                    self.published += 1
             for bill in windows.take_billing():
                 encode("BillingRecord", bill.to_dict())
                 self.published += 1

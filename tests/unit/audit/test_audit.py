@@ -191,6 +191,39 @@ def test_replay_recomputes_billing_and_windows_as_the_oracles(events: list[dict[
         assert recomputed == windows_oracle(events, length), length
 
 
+def test_layout2_records_replay_like_layout1_records(events: list[dict[str, Any]]) -> None:
+    """The audit counts IoBatch2 records (four volumes each, one partition) through the
+    same account_record: the same hours, windows and states as one record per volume."""
+    from streams.core.raw import layout2_record
+
+    payloads, seq = [], 0
+    volumes = sorted({e["volume_id"] for e in events})
+    tenants = [next(e["tenant_id"] for e in events if e["volume_id"] == v) for v in volumes]
+    for i in range(0, len(events), 23):
+        part = events[i:i + 23]
+        payloads.append(SCHEMAS.encode("IoBatch2", layout2_record(
+            "p-2", seq, "h-1", volumes, tenants, {
+                "volume": [volumes.index(e["volume_id"]) for e in part],
+                "op": [OPS.index(e["op"]) for e in part],
+                "status": [STATUSES.index(e["status"]) for e in part],
+                **{name: [e[name] for e in part]
+                   for name in ("offset", "bytes", "submit_ns", "complete_ns")}})))
+        seq += 1
+    two = Replay(SCOPE, Limits(), SCHEMAS)
+    for payload in payloads + payloads[:3]:  # and three delivered again
+        two.add(payload, NOW, Placement.of(volumes[0], 1))
+    one = replay_of(raw_records(events))
+    assert two.events_counted == one.events_counted == len(events)
+    assert two.replays_skipped == 3 * 4 and two.events_rejected == 0
+    assert {k: (h.counters, h.events) for k, h in two.hours.items()} == {
+        k: (h.counters, h.events) for k, h in one.hours.items()}
+    for length in LENGTHS:
+        assert {k: w.finished() for k, w in two.windows[length].items()} == {
+            k: w.finished() for k, w in one.windows[length].items()}
+    assert {v: s.counters for v, s in two.states.items()} == {
+        v: s.counters for v, s in one.states.items()}
+
+
 def test_faithful_publication_has_no_difference(events: list[dict[str, Any]]) -> None:
     result = audit(events)
     assert result.differences == []

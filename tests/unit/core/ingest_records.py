@@ -1,4 +1,4 @@
-"""Raw IoBatch records for the ingest tests: canonical events, batches, where a producer
+"""Raw IoBatch (layout 1) records for the ingest tests: canonical events, batches, where a producer
 puts them, and a stand-in for the counters table."""
 
 from __future__ import annotations
@@ -62,6 +62,12 @@ def placed(payload: bytes) -> Placement:
     return Placement.of(volume_id, PARTITIONS)
 
 
+def state_of(outcome: RecordOutcome) -> VolumeState | None:
+    """The state a layout 1 record stores: its one volume's, if accepted and counted."""
+    assert len(outcome.volumes) <= 1
+    return outcome.volumes[0].state if outcome.volumes else None
+
+
 class Table:
     """A stand-in for the Faust table: volume_id -> state snapshot bytes."""
 
@@ -77,9 +83,10 @@ class Table:
         """One record, by default where its producer would put it."""
         outcome = account_record(payload, placement or placed(payload), self.load, SCHEMAS,
                                  now_ns, limits)
-        if outcome.state is not None:
-            assert outcome.volume_id is not None
-            self.snapshots[outcome.volume_id] = outcome.state.snapshot()
+        assert len(outcome.rejections) <= 1  # one dead letter per record, whatever it holds
+        for volume in outcome.volumes:
+            if volume.state is not None:
+                self.snapshots[volume.volume_id] = volume.state.snapshot()
         return outcome
 
     def counters(self, reference_ns: int = NOW) -> dict[str, dict[str, Any]]:

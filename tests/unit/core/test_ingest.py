@@ -16,8 +16,8 @@ from streams.core.events import OPS, STATUSES, IoEvent
 from streams.core.ingest import (
     MAX_LISTED_EVENTS,
     Limits,
+    Placement,
     account_record,
-    batch_error,
     event_json,
 )
 from streams.sdk.batching import Batcher
@@ -33,6 +33,7 @@ from tests.unit.core.ingest_records import (
     encode,
     ev,
     placed,
+    state_of,
 )
 
 
@@ -94,7 +95,7 @@ def test_simulator_stream_in_any_batching_gives_the_oracle_counters(
     table = Table()
     for payload in records_of(events, sizes, random.Random(seed), producers):
         outcome = table.apply(payload, now_ns)
-        assert not outcome.replay and not outcome.rejections
+        assert not outcome.replays and not outcome.rejections
     assert table.counters(now_ns) == counters_oracle(events, now_ns=now_ns)
 
 
@@ -192,7 +193,7 @@ def test_replaying_any_record_changes_nothing(
         table.apply(payload)
         before = dict(table.snapshots)
         again = table.apply(payload)  # at-least-once delivery: the same record right away
-        assert again.replay and again.state is None and again.counted == 0
+        assert again.replays and state_of(again) is None and again.counted == 0
         assert not again.rejections and table.snapshots == before
     before = dict(table.snapshots)
     for payload in data.draw(st.lists(st.sampled_from(payloads), max_size=10)):
@@ -202,7 +203,8 @@ def test_replaying_any_record_changes_nothing(
         in_memory = state.snapshot()
         outcome = account_record(payload, placed(payload), lambda _: state,  # noqa: B023
                                  SCHEMAS, NOW)
-        assert outcome.replay and outcome.state is None and outcome.volume_id == volume_id
+        assert outcome.replays and state_of(outcome) is None
+        assert outcome.volumes[0].volume_id == volume_id
         assert state.snapshot() == in_memory  # the loaded state was not touched either
     assert table.snapshots == before
     assert table.counters() == counters_oracle(events, now_ns=NOW)
@@ -213,9 +215,9 @@ def test_two_producers_interleave() -> None:
     a = [encode(batch([ev(nbytes=10**k)], "p-a", k)) for k in range(3)]
     b = [encode(batch([ev("write", nbytes=10**k)], "p-b", k)) for k in range(2)]
     for payload in (a[0], b[0], a[1], b[1], a[2]):  # interleaved: all new
-        assert not table.apply(payload).replay
+        assert not table.apply(payload).replays
     for payload in (b[0], a[1], a[0], b[1], a[2]):  # any of them again: all replays
-        assert table.apply(payload).replay
+        assert table.apply(payload).replays
     counters = table.counters()["vol-1"]
     assert (counters["read_ios"], counters["read_bytes"]) == (3, 111)
     assert (counters["write_ios"], counters["write_bytes"]) == (2, 11)
@@ -227,15 +229,15 @@ def test_a_seq_below_the_highest_applied_is_a_replay() -> None:
     """Seqs grow in send order, so a lower one can only be a copy of an applied record."""
     table = Table()
     table.apply(encode(batch([ev()], "p-1", 5)))
-    assert table.apply(encode(batch([ev()], "p-1", 3))).replay
-    assert not table.apply(encode(batch([ev()], "p-1", 6))).replay
+    assert table.apply(encode(batch([ev()], "p-1", 3))).replays
+    assert not table.apply(encode(batch([ev()], "p-1", 6))).replays
 
 
 def test_seqs_are_per_volume() -> None:
     table = Table()
     table.apply(encode(batch([ev()], "p-1", 5)))
     other = ev(volume_id="vol-2")
-    assert not table.apply(encode(batch([other], "p-1", 0))).replay
+    assert not table.apply(encode(batch([other], "p-1", 0))).replays
 
 
 # --- rejections of events inside an accepted record ------------------------------------------
@@ -252,7 +254,7 @@ def test_bad_events_make_one_rejection_and_the_rest_are_counted() -> None:
     record = batch(events)
     payload = encode(record)
     outcome = Table().apply(payload)
-    assert outcome.counted == 3 and outcome.volume_id == "vol-1"
+    assert outcome.counted == 3 and outcome.volumes[0].volume_id == "vol-1"
     [rejection] = outcome.rejections  # one dead letter for all three, not one each
     assert rejection.event_indexes == [1, 3, 5] and rejection.events == 3
     assert rejection.event_reasons[:2] == [
@@ -263,8 +265,8 @@ def test_bad_events_make_one_rejection_and_the_rest_are_counted() -> None:
     assert rejection.batch is not None and rejection.batch["seq"] == record["seq"]
     assert rejection.event_json is not None
     assert orjson.loads(rejection.event_json) == {**events[1], "host_id": "h-1"}
-    assert outcome.state is not None and outcome.state.rejected == 3
-    assert outcome.state.counters_json("vol-1", NOW)["read_ios"] == 1
+    assert state_of(outcome) is not None and state_of(outcome).rejected == 3
+    assert state_of(outcome).counters_json("vol-1", NOW)["read_ios"] == 1
 
 
 def test_a_record_of_only_bad_events_still_applies_and_lists_at_most_the_cap() -> None:
@@ -275,7 +277,7 @@ def test_a_record_of_only_bad_events_still_applies_and_lists_at_most_the_cap() -
     assert rejection.event_indexes == list(range(MAX_LISTED_EVENTS))
     assert len(rejection.event_reasons) == MAX_LISTED_EVENTS
     # the record was applied: its events are judged, the volume's rejected counts them all
-    assert outcome.state is not None and outcome.state.rejected == n
+    assert state_of(outcome) is not None and state_of(outcome).rejected == n
 
 
 @pytest.mark.parametrize(("event", "shown"), [
@@ -295,5 +297,11 @@ def test_event_json_is_the_canonical_form(event: dict[str, Any], shown: dict[str
     (batch([ev()], volume_id=""), "volume_id must be 1..128 characters, got 0"),  # empty id
 ])
 def test_batch_error(record: dict[str, Any], error: str | None) -> None:
-    reason = batch_error(record)
-    assert reason is None if error is None else error in (reason or "")
+    """What rejects a record whole before any state is read (was batch_error)."""
+    outcome = Table().apply(encode(record), placement=Placement(record["volume_id"].encode(),
+                                                                0, 1))
+    if error is None:
+        assert not outcome.rejections and outcome.counted == 1
+    else:
+        [rejection] = outcome.rejections
+        assert rejection.whole and error in rejection.reason and not outcome.volumes

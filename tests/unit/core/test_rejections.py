@@ -29,6 +29,7 @@ from tests.unit.core.ingest_records import (
     encode,
     ev,
     placed,
+    state_of,
 )
 
 seeds = st.integers(0, 2**32)
@@ -48,7 +49,7 @@ def test_a_bad_batch_is_rejected_whole(record: dict[str, Any], words: str) -> No
     payload = encode(record)
     table = Table()
     outcome = table.apply(payload, placement=Placement(record["volume_id"].encode(), 0, 1))
-    assert outcome.state is None and outcome.counted == 0 and not outcome.replay
+    assert state_of(outcome) is None and outcome.counted == 0 and not outcome.replays
     [rejection] = outcome.rejections
     assert words in rejection.reason and rejection.whole
     assert rejection.events == len(record["op"]) and rejection.payload == payload
@@ -63,12 +64,12 @@ def test_a_bad_batch_is_rejected_whole(record: dict[str, Any], words: str) -> No
                  "unknown writer schema fingerprint", id="wrong fingerprint"),
     pytest.param(SCHEMAS.encode("DeadLetter", {
         "reason": "r", "source_topic": "t", "source_partition": 0, "source_offset": 0,
-        "rejected_at_ns": 0, "events": 0}), "expected a IoBatch record, got DeadLetter",
+        "rejected_at_ns": 0, "events": 0}), "expected a IoBatch or IoBatch2 record, got DeadLetter",
         id="a record of the wrong type"),
 ])
 def test_an_undecodable_record_is_rejected_whole(payload: bytes, words: str) -> None:
     outcome = Table().apply(payload)
-    assert outcome.state is None and outcome.volume_id is None
+    assert state_of(outcome) is None and not outcome.volumes
     [rejection] = outcome.rejections
     assert words in rejection.reason
     assert rejection.events == 0 and rejection.payload == payload and rejection.batch is None
@@ -97,9 +98,9 @@ def test_tenant_mismatch_changes_nothing_even_with_the_highest_seq() -> None:
     [rejection] = outcome.rejections
     assert rejection.reason == "volume vol-1 belongs to tenant t-1, not t-2"
     assert rejection.events == 4 and rejection.payload == payload and outcome.counted == 0
-    assert outcome.state is None and table.snapshots == before  # byte-identical
+    assert state_of(outcome) is None and table.snapshots == before  # byte-identical
     after = table.apply(encode(batch([ev()], "p-1", 1)))  # the producer's next good record
-    assert after.counted == 1 and not after.replay
+    assert after.counted == 1 and not after.replays
     assert table.counters()["vol-1"]["read_ios"] == 2
     state = table.load("vol-1")
     assert state is not None and state.rejected == 0 and state.producer_seqs == {"p-1": 1}
@@ -117,7 +118,7 @@ def test_a_bad_batch_of_a_known_volume_changes_nothing(breakage: dict[str, Any])
     before = dict(table.snapshots)
     payload = encode({**batch([ev(), ev()], "p-1", 10**12), **breakage})
     outcome = table.apply(payload)
-    assert len(outcome.rejections) == 1 and outcome.counted == 0 and outcome.state is None
+    assert len(outcome.rejections) == 1 and outcome.counted == 0 and state_of(outcome) is None
     assert table.snapshots == before
     assert table.apply(encode(batch([ev()], "p-1", 1))).counted == 1  # not frozen
 
@@ -140,8 +141,8 @@ def test_a_record_keyed_or_placed_apart_from_its_volume_is_rejected_whole(
     outcome = table.apply(encode(batch([ev()], "p-1", 1)), placement=placement)
     [rejection] = outcome.rejections
     assert words in rejection.reason and rejection.whole
-    assert outcome.state is None and outcome.counted == 0 and table.snapshots == before
-    assert outcome.events is None  # the windows do not see it either
+    assert state_of(outcome) is None and outcome.counted == 0 and table.snapshots == before
+    assert not outcome.volumes  # the windows do not see it either
     assert table.apply(encode(batch([ev()], "p-1", 1))).counted == 1
 
 
@@ -167,10 +168,10 @@ def test_the_last_seq_with_other_content_is_a_conflict() -> None:
     [rejection] = outcome.rejections
     assert rejection.reason == "seq 7 of producer p-1 was applied with other content"
     assert rejection.events == 1 and rejection.payload == other and rejection.whole
-    assert outcome.state is None and not outcome.replay and outcome.events is None
+    assert state_of(outcome) is None and not outcome.replays and not outcome.volumes
     assert table.snapshots == before
     again = table.apply(applied)  # the record that was applied, again: a plain replay
-    assert again.replay and not again.rejections and table.snapshots == before
+    assert again.replays and not again.rejections and table.snapshots == before
 
 
 def test_a_lower_seq_with_other_content_cannot_be_checked() -> None:
@@ -179,7 +180,7 @@ def test_a_lower_seq_with_other_content_cannot_be_checked() -> None:
     table.apply(encode(batch([ev()], "p-1", 7)))
     table.apply(encode(batch([ev()], "p-1", 8)))
     outcome = table.apply(encode(batch([ev(nbytes=8192)], "p-1", 7)))
-    assert outcome.replay and not outcome.rejections and outcome.counted == 0
+    assert outcome.replays and not outcome.rejections and outcome.counted == 0
 
 
 # --- property: a rejected record changes no state ---------------------------------------------
@@ -236,7 +237,7 @@ def test_a_rejected_record_leaves_every_snapshot_byte_identical(
         payload, placement = _hostile(kind, seq, rng)
         states: dict[str, VolumeState | None] = {}
         outcome = account_record(payload, placement, _loading_into(table, states), SCHEMAS, NOW)
-        assert outcome.state is None and outcome.counted == 0 and outcome.events is None
+        assert state_of(outcome) is None and outcome.counted == 0 and not outcome.volumes
         assert len(outcome.rejections) == 1 and outcome.rejections[0].whole, kind
         assert table.snapshots == before  # byte-identical
         for volume_id, state in states.items():  # what it loaded was not touched either

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from streams.core.billing import BillingRecord
 from streams.core.codec import default_schemas
 from streams.core.counters import COUNTER_NAMES, VolumeState, named_counters
-from streams.core.ingest import Limits, Placement, account_record
+from streams.core.ingest import Limits, Placement, account_record, legacy_event_batch
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS, window_stats
 from streams.core.windows.book import Emission, WindowSettings
@@ -112,16 +112,18 @@ def _process(payload: bytes, counters: dict[bytes, bytes],
 
     key = SCHEMAS.decode(payload)[1]["volume_id"].encode()  # as a producer keys it
     outcome = account_record(payload, Placement(key, 0, 1), load, SCHEMAS, NOW, LIMITS)
-    if count and outcome.state is not None and outcome.volume_id is not None:
-        counters[outcome.volume_id.encode()] = outcome.state.snapshot()
-    if window and outcome.events is not None:
+    for volume in outcome.volumes:
+        if count and volume.state is not None:
+            counters[volume.volume_id.encode()] = volume.state.snapshot()
+    emitted: list[Emission] = []
+    for volume in outcome.volumes if window else []:
         if windows is None:
             windows = open_partition_windows(0, windows_table, WindowSettings())
-        emitted = windows.on_events(outcome.events, wall_ns, outcome.producer, offset)
+        made = windows.on_events(legacy_event_batch(volume), wall_ns, volume.producer, offset)
         if out is not None:
-            out.publish(windows, emitted)
-        return emitted
-    return []
+            out.publish(windows, made)
+        emitted += made
+    return emitted
 
 
 def _stored_windows(table: dict[bytes, bytes]) -> dict[tuple[str, int], dict[str, Any]]:
