@@ -83,9 +83,9 @@ def test_modes() -> None:
 def _apply(table: Table, payload: bytes, registry: VolumeRegistry):  # type: ignore[no-untyped-def]
     outcome = account_record(payload, placed(payload), table.load, SCHEMAS, NOW,
                              registered=registry.tenant_of)
-    if outcome.state is not None:
-        assert outcome.volume_id is not None
-        table.snapshots[outcome.volume_id] = outcome.state.snapshot()
+    for volume in outcome.volumes:
+        if volume.state is not None:
+            table.snapshots[volume.volume_id] = volume.state.snapshot()
     return outcome
 
 
@@ -101,13 +101,13 @@ def test_unregistered_and_other_tenant_records_change_nothing() -> None:
         outcome = _apply(table, payload, registry)
         [rejection] = outcome.rejections
         assert rejection.whole and rejection.payload == payload and outcome.counted == 0
-        assert outcome.state is None and outcome.events is None and outcome.producer is None
+        assert outcome.volumes == []  # no state, no events, no producer for anything
         reasons.append(rejection.reason)
     assert reasons == ["volume vol-1 is registered to tenant t-1, not t-2",
                        "volume vol-2 is not registered"]
     assert table.snapshots == before  # no volume vol-2, no replay mark moved
     after = _apply(table, encode(batch([ev()], "p-1", 6)), registry)
-    assert after.counted == 1 and not after.replay
+    assert after.counted == 1 and not after.replays
     state = table.load("vol-1")
     assert state is not None and state.producer_seqs == {"p-1": 6} and state.rejected == 0
 
