@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from streams.tools.bench.steady import TARGET_BYTES_PER_WINDOW, steady_rows
+
 if TYPE_CHECKING:
     from streams.tools.bench.bench import Bench
 
@@ -58,6 +60,9 @@ def targets(fig: dict[str, float], grace_s: float) -> list[dict[str, Any]]:
     add("(e) p99 latency", fig["e_p99_s"], grace_s + TARGET_EXTRA_LATENCY_S, False, "s")
     add("(f) RSS per active volume", fig["f_bytes_per_volume"], TARGET_BYTES_PER_VOLUME, False,
         "bytes")
+    for name in ("j_disk_bytes_per_window", "j_changelog_bytes_per_write"):
+        if name in fig:
+            add(f"(j) {name[2:]}", fig[name], TARGET_BYTES_PER_WINDOW, False, "bytes")
     return rows
 
 
@@ -101,6 +106,8 @@ def _verdict(row: dict[str, Any]) -> str:
 def render(report: dict[str, Any]) -> str:
     """The report as a table, the (g) points, how it was measured and the profile."""
     rows = _anchor_rows(report) + _sdk_rows(report)
+    if "j" in report["info"]:
+        rows += steady_rows(report["figures"], report["info"])
     lines = ["ioacct bench" + (" --quick (smoke test sizes: not a measurement)"
                                 if report["quick"] else ""), ""]
     width = max(len(r[0]) for r in rows) + 2
