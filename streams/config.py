@@ -56,9 +56,9 @@ class Settings:
     retention_1m_s: int = 2 * 24 * 3600
     retention_1h_s: int = 60 * 24 * 3600
     tick_interval_s: float = 1.0
-    # Where the tables live (README.md, "State on disk"): rocksdb (faust's RocksDB store via
-    # rocksdict, under the worker's data dir: memory does not grow with retained windows) or
-    # memory (faust's dict store, rebuilt from the changelog at every start).
+    # Where the tables live (pipeline/tables.py): rocksdb (faust's RocksDB store via rocksdict,
+    # under the worker's data dir: memory does not grow with retained windows) or memory
+    # (faust's dict store, rebuilt from the changelog at every start).
     table_store: str = "rocksdb"
     # RocksDB's memory per table partition: the write buffer (memtable) before a flush to
     # disk, and the block cache of reads (faust's defaults, 64 MB x 3 and 2 GB, grow RSS).

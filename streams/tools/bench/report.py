@@ -34,7 +34,11 @@ EXPLANATION = [
     "(f) = (RSS at the larger volume count - RSS at 100 volumes) / the difference, read",
     "from /proc/PID/status once the worker has committed everything, every volume having",
     "sent one record or more. (g) batch sizes: records of exactly N events, the rate taken",
-    "over a few seconds of a longer backlog. The machine is shared: figures move between runs.",
+    "over a few seconds of a longer backlog. (j): a live fleet (events on the wall clock)",
+    "past a horizon and 1 s retention scaled down to a minute; RSS every 2 s, its slope while",
+    "the stored windows grow and once they are full; bytes on disk (the windows table's",
+    "RocksDB files) per stored 1 s window, and in the changelog (the topic's log files) per",
+    "1 s window write. The machine is shared: figures move between runs.",
 ]
 
 # Frames of the event loop and the interpreter, left out of the inclusive profile.
