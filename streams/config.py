@@ -63,6 +63,14 @@ class Settings:
     retention_1m_s: int = 2 * 24 * 3600
     retention_1h_s: int = 60 * 24 * 3600
     tick_interval_s: float = 1.0
+    # Where the tables live (pipeline/tables.py): rocksdb (faust's RocksDB store via rocksdict,
+    # under the worker's data dir: memory does not grow with retained windows) or memory
+    # (faust's dict store, rebuilt from the changelog at every start).
+    table_store: str = "rocksdb"
+    # RocksDB's memory per table partition: the write buffer (memtable) before a flush to
+    # disk, and the block cache of reads (faust's defaults, 64 MB x 3 and 2 GB, grow RSS).
+    table_write_buffer_bytes: int = 1 << 20
+    table_block_cache_bytes: int = 4 << 20
     # How soon the group gives a dead worker's partitions to the others (faust: 60 s).
     session_timeout_s: float = 15.0
     # faust's processing_guarantee: at_least_once (the default; docs/chaos.md says why)

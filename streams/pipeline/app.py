@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -31,6 +32,12 @@ from streams.pipeline.guard import faust_fixes
 from streams.pipeline.guard.gap_reader import GapReader
 from streams.pipeline.guard.order import InputGuard
 from streams.pipeline.registry_feed import RegistryFeed
+from streams.pipeline.tables import (
+    mark_clean_on_stop,
+    open_tables_dir,
+    store_url,
+    table_options,
+)
 from streams.pipeline.timers import register_commit_watch, register_ticks
 from streams.state.stages import open_partition_windows, open_rollup_windows
 
@@ -143,6 +150,8 @@ def build_app(settings: Settings) -> Pipeline:
     the worker adds them)."""
     faust_fixes.apply()
     app = _faust_app(settings)
+    open_tables_dir(settings, tables_dir(settings))
+    mark_clean_on_stop(app, settings, tables_dir(settings))
     raw_topic = _topic(app, settings.raw_topic, settings.partitions)
     dlq_topic = _topic(app, settings.dlq_topic, None)
     # Key = volume_id as raw UTF-8, the same bytes the producer keys ioacct.io.raw
@@ -151,7 +160,7 @@ def build_app(settings: Settings) -> Pipeline:
     # whose quoted keys would hash to other partitions than the producer's).
     counters = app.Table(
         TABLES[0], key_type=bytes, value_type=bytes, partitions=settings.partitions,
-        default=None, help="VolumeState snapshot per volume_id",
+        default=None, help="VolumeState snapshot per volume_id", options=table_options(settings),
     )
     limits = Limits(settings.retention_s * NS_PER_S, settings.future_tolerance_s * NS_PER_S,
                     settings.max_events_per_record)
@@ -180,17 +189,28 @@ def _add_registry(p: Pipeline) -> None:
         await feed.run()
 
 
+def worker_dir(settings: Settings) -> Path:
+    """This worker's data dir (faust's datadir): one per topic prefix and web port."""
+    return settings.state_dir / f"worker-{settings.topic_prefix}-{settings.web_port}"
+
+
+def tables_dir(settings: Settings) -> Path:
+    """Where the RocksDB store keeps the tables, a database per table and partition."""
+    return worker_dir(settings) / "tables"
+
+
 def _faust_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
         broker_credentials=faust_credentials(settings),
-        store="memory://",
+        store=store_url(settings),
+        tabledir=str(tables_dir(settings)),
         topic_partitions=settings.partitions,
         web_host=settings.web_host,
         web_port=settings.web_port,
         canonical_url=settings.web_url,
-        datadir=str(settings.state_dir / f"worker-{settings.topic_prefix}-{settings.web_port}"),
+        datadir=str(worker_dir(settings)),
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
         web_enabled=True,
@@ -217,6 +237,7 @@ def _add_windows(p: Pipeline) -> None:
     p.windows_table = p.app.Table(
         TABLES[1], key_type=bytes, value_type=bytes, partitions=s.partitions, default=None,
         help="open and revisable windows, rollup parts and watermarks per partition",
+        options=table_options(s),
     )
     for length_ns in WINDOW_LENGTHS_NS:
         p.stats_topics[length_ns] = _topic(p.app, s.stats_topic(length_ns), s.partitions)

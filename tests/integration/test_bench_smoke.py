@@ -24,11 +24,13 @@ FIGURES = (
     "c_records_per_s", "c_processed_events_per_s", "c_seconds", "c_worker_rss_bytes",
     "c_with_rollups_events_per_s", "h_events_per_s", "i_events_per_s",
     "d_record_ns_per_event", "d_loop_ns_per_event", "d_sdk_events_per_s", "e_p50_s", "e_p99_s",
-    "e_max_s", "e_rate_sent",
+    "e_max_s", "e_rate_sent", "j_stored_windows", "j_window_writes",
+    "j_value_bytes_per_window", "j_disk_bytes_per_window", "j_changelog_bytes_per_write",
+    "j_rss_end_bytes",
 )
 TARGETS = ("(c) events/s per worker", "(c)/(b)", "(c)/(a)", "(c)/(h)", "(c)/(i)",
-           "(d) record() per event",
-           "(e) p99 latency", "(f) RSS per active volume")
+           "(d) record() per event", "(e) p99 latency", "(f) RSS per active volume",
+           "(j) disk_bytes_per_window", "(j) changelog_bytes_per_write")
 
 
 def test_quick_bench_reports_every_figure() -> None:

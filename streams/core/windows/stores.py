@@ -1,7 +1,10 @@
 """Typed views of a bytes table: the window entries, rollup parts, billing entries and
 replay marks of one stage, each under a key prefix of its own.
 
-The values are compact JSON (``table_json``); a key is ``prefix + volume_id|start``.
+A key is ``prefix + volume_id|start``. Windows, rollup parts and billing entries are
+written packed (packed.py: a few dozen bytes where the compact JSON took hundreds); the JSON
+the previous versions wrote still loads (a changelog written before), told by its first
+byte. The replay marks stay compact JSON (one small value per volume).
 """
 
 from __future__ import annotations
@@ -14,6 +17,15 @@ from streams.core.billing import BillingEntry
 from streams.core.counters import table_json
 from streams.core.windows.acc import WindowAcc
 from streams.core.windows.book import Part, WindowEntry, WindowKey
+from streams.core.windows.packed import (
+    is_packed,
+    pack_billing,
+    pack_entry,
+    pack_part,
+    unpack_billing,
+    unpack_entry,
+    unpack_part,
+)
 
 Table = MutableMapping[bytes, bytes]
 
@@ -57,10 +69,13 @@ class _Encoded(MutableMapping[WindowKey, object]):
 class EntryStore(_Encoded):
     def encode(self, value: object) -> bytes:
         assert isinstance(value, WindowEntry)
-        return table_json([value.tenant_id, value.acc.to_list(), value.revision, value.emitted,
-                           value.emitted_offset])
+        return pack_entry(value.tenant_id, value.acc, value.revision, value.emitted,
+                          value.emitted_offset)
 
     def decode(self, data: bytes) -> WindowEntry:
+        if is_packed(data):
+            tenant, acc_, revision_, emitted_, offset_ = unpack_entry(data)
+            return WindowEntry(tenant, acc_, revision_, emitted_, offset_)
         tenant_id, acc, revision, emitted, *offset = orjson.loads(data)  # older: no offset
         return WindowEntry(tenant_id, WindowAcc.from_list(acc), revision, emitted,
                            offset[0] if offset else -1)
@@ -72,9 +87,11 @@ class PartsStore(_Encoded):
     def encode(self, value: object) -> bytes:
         assert isinstance(value, tuple)
         revision, acc = value
-        return table_json([revision, acc.to_list()])
+        return pack_part(revision, acc)
 
     def decode(self, data: bytes) -> Part:
+        if is_packed(data):
+            return unpack_part(data)
         revision, acc = orjson.loads(data)
         return revision, WindowAcc.from_list(acc)
 
@@ -82,10 +99,12 @@ class PartsStore(_Encoded):
 class BillingStore(_Encoded):
     def encode(self, value: object) -> bytes:
         assert isinstance(value, BillingEntry)
-        return table_json([value.tenant_id, value.counters, value.next_sequence,
-                           value.unconfirmed])
+        return pack_billing(value.tenant_id, value.counters, value.next_sequence,
+                            value.unconfirmed)
 
     def decode(self, data: bytes) -> BillingEntry:
+        if is_packed(data):
+            return BillingEntry(*unpack_billing(data))
         tenant_id, counters, next_sequence, *unconfirmed = orjson.loads(data)  # older: none
         return BillingEntry(tenant_id, counters, next_sequence,
                             unconfirmed[0] if unconfirmed else [])

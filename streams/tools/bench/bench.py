@@ -24,6 +24,9 @@ the end), gives every measurement its own topic prefix, and prints one table
 (h), (i) anchors, Kafka Streams and quix-streams: the first of (b)'s events as layout-2
     records, per-volume 1 s event-time windows (count, bytes, latency sum/min/max) to a
     topic; subprocesses timed by their consumer group, output checked (anchors.py).
+(j) steady state (``steady.py``): a worker carrying a live fleet past a scaled-down
+    revision horizon and 1 s retention: RSS over time, bytes per stored 1 s window on disk
+    and in the changelog.
 
 Rates are timed from the last moment the worker had processed nothing (polled every
 0.2 s) until the group's committed offsets reach the end of what was produced before
@@ -67,6 +70,7 @@ from streams.tools.bench.runs import (
     sdk_to_kafka,
     worker_run,
 )
+from streams.tools.bench.steady import SteadyPlan, steady_run, steady_settings
 from streams.tools.bench.workloads import (
     DISABLED_AGE_MS,
     PlainAvroProducer,
@@ -100,13 +104,15 @@ class Plan:
     batch_volumes: int = 16
     point_s: float = 4.0  # work per (g) point
     anchor_events: tuple[int, int] = (2_000_000, 200_000)  # (h), (i): at most, of (b)'s events
+    steady: SteadyPlan = field(default_factory=SteadyPlan)  # (j)
 
 
 FULL = Plan()
 QUICK = Plan(worker_min_s=2.0, calib_events=3_000, calib_window_s=0, b_min_events=20_000,
              naive_events=300, record_events=20_000, kafka_events=20_000, latency_s=6.0,
              volume_points=(100, 1_000), batch_points=(1, 256), batch_volumes=4, point_s=1.0,
-             anchor_events=(20_000, 5_000))
+             anchor_events=(20_000, 5_000),
+             steady=SteadyPlan(horizon_s=5, duration_s=20.0))
 
 
 @dataclass
@@ -157,6 +163,14 @@ class Bench:
         await self.latency(sim_rate)
         await self.volume_points()
         await self.batch_points()
+        await self.steady()
+
+    async def steady(self) -> None:
+        plan = self.plan.steady
+        self.step(f"(j) a live fleet for {plan.duration_s:.0f} s, horizon {plan.horizon_s} s")
+        run = await steady_run(steady_settings(self.settings("j"), plan), self.log_dir, plan)
+        self.figures.update(run.figures)
+        self.info["j"] = run.info
 
     async def calibrate_worker(self, inprocess: float) -> float:
         """A short time-boxed worker run on the (c) layout: how big (c) must be."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from streams.tools.bench.steady import TARGET_BYTES_PER_WINDOW, steady_rows
+
 if TYPE_CHECKING:
     from streams.tools.bench.bench import Bench
 
@@ -40,7 +42,11 @@ EXPLANATION = [
     "bytes, latency sum/min/max) to a topic, timed from the last poll at which their",
     "repartition topic was empty until the group committed the end of the input and of",
     "that topic; their output is then checked to hold every event (docs/performance.md).",
-    "The machine is shared: figures move between runs.",
+    "(j): a live fleet (events on the wall clock)",
+    "past a horizon and 1 s retention scaled down to a minute; RSS every 2 s, its slope while",
+    "the stored windows grow and once they are full; bytes on disk (the windows table's",
+    "RocksDB files) per stored 1 s window, and in the changelog (the topic's log files) per",
+    "1 s window write. The machine is shared: figures move between runs.",
 ]
 
 # Frames of the event loop and the interpreter, left out of the inclusive profile.
@@ -68,6 +74,9 @@ def targets(fig: dict[str, float], grace_s: float) -> list[dict[str, Any]]:
     add("(e) p99 latency", fig["e_p99_s"], grace_s + TARGET_EXTRA_LATENCY_S, False, "s")
     add("(f) RSS per active volume", fig["f_bytes_per_volume"], TARGET_BYTES_PER_VOLUME, False,
         "bytes")
+    for name in ("j_disk_bytes_per_window", "j_changelog_bytes_per_write"):
+        if name in fig:
+            add(f"(j) {name[2:]}", fig[name], TARGET_BYTES_PER_WINDOW, False, "bytes")
     return rows
 
 
@@ -113,6 +122,8 @@ def _verdict(row: dict[str, Any]) -> str:
 def render(report: dict[str, Any]) -> str:
     """The report as a table, the (g) points, how it was measured and the profile."""
     rows = _anchor_rows(report) + _sdk_rows(report)
+    if "j" in report["info"]:
+        rows += steady_rows(report["figures"], report["info"])
     lines = ["ioacct bench" + (" --quick (smoke test sizes: not a measurement)"
                                 if report["quick"] else ""), ""]
     width = max(len(r[0]) for r in rows) + 2

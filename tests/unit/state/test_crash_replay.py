@@ -360,7 +360,7 @@ def _feed_worker(windows: PartitionWindows, item: Item, offset: int, wall_ns: in
 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32), data=st.data(),
-       chunk_bytes=st.sampled_from([JOURNAL_CHUNK_BYTES, 4000]))
+       chunk_bytes=st.sampled_from([JOURNAL_CHUNK_BYTES, 800]))
 def test_a_crash_between_any_two_changelog_messages_counts_every_event_once(
     seed: int, data: st.DataObject, chunk_bytes: int,
 ) -> None:

@@ -264,14 +264,14 @@ def test_a_crash_of_the_1m_stage_between_any_two_changelog_messages(
 
 @settings(max_examples=50, deadline=None)
 @given(seed=st.integers(0, 2**32), data=st.data(), crashes=st.integers(1, 2),
-       chunk_bytes=st.sampled_from([4000, 1500, 600]))
+       chunk_bytes=st.sampled_from([1000, 350, 150]))
 def test_journal_chunks_of_a_rollup_stage_survive_any_crash(
     seed: int, data: st.DataObject, crashes: int, chunk_bytes: int,
 ) -> None:
     """``chunk_bytes``: over it a unit's journal takes several messages, any prefix of which
     may land (the other tests: the default, 512 KiB, one message). A unit here journals
-    about 1 to 3 kB (4000 splits only the final marker's): 1500 splits some units, 600
-    nearly all of those that write two entries or more. Two crashes: the first owner's
+    about 50 to 500 bytes, packed (1000 splits only the final marker's): 350 splits some
+    units, 150 nearly all of those that write two entries or more. Two crashes: the first owner's
     redo, journaled again by the next one, cut again."""
     events, topic = stats_1s_topic(seed)
     minutes = with_crashes(topic, NS_PER_S, MINUTE, data, crashes, "1m",
@@ -283,13 +283,13 @@ def test_journal_chunks_of_a_rollup_stage_survive_any_crash(
 
 def test_small_chunks_do_split_the_journals_of_a_rollup_stage() -> None:
     """What the previous test relies on: before the final marker (where the crashes are),
-    some units of the 1 m stage at 1500 bytes, and of both stages at 600, are journaled in
+    some units of the 1 m stage at 350 bytes, and of both stages at 150, are journaled in
     several messages (a chunk key past the first one is written)."""
     _, topic = stats_1s_topic(0)
     minutes = crash_free(topic, NS_PER_S, MINUTE)
-    for records, inner_ns, length_ns, chunk_bytes in [(topic, NS_PER_S, MINUTE, 1500),
-                                                      (topic, NS_PER_S, MINUTE, 600),
-                                                      (minutes, MINUTE, HOUR, 600)]:
+    for records, inner_ns, length_ns, chunk_bytes in [(topic, NS_PER_S, MINUTE, 350),
+                                                      (topic, NS_PER_S, MINUTE, 150),
+                                                      (minutes, MINUTE, HOUR, 150)]:
         table = Changelogged({})
         stage = open_rollup_windows(0, table, SETTINGS, inner_ns, length_ns, 0, chunk_bytes)
         for offset, record in enumerate(records[:-1]):

@@ -1,0 +1,237 @@
+"""The packed binary form of stored windows, rollup parts and billing entries.
+
+Pure logic. A stored value starts with :data:`PACKED_VERSION`; the compact JSON the
+previous versions wrote starts with ``[`` (0x5b), so a reader tells them apart by the first
+byte and a recovering worker still reads a changelog written before (stores.py).
+
+Every integer is a LEB128 varint of its zigzag form, so a Python int of any size round-trips
+exactly (no int64 limit). Only what is not zero is written: a presence bitmap says which
+fields follow; a histogram is its non-zero bins as (index gap, count) pairs; busy intervals
+are gaps and lengths from the window start. A quiet op of a window costs one byte.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.core.counters import SLOTS_PER_OP
+from streams.core.windows.acc import OpAcc, WindowAcc
+
+PACKED_VERSION = 1  # the first byte of every packed value; never '[' or '{'
+_MIN, _MAX, _HIST, _INFLIGHT = range(SLOTS_PER_OP, SLOTS_PER_OP + 4)  # OpAcc presence bits
+_EMITTED, _HAS_COUNTERS = 1, 2  # entry flags
+
+
+class _Writer:
+    __slots__ = ("out",)
+
+    def __init__(self) -> None:
+        self.out = bytearray((PACKED_VERSION,))
+
+    def uint(self, n: int) -> None:
+        out = self.out
+        while n > 0x7F:
+            out.append((n & 0x7F) | 0x80)
+            n >>= 7
+        out.append(n)
+
+    def sint(self, n: int) -> None:
+        self.uint(n << 1 if n >= 0 else ((-n) << 1) - 1)  # zigzag, for any size
+
+    def text(self, s: str) -> None:
+        data = s.encode()
+        self.uint(len(data))
+        self.out += data
+
+    def ints(self, values: list[int]) -> None:
+        """A list of integers, sparse: its length, a bitmap of non-zeros, then those."""
+        self.uint(len(values))
+        self.uint(sum(1 << i for i, v in enumerate(values) if v))
+        for v in values:
+            if v:
+                self.sint(v)
+
+
+class _Reader:
+    __slots__ = ("data", "at")
+
+    def __init__(self, data: bytes) -> None:
+        if not data or data[0] != PACKED_VERSION:
+            raise ValueError(f"not a packed value (first byte {data[:1]!r})")
+        self.data = data
+        self.at = 1
+
+    def uint(self) -> int:
+        data, at = self.data, self.at
+        byte = data[at]
+        n, shift = byte & 0x7F, 7
+        at += 1
+        while byte & 0x80:
+            byte = data[at]
+            n |= (byte & 0x7F) << shift
+            shift += 7
+            at += 1
+        self.at = at
+        return n
+
+    def sint(self) -> int:
+        z = self.uint()
+        return z >> 1 if not z & 1 else -((z + 1) >> 1)
+
+    def text(self) -> str:
+        size = self.uint()
+        start = self.at
+        self.at += size
+        return self.data[start:self.at].decode()
+
+    def ints(self) -> list[int]:
+        size, bits = self.uint(), self.uint()
+        return [self.sint() if bits >> i & 1 else 0 for i in range(size)]
+
+    def end(self) -> None:
+        if self.at != len(self.data):
+            raise ValueError(f"{len(self.data) - self.at} bytes after a packed value")
+
+
+def _write_op(w: _Writer, op: OpAcc, bins: int) -> None:
+    counts, hist = op.counts, op.histogram
+    nonzero = [i for i, c in enumerate(hist) if c]
+    sparse = bool(nonzero) or len(hist) != bins
+    bits = sum(1 << i for i, c in enumerate(counts) if c)
+    bits |= ((op.min_ns is not None) << _MIN | (op.max_ns is not None) << _MAX
+             | sparse << _HIST | bool(op.inflight_ns) << _INFLIGHT)
+    w.uint(bits)
+    for c in counts:
+        if c:
+            w.sint(c)
+    if op.min_ns is not None:
+        w.sint(op.min_ns)
+    if op.max_ns is not None:
+        w.sint(op.max_ns)
+    if sparse:  # bins, pairs of non-zero bins (index gap, count); all bins else are 0
+        w.uint(len(hist))
+        w.uint(len(nonzero))
+        last = -1
+        for i in nonzero:
+            w.uint(i - last)
+            w.sint(hist[i])
+            last = i
+    if op.inflight_ns:
+        w.sint(op.inflight_ns)
+
+
+def _read_op(r: _Reader, bins: int) -> OpAcc:
+    bits = r.uint()
+    counts = [r.sint() if bits >> i & 1 else 0 for i in range(SLOTS_PER_OP)]
+    min_ns = r.sint() if bits >> _MIN & 1 else None
+    max_ns = r.sint() if bits >> _MAX & 1 else None
+    hist = [0] * bins
+    if bits >> _HIST & 1:
+        hist = [0] * r.uint()
+        at = -1
+        for _ in range(r.uint()):
+            at += r.uint()
+            hist[at] = r.sint()
+    inflight = r.sint() if bits >> _INFLIGHT & 1 else 0
+    return OpAcc(counts, min_ns, max_ns, hist, inflight)
+
+
+def _write_acc(w: _Writer, acc: WindowAcc) -> None:
+    w.sint(acc.window_start_ns)
+    w.sint(acc.window_len_ns)
+    w.uint(len(acc.ops))
+    bins = len(acc.ops[0].histogram) if acc.ops else 0
+    w.uint(bins)  # an op's histogram that is all zeros and this long is left out
+    for op in acc.ops:
+        _write_op(w, op, bins)
+    w.uint(len(acc.busy))
+    last = acc.window_start_ns
+    for lo, hi in acc.busy:  # sorted and disjoint: small gaps and lengths
+        w.sint(lo - last)
+        w.sint(hi - lo)
+        last = hi
+    w.sint(acc.busy_ns)
+
+
+def _read_acc(r: _Reader) -> WindowAcc:
+    start, length = r.sint(), r.sint()
+    n_ops, bins = r.uint(), r.uint()
+    ops = [_read_op(r, bins) for _ in range(n_ops)]
+    busy: list[list[int]] = []
+    last = start
+    for _ in range(r.uint()):
+        lo = last + r.sint()
+        last = lo + r.sint()
+        busy.append([lo, last])
+    return WindowAcc(start, length, ops, busy, r.sint())
+
+
+def pack_entry(tenant_id: str, acc: WindowAcc, revision: int, emitted: bool,
+               emitted_offset: int) -> bytes:
+    """A stored window (a WindowEntry's fields)."""
+    w = _Writer()
+    w.uint(_EMITTED if emitted else 0)
+    w.text(tenant_id)
+    w.sint(revision)
+    w.sint(emitted_offset)
+    _write_acc(w, acc)
+    return bytes(w.out)
+
+
+def unpack_entry(data: bytes) -> tuple[str, WindowAcc, int, bool, int]:
+    r = _Reader(data)
+    flags = r.uint()
+    tenant_id, revision, offset = r.text(), r.sint(), r.sint()
+    acc = _read_acc(r)
+    r.end()
+    return tenant_id, acc, revision, bool(flags & _EMITTED), offset
+
+
+def pack_part(revision: int, acc: WindowAcc) -> bytes:
+    """A rollup's part: its revision and integers."""
+    w = _Writer()
+    w.sint(revision)
+    _write_acc(w, acc)
+    return bytes(w.out)
+
+
+def unpack_part(data: bytes) -> tuple[int, WindowAcc]:
+    r = _Reader(data)
+    revision = r.sint()
+    acc = _read_acc(r)
+    r.end()
+    return revision, acc
+
+
+def pack_billing(tenant_id: str, counters: list[int] | None, next_sequence: int,
+                 unconfirmed: list[list[Any]]) -> bytes:
+    """A billing hour (a BillingEntry's fields); ``unconfirmed``: [offset, sequence,
+    counters] each."""
+    w = _Writer()
+    w.uint(_HAS_COUNTERS if counters is not None else 0)
+    w.text(tenant_id)
+    if counters is not None:
+        w.ints(counters)
+    w.sint(next_sequence)
+    w.uint(len(unconfirmed))
+    for offset, sequence, record in unconfirmed:
+        w.sint(offset)
+        w.sint(sequence)
+        w.ints(list(record))
+    return bytes(w.out)
+
+
+def unpack_billing(data: bytes) -> tuple[str, list[int] | None, int, list[list[Any]]]:
+    r = _Reader(data)
+    flags = r.uint()
+    tenant_id = r.text()
+    counters = r.ints() if flags & _HAS_COUNTERS else None
+    next_sequence = r.sint()
+    unconfirmed: list[list[Any]] = [[r.sint(), r.sint(), r.ints()] for _ in range(r.uint())]
+    r.end()
+    return tenant_id, counters, next_sequence, unconfirmed
+
+
+def is_packed(data: bytes) -> bool:
+    """Whether a stored value is packed (else it is the older compact JSON)."""
+    return data[:1] == b"\x01"

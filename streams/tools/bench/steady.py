@@ -1,0 +1,255 @@
+"""(j) steady state: a worker carrying a live fleet long enough to fill a scaled-down
+revision horizon and 1 s retention; its RSS over time, and the bytes of a stored 1 s
+window on disk (the RocksDB files of the windows table) and in the changelog.
+
+Run alone: ``python -m streams.tools.bench.steady`` (a broker of its own, as the bench);
+``--store memory`` for faust's in-memory store, to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from streams.config import Settings
+from streams.core.counters import table_json
+from streams.core.times import NS_PER_S
+from streams.core.windows.book import WindowEntry
+from streams.core.windows.stores import EntryStore
+from streams.kafka import local as kafka_local
+from streams.kafka.security import client_kwargs
+from streams.kafka.topics import TABLES
+from streams.pipeline.app import tables_dir
+from streams.tools.bench.latency import _send_real_time, _wait_assigned, _wait_caught_up
+from streams.tools.bench.procs import (
+    BenchError,
+    all_ends,
+    free_port,
+    pipeline_topics,
+    spawn_worker,
+)
+
+WINDOW_1S = b"|w%d|" % NS_PER_S  # in the key of a stored 1 s window (core/windows/stages.py)
+EVICT_EVERY_S = 60  # core/windows/stages.py EVICT_EVERY_NS: how often windows are dropped
+SAMPLE_S = 2.0
+TARGET_BYTES_PER_WINDOW = 256.0
+
+
+@dataclass
+class SteadyPlan:
+    volumes: int = 20
+    rate: float = 2_000.0  # events/s: `make run`'s fleet; the worker is far from CPU bound
+    horizon_s: int = 60  # the revision horizon and the 1 s retention, scaled down from 1 h
+    duration_s: float = 240.0
+
+
+@dataclass
+class Steady:
+    rss: list[tuple[float, int]] = field(default_factory=list)  # (s since start, bytes)
+    figures: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def steady_settings(base: Settings, plan: SteadyPlan) -> Settings:
+    return base.with_overrides(revision_horizon_s=plan.horizon_s, retention_1s_s=plan.horizon_s,
+                               retention_1m_s=plan.horizon_s)
+
+
+def full_after_s(s: Settings) -> float:
+    """When the stored windows stop growing: the oldest is dropped from then on (windows
+    live retention + grace + idle timeout, dropped at most EVICT_EVERY_S late)."""
+    return s.retention_1s_s + s.grace_s + s.idle_timeout_s + EVICT_EVERY_S
+
+
+async def steady_run(s: Settings, log_dir: Path, plan: SteadyPlan) -> Steady:
+    """The worker over ``plan.duration_s`` of a live fleet; figures and RSS samples."""
+    await pipeline_topics(s)
+    proc = spawn_worker(s, log_dir, "steady")
+    out = Steady()
+    try:
+        await _wait_assigned(proc)
+        await asyncio.sleep(1.0)
+        start = time.monotonic()
+        start_ns = time.time_ns()
+        sampler = asyncio.create_task(_sample_rss(proc, start, out.rss))
+        sent = await _send_real_time(s, plan.rate, plan.volumes, start_ns,
+                                     start_ns + int(plan.duration_s * NS_PER_S))
+        out.info["events_sent"] = sent
+        out.info["caught_up"] = True
+        try:
+            await _wait_caught_up(s, proc, 10.0)
+        except BenchError:  # lagging: the figures still say something, and say it lagged
+            out.info["caught_up"] = False
+        sampler.cancel()
+    finally:
+        proc.stop(timeout_s=60)  # a clean stop: the tables are marked for the next worker
+    worker = s.with_overrides(web_port=proc.web_port)
+    await _changelog_figures(s, out)
+    _disk_figures(worker, out)
+    _rss_figures(out, full_after_s(s), plan.duration_s)
+    out.info.update(volumes=plan.volumes, rate=plan.rate, horizon_s=plan.horizon_s,
+                    duration_s=plan.duration_s, store=s.table_store)
+    return out
+
+
+async def _sample_rss(proc: Any, start: float, samples: list[tuple[float, int]]) -> None:
+    while proc.alive():
+        samples.append((time.monotonic() - start, proc.rss_bytes()))
+        await asyncio.sleep(SAMPLE_S)
+
+
+async def _changelog_figures(s: Settings, out: Steady) -> None:
+    """The windows table's changelog as the broker holds it: its bytes on disk, every
+    message (window writes, their journals, rollup parts, deletes), and the stored 1 s
+    windows it ends with (replayed into a dict, as a recovering worker does)."""
+    topic = f"{s.app_id}-{TABLES[1]}-changelog"
+    consumer = AIOKafkaConsumer(**client_kwargs(s), enable_auto_commit=False)
+    await consumer.start()
+    state: dict[bytes, bytes] = {}
+    writes = messages = message_bytes = 0
+    try:
+        ends = await all_ends(consumer, topic)
+        consumer.assign(list(ends))
+        await consumer.seek_to_beginning(*ends)
+        remaining = {tp for tp, end in ends.items() if end > 0}
+        while remaining:
+            for tp, batch in (await consumer.getmany(timeout_ms=2000)).items():
+                for m in batch:
+                    messages += 1
+                    message_bytes += len(m.key or b"") + len(m.value or b"")
+                    if m.value is None:
+                        state.pop(m.key, None)
+                        continue
+                    state[m.key] = m.value
+                    writes += WINDOW_1S in m.key
+                if batch and batch[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    stored = {k: v for k, v in state.items() if WINDOW_1S in k}
+    entries = EntryStore({}, b"")
+    as_json = [len(_json_entry(entries.decode(v))) for v in stored.values()]
+    log_bytes = sum(f.stat().st_size for f in (s.kafka_home() / "data").glob(f"{topic}-*/*.log"))
+    out.figures.update(
+        j_stored_windows=len(stored), j_window_writes=writes,
+        j_value_bytes_per_window=sum(map(len, stored.values())) / max(1, len(stored)),
+        j_key_bytes_per_window=sum(map(len, stored)) / max(1, len(stored)),
+        j_json_bytes_per_window=sum(as_json) / max(1, len(as_json)),
+        j_changelog_bytes=log_bytes, j_changelog_messages=messages,
+        j_changelog_bytes_per_write=log_bytes / max(1, writes),
+        j_changelog_payload_per_write=message_bytes / max(1, writes))
+
+
+def _json_entry(entry: WindowEntry) -> bytes:
+    """The value the previous versions stored for a window: compact JSON."""
+    return table_json([entry.tenant_id, entry.acc.to_list(), entry.revision, entry.emitted,
+                       entry.emitted_offset])
+
+
+def _disk_figures(worker: Settings, out: Steady) -> None:
+    """The windows table's RocksDB files (tables, write-ahead logs) per stored 1 s window."""
+    if worker.table_store != "rocksdb":
+        return
+    data = [f for db in tables_dir(worker).glob(f"{TABLES[1]}-*.db") for f in db.iterdir()
+            if f.suffix in (".sst", ".log")]
+    disk = sum(f.stat().st_size for f in data)
+    out.figures["j_disk_bytes"] = disk
+    out.figures["j_disk_bytes_per_window"] = disk / max(1, out.figures["j_stored_windows"])
+
+
+def slope_kb_per_s(samples: list[tuple[float, int]], lo_s: float, hi_s: float) -> float:
+    """The least-squares slope of RSS over [lo_s, hi_s], in KB/s (nan: too few samples)."""
+    points = [(t, rss) for t, rss in samples if lo_s <= t <= hi_s]
+    if len(points) < 3:
+        return float("nan")
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_r = sum(r for _, r in points) / n
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    return sum((t - mean_t) * (r - mean_r) for t, r in points) / var / 1000
+
+
+def _rss_figures(out: Steady, full_s: float, duration_s: float) -> None:
+    warm_s = 15.0  # startup: faust, the first windows of every volume
+    out.figures["j_rss_slope_filling_kb_s"] = slope_kb_per_s(out.rss, warm_s, full_s)
+    out.figures["j_rss_slope_full_kb_s"] = slope_kb_per_s(out.rss, full_s, duration_s)
+    out.figures["j_rss_end_bytes"] = out.rss[-1][1] if out.rss else 0
+    out.info["j_full_after_s"] = full_s
+    out.info["j_rss_samples"] = out.rss
+
+
+def steady_rows(fig: dict[str, float], info: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The (j) rows of the bench's table: (figure, value, note)."""
+    def verdict(value: float) -> str:
+        return f"target <= {TARGET_BYTES_PER_WINDOW:.0f}: " + (
+            "met" if value <= TARGET_BYTES_PER_WINDOW else
+            f"NOT met, {value / TARGET_BYTES_PER_WINDOW:.1f}x over")
+    j = info["j"]
+    rows = [("(j) steady state: RSS slope once full", f"{fig['j_rss_slope_full_kb_s']:.1f} KB/s",
+             f"{fig['j_rss_slope_filling_kb_s']:.1f} KB/s while filling; {j['volumes']} volumes "
+             f"at {j['rate']:,.0f} events/s, horizon and 1 s retention {j['horizon_s']} s, full "
+             f"after {j['j_full_after_s']:.0f} of {j['duration_s']:.0f} s, {j['store']} store, "
+             f"RSS at the end {fig['j_rss_end_bytes'] / 2**20:.0f} MiB"
+             + ("" if j.get("caught_up", True) else "; THE WORKER LAGGED BEHIND")),
+            ("    stored 1 s window: value, packed", f"{fig['j_value_bytes_per_window']:.0f} B",
+             f"the same windows as compact JSON (before): {fig['j_json_bytes_per_window']:.0f} B;"
+             f" + {fig['j_key_bytes_per_window']:.0f} B of key; "
+             f"{fig['j_stored_windows']:,.0f} windows stored at the end")]
+    if "j_disk_bytes_per_window" in fig:
+        rows.append(("    on disk (RocksDB) per stored window",
+                     f"{fig['j_disk_bytes_per_window']:.0f} B",
+                     verdict(fig["j_disk_bytes_per_window"]) + " (the windows table's .sst and"
+                     " WAL files, parts, rollups, journals included)"))
+    per_write = fig["j_changelog_bytes_per_write"]
+    rows.append(("    changelog per 1 s window write", f"{per_write:.0f} B",
+                 verdict(per_write) + f" (the topic's log files / {fig['j_window_writes']:,.0f}"
+                 f" writes; {fig['j_changelog_payload_per_write']:.0f} B of keys and values per"
+                 " write, journals and parts included)"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", default=None, help="rocksdb or memory (IOACCT_TABLE_STORE)")
+    parser.add_argument("--duration", type=float, default=SteadyPlan.duration_s)
+    parser.add_argument("--horizon", type=int, default=SteadyPlan.horizon_s)
+    parser.add_argument("--volumes", type=int, default=SteadyPlan.volumes)
+    parser.add_argument("--rate", type=float, default=SteadyPlan.rate, help="events/s")
+    parser.add_argument("--json", metavar="FILE", help="write the figures and samples here")
+    parser.add_argument("--logs", metavar="DIR", help="keep the worker's log here")
+    args = parser.parse_args(argv)
+    plan = SteadyPlan(args.volumes, args.rate, args.horizon, args.duration)
+    state_dir = Path(tempfile.mkdtemp(prefix="ioacct-steady-"))
+    base = Settings.from_env().with_overrides(
+        kafka_port=free_port(), kafka_controller_port=free_port(), state_dir=state_dir,
+        kafka_security="PLAINTEXT")
+    base = base.with_overrides(bootstrap=f"127.0.0.1:{base.kafka_port}", topic_prefix="bj",
+                               **({"table_store": args.store} if args.store else {}))
+    log_dir = Path(args.logs or tempfile.mkdtemp(prefix="ioacct-steady-logs-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    broker = kafka_local.LocalBroker.from_settings(base)
+    try:
+        kafka_local.start(broker)
+        out = asyncio.run(steady_run(steady_settings(base, plan), log_dir, plan))
+    finally:
+        kafka_local.stop(broker)
+        shutil.rmtree(state_dir, ignore_errors=True)
+    for name, value, note in steady_rows(out.figures, {"j": out.info}):
+        print(f"{name:<42}{value:>12}   {note}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"figures": out.figures, "info": out.info}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

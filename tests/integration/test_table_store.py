@@ -1,0 +1,94 @@
+"""The worker's tables on RocksDB (the default store), on the real broker: a cleanly
+stopped worker resumes from its local tables plus the changelog's tail; one killed -9
+drops them and rebuilds from the changelog. Either way every counter equals the oracle.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.config import REPO_ROOT, Settings
+from streams.pipeline.app import tables_dir
+from streams.pipeline.tables import CLEAN_MARK
+from tests.conftest import free_port
+from tests.oracles.counters import counters_oracle
+
+from .harness import (
+    WorkerProcess,
+    counter_mismatches,
+    ioacct,
+    settings_env,
+    start_worker,
+    wait_committed,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _produce(settings: Settings, tmp: Path, run: int) -> list[dict[str, Any]]:
+    """The same seeded fleet each run (a volume keeps its tenant), at other times and from
+    another producer: new events to count."""
+    jsonl = tmp / f"events-{run}.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "produce", "--sim", "--events", "3000",
+         "--volumes", "40", "--seed", "7", "--write-jsonl", str(jsonl)],
+        env=settings_env(settings), cwd=REPO_ROOT, capture_output=True, text=True,
+        timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    return [orjson.loads(line) for line in jsonl.read_bytes().splitlines()]
+
+
+def _started(settings: Settings, port: int, log_dir: Path) -> WorkerProcess:
+    worker = start_worker(settings, port, log_dir)
+    wait_until(lambda: worker.get("/status")[1].get("assigned_partitions"), 120,
+               "the worker to be assigned", [worker])
+    return worker
+
+
+def _equal_oracle(settings: Settings, worker: WorkerProcess,
+                  events: list[dict[str, Any]]) -> None:
+    wait_committed(settings, [worker])
+    diffs = counter_mismatches(worker, counters_oracle(events))
+    assert not diffs, f"{len(diffs)} differences, first: {diffs[:10]}"
+
+
+def test_clean_stop_resumes_local_tables_and_a_kill_rebuilds_them(
+    pipeline_settings: Settings, tmp_path: Path,
+) -> None:
+    settings = pipeline_settings.with_overrides(topic_prefix="tstore")
+    assert settings.table_store == "rocksdb"
+    assert ioacct(settings, "topics").returncode == 0
+    port = free_port()
+    tables = tables_dir(settings.with_overrides(web_port=port))
+    worker = _started(settings, port, tmp_path)
+    events = _produce(settings, tmp_path, 1)
+    _equal_oracle(settings, worker, events)
+    assert list(tables.glob("windows-*.db")) and not (tables / CLEAN_MARK).exists()
+    worker.stop()  # SIGTERM: a clean stop
+    assert worker.process.returncode == 0, worker.log_tail()
+    assert (tables / CLEAN_MARK).exists(), worker.log_tail()
+
+    worker = _started(settings, port, tmp_path)  # resumes: the mark is taken
+    assert not (tables / CLEAN_MARK).exists()
+    assert "did not stop cleanly" not in worker.log_path.read_text()
+    events += _produce(settings, tmp_path, 2)
+    _equal_oracle(settings, worker, events)
+
+    worker.process.send_signal(signal.SIGKILL)
+    worker.process.wait()
+    assert not (tables / CLEAN_MARK).exists()
+    worker = _started(settings, port, tmp_path)
+    try:
+        assert "did not stop cleanly" in worker.log_path.read_text()
+        events += _produce(settings, tmp_path, 3)
+        _equal_oracle(settings, worker, events)
+    finally:
+        worker.stop()

@@ -1,0 +1,144 @@
+"""The packed form of stored windows, parts and billing entries: it round-trips exactly
+(Python ints of any size), the older JSON still loads, and it is small."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.core.batch import EventBatch
+from streams.core.billing import BillingEntry
+from streams.core.counters import N_SLOTS, SLOTS_PER_OP, table_json
+from streams.core.events import OPS
+from streams.core.times import NS_PER_S
+from streams.core.windows.acc import N_BINS, OpAcc, WindowAcc
+from streams.core.windows.book import WindowBook, WindowEntry, WindowSettings
+from streams.core.windows.packed import (
+    PACKED_VERSION,
+    pack_entry,
+    unpack_billing,
+    unpack_entry,
+)
+from streams.core.windows.stores import BillingStore, EntryStore, PartsStore
+
+# Mostly zeros and small values, sometimes far past int64 (either sign).
+BIG = st.one_of(st.just(0), st.integers(-5, 300), st.integers(-(2**64), 2**64),
+                st.integers(-(2**200), 2**200))
+MAYBE = st.one_of(st.none(), BIG)
+
+
+@st.composite
+def op_accs(draw: st.DrawFn, bins: int = N_BINS) -> OpAcc:
+    return OpAcc(draw(st.lists(BIG, min_size=SLOTS_PER_OP, max_size=SLOTS_PER_OP)),
+                 draw(MAYBE), draw(MAYBE), draw(st.lists(BIG, min_size=bins, max_size=bins)),
+                 draw(BIG))
+
+
+@st.composite
+def window_accs(draw: st.DrawFn) -> WindowAcc:
+    bins = draw(st.sampled_from([N_BINS, N_BINS, 0, 3]))
+    ops = draw(st.lists(op_accs(bins), min_size=len(OPS), max_size=len(OPS)))
+    if draw(st.booleans()):  # an op whose empty histogram is not the usual length
+        ops[0].histogram = [0] * draw(st.integers(0, 30))
+    busy = draw(st.lists(st.lists(BIG, min_size=2, max_size=2), max_size=6))
+    return WindowAcc(draw(BIG), draw(BIG), ops, busy, draw(BIG))
+
+
+ENTRIES = st.builds(WindowEntry, st.text(max_size=12), window_accs(), BIG, st.booleans(), BIG)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ENTRIES)
+def test_a_window_entry_round_trips_exactly(entry: WindowEntry) -> None:
+    store = EntryStore({}, b"0|w1|")
+    data = store.encode(entry)
+    assert data[0] == PACKED_VERSION
+    assert store.decode(data) == entry
+
+
+@settings(max_examples=200, deadline=None)
+@given(BIG, window_accs())
+def test_a_rollup_part_round_trips_exactly(revision: int, acc: WindowAcc) -> None:
+    store = PartsStore({}, b"0|r60|p|")
+    assert store.decode(store.encode((revision, acc))) == (revision, acc)
+
+
+COUNTERS = st.lists(BIG, min_size=N_SLOTS, max_size=N_SLOTS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.builds(BillingEntry, st.text(max_size=12), st.one_of(st.none(), COUNTERS), BIG,
+                 st.lists(st.tuples(BIG, BIG, COUNTERS).map(list), max_size=3)))
+def test_a_billing_entry_round_trips_exactly(entry: BillingEntry) -> None:
+    store = BillingStore({}, b"0|b|")
+    assert store.decode(store.encode(entry)) == entry
+
+
+def test_empty_values_round_trip() -> None:
+    entry = WindowEntry("", WindowAcc(0, NS_PER_S))
+    assert unpack_entry(pack_entry("", entry.acc, 0, False, -1)) == ("", entry.acc, 0, False, -1)
+    assert BillingStore({}, b"").decode(BillingStore({}, b"").encode(BillingEntry("t"))) == \
+        BillingEntry("t")
+    assert unpack_billing(BillingStore({}, b"").encode(BillingEntry("t", None)))[1] is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(ENTRIES)
+def test_the_older_json_still_loads(entry: WindowEntry) -> None:
+    """A changelog written by the previous version: its values are compact JSON."""
+    values = [entry.tenant_id, entry.acc.to_list(), entry.revision, entry.emitted,
+              entry.emitted_offset]
+    if any(not -(2**63) <= v < 2**63 for v in _ints(values)):
+        return  # orjson cannot write these, so no older value holds them
+    old = table_json(values)
+    assert EntryStore({}, b"").decode(old) == entry
+    part = table_json([entry.revision, entry.acc.to_list()])
+    assert PartsStore({}, b"").decode(part) == (entry.revision, entry.acc)
+
+
+def test_older_billing_json_still_loads() -> None:
+    old = table_json(["t", [1] * N_SLOTS, 3, [[5, 2, [0] * N_SLOTS]]])
+    assert BillingStore({}, b"").decode(old) == BillingEntry("t", [1] * N_SLOTS, 3,
+                                                             [[5, 2, [0] * N_SLOTS]])
+
+
+def test_bytes_after_a_value_are_an_error() -> None:
+    with pytest.raises(ValueError, match="after a packed value"):
+        unpack_entry(pack_entry("t", WindowAcc(0, NS_PER_S), 0, False, -1) + b"\0")
+
+
+def _ints(values: object) -> list[int]:
+    if isinstance(values, list):
+        return [i for v in values for i in _ints(v)]
+    return [values] if isinstance(values, int) and not isinstance(values, bool) else []
+
+
+def realistic_window(events: int = 300, seed: int = 7) -> WindowEntry:
+    """One volume's 1 s window of a few hundred reads and writes (the WindowBook makes it)."""
+    rng = random.Random(seed)
+    start = 1_764_800_000 * NS_PER_S
+    complete = sorted(start + rng.randrange(NS_PER_S) for _ in range(events))
+    latency = [rng.randrange(50_000, 3_000_000) for _ in range(events)]
+    batch = EventBatch(
+        "vol-000123", "tenant-0042", bytes(rng.choice((0, 1)) for _ in range(events)),
+        bytes(events), [rng.choice((4096, 8192, 65536)) for _ in range(events)],
+        [c - lat for c, lat in zip(complete, latency, strict=True)], complete, range(events))
+    book = WindowBook(WindowSettings(), {})  # type: ignore[arg-type]
+    book.add_events(batch, None)
+    return book.store[("vol-000123", start)]
+
+
+def test_a_realistic_window_is_small_and_far_smaller_than_json() -> None:
+    """The figure the bench's (j) reports per stored window, made from a real window."""
+    entry = realistic_window()
+    packed = EntryStore({}, b"").encode(entry)
+    old = table_json([entry.tenant_id, entry.acc.to_list(), entry.revision, entry.emitted,
+                      entry.emitted_offset])
+    assert EntryStore({}, b"").decode(packed) == entry
+    assert len(entry.acc.busy) > 50  # the busy intervals are in it: most of its bytes
+    assert len(packed) * 4 < len(old)
+    entry.acc.busy = []  # past the revision horizon a window keeps only busy_ns
+    assert len(EntryStore({}, b"").encode(entry)) <= 256

@@ -1,0 +1,45 @@
+"""(j)'s arithmetic: the RSS slope over a part of the run, and its rows in the table."""
+
+from __future__ import annotations
+
+import math
+
+from streams.config import Settings
+from streams.tools.bench.steady import (
+    EVICT_EVERY_S,
+    SteadyPlan,
+    full_after_s,
+    slope_kb_per_s,
+    steady_rows,
+    steady_settings,
+)
+
+
+def test_the_slope_is_taken_over_the_part_asked_for() -> None:
+    # 50 KB/s for 100 s, then flat: each part has its own slope.
+    samples = [(float(t), 10**8 + 50_000 * min(t, 100)) for t in range(0, 200, 2)]
+    assert math.isclose(slope_kb_per_s(samples, 0, 100), 50.0)
+    assert math.isclose(slope_kb_per_s(samples, 100, 200), 0.0, abs_tol=1e-9)
+    assert math.isnan(slope_kb_per_s(samples, 300, 400))  # no samples there
+
+
+def test_the_run_is_scaled_down_and_full_after_retention_and_one_eviction() -> None:
+    s = steady_settings(Settings(), SteadyPlan(horizon_s=90))
+    assert (s.revision_horizon_s, s.retention_1s_s) == (90, 90)
+    assert full_after_s(s) == 90 + s.grace_s + s.idle_timeout_s + EVICT_EVERY_S
+
+
+def test_the_rows_say_whether_the_bytes_per_window_are_within_the_target() -> None:
+    fig = {"j_rss_slope_full_kb_s": 0.4, "j_rss_slope_filling_kb_s": 3.0,
+           "j_rss_end_bytes": 2**27, "j_value_bytes_per_window": 180.0,
+           "j_json_bytes_per_window": 900.0,
+           "j_key_bytes_per_window": 44.0, "j_stored_windows": 2400.0,
+           "j_disk_bytes_per_window": 200.0, "j_changelog_bytes_per_write": 700.0,
+           "j_window_writes": 9000.0, "j_changelog_payload_per_write": 500.0}
+    info = {"j": {"volumes": 20, "rate": 2000.0, "horizon_s": 60, "j_full_after_s": 127.0,
+                  "duration_s": 240.0, "store": "rocksdb"}}
+    rows = {name.strip(): note for name, _, note in steady_rows(fig, info)}
+    assert rows["on disk (RocksDB) per stored window"].startswith("target <= 256: met")
+    assert rows["changelog per 1 s window write"].startswith("target <= 256: NOT met, 2.7x")
+    del fig["j_disk_bytes_per_window"]  # the memory store: nothing on disk
+    assert len(steady_rows(fig, info)) == 3
