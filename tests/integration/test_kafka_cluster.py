@@ -7,7 +7,6 @@ A cluster of its own (own ports and state directory), not the session's single b
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,35 +28,13 @@ from streams.kafka.cluster import LocalCluster
 from streams.kafka.security import client_kwargs
 from streams.kafka.topics import ensure_topics
 from streams.sdk.producer import IoProducer
+from tests.conftest import free_port_block
 
 from .harness import ioacct, read_topic
 
 pytestmark = pytest.mark.integration
 NODES = 3
 Event = tuple[str, int, str, int, int, int]  # volume, offset, op, nbytes, submit, complete
-
-
-def free_port_block(count: int) -> int:
-    """A base port with ``count`` consecutive free ports (the cluster's port layout)."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + count > 65535:
-            continue
-        try:
-            socks = []
-            for port in range(base, base + count):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no block of free ports")
 
 
 @pytest.fixture(scope="module")
