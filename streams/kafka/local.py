@@ -48,6 +48,10 @@ class LocalBroker:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalBroker:
+        """The single broker; a cluster's nodes come from cluster.LocalCluster."""
+        if settings.kafka_brokers != 1:
+            raise KafkaError(f"IOACCT_KAFKA_BROKERS={settings.kafka_brokers}: this command "
+                             "runs a single broker only; unset it or use `ioacct kafka start`")
         return cls(settings.kafka_port, settings.kafka_controller_port, settings.kafka_home(),
                    settings.kafka_security.upper() == "SASL_SSL")
 

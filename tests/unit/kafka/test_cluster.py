@@ -114,3 +114,12 @@ def test_colliding_ports_are_a_kafka_error(tmp_path: Path) -> None:
     with pytest.raises(KafkaError, match="collide"):
         LocalCluster.from_settings(Settings(kafka_port=9100, kafka_controller_port=9102,
                                             kafka_brokers=3, state_dir=tmp_path))
+
+
+def test_a_single_broker_command_refuses_a_cluster_setting(tmp_path: Path) -> None:
+    """bench and the session fixture start one broker: with IOACCT_KAFKA_BROKERS=3 their
+    clients would look for three (and RF 3): a clear error instead."""
+    from streams.kafka.local import LocalBroker
+
+    with pytest.raises(KafkaError, match="IOACCT_KAFKA_BROKERS=3"):
+        LocalBroker.from_settings(Settings(kafka_brokers=3, state_dir=tmp_path))
