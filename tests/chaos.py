@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import random
 import re
@@ -718,6 +719,8 @@ def main(argv: list[str] | None = None) -> int:
                         "directory under .state/chaos)")
     parser.add_argument("--json", type=Path, help="also write the report here as JSON")
     args = parser.parse_args(argv)
+    # The run's own clients: a node killed on purpose makes every refused connect an ERROR.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     plan = ChaosPlan(**{k: getattr(args, k) for k in asdict(defaults)})
     base = REPO_ROOT / ".state" / "chaos"
     base.mkdir(parents=True, exist_ok=True)
