@@ -63,9 +63,10 @@ def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
         else:
             nodes = kafka_cluster.status(cluster)
             for node_id, (pid, answers) in nodes.items():
-                state = "answers" if answers else ("running, not answering" if pid else "down")
-                print(f"kafka node {node_id} on {cluster.node(node_id).bootstrap}: {state}"
-                      + (f" (pid {pid})" if pid else ""))
+                name = f"node {node_id} " if len(nodes) > 1 else ""
+                state = (f"running (pid {pid})" + ("" if answers else ", not answering")
+                         if pid else "not running")
+                print(f"kafka {name}on {cluster.node(node_id).bootstrap}: {state}")
             return 0 if all(answers for _, answers in nodes.values()) else 3
     except KafkaError as exc:
         print(f"ioacct kafka {args.action}: {exc}", file=sys.stderr)
