@@ -37,50 +37,44 @@ def settings_from(args: argparse.Namespace) -> Settings:
         kafka_controller_port=args.kafka_controller_port, topic_prefix=args.topic_prefix,
         partitions=args.partitions,
         state_dir=Path(args.state_dir) if args.state_dir else None,
-        web_port=getattr(args, "web_port", None),
+        web_port=getattr(args, "web_port", None), kafka_brokers=getattr(args, "brokers", None),
     )
 
 
 def cmd_kafka(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.kafka import local as kafka_local
+    from streams.kafka import cluster as kafka_cluster
+    from streams.kafka.local import KafkaError
 
-    broker = kafka_local.LocalBroker.from_settings(settings)
     if args.action == "user":
-        return _kafka_user(args, settings)
+        from streams.kafka.users import cli_user
+
+        return cli_user(args.rest, args.role, settings)
     try:
+        cluster = kafka_cluster.LocalCluster.from_settings(settings)
         if args.action == "start":
-            started = kafka_local.start(broker)
-            print(f"kafka {'started' if started else 'already running'} on {broker.bootstrap} "
-                  f"(pid {broker.pid()}, logs {broker.log_file})")
+            started = kafka_cluster.start(cluster)
+            print(f"kafka {'started' if started else 'already running'} on {cluster.bootstrap} "
+                  f"(pids {_pids(cluster.pids())}, logs {cluster.home})")
         elif args.action == "stop":
-            was = kafka_local.stop(broker)
-            print(f"kafka on {broker.bootstrap} {'stopped' if was else 'was not running'}")
+            was = kafka_cluster.stop(cluster)
+            print(f"kafka on {cluster.bootstrap} "
+                  + (f"stopped (nodes {', '.join(map(str, was))})" if was else "was not running"))
         else:
-            pid = broker.pid()
-            print(f"kafka on {broker.bootstrap}: "
-                  + (f"running (pid {pid})" if pid else "not running"))
-            return 0 if pid else 3
-    except kafka_local.KafkaError as exc:
+            nodes = kafka_cluster.status(cluster)
+            for node_id, (pid, answers) in nodes.items():
+                name = f"node {node_id} " if len(nodes) > 1 else ""
+                state = (f"running (pid {pid})" + ("" if answers else ", not answering")
+                         if pid else "not running")
+                print(f"kafka {name}on {cluster.node(node_id).bootstrap}: {state}")
+            return 0 if all(answers for _, answers in nodes.values()) else 3
+    except KafkaError as exc:
         print(f"ioacct kafka {args.action}: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _kafka_user(args: argparse.Namespace, settings: Settings) -> int:
-    """`ioacct kafka user add NAME --role ROLE`: a SCRAM principal with its role's ACLs."""
-    from streams.kafka import users
-
-    if len(args.rest) != 2 or args.rest[0] != "add" or args.role is None:
-        print("usage: ioacct kafka user add NAME --role " + "|".join(users.ROLES),
-              file=sys.stderr)
-        return 2
-    try:
-        path = users.add_user(settings, args.rest[1], args.role)
-    except (RuntimeError, ValueError) as exc:
-        print(f"ioacct kafka user add: {exc}", file=sys.stderr)
-        return 1
-    print(f"user {args.rest[1]} ({args.role}): password in {path}")
-    return 0
+def _pids(pids: dict[int, int | None]) -> str:
+    return ", ".join(f"{node}: {pid}" for node, pid in pids.items())
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
@@ -256,10 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    kafka = verb("kafka", cmd_kafka, "start, stop or show the local single-node Kafka broker; "
-                 "`kafka user add NAME --role ROLE` adds a principal (secured broker)")
+    kafka = verb("kafka", cmd_kafka, "start, stop or show the local Kafka broker (or cluster: "
+                 "--brokers 3); `kafka user add NAME --role ROLE` adds a principal")
     kafka.add_argument("action", choices=["start", "stop", "status", "user"])
     kafka.add_argument("rest", nargs="*", help="for `user`: add NAME")
+    kafka.add_argument("--brokers", type=int, help="nodes of the local KRaft cluster "
+                       "(IOACCT_KAFKA_BROKERS, 1); node i listens on kafka port + 2*(i-1) and "
+                       "controller port + 2*(i-1): 9092/9093, 9094/9095, 9096/9097 by default")
     kafka.add_argument("--role", help="for `user add`: admin, worker, hypervisor, "
                        "billing-reader or monitoring-reader")
     verb("topics", cmd_topics, "create the pipeline's topics that are missing")

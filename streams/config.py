@@ -31,13 +31,36 @@ def _env(name: str, default: Any) -> Any:
     return raw
 
 
+def _given(name: str, overrides: dict[str, Any]) -> bool:
+    return overrides.get(name) is not None or bool(os.environ.get(f"IOACCT_{name.upper()}"))
+
+
+def kafka_node_ports(kafka_port: int, controller_port: int, nodes: int) -> list[tuple[int, int]]:
+    """(client port, controller port) of local node 1..N: each base port + 2*(i-1), so
+    the defaults 9092/9093 give 9092/9093, 9094/9095, 9096/9097. Ports that collide (a
+    controller port of kafka_port + 2k, say) are refused here rather than by the JVM."""
+    if nodes < 1:
+        raise ValueError(f"IOACCT_KAFKA_BROKERS={nodes}: a cluster has at least one node")
+    ports = [(kafka_port + 2 * i, controller_port + 2 * i) for i in range(nodes)]
+    flat = [port for pair in ports for port in pair]
+    if len(set(flat)) != len(flat) or max(flat) > 65535:
+        raise ValueError(
+            f"the {nodes} local Kafka nodes' ports collide or overflow (client ports "
+            f"{kafka_port} + 2*(i-1), controller ports {controller_port} + 2*(i-1)): choose "
+            "a controller port of kafka_port + an odd number (the default is kafka_port + 1)")
+    return ports
+
+
 @dataclass(frozen=True)
 class Settings:
     """One pipeline's settings; ``IOACCT_<NAME>`` overrides each default."""
 
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
-    bootstrap: str = ""  # empty: 127.0.0.1:{kafka_port}
+    # Nodes of the local KRaft cluster (`ioacct kafka start --brokers`): node i (1..N)
+    # listens on kafka_port + 2*(i-1), its controller on kafka_controller_port + 2*(i-1).
+    kafka_brokers: int = 1
+    bootstrap: str = ""  # empty: every local node, 127.0.0.1:{kafka_port},...
     topic_prefix: str = "ioacct"
     partitions: int = 8
     web_host: str = "127.0.0.1"
@@ -111,6 +134,7 @@ class Settings:
     # -- durability and size (README.md, "Durability and size limits") --
     # Replicas of every topic and how many must have a write before it is acknowledged:
     # 1/1 fits the local single broker; a cluster wants 3/2 (one broker may be lost).
+    # from_env() makes them 3/2 when kafka_brokers >= 3 and neither is set.
     replication_factor: int = 1
     min_insync_replicas: int = 1
     # The raw topic's max.message.bytes; the producer SDK sends no larger request.
@@ -122,6 +146,10 @@ class Settings:
     def from_env(cls, **overrides: Any) -> Settings:
         values = {f.name: _env(f.name, f.default) for f in fields(cls)}
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values["kafka_brokers"] >= 3:  # a cluster that may lose one node: 3/2
+            for name, cluster_default in (("replication_factor", 3), ("min_insync_replicas", 2)):
+                if not _given(name, overrides):
+                    values[name] = cluster_default
         return cls(**values)
 
     def with_overrides(self, **overrides: Any) -> Settings:
@@ -148,7 +176,11 @@ class Settings:
 
     @property
     def bootstrap_servers(self) -> str:
-        return self.bootstrap or f"127.0.0.1:{self.kafka_port}"
+        if self.bootstrap:
+            return self.bootstrap
+        # Not kafka_node_ports(): a collision is `kafka start`'s error, not every client's.
+        return ",".join(f"127.0.0.1:{self.kafka_port + 2 * i}"
+                        for i in range(max(1, self.kafka_brokers)))
 
     @property
     def app_id(self) -> str:

@@ -7,6 +7,8 @@ the SDK and its spool, one run does, at random moments while events flow:
 
 - kill -9 a random worker, and start it again after a pause;
 - stop the broker (SIGTERM, then SIGKILL on the next restart) and start it again;
+- with ``--brokers 3`` (a local three-node cluster, RF 3 / min ISR 2): kill -9 the node
+  leading a raw or changelog partition mid-run, and start it again after a pause;
 - kill -9 a producer and start it again on the same spool directory;
 - send hostile records (tests/hostile.py): random bytes (up to 1 MB), truncated Avro, another
   schema, every event rule of SEMANTICS.md section 1 broken, far-future and ancient
@@ -33,6 +35,7 @@ watermark moves to the wall clock), and a broker outage makes every later record
 late, so revisions and billing adjustments get exercised hard.
 
     python -m tests.chaos --events 500000 --workers 3    # make chaos
+    python -m tests.chaos --brokers 3 --leader-kills 2   # the same on a three-node cluster
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import random
 import re
@@ -60,12 +64,12 @@ from streams.core.codec import HEADER_LEN, default_schemas
 from streams.core.counters import COUNTER_NAMES
 from streams.core.keys import TICK_KEY
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
-from streams.kafka import local as kafka_local
+from streams.kafka import cluster as kafka_cluster
 from streams.kafka.security import client_kwargs
 from streams.sdk.spool import Spool
 from streams.sources.simulator import FleetConfig, FleetSimulator
 from streams.tools.produce import EXIT_SPOOL_LEFT
-from tests.conftest import free_port
+from tests.conftest import free_port, free_port_block
 from tests.hostile import HostileRound, hostile_round
 from tests.integration.harness import (
     WorkerProcess,
@@ -110,6 +114,8 @@ class ChaosPlan:
     event_age_s: int = 7200
     settle_s: float = 600.0  # how long the end may take to equal the oracle
     processing_guarantee: str = "at_least_once"  # faust's; or exactly_once
+    brokers: int = 1  # nodes of the local Kafka cluster (3: replicated, RF 3 / min ISR 2)
+    leader_kills: int = 2  # kill -9 of a partition leader's node; only with brokers > 1
 
 
 @dataclass
@@ -130,6 +136,9 @@ class ChaosReport:
     spool_records_at_kill: list[int] = field(default_factory=list)
     worker_recovery_s: list[float] = field(default_factory=list)  # kill -> caught up
     broker_recovery_s: list[float] = field(default_factory=list)  # broker up -> caught up
+    leader_kills: int = 0
+    leader_election_s: list[float] = field(default_factory=list)  # kill -> a new leader
+    leader_recovery_s: list[float] = field(default_factory=list)  # kill -> caught up
     producer_summaries: list[str] = field(default_factory=list)
     settle_s: float = 0.0
     run_s: float = 0.0
@@ -164,6 +173,9 @@ class ChaosReport:
             f"{figures(self.worker_recovery_s)}",
             f"broker recovery (broker up to every record there then committed): "
             f"{figures(self.broker_recovery_s)}",
+            f"leader kills (-9, {self.plan.brokers} brokers): {self.leader_kills}; new leader "
+            f"after {figures(self.leader_election_s)}; caught up after "
+            f"{figures(self.leader_recovery_s)}",
             f"DIFFERENCES: {len(self.differences)}",
             *[f"  {d}" for d in self.differences[:60]],
         ]
@@ -186,15 +198,16 @@ class ChaosRun:
         self.plan = plan
         self.workdir = workdir
         self.rng = random.Random(plan.seed)
-        port = free_port()
+        port = free_port_block(2 * plan.brokers)
         self.settings = Settings.from_env(
-            kafka_port=port, kafka_controller_port=free_port(),
-            bootstrap=f"127.0.0.1:{port}", state_dir=workdir / "state",
+            kafka_port=port, kafka_controller_port=port + 1, kafka_brokers=plan.brokers,
+            bootstrap=",".join(f"127.0.0.1:{port + 2 * i}" for i in range(plan.brokers)),
+            state_dir=workdir / "state",
             partitions=plan.partitions, topic_prefix="chaos",
             revision_horizon_s=24 * 3600, batch_max_age_ms=plan.batch_max_age_ms,
             processing_guarantee=plan.processing_guarantee,
         )
-        self.broker = kafka_local.LocalBroker.from_settings(self.settings)
+        self.cluster = kafka_cluster.LocalCluster.from_settings(self.settings)
         self.report = ChaosReport(plan)
         self.ports = [free_port() for _ in range(plan.workers)]
         self.workers: dict[int, WorkerProcess] = {}
@@ -321,26 +334,43 @@ class ChaosRun:
         hard = self.report.broker_restarts % 2 == 0  # kill -9 first, then SIGTERM, ...
         pause = self.rng.uniform(2.0, 8.0)
         self.report.say(f"broker {'kill -9' if hard else 'stop'}; down for {pause:.1f} s")
-        pid = self.broker.pid()
-        if hard and pid is not None:
-            os.kill(pid, signal.SIGKILL)
-            while self.broker.pid() is not None:
-                time.sleep(0.1)
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
-            self.broker.pid_file.unlink(missing_ok=True)
+        if hard:  # every node at once: the whole cluster crashes
+            for node in self.cluster.nodes:
+                if node.pid() is not None:
+                    kafka_cluster.kill_node(self.cluster, node.node_id)
+                node.pid_file.unlink(missing_ok=True)
         else:
-            kafka_local.stop(self.broker)
+            kafka_cluster.stop(self.cluster)
         self.sleep(pause)
-        kafka_local.start(self.broker)
+        kafka_cluster.start(self.cluster)
         up_at = time.monotonic()
         self.report.broker_restarts += 1
         took = self.caught_up_after(up_at, "the broker restart")
         if took is not None:
             self.report.broker_recovery_s.append(took)
             self.report.say(f"broker back; group caught up {took:.1f} s after it was up")
+
+    def kill_leader(self) -> None:
+        """kill -9 the node leading a raw partition, then (next time) a changelog one."""
+        topic = (f"{self.settings.app_id}-counters-changelog" if self.report.leader_kills % 2
+                 else self.settings.raw_topic)
+        partition = self.rng.randrange(self.plan.partitions)
+        leader = asyncio.run(kafka_cluster.partition_leader(self.cluster, topic, partition))
+        pause = self.rng.uniform(2.0, 8.0)
+        self.report.say(f"kill -9 node {leader}, leader of {topic}[{partition}]; "
+                        f"down for {pause:.1f} s")
+        killed_at = time.monotonic()
+        kafka_cluster.kill_node(self.cluster, leader)
+        if self.wait(lambda: asyncio.run(kafka_cluster.partition_leader(
+                self.cluster, topic, partition)) not in (leader, -1), 120, "a new leader"):
+            self.report.leader_election_s.append(time.monotonic() - killed_at)
+        self.sleep(max(0.0, killed_at + pause - time.monotonic()))
+        kafka_cluster.restart_node(self.cluster, leader)
+        self.report.leader_kills += 1
+        took = self.caught_up_after(killed_at, "the leader kill")
+        if took is not None:
+            self.report.leader_recovery_s.append(took)
+            self.report.say(f"node {leader} back; group caught up {took:.1f} s after the kill")
 
     def kill_producer(self) -> None:
         alive = [p for p in self.producers if p.process and p.process.poll() is None]
@@ -413,7 +443,7 @@ class ChaosRun:
 
     def run(self) -> ChaosReport:
         started = time.monotonic()
-        kafka_local.start(self.broker)
+        kafka_cluster.start(self.cluster)
         try:
             self._run()
         finally:
@@ -423,7 +453,7 @@ class ChaosRun:
                 if producer.process and producer.process.poll() is None:
                     producer.process.kill()
                     producer.process.wait()
-            kafka_local.stop(self.broker)
+            kafka_cluster.stop(self.cluster)
         self.report.run_s = time.monotonic() - started - self.report.settle_s
         return self.report
 
@@ -450,7 +480,8 @@ class ChaosRun:
             self.start_producer(producer, per_producer, start_ns)
         duration = plan.events / plan.rate
         actions = (["worker"] * plan.worker_kills + ["broker"] * plan.broker_restarts
-                   + ["producer"] * plan.producer_kills + ["hostile"] * plan.hostile_rounds)
+                   + ["producer"] * plan.producer_kills + ["hostile"] * plan.hostile_rounds
+                   + ["leader"] * (plan.leader_kills if plan.brokers > 1 else 0))
         self.rng.shuffle(actions)
         # Producer kills first, then a broker restart (so producers spool through it):
         # every action waits for the group to catch up, so later ones may come after the
@@ -464,7 +495,8 @@ class ChaosRun:
         report.say(f"{len(self.producers)} producers, {plan.events:,} events planned over "
                    f"~{duration:.0f} s; actions: {actions}")
         do = {"worker": self.kill_worker, "broker": self.restart_broker,
-              "producer": self.kill_producer, "hostile": self.send_hostile}
+              "producer": self.kill_producer, "hostile": self.send_hostile,
+              "leader": self.kill_leader}
         for at, action in zip(times, actions, strict=True):
             self.sleep(max(0.0, t0 + at - time.monotonic()))
             do[action]()
@@ -700,6 +732,8 @@ def main(argv: list[str] | None = None) -> int:
                         "directory under .state/chaos)")
     parser.add_argument("--json", type=Path, help="also write the report here as JSON")
     args = parser.parse_args(argv)
+    # The run's own clients: a node killed on purpose makes every refused connect an ERROR.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     plan = ChaosPlan(**{k: getattr(args, k) for k in asdict(defaults)})
     base = REPO_ROOT / ".state" / "chaos"
     base.mkdir(parents=True, exist_ok=True)

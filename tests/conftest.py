@@ -23,6 +23,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_block(count: int) -> int:
+    """A base port with ``count`` consecutive free ports (a local cluster's port layout:
+    node i takes base + 2*(i-1) and base + 1 + 2*(i-1))."""
+    for _ in range(200):
+        base, socks = free_port(), []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except (OSError, OverflowError):
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 @pytest.fixture(scope="session")
 def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings pointing at a broker of our own on free ports, beside any running one."""

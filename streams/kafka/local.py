@@ -1,8 +1,10 @@
-"""The local single-node KRaft Apache Kafka broker: build, start, stop, status.
+"""A local KRaft Apache Kafka node (broker and controller in one JVM): build, start, stop.
 
 The broker is assembled from its Maven Central artifacts by deploy/kafka/pom.xml
 (DESIGN.md decision 1): no Docker, no download outside the package registries.
-Its pid, configuration, data and logs live in ``<state_dir>/kafka-<port>/``.
+A single broker's pid, configuration, data and logs live in ``<state_dir>/kafka-<port>/``;
+a cluster's nodes (streams/kafka/cluster.py) each in ``node-<i>/`` below it, sharing its
+``tls/`` and ``secrets/``.
 """
 
 from __future__ import annotations
@@ -39,15 +41,28 @@ class LocalBroker:
     controller_port: int
     home: Path
     secure: bool = False  # SASL_SSL with SCRAM users and ACLs (docs/access.md)
+    node_id: int = 1
+    voters: str = ""  # controller.quorum.voters; empty: this node alone
+    shared: Path | None = None  # a cluster's tls/ and secrets/; None: home's own
+    cluster_size: int = 1  # replicas of the broker's internal topics
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalBroker:
+        """The single broker; a cluster's nodes come from cluster.LocalCluster."""
+        if settings.kafka_brokers != 1:
+            raise KafkaError(f"IOACCT_KAFKA_BROKERS={settings.kafka_brokers}: this command "
+                             "runs a single broker only; unset it or use `ioacct kafka start`")
         return cls(settings.kafka_port, settings.kafka_controller_port, settings.kafka_home(),
                    settings.kafka_security.upper() == "SASL_SSL")
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def secrets_home(self) -> Path:
+        """Where the CA, the broker certificate and the passwords live (streams.kafka.tls)."""
+        return self.shared or self.home
 
     @property
     def pid_file(self) -> Path:
@@ -69,19 +84,25 @@ class LocalBroker:
     def write_config(self) -> Path:
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         props = self.home / "server.properties"
-        text = _SERVER_PROPERTIES.format(
-            port=self.port, controller_port=self.controller_port, data=self.home / "data",
-            listener="SASL_SSL" if self.secure else "PLAINTEXT",
-            controller_protocol="SASL_PLAINTEXT" if self.secure else "PLAINTEXT")
-        if self.secure:
-            tls_dir = tls.ensure_certificates(self.home)
-            store = tls.secret(self.home, "tls-store")
-            text += _SECURE_PROPERTIES.format(
-                controller_password=tls.secret(self.home, "controller"),
-                admin_password=tls.secret(self.home, "admin"), tls=tls_dir, store=store)
-        props.write_text(text)
+        props.write_text(self.properties_text())
         (self.home / "log4j.properties").write_text(_LOG4J.format(log=self.log_file))
         return props
+
+    def properties_text(self) -> str:
+        """server.properties of this node (secrets made on first use when secured)."""
+        text = _SERVER_PROPERTIES.format(
+            port=self.port, controller_port=self.controller_port, data=self.home / "data",
+            listener="SASL_SSL" if self.secure else "PLAINTEXT", node_id=self.node_id,
+            voters=self.voters or f"{self.node_id}@127.0.0.1:{self.controller_port}",
+            controller_protocol="SASL_PLAINTEXT" if self.secure else "PLAINTEXT",
+            replicas=self.cluster_size, min_isr=internal_min_isr(self.cluster_size))
+        if self.secure:
+            shared = self.secrets_home
+            text += _SECURE_PROPERTIES.format(
+                controller_password=tls.secret(shared, "controller"),
+                admin_password=tls.secret(shared, "admin"),
+                tls=tls.ensure_certificates(shared), store=tls.secret(shared, "tls-store"))
+        return text
 
     def java(self, main_class: str, *args: str, heap: str = JAVA_HEAP) -> list[str]:
         return [
@@ -89,6 +110,11 @@ class LocalBroker:
             f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
             f"-Dkafka.logs.dir={self.home / 'logs'}", main_class, *args,
         ]
+
+
+def internal_min_isr(nodes: int) -> int:
+    """min.insync.replicas of the broker's own topics: 2 once one node may be lost (3+)."""
+    return 2 if nodes >= 3 else 1
 
 
 def ensure_built() -> None:
@@ -111,7 +137,8 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def _format_storage(broker: LocalBroker, props: Path) -> None:
+def format_storage(broker: LocalBroker, props: Path, cluster_id: str | None = None) -> None:
+    """Format the node's data directory once (a cluster passes its one cluster id)."""
     mode_file, mode = broker.home / "security.mode", "SASL_SSL" if broker.secure else "PLAINTEXT"
     if (broker.home / "data" / "meta.properties").exists():
         made = mode_file.read_text().strip() if mode_file.exists() else "PLAINTEXT"
@@ -120,10 +147,10 @@ def _format_storage(broker: LocalBroker, props: Path) -> None:
                              f"{mode} (IOACCT_KAFKA_SECURITY): remove that directory (its "
                              f"records too; `make clean` removes .state) or set it to {made}")
         return
-    cluster_id = new_cluster_id()
+    cluster_id = cluster_id or new_cluster_id()
     # The admin's SCRAM credential goes into the metadata log at format: the broker's own
     # inter-broker login needs it before any client could create it.
-    admin = f"SCRAM-SHA-512=[name=admin,password={tls.secret(broker.home, 'admin')}]"
+    admin = f"SCRAM-SHA-512=[name=admin,password={tls.secret(broker.secrets_home, 'admin')}]"
     scram = ["--add-scram", admin] if broker.secure else []
     result = subprocess.run(
         broker.java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
@@ -143,8 +170,9 @@ def admin_kwargs(broker: LocalBroker) -> dict[str, Any]:
 
         kwargs.update(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
                       sasl_plain_username="admin",
-                      sasl_plain_password=tls.secret(broker.home, "admin"),
-                      ssl_context=create_ssl_context(cafile=str(broker.home / "tls" / "ca.pem")))
+                      sasl_plain_password=tls.secret(broker.secrets_home, "admin"),
+                      ssl_context=create_ssl_context(
+                          cafile=str(broker.secrets_home / "tls" / "ca.pem")))
     return kwargs
 
 
@@ -162,6 +190,11 @@ async def _answers(broker: LocalBroker) -> bool:
         await admin.close()
 
 
+def answers(broker: LocalBroker) -> bool:
+    """The node's port is open and it answers the admin's metadata request."""
+    return _port_open(broker.port) and asyncio.run(_answers(broker))
+
+
 def _port_open(port: int) -> bool:
     # A plain connect first: aiokafka logs every refused connection as an error.
     with socket.socket() as sock:
@@ -175,7 +208,7 @@ def wait_ready(broker: LocalBroker, timeout_s: float) -> None:
         if broker.pid() is None:
             raise KafkaError(f"the broker exited during start-up; see {broker.log_file}:\n"
                              + _tail(broker.log_file))
-        if _port_open(broker.port) and asyncio.run(_answers(broker)):
+        if answers(broker):
             return
         time.sleep(0.5)
     raise KafkaError(f"the broker did not answer within {timeout_s:.0f} s; see {broker.log_file}")
@@ -186,6 +219,15 @@ def start(broker: LocalBroker, timeout_s: float = 90.0) -> bool:
     if broker.pid() is not None:
         wait_ready(broker, timeout_s)
         return False
+    check_ports_free(broker)
+    ensure_built()
+    format_storage(broker, broker.write_config())
+    launch(broker)
+    wait_ready(broker, timeout_s)
+    return True
+
+
+def check_ports_free(broker: LocalBroker) -> None:
     for port in (broker.port, broker.controller_port):
         if _port_taken(port):
             # Another process (a broker of another state directory?) would answer our
@@ -193,9 +235,11 @@ def start(broker: LocalBroker, timeout_s: float = 90.0) -> bool:
             raise KafkaError(f"127.0.0.1:{port} is already in use by a process this state "
                              f"directory ({broker.home}) did not start; stop it or choose "
                              "other ports (--kafka-port, --kafka-controller-port)")
-    ensure_built()
-    props = broker.write_config()
-    _format_storage(broker, props)
+
+
+def launch(broker: LocalBroker) -> int:
+    """Start the node's JVM on its written, formatted configuration; returns its pid."""
+    props = broker.home / "server.properties"
     with open(broker.home / "logs" / "stdout.log", "ab") as out:
         process = subprocess.Popen(
             broker.java("kafka.Kafka", str(props)), stdout=out, stderr=subprocess.STDOUT,
@@ -203,8 +247,7 @@ def start(broker: LocalBroker, timeout_s: float = 90.0) -> bool:
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
     broker.pid_file.write_text(str(process.pid))
-    wait_ready(broker, timeout_s)
-    return True
+    return process.pid
 
 
 def _port_taken(port: int) -> bool:
@@ -223,16 +266,16 @@ def stop(broker: LocalBroker, timeout_s: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while broker.pid() is not None and time.monotonic() < deadline:
         time.sleep(0.2)
-        _reap(pid)
+        reap(pid)
     if broker.pid() is not None:
         os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
-        _reap(pid)
+        reap(pid)
     broker.pid_file.unlink(missing_ok=True)
     return True
 
 
-def _reap(pid: int) -> None:
+def reap(pid: int) -> None:
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
@@ -249,8 +292,8 @@ def _tail(path: Path, lines: int = 20) -> str:
 _SERVER_PROPERTIES = """\
 # Written by `ioacct kafka start`; edit deploy/kafka or streams/kafka/local.py instead.
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller_port}
+node.id={node_id}
+controller.quorum.voters={voters}
 listeners={listener}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners={listener}://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
@@ -258,10 +301,12 @@ listener.security.protocol.map={listener}:{listener},CONTROLLER:{controller_prot
 inter.broker.listener.name={listener}
 log.dirs={data}
 num.partitions=1
-offsets.topic.replication.factor=1
+offsets.topic.replication.factor={replicas}
 offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor={replicas}
+transaction.state.log.min.isr={min_isr}
+default.replication.factor={replicas}
+min.insync.replicas={min_isr}
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.segment.bytes=67108864

@@ -9,11 +9,13 @@ admin. What each role may do is :data:`ROLE_ACLS` (docs/access.md).
 from __future__ import annotations
 
 import subprocess
+import sys
 from dataclasses import dataclass
 
 from streams.config import Settings
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.kafka import tls
+from streams.kafka.cluster import LocalCluster
 from streams.kafka.local import LocalBroker
 
 ROLES = ("admin", "worker", "hypervisor", "billing-reader", "monitoring-reader")
@@ -55,9 +57,10 @@ def role_grants(role: str, settings: Settings) -> list[Grant]:
     raise ValueError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
 
 
-def _tool(broker: LocalBroker, main_class: str, *args: str) -> None:
-    command = broker.java(main_class, "--bootstrap-server", broker.bootstrap,
-                          "--command-config", str(tls.admin_client_properties(broker.home)),
+def _tool(cluster: LocalCluster, main_class: str, *args: str) -> None:
+    broker: LocalBroker = cluster.nodes[0]
+    command = broker.java(main_class, "--bootstrap-server", cluster.bootstrap,
+                          "--command-config", str(tls.admin_client_properties(cluster.home)),
                           *args, heap="-Xmx256m")
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -76,14 +79,28 @@ def _acl_args(user: str, grant: Grant) -> list[str]:
 
 def add_user(settings: Settings, name: str, role: str) -> str:
     """Create (or update) ``name`` with ``role``'s ACLs; returns its password file."""
-    broker = LocalBroker.from_settings(settings)
-    if not broker.secure:
+    cluster = LocalCluster.from_settings(settings)
+    if not cluster.nodes[0].secure:
         raise RuntimeError("the local broker runs without security (IOACCT_KAFKA_SECURITY="
                            "PLAINTEXT): there are no users to add")
     grants = role_grants(role, settings)
-    password = tls.secret(broker.home, name)
-    _tool(broker, "kafka.admin.ConfigCommand", "--alter", "--entity-type", "users",
+    password = tls.secret(cluster.home, name)
+    _tool(cluster, "kafka.admin.ConfigCommand", "--alter", "--entity-type", "users",
           "--entity-name", name, "--add-config", f"SCRAM-SHA-512=[password={password}]")
     for grant in grants:
-        _tool(broker, "kafka.admin.AclCommand", *_acl_args(name, grant))
-    return str(broker.home / "secrets" / f"{name}.password")
+        _tool(cluster, "kafka.admin.AclCommand", *_acl_args(name, grant))
+    return str(cluster.home / "secrets" / f"{name}.password")
+
+
+def cli_user(rest: list[str], role: str | None, settings: Settings) -> int:
+    """`ioacct kafka user add NAME --role ROLE`: a SCRAM principal with its role's ACLs."""
+    if len(rest) != 2 or rest[0] != "add" or role is None:
+        print("usage: ioacct kafka user add NAME --role " + "|".join(ROLES), file=sys.stderr)
+        return 2
+    try:
+        path = add_user(settings, rest[1], role)
+    except (RuntimeError, ValueError) as exc:
+        print(f"ioacct kafka user add: {exc}", file=sys.stderr)
+        return 1
+    print(f"user {rest[1]} ({role}): password in {path}")
+    return 0

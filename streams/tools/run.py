@@ -20,7 +20,8 @@ from typing import Any
 from streams.api.tls import caller_context
 from streams.config import REPO_ROOT, Settings
 from streams.core.registry import REGISTRY_OFF
-from streams.kafka import local as kafka_local
+from streams.kafka import cluster as kafka_cluster
+from streams.kafka.local import LocalBroker
 from streams.kafka.topics import ensure_topics
 from streams.sources.simulator import FleetConfig, FleetSimulator
 
@@ -143,7 +144,7 @@ def _start_qemu_guest(settings: Settings) -> Any:
     return guest
 
 
-def _principals(settings: Settings, broker: kafka_local.LocalBroker
+def _principals(settings: Settings, broker: LocalBroker
                 ) -> tuple[str | None, str | None]:
     """On a secured broker, the worker and the fleet log in as principals of their own
     roles (docs/access.md), made now; else both use the settings' login."""
@@ -174,11 +175,11 @@ def run_pipeline(settings: Settings, rate_per_s: float, volumes: int, tenants: i
     # background jobs inherit SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    broker = kafka_local.LocalBroker.from_settings(settings)
-    started_broker = kafka_local.start(broker)
-    print(f"kafka {'started' if started_broker else 'already running'} on {broker.bootstrap}")
+    cluster = kafka_cluster.LocalCluster.from_settings(settings)  # IOACCT_KAFKA_BROKERS nodes
+    started_broker = kafka_cluster.start(cluster)
+    print(f"kafka {'started' if started_broker else 'already running'} on {cluster.bootstrap}")
     asyncio.run(ensure_topics(settings))
-    worker_user, fleet_user = _principals(settings, broker)
+    worker_user, fleet_user = _principals(settings, cluster.nodes[0])
     fleet_args = ["--rate", str(rate_per_s), "--volumes", str(volumes), "--tenants", str(tenants)]
     fleet_volumes = [(v.volume_id, v.tenant_id) for v in
                      FleetSimulator(FleetConfig(volumes=volumes, tenants=tenants)).volumes]
@@ -215,5 +216,5 @@ def run_pipeline(settings: Settings, rate_per_s: float, volumes: int, tenants: i
             guest.stop()
         _stop(worker, signal.SIGTERM)
         if started_broker:
-            kafka_local.stop(broker)
+            kafka_cluster.stop(cluster)
         print("stopped" + (" (kafka too)" if started_broker else ""))
