@@ -32,6 +32,11 @@ STAT_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("records_read_past_faust", "records_read_past_faust_total",
      "Records faust skipped, read directly by the guard."),
     ("windows_rolled_up", "windows_rolled_up_total", "Window records read by the rollups."),
+    ("steps", "steps_total", "Steps of the accounting agent (raw records taken together)."),
+    ("records_dropped_revoked", "records_dropped_revoked_total",
+     "Buffered records of a partition revoked before their step (its next owner reads them)."),
+    ("registry_catch_ups", "registry_catch_ups_total",
+     "Reads of the volume registry to its end, for volumes the worker did not know."),
 )
 @dataclass(frozen=True)
 class PartitionLag:
