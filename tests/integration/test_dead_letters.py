@@ -160,6 +160,7 @@ def test_a_layout2_record_counts_its_volumes_and_dead_letters_the_misplaced_one(
         finally:
             await producer.stop()
 
+    register(settings, [(v, "tenant-l2") for v in volumes])  # the misplaced one too
     where = asyncio.run(send())
     wait_committed(settings, [worker], 120)
     counters = {v: worker.get(f"/volumes/{v}/counters") for v in volumes}
