@@ -16,12 +16,21 @@ from streams.core.windows.book import Emission, WindowBook, WindowEntry
 
 
 def add_events(book: WindowBook, batch: EventBatch, watermark_ns: int | None,
-               offset: int = -1) -> list[Emission]:
-    """WindowBook.add_events as it was: one event at a time."""
+               offset: int = -1, max_complete_ns: int | None = None) -> list[Emission]:
+    """WindowBook.add_events as it was: one event at a time. In-flight time stops at the
+    horizon of the watermark after the batch (``max_complete_ns``: the largest
+    complete_ns of the whole batch, when ``batch`` is one volume's part of it)."""
     volume_id, tenant_id = batch.volume_id, batch.tenant_id
     ops, statuses, nbytes = batch.ops, batch.statuses, batch.nbytes
     submit_ns, complete_ns = batch.submit_ns, batch.complete_ns
     frozen_before = book._frozen_before_ns(watermark_ns)
+    if max_complete_ns is None:
+        max_complete_ns = max((complete_ns[i] for i in batch.indexes), default=None)
+    after = watermark_ns
+    if max_complete_ns is not None:
+        candidate = max_complete_ns - book.settings.grace_ns
+        after = candidate if after is None else max(after, candidate)
+    inflight_frozen_before = book._frozen_before_ns(after)
     touched: dict[int, WindowEntry] = {}
     for i in batch.indexes:
         start = window_start_ns(complete_ns[i], book.window_len_ns)
@@ -34,7 +43,7 @@ def add_events(book: WindowBook, batch: EventBatch, watermark_ns: int | None,
         entry.acc.add_completion(ops[i], statuses[i], nbytes[i], latency_ns)
         if statuses[i] != STATUS_INVALID:
             _add_inflight(book, volume_id, tenant_id, ops[i], submit_ns[i], complete_ns[i],
-                          frozen_before, touched)
+                          inflight_frozen_before, touched)
     for start, entry in touched.items():
         book.store[(volume_id, start)] = entry
     return [book._revise(volume_id, e, offset) for e in touched.values() if e.emitted]
@@ -48,8 +57,11 @@ def _add_inflight(book: WindowBook, volume_id: str, tenant_id: str, op: int, sub
         submit_ns_from = max(submit_ns, window_start_ns(frozen_before, length))
     else:
         submit_ns_from = submit_ns
+    own_start = window_start_ns(complete_ns, length)
+    if frozen_before is not None:  # its completion counts in its own window: so does it
+        submit_ns_from = max(submit_ns, min(submit_ns_from, own_start))
     for start in window_starts_overlapping(submit_ns_from, complete_ns, length):
-        if frozen_before is not None and start + length <= frozen_before:
+        if frozen_before is not None and start + length <= frozen_before and start != own_start:
             continue  # the revision horizon: these windows are final
         entry = touched.get(start) or book._entry(volume_id, tenant_id, start)
         touched[start] = entry
