@@ -5,13 +5,14 @@ Property tests hold the vectorised path to it, integer for integer."""
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left, bisect_right
 
 from streams.core.batch import EventBatch
 from streams.core.billing import BillingBook, BillingEntry, BillingRecord
-from streams.core.counters import N_SLOTS, add_to_slots
+from streams.core.counters import BYTES, N_SLOTS, STATUS_RULES, TIME, add_to_slots
 from streams.core.events import STATUS_INVALID
 from streams.core.times import HOUR_NS
-from streams.core.windows.acc import window_start_ns, window_starts_overlapping
+from streams.core.windows.acc import HISTOGRAM_BOUNDS_NS, WindowAcc, window_start_ns
 from streams.core.windows.book import Emission, WindowBook, WindowEntry
 
 
@@ -40,7 +41,7 @@ def add_events(book: WindowBook, batch: EventBatch, watermark_ns: int | None,
         entry = touched.get(start) or book._entry(volume_id, tenant_id, start)
         touched[start] = entry
         latency_ns = complete_ns[i] - submit_ns[i]
-        entry.acc.add_completion(ops[i], statuses[i], nbytes[i], latency_ns)
+        add_completion(entry.acc, ops[i], statuses[i], nbytes[i], latency_ns)
         if statuses[i] != STATUS_INVALID:
             _add_inflight(book, volume_id, tenant_id, ops[i], submit_ns[i], complete_ns[i],
                           inflight_frozen_before, touched)
@@ -65,7 +66,55 @@ def _add_inflight(book: WindowBook, volume_id: str, tenant_id: str, op: int, sub
             continue  # the revision horizon: these windows are final
         entry = touched.get(start) or book._entry(volume_id, tenant_id, start)
         touched[start] = entry
-        entry.acc.add_inflight(op, submit_ns, complete_ns)
+        add_inflight(entry.acc, op, submit_ns, complete_ns)
+
+
+def window_starts_overlapping(start_ns: int, end_ns: int, window_len_ns: int) -> range:
+    """Starts of the windows that ``[start_ns, end_ns)`` overlaps with positive length."""
+    if end_ns <= start_ns:
+        return range(0)
+    return range(window_start_ns(start_ns, window_len_ns), end_ns, window_len_ns)
+
+
+def histogram_bin(latency_ns: int) -> int:
+    """Bin of a latency: upper bounds exclusive, the last bin open."""
+    return bisect_right(HISTOGRAM_BOUNDS_NS, latency_ns)
+
+
+def add_completion(acc: WindowAcc, op: int, status: int, nbytes: int, latency_ns: int
+                   ) -> None:
+    """WindowAcc.add_completion as it was: one completing event into its window."""
+    slot, counts_bytes, counts_time = STATUS_RULES[status]
+    op_acc = acc.ops[op]
+    counts = op_acc.counts
+    counts[slot] += 1
+    if counts_bytes:
+        counts[BYTES] += nbytes
+    if not counts_time:
+        return
+    counts[TIME] += latency_ns
+    op_acc.histogram[histogram_bin(latency_ns)] += 1
+    op_acc.min_ns = latency_ns if op_acc.min_ns is None else min(op_acc.min_ns, latency_ns)
+    op_acc.max_ns = latency_ns if op_acc.max_ns is None else max(op_acc.max_ns, latency_ns)
+
+
+def add_inflight(acc: WindowAcc, op: int, submit_ns: int, complete_ns: int) -> None:
+    """WindowAcc.add_inflight as it was: the part of a request's in-flight interval that
+    lies in the window, and its busy intervals unioned by binary search."""
+    start = max(submit_ns, acc.window_start_ns)
+    end = min(complete_ns, acc.window_start_ns + acc.window_len_ns)
+    if end <= start:
+        return
+    acc.ops[op].inflight_ns += end - start
+    busy = acc.busy
+    first = bisect_left(busy, start, key=lambda interval: interval[1])  # first hi >= start
+    after = bisect_right(busy, end, key=lambda interval: interval[0])  # first lo > end
+    removed = 0
+    if first < after:
+        start, end = min(start, busy[first][0]), max(end, busy[after - 1][1])
+        removed = sum(hi - lo for lo, hi in busy[first:after])
+    busy[first:after] = [[start, end]]
+    acc.busy_ns += end - start - removed
 
 
 def add_billing(book: BillingBook, batch: EventBatch, offset: int = -1) -> list[BillingRecord]:
