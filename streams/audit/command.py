@@ -28,6 +28,7 @@ from streams.core.ingest import Limits
 from streams.core.registry import REGISTRY_OFF
 from streams.core.times import NS_PER_S, parse_time_ns
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
+from streams.core.windows.book import WindowSettings
 from streams.kafka.registry import read_registry
 
 # An hour or window that ended less than grace + idle timeout + this before the audit
@@ -44,7 +45,10 @@ async def audit(settings: Settings, from_ns: int, to_ns: int, volume: str | None
     schemas = default_schemas()
     limits = Limits(settings.retention_s * NS_PER_S, settings.future_tolerance_s * NS_PER_S,
                     settings.max_events_per_record)
-    replay = Replay(scope, limits, schemas, await _registry_lookup(settings))
+    window_settings = WindowSettings(int(settings.grace_s * NS_PER_S),
+                                     int(settings.idle_timeout_s * NS_PER_S),
+                                     settings.revision_horizon_s * NS_PER_S)
+    replay = Replay(scope, limits, schemas, await _registry_lookup(settings), window_settings)
     billing = BillingLedger(scope, schemas)
     windows = [WindowLedger(n, scope, schemas) for n in WINDOW_LENGTHS_NS]
     replay_seconds = await read_topics(settings, replay, billing, windows, started_wall_ns,

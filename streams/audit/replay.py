@@ -9,9 +9,13 @@ From the events it counted it recomputes
 * per (volume, hour of ``complete_ns``) the section 2 counters the billing ledger must
   add up to (:func:`streams.core.counters.add_to_slots`), and
 * per window length (1 s, 1 m, 1 h), volume and window start in ``[from, to)`` the
-  section 3 statistics, each window straight from the raw events (never by rollup):
-  :class:`streams.core.windows.acc.WindowAcc` for completions and in-flight time, with the busy
-  time (the union of in-flight intervals) computed here once per window by sorting.
+  section 3 statistics, each window straight from the raw events (never by rollup), by
+  the worker's vectorised windows (:func:`streams.core.windows.vector.window_partials`,
+  one implementation of them) into a :class:`~streams.core.windows.acc.WindowAcc` per
+  window, with the busy time (the union of in-flight intervals) computed here once per
+  window by sorting. In-flight time stops where the worker's stops at the latest
+  (SEMANTICS.md section 4): at the revision horizon of the watermark a record's own
+  events make, so a request in flight since 1970 costs no more here than in the worker.
 
 What was published is in :mod:`streams.audit.ledgers`, the comparison in
 :mod:`streams.audit.compare`.
@@ -28,7 +32,10 @@ Known limits, also in docs/audit.md and ``ioacct audit --help``:
 * An event later than the revision horizon (1 h of event time behind the watermark by
   default) revises no window, by design. The audit cannot know the watermark at
   processing time, so such windows show as differences; the detail says when the events
-  arrived long enough after the window's end to have been beyond the horizon.
+  arrived long enough after the window's end to have been beyond the horizon. The same
+  goes for a long request's in-flight time: the audit's watermark comes from each record's
+  own events, so where the worker's was further (earlier records, idle partitions) it
+  shows in-flight time the worker rightly left out of windows past the horizon.
 """
 
 from __future__ import annotations
@@ -38,13 +45,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from streams.audit.scope import Scope
-from streams.core.batch import EventBatch
+from streams.core.batch import Columns, EventBatch
 from streams.core.codec import HEADER_LEN, SchemaSet, default_schemas
 from streams.core.counters import N_SLOTS, VolumeState, add_to_slots
-from streams.core.events import STATUS_INVALID
 from streams.core.ingest import Limits, Placement, account_record, legacy_event_batch
-from streams.core.times import HOUR_NS
+from streams.core.times import HOUR_NS, NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS, WindowAcc
+from streams.core.windows.book import WindowSettings
+from streams.core.windows.vector import inflight_from_ns, window_partials
 
 WindowBook = dict[tuple[str, int], "RecomputedWindow"]  # (volume_id, window start) -> window
 
@@ -69,18 +77,6 @@ class RecomputedWindow:
         self.starts = array("q")
         self.ends = array("q")
         self.latest_record_ns = 0
-
-    def add_event(self, op: int, status: int, nbytes: int, submit_ns: int,
-                  complete_ns: int) -> bool:
-        """An event completing in this window; True when it was in flight in it only."""
-        op_acc = self.acc.ops[op]
-        op_acc.add_completion(status, nbytes, complete_ns - submit_ns)
-        if (submit_ns >= self.acc.window_start_ns and complete_ns > submit_ns
-                and status != STATUS_INVALID):
-            op_acc.inflight_ns += complete_ns - submit_ns
-            self.add_busy(submit_ns, complete_ns)
-            return True
-        return False
 
     def add_busy(self, lo: int, hi: int) -> None:
         starts, ends = self.starts, self.ends
@@ -114,10 +110,13 @@ class Replay:
 
     def __init__(self, scope: Scope, limits: Limits | None = None,
                  schemas: SchemaSet | None = None,
-                 registered: Callable[[str], str | None] | None = None) -> None:
+                 registered: Callable[[str], str | None] | None = None,
+                 window_settings: WindowSettings | None = None) -> None:
         """``registered``: the volume registry's lookup, read to its end once before the
-        replay (None: no registry, the first tenant seen owns a volume)."""
+        replay (None: no registry, the first tenant seen owns a volume);
+        ``window_settings``: the workers' grace and revision horizon."""
         self.scope = scope
+        self.window_settings = window_settings or WindowSettings()
         self.registered = registered
         self.limits = limits or Limits()
         self.schemas = schemas or default_schemas()
@@ -156,15 +155,28 @@ class Replay:
         self.replays_skipped += outcome.replays
         self.events_rejected += sum(r.events for r in outcome.rejections)
         self.events_counted += outcome.counted
-        for volume in outcome.volumes:
-            # a replay's events are for the worker's windows: skipped here
-            if volume.replay or not len(volume.events) or not self.scope.wants(volume.volume_id):
+        # a replay's events are for the worker's windows: skipped here
+        counted = [v for v in outcome.volumes if not v.replay and len(v.events)]
+        if not counted:
+            return outcome.counted
+        from_ns = self._inflight_from_ns(max(int(v.events.complete_ns.max()) for v in counted))
+        for volume in counted:
+            if not self.scope.wants(volume.volume_id):
                 continue
-            batch = legacy_event_batch(volume)
-            self._bill(batch)
+            self._bill(legacy_event_batch(volume))
             for length_ns in WINDOW_LENGTHS_NS:
-                self._window(batch, length_ns, timestamp_ns)
+                self._window(volume.events, length_ns, from_ns, timestamp_ns)
         return outcome.counted
+
+    def _inflight_from_ns(self, max_complete_ns: int) -> int | None:
+        """Where the worker's in-flight time starts at the latest for these events
+        (SEMANTICS.md section 4, WindowBook.inflight_frozen_before_ns): at the revision
+        horizon of the watermark the record's own events make, on 1 s windows (the 1 m and
+        1 h ones are made of them). The worker's watermark is at least that once the record
+        is in, so the audit clips no more than it did; like lateness, where it was further
+        (earlier records, idle partitions) the audit cannot know it."""
+        after = max_complete_ns - self.window_settings.grace_ns
+        return inflight_from_ns(after - self.window_settings.horizon_ns, NS_PER_S)
 
     def tenant_of(self, volume_id: str) -> str | None:
         state = self.states.get(volume_id)
@@ -185,38 +197,30 @@ class Replay:
             add_to_slots(entry.counters, batch.select(indexes))
             entry.events += len(indexes)
 
-    def _window(self, batch: EventBatch, length: int, record_ns: int) -> None:
+    def _window(self, columns: Columns, length: int, from_ns: int | None,
+                record_ns: int) -> None:
+        """The events' windows in range, by the worker's own vectorised windows (one
+        implementation of them): no lateness here, every window is recomputed whole."""
+        first_in_range = self.scope.from_ns + (-self.scope.from_ns) % length
+        if from_ns is None or from_ns < first_in_range:
+            from_ns = first_in_range  # pieces before the range are not wanted
+        partials = window_partials(columns, length, None, from_ns, NS_PER_S)
         book = self.windows[length]
-        volume_id = batch.volume_id
-        ops, statuses, nbytes = batch.ops, batch.statuses, batch.nbytes
-        submit, complete = batch.submit_ns, batch.complete_ns
-        lo_bound, hi_bound = self.scope.from_ns, self.scope.to_ns
-        last_start: int | None = None  # a batch's events mostly share their windows
-        w: RecomputedWindow | None = None
-        for i in batch.indexes:
-            s, c, op, status = submit[i], complete[i], ops[i], statuses[i]
-            start = c - c % length
-            if lo_bound <= start < hi_bound:
-                if start != last_start:
-                    last_start = start
-                    w = self._get(book, volume_id, start, length, record_ns)
-                assert w is not None
-                if w.add_event(op, status, nbytes[i], s, c):
-                    continue
-            if status != STATUS_INVALID and c > s:
-                self._spread_inflight(book, volume_id, op, s, c, length, record_ns)
-
-    def _spread_inflight(self, book: WindowBook, volume_id: str, op: int, submit_ns: int,
-                         complete_ns: int, length: int, record_ns: int) -> None:
-        """The in-flight interval [submit, complete), clipped to every window in range."""
-        lo_bound, hi_bound = self.scope.from_ns, self.scope.to_ns
-        first_in_range = lo_bound + (-lo_bound) % length  # first window start >= from
-        for w_start in range(max(submit_ns - submit_ns % length, first_in_range),
-                             min(complete_ns, hi_bound), length):
-            other = self._get(book, volume_id, w_start, length, record_ns)
-            piece_lo, piece_hi = max(submit_ns, w_start), min(complete_ns, w_start + length)
-            other.acc.ops[op].inflight_ns += piece_hi - piece_lo
-            other.add_busy(piece_lo, piece_hi)
+        volume_id = columns.volumes[0]
+        window_in = self.scope.window_in
+        for part in partials.completions:
+            if window_in(part.window * length):
+                self._get(book, volume_id, part.window * length, length, record_ns
+                          ).acc.ops[part.op].add_partial(part)
+        for _, window, op, inflight_ns in partials.inflight:
+            if window_in(window * length):
+                self._get(book, volume_id, window * length, length, record_ns
+                          ).acc.ops[op].inflight_ns += inflight_ns
+        for (_, window), (intervals, _) in partials.busy.items():
+            if window_in(window * length):
+                w = self._get(book, volume_id, window * length, length, record_ns)
+                for lo, hi in intervals:
+                    w.add_busy(lo, hi)
 
     @staticmethod
     def _get(book: WindowBook, volume_id: str, start: int, length: int,

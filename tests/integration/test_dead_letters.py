@@ -25,6 +25,7 @@ from streams.core.raw import layout2_record
 from streams.kafka.security import client_kwargs
 from tests.hostile import GOOD, HOSTILE_PRODUCER, UNREGISTERED, HostileRound, hostile_round
 from tests.oracles.counters import counters_oracle
+from tests.unit.core.windows import scalar_twin
 
 from .harness import (
     WorkerProcess,
@@ -258,8 +259,8 @@ def test_records_no_rollup_can_take_reach_the_dlq_and_the_rollup_goes_on(
     # (the accounting agent makes none), so the stage would ignore it.
     minute = (time.time_ns() // (60 * NS_PER_S) - 5) * 60 * NS_PER_S
     acc = WindowAcc(minute + 7 * NS_PER_S, NS_PER_S)
-    acc.add_completion(0, 0, 4096, 250_000)
-    acc.add_inflight(0, minute + 7 * NS_PER_S, minute + 7 * NS_PER_S + 250_000)
+    scalar_twin.add_completion(acc, 0, 0, 4096, 250_000)
+    scalar_twin.add_inflight(acc, 0, minute + 7 * NS_PER_S, minute + 7 * NS_PER_S + 250_000)
     good = {**window_stats("vol-rollup-dlq", "tenant-r", acc), "revision": 0}
     wrong_length = {**good, "window_length_ns": 60 * NS_PER_S}
     bad = [

@@ -155,10 +155,17 @@ def _max(a: int | None, b: int | None) -> int | None:
     return max(a, b)
 
 
-def windows_oracle(events: Iterable[dict], window_len_ns: int) -> dict[tuple[str, int], dict]:
-    """All windows of length ``window_len_ns``, keyed by (volume_id, window_start_ns)."""
+def windows_oracle(events: Iterable[dict], window_len_ns: int,
+                   inflight_frozen_before: Sequence[int] | None = None,
+                   ) -> dict[tuple[str, int], dict]:
+    """All windows of length ``window_len_ns``, keyed by (volume_id, window_start_ns).
+
+    ``inflight_frozen_before[i]``, when given: event i's in-flight interval counts only in
+    the windows that end after it and in event i's own window (the others were final;
+    see ``horizon_oracle``)."""
     if window_len_ns <= 0:
         raise ValueError("window length must be positive")
+    frozen_before = list(inflight_frozen_before) if inflight_frozen_before is not None else None
     tenants: dict[str, str] = {}
     rows: dict[tuple[str, int], dict] = {}
     busy_pieces: dict[tuple[str, int], list[tuple[int, int]]] = {}
@@ -170,7 +177,7 @@ def windows_oracle(events: Iterable[dict], window_len_ns: int) -> dict[tuple[str
             busy_pieces[key] = []
         return rows[key]
 
-    for event in events:
+    for index, event in enumerate(events):
         vol = event["volume_id"]
         if vol not in tenants:
             tenants[vol] = event["tenant_id"]
@@ -190,8 +197,17 @@ def windows_oracle(events: Iterable[dict], window_len_ns: int) -> dict[tuple[str
 
         # 2. The in-flight interval, clipped to every window it overlaps (ok/failed only).
         if status == "ok" or status == "failed":
-            for start in windows_overlapped(submit, complete, window_len_ns):
+            # Windows ending at or before the bound are skipped; start the walk there, so a
+            # request in flight since the epoch does not walk every window since then.
+            own = window_start(complete, window_len_ns)
+            walk_from = submit
+            if frozen_before is not None:
+                walk_from = max(submit, min(own, window_start(frozen_before[index],
+                                                              window_len_ns)))
+            for start in windows_overlapped(walk_from, complete, window_len_ns):
                 end = start + window_len_ns
+                if frozen_before is not None and end <= frozen_before[index] and start != own:
+                    continue
                 row = window(vol, start)
                 row[f"{op}_inflight_time_ns"] += overlap_length(submit, complete, start, end)
                 busy_pieces[(vol, start)].append((max(submit, start), min(complete, end)))
@@ -200,6 +216,38 @@ def windows_oracle(events: Iterable[dict], window_len_ns: int) -> dict[tuple[str
         row["busy_time_ns"] = union_length(busy_pieces[key])
         derive(row)
     return rows
+
+
+def horizon_oracle(batches: Sequence[tuple[list[dict], int | None]], window_len_ns: int,
+                   grace_ns: int, horizon_ns: int) -> tuple[dict[tuple[str, int], dict], int]:
+    """Section 4's revision horizon, batch by batch, for one partition's windows of one
+    length: the windows and the number of events late beyond the horizon.
+
+    Each batch of events is seen at the watermark given (None: not set yet). An event
+    whose window ends at or before watermark - horizon is late: it counts in no window.
+    Every other event counts in its windows, except that its in-flight time reaches no
+    window ending at or before W - horizon other than its own (the one its completion
+    counts in), where W is the watermark once the batch is in: the larger of the
+    watermark given and the batch's largest complete_ns - grace. Those windows are final
+    once the batch is in, so no request, however long, touches more than its own window
+    and the windows of (grace + horizon) before the batch's last completion."""
+    kept: list[dict] = []
+    bounds: list[int] = []
+    late = 0
+    for events, watermark in batches:
+        if not events:
+            continue
+        after = max(event["complete_ns"] for event in events) - grace_ns
+        if watermark is not None and watermark > after:
+            after = watermark
+        for event in events:
+            window_end = window_start(event["complete_ns"], window_len_ns) + window_len_ns
+            if watermark is not None and window_end <= watermark - horizon_ns:
+                late += 1
+                continue
+            kept.append(event)
+            bounds.append(after - horizon_ns)
+    return windows_oracle(kept, window_len_ns, bounds), late
 
 
 def rollup_oracle(windows: dict[tuple[str, int], dict],

@@ -8,7 +8,6 @@ averages, percentiles, queue depth and util are derived when a record is made.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,6 @@ from streams.core.counters import (
     IOS,
     OP_COUNTER_NAMES,
     SLOTS_PER_OP,
-    STATUS_RULES,
     TIME,
 )
 from streams.core.events import OPS
@@ -49,20 +47,6 @@ def window_start_ns(t_ns: int, window_len_ns: int) -> int:
     return t_ns - t_ns % window_len_ns
 
 
-def window_starts_overlapping(
-    start_ns: int, end_ns: int, window_len_ns: int,
-) -> range:
-    """Starts of the windows that ``[start_ns, end_ns)`` overlaps with positive length."""
-    if end_ns <= start_ns:
-        return range(0)
-    return range(window_start_ns(start_ns, window_len_ns), end_ns, window_len_ns)
-
-
-def histogram_bin(latency_ns: int) -> int:
-    """Bin of a latency: upper bounds exclusive, the last bin open."""
-    return bisect_right(HISTOGRAM_BOUNDS_NS, latency_ns)
-
-
 def percentile_ns(histogram: list[int], num: int, den: int, max_ns: int | None) -> int | None:
     """Upper bound of the first bin whose cumulative count reaches ceil(n*num/den)."""
     n = sum(histogram)
@@ -75,14 +59,6 @@ def percentile_ns(histogram: list[int], num: int, den: int, max_ns: int | None) 
         if cumulative >= rank:
             return HISTOGRAM_BOUNDS_NS[i] if i < len(HISTOGRAM_BOUNDS_NS) else max_ns
     raise AssertionError("unreachable: the cumulative count reaches n")
-
-
-def _interval_start(interval: list[int]) -> int:
-    return interval[0]
-
-
-def _interval_end(interval: list[int]) -> int:
-    return interval[1]
 
 
 @dataclass(slots=True)
@@ -115,19 +91,6 @@ class OpAcc:
     @property
     def time_ns(self) -> int:
         return self.counts[TIME]
-
-    def add_completion(self, status: int, nbytes: int, latency_ns: int) -> None:
-        slot, counts_bytes, counts_time = STATUS_RULES[status]
-        counts = self.counts
-        counts[slot] += 1
-        if counts_bytes:
-            counts[BYTES] += nbytes
-        if not counts_time:
-            return
-        counts[TIME] += latency_ns
-        self.histogram[histogram_bin(latency_ns)] += 1
-        self.min_ns = latency_ns if self.min_ns is None else min(self.min_ns, latency_ns)
-        self.max_ns = latency_ns if self.max_ns is None else max(self.max_ns, latency_ns)
 
     def add_partial(self, part: OpPartial) -> None:
         """Add what a vectorised pass computed for this op and window (vector.py)."""
@@ -183,32 +146,6 @@ class WindowAcc:
         per-field factories (a batch makes thousands)."""
         return cls(window_start_ns, window_len_ns,
                    [OpAcc([0] * SLOTS_PER_OP, None, None, [0] * N_BINS, 0) for _ in OPS])
-
-    def add_completion(self, op: int, status: int, nbytes: int, latency_ns: int) -> None:
-        self.ops[op].add_completion(status, nbytes, latency_ns)
-
-    def add_inflight(self, op: int, submit_ns: int, complete_ns: int) -> None:
-        """Add the part of a request's in-flight interval that lies in this window."""
-        start = max(submit_ns, self.window_start_ns)
-        end = min(complete_ns, self.window_start_ns + self.window_len_ns)
-        if end <= start:
-            return
-        self.ops[op].inflight_ns += end - start
-        self._union_busy(start, end)
-
-    def _union_busy(self, start: int, end: int) -> None:
-        """Union [start, end) into the sorted, disjoint, non-touching busy intervals.
-
-        Binary search for the intervals it overlaps or touches: O(log n) per request."""
-        busy = self.busy
-        first = bisect_left(busy, start, key=_interval_end)  # first with hi >= start
-        after = bisect_right(busy, end, key=_interval_start)  # first with lo > end
-        removed = 0
-        if first < after:
-            start, end = min(start, busy[first][0]), max(end, busy[after - 1][1])
-            removed = sum(hi - lo for lo, hi in busy[first:after])
-        busy[first:after] = [[start, end]]
-        self.busy_ns += end - start - removed
 
     def union_busy(self, intervals: list[list[int]], length_ns: int) -> None:
         """Union sorted, disjoint, non-touching [start, end] intervals of this window

@@ -19,7 +19,7 @@ import numpy as np
 
 from streams.core.batch import Columns, EventBatch
 from streams.core.windows.acc import NS_PER_S, WindowAcc, rollup, window_start_ns
-from streams.core.windows.vector import frozen_window, window_partials
+from streams.core.windows.vector import frozen_window, inflight_from_ns, window_partials
 
 WindowKey = tuple[str, int]  # (volume_id, window_start_ns)
 ProducedColumns = tuple[Columns, tuple[str, int] | None]  # a record's events, its producer
@@ -112,6 +112,18 @@ class WindowBook:
     def _frozen_before_ns(self, watermark_ns: int | None) -> int | None:
         return None if watermark_ns is None else watermark_ns - self.settings.horizon_ns
 
+    def inflight_frozen_before_ns(self, columns: Columns, watermark_ns: int | None
+                                  ) -> int | None:
+        """The revision horizon as the watermark stands once ``columns`` are in (their
+        largest complete_ns - grace, if later): in-flight time reaches no window it
+        freezes, since this very batch would freeze it, but a request's own completion
+        window. So a request touches at most (grace + horizon) / window length + 1
+        windows, however long it was in flight."""
+        if len(columns):
+            after = int(columns.complete_ns.max()) - self.settings.grace_ns
+            watermark_ns = after if watermark_ns is None else max(watermark_ns, after)
+        return self._frozen_before_ns(watermark_ns)
+
     def add_events(
         self, batch: EventBatch, watermark_ns: int | None, offset: int = -1,
     ) -> list[Emission]:
@@ -124,11 +136,13 @@ class WindowBook:
         """Add validated events of any volumes, in one vectorised pass; returns new
         revisions of windows already emitted (``offset``: the input offset being
         processed, stamped on them). Every event sees ``watermark_ns``: those whose window
-        is past the revision horizon count in ``late_beyond_horizon`` only, and in-flight
-        time reaches no window past it."""
+        is past the revision horizon count in ``late_beyond_horizon`` only; in-flight
+        time reaches no window past the horizon of the watermark these events make
+        (:meth:`inflight_frozen_before_ns`)."""
         length = self.window_len_ns
         first = frozen_window(self._frozen_before_ns(watermark_ns), length)
-        partials = window_partials(columns, length, first)
+        from_ns = inflight_from_ns(self.inflight_frozen_before_ns(columns, watermark_ns), length)
+        partials = window_partials(columns, length, first, from_ns)
         self.late_beyond_horizon += partials.late
         touched: dict[tuple[int, int], WindowEntry] = {}
 

@@ -5,8 +5,10 @@ Pure logic: no faust, no aiokafka. Given a :class:`Columns` (validated events of
 more volumes) and a window length, :func:`window_partials` computes, per (volume, window),
 what those events add to its :class:`~streams.core.windows.acc.WindowAcc`: the counters,
 min/max latency and the 20-bin histogram per op of the events completing in it, the
-in-flight time per op of the ok/failed requests overlapping it (each request split into
-one piece per window it overlaps), and the union of those pieces (busy intervals).
+in-flight time per op of the ok/failed requests overlapping it, and the union of those
+pieces (busy intervals). A request is cut into its first and last piece; the windows it
+covers whole between them are counted per (volume, op) by a difference array, so a long
+request costs O(1) plus the windows touched, never one piece per window.
 :func:`hour_partials` does the section 2 counters per (volume, hour) for billing.
 
 Exactness: latencies are taken as uint64 (``complete - submit`` of int64s lies in
@@ -110,10 +112,23 @@ def frozen_window(frozen_before_ns: int | None, window_len_ns: int) -> int | Non
     return None if frozen_before_ns is None else frozen_before_ns // window_len_ns
 
 
-def window_partials(columns: Columns, window_len_ns: int, first_window: int | None
+def inflight_from_ns(frozen_before_ns: int | None, window_len_ns: int) -> int | None:
+    """Where in-flight pieces start to count: the start of the first window that ends
+    after ``frozen_before_ns`` (None: everywhere)."""
+    first = frozen_window(frozen_before_ns, window_len_ns)
+    return None if first is None else first * window_len_ns
+
+
+def window_partials(columns: Columns, window_len_ns: int, first_window: int | None,
+                    from_ns: int | None = None, own_len_ns: int | None = None
                     ) -> WindowPartials:
     """Every (volume, window) aggregate the events add, skipping windows below
-    ``first_window`` (past the revision horizon: their events count in ``late``)."""
+    ``first_window`` (past the revision horizon: their events count in ``late``), and the
+    in-flight time before ``from_ns`` (windows final by then; None: ``first_window``'s
+    start) but in a request's own completion window (of ``own_len_ns``, the length the
+    worker's horizon applies to, when its windows of ``window_len_ns`` are rollups of
+    those; None: ``window_len_ns``). The cost is O(events + windows touched), whatever
+    the requests' lengths."""
     window = np.floor_divide(columns.complete_ns, window_len_ns)
     late = 0
     if first_window is not None:
@@ -121,9 +136,12 @@ def window_partials(columns: Columns, window_len_ns: int, first_window: int | No
         late = len(columns) - int(np.count_nonzero(keep))
         if late:
             columns, window = columns.take(keep), window[keep]
+        if from_ns is None:
+            from_ns = first_window * window_len_ns
     latency = latencies_ns(columns)
     return WindowPartials(late, _completions(columns, window, latency),
-                          *_inflight(columns, window_len_ns, first_window))
+                          *_inflight(columns, window_len_ns, from_ns,
+                                     own_len_ns or window_len_ns))
 
 
 def _completions(columns: Columns, window: np.ndarray, latency: np.ndarray
@@ -159,44 +177,87 @@ def _completions(columns: Columns, window: np.ndarray, latency: np.ndarray
     return out
 
 
-def _pieces(columns: Columns, window_len_ns: int, first_window: int | None
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Each ok/failed request's interval cut into one piece per window it overlaps, from
-    the first revisable window on: (event index, window index, piece start, piece end)."""
+Requests = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _requests(columns: Columns, window_len_ns: int, from_ns: int | None, own_len_ns: int
+              ) -> Requests:
+    """The ok/failed requests' in-flight intervals from ``from_ns`` on, or from the start
+    of their own completion window if that is earlier (the window counts their completion
+    anyway): (event index, start, end, first window, last window)."""
     start = columns.submit_ns
-    first_start_ns = None if first_window is None else first_window * window_len_ns
-    if first_start_ns is not None and len(start) and first_start_ns > INT64_MIN:
-        # Earlier windows are final; an event kept ends at or after this, so it is int64.
-        start = np.maximum(start, first_start_ns)
     end = columns.complete_ns
+    if from_ns is not None and len(start) and from_ns > INT64_MIN:
+        # Earlier windows are final; a request kept ends after this, so it is int64.
+        own = np.floor_divide(end, own_len_ns)
+        lowest = -(INT64_MIN // -own_len_ns)  # the first window starting in int64
+        own_start_ns = np.where(own >= lowest, np.maximum(own, lowest) * own_len_ns,
+                                INT64_MIN)
+        start = np.maximum(start, np.minimum(own_start_ns, from_ns))
     which = np.flatnonzero(_COUNTS_TIME[columns.status] & (end > start))
     start, end = start[which], end[which]
-    first = np.floor_divide(start, window_len_ns)
-    n_pieces = np.floor_divide(end - 1, window_len_ns) - first + 1
-    piece_of = np.repeat(np.arange(len(which)), n_pieces)
-    step = np.arange(len(piece_of)) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
-    window = first[piece_of] + step
-    last = step == n_pieces[piece_of] - 1
-    # (window + 1) * L and window * L are taken only where they lie inside the request,
-    # so inside int64; elsewhere (wrapped) np.where drops them.
-    lo = np.where(step == 0, start[piece_of], window * window_len_ns)
-    hi = np.where(last, end[piece_of], (window + 1) * window_len_ns)
-    return which[piece_of], window, lo, hi
+    return (which, start, end, np.floor_divide(start, window_len_ns),
+            np.floor_divide(end - 1, window_len_ns))
 
 
-def _inflight(columns: Columns, window_len_ns: int, first_window: int | None
+def _edges(requests: Requests, window_len_ns: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each request's first and last piece (one piece when it lies in one window):
+    (event index, window index, piece start, piece end). The windows between are
+    :func:`_middles`'."""
+    which, start, end, first, last = requests
+    spans = np.flatnonzero(last > first)
+    # (first + 1) * L and last * L are taken only where they lie inside the request, so
+    # inside int64; elsewhere (wrapped) np.where drops them.
+    first_end = np.where(last > first, (first + 1) * window_len_ns, end)
+    return (np.r_[which, which[spans]], np.r_[first, last[spans]],
+            np.r_[start, last[spans] * window_len_ns], np.r_[first_end, end[spans]])
+
+
+def _middles(volume: np.ndarray, op: np.ndarray, first: np.ndarray, last: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The windows requests cover whole (strictly between their first and last window),
+    per (volume, op): (volume, window, op, requests covering it). A difference array over
+    the breakpoints, so O(requests + windows covered), not one piece per window."""
+    inner = np.flatnonzero(last - first >= 2)
+    pair = volume[inner].astype(np.int64) * _N_OPS + op[inner]
+    keys = np.r_[pair, pair]
+    at = np.r_[first[inner] + 1, last[inner]]  # each covers [first + 1, last)
+    delta = np.r_[np.ones(len(inner), np.int64), np.full(len(inner), -1, np.int64)]
+    order = np.lexsort((at, keys))
+    keys, at = keys[order], at[order]
+    count = np.cumsum(delta[order])  # a pair's deltas add up to 0: no carry to the next
+    seg = np.flatnonzero((count[:-1] > 0) & (keys[1:] == keys[:-1]) & (at[1:] > at[:-1]))
+    n_windows = at[seg + 1] - at[seg]
+    rep = np.repeat(seg, n_windows)
+    step = np.arange(len(rep)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
+    return keys[rep] // _N_OPS, at[rep] + step, keys[rep] % _N_OPS, count[rep]
+
+
+def _inflight(columns: Columns, window_len_ns: int, from_ns: int | None, own_len_ns: int
               ) -> tuple[list[tuple[int, int, int, int]], dict[tuple[int, int], Busy]]:
-    event, window, lo, hi = _pieces(columns, window_len_ns, first_window)
-    if len(event) == 0:
+    requests = _requests(columns, window_len_ns, from_ns, own_len_ns)
+    which, _, _, first, last = requests
+    if len(which) == 0:
         return [], {}
-    volume = columns.volume[event]
-    key, windows = _dense_key(volume, window, columns.op[event])
-    order, starts = _runs(key)
+    event, window, lo, hi = _edges(requests, window_len_ns)
+    m_volume, m_window, m_op, m_count = _middles(columns.volume[which], columns.op[which],
+                                                 first, last)
+    key, windows = _dense_key(np.r_[columns.volume[event], m_volume], np.r_[window, m_window],
+                              np.r_[columns.op[event], m_op])
+    edge_key, middle_key = key[:len(event)], key[len(event):]
+    order, starts = _runs(edge_key)
     sums = exact_sums((hi - lo).view(np.uint64)[order], starts)
-    volumes, windows_of, ops = _decode_key(key[order][starts], windows)
-    inflight = list(zip(volumes, windows_of, ops, sums, strict=True))
-    return inflight, _busy(key // _N_OPS, lo, hi, windows, window_len_ns)
-
+    totals = dict(zip(edge_key[order][starts].tolist(), sums, strict=True))
+    for k, n in zip(middle_key.tolist(), m_count.tolist(), strict=True):
+        totals[k] = totals.get(k, 0) + n * window_len_ns  # Python ints: exact
+    keys = sorted(totals)
+    volumes, windows_of, ops = _decode_key(np.array(keys, dtype=np.int64), windows)
+    inflight = list(zip(volumes, windows_of, ops, [totals[k] for k in keys], strict=True))
+    # A covered window is busy whole: one full piece per (volume, window, op) says so.
+    m_lo = m_window * window_len_ns
+    return inflight, _busy(key // _N_OPS, np.r_[lo, m_lo], np.r_[hi, m_lo + window_len_ns],
+                           windows, window_len_ns)
 
 def _busy(pair: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.ndarray,
           window_len_ns: int) -> dict[tuple[int, int], Busy]:

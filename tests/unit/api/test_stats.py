@@ -20,6 +20,7 @@ from streams.api.stats import (
 from streams.core.events import STATUS_OK
 from streams.core.windows.acc import WindowAcc, window_stats
 from streams.core.windows.book import WindowEntry
+from tests.unit.core.windows import scalar_twin
 
 NS = 1_000_000_000
 NOW = 1_795_000_000 * NS
@@ -76,7 +77,8 @@ def _entries(count: int, seed: int = 1) -> list[WindowEntry]:
     for i in range(count):
         acc = WindowAcc(NOW + i * NS, NS)
         for _ in range(rng.randrange(4)):
-            acc.add_completion(rng.randrange(3), STATUS_OK, 4096, rng.randrange(1, 10**7))
+            scalar_twin.add_completion(acc, rng.randrange(3), STATUS_OK, 4096,
+                                       rng.randrange(1, 10**7))
         acc.busy_ns = rng.randrange(NS)
         out.append(WindowEntry("t1", acc, revision=rng.randrange(1, 4), emitted=rng.random() < .5))
     return out
@@ -96,7 +98,7 @@ def test_a_copied_window_does_not_change_with_the_original() -> None:
     entry = _entries(1, seed=3)[0]
     copy = copy_acc(entry.acc)
     before = window_stats("v", "t", copy)
-    entry.acc.add_completion(0, STATUS_OK, 1 << 20, 5)
+    scalar_twin.add_completion(entry.acc, 0, STATUS_OK, 1 << 20, 5)
     entry.acc.busy_ns += 7
     assert window_stats("v", "t", copy) == before != window_stats("v", "t", entry.acc)
 
@@ -119,7 +121,7 @@ def test_the_loop_keeps_running_while_a_large_answer_is_built() -> None:
                 beats_during += 1
                 if beats_during == 2:  # the first chunk is copied, the rest not yet
                     for entry in (entries[0], entries[-1]):
-                        entry.acc.add_completion(0, STATUS_OK, 1, 1)
+                        scalar_twin.add_completion(entry.acc, 0, STATUS_OK, 1, 1)
                 await asyncio.sleep(0)
 
         beat = asyncio.create_task(heartbeat())

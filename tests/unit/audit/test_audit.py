@@ -22,8 +22,9 @@ from streams.core.codec import SchemaSet
 from streams.core.counters import COUNTER_NAMES
 from streams.core.events import OPS, STATUSES
 from streams.core.ingest import Limits, Placement
+from streams.core.windows.acc import window_stats
 from tests.oracles.counters import billing_oracle, counters_oracle, oracle_reject_reason
-from tests.oracles.windows import windows_oracle
+from tests.oracles.windows import horizon_oracle, rollup_oracle, windows_oracle
 
 SCHEMAS = SchemaSet()
 S = 1_000_000_000
@@ -241,6 +242,38 @@ def test_replayed_raw_record_is_not_counted_twice(events: list[dict[str, Any]]) 
     assert audit(events, payloads=redelivered).differences == []
 
 
+def test_long_requests_stop_at_the_horizon_of_their_record() -> None:
+    """Requests in flight since 1970, for a week and for two hours, in records spanning
+    more than the horizon: the audit's windows are the oracle's under section 4's rule,
+    each record a batch of its own (the watermark the worker has at least), and one
+    volume holds no more windows than grace + horizon allow per record."""
+    rng = random.Random(5)
+    events = []
+    for k in range(24):
+        complete = T0 + k * 7 * 60 * S + rng.randrange(S)
+        latency = [complete, 7 * 24 * HOUR, 2 * HOUR, 90 * S, 40_000][k % 5]
+        events.append({"volume_id": f"vol-{k % 2}", "tenant_id": "ten-0", "host_id": "h-1",
+                       "op": OPS[k % 4], "status": ["ok", "failed", "invalid"][k % 3],
+                       "offset": 0, "bytes": 0, "submit_ns": complete - latency,
+                       "complete_ns": complete})
+    size = 5  # five events of a volume span 56 minutes: records reach past the horizon
+    replay = replay_of(raw_records(events, size))
+    per_volume: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        per_volume.setdefault(event["volume_id"], []).append(event)
+    batches = [(evs[i:i + size], None) for evs in per_volume.values()
+               for i in range(0, len(evs), size)]
+    seconds, late = horizon_oracle(batches, S, 2 * S, HOUR)
+    assert late == 0
+    for length in LENGTHS:
+        expected = seconds if length == S else rollup_oracle(seconds, length)
+        got = {key: window_stats(key[0], "ten-0", w.finished())
+               for key, w in replay.windows[length].items()}
+        assert got == {k: row for k, row in expected.items() if SCOPE.window_in(k[1])}, length
+    n_records = len(batches) // 2
+    assert len(replay.windows[S]) <= 2 * n_records * (3602 + size)
+
+
 def test_ticks_are_skipped(events: list[dict[str, Any]]) -> None:
     payloads = raw_records(events)
     with_ticks = [p for payload in payloads for p in (tick(), payload)] + [tick()]
@@ -256,7 +289,9 @@ def test_rejected_events_count_nowhere_judged_by_the_kafka_timestamp() -> None:
            dict(good[2], op="flush", bytes=7)]
     # The same event is too old for a record stamped eight days later.
     old = dict(good[3], volume_id="vol-old")
-    payloads = raw_records(good + bad)
+    # Records of four events span 36 minutes, within the revision horizon: no request of
+    # one reaches a window that record freezes (test_long_requests_... below for those).
+    payloads = raw_records(good + bad, size=4)
     replay = replay_of(payloads)
     payload = batch_payload([old], producer="p-2")
     replay.add(payload, old["complete_ns"] + 8 * 24 * HOUR, placed(payload))
@@ -430,7 +465,7 @@ def test_volume_filter(events: list[dict[str, Any]]) -> None:
 def test_window_missing_because_of_the_horizon_says_so() -> None:
     events = make_events(seed=5, n=20)
     late = dict(events[3], complete_ns=T0 + 5 * S, submit_ns=T0 + 5 * S - 1000)
-    replay = replay_of(raw_records(events))
+    replay = replay_of(raw_records(events, size=2))  # records within the horizon (above)
     payload = batch_payload([late], producer="p-late")
     replay.add(payload, T0 + 2 * HOUR, placed(payload))
     books = [WindowLedger(n, SCOPE, SCHEMAS) for n in LENGTHS]

@@ -34,6 +34,7 @@ from streams.core.windows.acc import WindowAcc, rollup, window_stats
 from streams.core.windows.book import WindowBook, WindowSettings
 from streams.pipeline.app import WorkerStats
 from tests.oracles.windows import HISTOGRAM_BOUNDS_NS
+from tests.unit.core.windows import scalar_twin
 
 MINUTE = 60 * NS_PER_S
 T0 = 1_700_000_040 * NS_PER_S  # a minute boundary
@@ -241,9 +242,10 @@ def test_records_of_real_windows_equal_values_from_raw_events(
     for e in events:
         op, status = OP_CODE[e["op"]], STATUS_CODE[e["status"]]
         if T0 <= e["complete_ns"] < T0 + MINUTE:
-            direct.add_completion(op, status, e["bytes"], e["complete_ns"] - e["submit_ns"])
+            scalar_twin.add_completion(direct, op, status, e["bytes"],
+                                       e["complete_ns"] - e["submit_ns"])
         if e["status"] != "invalid":
-            direct.add_inflight(op, e["submit_ns"], e["complete_ns"])
+            scalar_twin.add_inflight(direct, op, e["submit_ns"], e["complete_ns"])
     direct_stats = {**window_stats("vol-1", "tenant-1", direct), "revision": revision}
     assert monitoring_record(direct_stats) == monitoring_record(stats)
 

@@ -48,6 +48,7 @@ from streams.core.windows.stages import RollupWindows
 from streams.state.journal import JOURNAL_CHUNK_BYTES
 from streams.state.stages import open_partition_windows, open_rollup_windows
 from tests.oracles.windows import windows_oracle
+from tests.unit.core.windows import scalar_twin
 from tests.unit.state.test_crash_replay import (
     Changelogged,
     Published,
@@ -328,7 +329,7 @@ def part(second: int, ios: int) -> Emission:
     """A 1 s window record of vol-1 (revision 0): ``ios`` reads of 4 KiB, 1 ms each."""
     acc = WindowAcc(T0 + second * NS_PER_S, NS_PER_S)
     for _ in range(ios):
-        acc.add_completion(0, 0, 4096, 10**6)
+        scalar_twin.add_completion(acc, 0, 0, 4096, 10**6)
     return Emission("vol-1", "t-1", acc, 0)
 
 

@@ -23,6 +23,7 @@ from streams.core.windows.acc import WindowAcc, window_stats
 from streams.core.windows.book import Emission, WindowBook, WindowSettings
 from streams.state.stages import WindowChain, open_rollup_windows
 from tests.oracles.windows import windows_oracle
+from tests.unit.core.windows import scalar_twin
 
 T0 = 1_700_000_000 * NS_PER_S
 MINUTE, HOUR = 60 * NS_PER_S, 3600 * NS_PER_S
@@ -241,7 +242,7 @@ def test_busy_time_is_the_union_of_intervals(intervals: list[tuple[int, int]],
                                              busy_ns: int) -> None:
     acc = WindowAcc(0, NS_PER_S)
     for start, end in intervals:
-        acc.add_inflight(0, start, end)
+        scalar_twin.add_inflight(acc, 0, start, end)
     assert acc.busy_ns == busy_ns
     assert acc.ops[0].inflight_ns == sum(end - start for start, end in intervals)
 
@@ -271,10 +272,11 @@ def test_queue_depth_equals_the_exact_time_average_of_in_flight_requests() -> No
 def test_busy_time_is_the_measure_of_the_union_whatever_the_order(
     requests: list[tuple[int, int]],
 ) -> None:
-    """The binary-search union against a brute force: every ns of the window marked."""
+    """The twin's binary-search union and the product's merge against a brute force:
+    every ns of the window marked."""
     acc = WindowAcc(0, 1000)
     for submit, length in requests:
-        acc.add_inflight(0, submit, submit + length)
+        scalar_twin.add_inflight(acc, 0, submit, submit + length)
     marked = [False] * 1000
     for submit, length in requests:
         for t in range(max(0, submit), min(1000, submit + length)):
@@ -282,6 +284,12 @@ def test_busy_time_is_the_measure_of_the_union_whatever_the_order(
     assert acc.busy_ns == sum(marked)
     assert all(lo < hi for lo, hi in acc.busy)
     assert all(a[1] < b[0] for a, b in zip(acc.busy, acc.busy[1:], strict=False))
+    product = WindowAcc(0, 1000)  # the product's merge (WindowAcc.union_busy), piece by piece
+    for submit, length in requests:
+        lo, hi = max(0, submit), min(1000, submit + length)
+        if lo < hi:
+            product.union_busy([[lo, hi]], hi - lo)
+    assert (product.busy, product.busy_ns) == (acc.busy, acc.busy_ns)
 
 
 @pytest.mark.parametrize("direct_max", [0, 10_000])
@@ -315,8 +323,8 @@ def test_windows_of_looks_up_or_scans_alike(direct_max: int,
 
 def _one_second(volume: str, start: int, latency_ns: int, revision: int = 0) -> Emission:
     acc = WindowAcc(start, NS_PER_S)
-    acc.add_completion(OP_CODE["read"], STATUS_CODE["ok"], 4096, latency_ns)
-    acc.add_inflight(OP_CODE["read"], start, start + latency_ns)
+    scalar_twin.add_completion(acc, OP_CODE["read"], STATUS_CODE["ok"], 4096, latency_ns)
+    scalar_twin.add_inflight(acc, OP_CODE["read"], start, start + latency_ns)
     return Emission(volume, "tenant-0", acc, revision)
 
 
