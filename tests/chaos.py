@@ -63,6 +63,7 @@ from streams.config import REPO_ROOT, Settings
 from streams.core.codec import HEADER_LEN, default_schemas
 from streams.core.counters import COUNTER_NAMES
 from streams.core.keys import TICK_KEY
+from streams.core.raw import RAW_RECORD_NAMES, RawBatch, raw_batch
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.kafka import cluster as kafka_cluster
 from streams.kafka.security import client_kwargs
@@ -390,7 +391,7 @@ class ChaosRun:
             spool.abandon()
         for entry in entries:
             if entry.topic == self.settings.raw_topic:
-                record = SCHEMAS.decode(entry.value, expect="IoBatch")[1]
+                record = SCHEMAS.decode(entry.value)[1]  # IoBatch or IoBatch2
                 self.spool_snapshots.append((record["producer_id"], record["seq"], entry.value))
         self.report.spool_records_at_kill.append(len(entries))
         done = int(elapsed * self.plan.rate / self.plan.producers)
@@ -587,20 +588,14 @@ class ChaosRun:
             if message.key == TICK_KEY and message.value[:HEADER_LEN] == tick_header:
                 continue
             name, record = SCHEMAS.decode(message.value)
-            if name != "IoBatch":
+            if name not in RAW_RECORD_NAMES:
                 self.report.differences.append(f"unexpected {name} record in the raw topic")
                 continue
             key = (record["producer_id"], record["seq"])
             if key in seen:
                 continue
             seen.add(key)
-            for i in range(len(record["op"])):
-                events.append({
-                    "volume_id": record["volume_id"], "tenant_id": record["tenant_id"],
-                    "host_id": record["host_id"], "op": OPS[record["op"][i]],
-                    "status": STATUSES[record["status"][i]], "offset": record["offset"][i],
-                    "bytes": record["bytes"][i], "submit_ns": record["submit_ns"][i],
-                    "complete_ns": record["complete_ns"][i]})
+            events += _plain_events(raw_batch(name, record))
         for round_, _ in self.hostile_sent:
             events += round_.good
         return events, seen
@@ -747,3 +742,15 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _plain_events(raw: RawBatch) -> list[dict[str, Any]]:
+    """A raw record's events in the canonical JSON form the oracles read."""
+    cols = raw.columns
+    return [{"volume_id": cols.volumes[v], "tenant_id": cols.tenants[v], "host_id": raw.host_id,
+             "op": OPS[op], "status": STATUSES[status], "offset": offset, "bytes": nbytes,
+             "submit_ns": submit, "complete_ns": complete}
+            for v, op, status, offset, nbytes, submit, complete in zip(
+                cols.volume.tolist(), cols.op.tolist(), cols.status.tolist(),
+                raw.offset.tolist(), cols.nbytes.tolist(), cols.submit_ns.tolist(),
+                cols.complete_ns.tolist(), strict=True)]

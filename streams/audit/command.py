@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError
 
 from streams.audit.compare import compare
 from streams.audit.ledgers import BillingLedger, WindowLedger
@@ -72,7 +73,11 @@ async def _registry_lookup(settings: Settings) -> Callable[[str], str | None] | 
     """The registry as of now (read to its end once), as the worker's rule applies it."""
     if settings.volume_registry == REGISTRY_OFF:
         return None
-    return (await read_registry(settings)).tenant_of
+    try:
+        return (await read_registry(settings)).tenant_of
+    except (KafkaError, OSError) as exc:
+        raise AuditError(f"cannot reach Kafka at {settings.bootstrap_servers} to read the "
+                         f"volume registry: {exc}") from exc
 
 
 def run_audit(settings: Settings, from_ns: int, to_ns: int, volume: str | None = None,

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from streams.config import Settings
 from streams.core.codec import CodecError, SchemaSet, default_schemas
 from streams.core.events import OPS, STATUSES
+from streams.core.raw import RAW_RECORD_NAMES, RawLayoutError, raw_batch
 from streams.kafka.security import client_kwargs
 from streams.kafka.topics import topic_partitions
 
@@ -21,13 +22,30 @@ def _names(codes: bytes, names: tuple[str, ...]) -> list[Any]:
     return [names[c] if c < len(names) else c for c in codes]
 
 
+def _unpacked(record: dict[str, Any]) -> dict[str, Any]:
+    """An IoBatch2 record's packed columns as lists of integers (its layout's own check
+    failing leaves them packed, base64, with the reason)."""
+    try:
+        raw = raw_batch("IoBatch2", record)
+    except RawLayoutError as exc:
+        return {**record, "layout_error": str(exc)}
+    cols = raw.columns
+    return {**record, "volume": cols.volume.tolist(), "op": bytes(cols.op.tolist()),
+            "status": bytes(cols.status.tolist()), "offset": raw.offset.tolist(),
+            "bytes": cols.nbytes.tolist(), "submit_ns": cols.submit_ns.tolist(),
+            "complete_ns": cols.complete_ns.tolist()}
+
+
 def jsonable(name: str | None, record: dict[str, Any]) -> dict[str, Any]:
-    """A decoded record made JSON-friendly: op/status codes as names, other bytes base64."""
+    """A decoded record made JSON-friendly: op/status codes as names, packed columns as
+    integers, other bytes base64."""
+    if name == "IoBatch2":
+        record = _unpacked(record)
     out: dict[str, Any] = {}
     for key, value in record.items():
-        if name == "IoBatch" and key == "op":
+        if name in RAW_RECORD_NAMES and key == "op" and isinstance(value, bytes):
             value = _names(value, OPS)
-        elif name == "IoBatch" and key == "status":
+        elif name in RAW_RECORD_NAMES and key == "status" and isinstance(value, bytes):
             value = _names(value, STATUSES)
         elif isinstance(value, bytes):
             value = base64.b64encode(value).decode()

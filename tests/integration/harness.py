@@ -23,6 +23,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.config import REPO_ROOT, Settings
+from streams.core.codec import default_schemas
+from streams.core.raw import raw_batch
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.kafka.registry import register_volumes
 from streams.kafka.security import client_kwargs
@@ -382,3 +384,11 @@ def running_prometheus(tmp_path: Path, worker_urls: list[str], token: str
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def volume_parts(messages: Iterable[Any]) -> int:
+    """How many (record, volume) parts raw records carry: what a worker counts in
+    ``replays_skipped`` when they all come again (a record holds several volumes)."""
+    schemas = default_schemas()
+    return sum(len(set(raw_batch(*schemas.decode(m.value)).columns.volume.tolist()))
+               for m in messages)

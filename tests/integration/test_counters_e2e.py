@@ -19,9 +19,7 @@ import orjson
 import pytest
 
 from streams.config import REPO_ROOT, Settings
-from streams.core.codec import default_schemas
 from streams.core.keys import TICK_KEY
-from streams.core.raw import raw_batch
 from tests.conftest import free_port
 from tests.oracles.counters import counters_oracle
 
@@ -36,6 +34,7 @@ from .harness import (
     running_workers,
     settings_env,
     start_worker,
+    volume_parts,
     wait_committed,
     wait_until,
 )
@@ -136,7 +135,7 @@ def test_delivering_every_record_twice_changes_nothing(
     _wait_processed(pipeline_settings, workers)
     skipped = sum(w.get("/status")[1]["replays_skipped"] for w in workers) - skipped_before
     # replays_skipped counts the volume parts of records (a record holds several volumes)
-    assert skipped == sum(_volumes_in(m.value) for m in raw)
+    assert skipped == volume_parts(raw)
     for worker in workers:
         diffs = _mismatches(worker, counters_oracle(sent_events))
         assert not diffs, f"redelivery changed counters: {diffs[:10]}"
@@ -210,8 +209,3 @@ def test_a_real_prometheus_scraping_both_workers_stores_the_oracles_counters(
 def _complete(stored: dict[str, float], expected: dict[str, Any]) -> dict[str, float] | None:
     return stored if set(stored) == set(expected) else None
 
-
-def _volumes_in(payload: bytes) -> int:
-    """How many volumes a raw record carries events of."""
-    raw = raw_batch(*default_schemas().decode(payload))
-    return len(set(raw.columns.volume.tolist()))
