@@ -84,6 +84,9 @@ def mixed_batch(seq: int, producer_id: str = HOSTILE_PRODUCER, at_ns: int | None
     return record, good, expected
 
 
+HUGE = {**GOOD, "op": "read", "offset": 0, "bytes": 2**63 - 1}
+
+
 def whole_record_cases(seed: int = 5, producer_id: str = HOSTILE_PRODUCER
                        ) -> list[tuple[bytes | None, str]]:
     """(raw record value, expected reason fragment) for records rejected whole, keyed and
@@ -127,6 +130,10 @@ def whole_record_cases(seed: int = 5, producer_id: str = HOSTILE_PRODUCER
          "volume vol-mixed is registered to tenant tenant-a, not tenant-b"),
         (SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-a", 2**62, [],
                                          producer_id=producer_id)), "empty batch"),
+        # valid events, but their bytes would take the counter past any output's int64
+        (SCHEMAS.encode("IoBatch", batch("vol-mixed", "tenant-a", 7, [HUGE, HUGE],
+                                         producer_id=producer_id)),
+         "read_bytes past 9223372036854775807"),
     ]
 
 

@@ -21,7 +21,14 @@ import numpy as np
 
 from streams.core.batch import Columns, EventBatch
 from streams.core.codec import HEADER_LEN, CodecError, SchemaSet
-from streams.core.counters import VolumeState, latest_complete, record_digest, slot_sums
+from streams.core.counters import (
+    COUNTER_NAMES,
+    N_SLOTS,
+    VolumeState,
+    latest_complete,
+    record_digest,
+    slot_sums,
+)
 from streams.core.dead_letters import (
     DEAD_LETTER_MAX_BYTES,
     MAX_EVENT_REASON_CHARS,
@@ -40,6 +47,7 @@ from streams.core.dead_letters import (
 from streams.core.events import (
     DEFAULT_FUTURE_TOLERANCE_NS,
     DEFAULT_RETENTION_NS,
+    INT64_MAX,
     bad_event_mask,
     event_error,
     id_error,
@@ -306,6 +314,17 @@ def _accept(record: dict[str, Any], payload: bytes, raw: RawBatch,
     rejected = (fate == REJECTED) | (bad & (fate == COUNTED))
     take = cols.take(counted)
     sums, latest = slot_sums(take), latest_complete(take)
+    overflowing = _overflowing(verdicts, sums)
+    if overflowing:  # those volumes' events are rejected; the others judged again
+        for v, reason in overflowing.items():
+            verdicts[v] = _Verdict(REJECTED, reason=reason)
+        judged = [(v, j) for v, j in enumerate(verdicts) if j is not None]
+        if all(j.fate == REJECTED for _, j in judged):
+            return _reject_whole(record, payload, _all_rejected(raw, judged),
+                                 (cols.volumes[judged[0][0]], cols.tenants[judged[0][0]]))
+        fates = np.array([REJECTED if j is None else j.fate for j in verdicts], np.int8)
+        return _accept(record, payload, raw, verdicts, fates[cols.volume], digest, now_ns,
+                       limits)
     bad_of = np.bincount(cols.volume[bad & (fate == COUNTED)],
                          minlength=len(cols.volumes)).tolist()
     valid = _by_volume(cols, ~bad & (fate != REJECTED))
@@ -327,6 +346,24 @@ def _accept(record: dict[str, Any], payload: bytes, raw: RawBatch,
             len(events) if verdict.fate == COUNTED else 0, verdict.fate == REPLAY,
             producer, events))
     return outcome
+
+
+def _overflowing(verdicts: list[_Verdict | None], sums: list[list[int]]) -> dict[int, str]:
+    """The COUNTED volumes whose counters these events would take past int64, the range of
+    every output (Avro long, the table's encoding), each with its reason: counted, they
+    would stop the worker on every retry; billing hours and windows hold subsets of the
+    same events, so bounding the cumulative counters bounds them too."""
+    out: dict[int, str] = {}
+    for v, verdict in enumerate(verdicts):
+        if verdict is None or verdict.fate != COUNTED:
+            continue
+        base = verdict.known.counters if verdict.known is not None else [0] * N_SLOTS
+        for name, slot in COUNTER_NAMES:
+            if base[slot] + sums[v][slot] > INT64_MAX:
+                out[v] = (f"counting these events would take {name} past {INT64_MAX}, the "
+                          "int64 range of every output")
+                break
+    return out
 
 
 def _by_volume(cols: Columns, which: np.ndarray) -> list[Columns]:

@@ -24,7 +24,7 @@ from streams.config import REPO_ROOT, Settings
 from streams.sources.qemu.guest import Guest, GuestError, start_guest
 from streams.sources.qemu.summary import BLOCKSTATS_NAMES, select_blockstats
 
-from .harness import running_worker, settings_env, wait_committed
+from .harness import running_worker, settings_env, wait_committed, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -66,6 +66,10 @@ def streamed(pipeline_settings: Settings, guest: Guest,
         try:
             guest.wait_for("IOACCT-WORKLOAD-DONE")
             blockstats = select_blockstats(guest.blockstats(), None)
+            # SIGINT ends a producer that follows the trace; one still starting up (Python,
+            # the registry) would die of it instead: wait until its first events count.
+            wait_until(lambda: worker.get(f"/volumes/{VOLUME_ID}/counters")[0] == 200, 180,
+                       "the producer's first events to be counted", [worker])
         finally:
             producer.send_signal(signal.SIGINT)
             out, err = producer.communicate(timeout=120)

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from streams.core.batch import Columns, EventBatch
 from streams.core.counters import N_SLOTS, add_to_slots, latest_complete, slot_sums
 from streams.core.events import INT64_MAX, INT64_MIN, OPS, bad_event_mask, event_error
-from tests.oracles.counters import counters_oracle
 from tests.unit.core.ingest_records import NOW, Table, ev
 from tests.unit.core.layout2_records import HOME_VOLUMES, home_placement, layout2
 
@@ -98,16 +97,39 @@ def test_the_overflow_path_is_taken_and_exact() -> None:
     assert a[1] > INT64_MAX  # past int64: would have wrapped
 
 
-def test_huge_valid_events_count_exactly_through_account_record() -> None:
-    """2**63-1 bytes and a latency near 2**64 are valid; their sums are Python ints."""
-    events = [ev(nbytes=INT64_MAX, submit_ns=INT64_MIN, complete_ns=NOW)] * 4
-    events += [ev("write", nbytes=INT64_MAX - 3, submit_ns=-5, complete_ns=NOW - 1)] * 2
-    a = HOME_VOLUMES[0]
-    events = [{**e, "volume_id": a} for e in events]
+def test_events_that_would_take_a_counter_past_int64_are_rejected_and_change_nothing() -> None:
+    """2**63-1 bytes and latencies near 2**64 are valid events, but no output can carry a
+    counter past int64 (Avro long, the table's encoding): the volume's events that would
+    take one there are dead-lettered with the reason, the rest of the record counted."""
+    a, b = HOME_VOLUMES[0], HOME_VOLUMES[1]
     table = Table()
-    outcome = table.apply(layout2([(a, "t-1", events)]), placement=home_placement(a))
-    assert outcome.counted == 6 and not outcome.rejections
-    assert table.counters() == counters_oracle(events, now_ns=NOW)
-    assert table.counters()[a]["total_read_time_ns"] == 4 * (NOW - INT64_MIN)
+    first = [{**ev(nbytes=INT64_MAX - 10, submit_ns=NOW - 5, complete_ns=NOW), "volume_id": a}]
+    outcome = table.apply(layout2([(a, "t-1", first)]), placement=home_placement(a))
+    assert outcome.counted == 1 and table.counters()[a]["read_bytes"] == INT64_MAX - 10
+    before = table.snapshots[a]
+    # 10 more bytes is exactly int64's largest value: counted; 11 would be past it.
+    at_max = [{**ev(nbytes=10), "volume_id": a}]
+    past = [{**ev(nbytes=1), "volume_id": a}]
+    slow = [{**ev(submit_ns=INT64_MIN, complete_ns=NOW), "volume_id": b}] * 2  # 2 x ~2**63
+    ok_b = [{**ev("write", nbytes=7), "volume_id": b}]
+    outcome = table.apply(layout2([(a, "t-1", at_max), (b, "t-1", ok_b)], seq=2),
+                          placement=home_placement(a))
+    assert outcome.counted == 2 and table.counters()[a]["read_bytes"] == INT64_MAX
+    before = table.snapshots[a]
+    before_b = table.snapshots[b]
+    c = HOME_VOLUMES[2]
+    ok_c = [{**ev("write", nbytes=5), "volume_id": c}]
+    outcome = table.apply(layout2([(a, "t-1", past), (b, "t-1", slow), (c, "t-1", ok_c)],
+                                  seq=3), placement=home_placement(a))
+    [rejection] = outcome.rejections
+    assert outcome.counted == 1 and rejection.events == 3 and not rejection.whole
+    assert "read_bytes past 9223372036854775807" in rejection.event_reasons[0]
+    assert all("total_read_time_ns past" in r for r in rejection.event_reasons[1:])
+    assert table.snapshots[a] == before and table.snapshots[b] == before_b
+    assert table.counters()[b]["write_bytes"] == 7 and table.counters()[c]["write_bytes"] == 5
+    # a record whose every volume would overflow is rejected whole
+    outcome = table.apply(layout2([(a, "t-1", past)], seq=4), placement=home_placement(a))
+    [rejection] = outcome.rejections
+    assert rejection.whole and "read_bytes past" in rejection.reason and not outcome.volumes
 
 
