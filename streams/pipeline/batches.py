@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 from faust.streams import _current_event
 from faust.types import TP
 
-from streams.pipeline.guard import faust_fixes
 from streams.pipeline.guard.offsets import Verdict
+from streams.pipeline.guard.order import ack_gap, check, read_gap
 
 if TYPE_CHECKING:
     from streams.pipeline.app import Pipeline
@@ -64,42 +64,27 @@ def owns(p: Pipeline, message: Any) -> bool:
     return TP(message.topic, message.partition) in p.app.consumer.assignment()
 
 
-async def admit(p: Pipeline, guard: InputGuard, events: Sequence[Any]) -> Records:
+async def admit(p: Pipeline, guard: InputGuard, events: Sequence[Any]
+                ) -> tuple[Records, list[tuple[Any, int]]]:
     """The records to handle for ``events`` of one partition, in offset order: each new
     offset once, preceded by any offsets faust skipped before it (read here), and none it
     delivered again. The guard marks them handled as they are admitted: the step handles
-    all of them, or the worker exits without committing."""
+    all of them, or the worker exits without committing. Also the gaps read, as (message,
+    first offset), to acknowledge once the step has handled them (order.ack_gap)."""
     records: Records = []
+    gaps: list[tuple[Any, int]] = []
     for event in events:
         message = event.message
-        partition = message.partition
-        if not guard.offsets.knows(partition):
-            committed = await p.gap_reader.committed_or_first(partition, guard.topic)
-            guard.offsets.start(partition, committed)
-            guard.replay_from[partition] = committed
-        verdict, expected = guard.offsets.check(partition, message.offset)
+        verdict, expected = await check(p, guard, message)
         if verdict is Verdict.SEEN:
             p.stats.records_seen_again += 1
             continue
         if verdict is Verdict.GAP:
-            records += await _read_gap(p, guard, message, expected)
+            records += [(r.value, r) for r in await read_gap(p, guard, message, expected)]
+            gaps.append((message, expected))
         records.append((event.value, message))
-        guard.offsets.done(partition, message.offset)
-    return records
-
-
-async def _read_gap(p: Pipeline, guard: InputGuard, message: Any, expected: int) -> Records:
-    """Offsets ``expected`` up to ``message``'s, which faust skipped, read directly."""
-    partition = message.partition
-    log.log(logging.WARNING if guard.topic == p.settings.raw_topic else logging.INFO,
-            "faust delivered %s[%d]@%d but not %d..%d: reading those directly",
-            message.topic, partition, message.offset, expected, message.offset - 1)
-    read = await p.gap_reader.read(partition, expected, message.offset, guard.topic)
-    p.stats.records_read_past_faust += len(read)
-    # Every offset of the range, holes too (a compacted topic has them): else faust never
-    # commits past it (faust_fixes: ack_offsets, _add_gap).
-    faust_fixes.ack_offsets(p.app.consumer, message.tp, range(expected, message.offset))
-    return [(record.value, record) for record in read]
+        guard.offsets.done(message.partition, message.offset)
+    return records, gaps
 
 
 def batch_agent_over(p: Pipeline, topic: Any, name: str, handle: BatchHandler,
@@ -117,10 +102,12 @@ def batch_agent_over(p: Pipeline, topic: Any, name: str, handle: BatchHandler,
                     p.stats.records_dropped_revoked += len(group)
                     continue
                 try:
-                    records = await admit(p, guard, group)
+                    records, gaps = await admit(p, guard, group)
                     if records:
                         with writing_for(group[-1]):
                             await handle(partition, records)
+                    for message, expected in gaps:
+                        ack_gap(p, message, expected)
                 except Exception:
                     # Faust would restart the agent and ack the records it failed on: lost
                     # records. Exit instead, without committing; the restarted worker

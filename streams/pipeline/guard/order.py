@@ -41,39 +41,51 @@ class InputGuard:
         self.replay_from.pop(partition, None)
 
 
-async def in_order(p: Pipeline, guard: InputGuard, message: Any, handle: Handler) -> bool:
-    """Whether to process ``message``: after reading any records faust skipped before it
-    (see offsets.py), and not when it was handled already."""
+async def check(p: Pipeline, guard: InputGuard, message: Any) -> tuple[Verdict, int]:
+    """The guard's verdict on ``message`` (and where a gap starts), first learning the
+    group's committed offset of a partition it has not seen since it was assigned."""
     partition = message.partition
     if not guard.offsets.knows(partition):
         committed = await p.gap_reader.committed_or_first(partition, guard.topic)
         guard.offsets.start(partition, committed)
         guard.replay_from[partition] = committed
-    verdict, expected = guard.offsets.check(partition, message.offset)
-    if verdict is Verdict.SEEN:
-        p.stats.records_seen_again += 1
-        return False
-    if verdict is Verdict.GAP:
-        await _read_gap(p, guard, message, expected, handle)
-    return True
+    return guard.offsets.check(partition, message.offset)
 
 
-async def _read_gap(p: Pipeline, guard: InputGuard, message: Any, expected: int,
-                    handle: Handler) -> None:
-    """Offsets ``expected`` up to ``message``'s, which faust skipped: read and handled here."""
+async def read_gap(p: Pipeline, guard: InputGuard, message: Any, expected: int) -> list[Any]:
+    """The records of offsets ``expected`` up to ``message``'s, which faust skipped, read
+    directly. Acknowledge the range (:func:`ack_gap`) only once they are handled: faust
+    may commit up to an acknowledged offset at any await."""
     partition = message.partition
     # The stats topics are compacted: a range may hold fewer records, or none.
     log.log(logging.WARNING if guard.topic == p.settings.raw_topic else logging.INFO,
             "faust delivered %s[%d]@%d but not %d..%d: reading those directly",
             message.topic, partition, message.offset, expected, message.offset - 1)
     read = await p.gap_reader.read(partition, expected, message.offset, guard.topic)
-    for record in read:
-        await handle(record.value, record)
-        guard.offsets.done(partition, record.offset)
-        p.stats.records_read_past_faust += 1
-    # Every offset of the range, holes too: else faust never commits past it
-    # (faust_fixes: ack_offsets, _add_gap).
+    p.stats.records_read_past_faust += len(read)
+    return list(read)
+
+
+def ack_gap(p: Pipeline, message: Any, expected: int) -> None:
+    """Every offset from ``expected`` up to ``message``'s acknowledged, holes too (a
+    compacted topic has them): else faust never commits past the gap (faust_fixes:
+    ack_offsets, _add_gap)."""
     faust_fixes.ack_offsets(p.app.consumer, message.tp, range(expected, message.offset))
+
+
+async def in_order(p: Pipeline, guard: InputGuard, message: Any, handle: Handler) -> bool:
+    """Whether to process ``message``: after reading any records faust skipped before it
+    (see offsets.py), and not when it was handled already."""
+    verdict, expected = await check(p, guard, message)
+    if verdict is Verdict.SEEN:
+        p.stats.records_seen_again += 1
+        return False
+    if verdict is Verdict.GAP:
+        for record in await read_gap(p, guard, message, expected):
+            await handle(record.value, record)
+            guard.offsets.done(message.partition, record.offset)
+        ack_gap(p, message, expected)
+    return True
 
 
 def committed_offset(consumer: Any, message: Any) -> int:
