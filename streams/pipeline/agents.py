@@ -109,10 +109,10 @@ async def _account_step(p: Pipeline, partition: int, records: Records,
         wall_ns = record_wall_ns(message, now_ns)
         if value[:HEADER_LEN] == tick_header:
             await _flush_windows(p, partition, step)
-            await publish_windows(
-                p, p.windows_for(partition).on_tick(wall_ns, message.offset,
-                                                    committed_offset(p.app.consumer, message)),
-                partition, message.offset)
+            emissions = p.windows_for(partition).on_tick(
+                wall_ns, message.offset, committed_offset(p.app.consumer, message))
+            await _state_landed(p, partition, emissions)
+            await publish_windows(p, emissions, partition, message.offset)
             continue
         outcome = await _judge_record(p, value, message, now_ns, wall_ns, step.load(p))
         for volume in outcome.volumes:
@@ -140,8 +140,19 @@ async def _flush_windows(p: Pipeline, partition: int, step: _Step) -> None:
     if not step.parts:
         return
     emissions = p.windows_for(partition).on_records(step.parts, step.wall_ns, step.offset)
-    await publish_windows(p, emissions, partition, step.offset)
     step.parts, step.events = [], 0
+    await _state_landed(p, partition, emissions)
+    await publish_windows(p, emissions, partition, step.offset)
+
+
+async def _state_landed(p: Pipeline, partition: int, emissions: list[Emission]) -> None:
+    """Wait until the table writes that made ``emissions`` (and the billing records taken
+    with them) are acknowledged by Kafka, before publishing them. Where a step ends
+    depends on what faust had ready, so a step re-made after a crash can close a window
+    with other events in it: a window or billing record may only be out once the state
+    that says it was made (its revision, its sequence) can no longer be lost."""
+    if emissions or p.windows_for(partition).billing_out:
+        await p.app.producer.flush()
 
 
 async def _judge_record(p: Pipeline, value: bytes, message: Any, now_ns: int, wall_ns: int,

@@ -46,13 +46,19 @@ class Latency:
     max_s: float
 
 
+async def register_fleet(settings: Settings, volumes: int) -> None:
+    """The volumes :func:`_send_real_time` sends from, registered (the worker counts no
+    other volume)."""
+    await register_volumes(settings, [(v.volume_id, v.tenant_id) for v in FleetSimulator(
+        FleetConfig(seed=SEED, volumes=volumes)).volumes])
+
+
 async def latency_run(settings: Settings, log_dir: Path, rate: float, duration_s: float,
                       volumes: int) -> Latency:
     """Simulated events sent in real time at ``rate`` while a worker runs; for each 1 s
     window record (revision 0) of the steady part, its append time minus the window end."""
     await pipeline_topics(settings, append_time_1s=True)
-    await register_volumes(settings, [(v.volume_id, v.tenant_id) for v in FleetSimulator(
-        FleetConfig(seed=SEED, volumes=volumes)).volumes])  # untimed: before the worker
+    await register_fleet(settings, volumes)  # untimed: before the worker
     proc = spawn_worker(settings, log_dir, "latency")
     try:
         await _wait_assigned(proc)

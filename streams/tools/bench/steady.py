@@ -30,7 +30,12 @@ from streams.kafka import local as kafka_local
 from streams.kafka.security import client_kwargs
 from streams.kafka.topics import TABLES
 from streams.pipeline.app import tables_dir
-from streams.tools.bench.latency import _send_real_time, _wait_assigned, _wait_caught_up
+from streams.tools.bench.latency import (
+    _send_real_time,
+    _wait_assigned,
+    _wait_caught_up,
+    register_fleet,
+)
 from streams.tools.bench.procs import (
     BenchError,
     all_ends,
@@ -74,6 +79,7 @@ def full_after_s(s: Settings) -> float:
 async def steady_run(s: Settings, log_dir: Path, plan: SteadyPlan) -> Steady:
     """The worker over ``plan.duration_s`` of a live fleet; figures and RSS samples."""
     await pipeline_topics(s)
+    await register_fleet(s, plan.volumes)  # untimed: before the worker
     proc = spawn_worker(s, log_dir, "steady")
     out = Steady()
     try:
