@@ -95,6 +95,8 @@ class _Polls:
     def window_run(self, now: float, done: int, done_records: int, rss_bytes: int) -> Run:
         assert self.first is not None
         when, events, records = self.first
+        if done == events:  # all of it in one step, between two polls: time it from before
+            return Run(done, done_records, now - self.t_zero, now - self.t_zero, rss_bytes)
         return Run(done - events, done_records - records, now - when, now - when, rss_bytes)
 
     def committed_run(self, events: int, records: int, end: float, rss_bytes: int) -> Run:
