@@ -101,11 +101,12 @@ async def _account_step(p: Pipeline, partition: int, records: Records,
     now_ns = time.time_ns()
     await _replay_raw_outputs(p, records[0][1])
     step = _Step()
+    load_state = step.load(p)
     for value, message in records:
         value = value or b""  # a null record (a tombstone): dead-lettered, not a crash
-        # The windows' wall clock is the record's Kafka timestamp (the broker's append
-        # time: topics.py), not this process's clock: re-reading the same records after a
-        # crash closes windows at the same records.
+        # The windows' wall clock is the records' Kafka timestamps (the broker's append
+        # time: topics.py), not this process's clock, so re-reading them after a crash
+        # sees the same clock (where a step ends may differ: see _state_landed).
         wall_ns = record_wall_ns(message, now_ns)
         if value[:HEADER_LEN] == tick_header:
             await _flush_windows(p, partition, step)
@@ -114,7 +115,7 @@ async def _account_step(p: Pipeline, partition: int, records: Records,
             await _state_landed(p, partition, emissions)
             await publish_windows(p, emissions, partition, message.offset)
             continue
-        outcome = await _judge_record(p, value, message, now_ns, wall_ns, step.load(p))
+        outcome = await _judge_record(p, value, message, now_ns, wall_ns, load_state)
         for volume in outcome.volumes:
             if volume.state is not None:
                 step.states[volume.volume_id] = volume.state
