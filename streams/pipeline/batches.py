@@ -10,7 +10,8 @@ three faust edges are handled here:
   with the current event set to one of that partition's (:func:`writing_for`);
 * ``take_events`` keeps records buffered across a rebalance: the records of a partition
   this worker no longer owns are dropped unprocessed (their next owner reads them from
-  the committed offset), never written to a changelog it no longer owns;
+  the committed offset), never written to a changelog it no longer owns, and never
+  acknowledged;
 * acks: ``take_events`` acknowledges the step's records after the step returns, so a
   commit never covers a record whose outputs were not handed to the producer.
 """
@@ -100,6 +101,11 @@ def batch_agent_over(p: Pipeline, topic: Any, name: str, handle: BatchHandler,
             for partition, group in by_partition(events).items():
                 if not owns(p, group[0].message):
                     p.stats.records_dropped_revoked += len(group)
+                    for event in group:
+                        # take_events acks what it yielded after the step; were the
+                        # partition assigned here again meanwhile, that ack would let
+                        # faust commit past records nobody processed
+                        event.message.acked = True
                     continue
                 try:
                     records, gaps = await admit(p, guard, group)
