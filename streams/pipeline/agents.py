@@ -18,8 +18,9 @@ from streams.core.codec import HEADER_LEN, CodecError
 from streams.core.counters import VolumeState
 from streams.core.ingest import Placement, RecordOutcome, account_record
 from streams.core.registry import RegistryBehind
+from streams.core.step import StepRecord, account_step
 from streams.core.windows.acc import WINDOW_LENGTHS_NS, WINDOW_NAMES, acc_from_stats
-from streams.core.windows.book import Emission, ProducedColumns
+from streams.core.windows.book import Emission, Parts, ProducedColumns
 from streams.core.windows.stages import RollupWindows
 from streams.pipeline.batches import Records, batch_agent_over
 from streams.pipeline.guard.order import Handler, committed_offset, in_order, record_wall_ns
@@ -78,6 +79,7 @@ class _Step:
     states: dict[str, VolumeState | None] = field(default_factory=dict)  # read or made
     changed: set[str] = field(default_factory=set)
     parts: list[ProducedColumns] = field(default_factory=list)  # events for the windows
+    bulk: Parts | None = None  # or those of records judged at once (never both)
     events: int = 0
     wall_ns: int = 0  # the latest Kafka timestamp of the records in ``parts``
     offset: int = -1  # the last of those records
@@ -95,39 +97,29 @@ class _Step:
 async def _account_step(p: Pipeline, partition: int, records: Records,
                         tick_header: bytes) -> None:
     """Records of one partition, in offset order: Ticks, or batches to count, window, bill
-    and dead-letter. The windows take the step's events in one unit (flushed before a
-    Tick and every ``step_max_events``); the counters table gets each changed volume's
-    state once, at the end."""
+    and dead-letter. The records between two Ticks are judged per volume at once
+    (core/step.py), or record by record when a volume of them is rejected; the windows
+    take the step's events in units (flushed before a Tick and every
+    ``step_max_events``); the counters table gets each changed volume's state once, at
+    the end."""
     now_ns = time.time_ns()
     await _replay_raw_outputs(p, records[0][1])
     step = _Step()
-    load_state = step.load(p)
+    data: Records = []
     for value, message in records:
         value = value or b""  # a null record (a tombstone): dead-lettered, not a crash
-        # The windows' wall clock is the records' Kafka timestamps (the broker's append
-        # time: topics.py), not this process's clock, so re-reading them after a crash
-        # sees the same clock (where a step ends may differ: see _state_landed).
-        wall_ns = record_wall_ns(message, now_ns)
-        if value[:HEADER_LEN] == tick_header:
-            await _flush_windows(p, partition, step)
-            emissions = p.windows_for(partition).on_tick(
-                wall_ns, message.offset, committed_offset(p.app.consumer, message))
-            await _state_landed(p, partition, emissions)
-            await publish_windows(p, emissions, partition, message.offset)
+        if value[:HEADER_LEN] != tick_header:
+            data.append((value, message))
             continue
-        outcome = await _judge_record(p, value, message, now_ns, wall_ns, load_state)
-        for volume in outcome.volumes:
-            if volume.state is not None:
-                step.states[volume.volume_id] = volume.state
-                step.changed.add(volume.volume_id)
-            # counted now or a replay: the windows judge by their own marks
-            step.parts.append((volume.events, volume.producer))
-            step.events += len(volume.events)
-        step.wall_ns, step.offset = max(step.wall_ns, wall_ns), message.offset
-        await publish_rejections(p, outcome, message, now_ns)
-        _count(p.stats, outcome)
-        if step.events >= p.settings.step_max_events:
-            await _flush_windows(p, partition, step)
+        await _account_records(p, partition, data, step, now_ns)
+        data = []
+        await _flush_windows(p, partition, step)
+        emissions = p.windows_for(partition).on_tick(
+            record_wall_ns(message, now_ns), message.offset,
+            committed_offset(p.app.consumer, message))
+        await _state_landed(p, partition, emissions)
+        await publish_windows(p, emissions, partition, message.offset)
+    await _account_records(p, partition, data, step, now_ns)
     await _flush_windows(p, partition, step)
     for volume_id in step.changed:  # one table write per volume changed
         state = step.states[volume_id]
@@ -136,12 +128,71 @@ async def _account_step(p: Pipeline, partition: int, records: Records,
     p.stats.steps += 1
 
 
+async def _account_records(p: Pipeline, partition: int, records: Records, step: _Step,
+                           now_ns: int) -> None:
+    """Raw records (no Ticks) of the step: judged at once when none of their volumes is
+    rejected, else one by one (the same outcome, slower)."""
+    if not records:
+        return
+    feed = p.registry_feed
+    outcome = account_step(
+        [(value, Placement(m.key, m.partition, p.settings.partitions)) for value, m in records],
+        step.load(p), p.schemas, now_ns, p.limits,
+        None if feed is None else feed.registry.tenant_of)
+    if outcome is None:
+        p.stats.steps_record_by_record += 1
+        for value, message in records:
+            await _account_one(p, partition, value, message, step, now_ns)
+        return
+    for volume_id, state in outcome.states.items():
+        step.states[volume_id] = state
+        step.changed.add(volume_id)
+    lo = 0  # the first record whose parts the windows have not had
+    for i, (record, (_, message)) in enumerate(zip(outcome.records, records, strict=True)):
+        # The windows' wall clock is the records' Kafka timestamps (see _account_one).
+        step.wall_ns = max(step.wall_ns, record_wall_ns(message, now_ns))
+        step.offset = message.offset
+        step.events += record.valid
+        await publish_rejections(p, record, message, now_ns)
+        _count(p.stats, record)
+        if step.events >= p.settings.step_max_events:  # where record by record would
+            step.bulk, lo = outcome.parts(lo, i + 1), i + 1
+            await _flush_windows(p, partition, step)
+    step.bulk = outcome.parts(lo, len(records))
+
+
+async def _account_one(p: Pipeline, partition: int, value: bytes, message: Any,
+                       step: _Step, now_ns: int) -> None:
+    """One raw record, judged alone (account_record)."""
+    # The windows' wall clock is the records' Kafka timestamps (the broker's append
+    # time: topics.py), not this process's clock, so re-reading them after a crash
+    # sees the same clock (where a step ends may differ: see _state_landed).
+    wall_ns = record_wall_ns(message, now_ns)
+    outcome = await _judge_record(p, value, message, now_ns, wall_ns, step.load(p))
+    for volume in outcome.volumes:
+        if volume.state is not None:
+            step.states[volume.volume_id] = volume.state
+            step.changed.add(volume.volume_id)
+        # counted now or a replay: the windows judge by their own marks
+        step.parts.append((volume.events, volume.producer))
+        step.events += len(volume.events)
+    step.wall_ns, step.offset = max(step.wall_ns, wall_ns), message.offset
+    await publish_rejections(p, outcome, message, now_ns)
+    _count(p.stats, outcome)
+    if step.events >= p.settings.step_max_events:
+        await _flush_windows(p, partition, step)
+
+
 async def _flush_windows(p: Pipeline, partition: int, step: _Step) -> None:
     """The step's events so far into the windows, in one journaled unit; then publish."""
-    if not step.parts:
+    windows = p.windows_for(partition)
+    if step.bulk is not None:
+        emissions = windows.on_parts(step.bulk, step.wall_ns, step.offset)
+    elif step.parts:
+        emissions = windows.on_records(step.parts, step.wall_ns, step.offset)
+    else:
         return
-    emissions = p.windows_for(partition).on_records(step.parts, step.wall_ns, step.offset)
-    step.parts, step.events = [], 0
+    step.parts, step.bulk, step.events = [], None, 0
     await _state_landed(p, partition, emissions)
     await publish_windows(p, emissions, partition, step.offset)
 
@@ -188,7 +239,7 @@ async def _replay_raw_outputs(p: Pipeline, message: Any) -> None:
     await publish_windows(p, again, message.partition, message.offset)
 
 
-def _count(stats: WorkerStats, outcome: RecordOutcome) -> None:
+def _count(stats: WorkerStats, outcome: RecordOutcome | StepRecord) -> None:
     stats.records += 1
     stats.events_counted += outcome.counted
     stats.replays_skipped += outcome.replays

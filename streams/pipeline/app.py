@@ -56,6 +56,8 @@ class WorkerStats:
     records_read_past_faust: int = 0  # skipped by faust, read directly (offsets.py)
     records_dropped_revoked: int = 0  # buffered when their partition was revoked (batches.py)
     steps: int = 0  # agent steps (batches of records) handled (batches.py)
+    steps_record_by_record: int = 0  # runs of a step's records judged one by one (a
+    # volume of them rejected: core/step.py)
     windows_rolled_up: int = 0  # window records read by the rollup agents
     registry_catch_ups: int = 0  # volume registry reads to its end, for unknown volumes
     commit_stalls: int = 0  # times a partition's commit was seen held (timers.py)

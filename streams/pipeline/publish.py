@@ -22,6 +22,7 @@ from streams.core.dead_letters import Rejection, dead_letter_key, dead_letter_re
 from streams.core.ingest import RecordOutcome
 from streams.core.keys import source_offset_header, watermark_key, window_key
 from streams.core.monitoring import monitoring_key, monitoring_record
+from streams.core.step import StepRecord
 from streams.core.times import MINUTE_NS, NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS, window_stats
 from streams.core.windows.book import Emission
@@ -79,7 +80,7 @@ async def publish_marker(p: Pipeline, length_ns: int, partition: int,
 
 
 async def publish_rejections(
-    p: Pipeline, outcome: RecordOutcome, message: Any, now_ns: int,
+    p: Pipeline, outcome: RecordOutcome | StepRecord, message: Any, now_ns: int,
 ) -> None:
     """The record's one dead letter, if any (a record never makes more than one), keyed
     by the volume it names."""

@@ -31,12 +31,14 @@ from streams.core.windows.acc import window_start_ns
 from streams.core.windows.book import (
     Emission,
     PartitionClock,
+    Parts,
     ProducedColumns,
     RollupBook,
     WindowBook,
     WindowEntry,
     WindowSettings,
     unapplied,
+    unapplied_parts,
 )
 from streams.core.windows.stores import BillingStore, EntryStore, PartsStore, SeqStore
 
@@ -208,12 +210,21 @@ class PartitionWindows(_Stage):
         sends them again whichever of the records the committed offset points to)."""
         return self._apply(records, wall_ns, offset)
 
+    @_unit
+    def on_parts(self, parts: Parts, wall_ns: int, offset: int = -1) -> list[Emission]:
+        """:meth:`on_records` for many records' parts as arrays (core/step.py)."""
+        return self._apply_unapplied(*unapplied_parts(parts, self._applied_of), wall_ns,
+                                     offset)
+
     def _applied_of(self, volume_id: str) -> dict[str, int] | None:
         return self.applied.get((volume_id, 0))  # type: ignore[return-value]
 
     def _apply(self, records: Sequence[ProducedColumns], wall_ns: int, offset: int
                ) -> list[Emission]:
-        columns, marks = unapplied(records, self._applied_of)
+        return self._apply_unapplied(*unapplied(records, self._applied_of), wall_ns, offset)
+
+    def _apply_unapplied(self, columns: Columns, marks: dict[str, dict[str, int]],
+                         wall_ns: int, offset: int) -> list[Emission]:
         if len(columns) == 0:
             return []
         self.billing_out += self.billing.add_columns(columns, offset)

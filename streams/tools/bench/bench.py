@@ -85,6 +85,9 @@ class Plan:
     """How big each measurement is."""
 
     main_volumes: int = 1000
+    # (c) again with the same fleet rate over fewer and more volumes: the cost should stay
+    # flat (issue 17: (c) at 100,000 >= 0.8 x (c) at 1,000).
+    c_volume_points: tuple[int, ...] = (100, 100_000)
     # The fleet whose records (b) and (c) read: main_volumes Zipf volumes sending this many
     # events/s in all, batched by the SDK's defaults (a record per partition and host per
     # flush, at 16384 buffered events or 100 ms of the events' own time).
@@ -156,6 +159,7 @@ class Bench:
         sim_rate = n_b / (time.perf_counter() - started)
         await self.plain_avro(events)
         await self.worker_main(events[:n_c])
+        await self.worker_by_volumes(n_c)
         await self.anchors(events)
         await self.naive(events[:plan.naive_events])
         await self.producer_sdk(events)
@@ -164,6 +168,39 @@ class Bench:
         await self.volume_points()
         await self.batch_points()
         await self.steady()
+
+    async def run_c(self) -> None:
+        """``--only c``: (b), (c) and (c) by volume count, nothing else (profiling work)."""
+        plan = self.plan
+        calib = self.main_events(plan.calib_events)
+        inprocess = inprocess_rate(calib, self.base.batch_max_events, self.base.batch_max_age_ms)
+        self.info["inprocess_events_per_s"] = inprocess
+        n_c = max(1, int(await self.calibrate_worker(inprocess) * plan.worker_min_s * 1.2))
+        events = self.main_events(max(n_c, plan.b_min_events))
+        await self.plain_avro(events)
+        await self.worker_main(events[:n_c])
+        del events
+        await self.worker_by_volumes(n_c)
+
+    async def worker_by_volumes(self, n_c: int) -> None:
+        """(c) over the same number of events at the same fleet rate, from other numbers
+        of volumes (their records carry as many events, spread over more volumes)."""
+        points = []
+        for volumes in self.plan.c_volume_points:
+            s = self.settings(f"cv{volumes}")
+            await pipeline_topics(s)
+            events = simulated_events(volumes, n_c, self.plan.fleet_rate, time.time_ns())
+            self.step(f"(c) at {volumes:,} volumes: producing {n_c:,} events")
+            records, sent = await produce_backlog(s, events)
+            active = len({e.volume_id for e in events})
+            del events
+            run = await worker_run(s, self.log_dir, f"cv{volumes}", records, sent,
+                                   300 + sent / 200)
+            points.append({"volumes": volumes, "active": active, "events": sent,
+                           "records": records, "events_per_s": run.events_per_s,
+                           "records_per_s": run.records_per_s, "seconds": run.seconds})
+            self.figures[f"c_events_per_s_{volumes}_volumes"] = run.events_per_s
+        self.points["c_volumes"] = points
 
     async def steady(self) -> None:
         plan = self.plan.steady
@@ -331,7 +368,7 @@ class Bench:
 
 def run_bench(quick: bool = False, profile: Path | None = None, verbose: bool = True,
               keep_logs: Path | None = None, base: Settings | None = None,
-              max_volumes: int | None = None) -> dict[str, Any]:
+              max_volumes: int | None = None, only: str | None = None) -> dict[str, Any]:
     """Start a broker, measure everything, stop the broker; the report as a dict."""
     plan = QUICK if quick else FULL
     if max_volumes is not None:
@@ -354,7 +391,7 @@ def run_bench(quick: bool = False, profile: Path | None = None, verbose: bool = 
     bench.step(f"starting a broker on {base.bootstrap_servers} (state {state_dir})")
     try:
         kafka_local.start(broker)
-        asyncio.run(bench.run())
+        asyncio.run(bench.run_c() if only == "c" else bench.run())
     finally:
         bench.step("stopping the broker")
         kafka_local.stop(broker)
@@ -369,7 +406,8 @@ def cli_bench(args: argparse.Namespace, settings: Settings) -> int:
     try:
         report = run_bench(args.quick, profile, base=settings,
                            keep_logs=Path(args.logs).resolve() if args.logs else None,
-                           max_volumes=getattr(args, "max_volumes", None))
+                           max_volumes=getattr(args, "max_volumes", None),
+                           only=getattr(args, "only", None))
     except (BenchError, kafka_local.KafkaError) as exc:
         print(f"ioacct bench: {exc}", file=sys.stderr)
         return 1

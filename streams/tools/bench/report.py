@@ -19,6 +19,7 @@ TARGET_C_OVER_I = 10.0  # ahead of the Python peer (quix-streams)
 TARGET_RECORD_NS = 1_000.0
 TARGET_EXTRA_LATENCY_S = 1.5  # p99 <= grace + this
 TARGET_BYTES_PER_VOLUME = 2_000.0  # "2 KB"
+TARGET_FLAT = 0.8  # (c) at 100,000 volumes >= this x (c) at 1,000
 
 EXPLANATION = [
     "How: one broker of the bench's own, every figure with topics of its own. (a) and (c)",
@@ -66,10 +67,15 @@ def targets(fig: dict[str, float], grace_s: float) -> list[dict[str, Any]]:
 
     c = fig["c_events_per_s"]
     add("(c) events/s per worker", c, TARGET_EVENTS_PER_S, True, "events/s")
-    add("(c)/(b)", c / fig["b_events_per_s"], TARGET_C_OVER_B, True, "x")
-    add("(c)/(a)", c / fig["a_events_per_s"], TARGET_C_OVER_A, True, "x")
-    add("(c)/(h)", c / fig["h_events_per_s"], TARGET_C_OVER_H, True, "x")
-    add("(c)/(i)", c / fig["i_events_per_s"], TARGET_C_OVER_I, True, "x")
+    for kind, bound in (("b", TARGET_C_OVER_B), ("a", TARGET_C_OVER_A), ("h", TARGET_C_OVER_H),
+                        ("i", TARGET_C_OVER_I)):
+        if f"{kind}_events_per_s" in fig:  # ``--only c`` runs (b) alone
+            add(f"(c)/({kind})", c / fig[f"{kind}_events_per_s"], bound, True, "x")
+    flat = fig.get("c_events_per_s_100000_volumes")
+    if flat is not None:
+        add("(c) at 100,000 / at 1,000 volumes", flat / c, TARGET_FLAT, True, "x")
+    if "d_record_ns_per_event" not in fig:
+        return rows
     add("(d) record() per event", fig["d_record_ns_per_event"], TARGET_RECORD_NS, False, "ns")
     add("(e) p99 latency", fig["e_p99_s"], grace_s + TARGET_EXTRA_LATENCY_S, False, "s")
     add("(f) RSS per active volume", fig["f_bytes_per_volume"], TARGET_BYTES_PER_VOLUME, False,
@@ -86,10 +92,8 @@ def report_of(bench: Bench, quick: bool) -> dict[str, Any]:
     return {
         "quick": quick,
         "figures": fig,
-        "ratios": {"c_over_b": fig["c_events_per_s"] / fig["b_events_per_s"],
-                   "c_over_a": fig["c_events_per_s"] / fig["a_events_per_s"],
-                   "c_over_h": fig["c_events_per_s"] / fig["h_events_per_s"],
-                   "c_over_i": fig["c_events_per_s"] / fig["i_events_per_s"]},
+        "ratios": {f"c_over_{k}": fig["c_events_per_s"] / fig[f"{k}_events_per_s"]
+                   for k in "bahi" if f"{k}_events_per_s" in fig},
         "targets": targets(fig, bench.base.grace_s),
         "points": bench.points,
         "info": bench.info,
@@ -121,7 +125,9 @@ def _verdict(row: dict[str, Any]) -> str:
 
 def render(report: dict[str, Any]) -> str:
     """The report as a table, the (g) points, how it was measured and the profile."""
-    rows = _anchor_rows(report) + _sdk_rows(report)
+    rows = _anchor_rows(report) + _c_volume_rows(report)
+    if "d_record_ns_per_event" in report["figures"]:  # not with ``--only c``
+        rows += _sdk_rows(report)
     if "j" in report["info"]:
         rows += steady_rows(report["figures"], report["info"])
     lines = ["ioacct bench" + (" --quick (smoke test sizes: not a measurement)"
@@ -140,9 +146,7 @@ def _anchor_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(a), (b), (c) and the ratios: (figure, value, note)."""
     f, info = report["figures"], report["info"]
     t = {row["target"]: row for row in report["targets"]}
-    return [
-        ("(a) naive Faust: record + table write per event", _num(f["a_events_per_s"],
-         "events/s"), f"{info['a']['events']:,} events, {info['a']['seconds']:.1f} s"),
+    rows = [
         ("(b) plain Avro array, aiokafka + fastavro decode", _num(f["b_events_per_s"],
          "events/s"), f"{_num(f['b_records_per_s'])} records/s, "
          f"{info['b']['events']:,} events"),
@@ -160,9 +164,29 @@ def _anchor_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
          _num(f["c_with_rollups_events_per_s"], "events/s"),
          "the rollup-1m and rollup-1h agents (same worker) caught up"),
         ("    (c)/(b)", _num(t["(c)/(b)"]["value"], "x"), _verdict(t["(c)/(b)"])),
-        ("    (c)/(a)", _num(t["(c)/(a)"]["value"], "x"), _verdict(t["(c)/(a)"])),
-        *_peer_rows(report),
     ]
+    if "a" not in info:  # ``--only c``
+        return rows
+    return [("(a) naive Faust: record + table write per event", _num(f["a_events_per_s"],
+             "events/s"), f"{info['a']['events']:,} events, {info['a']['seconds']:.1f} s"),
+            *rows, ("    (c)/(a)", _num(t["(c)/(a)"]["value"], "x"), _verdict(t["(c)/(a)"])),
+            *_peer_rows(report)]
+
+
+def _c_volume_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(c) by number of volumes, and the flatness target."""
+    rows = []
+    f, t = report["figures"], {row["target"]: row for row in report["targets"]}
+    for p in report["points"].get("c_volumes", []):
+        rows.append((f"(c) at {p['volumes']:,.0f} volumes", _num(p["events_per_s"], "events/s"),
+                     f"{p['events']:,.0f} events in {p['records']:,.0f} records "
+                     f"({p['events'] / p['records']:.0f}/record), {p['active']:,.0f} volumes "
+                     f"active, {p['records_per_s']:,.0f} records/s, (c)/(b) "
+                     f"{p['events_per_s'] / f['b_events_per_s']:.2f}x"))
+    key = "(c) at 100,000 / at 1,000 volumes"
+    if key in t:
+        rows.append(("    " + key, _num(t[key]["value"], "x"), _verdict(t[key])))
+    return rows
 
 
 def _peer_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:

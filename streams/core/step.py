@@ -1,0 +1,359 @@
+"""A step's raw records of one partition judged per volume at once (DESIGN.md decision 2).
+
+Pure logic: no faust, no aiokafka. :func:`account_step` does what
+:func:`~streams.core.ingest.account_record` does record after record, for all the
+records of a step in one pass: each record is decoded and judged whole as before, then
+the parts (a record's events of one volume) are grouped per volume: one owner check,
+one replay pass (core/marks.py) and one counter update per volume per step, and the
+windows get the step's parts as one value (:class:`~streams.core.windows.book.Parts`).
+
+It covers what a healthy fleet sends: records whole-rejected (undecodable, bad key...)
+and bad events included, replays included. When any volume of the step would be
+rejected (ids, placement, owner, a conflicting record, a counter past int64), it returns
+None having changed nothing, and the caller judges the step record by record with
+``account_record``: those reasons depend on the order of the records, and are rare.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streams.core.batch import Columns
+from streams.core.codec import CodecError, SchemaSet
+from streams.core.counters import (
+    COUNTER_NAMES,
+    VolumeState,
+    latest_complete,
+    record_digest,
+    slot_sums,
+)
+from streams.core.dead_letters import Rejection
+from streams.core.events import INT64_MAX, bad_event_mask
+from streams.core.ingest import (
+    Limits,
+    Placement,
+    _decode,
+    _id_errors,
+    _record_error,
+    _reject_whole,
+    _rejection,
+    placement_error,
+)
+from streams.core.marks import judge_marks
+from streams.core.raw import RawBatch, RawLayoutError, raw_batch
+from streams.core.windows.book import Parts
+
+__all__ = ["StepOutcome", "StepRecord", "account_step"]
+
+
+@dataclass(slots=True)
+class StepRecord:
+    """What became of one record of the step: events counted, volumes skipped as
+    replays, its one rejection, and how many events it hands the windows."""
+
+    counted: int = 0
+    replays: int = 0
+    rejection: Rejection | None = None
+    valid: int = 0
+
+
+@dataclass
+class StepOutcome:
+    """The step's records' fates (in order), the new state of each volume counted (one
+    per volume), and the valid events of every accepted part, part after part (record
+    order, then the record's volume order), for the windows."""
+
+    records: list[StepRecord]
+    states: dict[str, VolumeState] = field(default_factory=dict)
+    events: Columns | None = None  # volumes: the step's table
+    bounds: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.intp))
+    part_record: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    part_volume: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    part_producer: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    part_seq: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    producers: list[str] = field(default_factory=list)
+
+    def parts(self, lo: int, hi: int) -> Parts | None:
+        """The parts of records ``lo`` to ``hi`` - 1 for the windows (None: none), their
+        volume table in order of first appearance, as Columns.concat makes it."""
+        first, last = np.searchsorted(self.part_record, (lo, hi)).tolist()
+        if first == last or self.events is None:
+            return None
+        volume = self.part_volume[first:last]
+        seen, at = np.unique(volume, return_index=True)
+        table = seen[np.argsort(at, kind="stable")]
+        code = np.empty(len(self.events.volumes), dtype=np.intp)
+        code[table] = np.arange(len(table))
+        ev = self.events
+        lo_e, hi_e = int(self.bounds[first]), int(self.bounds[last])
+        volumes = tuple(ev.volumes[v] for v in table.tolist())
+        tenants = tuple(ev.tenants[v] for v in table.tolist())
+        cols = Columns(volumes, tenants, code[ev.volume[lo_e:hi_e]], ev.op[lo_e:hi_e],
+                       ev.status[lo_e:hi_e], ev.nbytes[lo_e:hi_e], ev.submit_ns[lo_e:hi_e],
+                       ev.complete_ns[lo_e:hi_e])
+        return Parts(cols, self.bounds[first:last + 1] - lo_e, code[volume], self.producers,
+                     self.part_producer[first:last], self.part_seq[first:last])
+
+
+@dataclass
+class _Accepted:
+    """The records of the step that passed the record-level rules."""
+
+    index: list[int] = field(default_factory=list)  # position in the step
+    records: list[dict[str, Any]] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+    raws: list[RawBatch] = field(default_factory=list)
+
+
+def _whole(payload: bytes, placement: Placement, schemas: SchemaSet, limits: Limits,
+           accepted: _Accepted, i: int) -> StepRecord | None:
+    """Record-level rules (they depend on no state): a whole rejection, or None and the
+    record joins ``accepted``."""
+    try:
+        name, record = _decode(payload, schemas)
+    except CodecError as exc:
+        return StepRecord(rejection=Rejection(str(exc), 0, payload=payload))
+    try:
+        raw = raw_batch(name, record)
+    except RawLayoutError as exc:
+        return StepRecord(rejection=_reject_whole(record, payload, str(exc)).rejection)
+    reason = _record_error(raw, placement, limits)
+    if reason is not None:
+        return StepRecord(rejection=_reject_whole(record, payload, reason).rejection)
+    accepted.index.append(i)
+    accepted.records.append(record)
+    accepted.payloads.append(payload)
+    accepted.raws.append(raw)
+    return None
+
+
+def account_step(
+    records: Sequence[tuple[bytes, Placement]], load_state: Callable[[str], VolumeState | None],
+    schemas: SchemaSet, now_ns: int, limits: Limits,
+    tenant_of: Callable[[str], str | None] | None = None,
+) -> StepOutcome | None:
+    """``account_record`` over ``records`` (one partition's, in order) as one pass, or
+    None (nothing changed) when a volume would be rejected: judge them one by one then.
+    ``tenant_of``: the registry's tenant of a volume (None: not registered, or not yet
+    known: the record-by-record path waits for the registry); None: no registry."""
+    if len({(p.partition, p.partitions) for _, p in records}) > 1:
+        return None
+    accepted = _Accepted()
+    out = [_whole(payload, placement, schemas, limits, accepted, i) or StepRecord()
+           for i, (payload, placement) in enumerate(records)]
+    if not accepted.raws:
+        return StepOutcome(out)
+    step = _gather(accepted)
+    if step is None or not _volumes_ok(step, records[0][1], load_state, tenant_of):
+        return None
+    judged = _judge_parts(step, accepted, load_state)
+    if judged is None:
+        return None
+    return _count(step, accepted, judged, out, load_state, now_ns, limits)
+
+
+@dataclass
+class _Gathered:
+    """The accepted records' events in part order, over the step's volume table."""
+
+    volumes: list[str]
+    tenants: list[str]
+    events: Columns
+    offset: np.ndarray  # byte offsets, for the event rules
+    record: np.ndarray  # per event: index into _Accepted
+    position: np.ndarray  # per event: its index within its record
+    bounds: np.ndarray  # part k: events [bounds[k], bounds[k + 1])
+    part_record: np.ndarray
+    part_volume: np.ndarray
+
+
+def _gather(acc: _Accepted) -> _Gathered | None:
+    """One Columns of the step's events sorted by (record, the record's volume index),
+    volumes in one table; None if a volume comes with two tenants (rejected: slow path)."""
+    index: dict[str, int] = {}
+    tenants: list[str] = []
+    codes, locals_, widest = [], [], 1
+    for raw in acc.raws:
+        cols = raw.columns
+        code = []
+        for volume_id, tenant_id in zip(cols.volumes, cols.tenants, strict=True):
+            c = index.get(volume_id)
+            if c is None:
+                c = index[volume_id] = len(tenants)
+                tenants.append(tenant_id)
+            elif tenants[c] != tenant_id:
+                return None
+            code.append(c)
+        codes.append(np.asarray(code, dtype=np.intp)[cols.volume])
+        locals_.append(cols.volume)
+        widest = max(widest, len(cols.volumes))
+    lengths = [len(raw) for raw in acc.raws]
+    record = np.repeat(np.arange(len(acc.raws), dtype=np.intp), lengths)
+    key = record * widest + np.concatenate(locals_).astype(np.intp)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    volume = np.concatenate(codes)[order]
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(raw.columns, name) for raw in acc.raws])[order]
+
+    events = Columns(tuple(index), tuple(tenants), volume, cat("op"), cat("status"),
+                     cat("nbytes"), cat("submit_ns"), cat("complete_ns"))
+    offset = np.concatenate([raw.offset for raw in acc.raws])[order]
+    position = (np.arange(len(order)) - np.repeat(np.cumsum([0, *lengths[:-1]]), lengths))[order]
+    return _Gathered(list(index), tenants, events, offset, record[order], position,
+                     np.r_[starts, len(order)], key[starts] // widest, volume[starts])
+
+
+def _tenant_ok(tenant_of: Callable[[str], str | None] | None, volume_id: str,
+               tenant_id: str, known: VolumeState | None) -> bool:
+    if tenant_of is not None and tenant_of(volume_id) != tenant_id:
+        return False
+    return known is None or known.tenant_id == tenant_id
+
+
+def _volumes_ok(step: _Gathered, placement: Placement,
+                load_state: Callable[[str], VolumeState | None],
+                tenant_of: Callable[[str], str | None] | None) -> bool:
+    """Every volume passes its ids, placement and owner rules (once per step)."""
+    for volume_id, tenant_id in zip(step.volumes, step.tenants, strict=True):
+        if (_id_errors(volume_id, tenant_id) or placement_error(volume_id, placement)
+                or not _tenant_ok(tenant_of, volume_id, tenant_id, load_state(volume_id))):
+            return False
+    return True
+
+
+@dataclass
+class _Judged:
+    counted: np.ndarray  # per part: counted (else a replay)
+    producer: np.ndarray  # per part: index into producers
+    seq: np.ndarray
+    producers: list[str]
+    digests: list[str]  # per accepted record
+
+
+def _judge_parts(step: _Gathered, acc: _Accepted,
+                 load_state: Callable[[str], VolumeState | None]) -> _Judged | None:
+    """The counters' replay check of every part against its volume's marks, in one pass;
+    None if a part conflicts (the last applied seq with other content)."""
+    producers: dict[str, int] = {}
+    record_producer = np.array([producers.setdefault(r.producer_id, len(producers))
+                                for r in acc.raws], dtype=np.intp)
+    record_seq = np.array([r.seq for r in acc.raws], dtype=np.int64)
+    producer = record_producer[step.part_record]
+    seq = record_seq[step.part_record]
+    pair = step.part_volume * len(producers) + producer
+    groups, group = np.unique(pair, return_inverse=True)
+    names = list(producers)
+    initial = np.full(len(groups), -1, dtype=np.int64)
+    has = np.ones(len(groups), dtype=bool)
+    for g, (v, p) in enumerate(zip((groups // len(names)).tolist(),
+                                   (groups % len(names)).tolist(), strict=True)):
+        known = load_state(step.volumes[v])
+        if known is None:
+            has[g] = False
+        else:
+            initial[g] = known.producer_seqs.get(names[p], -1)
+    new, met = judge_marks(group, seq, initial, has)
+    digests = [record_digest(payload) for payload in acc.payloads]
+    if met.any() and _conflicts(step, acc, group, seq, met, groups, names, digests,
+                                load_state):
+        return None
+    return _Judged(new, producer, seq, names, digests)
+
+
+def _conflicts(step: _Gathered, acc: _Accepted, group: np.ndarray, seq: np.ndarray,
+               met: np.ndarray, groups: np.ndarray, names: list[str], digests: list[str],
+               load_state: Callable[[str], VolumeState | None]) -> bool:
+    """Whether a part meeting its mark has other content than the record that set it
+    (the state's, or an earlier part of the step: the first with that seq)."""
+    first: dict[tuple[int, int], int] = {}  # (group, seq) -> the step's first record
+    for k in range(len(seq)):
+        g, s = int(group[k]), int(seq[k])
+        first.setdefault((g, s), int(step.part_record[k]))
+        if not met[k]:
+            continue
+        v, p = divmod(int(groups[g]), len(names))
+        known = load_state(step.volumes[v])
+        if first[(g, s)] == step.part_record[k]:  # the state's mark
+            applied = None if known is None or names[p] not in known.producer_seqs \
+                else known.producer_digests.get(names[p])
+        else:
+            applied = digests[first[(g, s)]]
+        if applied is not None and applied != digests[int(step.part_record[k])]:
+            return True
+    return False
+
+
+def _count(step: _Gathered, acc: _Accepted, judged: _Judged, out: list[StepRecord],
+           load_state: Callable[[str], VolumeState | None], now_ns: int, limits: Limits
+           ) -> StepOutcome | None:
+    """Counters, marks and rejections of the counted parts; the windows' parts."""
+    ev = step.events
+    bad = bad_event_mask(ev.op, ev.status, step.offset, ev.nbytes, ev.submit_ns,
+                         ev.complete_ns, now_ns, limits.retention_ns, limits.future_tolerance_ns)
+    part_of = np.repeat(np.arange(len(judged.counted)), np.diff(step.bounds))
+    in_counted = judged.counted[part_of]
+    counted = in_counted & ~bad
+    take = ev.take(counted)
+    sums, latest = slot_sums(take), latest_complete(take)
+    n_vol = len(step.volumes)
+    bad_of = np.bincount(ev.volume[bad & in_counted], minlength=n_vol).tolist()
+    states = _states(step, judged, sums, latest, bad_of, load_state)
+    if states is None:
+        return None
+    n_rec = len(acc.raws)
+    per_record = [np.bincount(step.record[m], minlength=n_rec).tolist()
+                  for m in (counted, ~bad, bad & in_counted)]
+    replays = np.bincount(step.part_record[~judged.counted], minlength=n_rec).tolist()
+    for r, i in enumerate(acc.index):
+        out[i] = StepRecord(per_record[0][r], replays[r], None, per_record[1][r])
+        if per_record[2][r]:
+            out[i].rejection = _record_rejection(step, acc, r, bad & in_counted, now_ns, limits)
+    valid = np.flatnonzero(~bad)
+    bounds = np.searchsorted(valid, step.bounds)
+    return StepOutcome(out, states, ev.take(valid), bounds,
+                       np.asarray(acc.index, dtype=np.intp)[step.part_record],
+                       step.part_volume, judged.producer, judged.seq, judged.producers)
+
+
+def _states(step: _Gathered, judged: _Judged, sums: list[list[int]],
+            latest: list[int | None], bad_of: list[int],
+            load_state: Callable[[str], VolumeState | None]) -> dict[str, VolumeState] | None:
+    """Each counted volume's new state (the loaded one, changed), in order of its first
+    counted part; None (nothing changed) if a counter would pass int64."""
+    parts = np.flatnonzero(judged.counted)
+    volumes = step.part_volume[parts].tolist()
+    for v in dict.fromkeys(volumes):
+        known = load_state(step.volumes[v])
+        base = known.counters if known is not None else None
+        for _, slot in COUNTER_NAMES:
+            if (base[slot] if base else 0) + sums[v][slot] > INT64_MAX:
+                return None
+    states: dict[str, VolumeState] = {}
+    for k, v in zip(parts.tolist(), volumes, strict=True):
+        volume_id = step.volumes[v]
+        state = states.get(volume_id)
+        if state is None:
+            state = states[volume_id] = load_state(volume_id) or VolumeState(step.tenants[v])
+            state.add_sums(sums[v], latest[v])
+            state.rejected += bad_of[v]
+        # in order: the last counted part of a (volume, producer) leaves its mark
+        state.mark_applied(judged.producers[int(judged.producer[k])], int(judged.seq[k]),
+                           judged.digests[int(step.part_record[k])])
+    return states
+
+
+def _record_rejection(step: _Gathered, acc: _Accepted, r: int, rejected: np.ndarray,
+                      now_ns: int, limits: Limits) -> Rejection | None:
+    """Record ``r``'s one rejection: its bad events in counted volumes."""
+    raw = acc.raws[r]
+    mask = np.zeros(len(raw), dtype=bool)
+    mask[step.position[rejected & (step.record == r)]] = True
+    return _rejection(acc.records[r], acc.payloads[r], raw, [None] * len(raw.columns.volumes),
+                      mask, now_ns, limits)

@@ -1,0 +1,224 @@
+"""A step judged per volume at once (core/step.py) against the same records judged one by
+one (account_record, the windows' on_records): identical states, dead letters, windows,
+billing, for steps that mix volumes, producers, replays (within the step and of the
+state), bad events, whole-rejected records and records whose volumes are rejected."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.core.counters import VolumeState
+from streams.core.dead_letters import Rejection
+from streams.core.ingest import Limits, Placement, account_record
+from streams.core.marks import judge_marks
+from streams.core.step import account_step
+from streams.core.windows.book import Emission, ProducedColumns, WindowSettings
+from streams.state.stages import open_partition_windows
+from tests.unit.core.ingest_records import NOW, SCHEMAS, ev
+from tests.unit.core.layout2_records import AWAY_VOLUMES, HOME_VOLUMES, home_placement, layout2
+
+LIMITS = Limits()
+MAX_EVENTS = 7  # the windows take a unit every this many events, as the agent does
+TENANT = {v: f"t-{i % 2}" for i, v in enumerate(HOME_VOLUMES + AWAY_VOLUMES)}
+
+
+@dataclass
+class Run:
+    """One way of judging the steps: counters table, windows stage, what came out."""
+
+    snapshots: dict[str, bytes] = field(default_factory=dict)
+    table: dict[bytes, bytes] = field(default_factory=dict)
+    records: list[tuple[int, int, tuple[Any, ...] | None]] = field(default_factory=list)
+    emissions: list[Emission] = field(default_factory=list)
+    billing: list[Any] = field(default_factory=list)
+    fast_steps: int = 0
+
+    def __post_init__(self) -> None:
+        self.windows = open_partition_windows(0, self.table, WindowSettings())
+
+    def load(self, volume_id: str) -> VolumeState | None:
+        data = self.snapshots.get(volume_id)
+        return None if data is None else VolumeState.from_snapshot(data)
+
+
+def _rejection(r: Rejection | None) -> tuple[Any, ...] | None:
+    if r is None:
+        return None
+    return (r.reason, r.events, r.event_indexes, r.event_reasons, r.event_json, r.volume_id,
+            r.tenant_id, r.whole, r.payload)
+
+
+def _loader(run: Run, states: dict[str, VolumeState | None]) -> Any:
+    def load(volume_id: str) -> VolumeState | None:
+        if volume_id not in states:
+            states[volume_id] = run.load(volume_id)
+        return states[volume_id]
+    return load
+
+
+def one_by_one(run: Run, step: list[tuple[bytes, Placement]], wall_ns: int) -> None:
+    """The agent's record-by-record path."""
+    states: dict[str, VolumeState | None] = {}
+    load = _loader(run, states)
+    changed: list[str] = []
+    parts: list[ProducedColumns] = []
+    events = 0
+    for offset, (payload, placement) in enumerate(step):
+        out = account_record(payload, placement, load, SCHEMAS, NOW, LIMITS)
+        for volume in out.volumes:
+            if volume.state is not None:
+                states[volume.volume_id] = volume.state
+                changed.append(volume.volume_id)
+            parts.append((volume.events, volume.producer))
+            events += len(volume.events)
+        run.records.append((out.counted, out.replays, _rejection(out.rejection)))
+        if events >= MAX_EVENTS or offset == len(step) - 1:
+            if parts:
+                run.emissions += run.windows.on_records(parts, wall_ns, offset)
+            parts, events = [], 0
+    _store(run, states, changed)
+
+
+def at_once(run: Run, step: list[tuple[bytes, Placement]], wall_ns: int) -> None:
+    """The agent's path through account_step (record by record when it declines)."""
+    states: dict[str, VolumeState | None] = {}
+    outcome = account_step(step, _loader(run, states), SCHEMAS, NOW, LIMITS)
+    if outcome is None:
+        one_by_one(run, step, wall_ns)
+        return
+    run.fast_steps += 1
+    lo, events = 0, 0
+    for offset, record in enumerate(outcome.records):
+        run.records.append((record.counted, record.replays, _rejection(record.rejection)))
+        events += record.valid
+        if events >= MAX_EVENTS or offset == len(step) - 1:
+            parts = outcome.parts(lo, offset + 1)
+            if parts is not None:
+                run.emissions += run.windows.on_parts(parts, wall_ns, offset)
+            lo, events = offset + 1, 0
+    _store(run, {**states, **outcome.states}, list(outcome.states))
+
+
+def _store(run: Run, states: dict[str, VolumeState | None], changed: list[str]) -> None:
+    for volume_id in changed:
+        state = states[volume_id]
+        assert state is not None
+        run.snapshots[volume_id] = state.snapshot()
+    run.billing += run.windows.take_billing()
+
+
+EVENT = st.builds(
+    lambda status, t, n, future: ev(status=status, nbytes=n, submit_ns=t - 500,
+                                    complete_ns=t + (3600 * 10**9 if future else 0)),
+    st.sampled_from(["ok", "ok", "ok", "failed", 7]), st.integers(NOW - 5 * 10**9, NOW),
+    st.sampled_from([0, 512, 4096]), st.sampled_from([False] * 6 + [True]))
+
+
+@st.composite
+def records(draw: st.DrawFn, odd: bool) -> tuple[bytes, Placement]:
+    """A layout-2 record of some HOME volumes; with ``odd``, sometimes a misplaced volume,
+    another tenant, an undecodable or empty record."""
+    kind = draw(st.sampled_from(["ok"] * 6 + (["away", "tenant", "junk", "empty"] if odd
+                                             else [])))
+    if kind == "junk":
+        return b"\x00junk", home_placement(HOME_VOLUMES[0])
+    volumes = draw(st.lists(st.sampled_from(HOME_VOLUMES), min_size=1, max_size=4, unique=True))
+    groups = []
+    for v in volumes:
+        tenant = TENANT[v] if kind != "tenant" or v != volumes[0] else "t-other"
+        events = draw(st.lists(EVENT, min_size=0 if kind == "empty" else 1, max_size=4))
+        groups.append((v, tenant, [dict(e, volume_id=v, tenant_id=tenant) for e in events]))
+    if kind == "away":
+        groups.append((AWAY_VOLUMES[0], "t-0", [ev(volume_id=AWAY_VOLUMES[0], tenant_id="t-0")]))
+    if kind == "empty":
+        groups = [(v, t, []) for v, t, _ in groups]
+    producer = draw(st.sampled_from(["p-1", "p-2"]))
+    seq = draw(st.integers(0, 6))
+    return layout2(groups, producer, seq), home_placement(volumes[0])
+
+
+def _bad_time(e: dict[str, Any]) -> dict[str, Any]:
+    return dict(e, complete_ns=NOW + 3600 * 10**9)  # past the future tolerance
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(records(odd=False), min_size=1, max_size=8), min_size=1, max_size=4))
+def test_a_step_judged_at_once_equals_record_by_record(steps: list[list[Any]]) -> None:
+    _same(steps)  # conflicting repeats (same seq, other events) go record by record
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(records(odd=True), min_size=1, max_size=8), min_size=1, max_size=4))
+def test_steps_with_rejected_volumes_and_records_equal_record_by_record(
+        steps: list[list[Any]]) -> None:
+    _same(steps)
+
+
+def _same(steps: list[list[tuple[bytes, Placement]]]) -> Run:
+    a, b = Run(), Run()
+    for n, step in enumerate(steps):
+        wall_ns = NOW + n * 10**9
+        one_by_one(a, step, wall_ns)
+        at_once(b, step, wall_ns)
+    assert b.records == a.records
+    assert b.snapshots == a.snapshots
+    assert b.emissions == a.emissions
+    assert b.billing == a.billing
+    assert b.table == a.table  # windows, marks, billing hours, the clock
+    return b
+
+
+def test_replays_within_the_step_and_of_the_state_are_judged_at_once() -> None:
+    """The fast path itself (not its record-by-record fallback) takes replays, repeats
+    within one step, bad events and a second producer."""
+    v, w = HOME_VOLUMES[0], HOME_VOLUMES[1]
+
+    def rec(seq: int, producer: str = "p-1", bad: bool = False) -> tuple[bytes, Placement]:
+        e = ev(volume_id=v, tenant_id=TENANT[v])
+        return layout2([(v, TENANT[v], [_bad_time(e) if bad else e, e]),
+                        (w, TENANT[w], [ev(volume_id=w, tenant_id=TENANT[w])])],
+                       producer, seq), home_placement(v)
+
+    first = [rec(1), rec(2, bad=True), rec(2, bad=True), rec(1), rec(1, "p-2")]
+    second = [rec(2, bad=True), rec(3), rec(0, "p-2"), rec(3)]
+    run = _same([first, second])
+    assert run.fast_steps == 2
+    assert [r[:2] for r in run.records] == [(3, 0), (2, 0), (0, 2), (0, 2), (3, 0),
+                                            (0, 2), (3, 0), (0, 2), (0, 2)]
+    assert run.records[1][2] is not None and run.records[1][2][1] == 1  # the bad event
+    state = run.load(v)
+    assert state is not None and state.producer_seqs == {"p-1": 3, "p-2": 1}
+
+
+def test_a_conflicting_record_makes_the_step_go_record_by_record() -> None:
+    v = HOME_VOLUMES[0]
+    a = layout2([(v, TENANT[v], [ev(volume_id=v, tenant_id=TENANT[v])])], "p-1", 4)
+    b = layout2([(v, TENANT[v], [ev(volume_id=v, tenant_id=TENANT[v], nbytes=512)])], "p-1", 4)
+    step = [(a, home_placement(v)), (b, home_placement(v))]
+    assert account_step(step, lambda _: None, SCHEMAS, NOW, LIMITS) is None
+    run = _same([step])
+    assert run.records[1][2] is not None and "other content" in run.records[1][2][0]
+
+
+def test_judge_marks_is_the_sequential_replay_check() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n, groups = int(rng.integers(1, 30)), int(rng.integers(1, 4))
+        group = rng.integers(0, groups, n)
+        seq = rng.integers(-3, 6, n).astype(np.int64)
+        initial = rng.integers(-3, 6, groups).astype(np.int64)
+        has = rng.random(groups) < 0.7
+        new, met = judge_marks(group, seq, initial, has)
+        marks: dict[int, int | None] = {g: int(initial[g]) if has[g] else None
+                                        for g in range(groups)}
+        for k in range(n):
+            mark = marks[int(group[k])]
+            assert new[k] == (mark is None or seq[k] > mark)
+            assert met[k] == (mark is not None and seq[k] == mark)
+            if new[k]:
+                marks[int(group[k])] = int(seq[k])
