@@ -231,6 +231,7 @@ def _volumes_ok(step: _Gathered, placement: Placement,
 @dataclass
 class _Judged:
     counted: np.ndarray  # per part: counted (else a replay)
+    group: np.ndarray  # per part: its (volume, producer) pair's index
     producer: np.ndarray  # per part: index into producers
     seq: np.ndarray
     producers: list[str]
@@ -264,7 +265,7 @@ def _judge_parts(step: _Gathered, acc: _Accepted,
     if met.any() and _conflicts(step, acc, group, seq, met, groups, names, digests,
                                 load_state):
         return None
-    return _Judged(new, producer, seq, names, digests)
+    return _Judged(new, group, producer, seq, names, digests)
 
 
 def _conflicts(step: _Gathered, acc: _Accepted, group: np.ndarray, seq: np.ndarray,
@@ -335,15 +336,22 @@ def _states(step: _Gathered, judged: _Judged, sums: list[list[int]],
         for _, slot in COUNTER_NAMES:
             if (base[slot] if base else 0) + sums[v][slot] > INT64_MAX:
                 return None
+    # Per (volume, producer) counted: its first part (the order producers enter a state's
+    # marks, as record by record) and its last (the mark it leaves: seqs only rise).
+    group = judged.group[parts]
+    _, first = np.unique(group, return_index=True)
+    _, from_end = np.unique(group[::-1], return_index=True)
+    last = len(group) - 1 - from_end
+    order = np.argsort(first, kind="stable")
     states: dict[str, VolumeState] = {}
-    for k, v in zip(parts.tolist(), volumes, strict=True):
+    for f, k in zip(first[order].tolist(), parts[last[order]].tolist(), strict=True):
+        v = volumes[f]
         volume_id = step.volumes[v]
         state = states.get(volume_id)
         if state is None:
             state = states[volume_id] = load_state(volume_id) or VolumeState(step.tenants[v])
             state.add_sums(sums[v], latest[v])
             state.rejected += bad_of[v]
-        # in order: the last counted part of a (volume, producer) leaves its mark
         state.mark_applied(judged.producers[int(judged.producer[k])], int(judged.seq[k]),
                            judged.digests[int(step.part_record[k])])
     return states
