@@ -169,8 +169,8 @@ def owned_volumes(p: WorkerState) -> list[tuple[str, VolumeState]]:
 
 
 def metrics_text(p: WorkerState) -> str:
-    """Prometheus text of the volumes this worker owns (:func:`owned_volumes`), then the
-    worker's own health (api/health.py)."""
+    """Prometheus text of the volumes this worker owns (:func:`owned_volumes`): their
+    counters, their latency histograms; then the worker's own health (api/health.py)."""
     now_ns = time.time_ns()  # counters_json wants one; idle_time_ns is not exported
     owned = owned_volumes(p)
     volumes = prometheus_text((volume_id, state.counters_json(volume_id, now_ns))
