@@ -1,6 +1,7 @@
 """Prometheus text exposition format 0.0.4 of cumulative per-volume counters
 (SEMANTICS.md section 2, as :meth:`streams.core.counters.VolumeState.counters_json` makes
-them), for a worker's ``/metrics`` view. See docs/monitoring.md.
+them) and cumulative per-volume latency histograms, for a worker's ``/metrics`` view. See
+docs/monitoring.md.
 
 Pure: no faust, no aiohttp. Values are exact: integers as printed integers, times as the
 exact decimal of integer nanoseconds.
@@ -8,10 +9,10 @@ exact decimal of integer nanoseconds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from streams.core.counters import COUNTER_NAMES
+from streams.core.counters import COUNTER_NAMES, HISTOGRAM_BOUNDS_NS, LATENCY_BINS
 from streams.core.times import NS_PER_S
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -123,3 +124,52 @@ def _lines(rows: list[tuple[str, Mapping[str, Any]]], labels: list[str]) -> Iter
             if value is None:
                 continue
             yield f"{name}{label} {_seconds_text(value) if seconds else _int_text(value)}\n"
+
+
+LATENCY_FAMILY = f"{METRIC_PREFIX}latency_seconds"
+# The `le` label of each bin, as Go's client libraries print a float ("1e-05", "0.5", "10"):
+# short decimals, so exactly the section 3 bounds in seconds.
+LATENCY_LE: tuple[str, ...] = (*(f"{b / NS_PER_S:g}" for b in HISTOGRAM_BOUNDS_NS), "+Inf")
+_LATENCY_HELP = ("Seconds from submit to completion of ok and failed requests, by op: "
+                 "cumulative since the volume's first event, exact (SEMANTICS.md section 3's "
+                 "latency rule and 19 bounds; le inclusive).")
+# A volume's histograms as VolumeState.latency_histograms gives them: op -> (bins, sum ns).
+OpHistograms = Mapping[str, tuple[Sequence[int], int]]
+
+
+def latency_text(volumes: Iterable[tuple[str, str, OpHistograms]]) -> str:
+    """Prometheus text (0.0.4) of the per-volume, per-op cumulative latency histograms: one
+    classic histogram family ``ioacct_volume_latency_seconds``, samples ``_bucket`` (labels
+    ``volume_id``, ``tenant_id``, ``op``, ``le``: the counts at or below each bound, then
+    ``+Inf``), ``_sum`` (exact decimal seconds of the integer ns) and ``_count``.
+
+    ``volumes``: (volume_id, tenant_id, histograms) triples. An op without any latency is
+    left out (its series appear with its first request, as client libraries do); volumes
+    are sorted by volume_id; a repeated volume_id is a ValueError.
+    """
+    rows = sorted(volumes, key=lambda item: item[0])
+    for (a, _, _), (b, _, _) in zip(rows, rows[1:], strict=False):
+        if a == b:
+            raise ValueError(f"volume {a!r} given twice")
+    lines = [f"# HELP {LATENCY_FAMILY} {_escape_help(_LATENCY_HELP)}\n",
+             f"# TYPE {LATENCY_FAMILY} histogram\n"]
+    for volume_id, tenant_id, histograms in rows:
+        for op, (bins, sum_ns) in histograms.items():
+            lines += _histogram_lines(
+                f'volume_id="{_escape_label(volume_id)}",tenant_id="{_escape_label(tenant_id)}"'
+                f',op="{_escape_label(op)}"', bins, sum_ns)
+    return "".join(lines)
+
+
+def _histogram_lines(labels: str, bins: Sequence[int], sum_ns: int) -> list[str]:
+    if len(bins) != LATENCY_BINS:
+        raise ValueError(f"{len(bins)} latency bins, not {LATENCY_BINS}")
+    cumulative, lines = 0, []
+    for le, count in zip(LATENCY_LE, bins, strict=True):
+        cumulative += int(_int_text(count))
+        lines.append(f'{LATENCY_FAMILY}_bucket{{{labels},le="{le}"}} {cumulative}\n')
+    if not cumulative:
+        return []
+    lines.append(f"{LATENCY_FAMILY}_sum{{{labels}}} {_seconds_text(sum_ns)}\n")
+    lines.append(f"{LATENCY_FAMILY}_count{{{labels}}} {cumulative}\n")
+    return lines

@@ -33,7 +33,7 @@ from streams.api.gate import (
 )
 from streams.api.health import PartitionLag, worker_text
 from streams.api.ports import WorkerState
-from streams.api.prometheus import PROMETHEUS_CONTENT_TYPE, prometheus_text
+from streams.api.prometheus import PROMETHEUS_CONTENT_TYPE, latency_text, prometheus_text
 from streams.api.ratelimit import Limit
 from streams.api.routing import forward_headers, owner_routed, url_ident
 from streams.api.stats import WINDOWS_NS, BadQuery, stats_body, stats_query
@@ -169,11 +169,14 @@ def owned_volumes(p: WorkerState) -> list[tuple[str, VolumeState]]:
 
 
 def metrics_text(p: WorkerState) -> str:
-    """Prometheus text of the volumes this worker owns (:func:`owned_volumes`), then the
-    worker's own health (api/health.py)."""
+    """Prometheus text of the volumes this worker owns (:func:`owned_volumes`): their
+    counters, their latency histograms; then the worker's own health (api/health.py)."""
     now_ns = time.time_ns()  # counters_json wants one; idle_time_ns is not exported
+    owned = owned_volumes(p)
     volumes = prometheus_text((volume_id, state.counters_json(volume_id, now_ns))
-                              for volume_id, state in owned_volumes(p))
+                              for volume_id, state in owned)
+    volumes += latency_text((volume_id, state.tenant_id, state.latency_histograms())
+                            for volume_id, state in owned)
     lags = [PartitionLag(*position) for position in p.input_positions()]
     stats = p.stats
     return volumes + worker_text(asdict(stats), lags, bool(getattr(p.app, "in_recovery", False)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,12 +19,14 @@ import orjson
 
 from streams.core.batch import Columns, EventBatch
 from streams.core.events import OPS, STATUS_FAILED, STATUS_INVALID, STATUS_OK, STATUSES
+from streams.core.times import NS_PER_S
 
 # Per op, five slots: ok ios, ok bytes, failed ios, invalid ios, time of ok+failed.
 SLOTS_PER_OP = 5
 IOS, BYTES, ERRORS, INVALID, TIME = range(SLOTS_PER_OP)
-# 2 added the per-producer digest of the last applied record; 1 still loads (no digests).
-_SNAPSHOT_VERSION = 2
+# 3 added the cumulative latency histogram; 2 added the per-producer digest of the last
+# applied record. 1 and 2 still load (no digests, an empty histogram).
+_SNAPSHOT_VERSION = 3
 
 # The status -> counter rule of SEMANTICS.md section 2, written once, by status code: the
 # slot an event counts one in, whether its bytes count, whether its time (complete - submit)
@@ -48,6 +51,20 @@ COUNTER_NAMES: list[tuple[str, int]] = [
     for op_code, names in enumerate(OP_COUNTER_NAMES) for name, slot in names]
 N_SLOTS = len(OPS) * SLOTS_PER_OP
 
+_US, _MS = 1_000, 1_000_000
+# SEMANTICS.md section 3's 19 latency histogram bounds (ns), shared by the windows and the
+# cumulative per-volume histogram of /metrics.
+HISTOGRAM_BOUNDS_NS: tuple[int, ...] = (
+    10 * _US, 20 * _US, 50 * _US, 100 * _US, 200 * _US, 500 * _US,
+    1 * _MS, 2 * _MS, 5 * _MS, 10 * _MS, 20 * _MS, 50 * _MS, 100 * _MS, 200 * _MS, 500 * _MS,
+    1 * NS_PER_S, 2 * NS_PER_S, 5 * NS_PER_S, 10 * NS_PER_S,
+)
+# Cumulative latency bins per op: bin i holds bound[i-1] < latency <= bound[i] (Prometheus'
+# `le`, inclusive, unlike the windows' exclusive bins), the last one latency > 10 s.
+LATENCY_BINS = len(HISTOGRAM_BOUNDS_NS) + 1
+LATENCY_SLOTS = len(OPS) * LATENCY_BINS
+_LATENCY_BOUNDS = np.array(HISTOGRAM_BOUNDS_NS, dtype=np.uint64)
+
 
 def add_to_slots(counters: list[int], batch: EventBatch) -> int | None:
     """Add the events of ``batch`` to section 2 counter slots; their latest complete_ns."""
@@ -66,6 +83,31 @@ def add_to_slots(counters: list[int], batch: EventBatch) -> int | None:
         if latest is None or complete_ns[i] > latest:
             latest = complete_ns[i]
     return latest
+
+
+def add_to_latency_bins(bins: list[int], batch: EventBatch) -> None:
+    """Count the latency of each ok or failed event of ``batch`` in its op's cumulative bin
+    (the events whose time counts, STATUS_RULES: the windows' latency rule)."""
+    ops, statuses = batch.ops, batch.statuses
+    submit_ns, complete_ns = batch.submit_ns, batch.complete_ns
+    for i in batch.indexes:
+        if STATUS_RULES[statuses[i]][2]:
+            latency = complete_ns[i] - submit_ns[i]
+            bins[ops[i] * LATENCY_BINS + bisect_left(HISTOGRAM_BOUNDS_NS, latency)] += 1
+
+
+def latency_bin_counts(columns: Columns) -> list[list[int]]:
+    """Per volume of ``columns.volumes``, what its events (all taken: validated) add to its
+    cumulative latency bins (:func:`add_to_latency_bins`), in one numpy pass."""
+    n = len(columns.volumes)
+    timed = columns.status != STATUS_INVALID
+    # complete - submit wraps in uint64 but is exact there: it lies in [0, 2**64).
+    latency = columns.complete_ns[timed].view(np.uint64) - columns.submit_ns[timed].view(np.uint64)
+    keys = (columns.volume[timed] * LATENCY_SLOTS
+            + columns.op[timed].astype(np.intp) * LATENCY_BINS
+            + np.searchsorted(_LATENCY_BOUNDS, latency, side="left"))
+    counts: list[int] = np.bincount(keys, minlength=n * LATENCY_SLOTS).tolist()
+    return [counts[v * LATENCY_SLOTS:(v + 1) * LATENCY_SLOTS] for v in range(n)]
 
 
 # The slot of the one a status counts, by status code (numpy twin of STATUS_RULES).
@@ -156,6 +198,11 @@ class VolumeState:
     producer_seqs: dict[str, int] = field(default_factory=dict)
     # record_digest of that record (none for producers loaded from a version 1 snapshot).
     producer_digests: dict[str, str] = field(default_factory=dict)
+    # Cumulative latency bins, LATENCY_BINS per op (add_to_latency_bins).
+    latency_bins: list[int] = field(default_factory=lambda: [0] * LATENCY_SLOTS)
+    # Per op, the time already in total_{op}_time_ns when the bins started (nonzero only
+    # for a state loaded from a version 1 or 2 snapshot): the histogram's sum leaves it out.
+    unbinned_time_ns: list[int] = field(default_factory=lambda: [0] * len(OPS))
 
     def is_replay(self, producer_id: str, seq: int) -> bool:
         return seq <= self.producer_seqs.get(producer_id, -1)
@@ -175,13 +222,18 @@ class VolumeState:
     def add_events(self, batch: EventBatch) -> None:
         """Count the events of ``batch`` (already validated)."""
         latest = add_to_slots(self.counters, batch)
+        add_to_latency_bins(self.latency_bins, batch)
         if latest is not None and (self.last_io_ns is None or latest > self.last_io_ns):
             self.last_io_ns = latest
 
-    def add_sums(self, sums: Sequence[int], latest_ns: int | None) -> None:
-        """Add slot sums (:func:`slot_sums`) of events whose latest completion is
+    def add_sums(self, sums: Sequence[int], latest_ns: int | None,
+                 bins: Sequence[int] | None = None) -> None:
+        """Add slot sums (:func:`slot_sums`) and latency bin counts
+        (:func:`latency_bin_counts`; None: no events) of events whose latest completion is
         ``latest_ns`` (None: no events)."""
         self.counters = [a + b for a, b in zip(self.counters, sums, strict=True)]
+        if bins is not None:
+            self.latency_bins = [a + b for a, b in zip(self.latency_bins, bins, strict=True)]
         if latest_ns is not None and (self.last_io_ns is None or latest_ns > self.last_io_ns):
             self.last_io_ns = latest_ns
 
@@ -196,9 +248,17 @@ class VolumeState:
         obj["rejected"] = self.rejected
         return obj
 
+    def latency_histograms(self) -> dict[str, tuple[list[int], int]]:
+        """Per op: its cumulative latency bin counts (LATENCY_BINS, not cumulative over the
+        bins) and the exact sum of those latencies in ns."""
+        return {op: (self.latency_bins[code * LATENCY_BINS:(code + 1) * LATENCY_BINS],
+                     self.counters[code * SLOTS_PER_OP + TIME] - self.unbinned_time_ns[code])
+                for code, op in enumerate(OPS)}
+
     def snapshot(self) -> bytes:
         value = [_SNAPSHOT_VERSION, self.tenant_id, self.counters, self.last_io_ns,
-                 self.rejected, self.producer_seqs, self.producer_digests]
+                 self.rejected, self.producer_seqs, self.producer_digests, self.latency_bins,
+                 self.unbinned_time_ns]
         try:
             return table_json(value)
         except TypeError:
@@ -208,13 +268,25 @@ class VolumeState:
     @classmethod
     def from_snapshot(cls, data: bytes) -> VolumeState:
         decoded = orjson.loads(data)
-        if float in map(type, decoded[2]) or isinstance(decoded[4], float):
+        if _has_float(decoded):
             decoded = json.loads(data)  # orjson reads integers past 64 bits as floats
         version = decoded[0]
-        if version == 1:
-            _, tenant_id, counters, last_io_ns, rejected, producer_seqs = decoded
-            return cls(tenant_id, counters, last_io_ns, rejected, producer_seqs)
-        if version != _SNAPSHOT_VERSION:
+        if version == _SNAPSHOT_VERSION:
+            _, tenant_id, counters, last_io_ns, rejected, seqs, digests, bins, unbinned = decoded
+            return cls(tenant_id, counters, last_io_ns, rejected, seqs, digests, bins, unbinned)
+        if version not in (1, 2):
             raise ValueError(f"unknown volume state snapshot version {version}")
-        _, tenant_id, counters, last_io_ns, rejected, producer_seqs, digests = decoded
-        return cls(tenant_id, counters, last_io_ns, rejected, producer_seqs, digests)
+        _, tenant_id, counters, last_io_ns, rejected, seqs, *digests = decoded
+        # No bins yet: the time counted so far is outside the histogram, which starts empty.
+        unbinned = [counters[code * SLOTS_PER_OP + TIME] for code in range(len(OPS))]
+        return cls(tenant_id, counters, last_io_ns, rejected, seqs,
+                   digests[0] if digests else {}, unbinned_time_ns=unbinned)
+
+
+def _has_float(decoded: list[Any]) -> bool:
+    """Did orjson read an integer past 64 bits (as a float) in a snapshot's counters? (A
+    sum is a float if any term is: far cheaper than looking at each, on every load.)"""
+    total = decoded[4] + sum(decoded[2])
+    if len(decoded) > 7:
+        total += sum(decoded[7]) + sum(decoded[8])
+    return isinstance(total, float)

@@ -25,6 +25,7 @@ from streams.core.counters import (
     COUNTER_NAMES,
     N_SLOTS,
     VolumeState,
+    latency_bin_counts,
     latest_complete,
     record_digest,
     slot_sums,
@@ -328,6 +329,7 @@ def _accept(record: dict[str, Any], payload: bytes, raw: RawBatch,
     bad_of = np.bincount(cols.volume[bad & (fate == COUNTED)],
                          minlength=len(cols.volumes)).tolist()
     valid = _by_volume(cols, ~bad & (fate != REJECTED))
+    bins = latency_bin_counts(take)
     producer = (raw.producer_id, raw.seq)
     outcome = RecordOutcome(rejection=_rejection(record, payload, raw, verdicts, rejected,
                                                  now_ns, limits))
@@ -338,7 +340,7 @@ def _accept(record: dict[str, Any], payload: bytes, raw: RawBatch,
         if verdict.fate == COUNTED:
             state = verdict.known or VolumeState(cols.tenants[v])
             state.mark_applied(raw.producer_id, raw.seq, digest)
-            state.add_sums(sums[v], latest[v])
+            state.add_sums(sums[v], latest[v], bins[v])
             state.rejected += bad_of[v]
         events = valid[v]
         outcome.volumes.append(VolumeOutcome(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 from streams.config import REPO_ROOT, Settings
 from streams.core.keys import TICK_KEY
 from tests.conftest import free_port
-from tests.oracles.counters import counters_oracle
+from tests.oracles.counters import LATENCY_LE_NS, counters_oracle, latency_histogram_oracle
 
 from .harness import (
     WorkerProcess,
@@ -150,6 +151,7 @@ def test_metrics_endpoints_parse_and_equal_the_counters(
     _wait_processed(pipeline_settings, workers)
     expected = counters_oracle(sent_events)
     seen: dict[str, dict[str, Any]] = {}
+    histograms: dict[str, dict[str, dict[str, Any]]] = {}
     for worker in workers:
         request = urllib.request.Request(worker.url + "/metrics", headers={
             "Authorization": f"Bearer {operator_token(pipeline_settings)}"})
@@ -159,6 +161,9 @@ def test_metrics_endpoints_parse_and_equal_the_counters(
         for family in text_string_to_metric_families(text):
             if not family.name.startswith("ioacct_volume_"):
                 continue  # the worker's own health (api/health.py)
+            if family.name == LATENCY:
+                _add_histogram_samples(histograms, family.samples)
+                continue
             for sample in family.samples:
                 volume_id = sample.labels["volume_id"]
                 row = seen.setdefault(volume_id, {"tenant_id": sample.labels["tenant_id"]})
@@ -175,6 +180,32 @@ def test_metrics_endpoints_parse_and_equal_the_counters(
                 assert got[f"{op}_bytes"] == want[f"{op}_bytes"], (volume_id, op)
             assert got[f"{op}_time_seconds"] == pytest.approx(
                 want[f"total_{op}_time_ns"] / 1e9, rel=1e-15, abs=0)
+    want_histograms = latency_histogram_oracle(sent_events)
+    assert {v: {op: {k: h[k] for k in ("buckets", "count")} for op, h in ops.items()}
+            for v, ops in histograms.items()} == {
+        v: {op: {k: h[k] for k in ("buckets", "count")} for op, h in ops.items()}
+        for v, ops in want_histograms.items()}
+    for volume_id, ops in want_histograms.items():
+        for op, want_h in ops.items():
+            assert histograms[volume_id][op]["sum_s"] == pytest.approx(
+                want_h["sum_ns"] / 1e9, rel=1e-15, abs=0), (volume_id, op)
+
+
+LATENCY = "ioacct_volume_latency_seconds"
+LE_TEXT = [f"{bound / 1e9:g}" for bound in LATENCY_LE_NS] + ["+Inf"]
+
+
+def _add_histogram_samples(out: dict[str, dict[str, dict[str, Any]]], samples: Any) -> None:
+    """ioacct_volume_latency_seconds samples into latency_histogram_oracle's form."""
+    for sample in samples:
+        row = out.setdefault(sample.labels["volume_id"], {}).setdefault(
+            sample.labels["op"], {"buckets": [None] * len(LE_TEXT)})
+        if sample.name == LATENCY + "_bucket":
+            row["buckets"][LE_TEXT.index(sample.labels["le"])] = sample.value
+        elif sample.name == LATENCY + "_count":
+            row["count"] = sample.value
+        else:
+            row["sum_s"] = sample.value
 
 
 def test_a_real_prometheus_scraping_both_workers_stores_the_oracles_counters(
@@ -200,6 +231,7 @@ def test_a_real_prometheus_scraping_both_workers_stores_the_oracles_counters(
         for volume_id, want in expected.items():
             assert time_s[volume_id] == pytest.approx(want["total_read_time_ns"] / 1e9,
                                                       rel=1e-15, abs=0)
+        _check_stored_histogram(prometheus, sent_events, workers)
         health = prometheus.query("ioacct_worker_events_counted_total")
         assert len(health) == 2, "one series per worker"
         up = prometheus.query('up{job="ioacct-worker"}')
@@ -209,3 +241,37 @@ def test_a_real_prometheus_scraping_both_workers_stores_the_oracles_counters(
 def _complete(stored: dict[str, float], expected: dict[str, Any]) -> dict[str, float] | None:
     return stored if set(stored) == set(expected) else None
 
+
+def _series(url: str, expr: str) -> list[tuple[dict[str, str], float]]:
+    """An instant query's series: (labels, value)."""
+    request = f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = orjson.loads(response.read())
+    assert answer["status"] == "success", answer
+    return [(s["metric"], float(s["value"][1])) for s in answer["data"]["result"]]
+
+
+def _check_stored_histogram(prometheus: Any, sent_events: list[dict[str, Any]],
+                            workers: list[WorkerProcess]) -> None:
+    """The latency histogram of the busiest volume, as Prometheus stored it, bucket for
+    bucket equals the oracle's (every op it has, every le, and _count)."""
+    want = latency_histogram_oracle(sent_events)
+    volume_id = max(want, key=lambda v: (sum(h["count"] for h in want[v].values()), v))
+    assert len(want[volume_id]) >= 2, "the busiest volume has latencies of several ops"
+
+    selector = f'{{volume_id="{volume_id}"}}'
+
+    def stored() -> dict[str, dict[str, Any]] | None:
+        got: dict[str, dict[str, Any]] = {}
+        for labels, value in _series(prometheus.url, f"{LATENCY}_bucket{selector}"):
+            row = got.setdefault(labels["op"], {"buckets": [None] * len(LE_TEXT)})
+            row["buckets"][LE_TEXT.index(labels["le"])] = int(value)
+        for labels, value in _series(prometheus.url, f"{LATENCY}_count{selector}"):
+            got.setdefault(labels["op"], {})["count"] = int(value)
+        complete = set(got) == set(want[volume_id]) and all(
+            None not in row.get("buckets", [None]) and "count" in row for row in got.values())
+        return got if complete else None
+
+    got = wait_until(stored, 90, f"Prometheus to hold {volume_id}'s latency histogram", workers)
+    assert got == {op: {"buckets": h["buckets"], "count": h["count"]}
+                   for op, h in want[volume_id].items()}

@@ -125,11 +125,7 @@ def counters_oracle(events: Iterable[dict], *, now_ns: int | None = None,
     The tenant is the one of the volume's first counted event.
     """
     result: dict[str, dict] = {}
-    for event in events:
-        if section1_reason(event) is not None:
-            continue
-        if now_ns is not None and horizon_reason(event, now_ns, retention_ns, future_ns):
-            continue
+    for event in _counted(events, now_ns, retention_ns, future_ns):
         vol = event["volume_id"]
         if vol not in result:
             result[vol] = empty_counters(vol, event["tenant_id"])
@@ -138,6 +134,51 @@ def counters_oracle(events: Iterable[dict], *, now_ns: int | None = None,
         add_to_counters(row, event)
         if event["complete_ns"] > row["last_io_ns"]:
             row["last_io_ns"] = event["complete_ns"]
+    return result
+
+
+def _counted(events: Iterable[dict], now_ns: int | None, retention_ns: int,
+             future_ns: int) -> Iterable[dict]:
+    """The events that count: valid (section 1) and, with ``now_ns``, within the horizons."""
+    for event in events:
+        if section1_reason(event) is not None:
+            continue
+        if now_ns is not None and horizon_reason(event, now_ns, retention_ns, future_ns):
+            continue
+        yield event
+
+
+# SEMANTICS.md section 3's 19 histogram bounds, in ns, written out again on purpose.
+LATENCY_LE_NS = (10_000, 20_000, 50_000, 100_000, 200_000, 500_000,
+                 1_000_000, 2_000_000, 5_000_000, 10_000_000, 20_000_000, 50_000_000,
+                 100_000_000, 200_000_000, 500_000_000,
+                 1_000_000_000, 2_000_000_000, 5_000_000_000, 10_000_000_000)
+
+
+def latency_histogram_oracle(events: Iterable[dict], *, now_ns: int | None = None,
+                             retention_ns: int = RETENTION_NS,
+                             future_ns: int = FUTURE_NS) -> dict[str, dict[str, dict]]:
+    """Per volume, per op that has any: the cumulative latency histogram of its counted
+    ok and failed events, as Prometheus has it: ``buckets`` are the counts of latencies
+    <= each of LATENCY_LE_NS (``le``, inclusive), then of all (``+Inf``); ``count`` the
+    number of those events, ``sum_ns`` their latencies added up. Events are counted as
+    :func:`counters_oracle` counts them."""
+    result: dict[str, dict[str, dict]] = {}
+    for event in _counted(events, now_ns, retention_ns, future_ns):
+        if event["status"] != "ok" and event["status"] != "failed":
+            continue
+        latency = event["complete_ns"] - event["submit_ns"]
+        ops = result.setdefault(event["volume_id"], {})
+        if event["op"] not in ops:
+            ops[event["op"]] = {"buckets": [0] * (len(LATENCY_LE_NS) + 1), "count": 0,
+                                "sum_ns": 0}
+        histogram = ops[event["op"]]
+        for i, bound in enumerate(LATENCY_LE_NS):
+            if latency <= bound:
+                histogram["buckets"][i] += 1
+        histogram["buckets"][-1] += 1
+        histogram["count"] += 1
+        histogram["sum_ns"] += latency
     return result
 
 

@@ -3,6 +3,7 @@ puts them, and a stand-in for the counters table."""
 
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import Any
 
 from streams.core.codec import SchemaSet
@@ -17,6 +18,16 @@ SCHEMAS = SchemaSet()
 DEFAULT_LIMITS = Limits()
 NOT_IN_ORACLE = ("idle_time_ns", "rejected")
 PARTITIONS = 8
+
+
+def histograms_of(state: VolumeState) -> dict[str, dict[str, Any]]:
+    """A state's cumulative latency histograms as latency_histogram_oracle has them: per op
+    with any latency, the counts at or below each bound, then of all, their count, sum."""
+    out = {}
+    for op, (bins, sum_ns) in state.latency_histograms().items():
+        if any(bins):
+            out[op] = {"buckets": list(accumulate(bins)), "count": sum(bins), "sum_ns": sum_ns}
+    return out
 
 
 def code(value: Any, names: tuple[str, ...]) -> int:
@@ -99,3 +110,12 @@ class Table:
             result[volume_id] = {k: v for k, v in obj.items() if k not in NOT_IN_ORACLE}
         # volumes whose events were all rejected have a state but no oracle row
         return {v: c for v, c in result.items() if c["last_io_ns"] is not None}
+
+    def histograms(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Cumulative latency histograms of every volume that has any (histograms_of)."""
+        result = {}
+        for volume_id in self.snapshots:
+            state = self.load(volume_id)
+            assert state is not None
+            result[volume_id] = histograms_of(state)
+        return {v: h for v, h in result.items() if h}

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.core.batch import EventBatch
-from streams.core.counters import COUNTER_NAMES, VolumeState, record_digest
+from streams.core.counters import COUNTER_NAMES, LATENCY_SLOTS, VolumeState, record_digest
 from streams.core.events import OP_CODE, OPS, STATUS_CODE, STATUSES
 from tests.oracles.counters import counters_oracle, empty_counters
 
@@ -176,6 +176,8 @@ states = st.builds(
     rejected=u63,
     producer_seqs=st.dictionaries(st.text(max_size=20), st.integers(-1, 2**63 - 1), max_size=5),
     producer_digests=st.dictionaries(st.text(max_size=20), st.text(max_size=16), max_size=5),
+    latency_bins=st.lists(u63, min_size=LATENCY_SLOTS, max_size=LATENCY_SLOTS),
+    unbinned_time_ns=st.lists(u63, min_size=len(OPS), max_size=len(OPS)),
 )
 
 
@@ -196,8 +198,8 @@ def test_snapshot_of_a_working_state() -> None:
 
 
 def test_unknown_snapshot_version_is_refused() -> None:
-    data = VolumeState("t-1").snapshot().replace(b"[2,", b"[3,", 1)
-    with pytest.raises(ValueError, match="unknown volume state snapshot version 3"):
+    data = VolumeState("t-1").snapshot().replace(b"[3,", b"[4,", 1)
+    with pytest.raises(ValueError, match="unknown volume state snapshot version 4"):
         VolumeState.from_snapshot(data)
 
 
@@ -208,12 +210,13 @@ def test_a_version_1_snapshot_still_loads_without_digests() -> None:
             b'1700000000000000000,7,{"p-1":41,"p-2":3}]')
     state = VolumeState.from_snapshot(data)
     assert state == VolumeState("t-1", counters, 1_700_000_000_000_000_000, 7,
-                                {"p-1": 41, "p-2": 3}, {})
+                                {"p-1": 41, "p-2": 3}, {},
+                                unbinned_time_ns=[counters[op * 5 + 4] for op in range(4)])
     # No digest known: seq 41 again is a replay, whatever its content (it cannot be checked).
     assert state.is_replay("p-1", 41) and not state.conflicts("p-1", 41, record_digest(b"x"))
     state.mark_applied("p-1", 42, record_digest(b"x"))
     again = VolumeState.from_snapshot(state.snapshot())
-    assert again.snapshot().startswith(b"[2,") and again.producer_digests == {
+    assert again.snapshot().startswith(b"[3,") and again.producer_digests == {
         "p-1": record_digest(b"x")}
 
 

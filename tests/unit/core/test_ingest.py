@@ -22,7 +22,7 @@ from streams.core.ingest import (
 )
 from streams.sdk.batching import Batcher
 from streams.sources.simulator import FleetConfig, FleetSimulator
-from tests.oracles.counters import counters_oracle, oracle_reject_reason
+from tests.oracles.counters import counters_oracle, latency_histogram_oracle, oracle_reject_reason
 from tests.unit.core.ingest_records import (
     FIVE_MIN,
     NOW,
@@ -97,6 +97,7 @@ def test_simulator_stream_in_any_batching_gives_the_oracle_counters(
         outcome = table.apply(payload, now_ns)
         assert not outcome.replays and not outcome.rejections
     assert table.counters(now_ns) == counters_oracle(events, now_ns=now_ns)
+    assert table.histograms() == latency_histogram_oracle(events, now_ns=now_ns)
 
 
 @settings(max_examples=10, deadline=None)
@@ -114,6 +115,7 @@ def test_simulator_through_the_batcher_gives_the_oracle_counters(
     for record in batcher.take_ready(now_ns, everything=True):
         table.apply(encode(record), now_ns)
     assert table.counters(now_ns) == counters_oracle(events, now_ns=now_ns)
+    assert table.histograms() == latency_histogram_oracle(events, now_ns=now_ns)
 
 
 VOLUMES = {"vol-a": "t-1", "vol-b": "t-2", "vol-c": "t-1"}
@@ -161,6 +163,7 @@ def test_mixed_events_count_like_the_oracle_and_reject_the_rest(
         rejected = sum(r.events for r in outcome.rejections)
         assert outcome.counted + rejected == len(record["op"])
     assert table.counters() == counters_oracle(events, now_ns=NOW)
+    assert table.histograms() == latency_histogram_oracle(events, now_ns=NOW)
     bad = [e for e in events if oracle_reject_reason(e, NOW) is not None]
     assert len(rejected_indexes) == len(bad) and counted == len(events) - len(bad)
     for volume_id in VOLUMES:
@@ -208,6 +211,7 @@ def test_replaying_any_record_changes_nothing(
         assert state.snapshot() == in_memory  # the loaded state was not touched either
     assert table.snapshots == before
     assert table.counters() == counters_oracle(events, now_ns=NOW)
+    assert table.histograms() == latency_histogram_oracle(events, now_ns=NOW)
 
 
 def test_two_producers_interleave() -> None:

@@ -21,7 +21,7 @@ from streams.core.ingest import (
     dead_letter_record,
     legacy_event_batch,
 )
-from tests.oracles.counters import counters_oracle, oracle_reject_reason
+from tests.oracles.counters import counters_oracle, latency_histogram_oracle, oracle_reject_reason
 from tests.unit.core.ingest_records import FIVE_MIN, NOW, SCHEMAS, WEEK, Table, ev
 from tests.unit.core.layout2_records import (
     AWAY_VOLUMES,
@@ -203,6 +203,7 @@ def test_layout2_records_follow_the_model_and_count_like_the_oracle(
             if fate != COUNTED:  # a rejected volume or a replay: byte-identical
                 assert table.snapshots.get(volume_id) == before.get(volume_id)
     assert table.counters() == counters_oracle(model.counted_events, now_ns=NOW)
+    assert table.histograms() == latency_histogram_oracle(model.counted_events, now_ns=NOW)
     for volume_id in set(table.snapshots) | set(model.owner):
         state = table.load(volume_id)
         assert state is not None and state.tenant_id == model.owner[volume_id]

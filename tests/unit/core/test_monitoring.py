@@ -499,14 +499,17 @@ def fake_pipeline(owned: list[int], volumes: dict[str, VolumeState]) -> Any:
 
 
 def volume_part(body: str) -> str:
-    """The per-volume families of a /metrics body (the worker's health follows them)."""
-    return body.split("# HELP ioacct_worker_", 1)[0]
+    """The per-volume counter families of a /metrics body (the latency histograms, then
+    the worker's health follow them)."""
+    return body.split("# HELP ioacct_volume_latency_seconds ", 1)[0]
 
 
 def test_metrics_view_serves_only_volumes_of_actively_assigned_partitions() -> None:
     from streams.api.views import register_views
 
     volumes = {f"vol-{i}": volume(f"tenant-{i}", [i + BIG] * 20, i) for i in range(8)}
+    for i in (1, 2, 4):  # latencies of an owned volume show, of another not
+        volumes[f"vol-{i}"].latency_bins[i] = i
     p = fake_pipeline(owned=[0, 2], volumes=volumes)
     register_views(p, SimpleNamespace())  # no token feed: /metrics is called past the gate
 
@@ -521,6 +524,9 @@ def test_metrics_view_serves_only_volumes_of_actively_assigned_partitions() -> N
     mine = {vid: s for vid, s in volumes.items() if int(vid[-1]) % 4 in (0, 2)}
     assert sorted(mine) == ["vol-0", "vol-2", "vol-4", "vol-6"]
     check_exposition(volume_part(response.body), mine)
+    latency = response.body.split("# HELP ioacct_volume_latency_seconds ", 1)[1]
+    latency = latency.split("# HELP ioacct_worker_", 1)[0]
+    assert sorted(set(re.findall(r'volume_id="([^"]+)"', latency))) == ["vol-2", "vol-4"]
     assert 'ioacct_worker_consumer_lag_records{topic="ioacct.io.raw",partition="2"} 12' \
         in response.body
 

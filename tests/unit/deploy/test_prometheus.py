@@ -34,7 +34,7 @@ def test_scrape_configuration_checks(tmp_path: Path) -> None:
     shutil.copy(PROMETHEUS / "rules.yml", tmp_path)
     done = _promtool("check", "config", "prometheus.yml", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS" in done.stdout and "13 rules found" in done.stdout
+    assert "SUCCESS" in done.stdout and "15 rules found" in done.stdout
 
 
 def test_rules_pass_their_unit_tests() -> None:
@@ -44,7 +44,7 @@ def test_rules_pass_their_unit_tests() -> None:
 
 def test_every_alert_has_cases() -> None:
     cases = (PROMETHEUS / "rules_test.yml").read_text()
-    assert len(ALERTS) == 7
+    assert len(ALERTS) == 8
     for alert in ALERTS:
         assert len(re.findall(rf"alertname: {alert}$", cases, re.M)) >= 2, alert
 
@@ -59,6 +59,8 @@ MUTATIONS = {
     "IoacctDeadLettersLost": ("dead_letters_failed_total[15m]) > 0",
                               "dead_letters_failed_total[15m]) > 2"),
     "IoacctWindowsClosingLate": ("p99_5m > 30", "p99_5m > 120"),
+    "IoacctVolumeLatencyHigh": ("latency_seconds:p99_5m > 0.1\n",
+                                "latency_seconds:p99_5m > 0.2\n"),
     "IoacctWorkerRecoveringLong": ("for: 10m\n        labels: {severity: ticket}\n"
                                    "        annotations:\n          summary: \"ioacct worker "
                                    "{{ $labels.instance }} has been recovering",

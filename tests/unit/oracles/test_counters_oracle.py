@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.oracles.counters import counters_oracle, oracle_reject_reason
+from tests.oracles.counters import (
+    LATENCY_LE_NS,
+    counters_oracle,
+    latency_histogram_oracle,
+    oracle_reject_reason,
+)
 
 NOW = 1_700_000_000 * 10**9
 WEEK = 7 * 24 * 3600 * 10**9
@@ -102,6 +107,33 @@ def test_rejected_events_count_nowhere() -> None:
     assert counters_oracle([too_old], now_ns=NOW) == {}
     # without a clock the time horizons are not checked
     assert counters_oracle([too_old])["vol-1"]["read_ios"] == 1
+
+
+def test_latency_histogram_by_hand() -> None:
+    """le is inclusive: a latency equal to a bound counts in that bound's bucket."""
+    events = [
+        ev("read", "ok", submit_ns=0, complete_ns=10_000),  # exactly 10 us: le 10 us
+        ev("read", "failed", submit_ns=0, complete_ns=10_001),  # 1 ns over: le 20 us
+        ev("read", "invalid", submit_ns=0, complete_ns=9),  # invalid: no latency
+        ev("read", "ok", submit_ns=0, complete_ns=10 * 10**9 + 1),  # past 10 s: +Inf only
+        ev("write", "ok", submit_ns=5, complete_ns=5),  # 0 ns
+        ev("flush", "invalid", 0, 0),  # an op with invalid events only has no histogram
+        ev("read", "ok", submit_ns=5, complete_ns=4),  # rejected: counts nowhere
+        ev("discard", "invalid", volume_id="vol-2"),  # a volume without any latency
+    ]
+    got = latency_histogram_oracle(events)
+    assert set(got) == {"vol-1"} and set(got["vol-1"]) == {"read", "write"}
+    assert got["vol-1"]["read"] == {"buckets": [1] + [2] * 18 + [3], "count": 3,
+                                    "sum_ns": 10_000 + 10_001 + 10 * 10**9 + 1}
+    assert got["vol-1"]["write"] == {"buckets": [1] * 20, "count": 1, "sum_ns": 0}
+    assert LATENCY_LE_NS[0] == 10_000 and LATENCY_LE_NS[-1] == 10 * 10**9
+    assert len(LATENCY_LE_NS) == 19 and list(LATENCY_LE_NS) == sorted(set(LATENCY_LE_NS))
+
+
+def test_latency_histogram_skips_events_past_the_horizons() -> None:
+    too_old = ev(submit_ns=NOW - WEEK - 10, complete_ns=NOW - WEEK - 1)
+    assert latency_histogram_oracle([too_old], now_ns=NOW) == {}
+    assert latency_histogram_oracle([too_old])["vol-1"]["read"]["count"] == 1
 
 
 @pytest.mark.parametrize(("event", "reason"), [

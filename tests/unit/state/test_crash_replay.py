@@ -36,8 +36,9 @@ from streams.core.windows.book import Emission, WindowSettings
 from streams.core.windows.stages import PartitionWindows
 from streams.state.journal import JOURNAL_CHUNK_BYTES
 from streams.state.stages import open_partition_windows, open_rollup_windows
-from tests.oracles.counters import billing_oracle, counters_oracle
+from tests.oracles.counters import billing_oracle, counters_oracle, latency_histogram_oracle
 from tests.oracles.windows import windows_oracle
+from tests.unit.core.ingest_records import histograms_of
 from tests.unit.core.test_ingest import NOW, fleet_events, records_of
 
 SCHEMAS = default_schemas()
@@ -137,6 +138,12 @@ def _stored_counters(table: dict[bytes, bytes]) -> dict[str, dict[str, Any]]:
             for key, value in table.items()}
 
 
+def _stored_histograms(table: dict[bytes, bytes]) -> dict[str, dict[str, Any]]:
+    stored = {key.decode(): histograms_of(VolumeState.from_snapshot(value))
+              for key, value in table.items()}
+    return {volume_id: ops for volume_id, ops in stored.items() if ops}
+
+
 Item = bytes | int  # a raw record's payload, or a Tick's wall clock
 
 
@@ -202,6 +209,8 @@ def test_any_crash_between_the_two_tables_counts_every_event_once(
     got_counters = _stored_counters(counters)
     assert {v: {k: got_counters[v][k] for k in want} for v, want in want_counters.items()} \
         == want_counters
+    assert _stored_histograms(counters) == latency_histogram_oracle(
+        events, now_ns=NOW, retention_ns=10**18, future_ns=10**18)
     assert _stored_windows(windows_table) == windows_oracle(events, NS_PER_S)
 
 
@@ -416,3 +425,5 @@ def test_a_crash_between_any_two_changelog_messages_counts_every_event_once(
     got_counters = _stored_counters(counters)
     assert {v: {k: got_counters[v][k] for k in want} for v, want in want_counters.items()} \
         == want_counters
+    assert _stored_histograms(counters) == latency_histogram_oracle(
+        events, now_ns=NOW, retention_ns=10**18, future_ns=10**18)
