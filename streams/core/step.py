@@ -27,6 +27,7 @@ from streams.core.codec import CodecError, SchemaSet
 from streams.core.counters import (
     COUNTER_NAMES,
     VolumeState,
+    latency_bin_counts,
     latest_complete,
     record_digest,
     slot_sums,
@@ -302,10 +303,10 @@ def _count(step: _Gathered, acc: _Accepted, judged: _Judged, out: list[StepRecor
     in_counted = judged.counted[part_of]
     counted = in_counted & ~bad
     take = ev.take(counted)
-    sums, latest = slot_sums(take), latest_complete(take)
+    sums, latest, bins = slot_sums(take), latest_complete(take), latency_bin_counts(take)
     n_vol = len(step.volumes)
     bad_of = np.bincount(ev.volume[bad & in_counted], minlength=n_vol).tolist()
-    states = _states(step, judged, sums, latest, bad_of, load_state)
+    states = _states(step, judged, (sums, latest, bins), bad_of, load_state)
     if states is None:
         return None
     n_rec = len(acc.raws)
@@ -323,11 +324,14 @@ def _count(step: _Gathered, acc: _Accepted, judged: _Judged, out: list[StepRecor
                        step.part_volume, judged.producer, judged.seq, judged.producers)
 
 
-def _states(step: _Gathered, judged: _Judged, sums: list[list[int]],
-            latest: list[int | None], bad_of: list[int],
+def _states(step: _Gathered, judged: _Judged,
+            added: tuple[list[list[int]], list[int | None], list[list[int]]],
+            bad_of: list[int],
             load_state: Callable[[str], VolumeState | None]) -> dict[str, VolumeState] | None:
     """Each counted volume's new state (the loaded one, changed), in order of its first
-    counted part; None (nothing changed) if a counter would pass int64."""
+    counted part; None (nothing changed) if a counter would pass int64. ``added``: per
+    volume, its slot sums, latest completion and latency bins."""
+    sums, latest, bins = added
     parts = np.flatnonzero(judged.counted)
     volumes = step.part_volume[parts].tolist()
     for v in dict.fromkeys(volumes):
@@ -350,7 +354,7 @@ def _states(step: _Gathered, judged: _Judged, sums: list[list[int]],
         state = states.get(volume_id)
         if state is None:
             state = states[volume_id] = load_state(volume_id) or VolumeState(step.tenants[v])
-            state.add_sums(sums[v], latest[v])
+            state.add_sums(sums[v], latest[v], bins[v])
             state.rejected += bad_of[v]
         state.mark_applied(judged.producers[int(judged.producer[k])], int(judged.seq[k]),
                            judged.digests[int(step.part_record[k])])
