@@ -8,11 +8,11 @@ The definition (docs/chaos.md, "Failover"), used by the chaos run and the bench'
   offset E_p(t) and the group's committed offset C_p(t) of each of them (one consumer and
   one admin client for all samples: a new client per sample costs seconds under TLS);
 - the partitions are caught up at the first sample t at which, for every one of them,
-  C_p(t) >= E_p(max(kill, t - SLACK_S)): every record there at the kill is committed, and
-  so is every record that arrived since, but for the last SLACK_S (faust commits every
-  2.8 s, so a healthy group's committed offset is that far behind the head; the
-  ``behind_before_s`` figure shows how far it was before the kill), and not before
-  they resumed;
+  C_p(t) >= E_p(max(kill, t - S)): every record there at the kill is committed, and so
+  is every record that arrived since, but for the last S seconds, and not before they
+  resumed. S is the larger of SLACK_S (faust commits every 2.8 s, so a healthy group's
+  committed offset is that far behind the head) and ``behind_before_s``, the most the
+  group was behind in the samples before the kill: caught up means back where it was;
 - ``resumed_s``: the first sample at which every one of them committed past its
   committed offset at the kill, as the first sample read after the kill saw it (the
   session timeout, the rebalance and the table recovery are before it; the backlog after).
@@ -57,11 +57,12 @@ class KillFigures:
     resumed_s: float | None = None
     all_at_kill_s: float | None = None  # every record there at the kill committed
     behind_before_s: float | None = None  # the most the group was behind before the kill
+    arrived: int = 0  # records written to the partitions from the kill to caught up (0: idle)
 
     def as_dict(self) -> dict[str, Any]:
         return {"partitions": self.partitions, "caught_up_s": self.caught_up_s,
                 "resumed_s": self.resumed_s, "all_at_kill_s": self.all_at_kill_s,
-                "behind_before_s": self.behind_before_s}
+                "behind_before_s": self.behind_before_s, "arrived": self.arrived}
 
 
 def _end_at(samples: Sequence[Sample], times: Sequence[float], at: float) -> Sample:
@@ -91,6 +92,7 @@ def figures(samples: Sequence[Sample], kill_at: float, partitions: Sequence[int]
     # The first sample read after the kill: nothing the dead worker commits is after it.
     at_kill = samples[first]
     out.behind_before_s = max(_behind_s(samples, i, partitions) for i in range(first))
+    slack_s = max(slack_s, out.behind_before_s)  # back to where it was before the kill
     times = [s.at for s in samples]
     for sample in samples[first + 1:]:
         since = sample.at - kill_at
@@ -106,6 +108,7 @@ def figures(samples: Sequence[Sample], kill_at: float, partitions: Sequence[int]
         if out.resumed_s is not None and all(sample.committed[p] >= head.ends[p]
                                              for p in partitions):
             out.caught_up_s = since
+            out.arrived = sum(sample.ends[p] - at_kill.ends[p] for p in partitions)
             break
     return out
 

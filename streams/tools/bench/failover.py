@@ -120,6 +120,7 @@ def _summarize(s: Settings, plan: FailoverPlan, out: Failover) -> None:
     dist = distribution(caught)
     target = s.session_timeout_s + TARGET_EXTRA_S
     out.figures.update({f"k_caught_up_{k}_s": v for k, v in dist.items() if k != "count"})
+    out.figures["k_target_s"] = target
     out.info.update(
         kills=[k.as_dict() for k in out.kills], rate=plan.rate, rate_basis=plan.rate_basis,
         volumes=plan.volumes, session_timeout_s=s.session_timeout_s, target_s=target,
