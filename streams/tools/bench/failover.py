@@ -96,16 +96,17 @@ async def failover_run(s: Settings, log_dir: Path, plan: FailoverPlan) -> Failov
     procs = [spawn_worker(s, log_dir, f"failover-{i}", port[i]) for i in range(2)]
     out = Failover()
     start_ns = time.time_ns()
-    duration_s = plan.kills * (plan.settle_s + 90) + 60  # ample: the sender is stopped
+    duration_s = 24 * 3600.0  # until cancelled, however long the kills take
     sender = asyncio.create_task(_send_real_time(
         s, plan.rate, plan.volumes, start_ns, start_ns + int(duration_s * NS_PER_S)))
     try:
         await _wait_shared(procs, s.partitions)
         for n in range(plan.kills):
             await asyncio.sleep(plan.settle_s)
-            if sender.done():
+            if sender.done():  # it runs until cancelled: this is its error
                 raise BenchError(f"the failover fleet stopped: {sender.exception()!r}")
             out.kills.append(await _kill_once(s, procs, n % 2, log_dir, n))
+            print(f"(k) kill {n + 1}: {out.kills[-1].as_dict()}", file=sys.stderr, flush=True)
             await _wait_shared(procs, s.partitions)
     finally:
         sender.cancel()
