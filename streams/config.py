@@ -96,6 +96,13 @@ class Settings:
     table_block_cache_bytes: int = 4 << 20
     # How soon the group gives a dead worker's partitions to the others (faust: 60 s).
     session_timeout_s: float = 15.0
+    # Workers keeping a copy of another worker's table partitions from their changelogs,
+    # so that one of them takes over a dead worker's partitions without rebuilding them.
+    table_standby_replicas: int = 1
+    # Kafka static membership (docs/operations.md, "Failover"): a worker started again
+    # under the same id takes its partitions back without waiting for the session timeout
+    # or moving anyone else's. auto: <app id>-<host name>-<web port>; off: none.
+    group_instance_id: str = "auto"
     # faust's processing_guarantee: at_least_once (the default; docs/chaos.md says why)
     # or exactly_once (Kafka transactions).
     processing_guarantee: str = "at_least_once"

@@ -8,6 +8,7 @@ added by the worker (``streams.worker``), which composes this package with ``api
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,6 +202,16 @@ def tables_dir(settings: Settings) -> Path:
     return worker_dir(settings) / "tables"
 
 
+def group_instance_id(settings: Settings) -> str | None:
+    """The worker's static group membership id (``IOACCT_GROUP_INSTANCE_ID``), or None."""
+    chosen = settings.group_instance_id
+    if chosen == "off":
+        return None
+    if chosen == "auto":
+        return f"{settings.app_id}-{socket.gethostname()}-{settings.web_port}"
+    return chosen
+
+
 def _faust_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
@@ -220,6 +231,8 @@ def _faust_app(settings: Settings) -> faust.App:
         # 60 s default left them unprocessed for over a minute in the chaos runs.
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 5),
+        table_standby_replicas=settings.table_standby_replicas,
+        consumer_group_instance_id=group_instance_id(settings),
         processing_guarantee=settings.processing_guarantee,
         # The largest record the worker writes: a dead letter or a changelog chunk.
         producer_max_request_size=worker_max_request_bytes(settings),

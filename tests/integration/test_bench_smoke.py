@@ -26,18 +26,19 @@ FIGURES = (
     "d_record_ns_per_event", "d_loop_ns_per_event", "d_sdk_events_per_s", "e_p50_s", "e_p99_s",
     "e_max_s", "e_rate_sent", "j_stored_windows", "j_window_writes",
     "j_value_bytes_per_window", "j_disk_bytes_per_window", "j_changelog_bytes_per_write",
-    "j_rss_end_bytes",
+    "j_rss_end_bytes", "k_caught_up_max_s", "k_caught_up_median_s",
 )
 TARGETS = ("(c) events/s per worker", "(c)/(b)", "(c)/(a)", "(c)/(h)", "(c)/(i)",
            "(d) record() per event", "(e) p99 latency", "(f) RSS per active volume",
-           "(j) disk_bytes_per_window", "(j) changelog_bytes_per_write")
+           "(j) disk_bytes_per_window", "(j) changelog_bytes_per_write",
+           "(k) kill -9 to caught up, max")
 
 
 def test_quick_bench_reports_every_figure() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOACCT_")}
     result = subprocess.run(
         [sys.executable, "-m", "streams.cli", "bench", "--quick", "--json"], cwd=REPO_ROOT,
-        env=env, capture_output=True, text=True, timeout=480, check=False,
+        env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)

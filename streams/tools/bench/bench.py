@@ -27,6 +27,8 @@ the end), gives every measurement its own topic prefix, and prints one table
 (j) steady state (``steady.py``): a worker carrying a live fleet past a scaled-down
     revision horizon and 1 s retention: RSS over time, bytes per stored 1 s window on disk
     and in the changelog.
+(k) failover (``failover.py``): two workers carrying half of (c)'s rate (as (e)); one
+    killed -9 a few times and started again; kill to its partitions caught up, per kill.
 
 Rates are timed from the last moment the worker had processed nothing (polled every
 0.2 s) until the group's committed offsets reach the end of what was produced before
@@ -58,6 +60,7 @@ from streams.core.times import NS_PER_S
 from streams.kafka import local as kafka_local
 from streams.kafka.topics import TopicSpec
 from streams.tools.bench.anchors import ANCHOR_NAMES, anchor_bench
+from streams.tools.bench.failover import FailoverPlan, failover_run
 from streams.tools.bench.latency import latency_run
 from streams.tools.bench.naive import naive_run
 from streams.tools.bench.procs import BenchError, create_topics, free_port, pipeline_topics
@@ -108,6 +111,7 @@ class Plan:
     point_s: float = 4.0  # work per (g) point
     anchor_events: tuple[int, int] = (2_000_000, 200_000)  # (h), (i): at most, of (b)'s events
     steady: SteadyPlan = field(default_factory=SteadyPlan)  # (j)
+    failover: FailoverPlan = field(default_factory=FailoverPlan)  # (k)
 
 
 FULL = Plan()
@@ -115,7 +119,8 @@ QUICK = Plan(worker_min_s=2.0, calib_events=3_000, calib_window_s=0, b_min_event
              naive_events=300, record_events=20_000, kafka_events=20_000, latency_s=6.0,
              volume_points=(100, 1_000), batch_points=(1, 256), batch_volumes=4, point_s=1.0,
              anchor_events=(20_000, 5_000),
-             steady=SteadyPlan(horizon_s=5, duration_s=20.0))
+             steady=SteadyPlan(horizon_s=5, duration_s=20.0),
+             failover=FailoverPlan(kills=1, settle_s=5.0))
 
 
 @dataclass
@@ -168,6 +173,21 @@ class Bench:
         await self.volume_points()
         await self.batch_points()
         await self.steady()
+        await self.failover()
+
+    async def failover(self) -> None:
+        """(k) at (e)'s rate and volumes: half of (c), or less if one sending process
+        cannot do that much; a fixed rate if (e) did not run."""
+        e = self.info.get("e")
+        plan = self.plan.failover
+        if e is not None:
+            basis = ("half of (c)" if e["rate_target"] >= e["half_of_c"] else
+                     "half of (c), capped at half of one sending process, as (e)")
+            plan = replace(plan, rate=e["rate_target"], volumes=e["volumes"], rate_basis=basis)
+        self.step(f"(k) failover: {plan.kills} kills, {plan.rate:,.0f} events/s")
+        run = await failover_run(self.settings("k"), self.log_dir, plan)
+        self.figures.update(run.figures)
+        self.info["k"] = run.info
 
     async def run_c(self) -> None:
         """``--only c``: (b), (c) and (c) by volume count, nothing else (profiling work)."""

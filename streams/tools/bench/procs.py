@@ -96,8 +96,10 @@ def spawn(args: list[str], env: dict[str, str], web_port: int, log_path: Path) -
     return Proc(process, web_port, log_path)
 
 
-def spawn_worker(settings: Settings, log_dir: Path, name: str) -> Proc:
-    port = free_port()
+def spawn_worker(settings: Settings, log_dir: Path, name: str,
+                 web_port: int | None = None) -> Proc:
+    """``web_port``: that port, and so that data dir (a worker started again); else a free one."""
+    port = web_port or free_port()
     env = settings_env(settings.with_overrides(web_port=port))
     made = subprocess.run([sys.executable, "-m", "streams.cli", "token", "create", "--operator",
                            "--label", "bench"], env=env, cwd=REPO_ROOT, capture_output=True,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from streams.tools.bench.failover import failover_rows
 from streams.tools.bench.steady import TARGET_BYTES_PER_WINDOW, steady_rows
 
 if TYPE_CHECKING:
@@ -83,6 +84,9 @@ def targets(fig: dict[str, float], grace_s: float) -> list[dict[str, Any]]:
     for name in ("j_disk_bytes_per_window", "j_changelog_bytes_per_write"):
         if name in fig:
             add(f"(j) {name[2:]}", fig[name], TARGET_BYTES_PER_WINDOW, False, "bytes")
+    if "k_caught_up_max_s" in fig:
+        add("(k) kill -9 to caught up, max", fig["k_caught_up_max_s"], fig["k_target_s"], False,
+            "s")
     return rows
 
 
@@ -130,6 +134,8 @@ def render(report: dict[str, Any]) -> str:
         rows += _sdk_rows(report)
     if "j" in report["info"]:
         rows += steady_rows(report["figures"], report["info"])
+    if "k" in report["info"]:
+        rows += failover_rows(report["figures"], report["info"])
     lines = ["ioacct bench" + (" --quick (smoke test sizes: not a measurement)"
                                 if report["quick"] else ""), ""]
     width = max(len(r[0]) for r in rows) + 2

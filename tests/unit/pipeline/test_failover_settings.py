@@ -1,0 +1,28 @@
+"""The failover settings reach faust: standby replicas and the static membership id."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from streams.config import Settings
+from streams.pipeline.app import build_app, group_instance_id
+
+
+def test_the_group_instance_id_is_per_host_and_port_unless_given_or_off() -> None:
+    s = Settings(topic_prefix="p", web_port=6070)
+    assert group_instance_id(s) == f"p-worker-{socket.gethostname()}-6070"
+    assert group_instance_id(s.with_overrides(web_port=6071)) != group_instance_id(s)
+    assert group_instance_id(s.with_overrides(group_instance_id="off")) is None
+    assert group_instance_id(s.with_overrides(group_instance_id="w7")) == "w7"
+
+
+def test_faust_gets_them(tmp_path: Path) -> None:
+    s = Settings(state_dir=tmp_path, kafka_security="PLAINTEXT", table_standby_replicas=2,
+                 group_instance_id="w1")
+    app = build_app(s).app
+    assert app.conf.table_standby_replicas == 2 and app.assignor.replicas == 2
+    assert app.conf.consumer_group_instance_id == "w1"
+    off = build_app(s.with_overrides(group_instance_id="off",
+                                     state_dir=tmp_path / "b")).app
+    assert off.conf.consumer_group_instance_id is None
