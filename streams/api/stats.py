@@ -58,7 +58,8 @@ def stats_query(query: Mapping[str, str], now_ns: int, max_windows: int
 
 def copy_acc(acc: WindowAcc) -> WindowAcc:
     """What window_stats reads of a window, copied: the original keeps changing."""
-    ops = [OpAcc(list(o.counts), o.min_ns, o.max_ns, list(o.histogram), o.inflight_ns)
+    ops = [OpAcc(list(o.counts), o.min_ns, o.max_ns, list(o.histogram), o.inflight_ns,
+                 None if o.exp is None else o.exp.copy())
            for o in acc.ops]
     return WindowAcc(acc.window_start_ns, acc.window_len_ns, ops, [], acc.busy_ns)
 

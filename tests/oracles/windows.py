@@ -10,6 +10,10 @@ Every window is computed straight from the raw events: each event is dropped int
 holding its ``complete_ns``, and its interval ``[submit_ns, complete_ns)`` is clipped to every
 window it overlaps. Nothing is incremental and nothing is clever.
 
+The exponential histogram ``{op}_latency_exp`` is found with integers only: bucket ``i`` of a
+latency ``x >= 1`` is the one with ``2**i < x**32 <= 2**(i + 1)``; percentiles are read off it
+by listing every latency's bucket in order and taking the one of rank ceil(q * n).
+
 Records carry, besides the published fields, ``{op}_inflight_time_ns`` (the integer numerator
 of ``avg_{op}_queue_depth``), because the exact rollup of section 3 needs it. They carry no
 ``revision``: that belongs to delivery, not to the statistics.
@@ -107,6 +111,70 @@ def percentile_from_histogram(histogram: list[int], num: int, den: int,
     raise AssertionError("unreachable: the cumulative count ends at n >= rank")
 
 
+# The exponential histogram (section 3): base = 2**(1/32), buckets (base**i, base**(i+1)].
+EXP_ROOT = 32
+
+
+def exp_bucket(latency_ns: int) -> int:
+    """The i with base**i < x <= base**(i + 1), i.e. 2**i < x**32 <= 2**(i + 1), for x >= 1:
+    i + 1 is the smallest k with x**32 <= 2**k, the bit length of x**32 - 1."""
+    if latency_ns < 1:
+        raise ValueError("latency 0 goes to the zero bucket")
+    return (latency_ns ** EXP_ROOT - 1).bit_length() - 1
+
+
+_REPRESENTATIVES: dict[int, int] = {}
+
+
+def exp_representative(index: int) -> int:
+    """base**(index + 0.5) = 2**((2 index + 1) / 64) rounded to the nearest integer: the
+    smallest y >= 0 with y + 1/2 above it, i.e. (2y + 1)**64 > 2**(2 index + 1 + 64), found
+    by bisection over integers."""
+    if index not in _REPRESENTATIVES:
+        target = 1 << (2 * index + 1 + 2 * EXP_ROOT)
+        lo, hi = 0, 1 << 65
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if (2 * mid + 1) ** (2 * EXP_ROOT) > target:
+                hi = mid
+            else:
+                lo = mid + 1
+        _REPRESENTATIVES[index] = lo
+    return _REPRESENTATIVES[index]
+
+
+def exp_record(buckets: dict[int, int], zero: int) -> dict:
+    """The published form: offset, counts from the lowest to the highest non-empty bucket,
+    the zero count; offset 0 and no counts when no bucket is used."""
+    if not buckets:
+        return {"offset": 0, "counts": [], "zero": zero}
+    low, high = min(buckets), max(buckets)
+    return {"offset": low, "counts": [buckets.get(i, 0) for i in range(low, high + 1)],
+            "zero": zero}
+
+
+def exp_buckets(record: dict) -> dict[int, int]:
+    return {record["offset"] + k: c for k, c in enumerate(record["counts"]) if c}
+
+
+def exp_percentiles(record: dict, min_ns: int | None, max_ns: int | None) -> dict[str, int | None]:
+    """p50..p99_9 by brute force: every latency's bucket in order (None for a zero), the
+    entry of rank ceil(q * n), its representative clamped to [min_ns, max_ns]."""
+    ordered: list[int | None] = [None] * record["zero"]
+    for index, count in sorted(exp_buckets(record).items()):
+        ordered.extend([index] * count)
+    out: dict[str, int | None] = {}
+    for name, num, den in PERCENTILES:
+        if not ordered:
+            out[name] = None
+            continue
+        chosen = ordered[-(-len(ordered) * num // den) - 1]
+        value = 0 if chosen is None else exp_representative(chosen)
+        assert min_ns is not None and max_ns is not None
+        out[name] = min(max(value, min_ns), max_ns)
+    return out
+
+
 def empty_window(volume_id: str, tenant_id: str, start_ns: int, window_len_ns: int) -> dict:
     """Summable fields of one window, at zero (derived fields come from ``derive``)."""
     row = empty_counters(volume_id, tenant_id)
@@ -116,6 +184,7 @@ def empty_window(volume_id: str, tenant_id: str, start_ns: int, window_len_ns: i
         row[f"min_{op}_latency_ns"] = None
         row[f"max_{op}_latency_ns"] = None
         row[f"{op}_latency_histogram"] = [0] * HISTOGRAM_BINS
+        row[f"{op}_latency_exp"] = exp_record({}, 0)
         row[f"{op}_inflight_time_ns"] = 0
     row["busy_time_ns"] = 0
     return row
@@ -130,9 +199,10 @@ def derive(row: dict) -> dict:
             row[f"avg_{op}_latency_ns"] = None
         else:
             row[f"avg_{op}_latency_ns"] = row[f"total_{op}_time_ns"] / timed
-        for name, num, den in PERCENTILES:
-            row[f"{name}_{op}_latency_ns"] = percentile_from_histogram(
-                row[f"{op}_latency_histogram"], num, den, row[f"max_{op}_latency_ns"])
+        exact = exp_percentiles(row[f"{op}_latency_exp"], row[f"min_{op}_latency_ns"],
+                                row[f"max_{op}_latency_ns"])
+        for name, _, _ in PERCENTILES:
+            row[f"{name}_{op}_latency_ns"] = exact[name]
         row[f"avg_{op}_queue_depth"] = row[f"{op}_inflight_time_ns"] / length
     row["idle_time_ns"] = length - row["busy_time_ns"]
     row["util"] = row["busy_time_ns"] / length
@@ -169,6 +239,7 @@ def windows_oracle(events: Iterable[dict], window_len_ns: int,
     tenants: dict[str, str] = {}
     rows: dict[tuple[str, int], dict] = {}
     busy_pieces: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    exp: dict[tuple[str, int, str], dict[int, int]] = {}  # (volume, window, op) -> buckets
 
     def window(volume_id: str, start_ns: int) -> dict:
         key = (volume_id, start_ns)
@@ -194,6 +265,12 @@ def windows_oracle(events: Iterable[dict], window_len_ns: int,
             row[f"min_{op}_latency_ns"] = _min(row[f"min_{op}_latency_ns"], latency)
             row[f"max_{op}_latency_ns"] = _max(row[f"max_{op}_latency_ns"], latency)
             row[f"{op}_latency_histogram"][histogram_bin(latency)] += 1
+            buckets = exp.setdefault((vol, row["window_start_ns"], op), {})
+            if latency == 0:
+                row[f"{op}_latency_exp"]["zero"] += 1
+            else:
+                bucket = exp_bucket(latency)
+                buckets[bucket] = buckets.get(bucket, 0) + 1
 
         # 2. The in-flight interval, clipped to every window it overlaps (ok/failed only).
         if status == "ok" or status == "failed":
@@ -214,6 +291,9 @@ def windows_oracle(events: Iterable[dict], window_len_ns: int,
 
     for key, row in rows.items():
         row["busy_time_ns"] = union_length(busy_pieces[key])
+        for op in WINDOW_OPS:
+            zero = row[f"{op}_latency_exp"]["zero"]
+            row[f"{op}_latency_exp"] = exp_record(exp.get((*key, op), {}), zero)
         derive(row)
     return rows
 
@@ -254,8 +334,8 @@ def rollup_oracle(windows: dict[tuple[str, int], dict],
                   window_len_ns: int) -> dict[tuple[str, int], dict]:
     """Aggregate shorter windows into windows of ``window_len_ns``, never touching raw events.
 
-    Sums add, min/max combine, histograms add, in-flight and busy time add; every derived
-    field is then recomputed with the longer L.
+    Sums add, min/max combine, histograms (both kinds) add, in-flight and busy time add;
+    every derived field is then recomputed with the longer L.
     """
     result: dict[tuple[str, int], dict] = {}
     for (vol, _start), short in sorted(windows.items()):
@@ -280,6 +360,11 @@ def rollup_oracle(windows: dict[tuple[str, int], dict],
             histogram = row[f"{op}_latency_histogram"]
             for index, count in enumerate(short[f"{op}_latency_histogram"]):
                 histogram[index] += count
+            buckets = exp_buckets(row[f"{op}_latency_exp"])
+            for index, count in exp_buckets(short[f"{op}_latency_exp"]).items():
+                buckets[index] = buckets.get(index, 0) + count
+            row[f"{op}_latency_exp"] = exp_record(
+                buckets, row[f"{op}_latency_exp"]["zero"] + short[f"{op}_latency_exp"]["zero"])
             row[f"{op}_inflight_time_ns"] += short[f"{op}_inflight_time_ns"]
         row["busy_time_ns"] += short["busy_time_ns"]
     for row in result.values():

@@ -24,6 +24,7 @@ from streams.core.counters import (
 )
 from streams.core.events import OPS
 from streams.core.times import NS_PER_S
+from streams.core.windows.exphist import ExpHistogram
 
 if TYPE_CHECKING:
     from streams.core.windows.vector import OpPartial
@@ -60,13 +61,17 @@ def percentile_ns(histogram: list[int], num: int, den: int, max_ns: int | None) 
 @dataclass(slots=True)
 class OpAcc:
     """One op's integers within one window; ``counts``: the section 2 counters of the op,
-    by slot (counters.IOS, BYTES, ERRORS, INVALID, TIME)."""
+    by slot (counters.IOS, BYTES, ERRORS, INVALID, TIME). ``exp``: the exponential
+    histogram of the same latencies; None when not known (a window stored or published
+    before it existed: then percentiles come from ``histogram``, as they did). It is
+    empty exactly when ``min_ns`` is None, and None only when ``min_ns`` is not."""
 
     counts: list[int] = field(default_factory=lambda: [0] * SLOTS_PER_OP)
     min_ns: int | None = None
     max_ns: int | None = None
     histogram: list[int] = field(default_factory=lambda: [0] * N_BINS)
     inflight_ns: int = 0
+    exp: ExpHistogram | None = field(default_factory=ExpHistogram)
 
     @property
     def ios(self) -> int:
@@ -97,10 +102,13 @@ class OpAcc:
             return  # no event whose time counts: no latency, nothing in the histogram
         if self.min_ns is None or self.max_ns is None:  # no timed event yet: all zeros
             self.min_ns, self.max_ns, self.histogram = part.min_ns, part.max_ns, part.histogram
+            self.exp = part.exp
             return
         self.min_ns, self.max_ns = min(self.min_ns, part.min_ns), max(self.max_ns, part.max_ns)
         self.histogram = [mine + theirs
                           for mine, theirs in zip(self.histogram, part.histogram, strict=True)]
+        if self.exp is not None:
+            self.exp.merge(part.exp)
 
     def merge(self, other: OpAcc) -> None:
         counts = self.counts
@@ -113,13 +121,24 @@ class OpAcc:
             self.min_ns = other.min_ns if self.min_ns is None else min(self.min_ns, other.min_ns)
         if other.max_ns is not None:
             self.max_ns = other.max_ns if self.max_ns is None else max(self.max_ns, other.max_ns)
+        if self.exp is not None:  # an unknown part makes the sum unknown
+            if other.exp is None:
+                self.exp = None
+            else:
+                self.exp.merge(other.exp)
 
     def to_list(self) -> list[Any]:
-        return [*self.counts, self.min_ns, self.max_ns, self.histogram, self.inflight_ns]
+        exp = None if self.exp is None else self.exp.to_list()
+        return [*self.counts, self.min_ns, self.max_ns, self.histogram, self.inflight_ns, exp]
 
     @classmethod
     def from_list(cls, values: list[Any]) -> OpAcc:
-        return cls(values[:SLOTS_PER_OP], *values[SLOTS_PER_OP:])
+        min_ns, max_ns, histogram, inflight_ns, *exp = values[SLOTS_PER_OP:]
+        if exp:
+            known = None if exp[0] is None else ExpHistogram.from_list(exp[0])
+        else:  # stored before the exponential histogram
+            known = ExpHistogram() if min_ns is None else None
+        return cls(values[:SLOTS_PER_OP], min_ns, max_ns, histogram, inflight_ns, known)
 
 
 @dataclass(slots=True)
@@ -141,7 +160,8 @@ class WindowAcc:
         """A window with nothing in it: the constructor's defaults, without the
         per-field factories (a batch makes thousands)."""
         return cls(window_start_ns, window_len_ns,
-                   [OpAcc([0] * SLOTS_PER_OP, None, None, [0] * N_BINS, 0) for _ in OPS])
+                   [OpAcc([0] * SLOTS_PER_OP, None, None, [0] * N_BINS, 0, ExpHistogram())
+                    for _ in OPS])
 
     def union_busy(self, intervals: list[list[int]], length_ns: int) -> None:
         """Union sorted, disjoint, non-touching [start, end] intervals of this window
@@ -192,10 +212,15 @@ def acc_from_stats(stats: dict[str, Any]) -> WindowAcc:
     """The integers of a published window (a ``WindowStats`` record, :func:`window_stats`),
     as a rollup part: everything but the busy intervals, which a rollup does not need
     (its parts are disjoint windows, so their busy times add)."""
-    ops = [OpAcc(_counts_from_stats(stats, op_code), stats[f"min_{op}_latency_ns"],
-                 stats[f"max_{op}_latency_ns"], list(stats[f"{op}_latency_histogram"]),
-                 stats[f"{op}_inflight_time_ns"])
-           for op_code, op in enumerate(OPS)]
+    ops = []
+    for op_code, op in enumerate(OPS):
+        counts = _counts_from_stats(stats, op_code)
+        exp: ExpHistogram | None = ExpHistogram.from_record(stats[f"{op}_latency_exp"])
+        if exp is not None and exp.total != counts[IOS] + counts[ERRORS]:
+            exp = None  # a record written before it (its reader's default: empty): unknown
+        ops.append(OpAcc(counts, stats[f"min_{op}_latency_ns"], stats[f"max_{op}_latency_ns"],
+                         list(stats[f"{op}_latency_histogram"]),
+                         stats[f"{op}_inflight_time_ns"], exp))
     return WindowAcc(stats["window_start_ns"], stats["window_length_ns"], ops, [],
                      stats["busy_time_ns"])
 
@@ -207,6 +232,9 @@ def _counts_from_stats(stats: dict[str, Any], op_code: int) -> list[int]:
     return counts
 
 
+_UNKNOWN_EXP = ExpHistogram()  # published as the empty default its readers take for unknown
+
+
 def _op_fields(op_code: int, acc: OpAcc, window_len_ns: int) -> Iterator[tuple[str, Any]]:
     op = OPS[op_code]
     for name, slot in OP_COUNTER_NAMES[op_code]:
@@ -216,8 +244,12 @@ def _op_fields(op_code: int, acc: OpAcc, window_len_ns: int) -> Iterator[tuple[s
     yield f"min_{op}_latency_ns", acc.min_ns
     yield f"max_{op}_latency_ns", acc.max_ns
     yield f"{op}_latency_histogram", list(acc.histogram)
+    exp = acc.exp
+    yield f"{op}_latency_exp", (_UNKNOWN_EXP if exp is None else exp).to_record()
     for name, num, den in PERCENTILES:
-        yield f"{name}_{op}_latency_ns", percentile_ns(acc.histogram, num, den, acc.max_ns)
+        yield f"{name}_{op}_latency_ns", (
+            percentile_ns(acc.histogram, num, den, acc.max_ns) if exp is None
+            else exp.percentile_ns(num, den, acc.min_ns, acc.max_ns))
     yield f"{op}_inflight_time_ns", acc.inflight_ns
     yield f"avg_{op}_queue_depth", acc.inflight_ns / window_len_ns
 

@@ -23,37 +23,62 @@ import numpy as np
 SCALE = 5
 BUCKETS_PER_OCTAVE = 1 << SCALE  # 32
 BASE = 2.0 ** (1.0 / BUCKETS_PER_OCTAVE)
-MAX_LATENCY_NS = (1 << 63) - 1
+MAX_LATENCY_NS = (1 << 64) - 1  # complete - submit of two int64s, as vector.py's uint64
 # The lowest bucket of a positive integer (x = 1: base**-1 < 1 <= base**0) and the highest.
 MIN_INDEX = -1
-MAX_INDEX = 63 * BUCKETS_PER_OCTAVE - 1  # base**2016 = 2**63 > any int64 latency
+MAX_INDEX = 64 * BUCKETS_PER_OCTAVE - 1  # base**2048 = 2**64 > any uint64 latency
+N_INDEXES = MAX_INDEX - MIN_INDEX + 1
 # Relative error of a percentile (SEMANTICS.md): base**0.5 - 1, under 1.1 %.
 RELATIVE_ERROR = math.sqrt(BASE) - 1
 
 
-def _iroot32_floor(k: int) -> int:
-    """The largest integer n with n**32 <= 2**k (exact, Python ints)."""
-    n = int(2.0 ** (k / BUCKETS_PER_OCTAVE))  # within a few units of the answer
+def _iroot_floor(k: int, root: int) -> int:
+    """The largest integer n >= 0 with n**root <= 2**k (exact, Python ints; k >= -1)."""
+    if k < 0:
+        return 0
+    n = int(2.0 ** (k / root))  # within a few units of the answer
     target = 1 << k
-    while n ** BUCKETS_PER_OCTAVE > target:
+    while n ** root > target:
         n -= 1
-    while (n + 1) ** BUCKETS_PER_OCTAVE <= target:
+    while (n + 1) ** root <= target:
         n += 1
     return n
 
 
 @lru_cache(maxsize=1)
 def upper_bounds() -> np.ndarray:
-    """floor(base**(i + 1)) for i = MIN_INDEX .. MAX_INDEX, as uint64: bucket i holds the
-    integers in (bound[i - 1], bound[i]]."""
-    return np.array([_iroot32_floor(i + 1) for i in range(MIN_INDEX, MAX_INDEX + 1)],
-                    dtype=np.uint64)
+    """floor(base**(i + 1)) for i = MIN_INDEX .. MAX_INDEX - 1, as uint64: bucket i holds
+    the integers in (bound[i - 1], bound[i]]; the last bucket, everything above (its bound,
+    2**64, is past every uint64)."""
+    bounds = [_iroot_floor(i + 1, BUCKETS_PER_OCTAVE) for i in range(MIN_INDEX, MAX_INDEX)]
+    return np.array(bounds, dtype=np.uint64)
+
+
+@lru_cache(maxsize=1)
+def _representatives() -> list[int]:
+    """base**(i + 0.5) = 2**((2i + 1) / 64) rounded to the nearest integer, exactly: n is its
+    floor, and n + 1 is nearer iff (n + 1/2)**64 <= 2**(2i + 1) (never a tie: irrational)."""
+    out = []
+    for i in range(MIN_INDEX, MAX_INDEX + 1):
+        k = 2 * i + 1
+        n = _iroot_floor(k, 2 * BUCKETS_PER_OCTAVE)
+        out.append(n + 1 if (2 * n + 1) ** 64 <= 1 << (k + 64) else n)
+    return out
 
 
 def bucket_indexes(latency_ns: np.ndarray) -> np.ndarray:
-    """The bucket index of each positive latency (int64 array, all >= 1)."""
-    positions = np.searchsorted(upper_bounds(), latency_ns.astype(np.uint64), side="left")
-    return positions.astype(np.int64) + MIN_INDEX
+    """The bucket index of each positive latency (int64 or uint64 array, all >= 1).
+
+    A float logarithm guesses (it is off by at most one bucket: its error, ~1e-13 of a
+    bucket, only matters next to a bound), then one exact integer comparison each way with
+    the bounds on either side settles it; test_exphist checks every bound +-1."""
+    x = latency_ns.astype(np.uint64)
+    bounds = upper_bounds()
+    guess = np.ceil(np.log2(x.astype(np.float64)) * BUCKETS_PER_OCTAVE).astype(np.int64) - 1
+    position = np.clip(guess - MIN_INDEX, 0, len(bounds) - 1)
+    position += x > bounds[position]  # the guess was a bucket too low
+    position -= (position > 0) & (x <= bounds[np.maximum(position - 1, 0)])  # too high
+    return position + MIN_INDEX
 
 
 def bucket_index(latency_ns: int) -> int:
@@ -61,9 +86,10 @@ def bucket_index(latency_ns: int) -> int:
     return bisect_left(upper_bounds().tolist(), latency_ns) + MIN_INDEX
 
 
-def representative_ns(index: int) -> float:
-    """The bucket's representative value base**(index + 0.5) (SEMANTICS.md section 3)."""
-    return 2.0 ** ((index + 0.5) / BUCKETS_PER_OCTAVE)
+def representative_ns(index: int) -> int:
+    """The bucket's representative value base**(index + 0.5) (SEMANTICS.md section 3),
+    rounded to the nearest integer ns exactly (a float is off by units above 2**53)."""
+    return _representatives()[index - MIN_INDEX]
 
 
 @dataclass(slots=True)
@@ -85,7 +111,7 @@ class ExpHistogram:
             self._add(index, 1)
 
     def add_latencies(self, latency_ns: np.ndarray) -> None:
-        """Count every latency of an int64 array (all >= 0)."""
+        """Count every latency of an int64 or uint64 array (all >= 0)."""
         if not len(latency_ns):
             return
         positive = latency_ns[latency_ns > 0]
@@ -146,7 +172,7 @@ class ExpHistogram:
         for position, count in enumerate(self.counts):
             cumulative += count
             if cumulative >= rank:
-                value = round(representative_ns(self.offset + position))
+                value = representative_ns(self.offset + position)
                 low = 0 if min_ns is None else min_ns
                 high = value if max_ns is None else max_ns
                 return min(max(value, low), high)
@@ -160,3 +186,44 @@ class ExpHistogram:
     def from_list(cls, values: Sequence[Any]) -> ExpHistogram:
         offset, counts, zero = values
         return cls(int(offset), [int(c) for c in counts], int(zero))
+
+    def to_record(self) -> dict[str, Any]:
+        """The published form (schemas/window_stats.avsc ``{op}_latency_exp``, the web's
+        JSON): trimmed; offset 0 and no counts when no latency is above 0."""
+        t = self.trimmed()
+        return {"offset": t.offset, "counts": t.counts, "zero": t.zero}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ExpHistogram:
+        return cls(int(record["offset"]), [int(c) for c in record["counts"]],
+                   int(record["zero"]))
+
+    def copy(self) -> ExpHistogram:
+        return ExpHistogram(self.offset, list(self.counts), self.zero)
+
+
+def group_histograms(group: np.ndarray, latency_ns: np.ndarray, n_groups: int
+                     ) -> list[ExpHistogram]:
+    """One trimmed histogram per group 0 .. n_groups - 1 of the latencies (uint64 or int64,
+    >= 0), ``group`` giving each one's group, in non-decreasing order. numpy over the whole
+    arrays (no sort: each group's buckets are a dense run of one bincount); the only Python
+    loop is one slice per group that has a positive latency."""
+    zero = latency_ns == 0
+    zeros = np.bincount(group[zero], minlength=n_groups).tolist()
+    out = [ExpHistogram(0, [], z) for z in zeros]
+    positive = ~zero
+    if not positive.any():
+        return out
+    owner = group[positive]
+    index = bucket_indexes(latency_ns[positive])
+    firsts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    low = np.minimum.reduceat(index, firsts)
+    widths = np.maximum.reduceat(index, firsts) - low + 1
+    starts = np.cumsum(widths) - widths  # where each group's dense run begins in ``flat``
+    run = np.repeat(np.arange(len(firsts)), np.diff(np.r_[firsts, len(index)]))
+    flat = np.bincount(starts[run] + index - low[run], minlength=int(widths.sum()))
+    for g, lo, counts in zip(owner[firsts].tolist(), low.tolist(), np.split(flat, starts[1:]),
+                             strict=True):
+        histogram = out[g]
+        histogram.offset, histogram.counts = lo, counts.tolist()
+    return out

@@ -6,8 +6,11 @@ byte and a recovering worker still reads a changelog written before (stores.py).
 
 Every integer is a LEB128 varint of its zigzag form, so a Python int of any size round-trips
 exactly (no int64 limit). Only what is not zero is written: a presence bitmap says which
-fields follow; a histogram is its non-zero bins as (index gap, count) pairs; busy intervals
-are gaps and lengths from the window start. A quiet op of a window costs one byte.
+fields follow; a histogram is its non-zero bins as (index gap, count) pairs; the exponential
+histogram is its offset, length, and counts with each run of zero buckets as one number
+(:func:`_write_exp`); busy intervals are gaps and lengths from the window start. A quiet op
+of a window costs one byte. A value written before the exponential histogram has no bit for
+it: its ops read as "not known" when they have a timed event (acc.OpAcc).
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from typing import Any
 
 from streams.core.counters import SLOTS_PER_OP
 from streams.core.windows.acc import OpAcc, WindowAcc
+from streams.core.windows.exphist import ExpHistogram
 
 PACKED_VERSION = 1  # the first byte of every packed value; never '[' or '{'
-_MIN, _MAX, _HIST, _INFLIGHT = range(SLOTS_PER_OP, SLOTS_PER_OP + 4)  # OpAcc presence bits
+# OpAcc presence bits
+_MIN, _MAX, _HIST, _INFLIGHT, _EXP = range(SLOTS_PER_OP, SLOTS_PER_OP + 5)
 _EMITTED, _HAS_COUNTERS = 1, 2  # entry flags
 
 
@@ -98,8 +103,10 @@ def _write_op(w: _Writer, op: OpAcc, bins: int) -> None:
     nonzero = [i for i, c in enumerate(hist) if c]
     sparse = bool(nonzero) or len(hist) != bins
     bits = sum(1 << i for i, c in enumerate(counts) if c)
+    exp = op.exp
+    has_exp = exp is not None and bool(exp.counts or exp.zero)
     bits |= ((op.min_ns is not None) << _MIN | (op.max_ns is not None) << _MAX
-             | sparse << _HIST | bool(op.inflight_ns) << _INFLIGHT)
+             | sparse << _HIST | bool(op.inflight_ns) << _INFLIGHT | has_exp << _EXP)
     w.uint(bits)
     for c in counts:
         if c:
@@ -118,6 +125,39 @@ def _write_op(w: _Writer, op: OpAcc, bins: int) -> None:
             last = i
     if op.inflight_ns:
         w.sint(op.inflight_ns)
+    if has_exp:
+        assert exp is not None
+        _write_exp(w, exp.trimmed())
+
+
+def _write_exp(w: _Writer, exp: ExpHistogram) -> None:
+    """offset, zero, bucket count, then per bucket 2 * count, or for a run of k zero
+    buckets 2 * (k - 1) + 1: a sparse window's empty stretches cost a byte each."""
+    w.sint(exp.offset)
+    w.uint(exp.zero)
+    counts = exp.counts
+    w.uint(len(counts))
+    run = 0
+    for c in counts:
+        if c:
+            if run:
+                w.uint((run - 1) << 1 | 1)
+                run = 0
+            w.uint(c << 1)
+        else:
+            run += 1  # trimmed: a run always ends before the last bucket
+
+
+def _read_exp(r: _Reader) -> ExpHistogram:
+    offset, zero, size = r.sint(), r.uint(), r.uint()
+    counts: list[int] = []
+    while len(counts) < size:
+        token = r.uint()
+        if token & 1:
+            counts.extend([0] * ((token >> 1) + 1))
+        else:
+            counts.append(token >> 1)
+    return ExpHistogram(offset, counts, zero)
 
 
 def _read_op(r: _Reader, bins: int) -> OpAcc:
@@ -133,7 +173,8 @@ def _read_op(r: _Reader, bins: int) -> OpAcc:
             at += r.uint()
             hist[at] = r.sint()
     inflight = r.sint() if bits >> _INFLIGHT & 1 else 0
-    return OpAcc(counts, min_ns, max_ns, hist, inflight)
+    exp = _read_exp(r) if bits >> _EXP & 1 else ExpHistogram() if min_ns is None else None
+    return OpAcc(counts, min_ns, max_ns, hist, inflight, exp)
 
 
 def _write_acc(w: _Writer, acc: WindowAcc) -> None:

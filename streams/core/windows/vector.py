@@ -4,7 +4,7 @@
 Pure logic: no faust, no aiokafka. Given a :class:`Columns` (validated events of one or
 more volumes) and a window length, :func:`window_partials` computes, per (volume, window),
 what those events add to its :class:`~streams.core.windows.acc.WindowAcc`: the counters,
-min/max latency and the 20-bin histogram per op of the events completing in it, the
+min/max latency, the 20-bin and the exponential histogram per op of the events completing in it, the
 in-flight time per op of the ok/failed requests overlapping it, and the union of those
 pieces (busy intervals). A request is cut into its first and last piece; the windows it
 covers whole between them are counted per (volume, op) by a difference array, so a long
@@ -28,6 +28,7 @@ from streams.core.counters import BYTES, SLOTS_PER_OP, STATUS_RULES, TIME
 from streams.core.events import OPS
 from streams.core.times import HOUR_NS
 from streams.core.windows.acc import HISTOGRAM_BOUNDS_NS, N_BINS
+from streams.core.windows.exphist import ExpHistogram, group_histograms
 
 _N_OPS = len(OPS)
 _SLOT = np.array([rule[0] for rule in STATUS_RULES], dtype=np.int64)
@@ -53,6 +54,7 @@ class OpPartial:
     min_ns: int | None
     max_ns: int | None
     histogram: list[int]
+    exp: ExpHistogram
 
 
 @dataclass(slots=True)
@@ -166,6 +168,7 @@ def _completions(columns: Columns, window: np.ndarray, latency: np.ndarray
     bins = np.searchsorted(_BOUNDS, latency[timed], side="right")
     histograms = np.bincount(group[timed] * N_BINS + bins, minlength=n_groups * N_BINS
                              ).reshape(n_groups, N_BINS).tolist()
+    exps = group_histograms(group[timed], latency[timed], n_groups)
     volumes, windows_of, ops = _decode_key(key[order][starts], windows)
     out = []
     for g, (row, lo, hi) in enumerate(zip(counts.tolist(), low.tolist(), high.tolist(),
@@ -173,7 +176,7 @@ def _completions(columns: Columns, window: np.ndarray, latency: np.ndarray
         row[BYTES], row[TIME] = byte_sums[g], time_sums[g]
         some = timed_n[g] > 0
         out.append(OpPartial(volumes[g], windows_of[g], ops[g], row, lo if some else None,
-                             hi if some else None, histograms[g]))
+                             hi if some else None, histograms[g], exps[g]))
     return out
 
 

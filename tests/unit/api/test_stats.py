@@ -94,6 +94,23 @@ def test_the_answer_is_window_stats_of_each_window() -> None:
          else None} for e in entries]
 
 
+def test_each_window_carries_its_exponential_histograms_in_the_agreed_shape() -> None:
+    """``"{op}_latency_exp": {"offset": int, "counts": [int, ...], "zero": int}`` (what the
+    dashboard's heatmap reads), the counts adding up to the op's timed events."""
+    acc = WindowAcc(NOW, NS)
+    for latency in (0, 1, 2, 1000, 1001, 10**6):
+        scalar_twin.add_completion(acc, 0, STATUS_OK, 4096, latency)
+    body = orjson.loads(asyncio.run(stats_body("v1", {}, [WindowEntry("t1", acc)])))
+    [window] = body["windows"]
+    # 1 in bucket -1, 2 in 31 (2**31 < 2**32 <= 2**32), 1000 and 1001 in 318, 1e6 in 637
+    assert window["read_latency_exp"] == {
+        "offset": -1, "counts": [1] + [0] * 31 + [1] + [0] * 286 + [2] + [0] * 318 + [1],
+        "zero": 1}
+    assert 2**318 < 1000**32 < 1001**32 <= 2**319 and 2**637 < (10**6) ** 32 <= 2**638
+    for op in ("write", "flush", "discard"):
+        assert window[f"{op}_latency_exp"] == {"offset": 0, "counts": [], "zero": 0}
+
+
 def test_a_copied_window_does_not_change_with_the_original() -> None:
     entry = _entries(1, seed=3)[0]
     copy = copy_acc(entry.acc)

@@ -33,7 +33,7 @@ from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WindowAcc, rollup, window_stats
 from streams.core.windows.book import WindowBook, WindowSettings
 from streams.pipeline.app import WorkerStats
-from tests.oracles.windows import HISTOGRAM_BOUNDS_NS
+from tests.oracles.windows import exp_bucket, exp_representative
 from tests.unit.core.windows import scalar_twin
 
 MINUTE = 60 * NS_PER_S
@@ -93,13 +93,14 @@ def union_ns(intervals: list[tuple[int, int]]) -> int:
 
 
 def p99_ns(latencies: list[int]) -> int | None:
-    """Section 3 p99: the ceil(0.99 n)-th smallest latency's bin upper bound (or the max)."""
+    """Section 3 p99: the representative of the exponential bucket of the ceil(0.99 n)-th
+    smallest latency, clamped to [min, max] (0 for a latency of 0)."""
     if not latencies:
         return None
     ordered = sorted(latencies)
     kth = ordered[-(-len(ordered) * 99 // 100) - 1]
-    above = [bound for bound in HISTOGRAM_BOUNDS_NS if bound > kth]
-    return above[0] if above else ordered[-1]
+    value = exp_representative(exp_bucket(kth)) if kth else 0
+    return min(max(value, ordered[0]), ordered[-1])
 
 
 def expected_record(events: list[dict[str, Any]], revision: int = 0,
@@ -179,8 +180,10 @@ def test_a_hand_computed_minute() -> None:
         "VolumeTotalReadTime": 0.75, "VolumeTotalWriteTime": 60.0,
         "VolumeIdleTime": 28.999, "VolumeQueueLength": 31.751 / 60,
         "VolumeAverageReadLatency": 0.375, "VolumeAverageWriteLatency": 60.0,
-        "VolumeP99ReadLatency": 1.0,     # 0.5 s lies in the bin [500 ms, 1 s)
-        "VolumeP99WriteLatency": 60.0,   # the open bin: the max
+        # rank 2 of 2: 0.5 s, in bucket 924 (2**924 < 5e8**32 <= 2**925), whose
+        # representative 2**(1849/64) = 497,673,731.86 ns lies inside [min, max]
+        "VolumeP99ReadLatency": 0.497673732,
+        "VolumeP99WriteLatency": 60.0,   # one latency: clamped to [min, max] = itself
         "VolumeReadErrors": 1, "VolumeWriteErrors": 0, "VolumeFlushErrors": 0,
         "VolumeDiscardErrors": 0, "VolumeInvalidOps": 1,
         "VolumeFlushOps": 0, "VolumeDiscardOps": 1, "VolumeDiscardBytes": 1 << 20,

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from tests.oracles.windows import (
     HISTOGRAM_BOUNDS_NS,
+    exp_bucket,
+    exp_representative,
     percentile_from_histogram,
     rollup_oracle,
     union_length,
@@ -69,6 +71,7 @@ def quiet(start_ns: int, length_ns: int = S, volume_id: str = "vol-1",
         row[f"min_{op}_latency_ns"] = None
         row[f"max_{op}_latency_ns"] = None
         row[f"{op}_latency_histogram"] = [0] * 20
+        row[f"{op}_latency_exp"] = {"offset": 0, "counts": [], "zero": 0}
         row[f"p50_{op}_latency_ns"] = None
         row[f"p90_{op}_latency_ns"] = None
         row[f"p99_{op}_latency_ns"] = None
@@ -85,6 +88,45 @@ def pct(op: str, value: int) -> dict:
     """All four percentiles of ``op`` equal to ``value`` (a window with one timed bin)."""
     return {f"p50_{op}_latency_ns": value, f"p90_{op}_latency_ns": value,
             f"p99_{op}_latency_ns": value, f"p99_9_{op}_latency_ns": value}
+
+
+# The exponential buckets of the latencies the cases use, by hand: bucket i holds x when
+# 2**i < x**32 <= 2**(i + 1) (test_exp_buckets_by_hand checks each with those powers), and
+# the representative 2**((2i + 1) / 64) of 100 ms's and 300 ms's, to 60 digits.
+EXP_BUCKET = {2 * MS: 669, 100 * MS: 850, 200 * MS: 882, 300 * MS: 901, 400 * MS: 914,
+              500 * MS: 924, 2 * S: 988}
+REPRESENTATIVE = {850: 100_187_342,  # 100187341.70244744515...
+                  901: 302_398_344}  # 302398344.38496149972...
+
+
+def timed(op: str, latency: int, n: int = 1) -> dict:
+    """``n`` timed events of one latency: its exponential bucket, and every percentile is
+    that latency (a bucket's representative clamped to [min, max] = [latency, latency])."""
+    if latency == 0:
+        exp = {"offset": 0, "counts": [], "zero": n}
+    else:
+        exp = {"offset": EXP_BUCKET[latency], "counts": [n], "zero": 0}
+    return {f"{op}_latency_exp": exp, **pct(op, latency)}
+
+
+def two_latencies(op: str) -> dict:
+    """One 100 ms and one 300 ms event: p50 (rank 1) is 100 ms's bucket representative,
+    above the min; p90..p99_9 (rank 2) 300 ms's, above the max, so the max."""
+    return {f"{op}_latency_exp": {"offset": 850, "counts": [1] + [0] * 50 + [1], "zero": 0},
+            f"p50_{op}_latency_ns": REPRESENTATIVE[850], f"p90_{op}_latency_ns": 300 * MS,
+            f"p99_{op}_latency_ns": 300 * MS, f"p99_9_{op}_latency_ns": 300 * MS}
+
+
+def test_exp_buckets_by_hand() -> None:
+    for x, i in EXP_BUCKET.items():
+        assert 2**i < x**32 <= 2**(i + 1), x
+    for i, rep in REPRESENTATIVE.items():  # the nearest integer: rep - 1/2 < r < rep + 1/2
+        assert (2 * rep - 1) ** 64 < 2 ** (2 * i + 1 + 64) < (2 * rep + 1) ** 64
+    assert [exp_bucket(x) for x in EXP_BUCKET] == list(EXP_BUCKET.values())
+    assert [exp_representative(i) for i in REPRESENTATIVE] == list(REPRESENTATIVE.values())
+    # 1 = base**0 is in bucket -1; 2 = base**32 closes bucket 31; 2**k + 1 opens 32k
+    assert [exp_bucket(x) for x in (1, 2, 3, 1 << 40, (1 << 40) + 1)] == [-1, 31, 50, 1279,
+                                                                          1280]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,13 +155,16 @@ def test_one_event_whole_record() -> None:
         "total_read_time_ns": 200_000_000, "avg_read_latency_ns": 200_000_000.0,
         "min_read_latency_ns": 200_000_000, "max_read_latency_ns": 200_000_000,
         "read_latency_histogram": [0] * 14 + [1] + [0] * 5,
-        "p50_read_latency_ns": 500_000_000, "p90_read_latency_ns": 500_000_000,
-        "p99_read_latency_ns": 500_000_000, "p99_9_read_latency_ns": 500_000_000,
+        "read_latency_exp": {"offset": 882, "counts": [1], "zero": 0},
+        # One latency: each percentile is its bucket's representative clamped to [min, max].
+        "p50_read_latency_ns": 200_000_000, "p90_read_latency_ns": 200_000_000,
+        "p99_read_latency_ns": 200_000_000, "p99_9_read_latency_ns": 200_000_000,
         "read_inflight_time_ns": 200_000_000, "avg_read_queue_depth": 0.2,
         "write_ios": 0, "write_bytes": 0, "write_ios_error": 0, "invalid_write_ios": 0,
         "total_write_time_ns": 0, "avg_write_latency_ns": None,
         "min_write_latency_ns": None, "max_write_latency_ns": None,
         "write_latency_histogram": [0] * 20,
+        "write_latency_exp": {"offset": 0, "counts": [], "zero": 0},
         "p50_write_latency_ns": None, "p90_write_latency_ns": None,
         "p99_write_latency_ns": None, "p99_9_write_latency_ns": None,
         "write_inflight_time_ns": 0, "avg_write_queue_depth": 0.0,
@@ -127,6 +172,7 @@ def test_one_event_whole_record() -> None:
         "total_flush_time_ns": 0, "avg_flush_latency_ns": None,
         "min_flush_latency_ns": None, "max_flush_latency_ns": None,
         "flush_latency_histogram": [0] * 20,
+        "flush_latency_exp": {"offset": 0, "counts": [], "zero": 0},
         "p50_flush_latency_ns": None, "p90_flush_latency_ns": None,
         "p99_flush_latency_ns": None, "p99_9_flush_latency_ns": None,
         "flush_inflight_time_ns": 0, "avg_flush_queue_depth": 0.0,
@@ -135,13 +181,14 @@ def test_one_event_whole_record() -> None:
         "avg_discard_latency_ns": None,
         "min_discard_latency_ns": None, "max_discard_latency_ns": None,
         "discard_latency_histogram": [0] * 20,
+        "discard_latency_exp": {"offset": 0, "counts": [], "zero": 0},
         "p50_discard_latency_ns": None, "p90_discard_latency_ns": None,
         "p99_discard_latency_ns": None, "p99_9_discard_latency_ns": None,
         "discard_inflight_time_ns": 0, "avg_discard_queue_depth": 0.0,
         "busy_time_ns": 200_000_000, "idle_time_ns": 800_000_000, "util": 0.2,
     }
     assert windows_oracle(events, S) == {("vol-1", BASE): expected}
-    assert len(expected) == 66 and "flush_bytes" not in expected
+    assert len(expected) == 70 and "flush_bytes" not in expected
     assert quiet(BASE).keys() == expected.keys()
 
 
@@ -161,14 +208,14 @@ CASES = [
                 "read_ios": 1, "read_bytes": 4096, "total_read_time_ns": 200 * MS,
                 "avg_read_latency_ns": 200_000_000.0, "min_read_latency_ns": 200 * MS,
                 "max_read_latency_ns": 200 * MS, "read_latency_histogram": hist(14),
-                **pct("read", 500 * MS), "read_inflight_time_ns": 200 * MS,
+                **timed("read", 200 * MS), "read_inflight_time_ns": 200 * MS,
                 "avg_read_queue_depth": 0.2,
                 "busy_time_ns": 200 * MS, "idle_time_ns": 800 * MS, "util": 0.2},
             ("vol-1", BASE + S): quiet(BASE + S) | {
                 "write_ios": 1, "write_bytes": 8192, "total_write_time_ns": 2 * MS,
                 "avg_write_latency_ns": 2_000_000.0, "min_write_latency_ns": 2 * MS,
                 "max_write_latency_ns": 2 * MS, "write_latency_histogram": hist(8),
-                **pct("write", 5 * MS), "write_inflight_time_ns": 2 * MS,
+                **timed("write", 2 * MS), "write_inflight_time_ns": 2 * MS,
                 "avg_write_queue_depth": 0.002,
                 "busy_time_ns": 2 * MS, "idle_time_ns": 998 * MS, "util": 0.002},
         },
@@ -193,7 +240,7 @@ CASES = [
                 "write_ios": 1, "write_bytes": 4096, "total_write_time_ns": 2 * S,
                 "avg_write_latency_ns": 2_000_000_000.0, "min_write_latency_ns": 2 * S,
                 "max_write_latency_ns": 2 * S, "write_latency_histogram": hist(17),
-                **pct("write", 5 * S), "write_inflight_time_ns": 500 * MS,
+                **timed("write", 2 * S), "write_inflight_time_ns": 500 * MS,
                 "avg_write_queue_depth": 0.5,
                 "busy_time_ns": 500 * MS, "idle_time_ns": 500 * MS, "util": 0.5},
         },
@@ -211,7 +258,7 @@ CASES = [
                 "write_ios": 1, "write_bytes": 4096, "total_write_time_ns": 2 * S,
                 "avg_write_latency_ns": 2_000_000_000.0, "min_write_latency_ns": 2 * S,
                 "max_write_latency_ns": 2 * S, "write_latency_histogram": hist(17),
-                **pct("write", 5 * S), "write_inflight_time_ns": 2 * S,
+                **timed("write", 2 * S), "write_inflight_time_ns": 2 * S,
                 "avg_write_queue_depth": 1 / 30,
                 "busy_time_ns": 2 * S, "idle_time_ns": 58 * S, "util": 1 / 30},
         },
@@ -233,12 +280,12 @@ CASES = [
                 "read_ios": 2, "read_bytes": 8192, "total_read_time_ns": 800 * MS,
                 "avg_read_latency_ns": 400_000_000.0, "min_read_latency_ns": 400 * MS,
                 "max_read_latency_ns": 400 * MS, "read_latency_histogram": hist(14, 14),
-                **pct("read", 500 * MS), "read_inflight_time_ns": 800 * MS,
+                **timed("read", 400 * MS, 2), "read_inflight_time_ns": 800 * MS,
                 "avg_read_queue_depth": 0.8,
                 "write_ios_error": 1, "total_write_time_ns": 200 * MS,
                 "avg_write_latency_ns": 200_000_000.0, "min_write_latency_ns": 200 * MS,
                 "max_write_latency_ns": 200 * MS, "write_latency_histogram": hist(14),
-                **pct("write", 500 * MS), "write_inflight_time_ns": 200 * MS,
+                **timed("write", 200 * MS), "write_inflight_time_ns": 200 * MS,
                 "avg_write_queue_depth": 0.2,
                 "busy_time_ns": 600 * MS, "idle_time_ns": 400 * MS, "util": 0.6},
         },
@@ -258,8 +305,7 @@ CASES = [
                 "flush_ios": 2, "total_flush_time_ns": 400 * MS,
                 "avg_flush_latency_ns": 200_000_000.0, "min_flush_latency_ns": 100 * MS,
                 "max_flush_latency_ns": 300 * MS, "flush_latency_histogram": hist(13, 14),
-                "p50_flush_latency_ns": 200 * MS, "p90_flush_latency_ns": 500 * MS,
-                "p99_flush_latency_ns": 500 * MS, "p99_9_flush_latency_ns": 500 * MS,
+                **two_latencies("flush"),
                 "flush_inflight_time_ns": 400 * MS, "avg_flush_queue_depth": 0.4,
                 "busy_time_ns": 400 * MS, "idle_time_ns": 600 * MS, "util": 0.4},
         },
@@ -277,7 +323,7 @@ CASES = [
                 "read_ios": 1, "read_bytes": 4096, "total_read_time_ns": 0,
                 "avg_read_latency_ns": 0.0, "min_read_latency_ns": 0,
                 "max_read_latency_ns": 0, "read_latency_histogram": hist(0),
-                **pct("read", 10 * US)},
+                **timed("read", 0)},
         },
         id="zero-latency",
     ),
@@ -298,7 +344,7 @@ CASES = [
                 "read_ios": 1, "read_bytes": 4096, "total_read_time_ns": 500 * MS,
                 "avg_read_latency_ns": 500_000_000.0, "min_read_latency_ns": 500 * MS,
                 "max_read_latency_ns": 500 * MS, "read_latency_histogram": hist(15),
-                **pct("read", S)},
+                **timed("read", 500 * MS)},
         },
         id="completes-on-boundary",
     ),
@@ -314,7 +360,7 @@ CASES = [
                 "read_ios": 1, "read_bytes": 4096, "total_read_time_ns": 500 * MS,
                 "avg_read_latency_ns": 500_000_000.0, "min_read_latency_ns": 500 * MS,
                 "max_read_latency_ns": 500 * MS, "read_latency_histogram": hist(15),
-                **pct("read", S), "read_inflight_time_ns": 500 * MS,
+                **timed("read", 500 * MS), "read_inflight_time_ns": 500 * MS,
                 "avg_read_queue_depth": 0.5,
                 "busy_time_ns": 500 * MS, "idle_time_ns": 500 * MS, "util": 0.5},
         },
@@ -346,7 +392,7 @@ CASES = [
                 "discard_ios_error": 1, "total_discard_time_ns": 200 * MS,
                 "avg_discard_latency_ns": 200_000_000.0, "min_discard_latency_ns": 200 * MS,
                 "max_discard_latency_ns": 200 * MS, "discard_latency_histogram": hist(14),
-                **pct("discard", 500 * MS), "discard_inflight_time_ns": 200 * MS,
+                **timed("discard", 200 * MS), "discard_inflight_time_ns": 200 * MS,
                 "avg_discard_queue_depth": 0.2, "invalid_write_ios": 1,
                 "busy_time_ns": 200 * MS, "idle_time_ns": 800 * MS, "util": 0.2},
         },
@@ -366,14 +412,14 @@ CASES = [
                 "read_ios": 1, "read_bytes": 4096, "total_read_time_ns": 200 * MS,
                 "avg_read_latency_ns": 200_000_000.0, "min_read_latency_ns": 200 * MS,
                 "max_read_latency_ns": 200 * MS, "read_latency_histogram": hist(14),
-                **pct("read", 500 * MS), "read_inflight_time_ns": 200 * MS,
+                **timed("read", 200 * MS), "read_inflight_time_ns": 200 * MS,
                 "avg_read_queue_depth": 0.2,
                 "busy_time_ns": 200 * MS, "idle_time_ns": 800 * MS, "util": 0.2},
             ("vol-2", BASE): quiet(BASE, volume_id="vol-2", tenant_id="t-2") | {
                 "read_ios": 1, "read_bytes": 4096, "total_read_time_ns": 400 * MS,
                 "avg_read_latency_ns": 400_000_000.0, "min_read_latency_ns": 400 * MS,
                 "max_read_latency_ns": 400 * MS, "read_latency_histogram": hist(14),
-                **pct("read", 500 * MS), "read_inflight_time_ns": 400 * MS,
+                **timed("read", 400 * MS), "read_inflight_time_ns": 400 * MS,
                 "avg_read_queue_depth": 0.4,
                 "busy_time_ns": 400 * MS, "idle_time_ns": 600 * MS, "util": 0.4},
         },
@@ -395,13 +441,12 @@ CASES = [
                 "read_ios": 2, "read_bytes": 8192, "total_read_time_ns": 400 * MS,
                 "avg_read_latency_ns": 200_000_000.0, "min_read_latency_ns": 100 * MS,
                 "max_read_latency_ns": 300 * MS, "read_latency_histogram": hist(13, 14),
-                "p50_read_latency_ns": 200 * MS, "p90_read_latency_ns": 500 * MS,
-                "p99_read_latency_ns": 500 * MS, "p99_9_read_latency_ns": 500 * MS,
+                **two_latencies("read"),
                 "read_inflight_time_ns": 400 * MS, "avg_read_queue_depth": 0.4,
                 "write_ios": 1, "write_bytes": 4096, "total_write_time_ns": 500 * MS,
                 "avg_write_latency_ns": 500_000_000.0, "min_write_latency_ns": 500 * MS,
                 "max_write_latency_ns": 500 * MS, "write_latency_histogram": hist(15),
-                **pct("write", S), "write_inflight_time_ns": 500 * MS,
+                **timed("write", 500 * MS), "write_inflight_time_ns": 500 * MS,
                 "avg_write_queue_depth": 0.5,
                 "busy_time_ns": 600 * MS, "idle_time_ns": 400 * MS, "util": 0.6},
         },
@@ -466,27 +511,33 @@ def test_histogram_boundaries(latency: int, bin_index: int) -> None:
     # One read submitted at BASE, completing inside the first hour; look at its hour window.
     [row] = windows_oracle([ev("read", "ok", BASE, BASE + latency)], HOUR).values()
     assert row["read_latency_histogram"] == hist(bin_index)
-    # One event: every percentile is its bin's upper bound, or the max (= latency) if open.
-    if bin_index < 19:
-        expected = HISTOGRAM_BOUNDS_NS[bin_index]
-    else:
-        expected = latency
-    assert row | pct("read", expected) == row
+    # One event: every percentile is its bucket's representative clamped to [min, max],
+    # that is the latency itself (no longer the 20-bin upper bound).
+    assert row | pct("read", latency) == row
 
 
-def test_open_bin_percentile_is_the_window_max() -> None:
+def test_percentiles_are_representatives_clamped_to_min_max() -> None:
     #   BASE                                                   +60s
     #   |-------------------------------------------------------|
     #   [==============)                                          write ok 0..11 s (bin 19)
     #   [=======================================)                 write ok 0..30 s (bin 19)
     #   [)                                                        write ok 0..1 us (bin 0)
-    # n = 3: p50 rank 2 -> bin 19 -> max 30 s, not the 10 s bound and not 11 s.
+    # n = 3: p50 rank 2 -> 11 s's bucket 1067 (2**1067 < 11e9**32 <= 2**1068), its
+    # representative 2**(2135/64) = 11,019,769,528.15...; p90..p99.9 rank 3 -> 30 s's
+    # bucket 1113, representative 29,847,168,018.9... (below the max: not clamped).
     events = [ev("write", "ok", BASE, BASE + 11 * S), ev("write", "ok", BASE, BASE + 30 * S),
               ev("write", "ok", BASE, BASE + 1 * US)]
     [row] = windows_oracle(events, MINUTE).values()
+    assert 2**1067 < (11 * S) ** 32 <= 2**1068 and 2**1113 < (30 * S) ** 32 <= 2**1114
     assert row["write_latency_histogram"] == hist(0, 19, 19)
     assert row["max_write_latency_ns"] == 30 * S
-    assert row | pct("write", 30 * S) == row
+    assert row["write_latency_exp"]["offset"] == 318  # 1 us: 2**318 < 1000**32 <= 2**319
+    assert row["write_latency_exp"]["counts"][1067 - 318] == 1
+    assert row["write_latency_exp"]["counts"][-1] == 1
+    assert len(row["write_latency_exp"]["counts"]) == 1113 - 318 + 1
+    assert sum(row["write_latency_exp"]["counts"]) == 3
+    assert row["p50_write_latency_ns"] == 11_019_769_528
+    assert row["p90_write_latency_ns"] == row["p99_9_write_latency_ns"] == 29_847_168_019
     assert row["busy_time_ns"] == 30 * S
     assert row["write_inflight_time_ns"] == 41 * S + 1 * US
 
@@ -539,21 +590,25 @@ def test_percentile_ranks(histogram: list[int], num: int, den: int, max_ns: int 
 
 
 @pytest.mark.parametrize(("n_fast", "n_slow", "p99_9"), [
-    (999, 1, 10_000),  # n = 1000: rank 999, the fast bin covers it
-    (999, 2, 20 * S),  # n = 1001: rank 1000, the fast bin holds 999 -> open bin -> max
-    (1000, 1, 10_000),  # n = 1001: rank 1000, the fast bin holds 1000
+    (999, 1, 1_000),  # n = 1000: rank 999, a fast one: 1 us's bucket, clamped up to the min
+    (999, 2, 20 * S),  # n = 1001: rank 1000, a slow one: 20 s's bucket, clamped to the max
+    (1000, 1, 1_000),  # n = 1001: rank 1000, the last fast one
 ])
 def test_p99_9_rank_through_windows(n_fast: int, n_slow: int, p99_9: int) -> None:
     #   BASE                                                   +60s
     #   |-------------------------------------------------------|
     #     [) x n_fast                                             read ok 1 us each (bin 0)
     #     [=====================)  x n_slow                       read ok 20 s each (bin 19)
+    # 1 us is in bucket 318, representative 991.26... < the min; 20 s in bucket 1095,
+    # representative 20,210,346,425.0... > the max.
     events = [ev("read", "ok", t(100), t(100) + US) for _ in range(n_fast)]
     events += [ev("read", "ok", t(100), t(100) + 20 * S) for _ in range(n_slow)]
     [row] = windows_oracle(events, MINUTE).values()
     assert row["read_latency_histogram"] == counts((B0, n_fast), (B19, n_slow))
+    exp = row["read_latency_exp"]
+    assert (exp["offset"], exp["counts"][0], exp["counts"][-1]) == (318, n_fast, n_slow)
     assert row["p99_9_read_latency_ns"] == p99_9
-    assert row["p50_read_latency_ns"] == 10_000
+    assert row["p50_read_latency_ns"] == 1_000
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from streams.core.events import STATUS_INVALID
 from streams.core.times import HOUR_NS
 from streams.core.windows.acc import HISTOGRAM_BOUNDS_NS, WindowAcc, window_start_ns
 from streams.core.windows.book import Emission, WindowBook, WindowEntry
+from streams.core.windows.exphist import bucket_index
 
 
 def add_events(book: WindowBook, batch: EventBatch, watermark_ns: int | None,
@@ -94,6 +95,11 @@ def add_completion(acc: WindowAcc, op: int, status: int, nbytes: int, latency_ns
         return
     counts[TIME] += latency_ns
     op_acc.histogram[histogram_bin(latency_ns)] += 1
+    assert op_acc.exp is not None  # a fresh window's is known
+    if latency_ns:
+        op_acc.exp.add_indexes([bucket_index(latency_ns)])
+    else:
+        op_acc.exp.zero += 1
     op_acc.min_ns = latency_ns if op_acc.min_ns is None else min(op_acc.min_ns, latency_ns)
     op_acc.max_ns = latency_ns if op_acc.max_ns is None else max(op_acc.max_ns, latency_ns)
 

@@ -16,6 +16,7 @@ from streams.core.events import OPS
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import N_BINS, OpAcc, WindowAcc
 from streams.core.windows.book import WindowBook, WindowEntry, WindowSettings
+from streams.core.windows.exphist import ExpHistogram
 from streams.core.windows.packed import (
     PACKED_VERSION,
     pack_entry,
@@ -30,11 +31,27 @@ BIG = st.one_of(st.just(0), st.integers(-5, 300), st.integers(-(2**64), 2**64),
 MAYBE = st.one_of(st.none(), BIG)
 
 
+COUNT = st.one_of(st.integers(0, 3), st.integers(0, 2**70))
+
+
+@st.composite
+def exp_histograms(draw: st.DrawFn) -> ExpHistogram:
+    """Non-empty and trimmed, as an op with a timed event has it."""
+    counts = draw(st.lists(COUNT, max_size=40))
+    if counts:
+        counts[0] = counts[-1] = draw(st.integers(1, 2**70))
+    zero = draw(COUNT) if counts else draw(st.integers(1, 2**70))
+    return ExpHistogram(draw(BIG) if counts else 0, counts, zero)
+
+
 @st.composite
 def op_accs(draw: st.DrawFn, bins: int = N_BINS) -> OpAcc:
+    min_ns = draw(MAYBE)
+    # acc.OpAcc: empty exactly when min_ns is None, None (not known) only when it is not
+    exp = ExpHistogram() if min_ns is None else draw(st.one_of(st.none(), exp_histograms()))
     return OpAcc(draw(st.lists(BIG, min_size=SLOTS_PER_OP, max_size=SLOTS_PER_OP)),
-                 draw(MAYBE), draw(MAYBE), draw(st.lists(BIG, min_size=bins, max_size=bins)),
-                 draw(BIG))
+                 min_ns, draw(MAYBE), draw(st.lists(BIG, min_size=bins, max_size=bins)),
+                 draw(BIG), exp)
 
 
 @st.composite
@@ -141,4 +158,29 @@ def test_a_realistic_window_is_small_and_far_smaller_than_json() -> None:
     assert len(entry.acc.busy) > 50  # the busy intervals are in it: most of its bytes
     assert len(packed) * 4 < len(old)
     entry.acc.busy = []  # past the revision horizon a window keeps only busy_ns
+    exps = [op.exp for op in entry.acc.ops]
+    with_exp = len(EntryStore({}, b"").encode(entry))
+    for op in entry.acc.ops:
+        op.exp = None if op.min_ns is not None else op.exp
     assert len(EntryStore({}, b"").encode(entry)) <= 256
+    # The exponential histograms add at most a byte per bucket of their span, plus a few.
+    spans = sum(len(e.counts) + 8 for e in exps if e is not None and e.counts)
+    assert with_exp <= 256 + spans
+
+
+def test_a_window_stored_before_the_exponential_histogram_reads_as_not_known() -> None:
+    """Packed values and older JSON written before it have no exp: an op with a timed event
+    reads back None (its percentiles then come from the 20-bin histogram), others empty."""
+    entry = realistic_window()
+    acc = entry.acc
+    for op in acc.ops:
+        op.exp = None if op.min_ns is not None else op.exp
+    old_json = table_json([entry.tenant_id, [acc.window_start_ns, acc.window_len_ns,
+                                             [o.to_list()[:-1] for o in acc.ops], acc.busy,
+                                             acc.busy_ns], 0, False])
+    packed = pack_entry(entry.tenant_id, acc, 0, False, -1)  # writes no exp for None
+    for data in (old_json, packed):
+        back = EntryStore({}, b"").decode(data).acc
+        assert [o.exp for o in back.ops] == [None if o.min_ns is not None else ExpHistogram()
+                                             for o in acc.ops]
+    assert any(o.exp is None for o in acc.ops) and any(o.exp is not None for o in acc.ops)
