@@ -35,6 +35,7 @@ OUTPUT = REPO_ROOT / "test-output"
 NS = 1_000_000_000
 CHARTS = ("chart-iops", "chart-throughput", "chart-latency", "chart-p99", "chart-queue",
           "chart-util", "chart-idle", "chart-errors")
+HEATMAPS = {"chart-heat-read": "read", "chart-heat-write": "write"}
 
 
 @pytest.fixture(scope="module")
@@ -108,12 +109,78 @@ def _expected_charts(windows: list[dict[str, Any]], window_ns: int, from_ns: int
     }
 
 
+def _heat_row(latency_ns: int) -> int:
+    """The heatmap row of a positive latency: rows are 8 per octave, row j holds
+    (2**(j/8), 2**((j+1)/8)] as SEMANTICS.md's buckets are bounded, floor of the power
+    (so: the least j with latency <= floor(2**((j+1)/8))), computed with integers here,
+    independently of streams' own bucket code."""
+    j = (latency_ns.bit_length() - 1) * 8 - 8  # a row at or below the answer
+    while not latency_ns <= _floor_root8(j + 1):
+        j += 1
+    return j
+
+
+def _floor_root8(k: int) -> int:
+    """The largest n with n**8 <= 2**k (k may be negative: then 0 or 1)."""
+    if k < 0:
+        return 0
+    n = 1 << (k // 8)
+    step = n
+    while step:  # binary search from below on the bits of n
+        if (n + step) ** 8 <= 1 << k:
+            n += step
+        step //= 2
+    return n
+
+
+def _expected_heatmaps(events: list[dict[str, Any]], volume: str, window_ns: int,
+                       from_ns: int, to_ns: int) -> dict[str, dict[str, Any]]:
+    """Each op's heatmap straight from the events (not the API): per period, how many ok
+    or failed requests of the op completed in it with a latency in each row; rows from
+    the lowest to the highest used; empty cells None."""
+    expected: dict[str, dict[str, Any]] = {}
+    starts = list(range(from_ns, to_ns, window_ns))
+    for chart, op in HEATMAPS.items():
+        cells: dict[tuple[int, int], int] = {}
+        for e in events:
+            if (e["volume_id"] == volume and e["op"] == op and e["status"] != "invalid"
+                    and from_ns <= e["complete_ns"] < to_ns
+                    and e["complete_ns"] > e["submit_ns"]):
+                key = (_heat_row(e["complete_ns"] - e["submit_ns"]),
+                       (e["complete_ns"] - from_ns) // window_ns)
+                cells[key] = cells.get(key, 0) + 1
+        rows = sorted({row for row, _ in cells})
+        ys = list(range(rows[0], rows[-1] + 1)) if rows else []
+        expected[chart] = {"y": ys, "z": [[cells.get((row, col)) for col in range(len(starts))]
+                                          for row in ys]}
+    return expected
+
+
+def _check_p99_against_events(drawn: dict[str, Any], events: list[dict[str, Any]],
+                              volume: str, window_ns: int, from_ns: int, to_ns: int) -> None:
+    """Each period's p99 as drawn is within SEMANTICS.md's 1.1 % of the exact 99th
+    percentile (order statistic of rank ceil(0.99 n)) of the events' own latencies."""
+    for op in ("read", "write"):
+        by_period: dict[int, list[int]] = {}
+        for e in events:
+            if (e["volume_id"] == volume and e["op"] == op and e["status"] != "invalid"
+                    and from_ns <= e["complete_ns"] < to_ns):
+                by_period.setdefault((e["complete_ns"] - from_ns) // window_ns, []).append(
+                    e["complete_ns"] - e["submit_ns"])
+        ys = drawn[op]["y"]
+        assert {i for i, y in enumerate(ys) if y is not None} == set(by_period), op
+        for i, latencies in by_period.items():
+            exact = sorted(latencies)[-(-len(latencies) * 99 // 100) - 1]
+            assert abs(ys[i] * 1e6 - exact) <= 0.011 * exact + 1, (op, i, ys[i], exact)
+
+
 def _drawn(page: Any) -> dict[str, Any]:
     return page.evaluate("""() => {
         const view = document.getElementById("volume-view").dataset;
         const charts = {};
         for (const div of document.querySelectorAll(".chart")) {
-            charts[div.id] = Object.fromEntries(div.data.map((t) => [t.name, {x: t.x, y: t.y}]));
+            charts[div.id] = Object.fromEntries(
+                div.data.map((t) => [t.name, {x: t.x, y: t.y, z: t.z}]));
         }
         return {volume: view.volume, window: view.window, fromNs: view.fromNs,
                 toNs: view.toNs, charts};
@@ -130,7 +197,16 @@ def _check_charts_against_api(page: Any, worker: WorkerProcess, token: str, volu
                               f"&from={from_ns}&to={to_ns}", token=token)
     assert status == 200, body
     expected = _expected_charts(body["windows"], window_ns, from_ns, to_ns)
-    assert set(drawn["charts"]) == set(CHARTS)
+    assert set(drawn["charts"]) == set(CHARTS) | set(HEATMAPS)
+    heat = _expected_heatmaps(events, volume, window_ns, from_ns, to_ns)
+    for chart, op in HEATMAPS.items():
+        got = drawn["charts"][chart][op]
+        assert [x * 1_000_000 for x in got["x"]] == list(range(from_ns, to_ns, window_ns))
+        assert got["y"] == heat[chart]["y"] and got["z"] == heat[chart]["z"], (
+            f"{chart}: the heatmap and the events' own latencies differ")
+        assert heat[chart]["y"], f"{chart} must show the simulated {op}s"
+    _check_p99_against_events(drawn["charts"]["chart-p99"], events, volume, window_ns,
+                              from_ns, to_ns)
     points = 0
     for chart, traces in expected.items():
         assert set(drawn["charts"][chart]) == set(traces), chart

@@ -108,7 +108,7 @@ function charts(periodS) {
     {id: "chart-latency", title: "Average latency (ms) · VolumeAverageRead/WriteLatency", gaps: true,
      traces: [["read", (w) => ms(w.avg_read_latency_ns), null],
               ["write", (w) => ms(w.avg_write_latency_ns), null]]},
-    {id: "chart-p99", title: "p99 latency (ms, histogram bin upper bound)", gaps: true,
+    {id: "chart-p99", title: "p99 latency (ms, within 1.1 % · exponential histogram)", gaps: true,
      traces: [["read", (w) => ms(w.p99_read_latency_ns), null],
               ["write", (w) => ms(w.p99_write_latency_ns), null]]},
     {id: "chart-queue", title: "Queue length (requests in flight, time-weighted) · VolumeQueueLength",
@@ -122,6 +122,63 @@ function charts(periodS) {
      traces: [["failed", (w) => sum(w, "{op}_ios_error"), 0],
               ["invalid", (w) => sum(w, "invalid_{op}_ios"), 0]]},
   ];
+}
+
+// The latency heatmap of one op: rows are buckets 8 per octave (the stats API's scale-5
+// buckets, 32 per octave, summed four by four: bucket i lies in row floor(i / 4), exact),
+// columns the periods; a cell is how many requests completed in the period with a latency
+// in the row's range; empty cells are null (drawn blank).
+const HEAT_SHIFT = 4;
+const HEAT_PER_OCTAVE = 8;
+
+function heatRows(exp) {
+  const rows = new Map();
+  if (!exp) return rows;  // a window stored before the exponential histogram existed
+  exp.counts.forEach((count, k) => {
+    const row = Math.floor((exp.offset + k) / HEAT_SHIFT);
+    if (count) rows.set(row, (rows.get(row) || 0) + count);
+  });
+  return rows;
+}
+
+function latencyLabel(ns) {
+  return ns >= 1e9 ? `${+(ns / 1e9).toPrecision(3)} s` : ns >= 1e6 ? `${+(ns / 1e6).toPrecision(3)} ms`
+    : ns >= 1e3 ? `${+(ns / 1e3).toPrecision(3)} µs` : `${+ns.toPrecision(3)} ns`;
+}
+
+function heatmap(op, xs, byStart) {
+  const columns = xs.map((t) => (byStart.has(t) ? heatRows(byStart.get(t)[`${op}_latency_exp`])
+    : new Map()));
+  const used = columns.flatMap((c) => [...c.keys()]);
+  const lo = Math.min(...used), hi = Math.max(...used);
+  const ys = used.length ? Array.from({length: hi - lo + 1}, (_, k) => lo + k) : [];
+  const z = ys.map((row) => columns.map((c) => c.get(row) || null));
+  const upper = (row) => 2 ** ((row + 1) / HEAT_PER_OCTAVE);  // the row's upper bound, ns
+  return {
+    trace: {name: op, type: "heatmap", x: xs, y: ys, z, colorscale: "Viridis",
+            customdata: ys.map((row) => xs.map(() => `${latencyLabel(upper(row - 1))} – ${
+              latencyLabel(upper(row))}`)),
+            hovertemplate: "%{customdata}: %{z} request(s)<extra>" + op + "</extra>",
+            showscale: false, hoverongaps: false},
+    yaxis: {tickvals: ys.filter((row) => row % HEAT_PER_OCTAVE === 0),
+            ticktext: ys.filter((row) => row % HEAT_PER_OCTAVE === 0)
+              .map((row) => latencyLabel(2 ** (row / HEAT_PER_OCTAVE)))},
+  };
+}
+
+const LAYOUT = {margin: {l: 56, r: 12, t: 32, b: 36}, showlegend: true,
+                legend: {orientation: "h", y: 1.02, x: 1, xanchor: "right", yanchor: "bottom"}};
+
+function drawHeatmaps(xs, byStart, r) {
+  for (const op of ["read", "write"]) {
+    const {trace, yaxis} = heatmap(op, xs, byStart);
+    Plotly.react(`chart-heat-${op}`, [trace], {
+      ...LAYOUT, showlegend: false,
+      title: {text: `${op[0].toUpperCase() + op.slice(1)} latency distribution ` +
+              "(requests per bucket, 8 per octave)", font: {size: 13}, x: 0.01},
+      xaxis: {type: "date", range: [r.fromMs, r.toMs]}, yaxis,
+    }, {displaylogo: false, responsive: true});
+  }
 }
 
 async function showVolume(volumeId) {
@@ -147,15 +204,14 @@ async function showVolume(volumeId) {
       hovertemplate: "%{y:.4~g}<extra>" + name + "</extra>",
     }));
     Plotly.react(chart.id, traces, {
-      title: {text: chart.title, font: {size: 13}, x: 0.01},
-      margin: {l: 56, r: 12, t: 32, b: 36}, showlegend: true,
-      legend: {orientation: "h", y: 1.02, x: 1, xanchor: "right", yanchor: "bottom"},
+      ...LAYOUT, title: {text: chart.title, font: {size: 13}, x: 0.01},
       xaxis: {type: "date", range: [r.fromMs, r.toMs]},
       yaxis: chart.id === "chart-throughput" ? {rangemode: "tozero", tickformat: ".3s",
                                                  ticksuffix: "B/s"} : {rangemode: "tozero"},
       hovermode: "x unified",
     }, {displaylogo: false, responsive: true});
   }
+  drawHeatmaps(xs, byStart, r);
   const view = $("volume-view");
   view.dataset.volume = volumeId;
   view.dataset.window = r.period;
