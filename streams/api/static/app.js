@@ -159,7 +159,8 @@ function heatmap(op, xs, byStart) {
             customdata: ys.map((row) => xs.map(() => `${latencyLabel(upper(row - 1))} – ${
               latencyLabel(upper(row))}`)),
             hovertemplate: "%{customdata}: %{z} request(s)<extra>" + op + "</extra>",
-            showscale: false, hoverongaps: false},
+            showscale: true, hoverongaps: false,
+            colorbar: {thickness: 8, len: 0.9, title: {text: "requests", side: "right"}}},
     yaxis: {tickvals: ys.filter((row) => row % HEAT_PER_OCTAVE === 0),
             ticktext: ys.filter((row) => row % HEAT_PER_OCTAVE === 0)
               .map((row) => latencyLabel(2 ** (row / HEAT_PER_OCTAVE)))},
