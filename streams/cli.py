@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     bench.add_argument("--profile", metavar="FILE", help="py-spy raw stacks of the (c) worker")
     bench.add_argument("--logs", metavar="DIR", help="keep the workers' logs here")
-    bench.add_argument("--max-volumes", type=int, help="volumes of the (f) point (100,000)")
+    bench.add_argument("--max-volumes", type=int, help="volumes of the (f) point (10,000)")
     bench.add_argument("--only", choices=["f"], help="f: only the (f) memory points")
     run = verb("run", cmd_run, "broker + worker + simulated fleet, until Ctrl-C (make run)")
     run.add_argument("--rate", type=float, default=2000.0, help="simulated events/s")
