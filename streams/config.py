@@ -148,6 +148,10 @@ class Settings:
     max_record_bytes: int = 1 << 20
     # The dead-letter topic's bound per partition, besides its time retention.
     dlq_retention_bytes: int = 1 << 30
+    # Debugging only (docs/performance.md, "What a volume costs"): > 0 starts tracemalloc
+    # in the worker with this many frames per traceback, and SIGUSR1 makes it log the
+    # largest allocations by traceback; 0 (off) costs nothing.
+    debug_tracemalloc_frames: int = 0
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import tracemalloc
 
 import faust
 from aiokafka.errors import KafkaError
@@ -30,6 +31,14 @@ class Worker(faust.Worker):
         self.spinner = None
         super().on_setup_root_logger(logger, level)
 
+    def _on_sigusr1(self) -> None:
+        """With IOACCT_DEBUG_TRACEMALLOC_FRAMES: what Python holds, instead of mode's
+        stack dump of every task."""
+        if tracemalloc.is_tracing():
+            log_tracemalloc_top()
+        else:
+            super()._on_sigusr1()
+
 
 def build_worker(settings: Settings) -> tuple[Pipeline, TokenFeed]:
     """The pipeline's app with its web views, and the feed of the tokens they accept."""
@@ -45,6 +54,23 @@ def build_worker(settings: Settings) -> tuple[Pipeline, TokenFeed]:
     pipeline.app.conf.web_ssl_context = server_context(settings)
     register_views(pipeline, token_feed)
     return pipeline, token_feed
+
+
+TRACEMALLOC_TOP = 30  # tracebacks in one tracemalloc report
+log = logging.getLogger(__name__)
+
+
+def log_tracemalloc_top() -> None:
+    """Log what Python holds now, the largest allocations first, grouped by traceback."""
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)])
+    stats = snapshot.statistics("traceback")
+    lines = [f"tracemalloc: {sum(s.size for s in stats):,} bytes in "
+             f"{sum(s.count for s in stats):,} blocks; the top {TRACEMALLOC_TOP}:"]
+    for stat in stats[:TRACEMALLOC_TOP]:
+        lines.append(f"{stat.size:>14,} B {stat.count:>10,} blocks")
+        lines += [f"    {line}" for line in stat.traceback.format(most_recent_first=True)]
+    log.warning("\n".join(lines))
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
@@ -72,6 +98,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     finally:
         logging.getLogger().removeHandler(handler)
     asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its loop
+    if settings.debug_tracemalloc_frames > 0:
+        tracemalloc.start(settings.debug_tracemalloc_frames)  # SIGUSR1: Worker._on_sigusr1
     pipeline, _ = build_worker(settings)
     worker = Worker(pipeline.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

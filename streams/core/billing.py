@@ -13,12 +13,12 @@ event can reach its hour any more (see :meth:`BillingBook.evictable`).
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from streams.core.batch import Columns, EventBatch
+from streams.core.closing import ClosingIndex
 from streams.core.counters import N_SLOTS, named_counters
 from streams.core.keys import billing_record_id
 from streams.core.times import HOUR_NS
@@ -66,7 +66,7 @@ class BillingBook:
     """Open hours and the sequence numbers of emitted hours, for the volumes of a partition."""
 
     store: MutableMapping[BillingKey, BillingEntry]
-    _closing: list[tuple[int, str, int]] = field(default_factory=list)  # (end, volume, start)
+    _closing: ClosingIndex = field(default_factory=ClosingIndex)  # open hours by end
 
     @property
     def has_open_hours(self) -> bool:
@@ -74,10 +74,9 @@ class BillingBook:
 
     def rebuild_index(self) -> None:
         """After recovery: find the hours still to close in the store."""
-        self._closing = [(start + HOUR_NS, volume, start)
-                         for (volume, start), entry in self.store.items()
-                         if entry.counters is not None]
-        heapq.heapify(self._closing)
+        self._closing = ClosingIndex((start + HOUR_NS, volume)
+                                     for (volume, start), entry in self.store.items()
+                                     if entry.counters is not None)
 
     def add_events(self, batch: EventBatch, offset: int = -1) -> list[BillingRecord]:
         """:meth:`add_columns` for one volume's events."""
@@ -93,7 +92,7 @@ class BillingBook:
             entry = self.store.get((volume_id, start))
             if entry is None:
                 entry = BillingEntry(columns.tenants[part.volume])
-                heapq.heappush(self._closing, (start + HOUR_NS, volume_id, start))
+                self._closing.push(start + HOUR_NS, volume_id)
             if entry.counters is not None:
                 entry.counters = [mine + theirs for mine, theirs
                                   in zip(entry.counters, part.counters, strict=True)]
@@ -109,8 +108,8 @@ class BillingBook:
         """Record 0 of every open hour the watermark has passed, in order of their ends
         (``offset``: the raw offset being processed, stamped on them)."""
         closed: list[BillingRecord] = []
-        while watermark_ns is not None and self._closing and self._closing[0][0] <= watermark_ns:
-            _, volume_id, start = heapq.heappop(self._closing)
+        for end_ns, volume_id in self._closing.take_due(watermark_ns):
+            start = end_ns - HOUR_NS
             entry = self.store.get((volume_id, start))
             if entry is None or entry.counters is None:
                 continue

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streams.config import Settings
 from streams.core.codec import SchemaSet, default_schemas
 from streams.core.events import id_error
-from streams.core.registry import Registration, VolumeRegistry, register_error
+from streams.core.registry import Registration, RegistrySink, VolumeRegistry, register_error
 from streams.kafka.security import client_kwargs
 from streams.kafka.topics import ensure_topics, topic_partitions
 
@@ -37,7 +37,7 @@ def decode(schemas: SchemaSet, value: bytes | None) -> Registration | None:
     return Registration.from_avro(record)
 
 
-def apply_message(registry: VolumeRegistry, schemas: SchemaSet, offset: int,
+def apply_message(registry: RegistrySink, schemas: SchemaSet, offset: int,
                   value: bytes | None) -> None:
     """One record of the topic into ``registry``; an unreadable one is logged and left."""
     try:
@@ -59,7 +59,7 @@ def consumer(settings: Settings) -> AIOKafkaConsumer:
                             group_id=None, fetch_max_wait_ms=100)
 
 
-async def read_to(registry: VolumeRegistry, reader: AIOKafkaConsumer, tp: TopicPartition,
+async def read_to(registry: RegistrySink, reader: AIOKafkaConsumer, tp: TopicPartition,
                   end: int, schemas: SchemaSet) -> None:
     """Read ``tp`` into ``registry`` until the reader's position reaches ``end``."""
     while await reader.position(tp) < end:

@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 
 from streams.config import Settings
 from streams.core.codec import default_schemas
-from streams.core.registry import RegistryBehind, VolumeRegistry
+from streams.core.registry import RegistryBehind, TenantIndex
 from streams.kafka import registry as topic
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class RegistryFeed:
 
     def __init__(self, settings: Settings, clock: Callable[[], int] = time.time_ns) -> None:
         self.settings = settings
-        self.registry = VolumeRegistry()
+        self.registry = TenantIndex()
         self.fresh_ns = 0
         self.catch_ups = 0  # end-offset round trips made for the accounting agent
         self.started = asyncio.Event()

@@ -11,13 +11,13 @@ each length as a stage of its own, fed by the topic of the length below).
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from streams.core.batch import Columns, EventBatch
+from streams.core.closing import ClosingIndex
 from streams.core.marks import judge_marks
 from streams.core.windows.acc import NS_PER_S, WindowAcc, rollup, window_start_ns
 from streams.core.windows.vector import frozen_window, inflight_from_ns, window_partials
@@ -105,7 +105,7 @@ class WindowBook:
     store: MutableMapping[WindowKey, WindowEntry]
     window_len_ns: int = NS_PER_S
     late_beyond_horizon: int = 0
-    _closing: list[tuple[int, str, int]] = field(default_factory=list)  # (end, volume, start)
+    _closing: ClosingIndex = field(default_factory=ClosingIndex)  # open windows by end
 
     @property
     def has_open_windows(self) -> bool:
@@ -113,15 +113,15 @@ class WindowBook:
 
     def rebuild_index(self) -> None:
         """After recovery: find the windows still to close in the store."""
-        self._closing = [(start + self.window_len_ns, volume, start)
-                         for (volume, start), entry in self.store.items() if not entry.emitted]
-        heapq.heapify(self._closing)
+        self._closing = ClosingIndex((start + self.window_len_ns, volume)
+                                     for (volume, start), entry in self.store.items()
+                                     if not entry.emitted)
 
     def _entry(self, volume_id: str, tenant_id: str, start: int) -> WindowEntry:
         entry = self.store.get((volume_id, start))
         if entry is None:
             entry = WindowEntry(tenant_id, WindowAcc.empty(start, self.window_len_ns))
-            heapq.heappush(self._closing, (start + self.window_len_ns, volume_id, start))
+            self._closing.push(start + self.window_len_ns, volume_id)
         return entry
 
     def _frozen_before_ns(self, watermark_ns: int | None) -> int | None:
@@ -191,9 +191,8 @@ class WindowBook:
         """Emit, in order of their ends, the windows the watermark has passed
         (``offset``: the input offset being processed, stamped on them)."""
         emitted: list[Emission] = []
-        while watermark_ns is not None and self._closing and self._closing[0][0] <= watermark_ns:
-            _, volume_id, start = heapq.heappop(self._closing)
-            entry = self.store.get((volume_id, start))
+        for end_ns, volume_id in self._closing.take_due(watermark_ns):
+            entry = self.store.get((volume_id, end_ns - self.window_len_ns))
             if entry is None or entry.emitted:
                 continue
             entry.emitted = True

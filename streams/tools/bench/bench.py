@@ -65,7 +65,7 @@ from streams.tools.bench.latency import latency_run
 from streams.tools.bench.naive import naive_run
 from streams.tools.bench.procs import BenchError, create_topics, free_port, pipeline_topics
 from streams.tools.bench.profile import summarize_profile
-from streams.tools.bench.report import render, report_of
+from streams.tools.bench.report import f_report_of, render, render_f, report_of
 from streams.tools.bench.runs import (
     inprocess_rate,
     plain_avro_consume,
@@ -115,6 +115,7 @@ class Plan:
 
 
 FULL = Plan()
+ONLY_F_RECORDS_PER_S = 200.0  # sizes (f)'s low point when no worker run measured it
 QUICK = Plan(worker_min_s=2.0, calib_events=3_000, calib_window_s=0, b_min_events=20_000,
              naive_events=300, record_events=20_000, kafka_events=20_000, latency_s=6.0,
              volume_points=(100, 1_000), batch_points=(1, 256), batch_volumes=4, point_s=1.0,
@@ -371,6 +372,12 @@ class Bench:
         self.figures["f_bytes_per_volume"] = per_volume
         self.info["f"] = {"volumes": [low, high]}
 
+    async def run_only_f(self) -> None:
+        """``--only f``: the two (f) points alone; the low point's backlog sized by
+        calibrate_worker's guessed records/s (its worker run skipped)."""
+        self.info["sizing_run"] = {"events_per_s": 0.0, "records_per_s": ONLY_F_RECORDS_PER_S}
+        await self.volume_points()
+
     async def batch_points(self) -> None:
         """Time-boxed: the backlog is generous, the rate is taken over point_s."""
         points = []
@@ -389,7 +396,8 @@ class Bench:
 def run_bench(quick: bool = False, profile: Path | None = None, verbose: bool = True,
               keep_logs: Path | None = None, base: Settings | None = None,
               max_volumes: int | None = None, only: str | None = None) -> dict[str, Any]:
-    """Start a broker, measure everything, stop the broker; the report as a dict."""
+    """Start a broker, measure everything (``only``: "c" or "f", those runs alone), stop
+    the broker; the report as a dict."""
     plan = QUICK if quick else FULL
     if max_volumes is not None:
         plan = replace(plan, volume_points=(plan.volume_points[0], max_volumes))
@@ -411,12 +419,13 @@ def run_bench(quick: bool = False, profile: Path | None = None, verbose: bool = 
     bench.step(f"starting a broker on {base.bootstrap_servers} (state {state_dir})")
     try:
         kafka_local.start(broker)
-        asyncio.run(bench.run_c() if only == "c" else bench.run())
+        runs = {"c": bench.run_c, "f": bench.run_only_f}
+        asyncio.run(runs[only]() if only in runs else bench.run())
     finally:
         bench.step("stopping the broker")
         kafka_local.stop(broker)
         shutil.rmtree(state_dir, ignore_errors=True)
-    return report_of(bench, quick)
+    return f_report_of(bench, quick) if only == "f" else report_of(bench, quick)
 
 
 def cli_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -434,6 +443,6 @@ def cli_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(report, indent=1, default=str))
     else:
-        print(render(report))
+        print(render_f(report) if report.get("only") == "f" else render(report))
     return 0
 

@@ -55,16 +55,21 @@ EXPLANATION = [
 _PLUMBING = ("asyncio/", "<frozen", "mode/", "runpy", "threading", "selectors")
 
 
+def target_row(name: str, value: float, bound: float, higher_is_better: bool,
+               unit: str) -> dict[str, Any]:
+    """One target: the figure, the bound, met or not, and by what factor."""
+    met = value >= bound if higher_is_better else value <= bound
+    factor = (bound / value if higher_is_better else value / bound) if value > 0 else math.inf
+    return {"target": name, "value": value, "bound": bound, "unit": unit, "met": met,
+            "short_by_factor": None if met else factor, "higher_is_better": higher_is_better}
+
+
 def targets(fig: dict[str, float], grace_s: float) -> list[dict[str, Any]]:
     """Each target: the figure, the bound, met or not, and by what factor."""
     rows = []
 
     def add(name: str, value: float, bound: float, higher_is_better: bool, unit: str) -> None:
-        met = value >= bound if higher_is_better else value <= bound
-        factor = (bound / value if higher_is_better else value / bound) if value > 0 else math.inf
-        rows.append({"target": name, "value": value, "bound": bound, "unit": unit, "met": met,
-                     "short_by_factor": None if met else factor,
-                     "higher_is_better": higher_is_better})
+        rows.append(target_row(name, value, bound, higher_is_better, unit))
 
     c = fig["c_events_per_s"]
     add("(c) events/s per worker", c, TARGET_EVENTS_PER_S, True, "events/s")
@@ -105,6 +110,25 @@ def report_of(bench: Bench, quick: bool) -> dict[str, Any]:
                      "batch_max_events": bench.base.batch_max_events,
                      "batch_max_age_ms": bench.base.batch_max_age_ms},
     }
+
+
+def f_report_of(bench: Bench, quick: bool) -> dict[str, Any]:
+    """The report of ``--only f``: (f) and its two points."""
+    fig = bench.figures
+    row = target_row("(f) RSS per active volume", fig["f_bytes_per_volume"],
+                     TARGET_BYTES_PER_VOLUME, False, "bytes")
+    return {"quick": quick, "only": "f", "figures": fig, "targets": [row],
+            "points": bench.points, "info": bench.info}
+
+
+def render_f(report: dict[str, Any]) -> str:
+    """The ``--only f`` report as a few lines."""
+    f, (row,) = report["figures"], report["targets"]
+    return "\n".join([
+        "ioacct bench --only f" + (" --quick" if report["quick"] else ""), "",
+        f"(f) worker RSS per active volume  {_num(f['f_bytes_per_volume'], 'bytes')}   "
+        + _verdict(row) + " (from {:,} to {:,} volumes)".format(*report["info"]["f"]["volumes"]),
+        "", *_point_lines(report)])
 
 
 def _num(value: float, unit: str = "") -> str:

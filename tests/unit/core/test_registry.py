@@ -12,6 +12,7 @@ from streams.core.ingest import account_record
 from streams.core.registry import (
     Registration,
     RegistryBehind,
+    TenantIndex,
     VolumeRegistry,
     mode_error,
     owner_error,
@@ -37,6 +38,24 @@ def test_latest_record_of_a_volume_wins_like_compaction() -> None:
         assert registry.get(volume) == record and registry.tenant_of(volume) == record.tenant_id
     assert registry.tenant_of("nope") is None
     assert [r.volume_id for r in registry] == sorted(expected)
+
+
+def test_a_workers_tenant_index_agrees_with_the_registry() -> None:
+    """The worker's index (TenantIndex) answers tenant_of as the whole registry does."""
+    rng = random.Random(8)
+    records = [reg(f"v{rng.randrange(30)}", f"t{rng.randrange(4)}", i) for i in range(600)]
+    registry, index = VolumeRegistry(records), TenantIndex(records)
+    assert len(index) == len(registry)
+    for volume in [f"v{i}" for i in range(32)]:
+        assert index.tenant_of(volume) == registry.tenant_of(volume)
+
+
+def test_a_tenant_index_keeps_one_string_per_tenant() -> None:
+    """Every worker holds the whole fleet's index: its volumes share their tenant's string
+    (docs/performance.md, what a volume costs)."""
+    index = TenantIndex(reg(f"v{i}", "".join(["tenant-", str(i % 3)]), i) for i in range(300))
+    tenants = {id(index.tenant_of(f"v{i}")) for i in range(300)}
+    assert len(tenants) == 3
 
 
 def test_avro_round_trip_through_the_schema_file() -> None:

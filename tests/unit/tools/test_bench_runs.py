@@ -23,3 +23,22 @@ def test_a_backlog_taken_in_one_step_is_timed_from_the_last_idle_poll() -> None:
     assert polls.window_over(1.6, 1000, 1000, window_s=1.0)
     run = polls.window_run(1.6, 1000, 10, rss_bytes=1)
     assert (run.events, run.records) == (1000, 10) and abs(run.seconds - 0.6) < 1e-9
+
+
+def test_only_f_reports_the_two_points_and_the_target() -> None:
+    from types import SimpleNamespace
+
+    from streams.tools.bench.report import f_report_of, render_f
+
+    points = [{"volumes": v, "events_per_record": 4, "events": 4 * v, "records": v,
+               "events_per_s": 1.0, "records_per_s": 1.0, "seconds": 1.0,
+               "rss_bytes": rss, "until_committed": 1.0}
+              for v, rss in ((100, 90_000_000), (100_000, 290_000_000))]
+    bench = SimpleNamespace(figures={"f_bytes_per_volume": 2_002.0},
+                            points={"volumes": points}, info={"f": {"volumes": [100, 100_000]}})
+    report = f_report_of(bench, quick=False)  # type: ignore[arg-type]
+    (row,) = report["targets"]
+    assert (row["met"], row["bound"]) == (False, 2_000.0)
+    text = render_f(report)
+    assert "2,002 bytes" in text and "from 100 to 100,000 volumes" in text
+    assert "    100,000" in text and "276.6" in text  # the point's RSS in MiB

@@ -4,7 +4,6 @@ Property tests hold the vectorised path to it, integer for integer."""
 
 from __future__ import annotations
 
-import heapq
 from bisect import bisect_left, bisect_right
 
 from streams.core.batch import EventBatch
@@ -135,7 +134,7 @@ def add_billing(book: BillingBook, batch: EventBatch, offset: int = -1) -> list[
         entry = book.store.get((volume_id, start))
         if entry is None:
             entry = BillingEntry(batch.tenant_id)
-            heapq.heappush(book._closing, (start + HOUR_NS, volume_id, start))
+            book._closing.push(start + HOUR_NS, volume_id)
         if entry.counters is not None:
             add_to_slots(entry.counters, batch.select(hour_indexes))
         else:

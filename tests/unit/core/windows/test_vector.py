@@ -121,7 +121,7 @@ def test_the_vectorised_book_equals_the_scalar_twin(
                 watermark, n))
     assert vector.store == scalar.store
     assert vector.late_beyond_horizon == scalar.late_beyond_horizon
-    assert sorted(vector._closing) == sorted(scalar._closing)
+    assert vector._closing.entries() == scalar._closing.entries()
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
