@@ -29,16 +29,17 @@ FIGURES = (
     "j_rss_end_bytes", "k_caught_up_max_s", "k_caught_up_median_s",
 )
 TARGETS = ("(c) events/s per worker", "(c)/(b)", "(c)/(a)", "(c)/(h)", "(c)/(i)",
-           "(d) record() per event", "(e) p99 latency", "(f) RSS per active volume",
+           "(c) at 100,000 / at 1,000 volumes", "(d) record() per event", "(e) p99 latency", "(f) RSS per active volume",
            "(j) disk_bytes_per_window", "(j) changelog_bytes_per_write",
            "(k) kill -9 to caught up, max")
 
 
+@pytest.mark.timeout(1300)  # the quick plan runs every part, (c) at 100,000 volumes and (k)
 def test_quick_bench_reports_every_figure() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOACCT_")}
     result = subprocess.run(
         [sys.executable, "-m", "streams.cli", "bench", "--quick", "--json"], cwd=REPO_ROOT,
-        env=env, capture_output=True, text=True, timeout=600, check=False,
+        env=env, capture_output=True, text=True, timeout=1200, check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
@@ -53,6 +54,7 @@ def test_quick_bench_reports_every_figure() -> None:
     assert [p["volumes"] for p in volume_points] == [100, 1000]
     for p in volume_points:
         assert figures[f"f_rss_bytes_{p['volumes']}_volumes"] > 0
+    assert [p["volumes"] for p in report["points"]["c_volumes"]] == [100, 100_000]
     assert report["points"]["batch_sizes"]
     for p in volume_points + report["points"]["batch_sizes"]:
         assert p["events_per_s"] > 0 and p["records_per_s"] > 0 and p["rss_bytes"] > 0, p
