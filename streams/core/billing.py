@@ -22,6 +22,7 @@ from streams.core.closing import ClosingIndex
 from streams.core.counters import N_SLOTS, named_counters
 from streams.core.keys import billing_record_id
 from streams.core.times import HOUR_NS
+from streams.core.windows.ranges import entries_between
 from streams.core.windows.vector import hour_partials
 
 BillingKey = tuple[str, int]  # (volume_id, hour_start_ns)
@@ -123,6 +124,9 @@ class BillingBook:
     def evictable(self, oldest_accepted_ns: int) -> list[BillingKey]:
         """Emitted hours that no accepted event can reach: those ending an hour or more
         before the oldest complete_ns the worker still accepts (wall clock - retention);
-        the spare hour covers workers whose clocks differ."""
-        return [key for key, entry in self.store.items()
-                if entry.counters is None and key[1] + 2 * HOUR_NS <= oldest_accepted_ns]
+        the spare hour covers workers whose clocks differ. Reads the hours that start
+        before that only (a range of the store's keys, windows/ranges.py); no lower bound
+        is kept between calls, since another clock may still open an hour down there."""
+        end_ns = oldest_accepted_ns - 2 * HOUR_NS + 1  # start + 2 h <= oldest_accepted_ns
+        return [key for key, entry in entries_between(self.store, None, end_ns)
+                if entry.counters is None]

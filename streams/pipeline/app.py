@@ -34,6 +34,7 @@ from streams.pipeline.guard.gap_reader import GapReader
 from streams.pipeline.guard.order import InputGuard
 from streams.pipeline.registry_feed import RegistryFeed
 from streams.pipeline.tables import (
+    PartitionTable,
     mark_clean_on_stop,
     open_tables_dir,
     store_url,
@@ -98,8 +99,10 @@ class Pipeline:
         """The partition's windows, rebuilt from the table on first use after assignment."""
         windows = self.partitions.get(partition)
         if windows is None:
-            windows = open_partition_windows(partition, self.windows_table, self.window_settings,
-                                       self.keep_ns, self.settings.retention_s * NS_PER_S)
+            windows = open_partition_windows(partition, PartitionTable(self.windows_table,
+                                                                       partition),
+                                             self.window_settings, self.keep_ns,
+                                             self.settings.retention_s * NS_PER_S)
             self.partitions[partition] = windows
         return windows
 
@@ -110,8 +113,9 @@ class Pipeline:
         stage = stages.get(partition)
         if stage is None:
             n = WINDOW_LENGTHS_NS.index(length_ns)
-            stage = open_rollup_windows(partition, self.windows_table, self.window_settings,
-                                  WINDOW_LENGTHS_NS[n - 1], length_ns, self.keep_ns[n])
+            stage = open_rollup_windows(partition, PartitionTable(self.windows_table, partition),
+                                        self.window_settings, WINDOW_LENGTHS_NS[n - 1],
+                                        length_ns, self.keep_ns[n])
             stages[partition] = stage
         return stage
 

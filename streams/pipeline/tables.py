@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from rocksdict import ReadOptions
+
 from streams.config import Settings
+from streams.core.windows.ranges import table_items_between
 
 log = logging.getLogger(__name__)
 TABLE_STORES = ("rocksdb", "memory")
@@ -72,3 +76,57 @@ def mark_clean_on_stop(app: Any, settings: Settings, tabledir: Path) -> None:
         await app.producer.flush()  # the buffer, then every send acknowledged by Kafka
         (tabledir / CLEAN_MARK).touch()
         log.info("%s: tables stopped cleanly; the next worker here reads them", tabledir)
+
+
+class PartitionTable(MutableMapping[bytes, bytes]):
+    """A faust bytes table as the window stages of one partition use it: reads and writes
+    are the table's (a write goes to the partition of faust's current event, which is
+    ``partition``'s when a stage runs), and :meth:`items_between` scans a key range of
+    that partition's keys alone, in key order (windows/ranges.py: eviction reads what it
+    drops, not every key of every partition)."""
+
+    def __init__(self, table: Any, partition: int) -> None:
+        self.table = table
+        self.partition = partition
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value: bytes = self.table[key]
+        return value
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        return self.table.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.table
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.table[key] = value
+
+    def __delitem__(self, key: bytes) -> None:
+        del self.table[key]
+
+    def __iter__(self) -> Iterator[bytes]:  # every partition's keys, as the table's
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def items_between(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) with lo <= key < hi in key order: a seek and an ordered read of
+        the partition's RocksDB database; with the memory store, a filter of its keys."""
+        store = self.table.data
+        db_for = getattr(store, "_db_for_partition", None)
+        if db_for is None:  # faust's memory store: one dict for every partition
+            return table_items_between(store.data, lo, hi)
+        return _scan(db_for(self.partition), lo, hi, store.offset_key)
+
+
+def _scan(db: Any, lo: bytes, hi: bytes, offset_key: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """A RocksDB database's (key, value) with lo <= key < hi, in key order, but faust's
+    offset key. The read options live as long as the iterator: RocksDB keeps a pointer to
+    the bound, and a freed one ended scans early at random."""
+    bound = ReadOptions()
+    bound.set_iterate_upper_bound(hi)  # RocksDB stops there, not at the next key past
+    for key, value in db.items(from_key=lo, read_opt=bound):
+        if key != offset_key:
+            yield key, value

@@ -9,6 +9,7 @@ import struct
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+from streams.core.windows.ranges import table_items_between
 from streams.core.windows.stages import UnitTable
 
 _ENTRY = struct.Struct("<Ii")  # key length, value length (-1: a delete)
@@ -90,8 +91,17 @@ class JournaledTable(UnitTable):
             if value is not None:
                 yield key
 
-    def __len__(self) -> int:
+    def __len__(self) -> int:  # a scan of every key: nothing on a hot path asks
         return sum(1 for _ in self)
+
+    def items_between(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) with lo <= key < hi in key order, the pending writes and deletes
+        over the table's own range scan (windows/ranges.py)."""
+        below = table_items_between(self.table, lo, hi)
+        if not self.pending:
+            return below
+        return _overlay(below, sorted(item for item in self.pending.items()
+                                      if lo <= item[0] < hi))
 
     # -- writes wait for the commit -------------------------------------------------------
 
@@ -224,3 +234,24 @@ def decode_journal(chunk: bytes) -> Iterator[tuple[bytes, bytes | None]]:
         else:
             yield key, chunk[at:at + value_len]
             at += value_len
+
+
+def _overlay(below: Iterator[tuple[bytes, bytes]], over: list[tuple[bytes, bytes | None]]
+             ) -> Iterator[tuple[bytes, bytes]]:
+    """Two key-ordered runs merged, ``over``'s entries (None: a delete) in place of
+    ``below``'s of the same key."""
+    at, n = 0, len(over)
+    for key, value in below:
+        while at < n and over[at][0] < key:
+            if over[at][1] is not None:
+                yield over[at]  # type: ignore[misc]
+            at += 1
+        if at < n and over[at][0] == key:
+            if over[at][1] is not None:
+                yield over[at]  # type: ignore[misc]
+            at += 1
+            continue
+        yield key, value
+    for item in over[at:]:
+        if item[1] is not None:
+            yield item  # type: ignore[misc]

@@ -11,7 +11,7 @@ each length as a stage of its own, fed by the topic of the length below).
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +20,7 @@ from streams.core.batch import Columns, EventBatch
 from streams.core.closing import ClosingIndex
 from streams.core.marks import judge_marks
 from streams.core.windows.acc import NS_PER_S, WindowAcc, rollup, window_start_ns
+from streams.core.windows.ranges import entries_between, keys_between
 from streams.core.windows.vector import frozen_window, inflight_from_ns, window_partials
 
 WindowKey = tuple[str, int]  # (volume_id, window_start_ns)
@@ -106,6 +107,9 @@ class WindowBook:
     window_len_ns: int = NS_PER_S
     late_beyond_horizon: int = 0
     _closing: ClosingIndex = field(default_factory=ClosingIndex)  # open windows by end
+    # No window starting before this is evictable any more: the next eviction's scan
+    # starts here (None: unknown, from the first key), not over the deleted keys.
+    _evict_from_ns: int | None = None
 
     @property
     def has_open_windows(self) -> bool:
@@ -113,6 +117,7 @@ class WindowBook:
 
     def rebuild_index(self) -> None:
         """After recovery: find the windows still to close in the store."""
+        self._evict_from_ns = None
         self._closing = ClosingIndex((start + self.window_len_ns, volume)
                                      for (volume, start), entry in self.store.items()
                                      if not entry.emitted)
@@ -206,12 +211,46 @@ class WindowBook:
         ``committed``: the input offset the group has committed; a window emitted at or
         past it stays, since its record may not have landed and a new owner must send it
         again (replay_outputs) after a crash (None: no such limit)."""
+        return self._evictable(watermark_ns, committed)[0]
+
+    def evict(self, watermark_ns: int | None, committed: int | None = None) -> int:
+        """Drop :meth:`evictable`'s windows; returns how many. It reads the windows that
+        start before the horizon and after the last eviction's kept ones only (a range
+        of the store's keys, ranges.py), so its cost follows what it drops."""
+        keys, self._evict_from_ns = self._evictable(watermark_ns, committed)
+        for key in keys:
+            del self.store[key]
+        return len(keys)
+
+    def _evictable(self, watermark_ns: int | None, committed: int | None
+                   ) -> tuple[list[WindowKey], int | None]:
+        """The keys to drop, and where the next scan can start: the first window of the
+        range kept (not emitted, or not committed yet), else the range's end (no window
+        starts before it again: those would be past the horizon)."""
         frozen_before = self._frozen_before_ns(watermark_ns)
         if frozen_before is None:
-            return []
-        return [key for key, entry in self.store.items()
-                if entry.emitted and key[1] + self.window_len_ns <= frozen_before
-                and (committed is None or entry.emitted_offset < committed)]
+            return [], self._evict_from_ns
+        end_ns = frozen_before - self.window_len_ns + 1  # start + length <= frozen_before
+        keys: list[WindowKey] = []
+        kept_ns: int | None = None
+        for key, emitted, offset in _emissions_between(self.store, self._evict_from_ns, end_ns):
+            if emitted and (committed is None or offset < committed):
+                keys.append(key)
+            elif kept_ns is None:
+                kept_ns = key[1]
+        return keys, end_ns if kept_ns is None else kept_ns
+
+
+def _emissions_between(store: MutableMapping[WindowKey, WindowEntry], lo_ns: int | None,
+                       hi_ns: int) -> Iterator[tuple[WindowKey, bool, int]]:
+    """(key, emitted, emitted_offset) of the windows starting in [lo_ns, hi_ns), by start:
+    the store's own reader, which decodes no more (stores.py), else from the entries."""
+    read = getattr(store, "emissions_between", None)
+    if read is not None:
+        found: Iterator[tuple[WindowKey, bool, int]] = read(lo_ns, hi_ns)
+        return found
+    return ((key, entry.emitted, entry.emitted_offset)
+            for key, entry in entries_between(store, lo_ns, hi_ns))
 
 
 Part = tuple[int, WindowAcc]  # a part's revision and integers, by (volume_id, part start)
@@ -223,6 +262,26 @@ class RollupBook:
 
     inner: WindowBook
     parts: MutableMapping[WindowKey, Part] = field(default_factory=dict)
+    _evict_parts_from_ns: int | None = None  # as WindowBook._evict_from_ns, for the parts
+
+    def rebuild_index(self) -> None:
+        self._evict_parts_from_ns = None
+        self.inner.rebuild_index()
+
+    def evict_parts(self, watermark_ns: int) -> int:
+        """Drop the parts of windows past the horizon (they can no longer be revised:
+        SEMANTICS.md section 4; a part read again for one of them is ignored,
+        :meth:`add_part`); returns how many. Reads only the parts it drops."""
+        frozen_before = self.inner._frozen_before_ns(watermark_ns)
+        assert frozen_before is not None
+        # a part's window ends by frozen_before iff the part starts before this
+        end_ns = window_start_ns(frozen_before, self.inner.window_len_ns)
+        keys = keys_between(self.parts, self._evict_parts_from_ns, end_ns)
+        for key in keys:
+            del self.parts[key]
+        if self._evict_parts_from_ns is None or end_ns > self._evict_parts_from_ns:
+            self._evict_parts_from_ns = end_ns
+        return len(keys)
 
     def add_part(self, emission: Emission, watermark_ns: int | None = None, offset: int = -1
                  ) -> list[Emission]:

@@ -228,6 +228,17 @@ def unpack_entry(data: bytes) -> tuple[str, WindowAcc, int, bool, int]:
     return tenant_id, acc, revision, bool(flags & _EMITTED), offset
 
 
+def entry_emission(data: bytes) -> tuple[bool, int]:
+    """A packed stored window's emitted flag and emission offset, the rest unread (what
+    eviction asks of every window it reads)."""
+    r = _Reader(data)
+    flags = r.uint()
+    tenant_bytes = r.uint()  # (not r.at += r.uint(): that reads r.at first)
+    r.at += tenant_bytes
+    r.sint()  # the revision
+    return bool(flags & _EMITTED), r.sint()
+
+
 def pack_part(revision: int, acc: WindowAcc) -> bytes:
     """A rollup's part: its revision and integers."""
     w = _Writer()

@@ -17,6 +17,7 @@ or none as seen by the next owner. ``streams.state.stages`` opens stages that wa
 from __future__ import annotations
 
 import functools
+import re
 from abc import abstractmethod
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
@@ -27,7 +28,6 @@ from streams.core.batch import Columns, EventBatch
 from streams.core.billing import BillingBook, BillingRecord
 from streams.core.counters import table_json
 from streams.core.times import NS_PER_S
-from streams.core.windows.acc import window_start_ns
 from streams.core.windows.book import (
     Emission,
     PartitionClock,
@@ -40,9 +40,17 @@ from streams.core.windows.book import (
     unapplied,
     unapplied_parts,
 )
-from streams.core.windows.stores import BillingStore, EntryStore, PartsStore, SeqStore
+from streams.core.windows.ranges import entries_between
+from streams.core.windows.stores import (
+    BillingStore,
+    EntryStore,
+    PartsStore,
+    SeqStore,
+    StartOrderedStore,
+)
 
 EVICT_EVERY_NS = 60 * NS_PER_S
+_WINDOW_1S_KEY = re.compile(rb"\d+\|W1\|")  # partition_prefix + PartitionWindows' tag
 DIRECT_LOOKUPS_MAX = 10_000  # windows_of: look each start up, up to this many, else scan
 
 
@@ -62,6 +70,11 @@ class UnitTable(MutableMapping[bytes, bytes]):
 def partition_prefix(partition: int) -> bytes:
     """The key prefix of a partition's accounting stage (its journal: prefix + journal)."""
     return b"%d|" % partition
+
+
+def is_window_1s_key(key: bytes) -> bool:
+    """Whether a table key is a stored 1 s window's (the bench counts them)."""
+    return _WINDOW_1S_KEY.match(key) is not None
 
 
 def rollup_prefix(partition: int, window_len_ns: int) -> bytes:
@@ -141,10 +154,13 @@ class PartitionWindows(_Stage):
         if self.clock_key in table:
             self.clock.watermark_ns, self.clock.last_input_wall_ns = orjson.loads(
                 table[self.clock_key])
-        self.books = [WindowBook(settings, EntryStore(table, prefix + b"w%d|" % NS_PER_S),  # type: ignore[arg-type]
-                                 NS_PER_S)]
+        entries, billing = EntryStore(table, prefix + b"W1|"), BillingStore(table, prefix + b"B|")
+        # where a changelog written before session 10 keeps them (stores.py)
+        self.older_layout = [(entries, prefix + b"w%d|" % NS_PER_S), (billing, prefix + b"b|")]
+        self.books = [WindowBook(settings, entries, NS_PER_S)]  # type: ignore[arg-type]
         self.keep_ns = keep_ns[0]  # how long past the horizon to keep 1 s windows (queries)
-        self.billing = BillingBook(BillingStore(table, prefix + b"b|"))  # type: ignore[arg-type]
+        self.billing = BillingBook(billing)  # type: ignore[arg-type]
+        self.adopted = _adopt(self.older_layout)
         self.billing.rebuild_index()
         # The windows' own replay check: the counters table has one too, but it is another
         # changelog topic, and a crash can land one table's writes without the other's.
@@ -164,6 +180,7 @@ class PartitionWindows(_Stage):
         """A unit failed half-way: forget its writes, and the indexes and billing records
         it made from them."""
         self.table.discard()
+        _adopt(self.older_layout)  # the discarded writes held the moves, if any
         del self.billing_out[mark:]
         self.books[0].rebuild_index()
         self.billing.rebuild_index()
@@ -249,7 +266,7 @@ class PartitionWindows(_Stage):
         self.clock.on_wall_clock(wall_ns)
         emitted = self._close(offset)
         if wall_ns - self.last_evict_wall_ns >= EVICT_EVERY_NS:
-            self._evict(committed)  # scans the partition's windows: not every tick
+            self._evict(committed)  # reads what it drops (and a seek): still not every tick
             if self.retention_ns is not None:
                 for key in self.billing.evictable(wall_ns - self.retention_ns):
                     del self.billing.store[key]
@@ -298,9 +315,7 @@ class PartitionWindows(_Stage):
         watermark = self.clock.watermark_ns
         if watermark is None:
             return
-        book = self.books[0]
-        for key in book.evictable(watermark - self.keep_ns, committed):
-            del book.store[key]
+        self.books[0].evict(watermark - self.keep_ns, committed)
 
     def windows_of(self, volume_id: str, length_ns: int, from_ns: int, to_ns: int
                    ) -> list[WindowEntry]:
@@ -329,12 +344,15 @@ class RollupWindows(_Stage):
         self.clock_key = prefix + b"clock"
         self.watermark_ns: int | None = (orjson.loads(table[self.clock_key])
                                          if self.clock_key in table else None)
-        self.book = WindowBook(settings, EntryStore(table, prefix + b"w|"), window_len_ns)  # type: ignore[arg-type]
-        self.rollup = RollupBook(self.book, PartsStore(table, prefix + b"p|"))  # type: ignore[arg-type]
+        entries, parts = EntryStore(table, prefix + b"W|"), PartsStore(table, prefix + b"P|")
+        self.older_layout = [(entries, prefix + b"w|"), (parts, prefix + b"p|")]  # as above
+        self.book = WindowBook(settings, entries, window_len_ns)  # type: ignore[arg-type]
+        self.rollup = RollupBook(self.book, parts)  # type: ignore[arg-type]
+        self.adopted = _adopt(self.older_layout)
         self.keep_ns = keep_ns  # how long past the horizon to keep windows (queries)
         self.last_evict_ns: int | None = None
         self.marker = _Announcer(window_len_ns)
-        self.book.rebuild_index()
+        self.rollup.rebuild_index()
 
     @property
     def window_len_ns(self) -> int:
@@ -346,7 +364,8 @@ class RollupWindows(_Stage):
 
     def _abort(self, mark: int) -> None:
         self.table.discard()
-        self.book.rebuild_index()
+        _adopt(self.older_layout)
+        self.rollup.rebuild_index()
 
     def take_marker(self) -> int | None:
         """The watermark to tell the stage above, after this call's window records."""
@@ -391,13 +410,8 @@ class RollupWindows(_Stage):
         """Drop windows past horizon + query retention whose records have landed, and parts
         past the horizon (their windows can no longer be revised: SEMANTICS.md section 4;
         a part read again for one of them is ignored, RollupBook.add_part)."""
-        for key in self.book.evictable(watermark_ns - self.keep_ns, committed):
-            del self.book.store[key]
-        frozen_before = watermark_ns - self.book.settings.horizon_ns
-        length = self.window_len_ns
-        for key in list(self.rollup.parts):
-            if window_start_ns(key[1], length) + length <= frozen_before:
-                del self.rollup.parts[key]
+        self.book.evict(watermark_ns - self.keep_ns, committed)
+        self.rollup.evict_parts(watermark_ns)
 
     def windows_of(self, volume_id: str, from_ns: int, to_ns: int) -> list[WindowEntry]:
         """The stored windows of one volume starting in [from_ns, to_ns), for queries."""
@@ -421,5 +435,13 @@ def _windows_of(book: WindowBook, volume_id: str, from_ns: int, to_ns: int
     if (to_ns - first) // length_ns <= DIRECT_LOOKUPS_MAX:  # cheaper than a key scan
         found = (book.store.get((volume_id, start)) for start in range(first, to_ns, length_ns))
         return [entry for entry in found if entry is not None]
-    keys = sorted(k for k in book.store if k[0] == volume_id and from_ns <= k[1] < to_ns)
-    return [book.store[k] for k in keys]
+    # a long range: the stored windows of every volume over it, in start order
+    return [entry for (volume, _), entry in entries_between(book.store, first, to_ns)
+            if volume == volume_id]
+
+
+def _adopt(older_layout: Sequence[tuple[StartOrderedStore, bytes]]) -> int:
+    """A changelog written before session 10: the stores' entries under their earlier
+    prefixes, moved to their start-ordered keys (stores.py); the moves land with the next
+    unit (a stage is built outside one); returns how many."""
+    return sum(store.adopt(old_prefix) for store, old_prefix in older_layout)

@@ -1,15 +1,24 @@
 """Typed views of a bytes table: the window entries, rollup parts, billing entries and
 replay marks of one stage, each under a key prefix of its own.
 
-A key is ``prefix + volume_id|start``. Windows, rollup parts and billing entries are
-written packed (packed.py: a few dozen bytes where the compact JSON took hundreds); the JSON
-the previous versions wrote still loads (a changelog written before), told by its first
-byte. The replay marks stay compact JSON (one small value per volume).
+What eviction drops by time (windows, rollup parts, billing hours) is keyed
+``prefix + start + volume_id``, the start as 8 bytes big-endian (offset by 2**63, so
+signed starts sort too): the entries that start before a time are one key range, which a
+table that scans key ranges in order (ranges.py, the worker's RocksDB partition) reads
+without visiting the others. The replay marks stay ``prefix + volume_id|0``. Before
+session 10 every kind was keyed ``prefix + volume_id|start`` (decimal) under other
+prefixes; :meth:`StartOrderedStore.adopt` moves such a changelog's entries over once.
+
+Windows, rollup parts and billing entries are written packed (packed.py: a few dozen bytes
+where the compact JSON took hundreds); the JSON the previous versions wrote still loads (a
+changelog written before), told by its first byte. The replay marks stay compact JSON (one
+small value per volume).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+import struct
+from collections.abc import ItemsView, Iterator, MutableMapping
 
 import orjson
 
@@ -18,6 +27,7 @@ from streams.core.counters import table_json
 from streams.core.windows.acc import WindowAcc
 from streams.core.windows.book import Part, WindowEntry, WindowKey
 from streams.core.windows.packed import (
+    entry_emission,
     is_packed,
     pack_billing,
     pack_entry,
@@ -26,12 +36,16 @@ from streams.core.windows.packed import (
     unpack_entry,
     unpack_part,
 )
+from streams.core.windows.ranges import prefix_end, table_items_between
 
 Table = MutableMapping[bytes, bytes]
+_START = struct.Struct(">Q")
+_BIAS = 1 << 63  # int64 starts to unsigned, order kept
 
 
 class _Encoded(MutableMapping[WindowKey, object]):
-    """A typed view of the table's keys under one prefix: (volume_id, start) -> value."""
+    """A typed view of the table's keys under one prefix: (volume_id, start) -> value,
+    keyed ``prefix + volume_id|start``. Iterating reads this prefix's key range only."""
 
     def __init__(self, table: Table, prefix: bytes) -> None:
         self.table = table
@@ -59,14 +73,84 @@ class _Encoded(MutableMapping[WindowKey, object]):
     def __delitem__(self, key: WindowKey) -> None:
         del self.table[self._key(key)]
 
-    def __iter__(self) -> Iterator[WindowKey]:
-        return (self._decode_key(k) for k in list(self.table) if k.startswith(self.prefix))
+    def _raw_between(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return table_items_between(self.table, lo, hi)
 
-    def __len__(self) -> int:
+    def scan(self) -> Iterator[tuple[WindowKey, object]]:
+        """Every entry, decoded, in key order: one pass over this prefix's range."""
+        decode_key, decode = self._decode_key, self.decode
+        for raw, data in self._raw_between(self.prefix, prefix_end(self.prefix)):
+            yield decode_key(raw), decode(data)
+
+    def items(self) -> ItemsView[WindowKey, object]:
+        return _ScanItems(self)
+
+    def __iter__(self) -> Iterator[WindowKey]:
+        decode_key = self._decode_key
+        return (decode_key(raw) for raw, _ in
+                self._raw_between(self.prefix, prefix_end(self.prefix)))
+
+    def __len__(self) -> int:  # a scan of the prefix: nothing on a hot path asks
         return sum(1 for _ in self)
 
 
-class EntryStore(_Encoded):
+class _ScanItems(ItemsView[WindowKey, object]):
+    """items() of a store: one range scan, not a scan of keys then a lookup per key."""
+
+    _mapping: _Encoded
+
+    def __iter__(self) -> Iterator[tuple[WindowKey, object]]:
+        return self._mapping.scan()
+
+
+class StartOrderedStore(_Encoded):
+    """Keyed ``prefix + start + volume_id`` (module doc): :meth:`entries_between` reads
+    the entries of a span of starts, in (start, volume) order, and nothing else."""
+
+    def _key(self, key: WindowKey) -> bytes:
+        return self.prefix + _START.pack(key[1] + _BIAS) + key[0].encode()
+
+    def _decode_key(self, raw: bytes) -> WindowKey:
+        at = len(self.prefix)
+        return raw[at + 8:].decode(), _START.unpack_from(raw, at)[0] - _BIAS
+
+    def _bound(self, start_ns: int | None, lowest: bytes) -> bytes:
+        if start_ns is None:
+            return lowest
+        return self.prefix + _START.pack(min(max(start_ns + _BIAS, 0), 2**64 - 1))
+
+    def _range(self, lo_ns: int | None, hi_ns: int | None) -> tuple[bytes, bytes]:
+        """The keys of the entries starting in [lo_ns, hi_ns) (None: unbounded)."""
+        lo = self._bound(lo_ns, self.prefix)
+        hi = prefix_end(self.prefix) if hi_ns is None or hi_ns >= _BIAS else self._bound(
+            hi_ns, self.prefix)
+        return lo, hi
+
+    def entries_between(self, lo_ns: int | None, hi_ns: int | None
+                        ) -> Iterator[tuple[WindowKey, object]]:
+        """The entries starting in [lo_ns, hi_ns) (None: unbounded), by (start, volume)."""
+        decode_key, decode = self._decode_key, self.decode
+        for raw, data in self._raw_between(*self._range(lo_ns, hi_ns)):
+            yield decode_key(raw), decode(data)
+
+    def keys_between(self, lo_ns: int | None, hi_ns: int | None) -> list[WindowKey]:
+        """The keys of :meth:`entries_between`, the values unread."""
+        decode_key = self._decode_key
+        return [decode_key(raw) for raw, _ in self._raw_between(*self._range(lo_ns, hi_ns))]
+
+    def adopt(self, old_prefix: bytes) -> int:
+        """Move the entries of the earlier layout (``old_prefix + volume_id|start``, the
+        values as they are) under this store's keys; returns how many. Once, when a stage
+        is built over a changelog written before: the writes land with its first unit."""
+        old = _Encoded(self.table, old_prefix)
+        moved = list(self._raw_between(old_prefix, prefix_end(old_prefix)))
+        for raw, data in moved:
+            self.table[self._key(old._decode_key(raw))] = data
+            del self.table[raw]
+        return len(moved)
+
+
+class EntryStore(StartOrderedStore):
     def encode(self, value: object) -> bytes:
         assert isinstance(value, WindowEntry)
         return pack_entry(value.tenant_id, value.acc, value.revision, value.emitted,
@@ -80,8 +164,21 @@ class EntryStore(_Encoded):
         return WindowEntry(tenant_id, WindowAcc.from_list(acc), revision, emitted,
                            offset[0] if offset else -1)
 
+    def emissions_between(self, lo_ns: int | None, hi_ns: int | None
+                          ) -> Iterator[tuple[WindowKey, bool, int]]:
+        """(key, emitted, emitted_offset) of the windows starting in [lo_ns, hi_ns), by
+        (start, volume): :meth:`entries_between` less the decoding eviction needs not."""
+        decode_key = self._decode_key
+        for raw, data in self._raw_between(*self._range(lo_ns, hi_ns)):
+            if is_packed(data):
+                emitted, offset = entry_emission(data)
+            else:
+                entry = self.decode(data)
+                emitted, offset = entry.emitted, entry.emitted_offset
+            yield decode_key(raw), emitted, offset
 
-class PartsStore(_Encoded):
+
+class PartsStore(StartOrderedStore):
     """A rollup's parts: (volume_id, part start) -> (revision, integers)."""
 
     def encode(self, value: object) -> bytes:
@@ -96,7 +193,7 @@ class PartsStore(_Encoded):
         return revision, WindowAcc.from_list(acc)
 
 
-class BillingStore(_Encoded):
+class BillingStore(StartOrderedStore):
     def encode(self, value: object) -> bytes:
         assert isinstance(value, BillingEntry)
         return pack_billing(value.tenant_id, value.counters, value.next_sequence,

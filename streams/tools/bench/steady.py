@@ -25,6 +25,7 @@ from streams.config import Settings
 from streams.core.counters import table_json
 from streams.core.times import NS_PER_S
 from streams.core.windows.book import WindowEntry
+from streams.core.windows.stages import is_window_1s_key
 from streams.core.windows.stores import EntryStore
 from streams.kafka import local as kafka_local
 from streams.kafka.security import client_kwargs
@@ -44,7 +45,6 @@ from streams.tools.bench.procs import (
     spawn_worker,
 )
 
-WINDOW_1S = b"|w%d|" % NS_PER_S  # in the key of a stored 1 s window (core/windows/stages.py)
 EVICT_EVERY_S = 60  # core/windows/stages.py EVICT_EVERY_NS: how often windows are dropped
 SAMPLE_S = 2.0
 TARGET_BYTES_PER_WINDOW = 256.0
@@ -137,12 +137,12 @@ async def _changelog_figures(s: Settings, out: Steady) -> None:
                         state.pop(m.key, None)
                         continue
                     state[m.key] = m.value
-                    writes += WINDOW_1S in m.key
+                    writes += is_window_1s_key(m.key)
                 if batch and batch[-1].offset + 1 >= ends[tp]:
                     remaining.discard(tp)
     finally:
         await consumer.stop()
-    stored = {k: v for k, v in state.items() if WINDOW_1S in k}
+    stored = {k: v for k, v in state.items() if is_window_1s_key(k)}
     entries = EntryStore({}, b"")
     as_json = [len(_json_entry(entries.decode(v))) for v in stored.values()]
     log_bytes = sum(f.stat().st_size for f in (s.kafka_home() / "data").glob(f"{topic}-*/*.log"))

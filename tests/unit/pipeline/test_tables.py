@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from faust.stores.rocksdb import RocksDBOptions
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.config import Settings
-from streams.pipeline.tables import CLEAN_MARK, open_tables_dir, store_url, table_options
+from streams.pipeline.tables import (
+    CLEAN_MARK,
+    PartitionTable,
+    open_tables_dir,
+    store_url,
+    table_options,
+)
 
 
 def test_the_store_is_rocksdb_by_default_and_memory_on_request() -> None:
@@ -49,3 +59,67 @@ def test_the_memory_store_leaves_the_directory_alone(tmp_path: Path) -> None:
     tables = _tables(tmp_path)
     assert not open_tables_dir(Settings(table_store="memory"), tables)
     assert (tables / "ioacct-windows-0.db" / "CURRENT").exists()
+
+
+class _RocksStore:
+    """faust's RocksDB store as PartitionTable reads it: a database per partition, opened
+    with faust's own options (raw keys, its bloom filter and block cache), and faust's
+    offset key in each."""
+
+    offset_key = b"__faust\0offset__"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dbs: dict[int, Any] = {}
+
+    def _db_for_partition(self, partition: int) -> Any:
+        if partition not in self.dbs:
+            self.dbs[partition] = RocksDBOptions().open(self.path / f"t-{partition}.db")
+            self.dbs[partition].put(self.offset_key, b"12")
+        return self.dbs[partition]
+
+
+class _FaustTable(dict):  # type: ignore[type-arg]
+    """The table's mapping side (all partitions); ``data``: its store."""
+
+    data: Any
+
+
+KEYS = st.binary(min_size=0, max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(keys=st.lists(st.tuples(st.integers(0, 2), KEYS), max_size=40),
+       lo=KEYS, hi=KEYS, deleted=st.data())
+def test_a_partition_tables_range_scan_reads_its_partitions_database_in_key_order(
+    tmp_path_factory: pytest.TempPathFactory, keys: list[tuple[int, bytes]], lo: bytes,
+    hi: bytes, deleted: st.DataObject,
+) -> None:
+    """Against a filter of every key the partition holds: other partitions' keys and
+    faust's offset key are never read, deletes are gone, the bound is exclusive."""
+    store = _RocksStore(tmp_path_factory.mktemp("rocks"))
+    held: dict[int, dict[bytes, bytes]] = {0: {}, 1: {}, 2: {}}
+    for n, (partition, key) in enumerate(keys):
+        store._db_for_partition(partition).put(key, b"%d" % n)
+        held[partition][key] = b"%d" % n
+    for partition, key in deleted.draw(st.lists(st.sampled_from(keys), max_size=4)) if keys else []:
+        store._db_for_partition(partition).delete(key)
+        held[partition].pop(key, None)
+    faust_table = _FaustTable()
+    faust_table.data = store
+    for partition in (0, 1):
+        got = list(PartitionTable(faust_table, partition).items_between(lo, hi))
+        assert got == sorted((k, v) for k, v in held[partition].items() if lo <= k < hi)
+    for db in store.dbs.values():
+        db.close()
+
+
+def test_a_partition_table_of_the_memory_store_filters_its_keys() -> None:
+    faust_table = _FaustTable({b"0|a": b"1", b"1|a": b"2", b"0|c": b"3"})
+    faust_table.data = type("MemoryStore", (), {"data": dict(faust_table)})()
+    table = PartitionTable(faust_table, 0)
+    assert list(table.items_between(b"0|", b"0}")) == [(b"0|a", b"1"), (b"0|c", b"3")]
+    table[b"0|b"] = b"4"
+    del table[b"0|a"]
+    assert faust_table == {b"1|a": b"2", b"0|c": b"3", b"0|b": b"4"}
+    assert table[b"0|b"] == b"4" and table.get(b"0|a") is None and b"0|c" in table

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from streams.core.batch import EventBatch
 from streams.core.times import NS_PER_S
 from streams.core.windows.book import WindowSettings
+from streams.core.windows.ranges import table_items_between
 from streams.core.windows.stages import PartitionWindows
 from streams.state.journal import JOURNAL_FORMAT, JournaledTable, decode_journal
 from streams.state.stages import open_partition_windows
@@ -188,3 +189,28 @@ def test_a_failed_call_of_partition_windows_writes_nothing() -> None:
     fresh = open_partition_windows(0, fresh_table, WindowSettings())
     assert again == events(fresh, t + 10 * NS_PER_S)
     assert table == fresh_table
+
+
+@settings(max_examples=200, deadline=None)
+@given(under=st.dictionaries(st.binary(max_size=4), st.binary(max_size=3), max_size=20),
+       writes=st.dictionaries(st.binary(max_size=4), st.one_of(st.none(), st.binary(max_size=3)),
+                              max_size=10),
+       lo=st.binary(max_size=3), hi=st.binary(max_size=3))
+def test_a_journaled_tables_range_scan_sees_its_pending_writes_and_deletes(
+    under: dict[bytes, bytes], writes: dict[bytes, bytes | None], lo: bytes, hi: bytes,
+) -> None:
+    table = JournaledTable(dict(under), b"\xfe")
+    for key, value in writes.items():
+        if value is not None:
+            table[key] = value
+        elif key in table:
+            del table[key]
+    seen = {k: table[k] for k in table}
+    want = sorted((k, v) for k, v in seen.items() if lo <= k < hi)
+    assert list(table.items_between(lo, hi)) == want
+    assert list(table_items_between(table, lo, hi)) == want
+    table.commit()  # written through: the same (and the journal, if in range)
+    assert list(table.items_between(lo, hi)) == sorted((k, table[k]) for k in table
+                                                       if lo <= k < hi)
+    assert [kv for kv in table.items_between(lo, hi) if not kv[0].startswith(b"\xfe")] == \
+        [kv for kv in want if not kv[0].startswith(b"\xfe")]
