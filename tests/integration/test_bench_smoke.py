@@ -29,7 +29,8 @@ FIGURES = (
     "j_rss_end_bytes", "k_caught_up_max_s", "k_caught_up_median_s",
 )
 TARGETS = ("(c) events/s per worker", "(c)/(b)", "(c)/(a)", "(c)/(h)", "(c)/(i)",
-           "(c) at 100,000 / at 1,000 volumes", "(d) record() per event", "(e) p99 latency", "(f) RSS per active volume",
+           "(c) at 100,000 / at 1,000 volumes", "(d) record() per event", "(e) p99 latency",
+           "(f) RSS per active volume",
            "(j) disk_bytes_per_window", "(j) changelog_bytes_per_write",
            "(k) kill -9 to caught up, max")
 
