@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +19,7 @@ from typing import Any
 
 from streams.config import Settings
 from streams.core.times import NS_PER_S
-from streams.kafka import local as kafka_local
+from streams.tools.bench.alone import run_alone
 from streams.tools.bench.catchup import CatchUpWatch, KillFigures, distribution
 from streams.tools.bench.latency import _send_real_time, register_fleet
 from streams.tools.bench.procs import BenchError, Proc, free_port, pipeline_topics, spawn_worker
@@ -160,25 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logs", metavar="DIR", help="keep the workers' logs here")
     args = parser.parse_args(argv)
     plan = FailoverPlan(args.kills, rate=args.rate, volumes=args.volumes)
-    state_dir = Path(tempfile.mkdtemp(prefix="ioacct-failover-"))
-    base = Settings.from_env().with_overrides(
-        kafka_port=free_port(), kafka_controller_port=free_port(), state_dir=state_dir,
-        kafka_security="PLAINTEXT")
-    base = base.with_overrides(bootstrap=f"127.0.0.1:{base.kafka_port}", topic_prefix="bk")
-    log_dir = Path(args.logs or tempfile.mkdtemp(prefix="ioacct-failover-logs-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    broker = kafka_local.LocalBroker.from_settings(base)
-    try:
-        kafka_local.start(broker)
-        out = asyncio.run(failover_run(base, log_dir, plan))
-    finally:
-        kafka_local.stop(broker)
-        shutil.rmtree(state_dir, ignore_errors=True)
-    for name, value, note in failover_rows(out.figures, {"k": out.info}):
-        print(f"{name:<42}{value:>12}   {note}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"figures": out.figures, "info": out.info}))
-    return 0
+    return run_alone("k", lambda base, log_dir: failover_run(base, log_dir, plan),
+                     failover_rows, args.json, args.logs)
 
 
 if __name__ == "__main__":

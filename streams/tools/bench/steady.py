@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +24,10 @@ from streams.core.times import NS_PER_S
 from streams.core.windows.book import WindowEntry
 from streams.core.windows.stages import is_window_1s_key
 from streams.core.windows.stores import EntryStore
-from streams.kafka import local as kafka_local
 from streams.kafka.security import client_kwargs
 from streams.kafka.topics import TABLES
 from streams.pipeline.app import tables_dir
+from streams.tools.bench.alone import run_alone
 from streams.tools.bench.latency import (
     _send_real_time,
     _wait_assigned,
@@ -40,7 +37,6 @@ from streams.tools.bench.latency import (
 from streams.tools.bench.procs import (
     BenchError,
     all_ends,
-    free_port,
     pipeline_topics,
     spawn_worker,
 )
@@ -235,26 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logs", metavar="DIR", help="keep the worker's log here")
     args = parser.parse_args(argv)
     plan = SteadyPlan(args.volumes, args.rate, args.horizon, args.duration)
-    state_dir = Path(tempfile.mkdtemp(prefix="ioacct-steady-"))
-    base = Settings.from_env().with_overrides(
-        kafka_port=free_port(), kafka_controller_port=free_port(), state_dir=state_dir,
-        kafka_security="PLAINTEXT")
-    base = base.with_overrides(bootstrap=f"127.0.0.1:{base.kafka_port}", topic_prefix="bj",
-                               **({"table_store": args.store} if args.store else {}))
-    log_dir = Path(args.logs or tempfile.mkdtemp(prefix="ioacct-steady-logs-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    broker = kafka_local.LocalBroker.from_settings(base)
-    try:
-        kafka_local.start(broker)
-        out = asyncio.run(steady_run(steady_settings(base, plan), log_dir, plan))
-    finally:
-        kafka_local.stop(broker)
-        shutil.rmtree(state_dir, ignore_errors=True)
-    for name, value, note in steady_rows(out.figures, {"j": out.info}):
-        print(f"{name:<42}{value:>12}   {note}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"figures": out.figures, "info": out.info}))
-    return 0
+    return run_alone("j", lambda base, log_dir: steady_run(steady_settings(base, plan),
+                                                           log_dir, plan),
+                     steady_rows, args.json, args.logs,
+                     **({"table_store": args.store} if args.store else {}))
 
 
 if __name__ == "__main__":
