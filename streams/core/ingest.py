@@ -259,17 +259,10 @@ def _record_error(raw: RawBatch, placement: Placement, limits: Limits) -> str | 
     return key_error(raw, placement)
 
 
-def account_record(
-    payload: bytes, placement: Placement, load_state: Callable[[str], VolumeState | None],
-    schemas: SchemaSet, now_ns: int, limits: Limits = Limits(),
-    registered: Callable[[str], str | None] | None = None,
-) -> RecordOutcome:
-    """Decode, validate and count one raw record of either layout (sitting at
-    ``placement``) against its volumes' states. ``registered`` is the volume registry's
-    lookup (volume_id -> tenant or None; it may raise
-    :class:`~streams.core.registry.RegistryBehind`, which happens before any state is
-    changed: every volume is judged first); None: no registry is deployed, the first
-    tenant seen owns a volume."""
+def judge_whole(payload: bytes, placement: Placement, schemas: SchemaSet, limits: Limits
+                ) -> tuple[dict[str, Any], RawBatch] | RecordOutcome:
+    """The record-level rules, which depend on no state: the decoded record and its
+    columns, or the whole record's rejection."""
     try:
         name, record = _decode(payload, schemas)
     except CodecError as exc:
@@ -281,6 +274,24 @@ def account_record(
     reason = _record_error(raw, placement, limits)
     if reason is not None:
         return _reject_whole(record, payload, reason)
+    return record, raw
+
+
+def account_record(
+    payload: bytes, placement: Placement, load_state: Callable[[str], VolumeState | None],
+    schemas: SchemaSet, now_ns: int, limits: Limits = Limits(),
+    registered: Callable[[str], str | None] | None = None,
+) -> RecordOutcome:
+    """Decode, validate and count one raw record of either layout (sitting at
+    ``placement``) against its volumes' states. ``registered`` is the volume registry's
+    lookup (volume_id -> tenant or None; it may raise
+    :class:`~streams.core.registry.RegistryBehind`, which happens before any state is
+    changed: every volume is judged first); None: no registry is deployed, the first
+    tenant seen owns a volume."""
+    whole = judge_whole(payload, placement, schemas, limits)
+    if isinstance(whole, RecordOutcome):
+        return whole
+    record, raw = whole
     cols = raw.columns
     per_volume = np.bincount(cols.volume, minlength=len(cols.volumes)).tolist()
     digest = record_digest(payload)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from streams.core.batch import Columns
-from streams.core.codec import CodecError, SchemaSet
+from streams.core.codec import SchemaSet
 from streams.core.counters import (
     COUNTER_NAMES,
     VolumeState,
@@ -37,15 +37,14 @@ from streams.core.events import INT64_MAX, bad_event_mask
 from streams.core.ingest import (
     Limits,
     Placement,
-    _decode,
+    RecordOutcome,
     _id_errors,
-    _record_error,
-    _reject_whole,
     _rejection,
+    judge_whole,
     placement_error,
 )
 from streams.core.marks import judge_marks
-from streams.core.raw import RawBatch, RawLayoutError, raw_batch
+from streams.core.raw import RawBatch
 from streams.core.windows.book import Parts
 
 __all__ = ["StepOutcome", "StepRecord", "account_step"]
@@ -114,17 +113,10 @@ def _whole(payload: bytes, placement: Placement, schemas: SchemaSet, limits: Lim
            accepted: _Accepted, i: int) -> StepRecord | None:
     """Record-level rules (they depend on no state): a whole rejection, or None and the
     record joins ``accepted``."""
-    try:
-        name, record = _decode(payload, schemas)
-    except CodecError as exc:
-        return StepRecord(rejection=Rejection(str(exc), 0, payload=payload))
-    try:
-        raw = raw_batch(name, record)
-    except RawLayoutError as exc:
-        return StepRecord(rejection=_reject_whole(record, payload, str(exc)).rejection)
-    reason = _record_error(raw, placement, limits)
-    if reason is not None:
-        return StepRecord(rejection=_reject_whole(record, payload, reason).rejection)
+    whole = judge_whole(payload, placement, schemas, limits)
+    if isinstance(whole, RecordOutcome):
+        return StepRecord(rejection=whole.rejection)
+    record, raw = whole
     accepted.index.append(i)
     accepted.records.append(record)
     accepted.payloads.append(payload)
