@@ -94,6 +94,10 @@ class Settings:
     # disk, and the block cache of reads (faust's defaults, 64 MB x 3 and 2 GB, grow RSS).
     table_write_buffer_bytes: int = 1 << 20
     table_block_cache_bytes: int = 4 << 20
+    # How often a worker checkpoints its RocksDB tables (pipeline/checkpoints.py): one
+    # killed -9 restarts from the newest checkpoint and the changelog's tail instead of
+    # rebuilding every table from the changelog. 0: off.
+    table_checkpoint_s: float = 10.0
     # How soon the group gives a dead worker's partitions to the others (faust: 60 s).
     session_timeout_s: float = 15.0
     # Workers keeping a copy of another worker's table partitions from their changelogs,

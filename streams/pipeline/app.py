@@ -29,18 +29,19 @@ from streams.core.windows.stages import PartitionWindows, RollupWindows
 from streams.kafka.security import faust_credentials
 from streams.kafka.topics import TABLES, worker_max_request_bytes
 from streams.pipeline.agents import register_accounting, register_rollups
+from streams.pipeline.checkpoints import TableCheckpoints
 from streams.pipeline.guard import faust_fixes
 from streams.pipeline.guard.gap_reader import GapReader
 from streams.pipeline.guard.order import InputGuard
 from streams.pipeline.registry_feed import RegistryFeed
 from streams.pipeline.tables import (
     PartitionTable,
-    mark_clean_on_stop,
+    keep_tables_safe,
     open_tables_dir,
     store_url,
     table_options,
 )
-from streams.pipeline.timers import register_commit_watch, register_ticks
+from streams.pipeline.timers import register_checkpoints, register_commit_watch, register_ticks
 from streams.state.stages import open_partition_windows, open_rollup_windows
 
 
@@ -60,6 +61,8 @@ class WorkerStats:
     steps: int = 0  # agent steps (batches of records) handled (batches.py)
     steps_record_by_record: int = 0  # runs of a step's records judged one by one (a
     # volume of them rejected: core/step.py)
+    table_checkpoints: int = 0  # checkpoints of the tables made valid (checkpoints.py)
+    tables_at_start: str = ""  # kept, restored (a checkpoint), rebuilt or memory (tables.py)
     windows_rolled_up: int = 0  # window records read by the rollup agents
     registry_catch_ups: int = 0  # volume registry reads to its end, for unknown volumes
     commit_stalls: int = 0  # times a partition's commit was seen held (timers.py)
@@ -94,6 +97,7 @@ class Pipeline:
     inputs: dict[str, InputGuard] = field(default_factory=dict)  # by topic name
     gap_reader: Any = None
     registry_feed: RegistryFeed | None = None  # None: IOACCT_VOLUME_REGISTRY=off
+    checkpoints: TableCheckpoints | None = None  # None: not taken (tables.checkpoints_on)
 
     def windows_for(self, partition: int) -> PartitionWindows:
         """The partition's windows, rebuilt from the table on first use after assignment."""
@@ -157,8 +161,7 @@ def build_app(settings: Settings) -> Pipeline:
     the worker adds them)."""
     faust_fixes.apply()
     app = _faust_app(settings)
-    open_tables_dir(settings, tables_dir(settings))
-    mark_clean_on_stop(app, settings, tables_dir(settings))
+    tables_at_start = open_tables_dir(settings, tables_dir(settings))
     raw_topic = _topic(app, settings.raw_topic, settings.partitions)
     dlq_topic = _topic(app, settings.dlq_topic, None)
     # Key = volume_id as raw UTF-8, the same bytes the producer keys ioacct.io.raw
@@ -175,10 +178,14 @@ def build_app(settings: Settings) -> Pipeline:
     pipeline.gap_reader = GapReader(settings)
     _add_registry(pipeline)
     _add_windows(pipeline)
+    pipeline.stats.tables_at_start = tables_at_start
+    pipeline.checkpoints = keep_tables_safe(app, settings, tables_dir(settings),
+                                            (counters, pipeline.windows_table))
     register_accounting(pipeline)
     register_rollups(pipeline)
     register_ticks(pipeline)
     register_commit_watch(pipeline)
+    register_checkpoints(pipeline)
     return pipeline
 
 

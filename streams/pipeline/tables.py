@@ -2,22 +2,24 @@
 dir, or its in-memory store (``IOACCT_TABLE_STORE``).
 
 With RocksDB a restarted worker reads its tables from disk and only the changelog's tail
-(faust keeps each partition's changelog offset in the partition's database). That holds
-only after a clean stop: faust writes a table value to RocksDB at once and to the
-changelog later, so a worker killed in between has values on disk that the changelog
-never got. A worker that then skipped the record again (the replay checks) would keep
-them on disk alone, and the next owner of the partition would not see them. So the
-tables directory is marked clean once a stopping worker's producer has delivered every
-changelog write, and a worker that starts without that mark (killed, crashed, out of
-power) drops its local tables and rebuilds them from the changelog, as the memory store
-always does.
+(faust keeps each partition's changelog offset in the partition's database). As they are
+when it stopped, that holds only after a clean stop: faust writes a table value to RocksDB
+at once and to the changelog later, so a worker killed in between has values on disk that
+the changelog never got. A worker that then skipped the record again (the replay checks)
+would keep them on disk alone, and the next owner of the partition would not see them. So
+the tables directory is marked clean once a stopping worker's changelog writes were all
+acknowledged. A worker that starts without that mark (killed, crashed, out of power)
+restores the newest valid checkpoint of its tables (checkpoints.py: one taken every
+``IOACCT_TABLE_CHECKPOINT_S`` and made valid once its changelog writes landed) and reads
+the changelog from there; with none (or checkpoints off) it drops its local tables and
+rebuilds them from the changelog, as the memory store always does.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,20 @@ from rocksdict import ReadOptions
 
 from streams.config import Settings
 from streams.core.windows.ranges import table_items_between
+from streams.pipeline.checkpoints import (
+    SendLedger,
+    TableCheckpoints,
+    drop_checkpoints,
+    restore_newest,
+    watch_sends,
+)
 
 log = logging.getLogger(__name__)
 TABLE_STORES = ("rocksdb", "memory")
 CLEAN_MARK = "STOPPED-CLEANLY"
+LAND_WAIT_S = 60.0  # how long a checkpoint or a clean stop waits for its changelog writes
+# How the tables were found at start (GET /status tables_at_start).
+KEPT, RESTORED, REBUILT, IN_MEMORY = "kept", "restored", "rebuilt", "memory"
 
 
 def store_url(settings: Settings) -> str:
@@ -47,35 +59,74 @@ def table_options(settings: Settings) -> dict[str, Any] | None:
             "block_cache_size": settings.table_block_cache_bytes}
 
 
-def open_tables_dir(settings: Settings, tabledir: Path) -> bool:
+def checkpoints_on(settings: Settings) -> bool:
+    """Checkpoints need RocksDB, and acknowledged writes that stay (checkpoints.py)."""
+    return (settings.table_store == "rocksdb" and settings.table_checkpoint_s > 0
+            and settings.processing_guarantee == "at_least_once")
+
+
+def open_tables_dir(settings: Settings, tabledir: Path) -> str:
     """Before the app starts: keep the local tables if the last worker on ``tabledir``
-    stopped cleanly, else drop them (module doc); returns whether they were kept. The
-    mark is taken away: this worker is running now."""
+    stopped cleanly, else restore the newest valid checkpoint, else drop them (module
+    doc); returns which (KEPT, RESTORED, REBUILT, IN_MEMORY). The mark is taken away: this
+    worker is running now."""
     if settings.table_store != "rocksdb":
-        return False
+        return IN_MEMORY
     mark = tabledir / CLEAN_MARK
-    kept = mark.exists()
-    if kept:
+    found = KEPT if mark.exists() else REBUILT
+    if found == KEPT:
         mark.unlink()
+        drop_checkpoints(tabledir)
+    elif tabledir.exists() and checkpoints_on(settings):
+        restored = restore_newest(tabledir)
+        if restored is not None:
+            found = RESTORED
+        log.warning("%s: the last worker here did not stop cleanly; its tables are %s",
+                    tabledir, f"restored from {restored.name} and brought up to date from "
+                    "the changelog" if restored else "rebuilt from the changelog (no "
+                    "valid checkpoint)")
     elif tabledir.exists():
         log.warning("%s: the last worker here did not stop cleanly; its tables are "
                     "dropped and rebuilt from the changelog", tabledir)
         shutil.rmtree(tabledir)
     tabledir.mkdir(parents=True, exist_ok=True)
-    return kept
+    return found
 
 
-def mark_clean_on_stop(app: Any, settings: Settings, tabledir: Path) -> None:
-    """Mark ``tabledir`` clean when the app stops, once every changelog write landed."""
+def _open_databases(tables: Iterable[Any]) -> Iterator[tuple[str, Any]]:
+    """(directory name, open Rdict) of every partition of ``tables`` faust has open."""
+    for table in tables:
+        store = table.data
+        for partition, db in list(store._dbs.items()):
+            yield store.partition_path(partition).name, db
+
+
+def keep_tables_safe(app: Any, settings: Settings, tabledir: Path,
+                     tables: Iterable[Any]) -> TableCheckpoints | None:
+    """Count the tables' changelog writes and mark ``tabledir`` clean when the app stops
+    once they all landed; the checkpoints to take while it runs (None: checkpoints_on
+    says no; timers.py takes them)."""
     if settings.table_store != "rocksdb":
-        return
+        return None
+    tables = list(tables)
+    ledger = SendLedger()
+    for table in tables:
+        watch_sends(table, ledger)
 
     @app.on_before_shutdown.connect  # type: ignore[misc]
     async def mark_clean(sender: Any, **kwargs: Any) -> None:
         # faust stops its consumer (no more table writes) before this signal.
-        await app.producer.flush()  # the buffer, then every send acknowledged by Kafka
-        (tabledir / CLEAN_MARK).touch()
-        log.info("%s: tables stopped cleanly; the next worker here reads them", tabledir)
+        await app.producer.flush()  # faust's flush may return early: the ledger tells
+        if await ledger.wait_landed(ledger.issued, LAND_WAIT_S):
+            (tabledir / CLEAN_MARK).touch()
+            log.info("%s: tables stopped cleanly; the next worker here reads them", tabledir)
+        else:
+            log.warning("%s: changelog writes did not land: not marked clean", tabledir)
+
+    if not checkpoints_on(settings):
+        return None
+    checkpoints = TableCheckpoints(tabledir, lambda: _open_databases(tables), ledger)
+    return checkpoints
 
 
 class PartitionTable(MutableMapping[bytes, bytes]):

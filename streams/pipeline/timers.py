@@ -1,4 +1,5 @@
-"""The worker's timers: ticks that close idle partitions' windows, and the commit watch."""
+"""The worker's timers: ticks that close idle partitions' windows, the commit watch and the
+tables' checkpoints."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 from streams.core.keys import TICK_KEY
 from streams.pipeline.guard import faust_fixes
 from streams.pipeline.guard.offsets import CommitWatch
+from streams.pipeline.tables import LAND_WAIT_S
 
 if TYPE_CHECKING:
     from streams.pipeline.app import Pipeline
@@ -53,3 +55,16 @@ def register_commit_watch(p: Pipeline) -> None:
                                              time.monotonic()):
             p.stats.commit_stalls += 1
             log.warning("%s", line)
+
+
+def register_checkpoints(p: Pipeline) -> None:
+    """Every ``IOACCT_TABLE_CHECKPOINT_S``, a checkpoint of the tables (checkpoints.py),
+    counted in /status and /metrics once valid."""
+    checkpoints = p.checkpoints
+    if checkpoints is None:
+        return
+
+    @p.app.timer(interval=p.settings.table_checkpoint_s)
+    async def checkpoint_tables() -> None:
+        if await checkpoints.once(LAND_WAIT_S) is not None:
+            p.stats.table_checkpoints += 1

@@ -1,6 +1,8 @@
 """The worker's tables on RocksDB (the default store), on the real broker: a cleanly
 stopped worker resumes from its local tables plus the changelog's tail; one killed -9
-drops them and rebuilds from the changelog. Either way every counter equals the oracle.
+restores its newest valid checkpoint and reads the changelog from there, or, with
+checkpoints off, drops its tables and rebuilds them from the changelog. Every way every
+counter equals the oracle.
 """
 
 from __future__ import annotations
@@ -60,10 +62,16 @@ def _equal_oracle(settings: Settings, worker: WorkerProcess,
     assert not diffs, f"{len(diffs)} differences, first: {diffs[:10]}"
 
 
-def test_clean_stop_resumes_local_tables_and_a_kill_rebuilds_them(
+def _killed(worker: WorkerProcess, tables: Path) -> None:
+    worker.process.send_signal(signal.SIGKILL)
+    worker.process.wait()
+    assert not (tables / CLEAN_MARK).exists()
+
+
+def test_clean_stop_resumes_local_tables_and_a_kill_restores_or_rebuilds_them(
     pipeline_settings: Settings, tmp_path: Path,
 ) -> None:
-    settings = pipeline_settings.with_overrides(topic_prefix="tstore")
+    settings = pipeline_settings.with_overrides(topic_prefix="tstore", table_checkpoint_s=1.0)
     assert settings.table_store == "rocksdb"
     assert ioacct(settings, "topics").returncode == 0
     port = free_port()
@@ -82,13 +90,23 @@ def test_clean_stop_resumes_local_tables_and_a_kill_rebuilds_them(
     events += _produce(settings, tmp_path, 2)
     _equal_oracle(settings, worker, events)
 
-    worker.process.send_signal(signal.SIGKILL)
-    worker.process.wait()
-    assert not (tables / CLEAN_MARK).exists()
+    wait_until(lambda: worker.get("/status")[1]["table_checkpoints"] >= 2, 60,
+               "two valid checkpoints of the tables", [worker])
+    _killed(worker, tables)
     worker = _started(settings, port, tmp_path)
+    log = worker.log_path.read_text()
+    assert "did not stop cleanly" in log and "restored from valid-" in log, log[-2000:]
+    assert worker.get("/status")[1]["tables_at_start"] == "restored"
+    events += _produce(settings, tmp_path, 3)
+    _equal_oracle(settings, worker, events)
+
+    _killed(worker, tables)
+    off = settings.with_overrides(table_checkpoint_s=0.0)
+    worker = _started(off, port, tmp_path)
     try:
-        assert "did not stop cleanly" in worker.log_path.read_text()
-        events += _produce(settings, tmp_path, 3)
-        _equal_oracle(settings, worker, events)
+        assert "dropped and rebuilt from the changelog" in worker.log_path.read_text()
+        assert worker.get("/status")[1]["tables_at_start"] == "rebuilt"
+        events += _produce(off, tmp_path, 4)
+        _equal_oracle(off, worker, events)
     finally:
         worker.stop()

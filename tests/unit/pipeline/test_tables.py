@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 from streams.config import Settings
 from streams.pipeline.tables import (
     CLEAN_MARK,
+    IN_MEMORY,
+    KEPT,
+    REBUILT,
     PartitionTable,
     open_tables_dir,
     store_url,
@@ -44,20 +47,20 @@ def _tables(tmp_path: Path) -> Path:
 def test_tables_left_by_a_clean_stop_are_kept_and_the_mark_taken(tmp_path: Path) -> None:
     tables = _tables(tmp_path)
     (tables / CLEAN_MARK).touch()
-    assert open_tables_dir(Settings(), tables)
+    assert open_tables_dir(Settings(), tables) == KEPT
     assert (tables / "ioacct-windows-0.db" / "CURRENT").exists()
     assert not (tables / CLEAN_MARK).exists()  # running now: a kill leaves no mark
 
 
 def test_tables_left_by_a_killed_worker_are_dropped(tmp_path: Path) -> None:
     tables = _tables(tmp_path)
-    assert not open_tables_dir(Settings(), tables)
-    assert tables.exists() and not any(tables.iterdir())
+    assert open_tables_dir(Settings(), tables) == REBUILT  # no checkpoint to restore
+    assert tables.exists() and [p.name for p in tables.iterdir()] == []
 
 
 def test_the_memory_store_leaves_the_directory_alone(tmp_path: Path) -> None:
     tables = _tables(tmp_path)
-    assert not open_tables_dir(Settings(table_store="memory"), tables)
+    assert open_tables_dir(Settings(table_store="memory"), tables) == IN_MEMORY
     assert (tables / "ioacct-windows-0.db" / "CURRENT").exists()
 
 
