@@ -77,7 +77,8 @@ async def _kill_once(s: Settings, procs: list[Proc], victim: int, log_dir: Path,
     watch.killed()
     proc.process.wait()
     await asyncio.sleep(RESTART_S)
-    procs[victim] = spawn_worker(s, log_dir, f"failover-{victim}-{n}", proc.web_port)
+    procs[victim] = spawn_worker(s, log_dir, f"failover-{victim}-{n}", proc.web_port,
+                                 proc.token)
     deadline = time.monotonic() + timeout_s
     while not watch.done() and time.monotonic() < deadline:
         await asyncio.sleep(0.5)

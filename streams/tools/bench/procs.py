@@ -97,18 +97,24 @@ def spawn(args: list[str], env: dict[str, str], web_port: int, log_path: Path) -
 
 
 def spawn_worker(settings: Settings, log_dir: Path, name: str,
-                 web_port: int | None = None) -> Proc:
-    """``web_port``: that port, and so that data dir (a worker started again); else a free one."""
+                 web_port: int | None = None, token: str | None = None) -> Proc:
+    """``web_port``: that port, and so that data dir (a worker started again); else a free
+    one. ``token``: the operator token to read it with (a worker started again keeps its
+    predecessor's, as a restarted service does: no ``token create`` on the failover path);
+    else a new one."""
     port = web_port or free_port()
     env = settings_env(settings.with_overrides(web_port=port))
-    made = subprocess.run([sys.executable, "-m", "streams.cli", "token", "create", "--operator",
-                           "--label", "bench"], env=env, cwd=REPO_ROOT, capture_output=True,
-                          text=True, check=False)
-    if made.returncode != 0:
-        raise BenchError(f"cannot create an operator token: {made.stderr.strip()}")
-    proc = spawn(["-m", "streams.cli", "worker", "--loglevel", "warning"], env, port,
+    if token is None:
+        made = subprocess.run([sys.executable, "-m", "streams.cli", "token", "create",
+                               "--operator", "--label", "bench"], env=env, cwd=REPO_ROOT,
+                              capture_output=True, text=True, check=False)
+        if made.returncode != 0:
+            raise BenchError(f"cannot create an operator token: {made.stderr.strip()}")
+        token = made.stdout.strip()
+    level = os.environ.get("IOACCT_BENCH_WORKER_LOGLEVEL", "warning")  # info: where time goes
+    proc = spawn(["-m", "streams.cli", "worker", "--loglevel", level], env, port,
                  log_dir / f"worker-{name}.log")
-    proc.token = made.stdout.strip()
+    proc.token = token
     return proc
 
 
