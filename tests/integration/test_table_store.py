@@ -1,12 +1,14 @@
 """The worker's tables on RocksDB (the default store), on the real broker: a cleanly
 stopped worker resumes from its local tables plus the changelog's tail; one killed -9
-restores its newest valid checkpoint and reads the changelog from there, or, with
+restores its newest valid checkpoint (or, here, an older one) and reads the changelog
+from there, or, with
 checkpoints off, drops its tables and rebuilds them from the changelog. Every way every
 counter equals the oracle.
 """
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import pytest
 
 from streams.config import REPO_ROOT, Settings
 from streams.pipeline.app import tables_dir
+from streams.pipeline.checkpoints import CHECKPOINTS, newest_valid
 from streams.pipeline.tables import CLEAN_MARK
 from tests.conftest import free_port
 from tests.oracles.counters import counters_oracle
@@ -62,6 +65,14 @@ def _equal_oracle(settings: Settings, worker: WorkerProcess,
     assert not diffs, f"{len(diffs)} differences, first: {diffs[:10]}"
 
 
+def _saved_checkpoint(tables: Path, tmp: Path) -> Path:
+    """A copy of the newest valid checkpoint (made while the worker runs: it keeps two,
+    and prunes the older one only when a third is valid)."""
+    newest = newest_valid(tables)
+    assert newest is not None
+    return Path(shutil.copytree(newest, tmp / "saved" / newest.name))
+
+
 def _killed(worker: WorkerProcess, tables: Path) -> None:
     worker.process.send_signal(signal.SIGKILL)
     worker.process.wait()
@@ -80,6 +91,9 @@ def test_clean_stop_resumes_local_tables_and_a_kill_restores_or_rebuilds_them(
     events = _produce(settings, tmp_path, 1)
     _equal_oracle(settings, worker, events)
     assert list(tables.glob("windows-*.db")) and not (tables / CLEAN_MARK).exists()
+    wait_until(lambda: worker.get("/status")[1]["table_checkpoints"] >= 1, 60,
+               "a valid checkpoint of the tables", [worker])
+    old = _saved_checkpoint(tables, tmp_path)  # of run 1 alone
     worker.stop()  # SIGTERM: a clean stop
     assert worker.process.returncode == 0, worker.log_tail()
     assert (tables / CLEAN_MARK).exists(), worker.log_tail()
@@ -90,14 +104,24 @@ def test_clean_stop_resumes_local_tables_and_a_kill_restores_or_rebuilds_them(
     events += _produce(settings, tmp_path, 2)
     _equal_oracle(settings, worker, events)
 
-    wait_until(lambda: worker.get("/status")[1]["table_checkpoints"] >= 2, 60,
-               "two valid checkpoints of the tables", [worker])
     _killed(worker, tables)
+    # The checkpoint of run 1 in place of the newer ones: run 2 comes from the changelog.
+    shutil.rmtree(tables / CHECKPOINTS)
+    shutil.copytree(old, tables / CHECKPOINTS / old.name)
     worker = _started(settings, port, tmp_path)
     log = worker.log_path.read_text()
-    assert "did not stop cleanly" in log and "restored from valid-" in log, log[-2000:]
+    assert "did not stop cleanly" in log and f"restored from {old.name}" in log, log[-2000:]
     assert worker.get("/status")[1]["tables_at_start"] == "restored"
+    _equal_oracle(settings, worker, events)
     events += _produce(settings, tmp_path, 3)
+    _equal_oracle(settings, worker, events)
+
+    wait_until(lambda: worker.get("/status")[1]["table_checkpoints"] >= 2, 60,
+               "two valid checkpoints of the tables", [worker])
+    _killed(worker, tables)  # now from its own newest checkpoint
+    worker = _started(settings, port, tmp_path)
+    assert "restored from valid-" in worker.log_path.read_text()
+    events += _produce(settings, tmp_path, 4)
     _equal_oracle(settings, worker, events)
 
     _killed(worker, tables)
@@ -106,7 +130,7 @@ def test_clean_stop_resumes_local_tables_and_a_kill_restores_or_rebuilds_them(
     try:
         assert "dropped and rebuilt from the changelog" in worker.log_path.read_text()
         assert worker.get("/status")[1]["tables_at_start"] == "rebuilt"
-        events += _produce(off, tmp_path, 4)
+        events += _produce(off, tmp_path, 5)
         _equal_oracle(off, worker, events)
     finally:
         worker.stop()
