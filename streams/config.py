@@ -94,6 +94,8 @@ class Settings:
     # disk, and the block cache of reads (faust's defaults, 64 MB x 3 and 2 GB, grow RSS).
     table_write_buffer_bytes: int = 1 << 20
     table_block_cache_bytes: int = 4 << 20
+    # /metrics: each volume's latency histograms (88 series a volume) besides its counters.
+    metrics_latency_histograms: bool = True
     # How often a worker checkpoints its RocksDB tables (pipeline/checkpoints.py): one
     # killed -9 restarts from the newest checkpoint and the changelog's tail instead of
     # rebuilding every table from the changelog. 0: off.

@@ -121,3 +121,18 @@ def test_sorted_by_volume_and_a_volume_given_twice_is_an_error() -> None:
             } == {(("op", "read"), ("tenant_id", 't"\\'), ("volume_id", 'vol "x"\\\n'))}
     with pytest.raises(ValueError, match="latency bins"):
         latency_text([("vol-1", "t", {"read": ([1] * 19, 5)})])
+
+
+def test_the_latency_histograms_can_be_left_out_of_the_page() -> None:
+    """IOACCT_METRICS_LATENCY_HISTOGRAMS=0: the counters alone, exactly as with them."""
+    from streams.api.views import volume_metrics
+
+    items = [{"volume_id": v, "tenant_id": "t-" + v, "op": op, "status": "ok", "offset": 0,
+              "bytes": 0, "submit_ns": 0, "complete_ns": 1_000 * n}
+             for n, (v, op) in enumerate([("vol-a", "read"), ("vol-b", "write"),
+                                          ("vol-a", "flush")])]
+    owned = sorted(states_of(items).items())
+    without = volume_metrics(owned, 0, histograms=False)
+    names = {f.name for f in text_string_to_metric_families(without)}
+    assert FAMILY not in names and "ioacct_volume_read_ios" in names
+    assert volume_metrics(owned, 0, histograms=True) == without + exposition(dict(owned))
