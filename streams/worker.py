@@ -7,6 +7,7 @@ The composition root: the pipeline's app (``streams.pipeline``) with the web vie
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 import tracemalloc
@@ -73,6 +74,14 @@ def log_tracemalloc_top() -> None:
     log.warning("\n".join(lines))
 
 
+# CPython looks for reference cycles every 700 new container objects (its default); the
+# accounting step makes hundreds of thousands of short-lived lists (busy intervals,
+# histogram buckets) that reference counting frees anyway, and each collection walked the
+# long-lived objects too: 10-20 % of the step at 100,000 volumes (docs/performance.md,
+# "Session 11: the windows unit's per-window cost").
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
     """Create missing topics, then run the worker until SIGINT/SIGTERM. Kafka unreachable
     for ``kafka_wait_s`` at the start: a clear error and exit status 1, nothing started."""
@@ -101,6 +110,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     if settings.debug_tracemalloc_frames > 0:
         tracemalloc.start(settings.debug_tracemalloc_frames)  # SIGUSR1: Worker._on_sigusr1
     pipeline, _ = build_worker(settings)
+    gc.set_threshold(*GC_THRESHOLDS)
     worker = Worker(pipeline.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
     return 0
