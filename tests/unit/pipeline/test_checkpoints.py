@@ -181,3 +181,17 @@ def test_without_checkpoints_a_killed_workers_tables_are_rebuilt(
     _killed_with_checkpoint(tables)
     assert open_tables_dir(settings, tables) == REBUILT
     assert list(tables.iterdir()) == []
+
+
+def test_a_checkpoint_that_fails_leaves_the_last_valid_one(tmp_path: Path) -> None:
+    """A database RocksDB cannot checkpoint (here: closed) costs that checkpoint alone."""
+    async def run() -> tuple[Path | None, Path | None]:
+        db = _db(tmp_path / "t-0.db")
+        good = TableCheckpoints(tmp_path, lambda: [("t-0.db", db)], SendLedger())
+        first = await good.once(timeout_s=1)
+        db.close()
+        return first, await good.once(timeout_s=1)
+
+    first, second = asyncio.run(run())
+    assert first is not None and second is None
+    assert sorted(p.name for p in (tmp_path / CHECKPOINTS).iterdir()) == [first.name]
