@@ -138,7 +138,6 @@ class TableCheckpoints:
         found = _numbered(self.root, VALID) + _numbered(self.root, PENDING)
         self.number = max((n for n, _ in found), default=0)
         self.made_valid = 0
-        self.last_valid_ns = 0
 
     def take(self, databases: list[tuple[str, Any]]) -> Path:
         """A checkpoint of ``databases`` as pending (in a thread: RocksDB flushes each
@@ -156,7 +155,6 @@ class TableCheckpoints:
         for _, old in _numbered(self.root, VALID)[:-self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         self.made_valid += 1
-        self.last_valid_ns = time.time_ns()
         return valid
 
     async def once(self, timeout_s: float) -> Path | None:
