@@ -66,5 +66,5 @@ def register_checkpoints(p: Pipeline) -> None:
 
     @p.app.timer(interval=p.settings.table_checkpoint_s)
     async def checkpoint_tables() -> None:
-        if await checkpoints.once(LAND_WAIT_S) is not None:
-            p.stats.table_checkpoints += 1
+        await checkpoints.once(LAND_WAIT_S)
+        p.stats.table_checkpoints = checkpoints.made_valid
