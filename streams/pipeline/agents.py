@@ -8,7 +8,6 @@ Thin: each reads a record through the guard (once, in offset order), hands it to
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,43 +20,21 @@ from streams.core.registry import RegistryBehind
 from streams.core.step import StepRecord, account_step
 from streams.core.windows.acc import WINDOW_LENGTHS_NS, WINDOW_NAMES, acc_from_stats
 from streams.core.windows.book import Emission, Parts, ProducedColumns
-from streams.core.windows.stages import RollupWindows
+from streams.core.windows.stages import RollupInput
 from streams.pipeline.batches import Records, batch_agent_over
-from streams.pipeline.guard.order import Handler, committed_offset, in_order, record_wall_ns
+from streams.pipeline.guard.order import committed_offset, record_wall_ns
 from streams.pipeline.publish import (
     dead_letter_control,
     publish_rejections,
     publish_stage,
     publish_windows,
 )
+from streams.state.journal import Write
 
 if TYPE_CHECKING:
     from streams.pipeline.app import Pipeline, WorkerStats
 
 log = logging.getLogger(__name__)
-EXIT_AGENT_FAILED = 70  # EX_SOFTWARE
-
-
-def agent_over(p: Pipeline, topic: Any, name: str, handle: Handler) -> None:
-    """An agent that hands ``handle`` every record of ``topic``, each once and in offset
-    order (:func:`in_order`), and exits the worker if it fails."""
-    guard = p.input_guard(topic.get_topic_name())
-
-    @p.app.agent(topic, name=name)
-    async def agent(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            try:
-                if await in_order(p, guard, message, handle):
-                    await handle(event.value, message)
-                    guard.offsets.done(message.partition, message.offset)
-            except Exception:
-                # Faust would restart the agent and ack the record it failed on: a lost
-                # record. Exit instead, without committing; the restarted worker reprocesses
-                # from the last commit and the replay checks absorb the repeats.
-                log.exception("%s failed at %s[%d]@%d; exiting without commit", name,
-                              message.topic, message.partition, message.offset)
-                os._exit(EXIT_AGENT_FAILED)
 
 
 def register_accounting(p: Pipeline) -> None:
@@ -117,14 +94,18 @@ async def _account_step(p: Pipeline, partition: int, records: Records,
         emissions = p.windows_for(partition).on_tick(
             record_wall_ns(message, now_ns), message.offset,
             committed_offset(p.app.consumer, message))
+        await p.send_changelogs()
         await _state_landed(p, partition, emissions)
         await publish_windows(p, emissions, partition, message.offset)
     await _account_records(p, partition, data, step, now_ns)
     await _flush_windows(p, partition, step)
-    for volume_id in step.changed:  # one table write per volume changed
+    writes: list[Write] = []  # one table write per volume changed
+    for volume_id in step.changed:
         state = step.states[volume_id]
         assert state is not None
-        p.counters[volume_id.encode()] = state.snapshot()
+        writes.append((volume_id.encode(), state.snapshot()))
+    p.partition_table(p.counters, partition).write_many(writes)
+    await p.send_changelogs()
     p.stats.steps += 1
 
 
@@ -192,6 +173,7 @@ async def _flush_windows(p: Pipeline, partition: int, step: _Step) -> None:
         emissions = windows.on_records(step.parts, step.wall_ns, step.offset)
     else:
         return
+    await p.send_changelogs()
     step.parts, step.bulk, step.events = [], None, 0
     await _state_landed(p, partition, emissions)
     await publish_windows(p, emissions, partition, step.offset)
@@ -234,6 +216,7 @@ async def _replay_raw_outputs(p: Pipeline, message: Any) -> None:
         return
     committed = replay_from.pop(message.partition)
     again = p.windows_for(message.partition).replay_outputs(committed)
+    await p.send_changelogs()
     log.info("%s[%d]: sending again %d window record(s) made at or past the committed "
              "offset %d", message.topic, message.partition, len(again), committed)
     await publish_windows(p, again, message.partition, message.offset)
@@ -250,28 +233,38 @@ def _count(stats: WorkerStats, outcome: RecordOutcome | StepRecord) -> None:
 
 def register_rollup(p: Pipeline, inner_ns: int, length_ns: int) -> None:
     """The agent that builds the windows of ``length_ns`` from the records of the stats
-    topic of ``inner_ns`` (windows and watermark markers), partition by partition."""
+    topic of ``inner_ns`` (windows and watermark markers), partition by partition, many
+    records at a time (batches.py): one unit of the stage per step, so a window its step's
+    parts touch is written once, and one journal, not one per record."""
     guard = p.input_guard(p.settings.stats_topic(inner_ns))
 
-    async def handle(value: Any, message: Any) -> None:
-        partition = message.partition
+    async def handle(partition: int, records: Records) -> None:
         stage = p.rollups_for(length_ns, partition)
         if partition in guard.replay_from:
             again = stage.replay_outputs(guard.replay_from.pop(partition))
+            await p.send_changelogs()
             await publish_stage(p, length_ns, again, partition, stage.take_marker(),
-                                message.offset)
-        made = await _roll_up(p, stage, inner_ns, value, message)
-        if made is not None:
-            await publish_stage(p, length_ns, made, partition, stage.take_marker(),
-                                message.offset)
+                                records[0][1].offset)
+        inputs: list[RollupInput] = []
+        for value, message in records:
+            record = await _rollup_input(p, inner_ns, value, message)
+            if record is not None:
+                inputs.append((record, message.offset))
+        made = stage.on_inputs(inputs, committed_offset(p.app.consumer, records[-1][1]))
+        await p.send_changelogs()
+        p.stats.windows_rolled_up += sum(isinstance(r, Emission) for r, _ in inputs)
+        for (emissions, marker), (_, offset) in zip(made, inputs, strict=True):
+            await publish_stage(p, length_ns, emissions, partition, marker, offset)
 
-    agent_over(p, p.stats_topics[inner_ns], f"rollup-{WINDOW_NAMES[length_ns]}", handle)
+    batch_agent_over(p, p.stats_topics[inner_ns], f"rollup-{WINDOW_NAMES[length_ns]}", handle,
+                     p.settings.step_max_records, p.settings.step_wait_ms / 1000)
 
 
-async def _roll_up(p: Pipeline, stage: RollupWindows, inner_ns: int, value: bytes | None,
-                   message: Any) -> list[Emission] | None:
-    """One record of the stats topic of ``inner_ns`` into ``stage``: what it made, or None
-    when the record was dead-lettered (undecodable, or not a window or marker of here)."""
+async def _rollup_input(p: Pipeline, inner_ns: int, value: bytes | None, message: Any
+                        ) -> Emission | int | None:
+    """One record of the stats topic of ``inner_ns`` as a rollup stage takes it: a window
+    part or a watermark; None when it was dead-lettered (undecodable, or not a window or
+    marker of here)."""
     partition = message.partition
     try:
         name, record = p.schemas.decode(value or b"")
@@ -279,14 +272,10 @@ async def _roll_up(p: Pipeline, stage: RollupWindows, inner_ns: int, value: byte
         await dead_letter_control(p, message, value, f"undecodable stats record: {exc}")
         return None
     if name == "WindowStats" and record["window_length_ns"] == inner_ns:
-        part = Emission(record["volume_id"], record["tenant_id"], acc_from_stats(record),
+        return Emission(record["volume_id"], record["tenant_id"], acc_from_stats(record),
                         record["revision"])
-        made = stage.on_window(part, message.offset)
-        p.stats.windows_rolled_up += 1
-        return made
     if name == "Watermark" and record["partition"] == partition:
-        return stage.on_watermark(record["watermark_ns"], message.offset,
-                                  committed_offset(p.app.consumer, message))
+        return int(record["watermark_ns"])
     await dead_letter_control(
         p, message, value, f"a {name} record ({record.get('window_length_ns')} ns, "
         f"partition {record.get('partition')}) does not belong in {message.topic}"

@@ -29,7 +29,8 @@ from streams.core.windows.stages import PartitionWindows, RollupWindows
 from streams.kafka.security import faust_credentials
 from streams.kafka.topics import TABLES, worker_max_request_bytes
 from streams.pipeline.agents import register_accounting, register_rollups
-from streams.pipeline.checkpoints import TableCheckpoints
+from streams.pipeline.changelogs import ChangelogBatches, batched_changelogs
+from streams.pipeline.checkpoints import SendLedger, TableCheckpoints
 from streams.pipeline.guard import faust_fixes
 from streams.pipeline.guard.gap_reader import GapReader
 from streams.pipeline.guard.order import InputGuard
@@ -98,13 +99,27 @@ class Pipeline:
     gap_reader: Any = None
     registry_feed: RegistryFeed | None = None  # None: IOACCT_VOLUME_REGISTRY=off
     checkpoints: TableCheckpoints | None = None  # None: not taken (tables.checkpoints_on)
+    # Per table (counters, windows): its changelog sent in batches (changelogs.py); None:
+    # faust's own send per write.
+    changelogs: dict[str, ChangelogBatches] = field(default_factory=dict)
+
+    def partition_table(self, table: Any, partition: int) -> PartitionTable:
+        """``table``'s partition as a stage or a step writes it (tables.py)."""
+        return PartitionTable(table, partition, self.changelogs.get(table.name))
+
+    async def send_changelogs(self) -> None:
+        """Hand the table writes made so far to the producer (changelogs.py): after every
+        unit, before anything that waits for the writes to land or acknowledges input."""
+        for batches in self.changelogs.values():
+            if batches.queued:
+                await batches.send()
 
     def windows_for(self, partition: int) -> PartitionWindows:
         """The partition's windows, rebuilt from the table on first use after assignment."""
         windows = self.partitions.get(partition)
         if windows is None:
-            windows = open_partition_windows(partition, PartitionTable(self.windows_table,
-                                                                       partition),
+            windows = open_partition_windows(partition,
+                                             self.partition_table(self.windows_table, partition),
                                              self.window_settings, self.keep_ns,
                                              self.settings.retention_s * NS_PER_S)
             self.partitions[partition] = windows
@@ -117,7 +132,8 @@ class Pipeline:
         stage = stages.get(partition)
         if stage is None:
             n = WINDOW_LENGTHS_NS.index(length_ns)
-            stage = open_rollup_windows(partition, PartitionTable(self.windows_table, partition),
+            stage = open_rollup_windows(partition,
+                                        self.partition_table(self.windows_table, partition),
                                         self.window_settings, WINDOW_LENGTHS_NS[n - 1],
                                         length_ns, self.keep_ns[n])
             stages[partition] = stage
@@ -179,8 +195,14 @@ def build_app(settings: Settings) -> Pipeline:
     _add_registry(pipeline)
     _add_windows(pipeline)
     pipeline.stats.tables_at_start = tables_at_start
+    ledger = SendLedger()
     pipeline.checkpoints = keep_tables_safe(app, settings, tables_dir(settings),
-                                            (counters, pipeline.windows_table))
+                                            (counters, pipeline.windows_table), ledger)
+    if batched_changelogs(settings):
+        for table in (counters, pipeline.windows_table):
+            pipeline.changelogs[table.name] = ChangelogBatches(
+                table, lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
+                ledger)
     register_accounting(pipeline)
     register_rollups(pipeline)
     register_ticks(pipeline)

@@ -27,6 +27,7 @@ from rocksdict import ReadOptions
 
 from streams.config import Settings
 from streams.core.windows.ranges import table_items_between
+from streams.pipeline.changelogs import ChangelogBatches
 from streams.pipeline.checkpoints import (
     SendLedger,
     TableCheckpoints,
@@ -34,6 +35,7 @@ from streams.pipeline.checkpoints import (
     restore_newest,
     watch_sends,
 )
+from streams.state.journal import Write, write_each
 
 log = logging.getLogger(__name__)
 TABLE_STORES = ("rocksdb", "memory")
@@ -102,14 +104,15 @@ def _open_databases(tables: Iterable[Any]) -> Iterator[tuple[str, Any]]:
 
 
 def keep_tables_safe(app: Any, settings: Settings, tabledir: Path,
-                     tables: Iterable[Any]) -> TableCheckpoints | None:
+                     tables: Iterable[Any], ledger: SendLedger | None = None
+                     ) -> TableCheckpoints | None:
     """Count the tables' changelog writes and mark ``tabledir`` clean when the app stops
     once they all landed; the checkpoints to take while it runs (None: checkpoints_on
     says no; timers.py takes them)."""
     if settings.table_store != "rocksdb":
         return None
     tables = list(tables)
-    ledger = SendLedger()
+    ledger = ledger or SendLedger()  # the batched changelog sends count in it too
     for table in tables:
         watch_sends(table, ledger)
 
@@ -136,9 +139,19 @@ class PartitionTable(MutableMapping[bytes, bytes]):
     that partition's keys alone, in key order (windows/ranges.py: eviction reads what it
     drops, not every key of every partition)."""
 
-    def __init__(self, table: Any, partition: int) -> None:
+    def __init__(self, table: Any, partition: int, batches: ChangelogBatches | None = None
+                 ) -> None:
         self.table = table
         self.partition = partition
+        self.batches = batches  # None: faust's own changelog send per write
+
+    def write_many(self, writes: list[Write]) -> None:
+        """A unit's writes, in order (state/journal.py ``write_all``): their changelog
+        messages in batches (changelogs.py), or faust's way, one by one."""
+        if self.batches is not None:
+            self.batches.write(self.partition, writes)
+        else:
+            write_each(self, writes)
 
     def __getitem__(self, key: bytes) -> bytes:
         value: bytes = self.table[key]

@@ -16,6 +16,7 @@ _ENTRY = struct.Struct("<Ii")  # key length, value length (-1: a delete)
 _HEADER = struct.Struct("<BQII")  # format, unit, chunk index, chunks in the unit
 JOURNAL_FORMAT = 1
 JOURNAL_CHUNK_BYTES = 512 * 1024  # under Kafka's and faust's 1 MB default message limits
+Write = tuple[bytes, "bytes | None"]  # (key, value), or (key, None): a delete
 
 
 class JournaledTable(UnitTable):
@@ -129,12 +130,9 @@ class JournaledTable(UnitTable):
         changes = [(key, value) for key, value in pending.items()
                    if value is not None or key in table]  # a key made and dropped: nothing
         if changes:
-            self._journal(changes)
-            for key, value in changes:
-                if value is None:
-                    del table[key]
-                else:
-                    table[key] = value
+            writes = self._journal(changes)
+            writes += changes
+            write_all(table, writes)
         pending.clear()
         return len(changes)
 
@@ -143,8 +141,10 @@ class JournaledTable(UnitTable):
     def chunk_key(self, slot: int, index: int) -> bytes:
         return b"%s|%d|%d" % (self.journal_key, slot, index)
 
-    def _journal(self, changes: list[tuple[bytes, bytes | None]]) -> None:
-        """Chunks of [header, then per entry: key and value lengths, key, value]."""
+    def _journal(self, changes: list[tuple[bytes, bytes | None]]) -> list[Write]:
+        """The writes of the unit's journal, to go before the unit's own: chunks of
+        [header, then per entry: key and value lengths, key, value], then the deletes of
+        chunks a bigger journal left in the slot."""
         self.unit += 1
         slot = 1 - self.slot
         pack = _ENTRY.pack
@@ -156,9 +156,7 @@ class JournaledTable(UnitTable):
                 parts += (pack(len(key), len(value)), key, value)
         journal = b"".join(parts)
         if len(journal) - _HEADER.size <= self.chunk_bytes:  # nearly always: one message
-            self.table[self.first_keys[slot]] = journal
-            self._written(slot, 1)
-            return
+            return [(self.first_keys[slot], journal), *self._written(slot, 1)]
         chunks: list[list[bytes]] = [[]]
         size, at = 0, 1
         for _, value in changes:
@@ -170,20 +168,24 @@ class JournaledTable(UnitTable):
                 size = 0
             size += entry_bytes
             chunks[-1] += entry
-        for index, chunk in enumerate(chunks):  # in order: the last one lands last
-            self.table[self.chunk_key(slot, index)] = (
-                _HEADER.pack(JOURNAL_FORMAT, self.unit, index, len(chunks)) + b"".join(chunk))
-        self._written(slot, len(chunks))
+        writes: list[Write] = [  # in order: the last one lands last
+            (self.chunk_key(slot, index),
+             _HEADER.pack(JOURNAL_FORMAT, self.unit, index, len(chunks)) + b"".join(chunk))
+            for index, chunk in enumerate(chunks)]
+        return writes + self._written(slot, len(chunks))
 
-    def _written(self, slot: int, count: int) -> None:
-        """A journal of ``count`` chunks is whole in ``slot``: drop the chunks left there by
-        a bigger one (last first, so that those left are always chunks 1 .. n-1)."""
+    def _written(self, slot: int, count: int) -> list[Write]:
+        """A journal of ``count`` chunks is whole in ``slot``: the deletes of the chunks
+        left there by a bigger one (last first, so that those left are always chunks
+        1 .. n-1)."""
         self.slot = slot
+        deletes: list[Write] = []
         for index in range(self.chunks[slot] - 1, count - 1, -1):
             key = self.chunk_key(slot, index)
             if key in self.table:
-                del self.table[key]
+                deletes.append((key, None))
         self.chunks[slot] = count
+        return deletes
 
     def _read_slot(self, slot: int) -> tuple[int, list[bytes] | None]:
         """The unit number of the journal in a slot (-1: none), and its chunks if whole."""
@@ -218,6 +220,26 @@ class JournaledTable(UnitTable):
                 if (key in table) if value is None else table.get(key) != value:
                     self.pending[key] = value
         self.redone = len(self.pending)
+
+
+def write_all(table: MutableMapping[bytes, bytes], writes: list[Write]) -> None:
+    """``writes`` into ``table`` in their order: at once, if the table takes a unit's
+    writes together (``write_many``: the worker's tables send their changelog messages in
+    batches, pipeline/changelogs.py), else one by one."""
+    write_many = getattr(table, "write_many", None)
+    if write_many is not None:
+        write_many(writes)
+    else:
+        write_each(table, writes)
+
+
+def write_each(table: MutableMapping[bytes, bytes], writes: list[Write]) -> None:
+    """``writes`` into ``table`` one by one, in their order."""
+    for key, value in writes:
+        if value is None:
+            del table[key]
+        else:
+            table[key] = value
 
 
 def decode_journal(chunk: bytes) -> Iterator[tuple[bytes, bytes | None]]:

@@ -325,13 +325,19 @@ class PartitionWindows(_Stage):
         return _windows_of(self.books[0], volume_id, from_ns, to_ns)
 
 
+# A record of a rollup stage's input partition, and its offset: a window of the stage
+# below, or a watermark marker.
+RollupInput = tuple[Emission | int, int]
+
+
 class RollupWindows(_Stage):
     """One rollup stage of one partition: the windows of ``window_len_ns`` built from the
     window records of ``inner_len_ns`` that the stage below published to its topic, in the
     order of that topic's partition, with the watermark markers between them.
 
-    A rollup agent feeds :meth:`on_window` and :meth:`on_watermark` with each record it
-    reads (``offset``: the record's offset, stamped on what it makes, for
+    A rollup agent feeds :meth:`on_inputs` the records it reads, many at a time (or
+    :meth:`on_window` and :meth:`on_watermark` one by one: the same outputs and table;
+    ``offset``: the record's offset, stamped on what it makes, for
     :meth:`replay_outputs`); each call is a unit of a :class:`JournaledTable` of its own.
     A record read again (after a crash, or sent again by the stage below) changes
     nothing: a part is only taken when its revision is newer (:class:`RollupBook`)."""
@@ -372,11 +378,31 @@ class RollupWindows(_Stage):
         return self.marker.take(self.watermark_ns)
 
     @_unit
+    def on_inputs(self, inputs: Sequence[RollupInput], committed: int | None = None
+                  ) -> list[tuple[list[Emission], int | None]]:
+        """Many records of the input partition, in their order, as one unit (the rollup
+        agent's step): per record, what :meth:`on_window` or :meth:`on_watermark` would make
+        of it and the marker :meth:`take_marker` would give after it. The table ends as
+        those calls one by one would leave it; its writes land all or none. ``committed``:
+        as for :meth:`on_watermark` (the group commits between steps, not within one)."""
+        out: list[tuple[list[Emission], int | None]] = []
+        for record, offset in inputs:
+            if isinstance(record, Emission):
+                made = self._window(record, offset)
+            else:
+                made = self._watermark(record, offset, committed)
+            out.append((made, self.take_marker()))
+        return out
+
+    @_unit
     def on_window(self, part: Emission, offset: int = -1) -> list[Emission]:
         """A window record of the stage below (any revision): new revisions of emitted
         windows it changes, and the window it makes if the watermark has passed its end
         already (a late part in a window that had none: closed at once, as the 1 s stage
         does with a late event's window)."""
+        return self._window(part, offset)
+
+    def _window(self, part: Emission, offset: int) -> list[Emission]:
         if part.acc.window_len_ns != self.inner_len_ns:
             raise ValueError(f"a {part.acc.window_len_ns} ns window is no part of this stage's "
                              f"{self.window_len_ns} ns windows")
@@ -389,6 +415,10 @@ class RollupWindows(_Stage):
         """A watermark marker: every window it passes closes (the markers of one partition
         never move back; an older one, read again, changes nothing). ``committed``: the
         input offset the group has committed (windows emitted at or past it are kept)."""
+        return self._watermark(watermark_ns, offset, committed)
+
+    def _watermark(self, watermark_ns: int, offset: int, committed: int | None
+                   ) -> list[Emission]:
         if self.watermark_ns is not None and watermark_ns <= self.watermark_ns:
             return []
         self.watermark_ns = watermark_ns

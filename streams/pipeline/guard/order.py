@@ -1,15 +1,15 @@
 """Each offset of an agent's input once and in order: the check before every record.
 
-:class:`InputGuard` is one input topic's record of what was handled; :func:`in_order`
-decides, record by record, whether the agent processes it, after reading any records
-faust skipped before it (``gap_reader``) and acknowledging them in faust's bookkeeping
-(``faust_fixes.ack_offsets``) so that the commit can move past them.
+:class:`InputGuard` is one input topic's record of what was handled; :func:`check`
+decides, record by record, whether the agent processes it (batches.py ``admit``), after
+:func:`read_gap` reads any records faust skipped before it (``gap_reader``), and
+:func:`ack_gap` acknowledges them in faust's bookkeeping (``faust_fixes.ack_offsets``) so
+that the commit can move past them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from streams.pipeline.app import Pipeline
 
 log = logging.getLogger(__name__)
-Handler = Callable[[Any, Any], Awaitable[None]]  # (value, message) -> processed
 
 
 @dataclass
@@ -71,21 +70,6 @@ def ack_gap(p: Pipeline, message: Any, expected: int) -> None:
     compacted topic has them): else faust never commits past the gap (faust_fixes:
     ack_offsets, _add_gap)."""
     faust_fixes.ack_offsets(p.app.consumer, message.tp, range(expected, message.offset))
-
-
-async def in_order(p: Pipeline, guard: InputGuard, message: Any, handle: Handler) -> bool:
-    """Whether to process ``message``: after reading any records faust skipped before it
-    (see offsets.py), and not when it was handled already."""
-    verdict, expected = await check(p, guard, message)
-    if verdict is Verdict.SEEN:
-        p.stats.records_seen_again += 1
-        return False
-    if verdict is Verdict.GAP:
-        for record in await read_gap(p, guard, message, expected):
-            await handle(record.value, record)
-            guard.offsets.done(message.partition, record.offset)
-        ack_gap(p, message, expected)
-    return True
 
 
 def committed_offset(consumer: Any, message: Any) -> int:

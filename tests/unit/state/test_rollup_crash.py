@@ -149,34 +149,78 @@ def messages_kept(data: st.DataObject, since: list[tuple[bytes, bytes | None]],
     return data.draw(st.one_of(*choices), label=label)
 
 
+def feed_step(stage: RollupWindows, records: Sequence[Record], first: int, committed: int
+              ) -> list[Record]:
+    """Records at offsets ``first``.. as one step of the batched rollup agent (app.py:
+    ``on_inputs``): what it publishes, in order."""
+    out: list[Record] = []
+    inputs = [(record, first + k) for k, record in enumerate(records)]
+    for made, marker in stage.on_inputs(inputs, committed):
+        out += made + ([] if marker is None else [marker])
+    return out
+
+
+def step_bounds(n: int, sizes: Sequence[int] | None) -> list[int]:
+    """Where the agent's steps over ``n`` records start and end: 0, ..., n (None: a step
+    per record; else steps of these sizes, repeated, the last cut at n)."""
+    if not sizes:
+        return list(range(n + 1))
+    bounds, at, k = [0], 0, 0
+    while at < n:
+        at = min(n, at + sizes[k % len(sizes)])
+        bounds.append(at)
+        k += 1
+    return bounds
+
+
+def boundary(data: st.DataObject, bounds: Sequence[int], low: int, high: int, label: str
+             ) -> int:
+    """:func:`point` among the step boundaries in [low, high]: a crash or a commit falls
+    between two steps (an agent commits only what a whole step handled)."""
+    found = [b for b in bounds if low <= b <= high]
+    return data.draw(st.one_of(st.sampled_from((found[0], found[-1])), st.sampled_from(found)),
+                     label=label)
+
+
 def with_crashes(records: Sequence[Record], inner_ns: int, length_ns: int,
                  data: st.DataObject, crashes: int, name: str, keep_ns: int = 0,
-                 chunk_bytes: int = JOURNAL_CHUNK_BYTES) -> list[Record]:
+                 chunk_bytes: int = JOURNAL_CHUNK_BYTES,
+                 steps: Sequence[int] | None = None) -> list[Record]:
     """The stage over ``records`` with ``crashes`` kill -9s, each between any two of its
     changelog messages (every table write is one), each after any commit and with any
     prefix of the outputs since the commit landed. The group's committed offset as the
-    agent sees it: the record's own offset up to the commit (all before it has landed),
-    then the commit's. Returns what landed, in order."""
+    agent sees it: the step's first offset up to the commit (all before it has landed),
+    then the commit's. ``steps``: the agent takes the records in steps of these sizes
+    (:func:`feed_step`; None: one by one, :func:`feed`), and crashes and commits fall
+    between steps. Returns what landed, in order."""
     n = len(records)
     state: dict[bytes, bytes] = {}  # the table as the next owner restores it
     landed: list[Record] = []
     committed = 0
     for run in range(crashes + 1):
+        bounds = [committed] + [committed + b for b in step_bounds(n - committed, steps)[1:]]
         table = Changelogged(dict(state))
         stage = open_rollup_windows(0, table, SETTINGS, inner_ns, length_ns, keep_ns, chunk_bytes)
         last = run == crashes
-        crashed = n if last else point(data, committed, n, f"{name} crash {run}")
-        commit = committed if last else point(data, committed, crashed, f"{name} commit {run}")
+        crashed = n if last else boundary(data, bounds, committed, n, f"{name} crash {run}")
+        commit = committed if last else boundary(data, bounds, committed, crashed,
+                                                 f"{name} commit {run}")
         at_commit = (dict(table.data), 0, 0)  # commit == committed: nothing new has landed
         sent: list[Record] = []
         if run:  # a new owner: first what was made since the commit, again, and the marker
             sent += stage.replay_outputs(committed)
             marker = stage.take_marker()
             sent += [] if marker is None else [marker]
-        for offset in range(committed, crashed):
-            if offset == commit and commit > committed:  # all made before it has landed
+        for lo, hi in zip(bounds, bounds[1:], strict=False):
+            if lo >= crashed:
+                break
+            if lo == commit and commit > committed:  # all made before it has landed
                 at_commit = (dict(table.data), len(table.log), len(sent))
-            sent += feed(stage, records[offset], offset, offset if last else min(offset, commit))
+            seen = lo if last else min(lo, commit)
+            if steps:
+                sent += feed_step(stage, records[lo:hi], lo, seen)
+            else:
+                sent += feed(stage, records[lo], lo, seen)
         if last:
             landed += sent
             break
@@ -315,6 +359,70 @@ def test_no_two_records_of_a_window_share_a_revision_with_other_statistics(
     hours = with_crashes(minutes, MINUTE, HOUR, data, crashes, "1h", keep_ns)
     assert conflicts(minutes) == []
     assert conflicts(hours) == []
+    assert_right(events, minutes, MINUTE)
+    assert_right(events, hours, HOUR)
+
+
+def without_journals(table: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    return {key: value for key, value in table.items() if b"|journal|" not in key}
+
+
+step_sizes = st.lists(st.integers(1, 40), min_size=1, max_size=5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32), copies=copies_strategy, keep_ns=keeps, sizes=step_sizes)
+def test_steps_of_records_make_what_records_one_by_one_make(
+    seed: int, copies: Copies, keep_ns: int, sizes: list[int],
+) -> None:
+    """The batched agent (on_inputs, steps of any sizes) publishes the very records the
+    agent of one record at a time does, in the same order, and leaves the same table
+    bytes, in both stages; and fewer journals (the point of it)."""
+    _, topic = stats_1s_topic(seed)
+    topic = with_copies(topic, copies)
+    minutes: list[Record] = []
+    for inner_ns, length_ns in ((NS_PER_S, MINUTE), (MINUTE, HOUR)):
+        records = topic if length_ns == MINUTE else minutes
+        one, many = Changelogged({}), Changelogged({})
+        by_one = open_rollup_windows(0, one, SETTINGS, inner_ns, length_ns, keep_ns)
+        by_step = open_rollup_windows(0, many, SETTINGS, inner_ns, length_ns, keep_ns)
+        out_one: list[Record] = []
+        out_many: list[Record] = []
+        bounds = step_bounds(len(records), sizes)
+        for lo, hi in zip(bounds, bounds[1:], strict=False):
+            # the group's commit as the agent sees it: where the step starts (eviction
+            # keeps what was emitted at or past it)
+            for offset in range(lo, hi):
+                out_one += feed(by_one, records[offset], offset, lo)
+            out_many += feed_step(by_step, records[lo:hi], lo, lo)
+        assert [as_read(r) for r in out_many] == [as_read(r) for r in out_one]
+        assert [r.offset for r in out_many if isinstance(r, Emission)] == [
+            r.offset for r in out_one if isinstance(r, Emission)]
+        assert without_journals(many.data) == without_journals(one.data)
+        journals = [sum(b"|journal|" in key for key, _ in t.log) for t in (one, many)]
+        assert journals[1] <= journals[0]
+        if max(sizes) > 1:
+            assert journals[1] < journals[0]
+        minutes = [as_read(r) for r in out_one]
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32), data=st.data(), copies=copies_strategy,
+       crashes=st.integers(1, 2), sizes=step_sizes,
+       chunk_bytes=st.sampled_from([JOURNAL_CHUNK_BYTES, 2000, 350]))
+def test_a_crash_of_batched_rollup_stages_between_any_two_changelog_messages(
+    seed: int, data: st.DataObject, copies: Copies, crashes: int, sizes: list[int],
+    chunk_bytes: int,
+) -> None:
+    """Both stages take their input in steps and crash once or twice each, between any two
+    changelog messages of a step's unit (its journal of several chunks too): every window's
+    latest revision is the oracle's, and no two records of a revision differ."""
+    events, topic = stats_1s_topic(seed)
+    minutes = with_crashes(with_copies(topic, copies), NS_PER_S, MINUTE, data, crashes, "1m",
+                           chunk_bytes=chunk_bytes, steps=sizes)
+    hours = with_crashes(minutes, MINUTE, HOUR, data, crashes, "1h", chunk_bytes=chunk_bytes,
+                         steps=sizes)
+    assert conflicts(minutes) == [] and conflicts(hours) == []
     assert_right(events, minutes, MINUTE)
     assert_right(events, hours, HOUR)
 

@@ -1,0 +1,139 @@
+"""A table's changelog messages sent as Kafka record batches, not one faust send per write.
+
+faust sends each table write's changelog message on its own: a future through its
+producer buffer, which hands them to aiokafka one at a time, and which stalls the agents'
+streams whenever more than 100 wait (docs/performance.md, session 12: about 7 changelog
+messages per raw record, the worker idle a third of the time behind that buffer). A
+stage's unit knows all of its writes at once (state/journal.py ``write_all``), and a step
+knows its counters: :meth:`ChangelogBatches.write` puts them in the partition's RocksDB
+database at once, as faust's store does, and queues them; :meth:`ChangelogBatches.send`
+hands each write's messages to aiokafka in record batches of up to ``batch_bytes``. The
+messages are those faust would send (the same key, value, partition and order), so
+recovery, standbys and compaction see no difference.
+
+What faust's own path does, this does too:
+
+* the partition's persisted offset (where faust's recovery of the partition starts) is
+  set once a batch is acknowledged, to its last offset (aiokafka has one batch of a
+  partition in flight at a time: they are acknowledged in order);
+* the send ledger (checkpoints.py) is issued when the values are written, before a
+  checkpoint can hold them, and done once every batch of the write is acknowledged;
+* faust's commit flushes aiokafka's producer, which waits for these batches too: an agent
+  awaits :meth:`ChangelogBatches.send` after each unit, before its step returns and its
+  records are acknowledged.
+
+Order: one call's batches are appended to aiokafka in order, and aiokafka keeps a
+partition's batches in order; a stage's units are sent in their order (its agent awaits
+the send before its next unit). Two agents' units may interleave in a changelog
+partition: they are different stages, with keys of their own and a journal each.
+
+Only with RocksDB and ``at_least_once``: the memory store keeps no persisted offsets, and
+``exactly_once`` sends through a transactional producer per partition; those keep faust's
+path (:func:`batched_changelogs`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka.producer.message_accumulator import BatchBuilder
+from faust.types import TP
+
+from streams.config import Settings
+from streams.kafka.topics import CHANGELOG_MAX_MESSAGE_BYTES
+from streams.pipeline.checkpoints import SendLedger
+from streams.state.journal import Write
+
+# A batch of a changelog partition is one message to the broker's max.message.bytes (the
+# changelog topics', topics.py); a larger single value (a journal chunk is at most 512 KiB)
+# goes alone in its batch.
+BATCH_BYTES = CHANGELOG_MAX_MESSAGE_BYTES // 2
+
+
+def batched_changelogs(settings: Settings) -> bool:
+    """Whether the worker's tables send their changelogs in batches (module doc)."""
+    return settings.table_store == "rocksdb" and settings.processing_guarantee == "at_least_once"
+
+
+class ChangelogBatches:
+    """The changelog writes of one faust table (RocksDB store), queued per write call and
+    sent as record batches (module doc)."""
+
+    def __init__(self, table: Any, producer_of: Callable[[], Any],
+                 ledger: SendLedger | None = None, batch_bytes: int = BATCH_BYTES) -> None:
+        self.table = table
+        self.store = table.data
+        self.topic = table.changelog_topic.get_topic_name()
+        self.producer_of = producer_of  # aiokafka's producer, once faust started it
+        self.ledger = ledger
+        self.batch_bytes = batch_bytes
+        self.queued: list[tuple[int, list[Write], int]] = []  # (partition, writes, ledger seq)
+        self.batches = 0  # record batches sent
+        self.messages = 0  # changelog messages in them
+        self.failed = 0  # batches Kafka did not acknowledge
+
+    def write(self, partition: int, writes: list[Write]) -> None:
+        """``writes`` into the partition's database now, their changelog messages queued."""
+        if not writes:
+            return
+        db = self.store._db_for_partition(partition)
+        index = self.store._key_index  # faust's key -> partition cache for reads off-stream
+        seq = 0 if self.ledger is None else self.ledger.issue()
+        for key, value in writes:
+            if value is None:
+                db.delete(key)
+                index.pop(key, None)
+            else:
+                db.put(key, value)
+                index[key] = partition
+        self.queued.append((partition, writes, seq))
+
+    async def send(self) -> None:
+        """Hand every queued write's messages to the producer, in order, as record batches.
+        Returns once they are in aiokafka's accumulator (acknowledged later)."""
+        while self.queued:
+            partition, writes, seq = self.queued.pop(0)
+            producer = self.producer_of()
+            futures = []
+            batch, count = self._builder(producer), 0
+            for key, value in writes:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    futures.append((await producer.send_batch(batch, self.topic,
+                                                              partition=partition), count))
+                    batch, count = self._builder(producer), 0
+                    batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any
+                count += 1
+            if count:
+                futures.append((await producer.send_batch(batch, self.topic,
+                                                          partition=partition), count))
+            self.batches += len(futures)
+            self.messages += len(writes)
+            self._watch(partition, futures, seq)
+
+    def _builder(self, producer: Any) -> BatchBuilder:
+        """An empty batch of up to ``batch_bytes``, compressed as the producer's own."""
+        return BatchBuilder(self.batch_bytes, producer._message_accumulator._compression_type)
+
+    def _watch(self, partition: int, futures: list[tuple[asyncio.Future[Any], int]],
+               seq: int) -> None:
+        """When each batch is acknowledged: the persisted offset; when all are, the ledger."""
+        waiting = len(futures)
+        landed = True
+
+        def done(fut: asyncio.Future[Any], *, count: int) -> None:
+            nonlocal waiting, landed
+            waiting -= 1
+            if fut.cancelled() or fut.exception() is not None:
+                landed = False
+                self.failed += 1
+            elif fut.result() is not None:  # None: acks=0, no offset known
+                self.store.set_persisted_offset(TP(self.topic, partition),
+                                                fut.result().offset + count - 1)
+            if waiting == 0 and self.ledger is not None and seq:
+                self.ledger.done(seq, landed)
+
+        for fut, count in futures:
+            fut.add_done_callback(functools.partial(done, count=count))
