@@ -189,7 +189,11 @@ class WindowBook:
         emission = Emission(volume_id, entry.tenant_id, entry.acc, entry.revision, offset)
         entry.revision += 1
         entry.emitted_offset = offset
-        self.store[(volume_id, entry.acc.window_start_ns)] = entry
+        key = (volume_id, entry.acc.window_start_ns)
+        self.store[key] = entry
+        seal = getattr(self.store, "seal", None)  # a store that keeps a unit's writes as
+        if seal is not None:  # objects (stores.py): the emission's acc changes no more
+            seal(key)
         return emission
 
     def close_for(self, watermark_ns: int | None, offset: int = -1) -> list[Emission]:

@@ -84,14 +84,28 @@ def rollup_prefix(partition: int, window_len_ns: int) -> bytes:
 
 class _Stage:
     """What :func:`_unit` needs of a stage: its table, whose writes land at the unit's
-    end, and how to undo a unit's effects outside the table."""
+    end, the stores that keep a unit's writes as objects until then (stores.py), and how
+    to undo a unit's effects outside the table."""
 
     table: UnitTable
+    stores: list[StartOrderedStore]
 
     def _mark(self) -> int:
         return 0
 
+    def _end_unit(self) -> None:
+        for store in self.stores:
+            store.write_back()
+        self.table.commit()
+
     def _abort(self, mark: int) -> None:
+        self._forget_unit()
+
+    def _forget_unit(self) -> None:
+        """The writes of a unit that failed half-way: the stores' first (a scan would write
+        them back), then the table's."""
+        for store in self.stores:
+            store.forget_unwritten()
         self.table.discard()
 
 
@@ -111,7 +125,7 @@ def _unit(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P],
         except BaseException:
             self._abort(mark)
             raise
-        self.table.commit()
+        self._end_unit()
         return result
 
     return unit
@@ -155,6 +169,7 @@ class PartitionWindows(_Stage):
             self.clock.watermark_ns, self.clock.last_input_wall_ns = orjson.loads(
                 table[self.clock_key])
         entries, billing = EntryStore(table, prefix + b"W1|"), BillingStore(table, prefix + b"B|")
+        self.stores = [entries, billing]
         # where a changelog written before session 10 keeps them (stores.py)
         self.older_layout = [(entries, prefix + b"w%d|" % NS_PER_S), (billing, prefix + b"b|")]
         self.books = [WindowBook(settings, entries, NS_PER_S)]  # type: ignore[arg-type]
@@ -179,7 +194,7 @@ class PartitionWindows(_Stage):
     def _abort(self, mark: int) -> None:
         """A unit failed half-way: forget its writes, and the indexes and billing records
         it made from them."""
-        self.table.discard()
+        self._forget_unit()
         _adopt(self.older_layout)  # the discarded writes held the moves, if any
         del self.billing_out[mark:]
         self.books[0].rebuild_index()
@@ -351,6 +366,7 @@ class RollupWindows(_Stage):
         self.watermark_ns: int | None = (orjson.loads(table[self.clock_key])
                                          if self.clock_key in table else None)
         entries, parts = EntryStore(table, prefix + b"W|"), PartsStore(table, prefix + b"P|")
+        self.stores = [entries, parts]
         self.older_layout = [(entries, prefix + b"w|"), (parts, prefix + b"p|")]  # as above
         self.book = WindowBook(settings, entries, window_len_ns)  # type: ignore[arg-type]
         self.rollup = RollupBook(self.book, parts)  # type: ignore[arg-type]
@@ -369,7 +385,7 @@ class RollupWindows(_Stage):
         return self.book.has_open_windows
 
     def _abort(self, mark: int) -> None:
-        self.table.discard()
+        self._forget_unit()
         _adopt(self.older_layout)
         self.rollup.rebuild_index()
 

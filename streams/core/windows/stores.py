@@ -41,6 +41,7 @@ from streams.core.windows.ranges import prefix_end, table_items_between
 Table = MutableMapping[bytes, bytes]
 _START = struct.Struct(">Q")
 _BIAS = 1 << 63  # int64 starts to unsigned, order kept
+_NONE = object()
 
 
 class _Encoded(MutableMapping[WindowKey, object]):
@@ -105,7 +106,64 @@ class _ScanItems(ItemsView[WindowKey, object]):
 
 class StartOrderedStore(_Encoded):
     """Keyed ``prefix + start + volume_id`` (module doc): :meth:`entries_between` reads
-    the entries of a span of starts, in (start, volume) order, and nothing else."""
+    the entries of a span of starts, in (start, volume) order, and nothing else.
+
+    Within a stage's unit (stages.py) the values written are kept as objects and encoded
+    once, when the unit ends (:meth:`write_back`): a window that a step's events touch and
+    the watermark then closes, or a minute that many of a step's parts go into, is
+    decoded and encoded once in the unit, not at every read and write. Reads see the kept
+    objects first; a scan writes them back before it reads the table. Whoever reads a
+    value and changes it writes it back (the books do): the object read is the one kept.
+    A value that leaves in an emission is encoded at once and no longer kept
+    (:meth:`seal`), so nothing later in the unit changes what was emitted."""
+
+    def __init__(self, table: Table, prefix: bytes) -> None:
+        super().__init__(table, prefix)
+        self._unwritten: dict[WindowKey, object] = {}
+
+    def get(self, key: WindowKey, default: object = None) -> object:
+        found = self._unwritten.get(key, _NONE)
+        if found is not _NONE:
+            return found
+        data = self.table.get(self._key(key))
+        return default if data is None else self.decode(data)
+
+    def __getitem__(self, key: WindowKey) -> object:
+        found = self._unwritten.get(key, _NONE)
+        return self.decode(self.table[self._key(key)]) if found is _NONE else found
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._unwritten or self._key(key) in self.table  # type: ignore[arg-type]
+
+    def __setitem__(self, key: WindowKey, value: object) -> None:
+        self._unwritten[key] = value
+
+    def __delitem__(self, key: WindowKey) -> None:
+        raw = self._key(key)
+        if self._unwritten.pop(key, _NONE) is _NONE or raw in self.table:
+            del self.table[raw]
+
+    def seal(self, key: WindowKey) -> None:
+        """Encode and write ``key``'s kept value now, and keep it no longer."""
+        value = self._unwritten.pop(key, _NONE)
+        if value is not _NONE:
+            self.table[self._key(key)] = self.encode(value)
+
+    def write_back(self) -> None:
+        """Encode and write every kept value (a unit ends, or a scan begins)."""
+        if self._unwritten:
+            table, key_of, encode = self.table, self._key, self.encode
+            for key, value in self._unwritten.items():
+                table[key_of(key)] = encode(value)
+            self._unwritten.clear()
+
+    def forget_unwritten(self) -> None:
+        """Drop the kept values unwritten (a unit failed half-way)."""
+        self._unwritten.clear()
+
+    def _raw_between(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
+        self.write_back()
+        return table_items_between(self.table, lo, hi)
 
     def _key(self, key: WindowKey) -> bytes:
         return self.prefix + _START.pack(key[1] + _BIAS) + key[0].encode()
