@@ -76,8 +76,8 @@ class Settings:
     # The accounting agent's step (DESIGN.md decision 2): up to this many raw records at a
     # time, or what came within step_wait_ms; the windows take at most step_max_events per
     # unit (a step of huge records is cut there, bounding its memory).
-    step_max_records: int = 1000
-    step_wait_ms: int = 50
+    step_max_records: int = 4000
+    step_wait_ms: int = 250
     step_max_events: int = 1_000_000
     grace_s: float = 2.0
     idle_timeout_s: float = 5.0
