@@ -396,9 +396,11 @@ class Bench:
 def run_bench(quick: bool = False, profile: Path | None = None, verbose: bool = True,
               keep_logs: Path | None = None, base: Settings | None = None,
               max_volumes: int | None = None, only: str | None = None) -> dict[str, Any]:
-    """Start a broker, measure everything (``only``: "c" or "f", those runs alone), stop
+    """Start a broker, measure everything (``only``: "c", "bc" or "f", those runs alone), stop
     the broker; the report as a dict."""
     plan = QUICK if quick else FULL
+    if only == "bc":  # (b) and (c) alone: run_c without the by-volume points
+        plan, only = replace(plan, c_volume_points=()), "c"
     if max_volumes is not None:
         plan = replace(plan, volume_points=(plan.volume_points[0], max_volumes))
     state_dir = Path(tempfile.mkdtemp(prefix="ioacct-bench-"))

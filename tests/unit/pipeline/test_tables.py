@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.config import Settings
+from streams.pipeline.changelogs import batched_changelogs
 from streams.pipeline.tables import (
     CLEAN_MARK,
     IN_MEMORY,
@@ -126,3 +127,11 @@ def test_a_partition_table_of_the_memory_store_filters_its_keys() -> None:
     del table[b"0|a"]
     assert faust_table == {b"1|a": b"2", b"0|c": b"3", b"0|b": b"4"}
     assert table[b"0|b"] == b"4" and table.get(b"0|a") is None and b"0|c" in table
+
+
+def test_changelogs_go_in_batches_only_with_rocksdb_and_at_least_once() -> None:
+    """The memory store keeps no persisted offsets and exactly_once sends through a
+    transactional producer per partition: both keep faust's send per write."""
+    assert batched_changelogs(Settings())
+    assert not batched_changelogs(Settings(table_store="memory"))
+    assert not batched_changelogs(Settings(processing_guarantee="exactly_once"))
