@@ -22,10 +22,15 @@ What faust's own path does, this does too:
   awaits :meth:`ChangelogBatches.send` after each unit, before its step returns and its
   records are acknowledged.
 
-Order: one call's batches are appended to aiokafka in order, and aiokafka keeps a
-partition's batches in order; a stage's units are sent in their order (its agent awaits
-the send before its next unit). Two agents' units may interleave in a changelog
-partition: they are different stages, with keys of their own and a journal each.
+Order: the write calls are sent one at a time, in the order they were made (a lock: a
+send waiting for aiokafka to take a batch holds the others back), each call's batches
+in order, and aiokafka keeps a partition's batches in order. Two agents' units may
+interleave in a changelog partition: they are different stages, with keys of their own
+and a journal each.
+
+A batch Kafka does not acknowledge is logged as an error and counted (``failed``); the
+write calls after it can no longer make a checkpoint valid (the ledger's ``failed``),
+as with faust's own path.
 
 Only with RocksDB and ``at_least_once``: the memory store keeps no persisted offsets, and
 ``exactly_once`` sends through a transactional producer per partition; those keep faust's
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +53,7 @@ from streams.kafka.topics import CHANGELOG_MAX_MESSAGE_BYTES
 from streams.pipeline.checkpoints import SendLedger
 from streams.state.journal import Write
 
+log = logging.getLogger(__name__)
 # A batch of a changelog partition is one message to the broker's max.message.bytes (the
 # changelog topics', topics.py); a larger single value (a journal chunk is at most 512 KiB)
 # goes alone in its batch.
@@ -71,8 +78,8 @@ class ChangelogBatches:
         self.ledger = ledger
         self.batch_bytes = batch_bytes
         self.queued: list[tuple[int, list[Write], int]] = []  # (partition, writes, ledger seq)
+        self.sending = asyncio.Lock()
         self.batches = 0  # record batches sent
-        self.messages = 0  # changelog messages in them
         self.failed = 0  # batches Kafka did not acknowledge
 
     def write(self, partition: int, writes: list[Write]) -> None:
@@ -94,24 +101,27 @@ class ChangelogBatches:
     async def send(self) -> None:
         """Hand every queued write's messages to the producer, in order, as record batches.
         Returns once they are in aiokafka's accumulator (acknowledged later)."""
-        while self.queued:
-            partition, writes, seq = self.queued.pop(0)
-            producer = self.producer_of()
-            futures = []
-            batch, count = self._builder(producer), 0
-            for key, value in writes:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    futures.append((await producer.send_batch(batch, self.topic,
-                                                              partition=partition), count))
-                    batch, count = self._builder(producer), 0
-                    batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any
-                count += 1
-            if count:
+        async with self.sending:
+            while self.queued:
+                await self._send_one(*self.queued.pop(0))
+
+    async def _send_one(self, partition: int, writes: list[Write], seq: int) -> None:
+        """One write call's messages, in batches of up to ``batch_bytes``."""
+        producer = self.producer_of()
+        futures = []
+        batch, count = self._builder(producer), 0
+        for key, value in writes:
+            if batch.append(key=key, value=value, timestamp=None) is None:
                 futures.append((await producer.send_batch(batch, self.topic,
                                                           partition=partition), count))
-            self.batches += len(futures)
-            self.messages += len(writes)
-            self._watch(partition, futures, seq)
+                batch, count = self._builder(producer), 0
+                batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any
+            count += 1
+        if count:
+            futures.append((await producer.send_batch(batch, self.topic,
+                                                      partition=partition), count))
+        self.batches += len(futures)
+        self._watch(partition, futures, seq)
 
     def _builder(self, producer: Any) -> BatchBuilder:
         """An empty batch of up to ``batch_bytes``, compressed as the producer's own."""
@@ -129,6 +139,10 @@ class ChangelogBatches:
             if fut.cancelled() or fut.exception() is not None:
                 landed = False
                 self.failed += 1
+                log.error("changelog batch of %d message(s) to %s[%d] not acknowledged: %s; "
+                          "no table checkpoint is made valid from now on", count,
+                          self.topic, partition, "cancelled" if fut.cancelled()
+                          else repr(fut.exception()))
             elif fut.result() is not None:  # None: acks=0, no offset known
                 self.store.set_persisted_offset(TP(self.topic, partition),
                                                 fut.result().offset + count - 1)
