@@ -71,7 +71,6 @@ class ChangelogBatches:
 
     def __init__(self, table: Any, producer_of: Callable[[], Any],
                  ledger: SendLedger | None = None, batch_bytes: int = BATCH_BYTES) -> None:
-        self.table = table
         self.store = table.data
         self.topic = table.changelog_topic.get_topic_name()
         self.producer_of = producer_of  # aiokafka's producer, once faust started it

@@ -163,7 +163,7 @@ class StartOrderedStore(_Encoded):
 
     def _raw_between(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
         self.write_back()
-        return table_items_between(self.table, lo, hi)
+        return super()._raw_between(lo, hi)
 
     def _key(self, key: WindowKey) -> bytes:
         return self.prefix + _START.pack(key[1] + _BIAS) + key[0].encode()
