@@ -90,10 +90,12 @@ class Settings:
     # under the worker's data dir: memory does not grow with retained windows) or memory
     # (faust's dict store, rebuilt from the changelog at every start).
     table_store: str = "rocksdb"
-    # RocksDB's memory per table partition: the write buffer (memtable) before a flush to
-    # disk, and the block cache of reads (faust's defaults, 64 MB x 3 and 2 GB, grow RSS).
+    # RocksDB's memory (pipeline/rocks.py): a table partition's write buffer (memtable)
+    # before a flush to disk; the worker's one block cache of reads and its budget for all
+    # memtables (faust's defaults, 64 MB x 3 and 2 GB per table partition, grow RSS).
     table_write_buffer_bytes: int = 1 << 20
-    table_block_cache_bytes: int = 4 << 20
+    table_block_cache_bytes: int = 8 << 20
+    table_memtables_bytes: int = 8 << 20
     # /metrics: each volume's latency histograms (88 series a volume) besides its counters.
     metrics_latency_histograms: bool = True
     # How often a worker checkpoints its RocksDB tables (pipeline/checkpoints.py): one
@@ -112,6 +114,9 @@ class Settings:
     # faust's processing_guarantee: at_least_once (the default; docs/chaos.md says why)
     # or exactly_once (Kafka transactions).
     processing_guarantee: str = "at_least_once"
+    # How the worker's producer compresses what it writes to Kafka (its changelogs and
+    # output topics): none, gzip, snappy, lz4 or zstd (aiokafka's codecs, cramjam).
+    kafka_compression: str = "zstd"
     # The producer SDK's disk spool (docs/producer.md): on unless IOACCT_SPOOL=0.
     spool: bool = True
     spool_dir: str = ""  # empty: <state_dir>/spool/<topic_prefix>

@@ -67,6 +67,19 @@ def worker_max_request_bytes(settings: Settings) -> int:
     return max(dlq_max_message_bytes(settings), CHANGELOG_MAX_MESSAGE_BYTES)
 
 
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+def compression_type(settings: Settings) -> str | None:
+    """The worker producer's compression.type (faust's producer_compression_type; None:
+    uncompressed), checked: aiokafka only says so when it first sends."""
+    name = settings.kafka_compression.lower()
+    if name not in COMPRESSIONS:
+        raise ValueError(f"IOACCT_KAFKA_COMPRESSION={settings.kafka_compression!r}: use one "
+                         f"of {', '.join(COMPRESSIONS)}")
+    return None if name == "none" else name
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every public topic of one pipeline, with its partitions and configuration, each
     replicated ``replication_factor`` times with ``min_insync_replicas``."""

@@ -27,7 +27,7 @@ from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.core.windows.book import WindowSettings
 from streams.core.windows.stages import PartitionWindows, RollupWindows
 from streams.kafka.security import faust_credentials
-from streams.kafka.topics import TABLES, worker_max_request_bytes
+from streams.kafka.topics import TABLES, compression_type, worker_max_request_bytes
 from streams.pipeline.agents import register_accounting, register_rollups
 from streams.pipeline.changelogs import ChangelogBatches, batched_changelogs
 from streams.pipeline.checkpoints import SendLedger, TableCheckpoints
@@ -269,6 +269,7 @@ def _faust_app(settings: Settings) -> faust.App:
         processing_guarantee=settings.processing_guarantee,
         # The largest record the worker writes: a dead letter or a changelog chunk.
         producer_max_request_size=worker_max_request_bytes(settings),
+        producer_compression_type=compression_type(settings),
         topic_replication_factor=settings.replication_factor,  # its own internal topics
     )
 

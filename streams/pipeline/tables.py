@@ -27,6 +27,7 @@ from rocksdict import ReadOptions
 
 from streams.config import Settings
 from streams.core.windows.ranges import table_items_between
+from streams.pipeline import rocks
 from streams.pipeline.changelogs import ChangelogBatches
 from streams.pipeline.checkpoints import (
     SendLedger,
@@ -49,7 +50,7 @@ def store_url(settings: Settings) -> str:
     if settings.table_store not in TABLE_STORES:
         raise ValueError(f"IOACCT_TABLE_STORE={settings.table_store!r} is not one of "
                          f"{'/'.join(TABLE_STORES)}")
-    return f"{settings.table_store}://"
+    return rocks.register() if settings.table_store == "rocksdb" else f"{settings.table_store}://"
 
 
 def table_options(settings: Settings) -> dict[str, Any] | None:
@@ -58,7 +59,8 @@ def table_options(settings: Settings) -> dict[str, Any] | None:
         return None
     return {"write_buffer_size": settings.table_write_buffer_bytes,
             "max_write_buffer_number": 2,
-            "block_cache_size": settings.table_block_cache_bytes}
+            rocks.CACHE_KEY: settings.table_block_cache_bytes,
+            rocks.MEMTABLES_KEY: settings.table_memtables_bytes}
 
 
 def checkpoints_on(settings: Settings) -> bool:

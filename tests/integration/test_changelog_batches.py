@@ -1,7 +1,8 @@
 """A table's changelog sent in record batches (pipeline/changelogs.py), on the real broker:
 the messages are the writes, in their order, split into batches where they outgrow one;
 deletes are tombstones; the persisted offset is each partition's last acknowledged
-message; the send ledger lands each write call once all its batches did."""
+message; the send ledger lands each write call once all its batches did; the same
+compressed, as the worker's producer sends them (IOACCT_KAFKA_COMPRESSION)."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def _writes(partition: int, n: int, size: int) -> list[tuple[bytes, bytes | None
              None if k % 5 == 4 else bytes([k % 251]) * size) for k in range(n)]
 
 
-async def _run(settings: Settings, tmp: Path) -> None:
+async def _run(settings: Settings, tmp: Path, compression: str | None) -> None:
     topic = f"tcb-{uuid.uuid4().hex[:8]}-changelog"
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
@@ -81,7 +82,8 @@ async def _run(settings: Settings, tmp: Path) -> None:
         await admin.create_topics([NewTopic(topic, 2, 1)])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all")
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all",
+                                compression_type=compression)
     await producer.start()
     store = _Store(tmp)
     ledger = SendLedger()
@@ -116,6 +118,8 @@ async def _run(settings: Settings, tmp: Path) -> None:
     store.close()
 
 
+@pytest.mark.parametrize("compression", [None, "zstd"])  # zstd: the worker's default
 def test_changelog_batches_are_the_writes_in_order(pipeline_settings: Settings,
-                                                   tmp_path: Path) -> None:
-    asyncio.run(_run(pipeline_settings, tmp_path))
+                                                   tmp_path: Path, compression: str | None
+                                                   ) -> None:
+    asyncio.run(_run(pipeline_settings, tmp_path, compression))

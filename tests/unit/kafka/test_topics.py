@@ -17,6 +17,7 @@ from streams.kafka.topics import (
     TABLES,
     TopicsError,
     check_durability,
+    compression_type,
     topic_specs,
     worker_max_request_bytes,
 )
@@ -147,3 +148,11 @@ def test_the_volume_registry_is_kept_like_the_tokens() -> None:
     assert spec.config["cleanup.policy"] == "compact"
     assert spec.config["retention.ms"] == "-1" and spec.config["retention.bytes"] == "-1"
     assert spec.config["min.insync.replicas"] == str(settings.min_insync_replicas)
+
+
+def test_the_workers_compression_is_a_kafka_codec_or_a_clear_error() -> None:
+    assert compression_type(Settings()) == "zstd"
+    assert compression_type(Settings(kafka_compression="LZ4")) == "lz4"
+    assert compression_type(Settings(kafka_compression="none")) is None
+    with pytest.raises(ValueError, match="IOACCT_KAFKA_COMPRESSION='brotli': use one of"):
+        compression_type(Settings(kafka_compression="brotli"))

@@ -1,9 +1,12 @@
-"""The failover settings reach faust: standby replicas and the static membership id."""
+"""The failover settings reach faust: standby replicas and the static membership id; and
+the producer's compression."""
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
+
+from aiokafka.codec import has_zstd
 
 from streams.config import Settings
 from streams.pipeline.app import build_app, group_instance_id
@@ -26,3 +29,11 @@ def test_faust_gets_them(tmp_path: Path) -> None:
     off = build_app(s.with_overrides(group_instance_id="off",
                                      state_dir=tmp_path / "b")).app
     assert off.conf.consumer_group_instance_id is None
+
+
+def test_faust_compresses_what_the_worker_writes(tmp_path: Path) -> None:
+    s = Settings(state_dir=tmp_path, kafka_security="PLAINTEXT")
+    assert build_app(s).app.conf.producer_compression_type == "zstd"
+    assert has_zstd()  # aiokafka's codec is installed (cramjam): the producer can send it
+    off = build_app(s.with_overrides(kafka_compression="none", state_dir=tmp_path / "b")).app
+    assert off.conf.producer_compression_type is None

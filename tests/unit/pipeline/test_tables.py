@@ -25,7 +25,7 @@ from streams.pipeline.tables import (
 
 
 def test_the_store_is_rocksdb_by_default_and_memory_on_request() -> None:
-    assert store_url(Settings()) == "rocksdb://"
+    assert store_url(Settings()) == "ioacct-rocksdb://"  # faust's store, shared memory
     assert store_url(Settings(table_store="memory")) == "memory://"
     assert table_options(Settings(table_store="memory")) is None
     options = table_options(Settings(table_write_buffer_bytes=1 << 20))
