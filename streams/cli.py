@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     bench.add_argument("--profile", metavar="FILE", help="py-spy raw stacks of the (c) worker")
     bench.add_argument("--logs", metavar="DIR", help="keep the workers' logs here")
-    bench.add_argument("--max-volumes", type=int, help="volumes of the (f) point (10,000)")
+    bench.add_argument("--max-volumes", type=int, help="volumes of the (f) point (100,000)")
     bench.add_argument("--only", choices=["c", "bc", "f"],
                        help="c: only (b), (c) and (c) at 100 and 100,000 volumes (profiling "
                        "work); bc: only (b) and (c); f: only the (f) memory points (partial "
