@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import pytest
 from faust.stores.rocksdb import RocksDBOptions
 
 from streams.config import Settings
@@ -98,3 +99,19 @@ def test_the_workers_tables_open_their_databases_with_the_shared_options(
     _, memtables = rocks.shared(3 * MIB, 5 * MIB)
     assert memtables.get_buffer_size() == 5 * MIB
     db.close()
+
+
+def test_rocksdbs_own_log_is_rolled_and_bounded(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # every flush logs ~250 bytes: 1,500 of them roll a 64 KiB LOG about five times
+    monkeypatch.setattr(rocks, "INFO_LOG_BYTES", 64 * 1024)
+    db = _options(MIB, MIB).open(tmp_path / "l.db")
+    logs = tmp_path / "l.db"
+    for i in range(1_500):
+        db[i.to_bytes(4, "big")] = b"x"
+        db.flush()
+    db.close()
+    written = [f for f in logs.iterdir() if f.name.startswith("LOG")]
+    assert any(f.name.startswith("LOG.old.") for f in written)  # it did roll
+    assert len(written) <= rocks.INFO_LOGS_KEPT + 1
+    assert all(f.stat().st_size <= rocks.INFO_LOG_BYTES + 64 * 1024 for f in written)
