@@ -44,6 +44,7 @@ from streams.tools.bench.procs import (
 EVICT_EVERY_S = 60  # core/windows/stages.py EVICT_EVERY_NS: how often windows are dropped
 SAMPLE_S = 2.0
 TARGET_BYTES_PER_WINDOW = 256.0
+TAIL_S = 300.0  # the end of the run whose RSS slope says whether it stays flat
 
 
 @dataclass
@@ -51,7 +52,9 @@ class SteadyPlan:
     volumes: int = 20
     rate: float = 2_000.0  # events/s: `make run`'s fleet; the worker is far from CPU bound
     horizon_s: int = 60  # the revision horizon and the 1 s retention, scaled down from 1 h
-    duration_s: float = 240.0
+    # Long enough for RocksDB's cache and memtables to fill too (~450 s in session 13),
+    # then TAIL_S of what stays: before, RSS still grew at the end of 240 s runs.
+    duration_s: float = 780.0
 
 
 @dataclass
@@ -185,6 +188,8 @@ def _rss_figures(out: Steady, full_s: float, duration_s: float) -> None:
     warm_s = 15.0  # startup: faust, the first windows of every volume
     out.figures["j_rss_slope_filling_kb_s"] = slope_kb_per_s(out.rss, warm_s, full_s)
     out.figures["j_rss_slope_full_kb_s"] = slope_kb_per_s(out.rss, full_s, duration_s)
+    out.figures["j_rss_slope_tail_kb_s"] = slope_kb_per_s(
+        out.rss, max(full_s, duration_s - TAIL_S), duration_s)
     out.figures["j_rss_end_bytes"] = out.rss[-1][1] if out.rss else 0
     out.info["j_full_after_s"] = full_s
     out.info["j_rss_samples"] = out.rss
@@ -197,12 +202,17 @@ def steady_rows(fig: dict[str, float], info: dict[str, Any]) -> list[tuple[str, 
             "met" if value <= TARGET_BYTES_PER_WINDOW else
             f"NOT met, {value / TARGET_BYTES_PER_WINDOW:.1f}x over")
     j = info["j"]
+    tail = fig.get("j_rss_slope_tail_kb_s", float("nan"))
     rows = [("(j) steady state: RSS slope once full", f"{fig['j_rss_slope_full_kb_s']:.1f} KB/s",
              f"{fig['j_rss_slope_filling_kb_s']:.1f} KB/s while filling; {j['volumes']} volumes "
              f"at {j['rate']:,.0f} events/s, horizon and 1 s retention {j['horizon_s']} s, full "
              f"after {j['j_full_after_s']:.0f} of {j['duration_s']:.0f} s, {j['store']} store, "
              f"RSS at the end {fig['j_rss_end_bytes'] / 2**20:.0f} MiB"
              + ("" if j.get("caught_up", True) else "; THE WORKER LAGGED BEHIND")),
+            # each volume closes a 1 s window a second: per window, what RSS still gains
+            ("    RSS slope, the last 5 minutes", f"{tail:.1f} KB/s",
+             f"{tail * 1000 / j['volumes']:,.0f} B per 1 s window stored (2,400 B at the "
+             "issue's start: every window kept in memory)"),
             ("    stored 1 s window: value, packed", f"{fig['j_value_bytes_per_window']:.0f} B",
              f"the same windows as compact JSON (before): {fig['j_json_bytes_per_window']:.0f} B;"
              f" + {fig['j_key_bytes_per_window']:.0f} B of key; "

@@ -7,7 +7,10 @@ import math
 from streams.config import Settings
 from streams.tools.bench.steady import (
     EVICT_EVERY_S,
+    TAIL_S,
+    Steady,
     SteadyPlan,
+    _rss_figures,
     full_after_s,
     slope_kb_per_s,
     steady_rows,
@@ -23,6 +26,16 @@ def test_the_slope_is_taken_over_the_part_asked_for() -> None:
     assert math.isnan(slope_kb_per_s(samples, 300, 400))  # no samples there
 
 
+def test_the_tail_slope_is_the_last_minutes_after_the_caches_filled() -> None:
+    # RSS rises 30 KB/s while RocksDB's cache fills (to 450 s), then stays: the slope once
+    # full mixes both, the tail's is flat
+    out = Steady(rss=[(float(t), 10**8 + 30_000 * min(t, 450)) for t in range(0, 781, 2)])
+    _rss_figures(out, 127.0, 780.0)
+    assert out.figures["j_rss_slope_full_kb_s"] > 10
+    assert math.isclose(out.figures["j_rss_slope_tail_kb_s"], 0.0, abs_tol=1e-9)
+    assert 780.0 - TAIL_S > 450
+
+
 def test_the_run_is_scaled_down_and_full_after_retention_and_one_eviction() -> None:
     s = steady_settings(Settings(), SteadyPlan(horizon_s=90))
     assert (s.revision_horizon_s, s.retention_1s_s) == (90, 90)
@@ -31,6 +44,7 @@ def test_the_run_is_scaled_down_and_full_after_retention_and_one_eviction() -> N
 
 def test_the_rows_say_whether_the_bytes_per_window_are_within_the_target() -> None:
     fig = {"j_rss_slope_full_kb_s": 0.4, "j_rss_slope_filling_kb_s": 3.0,
+           "j_rss_slope_tail_kb_s": 0.5,
            "j_rss_end_bytes": 2**27, "j_value_bytes_per_window": 180.0,
            "j_json_bytes_per_window": 900.0,
            "j_key_bytes_per_window": 44.0, "j_stored_windows": 2400.0,
@@ -41,5 +55,6 @@ def test_the_rows_say_whether_the_bytes_per_window_are_within_the_target() -> No
     rows = {name.strip(): note for name, _, note in steady_rows(fig, info)}
     assert rows["on disk (RocksDB) per stored window"].startswith("target <= 256: met")
     assert rows["changelog per 1 s window write"].startswith("target <= 256: NOT met, 2.7x")
+    assert rows["RSS slope, the last 5 minutes"].startswith("25 B per 1 s window")  # 500/20
     del fig["j_disk_bytes_per_window"]  # the memory store: nothing on disk
-    assert len(steady_rows(fig, info)) == 3
+    assert len(steady_rows(fig, info)) == 4
