@@ -76,8 +76,10 @@ class SharedMemoryOptions(RocksDBOptions):
         return options
 
     def open(self, path: Path, *, read_only: bool = False) -> Any:
-        db = rocksdict.Rdict(str(path), options=self.as_options(),
-                             access_type=rocksdict.AccessType.read_write())
+        """As faust opens it (no TTL: the tables never ask for one)."""
+        access = rocksdict.AccessType.read_only() if read_only else (
+            rocksdict.AccessType.read_write())
+        db = rocksdict.Rdict(str(path), options=self.as_options(), access_type=access)
         db.set_read_options(rocksdict.ReadOptions())
         return db
 

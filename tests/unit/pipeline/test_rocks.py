@@ -81,6 +81,11 @@ def test_the_files_are_compressed(tmp_path: Path) -> None:
     assert 0 < on_disk < raw / 3
     assert all(db[k] == v for k, v in values.items())
     db.close()
+    read_only = _options(MIB, MIB).open(tmp_path / "c.db", read_only=True)  # as faust asks
+    assert read_only[b"\0\0\0\7"] == values[b"\0\0\0\7"]
+    with pytest.raises(Exception, match="(?i)read.?only|not supported"):
+        read_only[b"new"] = b"x"
+    read_only.close()
 
 
 def test_the_workers_tables_open_their_databases_with_the_shared_options(
