@@ -52,9 +52,9 @@ class SteadyPlan:
     volumes: int = 20
     rate: float = 2_000.0  # events/s: `make run`'s fleet; the worker is far from CPU bound
     horizon_s: int = 60  # the revision horizon and the 1 s retention, scaled down from 1 h
-    # Long enough for RocksDB's cache and memtables to fill too (~450 s in session 13),
-    # then TAIL_S of what stays: before, RSS still grew at the end of 240 s runs.
-    duration_s: float = 780.0
+    # Long enough for RocksDB's cache and memtables to fill too (450-900 s in session
+    # 13's runs), then TAIL_S of what stays: 240 s runs ended while they still grew.
+    duration_s: float = 1200.0
 
 
 @dataclass
