@@ -1,5 +1,5 @@
-"""The agents: accounting (raw records -> counters, 1 s windows, billing, dead letters)
-and one rollup per longer window (the stats topic below -> 1 m, 1 h windows).
+"""The agents: accounting (raw records -> counters, 1 s and 1 m windows, billing, dead
+letters) and the 1 h rollup (``ioacct.stats.1m`` -> 1 h windows).
 
 Thin: each reads a record through the guard (once, in offset order), hands it to
 ``core``'s logic or a stage, writes the table and publishes what came back.
@@ -284,6 +284,6 @@ async def _rollup_input(p: Pipeline, inner_ns: int, value: bytes | None, message
 
 
 def register_rollups(p: Pipeline) -> None:
-    """One rollup agent per window length past the first, each reading the one below."""
-    for inner_ns, length_ns in zip(WINDOW_LENGTHS_NS, WINDOW_LENGTHS_NS[1:], strict=False):
-        register_rollup(p, inner_ns, length_ns)
+    """The rollup agent of the 1 h windows, reading the 1 m ones (the accounting agent
+    makes those in the units of their 1 s parts: windows/stages.py)."""
+    register_rollup(p, WINDOW_LENGTHS_NS[1], WINDOW_LENGTHS_NS[2])

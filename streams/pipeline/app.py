@@ -64,7 +64,7 @@ class WorkerStats:
     # volume of them rejected: core/step.py)
     table_checkpoints: int = 0  # checkpoints of the tables made valid (checkpoints.py)
     tables_at_start: str = ""  # kept, restored (a checkpoint), rebuilt or memory (tables.py)
-    windows_rolled_up: int = 0  # window records read by the rollup agents
+    windows_rolled_up: int = 0  # window records read by the rollup agent (1 m, into 1 h)
     registry_catch_ups: int = 0  # volume registry reads to its end, for unknown volumes
     commit_stalls: int = 0  # times a partition's commit was seen held (timers.py)
     dead_letters_failed: int = 0  # not even their minimal form published (publish.py)
@@ -92,7 +92,8 @@ class Pipeline:
     window_settings: WindowSettings = field(default_factory=WindowSettings)
     keep_ns: tuple[int, int, int] = (0, 0, 0)
     partitions: dict[int, PartitionWindows] = field(default_factory=dict)
-    # Per rollup length (1 m, 1 h), per partition of the topic it reads: its stage.
+    # Per rollup length (1 h: 1 m windows are the accounting stage's), per partition of
+    # the topic it reads: its stage.
     rollups: dict[int, dict[int, RollupWindows]] = field(default_factory=dict)
     stats: WorkerStats = field(default_factory=WorkerStats)
     inputs: dict[str, InputGuard] = field(default_factory=dict)  # by topic name
@@ -142,7 +143,7 @@ class Pipeline:
     def windows_of(self, partition: int, volume_id: str, length_ns: int, from_ns: int,
                    to_ns: int) -> list[Any]:
         """Stored windows of one volume starting in [from_ns, to_ns) (web views)."""
-        if length_ns == WINDOW_LENGTHS_NS[0]:
+        if length_ns in WINDOW_LENGTHS_NS[:2]:
             return self.windows_for(partition).windows_of(volume_id, length_ns, from_ns, to_ns)
         return self.rollups_for(length_ns, partition).windows_of(volume_id, from_ns, to_ns)
 
@@ -306,8 +307,7 @@ def _forget_revoked(p: Pipeline) -> None:
     @p.app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
         # The next owner rebuilds from the changelog; so do we if they come back.
-        stages_reading = {s.stats_topic(inner): length for inner, length
-                          in zip(WINDOW_LENGTHS_NS, WINDOW_LENGTHS_NS[1:], strict=False)}
+        stages_reading = {s.stats_topic(WINDOW_LENGTHS_NS[1]): WINDOW_LENGTHS_NS[2]}
         for tp in revoked:
             if tp.topic == s.raw_topic:
                 p.partitions.pop(tp.partition, None)

@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 
 async def publish_windows(p: Pipeline, emissions: list[Emission], partition: int,
                           offset: int) -> None:
-    """The accounting stage's window records, then the billing records the same input
-    made, then the watermark marker, if any, for the 1 m rollup."""
+    """The accounting stage's window records (1 s, then 1 m), then the billing records
+    the same input made, then the watermark markers, if any: of ``ioacct.stats.1s`` for
+    its readers, of ``ioacct.stats.1m`` for the 1 h rollup."""
     windows = p.windows_for(partition)
     await publish_stage(p, WINDOW_LENGTHS_NS[0], emissions, partition, None, offset)
     for b in windows.take_billing():
@@ -44,12 +45,14 @@ async def publish_windows(p: Pipeline, emissions: list[Emission], partition: int
                                    value=p.schemas.encode("BillingRecord", b.to_dict()),
                                    partition=partition)
     await publish_marker(p, WINDOW_LENGTHS_NS[0], partition, windows.take_marker(), offset)
+    await publish_marker(p, MINUTE_NS, partition, windows.take_minute_marker(), offset)
 
 
 async def publish_stage(p: Pipeline, length_ns: int, emissions: list[Emission],
                         partition: int, marker_ns: int | None, offset: int) -> None:
-    """A stage's window records of ``length_ns`` (1 m ones also as monitoring records),
-    then its marker, if any (``offset``: the input record whose processing made it)."""
+    """A stage's window records, each to the stats topic of its length (1 m ones also as
+    monitoring records), then its marker of ``length_ns``, if any (``offset``: the input
+    record whose processing made it)."""
     now_ns = time.time_ns()
     for e in emissions:
         if e.revision == 0 and e.acc.window_len_ns == WINDOW_LENGTHS_NS[0]:

@@ -248,30 +248,32 @@ def test_a_live_pipe_is_sent_while_it_stays_open(
 def test_records_no_rollup_can_take_reach_the_dlq_and_the_rollup_goes_on(
     pipeline_settings: Settings, worker: WorkerProcess,
 ) -> None:
-    """ioacct.stats.1s is the rollup-1m agent's input: what is neither a 1 s window nor its
+    """ioacct.stats.1m is the rollup-1h agent's input: what is neither a 1 m window nor its
     partition's watermark marker goes to the dead-letter topic with the reason, and a good
-    window sent after them is still rolled up (a late part: its minute is made at once)."""
+    window sent after them is still rolled up (a late part: its hour is made at once)."""
     from streams.core.times import NS_PER_S
     from streams.core.windows.acc import WindowAcc, window_stats
 
     settings = pipeline_settings
     # Within the revision horizon: a part of a window past it can only be one read again
     # (the accounting agent makes none), so the stage would ignore it.
-    minute = (time.time_ns() // (60 * NS_PER_S) - 5) * 60 * NS_PER_S
-    acc = WindowAcc(minute + 7 * NS_PER_S, NS_PER_S)
+    hour_ns = 3600 * NS_PER_S
+    hour = (time.time_ns() // hour_ns - 1) * hour_ns
+    acc = WindowAcc(hour + 7 * 60 * NS_PER_S, 60 * NS_PER_S)
+    read_at = acc.window_start_ns + 7 * NS_PER_S
     scalar_twin.add_completion(acc, 0, 0, 4096, 250_000)
-    scalar_twin.add_inflight(acc, 0, minute + 7 * NS_PER_S, minute + 7 * NS_PER_S + 250_000)
+    scalar_twin.add_inflight(acc, 0, read_at, read_at + 250_000)
     good = {**window_stats("vol-rollup-dlq", "tenant-r", acc), "revision": 0}
-    wrong_length = {**good, "window_length_ns": 60 * NS_PER_S}
+    wrong_length = {**good, "window_length_ns": NS_PER_S}
     bad = [
         (b"not avro", "undecodable stats record"),
         (None, "undecodable stats record"),
         (SCHEMAS.encode("WindowStats", wrong_length), "does not belong in"),
-        (SCHEMAS.encode("Watermark", {"partition": 1, "watermark_ns": minute}),
+        (SCHEMAS.encode("Watermark", {"partition": 1, "watermark_ns": hour}),
          "does not belong in"),
     ]
-    marker = SCHEMAS.encode("Watermark", {"partition": 0, "watermark_ns": minute + 60 * NS_PER_S})
-    topic = settings.stats_topic(NS_PER_S)
+    marker = SCHEMAS.encode("Watermark", {"partition": 0, "watermark_ns": hour + hour_ns})
+    topic = settings.stats_topic(60 * NS_PER_S)
 
     async def send() -> list[int]:
         producer = AIOKafkaProducer(**client_kwargs(settings))
@@ -291,19 +293,19 @@ def test_records_no_rollup_can_take_reach_the_dlq_and_the_rollup_goes_on(
 
     def rolled_up() -> list[dict[str, Any]]:
         return [SCHEMAS.decode(m.value, expect="WindowStats")[1]
-                for m in asyncio.run(read_topic(settings, settings.stats_topic(60 * NS_PER_S),
+                for m in asyncio.run(read_topic(settings, settings.stats_topic(hour_ns),
                                                 idle_s=1.0))
-                if m.key == b"vol-rollup-dlq/%d" % minute]
+                if m.key == b"vol-rollup-dlq/%d" % hour]
 
     wait_until(lambda: bool(rolled_up()), 60, "the rollup of the good window", [worker])
-    got = rolled_up()[-1]  # one 250 us read, in a minute of its own: by hand
+    got = rolled_up()[-1]  # one 250 us read, in an hour of its own: by hand
     assert (got["window_start_ns"], got["window_length_ns"], got["revision"]) == (
-        minute, 60 * NS_PER_S, 0)
+        hour, hour_ns, 0)
     assert (got["read_ios"], got["read_bytes"], got["total_read_time_ns"],
             got["min_read_latency_ns"], got["max_read_latency_ns"], got["read_inflight_time_ns"],
             got["busy_time_ns"], got["write_ios"]) == (1, 4096, 250_000, 250_000, 250_000,
                                                       250_000, 250_000, 0)
-    assert got["avg_read_queue_depth"] == 250_000 / (60 * NS_PER_S)
+    assert got["avg_read_queue_depth"] == 250_000 / hour_ns
     dead = {d["source_offset"]: d for d in (
         SCHEMAS.decode(m.value, expect="DeadLetter")[1]
         for m in asyncio.run(read_topic(settings, settings.dlq_topic)))

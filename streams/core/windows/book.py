@@ -260,6 +260,33 @@ def _emissions_between(store: MutableMapping[WindowKey, WindowEntry], lo_ns: int
 Part = tuple[int, WindowAcc]  # a part's revision and integers, by (volume_id, part start)
 
 
+class EmittedParts(MutableMapping[WindowKey, Part]):
+    """The parts of a rollup that runs in the unit of the stage below it: that stage's own
+    windows (``windows``, its store), each as last emitted; an open window is no part yet.
+    The stage below writes them: writes through this view are refused."""
+
+    def __init__(self, windows: MutableMapping[WindowKey, WindowEntry]) -> None:
+        self.windows = windows
+
+    def __getitem__(self, key: WindowKey) -> Part:
+        entry = self.windows.get(key)
+        if entry is None or not entry.emitted:
+            raise KeyError(key)
+        return entry.revision - 1, entry.acc
+
+    def __iter__(self) -> Iterator[WindowKey]:  # a scan: nothing on a hot path asks
+        return (key for key, entry in self.windows.items() if entry.emitted)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __setitem__(self, key: WindowKey, value: Part) -> None:
+        raise TypeError("these parts are the stage below's windows: it writes them")
+
+    def __delitem__(self, key: WindowKey) -> None:
+        raise TypeError("these parts are the stage below's windows: it evicts them")
+
+
 @dataclass
 class RollupBook:
     """Windows of ``window_len_ns`` built from the latest revision of their shorter parts."""
@@ -315,15 +342,53 @@ class RollupBook:
         if held is not None and held[0] >= emission.revision:
             return []
         self.parts[key] = (emission.revision, part)
+        return self._take(emission, start, held is None, offset)
+
+    def add_emitted(self, emissions: Sequence[Emission], offset: int = -1) -> list[Emission]:
+        """The windows the stage below emitted in this same unit, in order, where ``parts``
+        are that stage's own windows as emitted (:class:`EmittedParts`), which hold them
+        already as the unit leaves them. Per window of this length they reach: their
+        parts are merged into it when all are first revisions (new parts), else it is
+        made again from all its parts, as :meth:`add_part` does; an emitted window gets
+        one new revision for the unit. No replay check: the unit that emitted the parts
+        lands with this one, or neither does, so no part comes twice."""
+        length = self.inner.window_len_ns
+        part_len_ns = emissions[0].acc.window_len_ns if emissions else 0  # the stage below's
+        reached: dict[WindowKey, tuple[str, list[WindowAcc] | None]] = {}
+        for e in emissions:
+            key = (e.volume_id, window_start_ns(e.acc.window_start_ns, length))
+            tenant_id, new = reached.get(key, (e.tenant_id, []))
+            reached[key] = (tenant_id, None if new is None or e.revision else new + [e.acc])
+        out: list[Emission] = []
+        for (volume_id, start), (tenant_id, new) in reached.items():
+            entry = self.inner._entry(volume_id, tenant_id, start)
+            if new is None:
+                entry.acc = self._made_again(volume_id, start, part_len_ns)
+            else:
+                for part in new:
+                    entry.acc.merge(part)
+            self.inner.store[(volume_id, start)] = entry
+            if entry.emitted:
+                out.append(self.inner._revise(volume_id, entry, offset))
+        return out
+
+    def _take(self, emission: Emission, start: int, new: bool, offset: int) -> list[Emission]:
+        """The window of ``start`` with the part ``emission`` in it: merged when ``new``,
+        else made again from all its parts; a new revision if it was emitted."""
+        part = emission.acc
         entry = self.inner._entry(emission.volume_id, emission.tenant_id, start)
-        if held is None:
+        if new:
             entry.acc.merge(part)
         else:
-            found = (self.parts.get((emission.volume_id, s))
-                     for s in range(start, start + length, part.window_len_ns))
-            entry.acc = rollup([p[1] for p in found if p is not None], length)
+            entry.acc = self._made_again(emission.volume_id, start, part.window_len_ns)
         self.inner.store[(emission.volume_id, start)] = entry
         return [self.inner._revise(emission.volume_id, entry, offset)] if entry.emitted else []
+
+    def _made_again(self, volume_id: str, start: int, part_len_ns: int) -> WindowAcc:
+        """The window of ``start`` from all the parts held of it."""
+        length = self.inner.window_len_ns
+        found = (self.parts.get((volume_id, s)) for s in range(start, start + length, part_len_ns))
+        return rollup([p[1] for p in found if p is not None], length)
 
     def close_for(self, watermark_ns: int | None, offset: int = -1) -> list[Emission]:
         return self.inner.close_for(watermark_ns, offset)

@@ -2,9 +2,11 @@
 
 Pure logic: no faust, no aiokafka. The worker keeps, per partition it owns, one
 :class:`PartitionWindows` (the accounting agent's stage: the clock, the 1 s
-windows, billing) and two :class:`RollupWindows` (the rollup agents' stages: 1 m
-windows from the records of ``ioacct.stats.1s``, 1 h from ``ioacct.stats.1m``,
-closed by the watermark markers between them). Every state change goes through
+windows, their 1 m rollup, billing) and one :class:`RollupWindows` (the rollup
+agent's stage: 1 h windows from the records of ``ioacct.stats.1m``, closed by the
+watermark markers between them). The 1 m windows are made in the unit that emits
+their 1 s parts, from the 1 s windows the stage stores already (no copy of them, no
+round trip through ``ioacct.stats.1s``). Every state change goes through
 the table, so its changelog can rebuild it after a crash or a rebalance. Keys
 carry the partition and the stage, so a rebuild finds its own.
 
@@ -27,20 +29,24 @@ import orjson
 from streams.core.batch import Columns, EventBatch
 from streams.core.billing import BillingBook, BillingRecord
 from streams.core.counters import table_json
-from streams.core.times import NS_PER_S
+from streams.core.times import MINUTE_NS, NS_PER_S
+from streams.core.windows.acc import WindowAcc, rollup, window_start_ns
 from streams.core.windows.book import (
     Emission,
+    EmittedParts,
+    Part,
     PartitionClock,
     Parts,
     ProducedColumns,
     RollupBook,
     WindowBook,
     WindowEntry,
+    WindowKey,
     WindowSettings,
     unapplied,
     unapplied_parts,
 )
-from streams.core.windows.ranges import entries_between
+from streams.core.windows.ranges import entries_between, prefix_end, table_items_between
 from streams.core.windows.stores import (
     BillingStore,
     EntryStore,
@@ -50,6 +56,9 @@ from streams.core.windows.stores import (
 )
 
 EVICT_EVERY_NS = 60 * NS_PER_S
+# What a partition's 1 m stage kept besides its windows when it was a stage of its own, fed
+# through ioacct.stats.1s (before session 14): its parts (both layouts), clock and journal.
+OLDER_MINUTE_KEYS = (b"P|", b"p|", b"clock", b"journal")
 _WINDOW_1S_KEY = re.compile(rb"\d+\|W1\|")  # partition_prefix + PartitionWindows' tag
 DIRECT_LOOKUPS_MAX = 10_000  # windows_of: look each start up, up to this many, else scan
 
@@ -151,9 +160,15 @@ class _Announcer:
 
 
 class PartitionWindows(_Stage):
-    """The clock, the 1 s windows and the billing hours of one raw partition: the
-    accounting agent's stage. Window records are returned; billing records wait in
-    :meth:`take_billing`, the watermark marker for the 1 m stage in :meth:`take_marker`.
+    """The clock, the 1 s and 1 m windows and the billing hours of one raw partition:
+    the accounting agent's stage. Window records (1 s, then 1 m) are returned; billing
+    records wait in :meth:`take_billing`, the watermark markers in :meth:`take_marker`
+    (``ioacct.stats.1s``) and :meth:`take_minute_marker` (for the 1 h stage).
+
+    A 1 m window is the rollup of the 1 s windows of its minute as emitted, made in the
+    same unit as they are (:meth:`RollupBook.add_emitted`): its parts are this stage's
+    own 1 s windows (:class:`EmittedParts`), which are kept until their minute is past
+    the revision horizon.
 
     Every public call that changes them (:meth:`on_events`, :meth:`on_tick`,
     :meth:`replay_outputs`) is a unit of the :class:`JournaledTable` in front of the
@@ -169,11 +184,17 @@ class PartitionWindows(_Stage):
             self.clock.watermark_ns, self.clock.last_input_wall_ns = orjson.loads(
                 table[self.clock_key])
         entries, billing = EntryStore(table, prefix + b"W1|"), BillingStore(table, prefix + b"B|")
-        self.stores = [entries, billing]
+        self.minute_prefix = rollup_prefix(partition, MINUTE_NS)  # the keys of before
+        minutes = EntryStore(table, self.minute_prefix + b"W|")
+        self.stores = [entries, billing, minutes]
         # where a changelog written before session 10 keeps them (stores.py)
-        self.older_layout = [(entries, prefix + b"w%d|" % NS_PER_S), (billing, prefix + b"b|")]
+        self.older_layout = [(entries, prefix + b"w%d|" % NS_PER_S), (billing, prefix + b"b|"),
+                             (minutes, self.minute_prefix + b"w|")]
         self.books = [WindowBook(settings, entries, NS_PER_S)]  # type: ignore[arg-type]
+        self.minutes = RollupBook(WindowBook(settings, minutes, MINUTE_NS),  # type: ignore[arg-type]
+                                  EmittedParts(entries))  # type: ignore[arg-type]
         self.keep_ns = keep_ns[0]  # how long past the horizon to keep 1 s windows (queries)
+        self.minute_keep_ns = keep_ns[1]  # and 1 m windows
         self.billing = BillingBook(billing)  # type: ignore[arg-type]
         self.adopted = _adopt(self.older_layout)
         self.billing.rebuild_index()
@@ -186,7 +207,10 @@ class PartitionWindows(_Stage):
         self.billing_out: list[BillingRecord] = []
         self.last_evict_wall_ns = -EVICT_EVERY_NS
         self.marker = _Announcer(NS_PER_S)
+        self.minute_marker = _Announcer(MINUTE_NS)
         self.books[0].rebuild_index()
+        self.minutes.rebuild_index()
+        self.minutes_to_revise = self._upgrade_minutes()
 
     def _mark(self) -> int:
         return len(self.billing_out)
@@ -198,7 +222,57 @@ class PartitionWindows(_Stage):
         _adopt(self.older_layout)  # the discarded writes held the moves, if any
         del self.billing_out[mark:]
         self.books[0].rebuild_index()
+        self.minutes.rebuild_index()
         self.billing.rebuild_index()
+        self.minutes_to_revise = self._upgrade_minutes()  # and the upgrade's, if any
+
+    def _upgrade_minutes(self) -> list[WindowKey]:
+        """A changelog written before session 14, when the 1 m windows were a stage of their
+        own fed through ``ioacct.stats.1s``: its parts, clock and journal are dropped (a
+        unit its journal had to redo was taken in by :func:`open_partition_windows`), and
+        each minute that can still change is made again from the 1 s windows stored here
+        (that stage may not have read them all). A part it holds whose 1 s window this
+        stage has evicted already (the earlier design evicted 1 s windows at the horizon,
+        not at their minute's) is stored again as that window, emitted: it can no longer
+        change, and its minute needs it. Writes land with the first unit; returns the
+        emitted minutes that changed, which it revises (:meth:`_roll_up`)."""
+        table, prefix = self.table, self.minute_prefix
+        old_parts = PartsStore(table, prefix + b"P|")
+        old_parts.adopt(prefix + b"p|")  # parts of before session 10, in the same place
+        older = [key for sub in OLDER_MINUTE_KEYS
+                 for key, _ in table_items_between(table, prefix + sub, prefix_end(prefix + sub))]
+        if not older:
+            return []
+        book, seconds = self.minutes.inner, self.books[0].store
+        frozen = book._frozen_before_ns(self.clock.watermark_ns)
+        lo = None if frozen is None else window_start_ns(frozen, MINUTE_NS)  # may change
+        for (volume_id, start), held in list(old_parts.items()):
+            minute = book.store.get((volume_id, window_start_ns(start, MINUTE_NS)))
+            if (lo is None or start >= lo) and minute is not None \
+                    and (volume_id, start) not in seconds:
+                part: Part = held  # type: ignore[assignment]
+                seconds[(volume_id, start)] = WindowEntry(minute.tenant_id, part[1], part[0] + 1,
+                                                          True)
+        for key in older:
+            del table[key]
+        parts: dict[WindowKey, tuple[str, list[WindowAcc]]] = {}
+        for (volume_id, start), window in entries_between(seconds, lo, None):
+            if window.emitted:
+                minute_key = (volume_id, window_start_ns(start, MINUTE_NS))
+                parts.setdefault(minute_key, (window.tenant_id, []))[1].append(window.acc)
+        changed: list[WindowKey] = []
+        for (volume_id, start), (tenant_id, accs) in sorted(parts.items()):
+            made = rollup(accs, MINUTE_NS)
+            entry = book.store.get((volume_id, start))
+            if entry is None:
+                entry = book._entry(volume_id, tenant_id, start)
+            elif entry.acc == made:
+                continue
+            entry.acc = made
+            book.store[(volume_id, start)] = entry
+            if entry.emitted:
+                changed.append((volume_id, start))
+        return changed
 
     def take_billing(self) -> list[BillingRecord]:
         """Billing records made since the last call: hours closed and adjustments."""
@@ -206,9 +280,15 @@ class PartitionWindows(_Stage):
         return out
 
     def take_marker(self) -> int | None:
-        """The watermark to tell the 1 m stage, after this call's window records: it closes
-        a minute once the 1 s windows of it are all in (SEMANTICS.md section 4)."""
+        """The watermark to tell readers of ``ioacct.stats.1s``, after this call's 1 s
+        window records: a second it passes has all its windows out (SEMANTICS.md section
+        4), and it enters a new second."""
         return self.marker.take(self.clock.watermark_ns)
+
+    def take_minute_marker(self) -> int | None:
+        """The watermark to tell the 1 h stage, after this call's 1 m window records, when
+        it enters a new minute."""
+        return self.minute_marker.take(self.clock.watermark_ns)
 
     def on_events(
         self, batch: EventBatch, wall_ns: int, producer: tuple[str, int] | None = None,
@@ -265,13 +345,14 @@ class PartitionWindows(_Stage):
         emitted = revised + self._close(offset)
         for volume_id, seqs in marks.items():
             self.applied[(volume_id, 0)] = seqs
-        return emitted
+        return self._roll_up(emitted, offset)
 
     @property
     def needs_ticks(self) -> bool:
         """Whether wall-clock ticks can still close something here (the stages above are
         asked by the worker: their clock is this one's markers)."""
-        return self.billing.has_open_hours or self.books[0].has_open_windows
+        return (self.billing.has_open_hours or self.books[0].has_open_windows
+                or self.minutes.inner.has_open_windows)
 
     @_unit
     def on_tick(self, wall_ns: int, offset: int = -1, committed: int | None = None
@@ -279,7 +360,7 @@ class PartitionWindows(_Stage):
         """The wall clock moved: an idle partition's windows may close. ``committed``: the
         input offset the group has committed (windows emitted at or past it are kept)."""
         self.clock.on_wall_clock(wall_ns)
-        emitted = self._close(offset)
+        emitted = self._roll_up(self._close(offset), offset)
         if wall_ns - self.last_evict_wall_ns >= EVICT_EVERY_NS:
             self._evict(committed)  # reads what it drops (and a seek): still not every tick
             if self.retention_ns is not None:
@@ -304,7 +385,9 @@ class PartitionWindows(_Stage):
         :meth:`take_billing`, and the watermark (whose marker may be lost too) to
         :meth:`take_marker`."""
         self.marker.forget()
-        emissions = _emitted_since(self.books[0], committed)
+        self.minute_marker.forget()
+        emissions = (_emitted_since(self.books[0], committed)
+                     + _emitted_since(self.minutes.inner, committed))
         for (volume_id, start), entry in list(self.billing.store.items()):
             if not entry.unconfirmed:
                 continue
@@ -317,6 +400,17 @@ class PartitionWindows(_Stage):
                 self.billing.store[(volume_id, start)] = entry
         return emissions
 
+    def _roll_up(self, emitted: list[Emission], offset: int) -> list[Emission]:
+        """This unit's 1 s emissions, then the 1 m ones they and the watermark make."""
+        minutes = self.minutes
+        made = minutes.add_emitted(emitted, offset)
+        revised = {(e.volume_id, e.acc.window_start_ns) for e in made}
+        made += [minutes.inner._revise(volume_id, minutes.inner.store[(volume_id, start)], offset)
+                 for volume_id, start in self.minutes_to_revise
+                 if (volume_id, start) not in revised]  # after an upgrade (first unit)
+        self.minutes_to_revise = []
+        return emitted + made + minutes.close_for(self.clock.watermark_ns, offset)
+
     def _close(self, offset: int) -> list[Emission]:
         closed = self.books[0].close_for(self.clock.watermark_ns, offset)
         self.billing_out += self.billing.close_for(self.clock.watermark_ns, offset)
@@ -326,18 +420,24 @@ class PartitionWindows(_Stage):
         return closed
 
     def _evict(self, committed: int | None) -> None:
-        """Drop 1 s windows past horizon + query retention whose records have landed."""
+        """Drop windows past horizon + query retention whose records have landed; a 1 s
+        window stays while its minute can change (it is a part of it)."""
         watermark = self.clock.watermark_ns
         if watermark is None:
             return
-        self.books[0].evict(watermark - self.keep_ns, committed)
+        horizon_ns = self.books[0].settings.horizon_ns
+        minute_open_ns = window_start_ns(watermark - horizon_ns, MINUTE_NS) + horizon_ns
+        self.books[0].evict(min(watermark - self.keep_ns, minute_open_ns), committed)
+        self.minutes.inner.evict(watermark - self.minute_keep_ns, committed)
 
     def windows_of(self, volume_id: str, length_ns: int, from_ns: int, to_ns: int
                    ) -> list[WindowEntry]:
-        """The stored 1 s windows of one volume starting in [from_ns, to_ns), for queries."""
-        if length_ns != NS_PER_S:
-            raise ValueError(f"this stage keeps 1 s windows, not {length_ns} ns")
-        return _windows_of(self.books[0], volume_id, from_ns, to_ns)
+        """The stored 1 s or 1 m windows of one volume starting in [from_ns, to_ns), for
+        queries."""
+        books = {NS_PER_S: self.books[0], MINUTE_NS: self.minutes.inner}
+        if length_ns not in books:
+            raise ValueError(f"this stage keeps 1 s and 1 m windows, not {length_ns} ns")
+        return _windows_of(books[length_ns], volume_id, from_ns, to_ns)
 
 
 # A record of a rollup stage's input partition, and its offset: a window of the stage

@@ -24,7 +24,7 @@ from streams.core.counters import VolumeState
 from streams.core.events import IoEvent
 from streams.core.ingest import Limits, Placement, account_record, legacy_event_batch
 from streams.core.partitioning import default_partition
-from streams.core.times import MINUTE_NS, NS_PER_S
+from streams.core.times import MINUTE_NS
 from streams.core.windows.acc import window_stats
 from streams.core.windows.book import WindowSettings
 from streams.kafka.security import client_kwargs
@@ -57,7 +57,7 @@ class Run:
     seconds: float  # until the committed offsets reached the end
     processed_seconds: float  # until the worker said it had processed every event
     rss_bytes: int
-    rollups_seconds: float | None = None  # until the rollup agents had committed too
+    rollups_seconds: float | None = None  # until the rollup agent had committed too
 
     @property
     def events_per_s(self) -> float:
@@ -159,7 +159,7 @@ async def worker_run(settings: Settings, log_dir: Path, name: str, records: int,
                      window_s: float | None = None, rollups: bool = False) -> Run:
     """Run ``ioacct worker`` over what the raw topic holds now and time it (see timed_run);
     ``profile``: py-spy samples it from its first processed record on; ``rollups``: then
-    also time until the rollup agents have committed what the stats topics hold."""
+    also time until the rollup agent has committed what the 1 m stats topic holds."""
     ends = await end_offsets(settings.bootstrap_servers, settings.raw_topic)
     proc = spawn_worker(settings, log_dir, name)
     spies: list[subprocess.Popen[bytes] | None] = []
@@ -183,8 +183,8 @@ async def worker_run(settings: Settings, log_dir: Path, name: str, records: int,
 
 
 async def rollups_caught_up(settings: Settings, proc: Proc, timeout_s: float) -> float:
-    """Seconds until the group has committed everything the topics the rollup agents read
-    (ioacct.stats.1s, .1m) hold at that moment."""
+    """Seconds until the group has committed everything the topic the rollup agent reads
+    (ioacct.stats.1m) holds at that moment."""
     started = time.monotonic()
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     consumer = AIOKafkaConsumer(**client_kwargs(settings))
@@ -195,12 +195,11 @@ async def rollups_caught_up(settings: Settings, proc: Proc, timeout_s: float) ->
             if not proc.alive():
                 raise BenchError("the worker exited:\n" + proc.log_tail())
             ends: dict[TopicPartition, int] = {}
-            for length_ns in (NS_PER_S, MINUTE_NS):
-                ends.update(await all_ends(consumer, settings.stats_topic(length_ns)))
+            ends.update(await all_ends(consumer, settings.stats_topic(MINUTE_NS)))
             if await committed_lag(admin, settings.app_id, ends) == 0:
                 return time.monotonic() - started
             await asyncio.sleep(POLL_S)
-        raise BenchError("the rollup agents did not catch up:\n" + proc.log_tail())
+        raise BenchError("the rollup agent did not catch up:\n" + proc.log_tail())
     finally:
         await consumer.stop()
         await admin.close()

@@ -30,7 +30,7 @@ from streams.core.billing import BillingRecord
 from streams.core.codec import default_schemas
 from streams.core.counters import COUNTER_NAMES, VolumeState, named_counters
 from streams.core.ingest import Limits, Placement, account_record, legacy_event_batch
-from streams.core.times import NS_PER_S
+from streams.core.times import MINUTE_NS, NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS, window_stats
 from streams.core.windows.book import Emission, WindowSettings
 from streams.core.windows.stages import PartitionWindows
@@ -45,26 +45,39 @@ SCHEMAS = default_schemas()
 LIMITS = Limits(10**18, 10**18)  # nothing is too old or too new here: the model is the point
 
 
-Stats1s = Emission | int  # a record of the 1 s topic: a window, or a watermark marker
+Stats = Emission | int  # a record of a stats topic: a window, or a watermark marker
+
+
+def by_topic(windows: PartitionWindows, emissions: list[Emission]
+             ) -> tuple[list[Stats], list[Stats]]:
+    """What publishing a unit's emissions sends to ``ioacct.stats.1s`` and ``.1m``, as
+    publish.py does: each window to the topic of its length, then each topic's marker."""
+    topics: dict[int, list[Stats]] = {NS_PER_S: [], MINUTE_NS: []}
+    for e in emissions:
+        topics[e.acc.window_len_ns].append(e)
+    for length, marker in ((NS_PER_S, windows.take_marker()),
+                           (MINUTE_NS, windows.take_minute_marker())):
+        topics[length] += [] if marker is None else [marker]
+    return topics[NS_PER_S], topics[MINUTE_NS]
 
 
 class Outputs:
     """What reached the output topics: the latest revision per window, every billing
-    record by id (a record sent twice is one), and the 1 s topic in order, which the
-    rollup stages read (:meth:`rolled_up`)."""
+    record by id (a record sent twice is one), and the 1 m topic in order, which the 1 h
+    stage reads (:meth:`rolled_up`)."""
 
     def __init__(self) -> None:
         self.windows: dict[tuple[int, str, int], tuple[int, dict[str, Any]]] = {}
         self.billing: dict[str, BillingRecord] = {}
-        self.stats_1s: list[Stats1s] = []
+        self.stats_1m: list[Stats] = []
 
     def publish(self, windows: PartitionWindows, emissions: list[Emission]) -> None:
-        marker = windows.take_marker()
-        self.add(emissions + ([] if marker is None else [marker]), windows.take_billing())
+        self.add(*by_topic(windows, emissions), windows.take_billing())
 
-    def add(self, records: list[Stats1s], billing: list[BillingRecord]) -> None:
-        self.stats_1s += records
-        for e in records:
+    def add(self, stats_1s: list[Stats], stats_1m: list[Stats],
+            billing: list[BillingRecord]) -> None:
+        self.stats_1m += stats_1m
+        for e in stats_1s + stats_1m:
             if isinstance(e, Emission):
                 self._window(e)
         for record in billing:
@@ -77,26 +90,16 @@ class Outputs:
             self.windows[key] = (e.revision, window_stats(e.volume_id, e.tenant_id, e.acc))
 
     def rolled_up(self) -> None:
-        """The 1 m and 1 h stages over the 1 s topic as it landed (their own crashes:
+        """The 1 h stage over the 1 m topic as it landed (its own crashes:
         tests/unit/test_rollup_crash.py)."""
-        table: dict[bytes, bytes] = {}
-        lengths = WINDOW_LENGTHS_NS
-        stages = [open_rollup_windows(0, table, WindowSettings(), lengths[n], lengths[n + 1])
-                  for n in (0, 1)]
-        records = self.stats_1s
-        for stage in stages:
-            made: list[Stats1s] = []
-            for offset, record in enumerate(records):
-                if isinstance(record, Emission):
-                    made += stage.on_window(record, offset)
-                else:
-                    made += stage.on_watermark(record, offset)
-                marker = stage.take_marker()
-                made += [] if marker is None else [marker]
+        stage = open_rollup_windows(0, {}, WindowSettings(), MINUTE_NS, WINDOW_LENGTHS_NS[2])
+        for offset, record in enumerate(self.stats_1m):
+            if isinstance(record, Emission):
+                made = stage.on_window(record, offset)
+            else:
+                made = stage.on_watermark(record, offset)
             for e in made:
-                if isinstance(e, Emission):
-                    self._window(e)
-            records = made
+                self._window(e)
 
 
 def _process(payload: bytes, counters: dict[bytes, bytes],
@@ -302,25 +305,27 @@ def restored(state: dict[bytes, bytes], messages: list[tuple[bytes, bytes | None
 
 
 class Published:
-    """Every output partition's records, in the order the worker sends them: the 1 s topic's
-    (window records and watermark markers) and the billing records."""
+    """Every output partition's records, in the order the worker sends them: the 1 s and
+    1 m topics' (window records and watermark markers) and the billing records."""
 
     def __init__(self) -> None:
-        self.stats_1s: list[Stats1s] = []
+        self.stats_1s: list[Stats] = []
+        self.stats_1m: list[Stats] = []
         self.billing: list[BillingRecord] = []
 
     def publish(self, windows: PartitionWindows, emissions: list[Emission]) -> None:
-        marker = windows.take_marker()
-        self.stats_1s += emissions + ([] if marker is None else [marker])
+        stats_1s, stats_1m = by_topic(windows, emissions)
+        self.stats_1s += stats_1s
+        self.stats_1m += stats_1m
         self.billing += windows.take_billing()
 
     def lengths(self) -> list[int]:
-        return [len(self.stats_1s), len(self.billing)]
+        return [len(self.stats_1s), len(self.stats_1m), len(self.billing)]
 
     def landed(self, kept: list[int]) -> Outputs:
         """What reached the topics when each partition kept its first ``kept`` records."""
         out = Outputs()
-        out.add(self.stats_1s[:kept[0]], self.billing[:kept[1]])
+        out.add(self.stats_1s[:kept[0]], self.stats_1m[:kept[1]], self.billing[:kept[2]])
         return out
 
 
