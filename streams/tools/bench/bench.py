@@ -388,9 +388,16 @@ class Bench:
                                   max(1, 20_000 // (v * size)), time.time_ns(), NS_PER_S)
             estimate = inprocess_rate(sample, size, DISABLED_AGE_MS) * factor
             n = max(2 * v * size, int(2 * estimate * self.plan.point_s))
+            n = min(n, BATCH_POINT_MAX_EVENTS)
             points.append(await self._block_point(f"k{size}", v, size, n, self.plan.point_s))
             self.figures[f"g_events_per_s_batch_{size}"] = points[-1]["events_per_s"]
         self.points["batch_sizes"] = points
+
+
+# A (g) backlog the producer's spool (IOACCT_SPOOL_MAX_BYTES, 1 GiB) holds with room to
+# spare while the broker takes it (~30 B an event): 36 M events of 4,096-event records
+# filled it once (session 14). Still several times what point_s of the fastest point needs.
+BATCH_POINT_MAX_EVENTS = 16_000_000
 
 
 def run_bench(quick: bool = False, profile: Path | None = None, verbose: bool = True,
