@@ -192,12 +192,12 @@ def test_monitoring_topic_follows_the_1m_windows(
 def first_emissions(settings: Settings, length_ns: int
                     ) -> dict[tuple[str, int], tuple[int, int]]:
     """Per window of ``length_ns``: (partition, raw offset that made its revision-0 record),
-    the first copy. A 1 m or 1 h record names the record of the stats topic below whose
-    processing made it (a window, or a watermark marker), which names its own, down to the
-    raw topic."""
+    the first copy. A 1 s or 1 m record names the raw record whose processing made it (the
+    accounting agent makes both); a 1 h record names the record of ``ioacct.stats.1m``
+    whose processing made it (a window, or a watermark marker), which names its own."""
     schemas = default_schemas()
     below: list[dict[tuple[int, int], int]] = []  # per stats topic below: source offsets
-    for inner_ns in WINDOW_LENGTHS_NS[:WINDOW_LENGTHS_NS.index(length_ns)]:
+    for inner_ns in WINDOW_LENGTHS_NS[1:WINDOW_LENGTHS_NS.index(length_ns)]:
         below.append({(m.partition, m.offset): int(dict(m.headers)[SOURCE_OFFSET_HEADER])
                       for m in asyncio.run(read_topic(settings, settings.stats_topic(inner_ns),
                                                       idle_s=1.0))})
@@ -257,7 +257,7 @@ def test_no_window_stays_open_past_grace_and_idle_timeout(
     settings: Settings, worker: WorkerProcess, sent_events: list[dict[str, Any]], length_ns: int,
 ) -> None:
     """SEMANTICS.md section 4, counted in records instead of seconds (issue 3): the raw record
-    that closed each window (its revision-0 record names it, through the stats topics below
+    that closed each window (its revision-0 record names it, through ioacct.stats.1m
     for 1 m and 1 h) comes no later than the first record whose broker time is grace + idle
     timeout past both the window's end and its partition's latest data record. The worker's
     wall clock is those broker times, so a busy machine delays both sides alike, and a
