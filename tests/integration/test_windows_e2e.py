@@ -257,8 +257,8 @@ def test_no_window_stays_open_past_grace_and_idle_timeout(
     settings: Settings, worker: WorkerProcess, sent_events: list[dict[str, Any]], length_ns: int,
 ) -> None:
     """SEMANTICS.md section 4, counted in records instead of seconds (issue 3): the raw record
-    that closed each window (its revision-0 record names it, through ioacct.stats.1m
-    for 1 m and 1 h) comes no later than the first record whose broker time is grace + idle
+    that closed each window (its revision-0 record names it; through ioacct.stats.1m
+    for 1 h) comes no later than the first record whose broker time is grace + idle
     timeout past both the window's end and its partition's latest data record. The worker's
     wall clock is those broker times, so a busy machine delays both sides alike, and a
     window closed late fails wherever it ran."""
