@@ -342,7 +342,8 @@ class RollupBook:
         if held is not None and held[0] >= emission.revision:
             return []
         self.parts[key] = (emission.revision, part)
-        return self._take(emission, start, held is None, offset)
+        return self._update(emission.volume_id, emission.tenant_id, start,
+                            [part] if held is None else None, part.window_len_ns, offset)
 
     def add_emitted(self, emissions: Sequence[Emission], offset: int = -1) -> list[Emission]:
         """The windows the stage below emitted in this same unit, in order, where ``parts``
@@ -357,38 +358,30 @@ class RollupBook:
         reached: dict[WindowKey, tuple[str, list[WindowAcc] | None]] = {}
         for e in emissions:
             key = (e.volume_id, window_start_ns(e.acc.window_start_ns, length))
-            tenant_id, new = reached.get(key, (e.tenant_id, []))
-            reached[key] = (tenant_id, None if new is None or e.revision else new + [e.acc])
-        out: list[Emission] = []
-        for (volume_id, start), (tenant_id, new) in reached.items():
-            entry = self.inner._entry(volume_id, tenant_id, start)
-            if new is None:
-                entry.acc = self._made_again(volume_id, start, part_len_ns)
-            else:
-                for part in new:
-                    entry.acc.merge(part)
-            self.inner.store[(volume_id, start)] = entry
-            if entry.emitted:
-                out.append(self.inner._revise(volume_id, entry, offset))
-        return out
+            tenant_id, new = reached.setdefault(key, (e.tenant_id, []))
+            if new is not None and e.revision:  # a revised part: the window is made again
+                reached[key] = (tenant_id, None)
+            elif new is not None:
+                new.append(e.acc)
+        return [revised for (volume_id, start), (tenant_id, new) in reached.items()
+                for revised in self._update(volume_id, tenant_id, start, new, part_len_ns,
+                                            offset)]
 
-    def _take(self, emission: Emission, start: int, new: bool, offset: int) -> list[Emission]:
-        """The window of ``start`` with the part ``emission`` in it: merged when ``new``,
-        else made again from all its parts; a new revision if it was emitted."""
-        part = emission.acc
-        entry = self.inner._entry(emission.volume_id, emission.tenant_id, start)
-        if new:
-            entry.acc.merge(part)
+    def _update(self, volume_id: str, tenant_id: str, start: int, new: list[WindowAcc] | None,
+                part_len_ns: int, offset: int) -> list[Emission]:
+        """The window of ``start`` with ``new`` parts merged in, or (None) made again from
+        all its parts (a minimum cannot be taken back); a new revision if it was emitted."""
+        entry = self.inner._entry(volume_id, tenant_id, start)
+        if new is None:
+            length = self.inner.window_len_ns
+            found = (self.parts.get((volume_id, s))
+                     for s in range(start, start + length, part_len_ns))
+            entry.acc = rollup([p[1] for p in found if p is not None], length)
         else:
-            entry.acc = self._made_again(emission.volume_id, start, part.window_len_ns)
-        self.inner.store[(emission.volume_id, start)] = entry
-        return [self.inner._revise(emission.volume_id, entry, offset)] if entry.emitted else []
-
-    def _made_again(self, volume_id: str, start: int, part_len_ns: int) -> WindowAcc:
-        """The window of ``start`` from all the parts held of it."""
-        length = self.inner.window_len_ns
-        found = (self.parts.get((volume_id, s)) for s in range(start, start + length, part_len_ns))
-        return rollup([p[1] for p in found if p is not None], length)
+            for part in new:
+                entry.acc.merge(part)
+        self.inner.store[(volume_id, start)] = entry
+        return [self.inner._revise(volume_id, entry, offset)] if entry.emitted else []
 
     def close_for(self, watermark_ns: int | None, offset: int = -1) -> list[Emission]:
         return self.inner.close_for(watermark_ns, offset)
