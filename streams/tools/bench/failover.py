@@ -27,6 +27,7 @@ from streams.tools.bench.procs import BenchError, Proc, free_port, pipeline_topi
 TARGET_EXTRA_S = 10.0  # the target: kill to caught up <= session timeout + this
 RESTART_S = 2.0  # deploy/systemd/ioacct-worker.service RestartSec
 FIXED_RATE = 5_000.0  # events/s when (c) was not measured in this run
+SENDER_CLOSE_S = 60.0  # at most this long for the cancelled fleet sender to close
 
 
 @dataclass
@@ -107,7 +108,11 @@ async def failover_run(s: Settings, log_dir: Path, plan: FailoverPlan) -> Failov
             print(f"(k) kill {n + 1}: {out.kills[-1].as_dict()}", file=sys.stderr, flush=True)
             await _wait_shared(procs, s.partitions)
     finally:
+        # Await the cancelled sender (its producer's close) before anything else: left to
+        # asyncio.run's clean-up, which cancels aiokafka's own tasks too, the close could
+        # wait for ever on sends those tasks were to finish (seen once in CI).
         sender.cancel()
+        await asyncio.wait([sender], timeout=SENDER_CLOSE_S)
         for proc in procs:
             proc.stop(timeout_s=30)
     _summarize(s, plan, out)
