@@ -282,7 +282,8 @@ class Bench:
                                                                     or run.seconds)
         self.figures["c_worker_rss_bytes"] = run.rss_bytes
         self.info["c"] = {"events": sent, "records": records, "events_per_record": sent / records,
-                          "volumes": self.plan.main_volumes, "fleet_rate": self.plan.fleet_rate}
+                          "volumes": self.plan.main_volumes, "fleet_rate": self.plan.fleet_rate,
+                          "units": run.units}
         if self.profile is not None and self.profile.exists():
             self.info["profile"] = summarize_profile(self.profile)
 

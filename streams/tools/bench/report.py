@@ -187,7 +187,7 @@ def _anchor_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("    records/s", _num(f["c_records_per_s"], "records/s"),
          f"{info['c']['events']:,} events in {info['c']['records']:,} records "
          f"({info['c']['events_per_record']:.0f}/record), {info['c']['volumes']:,} volumes, "
-         f"{f['c_seconds']:.1f} s"),
+         f"{f['c_seconds']:.1f} s" + _units(info['c'])),
         ("    events/s until processed (before commit)",
          _num(f["c_processed_events_per_s"], "events/s"), "from the worker's /status"),
         ("    events/s until the rollups committed too",
@@ -281,3 +281,11 @@ def _profile_lines(prof: dict[str, list[tuple[str, float]]]) -> list[str]:
     lines += [f"  {share:6.1%}  {frame}" for frame, share in prof["inclusive"]
               if "(" in frame and not frame.split("(")[1].startswith(_PLUMBING)]
     return lines
+
+
+def _units(c: dict[str, Any]) -> str:
+    """How many records the accounting agent took per unit (a partition's part of a step)."""
+    units = c.get("units")
+    if not units:
+        return ""
+    return f"; {units:,} units of {c['records'] / units:.0f} records"

@@ -58,6 +58,7 @@ class Run:
     processed_seconds: float  # until the worker said it had processed every event
     rss_bytes: int
     rollups_seconds: float | None = None  # until the rollup agent had committed too
+    units: int | None = None  # the accounting agent's units (a partition's part of a step)
 
     @property
     def events_per_s(self) -> float:
@@ -175,6 +176,7 @@ async def worker_run(settings: Settings, log_dir: Path, name: str, records: int,
         if rollups:
             run.rollups_seconds = run.seconds + await rollups_caught_up(settings, proc,
                                                                         timeout_s)
+        run.units = int((await asyncio.to_thread(proc.get, "/status"))["steps"])
         return run
     finally:
         for spy in spies:

@@ -42,3 +42,9 @@ def test_only_f_reports_the_two_points_and_the_target() -> None:
     text = render_f(report)
     assert "2,002 bytes" in text and "from 100 to 100,000 volumes" in text
     assert "    100,000" in text and "276.6" in text  # the point's RSS in MiB
+
+
+def test_the_c_row_says_how_many_records_a_unit_took() -> None:
+    from streams.tools.bench.report import _units
+    assert _units({"records": 17_522, "units": 64}) == "; 64 units of 274 records"
+    assert _units({"records": 10}) == "" and _units({"records": 10, "units": 0}) == ""
