@@ -43,7 +43,6 @@ Table = MutableMapping[bytes, bytes]
 _START = struct.Struct(">Q")
 _BIAS = 1 << 63  # int64 starts to unsigned, order kept
 _NONE = object()
-CACHED_MAX = 1024  # values a StartOrderedStore keeps as objects between units
 
 
 class _Encoded(MutableMapping[WindowKey, object]):
@@ -123,15 +122,9 @@ class StartOrderedStore(_Encoded):
         super().__init__(table, prefix)
         self._unwritten: dict[WindowKey, object] = {}
         self._sealed: dict[WindowKey, object] = {}  # emitted: never changed again
-        # Values written back unsealed (open windows, which the next unit is likely to
-        # change again), as objects: read without a decode. Bounded: past CACHED_MAX
-        # no more are kept (a worker's tables stay on disk, not in its memory).
-        self._cache: dict[WindowKey, object] = {}
 
     def get(self, key: WindowKey, default: object = None) -> object:
         found = self._unwritten.get(key, _NONE)
-        if found is _NONE:
-            found = self._cache.get(key, _NONE)
         if found is not _NONE:
             return found
         if key in self._sealed:
@@ -144,8 +137,6 @@ class StartOrderedStore(_Encoded):
         found = self._unwritten.get(key, _NONE)
         if found is _NONE:
             found = self._sealed.get(key, _NONE)
-            if found is _NONE:
-                found = self._cache.get(key, _NONE)
         if found is not _NONE:
             return found
         data = self.table.get(self._key(key))
@@ -158,7 +149,7 @@ class StartOrderedStore(_Encoded):
         return found
 
     def __contains__(self, key: object) -> bool:
-        return (key in self._unwritten or key in self._sealed or key in self._cache
+        return (key in self._unwritten or key in self._sealed
                 or self._key(key) in self.table)  # type: ignore[arg-type]
 
     def __setitem__(self, key: WindowKey, value: object) -> None:
@@ -167,7 +158,6 @@ class StartOrderedStore(_Encoded):
 
     def __delitem__(self, key: WindowKey) -> None:
         raw = self._key(key)
-        self._cache.pop(key, None)
         kept = self._unwritten.pop(key, _NONE) is not _NONE
         kept = self._sealed.pop(key, _NONE) is not _NONE or kept
         if not kept or raw in self.table:
@@ -177,7 +167,6 @@ class StartOrderedStore(_Encoded):
         """``key``'s kept value left in an emission: it is written as it is now, and a
         :meth:`get` (which may change what it returns) reads a copy of it from then on;
         :meth:`peek` still reads it. Encoded at :meth:`write_back`, with the others."""
-        self._cache.pop(key, None)
         value = self._unwritten.pop(key, _NONE)
         if value is not _NONE:
             self._sealed[key] = value
@@ -200,19 +189,12 @@ class StartOrderedStore(_Encoded):
                                       strict=True):
                 table[key_of(key)] = data
             self._sealed.clear()
-            room = CACHED_MAX - len(self._cache)
-            if len(self._unwritten) <= room:
-                self._cache.update(self._unwritten)
-            elif room > 0:
-                self._cache.update(list(self._unwritten.items())[:room])
             self._unwritten.clear()
 
     def forget_unwritten(self) -> None:
-        """Drop the kept values unwritten (a unit failed half-way), and the cached ones:
-        the unit may have changed them."""
+        """Drop the kept values unwritten (a unit failed half-way)."""
         self._sealed.clear()
         self._unwritten.clear()
-        self._cache.clear()
 
     def _raw_between(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
         self.write_back()

@@ -14,7 +14,6 @@ from streams.core.billing import BillingEntry
 from streams.core.counters import N_SLOTS, SLOTS_PER_OP, table_json
 from streams.core.events import OPS
 from streams.core.times import NS_PER_S
-from streams.core.windows import stores
 from streams.core.windows.acc import N_BINS, OpAcc, WindowAcc
 from streams.core.windows.book import WindowBook, WindowEntry, WindowSettings
 from streams.core.windows.exphist import ExpHistogram
@@ -206,8 +205,7 @@ def _entry(start: int) -> WindowEntry:
 
 def test_a_sealed_window_is_written_at_the_units_end_and_never_changed_after() -> None:
     """seal(): what an emission carries. A get (to change it) reads a copy, which is
-    written at once; peek (to read it) the object itself; write_back writes the rest,
-    and keeps the unsealed values as objects for the next unit."""
+    written at once; peek (to read it) the object itself; write_back writes the rest."""
     table: dict[bytes, bytes] = {}
     store = EntryStore(table, b"0|W1|")
     emitted, other = _entry(0), _entry(NS_PER_S)
@@ -225,11 +223,7 @@ def test_a_sealed_window_is_written_at_the_units_end_and_never_changed_after() -
     store.write_back()
     assert table == {store._key(("v", 0)): store.encode(copy),
                      store._key(("v", NS_PER_S)): store.encode(other)}
-    # kept as objects: the unsealed value (no decode for the next unit), not the sealed
-    assert store.get(("v", 0)) is copy
-    assert store.peek(("v", NS_PER_S)) == other and store.peek(("v", NS_PER_S)) is not other
-    store.forget_unwritten()  # a failed unit may have changed the kept objects
-    assert store.get(("v", 0)) == copy and store.get(("v", 0)) is not copy
+    assert store.peek(("v", 0)) == copy and store.peek(("v", 0)) is not copy
 
 
 def test_a_sealed_window_deleted_or_forgotten_is_not_written() -> None:
@@ -246,14 +240,3 @@ def test_a_sealed_window_deleted_or_forgotten_is_not_written() -> None:
     assert table == {} and store.peek(("v", 0)) is None
     with pytest.raises(KeyError):
         store[("v", 0)]
-
-
-def test_the_values_kept_between_units_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stores, "CACHED_MAX", 2)
-    store = EntryStore({}, b"0|W1|")
-    entries = {("v", s * NS_PER_S): _entry(s * NS_PER_S) for s in range(3)}
-    for key, entry in entries.items():
-        store[key] = entry
-    store.write_back()
-    assert len(store._cache) == 2
-    assert [store.get(key) == entry for key, entry in entries.items()] == [True] * 3
