@@ -156,23 +156,14 @@ class PartitionTable(MutableMapping[bytes, bytes]):
             write_each(self, writes)
 
     def __getitem__(self, key: bytes) -> bytes:
-        value = self.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value  # type: ignore[no-any-return]
+        value: bytes = self.table[key]
+        return value
 
     def get(self, key: bytes, default: Any = None) -> Any:
-        """One read of the partition's RocksDB database: faust's table asks its store
-        whether the key is there, then reads it (7 % of the (c) worker's samples,
-        docs/performance.md, session 15). With the memory store, the table's read."""
-        db_for = getattr(self.table.data, "_db_for_partition", None)
-        if db_for is None:
-            return self.table.get(key, default)
-        value = db_for(self.partition).get(key)
-        return default if value is None else value
+        return self.table.get(key, default)
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, bytes) and self.get(key) is not None
+        return key in self.table
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self.table[key] = value
