@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import cramjam
 from aiokafka import AIOKafkaConsumer
 
 from streams.config import Settings
 from streams.core.counters import table_json
 from streams.core.times import NS_PER_S
+from streams.core.windows.acc import WindowAcc
 from streams.core.windows.book import WindowEntry
+from streams.core.windows.packed import pack_entry, unpack_entry
 from streams.core.windows.stages import is_window_1s_key
 from streams.core.windows.stores import EntryStore
 from streams.kafka.security import client_kwargs
@@ -44,6 +49,7 @@ from streams.tools.bench.procs import (
 EVICT_EVERY_S = 60  # core/windows/stages.py EVICT_EVERY_NS: how often windows are dropped
 SAMPLE_S = 2.0
 TARGET_BYTES_PER_WINDOW = 256.0
+VALUE_PARTS = ("busy", "exp_histogram", "histogram", "rest")  # a packed window's, in bytes
 TAIL_S = 300.0  # the end of the run whose RSS slope says whether it stays flat
 
 
@@ -122,6 +128,7 @@ async def _changelog_figures(s: Settings, out: Steady) -> None:
     await consumer.start()
     state: dict[bytes, bytes] = {}
     writes = messages = message_bytes = 0
+    by_kind: dict[str, int] = {}  # key and value bytes by what the key holds
     try:
         ends = await all_ends(consumer, topic)
         consumer.assign(list(ends))
@@ -131,7 +138,10 @@ async def _changelog_figures(s: Settings, out: Steady) -> None:
             for tp, batch in (await consumer.getmany(timeout_ms=2000)).items():
                 for m in batch:
                     messages += 1
-                    message_bytes += len(m.key or b"") + len(m.value or b"")
+                    size = len(m.key or b"") + len(m.value or b"")
+                    message_bytes += size
+                    kind = _key_kind(m.key or b"")
+                    by_kind[kind] = by_kind.get(kind, 0) + size
                     if m.value is None:
                         state.pop(m.key, None)
                         continue
@@ -142,6 +152,7 @@ async def _changelog_figures(s: Settings, out: Steady) -> None:
     finally:
         await consumer.stop()
     stored = {k: v for k, v in state.items() if is_window_1s_key(k)}
+    out.info["j_value_parts"] = value_parts(list(stored.values()))
     entries = EntryStore({}, b"")
     as_json = [len(_json_entry(entries.decode(v))) for v in stored.values()]
     log_bytes = sum(f.stat().st_size for f in (s.kafka_home() / "data").glob(f"{topic}-*/*.log"))
@@ -153,6 +164,53 @@ async def _changelog_figures(s: Settings, out: Steady) -> None:
         j_changelog_bytes=log_bytes, j_changelog_messages=messages,
         j_changelog_bytes_per_write=log_bytes / max(1, writes),
         j_changelog_payload_per_write=message_bytes / max(1, writes))
+    out.info["j_changelog_payload_by_kind"] = {
+        kind: round(size / max(1, writes)) for kind, size in sorted(by_kind.items())}
+
+
+_KEY_KIND = re.compile(rb"\d+\|(r\d+\|)?([A-Za-z]+\d*)")
+
+
+def _key_kind(key: bytes) -> str:
+    """What a windows-table key holds, for the changelog's breakdown: "W1" (1 s windows),
+    "r60|W" (1 m windows), "journal", "B" (billing hours), "q" (replay checks), ..."""
+    found = _KEY_KIND.match(key)
+    if found is None:
+        return "other"
+    return ((found.group(1) or b"") + found.group(2)).decode()
+
+
+def _packed_size(tenant_id: str, acc: WindowAcc, revision: int, emitted: bool,
+                 offset: int) -> int:
+    return len(pack_entry(tenant_id, acc, revision, emitted, offset))
+
+
+def value_parts(values: list[bytes]) -> dict[str, float]:
+    """What a stored 1 s window's packed value is made of, per window: its busy intervals
+    (kept while the window can be revised: an exact union needs them), its exponential
+    histogram, its 20-bin histogram and the rest; the busy intervals per window; and all
+    the values compressed together with zstd (level 3, as the changelog's batches are:
+    the least a window could cost there without a journal copy)."""
+    if not values:
+        return {}
+    sizes = dict.fromkeys((*VALUE_PARTS, "intervals"), 0)
+    for data in values:
+        tenant_id, acc, revision, emitted, offset = unpack_entry(data)
+        packed = functools.partial(_packed_size, tenant_id, revision=revision,
+                                   emitted=emitted, offset=offset)
+        no_busy = replace(acc, busy=[])
+        no_exp = replace(no_busy, ops=[replace(op, exp=None) for op in acc.ops])
+        bare = replace(no_exp, ops=[replace(op, histogram=[0] * len(op.histogram))
+                                    for op in no_exp.ops])
+        sizes["busy"] += len(data) - packed(no_busy)
+        sizes["exp_histogram"] += packed(no_busy) - packed(no_exp)
+        sizes["histogram"] += packed(no_exp) - packed(bare)
+        sizes["rest"] += packed(bare)
+        sizes["intervals"] += len(acc.busy)
+    n = len(values)
+    out = {part: size / n for part, size in sizes.items()}
+    out["zstd"] = len(bytes(cramjam.zstd.compress(b"".join(values), level=3))) / n
+    return out
 
 
 def _json_entry(entry: WindowEntry) -> bytes:
@@ -227,6 +285,20 @@ def steady_rows(fig: dict[str, float], info: dict[str, Any]) -> list[tuple[str, 
                  verdict(per_write) + f" (the topic's log files / {fig['j_window_writes']:,.0f}"
                  f" writes; {fig['j_changelog_payload_per_write']:.0f} B of keys and values per"
                  " write, journals and parts included)"))
+    parts = j.get("j_value_parts")
+    if parts:
+        rows.append(("    a stored window's value, by part",
+                     f"{sum(parts[p] for p in VALUE_PARTS):,.0f} B",
+                     f"busy intervals {parts['busy']:,.0f} B ({parts['intervals']:.0f} a window),"
+                     f" exponential histogram {parts['exp_histogram']:,.0f} B, 20-bin histogram "
+                     f"{parts['histogram']:,.0f} B, the rest {parts['rest']:,.0f} B; all the "
+                     f"values zstd-compressed together: {parts['zstd']:,.0f} B a window"))
+    by_kind = j.get("j_changelog_payload_by_kind")
+    if by_kind:
+        rows.append(("    of which, by key (B per 1 s window write)",
+                     f"{sum(by_kind.values()):,} B",
+                     ", ".join(f"{kind} {size:,}" for kind, size in
+                               sorted(by_kind.items(), key=lambda item: -item[1]))))
     return rows
 
 

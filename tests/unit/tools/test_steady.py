@@ -5,17 +5,26 @@ from __future__ import annotations
 import math
 
 from streams.config import Settings
+from streams.core.times import NS_PER_S
+from streams.core.windows.book import WindowSettings
+from streams.core.windows.packed import unpack_entry
+from streams.core.windows.stages import PartitionWindows, is_window_1s_key, partition_prefix
+from streams.state.journal import JournaledTable
 from streams.tools.bench.steady import (
     EVICT_EVERY_S,
     TAIL_S,
+    VALUE_PARTS,
     Steady,
     SteadyPlan,
+    _key_kind,
     _rss_figures,
     full_after_s,
     slope_kb_per_s,
     steady_rows,
     steady_settings,
+    value_parts,
 )
+from tests.unit.core.windows.test_vector import columns_of, make_event
 
 
 def test_the_slope_is_taken_over_the_part_asked_for() -> None:
@@ -58,3 +67,39 @@ def test_the_rows_say_whether_the_bytes_per_window_are_within_the_target() -> No
     assert rows["RSS slope, the last 5 minutes"].startswith("25 B per 1 s window")  # 500/20
     del fig["j_disk_bytes_per_window"]  # the memory store: nothing on disk
     assert len(steady_rows(fig, info)) == 4
+
+
+def _stage_table() -> dict[bytes, bytes]:
+    """A partition's windows table after two records of three volumes, and a tick that
+    closes their windows (1 s windows, a 1 m window, billing, replay checks, the clock)."""
+    table: dict[bytes, bytes] = {}
+    stage = PartitionWindows(3, JournaledTable(table, partition_prefix(3) + b"journal"),
+                             WindowSettings(horizon_ns=60 * NS_PER_S))
+    t0 = 1_700_000_000 * NS_PER_S
+    events = [make_event(v, ("read", "write", "flush")[n % 3], "ok",
+                         t0 + n * 7_000_000 + v * 3_001, 200_000 + n * 1_001, 4096)
+              for n in range(120) for v in range(3)]
+    stage.on_columns(columns_of(events[:180]), t0, ("p", 1))
+    stage.on_columns(columns_of(events[180:]), t0, ("p", 2))
+    stage.on_tick(t0 + 10 * NS_PER_S)
+    return table
+
+
+def test_the_changelog_breakdown_names_each_kind_of_key() -> None:
+    table = _stage_table()
+    kinds = {_key_kind(key) for key in table}
+    assert {"W1", "r60|W", "B", "q", "clock", "journal"} <= kinds
+    assert all((_key_kind(key) == "W1") == is_window_1s_key(key) for key in table)
+    assert _key_kind(b"not a stage key") == "other"
+
+
+def test_a_windows_parts_add_up_to_its_packed_value() -> None:
+    values = [v for k, v in _stage_table().items() if is_window_1s_key(k)]
+    parts = value_parts(values)
+    assert math.isclose(sum(parts[p] for p in VALUE_PARTS), sum(map(len, values)) / len(values))
+    # against the windows themselves: the busy part is there exactly when intervals are
+    accs = [unpack_entry(v)[1] for v in values]
+    assert parts["intervals"] == sum(len(acc.busy) for acc in accs) / len(accs) > 1
+    assert parts["busy"] > 0 and parts["exp_histogram"] > 0 and parts["histogram"] > 0
+    assert 0 < parts["zstd"] < sum(map(len, values)) / len(values)
+    assert value_parts([]) == {}
