@@ -26,6 +26,7 @@ from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.core.windows.book import WindowSettings
 from streams.core.windows.stages import PartitionWindows, RollupWindows
+from streams.core.windows.stats_codec import WindowStatsEncoder
 from streams.kafka.security import faust_credentials
 from streams.kafka.topics import TABLES, compression_type, worker_max_request_bytes
 from streams.pipeline.agents import register_accounting, register_rollups
@@ -103,6 +104,10 @@ class Pipeline:
     # Per table (counters, windows): its changelog sent in batches (changelogs.py); None:
     # faust's own send per write.
     changelogs: dict[str, ChangelogBatches] = field(default_factory=dict)
+    window_encoder: WindowStatsEncoder = field(init=False)  # publish.py: WindowStats records
+
+    def __post_init__(self) -> None:
+        self.window_encoder = WindowStatsEncoder.of(self.schemas)
 
     def partition_table(self, table: Any, partition: int) -> PartitionTable:
         """``table``'s partition as a stage or a step writes it (tables.py)."""

@@ -54,16 +54,17 @@ async def publish_stage(p: Pipeline, length_ns: int, emissions: list[Emission],
     monitoring records), then its marker of ``length_ns``, if any (``offset``: the input
     record whose processing made it)."""
     now_ns = time.time_ns()
-    for e in emissions:
+    values = p.window_encoder.encode([(e.volume_id, e.tenant_id, e.acc, e.revision)
+                                      for e in emissions])
+    for e, value in zip(emissions, values, strict=True):
         if e.revision == 0 and e.acc.window_len_ns == WINDOW_LENGTHS_NS[0]:
             p.stats.close_delays.observe(now_ns - e.acc.window_start_ns - e.acc.window_len_ns)
-        record = window_stats(e.volume_id, e.tenant_id, e.acc)
-        record["revision"] = e.revision
         key = window_key(e.volume_id, e.acc.window_start_ns)
         await p.stats_topics[e.acc.window_len_ns].send(
-            key=key, value=p.schemas.encode("WindowStats", record), partition=partition,
-            headers=source_offset_header(e.offset))
+            key=key, value=value, partition=partition, headers=source_offset_header(e.offset))
         if e.acc.window_len_ns == MINUTE_NS:
+            record = window_stats(e.volume_id, e.tenant_id, e.acc)
+            record["revision"] = e.revision
             metrics = monitoring_record(record)
             await p.monitoring_topic.send(
                 key=monitoring_key(metrics), partition=partition,

@@ -157,6 +157,14 @@ class ExpHistogram:
         return ExpHistogram(self.offset + first if first < last else 0, counts[first:last],
                             self.zero)
 
+    def read_trimmed(self) -> ExpHistogram:
+        """:meth:`trimmed`, or this histogram itself when it has nothing to trim (one made
+        from latencies runs from its lowest bucket to its highest): to read, not change."""
+        counts = self.counts
+        if (counts[0] and counts[-1]) if counts else self.offset == 0:
+            return self
+        return self.trimmed()
+
     def percentile_ns(self, num: int, den: int, min_ns: int | None, max_ns: int | None
                       ) -> int | None:
         """The representative of the bucket holding the order statistic of rank

@@ -1,0 +1,133 @@
+"""The WindowStats records encoded many at once (stats_codec.py) are, byte for byte, what
+fastavro makes of :func:`window_stats`: on random windows (int64 extremes, unknown and
+untrimmed exponential histograms, odd legacy histograms) and on a simulated fleet's."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.core.batch import Columns
+from streams.core.codec import default_schemas
+from streams.core.counters import SLOTS_PER_OP
+from streams.core.events import INT64_MAX, INT64_MIN, OP_CODE, OPS, STATUS_CODE
+from streams.core.windows.acc import N_BINS, PERCENTILES, OpAcc, WindowAcc, window_stats
+from streams.core.windows.book import WindowBook, WindowSettings
+from streams.core.windows.exphist import MAX_INDEX, MIN_INDEX, ExpHistogram
+from streams.core.windows.stats_codec import (
+    WindowStatsEncoder,
+    check_layout,
+    exp_percentiles_ns,
+)
+from streams.tools.bench.workloads import simulated_events
+
+LONG = st.one_of(st.just(0), st.integers(-3, 300), st.integers(0, 2**40),
+                 st.integers(INT64_MIN, INT64_MAX), st.sampled_from([INT64_MIN, INT64_MAX]))
+POSITIVE = st.one_of(st.integers(1, 300), st.integers(1, 2**50), st.just(INT64_MAX))
+MAYBE = st.one_of(st.none(), LONG)
+COUNT = st.one_of(st.integers(0, 3), st.integers(0, 2**40))
+IDS = st.text(min_size=1, max_size=20)  # any text: the encoding is UTF-8
+
+
+@st.composite
+def exp_histograms(draw: st.DrawFn) -> ExpHistogram | None:
+    """Unknown (None), empty, or any counts: zeros at either end (untrimmed) too."""
+    if draw(st.integers(0, 5)) == 0:
+        return None
+    counts = draw(st.lists(COUNT, max_size=80))
+    return ExpHistogram(draw(st.integers(MIN_INDEX, MAX_INDEX + 1 - max(1, len(counts)))),
+                        counts, draw(COUNT))
+
+
+@st.composite
+def op_accs(draw: st.DrawFn, bins: int) -> OpAcc:
+    """As acc.OpAcc holds them: a latency (min and max) exactly when the exponential
+    histogram counts one; with it unknown, anything."""
+    exp = draw(exp_histograms())
+    timed = st.none() if exp is not None and exp.total == 0 else LONG
+    return OpAcc(draw(st.lists(LONG, min_size=SLOTS_PER_OP, max_size=SLOTS_PER_OP)),
+                 draw(MAYBE if exp is None else timed), draw(MAYBE if exp is None else timed),
+                 draw(st.lists(COUNT, min_size=bins, max_size=bins)), draw(LONG), exp)
+
+
+@st.composite
+def window_accs(draw: st.DrawFn) -> WindowAcc:
+    bins = draw(st.sampled_from([N_BINS, N_BINS, 0, 3]))
+    ops = draw(st.lists(op_accs(bins), min_size=len(OPS), max_size=len(OPS)))
+    length = draw(POSITIVE)
+    busy = draw(st.one_of(st.just(0), st.just(length), st.integers(0, length)))
+    return WindowAcc(draw(LONG), length, ops, [], busy)  # idle = length - busy: an int64
+
+
+def _oracle(volume_id: str, tenant_id: str, acc: WindowAcc, revision: int) -> bytes:
+    record = window_stats(volume_id, tenant_id, acc)
+    record["revision"] = revision
+    return default_schemas().encode("WindowStats", record)
+
+
+def _encoder() -> WindowStatsEncoder:
+    return WindowStatsEncoder.of(default_schemas())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(IDS, IDS, window_accs(), st.integers(0, 2**31 - 1)), min_size=1,
+                max_size=6))
+def test_records_are_fastavros_bytes_of_window_stats(
+        items: list[tuple[str, str, WindowAcc, int]]) -> None:
+    assert _encoder().encode(items) == [_oracle(*item) for item in items]
+
+
+@settings(max_examples=300, deadline=None)
+@given(exp_histograms(), MAYBE, MAYBE)
+def test_percentiles_in_one_pass_are_each_percentiles(
+        exp: ExpHistogram | None, min_ns: int | None, max_ns: int | None) -> None:
+    exp = exp or ExpHistogram()
+    assert exp_percentiles_ns(exp, min_ns, max_ns) == [
+        exp.percentile_ns(num, den, min_ns, max_ns) for _, num, den in PERCENTILES]
+
+
+def test_a_simulated_fleets_windows_encode_as_fastavro_does() -> None:
+    """Real windows: dense exponential histograms, every op, late ones revised."""
+    events = simulated_events(40, 6_000, 3_000.0, time.time_ns())
+    volumes = sorted({e.volume_id for e in events})
+    index = {v: i for i, v in enumerate(volumes)}
+    tenant = {e.volume_id: e.tenant_id for e in events}
+    columns = Columns(
+        tuple(volumes), tuple(tenant[v] for v in volumes),
+        np.array([index[e.volume_id] for e in events], dtype=np.intp),
+        np.array([OP_CODE[e.op] for e in events], dtype=np.uint8),
+        np.array([STATUS_CODE[e.status] for e in events], dtype=np.uint8),
+        np.array([e.bytes for e in events], dtype=np.int64),
+        np.array([e.submit_ns for e in events], dtype=np.int64),
+        np.array([e.complete_ns for e in events], dtype=np.int64))
+    book = WindowBook(WindowSettings(), {})
+    book.add_columns(columns, None)
+    emitted = book.close_for(int(columns.complete_ns.max()) + 10**10)
+    assert len(emitted) > 40 and any(op.exp and len(op.exp.counts) > 20
+                                     for e in emitted for op in e.acc.ops)
+    items = [(e.volume_id, e.tenant_id, e.acc, e.revision) for e in emitted]
+    assert _encoder().encode(items) == [_oracle(*item) for item in items]
+    assert _encoder().encode([]) == []
+
+
+def test_a_value_past_int64_is_an_error_as_with_fastavro() -> None:
+    acc = WindowAcc(0, 10**9)
+    acc.ops[0].counts[0] = 2**63
+    with pytest.raises(OverflowError):
+        _encoder().encode([("v", "t", acc, 0)])
+
+
+def test_a_schema_this_encoder_does_not_write_is_refused() -> None:
+    schema = copy.deepcopy(default_schemas().current["WindowStats"])
+    check_layout(schema)
+    schema["fields"][5], schema["fields"][6] = schema["fields"][6], schema["fields"][5]
+    with pytest.raises(ValueError, match="window_stats.avsc changed .field 5"):
+        check_layout(schema)
+    schema["fields"] = schema["fields"][:-1]
+    with pytest.raises(ValueError, match="must write it"):
+        check_layout(schema)
