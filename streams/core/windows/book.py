@@ -267,9 +267,12 @@ class EmittedParts(MutableMapping[WindowKey, Part]):
 
     def __init__(self, windows: MutableMapping[WindowKey, WindowEntry]) -> None:
         self.windows = windows
+        # a store that keeps a unit's writes as objects reads one without copying it
+        # (stores.py): a part is only read
+        self._read = getattr(windows, "peek", windows.get)
 
     def __getitem__(self, key: WindowKey) -> Part:
-        entry = self.windows.get(key)
+        entry = self._read(key)
         if entry is None or not entry.emitted:
             raise KeyError(key)
         return entry.revision - 1, entry.acc

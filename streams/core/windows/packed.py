@@ -15,11 +15,14 @@ it: its ops read as "not known" when they have a timed event (acc.OpAcc).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import groupby
 from typing import Any
 
 from streams.core.counters import SLOTS_PER_OP
 from streams.core.windows.acc import OpAcc, WindowAcc
 from streams.core.windows.exphist import ExpHistogram
+from streams.core.windows.varints import zigzag_runs
 
 PACKED_VERSION = 1  # the first byte of every packed value; never '[' or '{'
 # OpAcc presence bits
@@ -217,6 +220,104 @@ def pack_entry(tenant_id: str, acc: WindowAcc, revision: int, emitted: bool,
     w.sint(emitted_offset)
     _write_acc(w, acc)
     return bytes(w.out)
+
+
+def pack_entries(items: Sequence[tuple[str, WindowAcc, int, bool, int]]) -> list[bytes]:
+    """:func:`pack_entry` of many stored windows (its arguments each), the same bytes: their
+    integers laid out as one run per window and varint-encoded together (varints.py). A
+    value outside int64 (a Python int may be any size) packs them one by one."""
+    values: list[int] = []
+    ends: list[int] = []
+    for _, acc, revision, _, emitted_offset in items:
+        values += (revision, emitted_offset)
+        _lay_acc(acc, values)
+        ends.append(len(values))
+    try:
+        blob, bounds = zigzag_runs(values, ends)
+    except OverflowError:
+        return [pack_entry(*item) for item in items]
+    return [_entry_head(tenant_id, emitted) + blob[bounds[k]:bounds[k + 1]]
+            for k, (tenant_id, _, _, emitted, _) in enumerate(items)]
+
+
+_HEADS: dict[tuple[str, bool], bytes] = {}
+
+
+def _entry_head(tenant_id: str, emitted: bool) -> bytes:
+    """What a packed window starts with: version, flags, tenant (few: kept)."""
+    head = _HEADS.get((tenant_id, emitted))
+    if head is None:
+        w = _Writer()
+        w.uint(_EMITTED if emitted else 0)
+        w.text(tenant_id)
+        head = bytes(w.out)
+        if len(_HEADS) >= 1 << 16:
+            _HEADS.clear()
+        _HEADS[(tenant_id, emitted)] = head
+    return head
+
+
+def _u(n: int) -> int:
+    """The integer whose zigzag form is ``n`` (>= 0): an unsigned varint as a signed one."""
+    return n >> 1 if not n & 1 else -((n + 1) >> 1)
+
+
+def _lay_acc(acc: WindowAcc, v: list[int]) -> None:
+    """:func:`_write_acc`'s integers, each as the signed value whose varint it writes."""
+    bins = len(acc.ops[0].histogram) if acc.ops else 0
+    v += (acc.window_start_ns, acc.window_len_ns, _u(len(acc.ops)), _u(bins))
+    for op in acc.ops:
+        _lay_op(op, bins, v)
+    v.append(_u(len(acc.busy)))
+    last = acc.window_start_ns
+    for lo, hi in acc.busy:
+        v += (lo - last, hi - lo)
+        last = hi
+    v.append(acc.busy_ns)
+
+
+def _lay_op(op: OpAcc, bins: int, v: list[int]) -> None:
+    """:func:`_write_op`'s integers (as :func:`_lay_acc`)."""
+    counts, hist = op.counts, op.histogram
+    nonzero = [i for i, c in enumerate(hist) if c]
+    sparse = bool(nonzero) or len(hist) != bins
+    exp = op.exp
+    has_exp = exp is not None and bool(exp.counts or exp.zero)
+    bits = sum(1 << i for i, c in enumerate(counts) if c)
+    bits |= ((op.min_ns is not None) << _MIN | (op.max_ns is not None) << _MAX
+             | sparse << _HIST | bool(op.inflight_ns) << _INFLIGHT | has_exp << _EXP)
+    v.append(_u(bits))
+    v += [c for c in counts if c]
+    if op.min_ns is not None:
+        v.append(op.min_ns)
+    if op.max_ns is not None:
+        v.append(op.max_ns)
+    if sparse:
+        v += (_u(len(hist)), _u(len(nonzero)))
+        last = -1
+        for i in nonzero:
+            v += (_u(i - last), hist[i])
+            last = i
+    if op.inflight_ns:
+        v.append(op.inflight_ns)
+    if has_exp:
+        assert exp is not None
+        _lay_exp(exp.read_trimmed(), v)
+
+
+def _lay_exp(exp: ExpHistogram, v: list[int]) -> None:
+    """:func:`_write_exp`'s integers: a count c is written as uint 2c, the zigzag of c; a
+    run of k zero buckets as uint 2(k - 1) + 1, the zigzag of -k."""
+    counts = exp.counts
+    v += (exp.offset, _u(exp.zero), _u(len(counts)))
+    if 0 not in counts:
+        v += counts
+        return
+    for nonzero, run in groupby(counts, bool):
+        if nonzero:
+            v += run
+        else:
+            v.append(-sum(1 for _ in run))
 
 
 def unpack_entry(data: bytes) -> tuple[str, WindowAcc, int, bool, int]:

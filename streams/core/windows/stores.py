@@ -30,6 +30,7 @@ from streams.core.windows.packed import (
     entry_emission,
     is_packed,
     pack_billing,
+    pack_entries,
     pack_entry,
     pack_part,
     unpack_billing,
@@ -120,45 +121,79 @@ class StartOrderedStore(_Encoded):
     def __init__(self, table: Table, prefix: bytes) -> None:
         super().__init__(table, prefix)
         self._unwritten: dict[WindowKey, object] = {}
+        self._sealed: dict[WindowKey, object] = {}  # emitted: never changed again
 
     def get(self, key: WindowKey, default: object = None) -> object:
         found = self._unwritten.get(key, _NONE)
         if found is not _NONE:
             return found
+        if key in self._sealed:
+            self._write_sealed(key)
         data = self.table.get(self._key(key))
         return default if data is None else self.decode(data)
 
-    def __getitem__(self, key: WindowKey) -> object:
+    def peek(self, key: WindowKey) -> object:
+        """The value to read, never to change (None: none): a sealed one is not copied."""
         found = self._unwritten.get(key, _NONE)
-        return self.decode(self.table[self._key(key)]) if found is _NONE else found
+        if found is _NONE:
+            found = self._sealed.get(key, _NONE)
+        if found is not _NONE:
+            return found
+        data = self.table.get(self._key(key))
+        return None if data is None else self.decode(data)
+
+    def __getitem__(self, key: WindowKey) -> object:
+        found = self.get(key, _NONE)
+        if found is _NONE:
+            raise KeyError(key)
+        return found
 
     def __contains__(self, key: object) -> bool:
-        return key in self._unwritten or self._key(key) in self.table  # type: ignore[arg-type]
+        return (key in self._unwritten or key in self._sealed
+                or self._key(key) in self.table)  # type: ignore[arg-type]
 
     def __setitem__(self, key: WindowKey, value: object) -> None:
+        self._sealed.pop(key, None)  # written over in the same unit
         self._unwritten[key] = value
 
     def __delitem__(self, key: WindowKey) -> None:
         raw = self._key(key)
-        if self._unwritten.pop(key, _NONE) is _NONE or raw in self.table:
+        kept = self._unwritten.pop(key, _NONE) is not _NONE
+        kept = self._sealed.pop(key, _NONE) is not _NONE or kept
+        if not kept or raw in self.table:
             del self.table[raw]
 
     def seal(self, key: WindowKey) -> None:
-        """Encode and write ``key``'s kept value now, and keep it no longer."""
+        """``key``'s kept value left in an emission: it is written as it is now, and a
+        :meth:`get` (which may change what it returns) reads a copy of it from then on;
+        :meth:`peek` still reads it. Encoded at :meth:`write_back`, with the others."""
         value = self._unwritten.pop(key, _NONE)
         if value is not _NONE:
-            self.table[self._key(key)] = self.encode(value)
+            self._sealed[key] = value
+
+    def _write_sealed(self, key: WindowKey) -> None:
+        """Write a sealed value now: it is read to be changed."""
+        self.table[self._key(key)] = self.encode(self._sealed.pop(key))
+
+    def encode_many(self, values: list[object]) -> list[bytes]:
+        """:meth:`encode` of each value (a store may encode many at once)."""
+        return [self.encode(value) for value in values]
 
     def write_back(self) -> None:
-        """Encode and write every kept value (a unit ends, or a scan begins)."""
-        if self._unwritten:
-            table, key_of, encode = self.table, self._key, self.encode
-            for key, value in self._unwritten.items():
-                table[key_of(key)] = encode(value)
+        """Encode and write every kept value, sealed or not (a unit ends, or a scan
+        begins)."""
+        if self._unwritten or self._sealed:
+            kept = [*self._sealed.items(), *self._unwritten.items()]
+            table, key_of = self.table, self._key
+            for (key, _), data in zip(kept, self.encode_many([value for _, value in kept]),
+                                      strict=True):
+                table[key_of(key)] = data
+            self._sealed.clear()
             self._unwritten.clear()
 
     def forget_unwritten(self) -> None:
         """Drop the kept values unwritten (a unit failed half-way)."""
+        self._sealed.clear()
         self._unwritten.clear()
 
     def _raw_between(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -213,6 +248,11 @@ class EntryStore(StartOrderedStore):
         assert isinstance(value, WindowEntry)
         return pack_entry(value.tenant_id, value.acc, value.revision, value.emitted,
                           value.emitted_offset)
+
+    def encode_many(self, values: list[object]) -> list[bytes]:
+        entries: list[WindowEntry] = values  # type: ignore[assignment]
+        return pack_entries([(e.tenant_id, e.acc, e.revision, e.emitted, e.emitted_offset)
+                             for e in entries])
 
     def decode(self, data: bytes) -> WindowEntry:
         if is_packed(data):

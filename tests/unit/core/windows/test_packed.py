@@ -19,6 +19,7 @@ from streams.core.windows.book import WindowBook, WindowEntry, WindowSettings
 from streams.core.windows.exphist import ExpHistogram
 from streams.core.windows.packed import (
     PACKED_VERSION,
+    pack_entries,
     pack_entry,
     unpack_billing,
     unpack_entry,
@@ -184,3 +185,58 @@ def test_a_window_stored_before_the_exponential_histogram_reads_as_not_known() -
         assert [o.exp for o in back.ops] == [None if o.min_ns is not None else ExpHistogram()
                                              for o in acc.ops]
     assert any(o.exp is None for o in acc.ops) and any(o.exp is not None for o in acc.ops)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(ENTRIES, max_size=8))
+def test_many_windows_pack_as_each_alone(entries: list[WindowEntry]) -> None:
+    """The batch packer (one numpy pass over all their integers) writes pack_entry's bytes;
+    values past int64 (BIG) take the one-by-one path."""
+    items = [(e.tenant_id, e.acc, e.revision, e.emitted, e.emitted_offset) for e in entries]
+    assert pack_entries(items) == [pack_entry(*item) for item in items]
+
+
+def _entry(start: int) -> WindowEntry:
+    acc = WindowAcc.empty(start, NS_PER_S)
+    acc.ops[0].counts[0], acc.ops[0].min_ns, acc.ops[0].max_ns = 3, 10, 70_000
+    acc.ops[0].exp = ExpHistogram(400, [1, 0, 0, 2], 0)
+    return WindowEntry("t", acc, 1, True, 7)
+
+
+def test_a_sealed_window_is_written_at_the_units_end_and_never_changed_after() -> None:
+    """seal(): what an emission carries. A get (to change it) reads a copy, which is
+    written at once; peek (to read it) the object itself; write_back writes the rest."""
+    table: dict[bytes, bytes] = {}
+    store = EntryStore(table, b"0|W1|")
+    emitted, other = _entry(0), _entry(NS_PER_S)
+    store[("v", 0)] = emitted
+    store[("v", NS_PER_S)] = other
+    store.seal(("v", 0))
+    store.seal(("v", NS_PER_S))
+    assert table == {} and store.peek(("v", 0)) is emitted and ("v", 0) in store
+    copy = store.get(("v", 0))
+    assert copy == emitted and copy is not emitted
+    assert table == {store._key(("v", 0)): store.encode(emitted)}
+    copy.acc.ops[0].counts[0] += 1  # a late event's revision
+    store[("v", 0)] = copy
+    assert emitted.acc.ops[0].counts[0] == 3 and store.peek(("v", 0)) is copy
+    store.write_back()
+    assert table == {store._key(("v", 0)): store.encode(copy),
+                     store._key(("v", NS_PER_S)): store.encode(other)}
+    assert store.peek(("v", 0)) == copy and store.peek(("v", 0)) is not copy
+
+
+def test_a_sealed_window_deleted_or_forgotten_is_not_written() -> None:
+    table: dict[bytes, bytes] = {}
+    store = EntryStore(table, b"0|W1|")
+    store[("v", 0)] = _entry(0)
+    store.seal(("v", 0))
+    del store[("v", 0)]
+    assert ("v", 0) not in store and store.get(("v", 0)) is None
+    store[("v", 0)] = _entry(0)
+    store.seal(("v", 0))
+    store.forget_unwritten()
+    store.write_back()
+    assert table == {} and store.peek(("v", 0)) is None
+    with pytest.raises(KeyError):
+        store[("v", 0)]
