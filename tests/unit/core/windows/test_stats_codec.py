@@ -16,6 +16,8 @@ from streams.core.batch import Columns
 from streams.core.codec import default_schemas
 from streams.core.counters import SLOTS_PER_OP
 from streams.core.events import INT64_MAX, INT64_MIN, OP_CODE, OPS, STATUS_CODE
+from streams.core.times import NS_PER_S
+from streams.core.windows import stats_codec
 from streams.core.windows.acc import N_BINS, PERCENTILES, OpAcc, WindowAcc, window_stats
 from streams.core.windows.book import WindowBook, WindowSettings
 from streams.core.windows.exphist import MAX_INDEX, MIN_INDEX, ExpHistogram
@@ -113,6 +115,19 @@ def test_a_simulated_fleets_windows_encode_as_fastavro_does() -> None:
     items = [(e.volume_id, e.tenant_id, e.acc, e.revision) for e in emitted]
     assert _encoder().encode(items) == [_oracle(*item) for item in items]
     assert _encoder().encode([]) == []
+
+
+def test_the_kept_prefixes_stay_bounded_and_records_stay_right(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """More volumes than the encoder keeps prefixes of: each record is still fastavro's."""
+    monkeypatch.setattr(stats_codec, "PREFIXES_MAX", 3)
+    encoder = _encoder()
+    for n in range(12):
+        acc = WindowAcc(n * NS_PER_S, NS_PER_S)
+        acc.ops[n % len(OPS)].counts[0] = n
+        items = [(f"vol-{n % 5}", f"tenant-{n % 2}", acc, n)]
+        assert encoder.encode(items) == [_oracle(*item) for item in items]
+        assert len(encoder._prefixes) <= 3
 
 
 def test_a_value_past_int64_is_an_error_as_with_fastavro() -> None:
