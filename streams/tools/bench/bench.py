@@ -136,7 +136,7 @@ class Bench:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     figures: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
-    points: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    points: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     progress: Callable[[str], None] = lambda _: None
 
     def settings(self, name: str, **overrides: Any) -> Settings:
@@ -219,7 +219,8 @@ class Bench:
                                    300 + sent / 200)
             points.append({"volumes": volumes, "active": active, "events": sent,
                            "records": records, "events_per_s": run.events_per_s,
-                           "records_per_s": run.records_per_s, "seconds": run.seconds})
+                           "records_per_s": run.records_per_s, "seconds": run.seconds,
+                           "cpu_us_per_event": run.cpu_us_per_event, "on_cpu": run.on_cpu})
             self.figures[f"c_events_per_s_{volumes}_volumes"] = run.events_per_s
         self.points["c_volumes"] = points
 
@@ -281,6 +282,9 @@ class Bench:
         self.figures["c_with_rollups_events_per_s"] = run.events / (run.rollups_seconds
                                                                     or run.seconds)
         self.figures["c_worker_rss_bytes"] = run.rss_bytes
+        if run.cpu_seconds is not None:
+            self.figures["c_cpu_us_per_event"] = run.cpu_seconds / run.events * 1e6
+            self.figures["c_on_cpu"] = run.cpu_seconds / run.seconds
         self.info["c"] = {"events": sent, "records": records, "events_per_record": sent / records,
                           "volumes": self.plan.main_volumes, "fleet_rate": self.plan.fleet_rate,
                           "units": run.units}

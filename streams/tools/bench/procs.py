@@ -38,6 +38,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process from /proc (all its threads), in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()  # the name may hold spaces: after it
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     for name, value in vars(settings).items():
@@ -64,6 +71,10 @@ class Proc:
                                          headers=headers)
         with urllib.request.urlopen(request, timeout=5) as response:
             return orjson.loads(response.read())
+
+    def cpu_seconds(self) -> float:
+        """The CPU time the worker has used so far, all its threads (user + system)."""
+        return cpu_seconds(self.process.pid)
 
     def rss_bytes(self) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():

@@ -188,6 +188,7 @@ def _anchor_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
          f"{info['c']['events']:,} events in {info['c']['records']:,} records "
          f"({info['c']['events_per_record']:.0f}/record), {info['c']['volumes']:,} volumes, "
          f"{f['c_seconds']:.1f} s" + _units(info['c'])),
+        *_cpu_row(f),
         ("    events/s until processed (before commit)",
          _num(f["c_processed_events_per_s"], "events/s"), "from the worker's /status"),
         ("    events/s until the rollups committed too",
@@ -212,11 +213,32 @@ def _c_volume_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                      f"{p['events']:,.0f} events in {p['records']:,.0f} records "
                      f"({p['events'] / p['records']:.0f}/record), {p['active']:,.0f} volumes "
                      f"active, {p['records_per_s']:,.0f} records/s, (c)/(b) "
-                     f"{p['events_per_s'] / f['b_events_per_s']:.2f}x"))
+                     f"{p['events_per_s'] / f['b_events_per_s']:.2f}x" + _cpu_note(p)))
     key = "(c) at 100,000 / at 1,000 volumes"
     if key in t:
         rows.append(("    " + key, _num(t[key]["value"], "x"), _verdict(t[key])))
+    top = max(report["points"].get("c_volumes", []), key=lambda p: p["volumes"], default=None)
+    if top is not None and top.get("cpu_us_per_event") and f.get("c_cpu_us_per_event"):
+        rows.append((f"    CPU per event, at {top['volumes']:,.0f} / at 1,000 volumes",
+                     _num(top["cpu_us_per_event"] / f["c_cpu_us_per_event"], "x"),
+                     "what an event costs the worker, its waits left out (1.0: flat)"))
     return rows
+
+
+def _cpu_row(f: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The worker's CPU time per event in (c), and how much of the run it was on the CPU."""
+    if not f.get("c_cpu_us_per_event"):
+        return []
+    return [("    worker CPU per event", f"{f['c_cpu_us_per_event']:.2f} µs",
+             f"on the CPU {f['c_on_cpu']:.0%} of the run (100 %: one core all the time; "
+             "all its threads)")]
+
+
+def _cpu_note(point: dict[str, Any]) -> str:
+    if not point.get("cpu_us_per_event"):
+        return ""
+    return (f"; worker CPU {point['cpu_us_per_event']:.1f} µs/event, on the CPU "
+            f"{point['on_cpu']:.0%} of the run")
 
 
 def _peer_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:

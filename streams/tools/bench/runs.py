@@ -59,6 +59,18 @@ class Run:
     rss_bytes: int
     rollups_seconds: float | None = None  # until the rollup agent had committed too
     units: int | None = None  # the accounting agent's units (a partition's part of a step)
+    cpu_seconds: float | None = None  # the worker's CPU time over ``seconds``
+
+    @property
+    def cpu_us_per_event(self) -> float | None:
+        """What an event cost the worker on the CPU, waiting left out (a run's rate is
+        also how long it waited: for the disk, for the broker)."""
+        return None if self.cpu_seconds is None else self.cpu_seconds / self.events * 1e6
+
+    @property
+    def on_cpu(self) -> float | None:
+        """The worker's CPU time / the run's seconds (1.0: one core all the time)."""
+        return None if self.cpu_seconds is None else self.cpu_seconds / self.seconds
 
     @property
     def events_per_s(self) -> float:
@@ -77,6 +89,7 @@ class _Polls:
     """What timed_run's polls have seen so far."""
 
     t_zero: float  # the last poll that saw nothing processed
+    cpu_zero: float = 0.0  # the worker's CPU seconds at t_zero
     first: tuple[float, int, int] | None = None  # (when, events, records): first progress
     t_processed: float | None = None  # when every event had been processed
 
@@ -135,7 +148,10 @@ async def timed_run(proc: Proc, progress: Progress, path: str, events: int, reco
                                  + proc.log_tail())
             now = time.monotonic()
             if polls.t_processed is None:
+                cpu = proc.cpu_seconds()
                 done, done_records = await _poll(proc, progress, path)
+                if done == 0:
+                    polls.cpu_zero = cpu
                 if polls.saw(now, done, done_records) and on_start is not None:
                     on_start()
                 if window_s is not None and polls.window_over(now, done, events, window_s):
@@ -143,7 +159,9 @@ async def timed_run(proc: Proc, progress: Progress, path: str, events: int, reco
                 if window_s is None and done >= events:
                     polls.t_processed = now
             if polls.t_processed is not None and await committed_lag(admin, group, ends) == 0:
-                return polls.committed_run(events, records, time.monotonic(), proc.rss_bytes())
+                run = polls.committed_run(events, records, time.monotonic(), proc.rss_bytes())
+                run.cpu_seconds = proc.cpu_seconds() - polls.cpu_zero
+                return run
             await asyncio.sleep(POLL_S)
         raise BenchError(f"the worker did not finish within {timeout_s:.0f} s:\n"
                          + proc.log_tail())

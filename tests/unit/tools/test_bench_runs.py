@@ -48,3 +48,40 @@ def test_the_c_row_says_how_many_records_a_unit_took() -> None:
     from streams.tools.bench.report import _units
     assert _units({"records": 17_522, "units": 64}) == "; 64 units of 274 records"
     assert _units({"records": 10}) == "" and _units({"records": 10, "units": 0}) == ""
+
+
+def test_the_workers_cpu_time_is_read_as_the_os_counts_it() -> None:
+    """/proc's utime + stime of this process, against the C library's clock of the same
+    (CLOCK_PROCESS_CPUTIME_ID): both move alike over some work (ticks: 10 ms)."""
+    import os
+    import time
+
+    from streams.tools.bench.procs import cpu_seconds
+
+    before, oracle_before = cpu_seconds(os.getpid()), time.process_time()
+    total = 0
+    while time.process_time() - oracle_before < 0.3:
+        total += sum(range(1000))
+    moved, oracle = cpu_seconds(os.getpid()) - before, time.process_time() - oracle_before
+    assert total > 0 and abs(moved - oracle) < 0.05
+
+
+def test_the_c_rows_give_the_cpu_per_event_and_its_ratio_across_volume_counts() -> None:
+    from streams.tools.bench.report import _c_volume_rows, _cpu_row
+    from streams.tools.bench.runs import Run
+
+    run = Run(events=2_000_000, records=100, seconds=20.0, processed_seconds=19.0,
+              rss_bytes=1, cpu_seconds=8.0)
+    assert run.cpu_us_per_event == 4.0 and run.on_cpu == 0.4
+    assert Run(1, 1, 1.0, 1.0, 1).cpu_us_per_event is None
+    f = {"b_events_per_s": 200_000.0, "c_cpu_us_per_event": 4.0, "c_on_cpu": 0.4}
+    ((name, value, note),) = _cpu_row(f)
+    assert value == "4.00 µs" and note.startswith("on the CPU 40% of the run")
+    assert _cpu_row({"b_events_per_s": 1.0}) == []
+    points = [{"volumes": v, "active": v, "events": 10, "records": 1, "events_per_s": 100.0,
+               "records_per_s": 1.0, "seconds": 1.0, "cpu_us_per_event": cpu, "on_cpu": 0.5}
+              for v, cpu in ((100, 2.0), (100_000, 36.0))]
+    rows = _c_volume_rows({"figures": f, "targets": [], "points": {"c_volumes": points}})
+    assert "worker CPU 36.0 µs/event, on the CPU 50% of the run" in rows[1][2]
+    assert rows[-1][0].strip() == "CPU per event, at 100,000 / at 1,000 volumes"
+    assert rows[-1][1] == "9.00x"
