@@ -282,9 +282,9 @@ class Bench:
         self.figures["c_with_rollups_events_per_s"] = run.events / (run.rollups_seconds
                                                                     or run.seconds)
         self.figures["c_worker_rss_bytes"] = run.rss_bytes
-        if run.cpu_seconds is not None:
-            self.figures["c_cpu_us_per_event"] = run.cpu_seconds / run.events * 1e6
-            self.figures["c_on_cpu"] = run.cpu_seconds / run.seconds
+        if run.cpu_us_per_event is not None and run.on_cpu is not None:
+            self.figures["c_cpu_us_per_event"] = run.cpu_us_per_event
+            self.figures["c_on_cpu"] = run.on_cpu
         self.info["c"] = {"events": sent, "records": records, "events_per_record": sent / records,
                           "volumes": self.plan.main_volumes, "fleet_rate": self.plan.fleet_rate,
                           "units": run.units}
