@@ -202,10 +202,11 @@ def value_parts(values: list[bytes]) -> dict[str, float]:
         no_exp = replace(no_busy, ops=[replace(op, exp=None) for op in acc.ops])
         bare = replace(no_exp, ops=[replace(op, histogram=[0] * len(op.histogram))
                                     for op in no_exp.ops])
-        sizes["busy"] += len(data) - packed(no_busy)
-        sizes["exp_histogram"] += packed(no_busy) - packed(no_exp)
-        sizes["histogram"] += packed(no_exp) - packed(bare)
-        sizes["rest"] += packed(bare)
+        without_busy, without_exp, bare_size = packed(no_busy), packed(no_exp), packed(bare)
+        sizes["busy"] += len(data) - without_busy
+        sizes["exp_histogram"] += without_busy - without_exp
+        sizes["histogram"] += without_exp - bare_size
+        sizes["rest"] += bare_size
         sizes["intervals"] += len(acc.busy)
     n = len(values)
     out = {part: size / n for part, size in sizes.items()}
