@@ -32,6 +32,8 @@ VOLUME_ID, TENANT_ID = "qemu-vm-1-vda", "tenant-qemu"
 WORKLOAD_WRITES = 100  # dd ... count=100 oflag=direct conv=fsync in the guest
 FAILED_IO_BYTES = 4096  # each injected error fails one 4 KiB dd block
 TIME_TOLERANCE = 0.05
+TRACE_RESOLUTION_NS = 1000  # -msg timestamp=on: gettimeofday(), microseconds
+HOST_STALL_NS = 20_000_000  # one stall inside QEMU's accounting, outside the trace's
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +123,17 @@ def test_total_time_is_within_5_percent_of_qemus(streamed: dict[str, Any], op: s
     ours = streamed["counters"][f"total_{op}_time_ns"]
     qemu = streamed["blockstats"][BLOCKSTATS_NAMES[f"total_{op}_time_ns"]]
     assert qemu > 0
-    assert abs(ours - qemu) <= TIME_TOLERANCE * qemu, (op, ours, qemu)
+    # The pipeline adds exactly what the trace holds (the producer's own sum of it);
+    # the tolerance below is the trace's against QEMU's clock, not the pipeline's.
+    assert ours == streamed["report"]["trace"][f"total_{op}_time_ns"], (op, ours)
+    # Each latency in the trace is the difference of two timestamps truncated to the
+    # microsecond: off by less than 1 us a request. And QEMU ends its accounting after
+    # the trace line and after waking the guest: a host stall there (the main loop
+    # preempted, or this VM's vCPU) counts in QEMU's total only, once 11.4 ms of
+    # 116.8 ms in a CI run, 12.4 and 13.7 ms here under a disk write load.
+    requests = streamed["counters"][f"{op}_ios"] + streamed["counters"][f"{op}_ios_error"]
+    allowed = TIME_TOLERANCE * qemu + requests * TRACE_RESOLUTION_NS + HOST_STALL_NS
+    assert abs(ours - qemu) <= allowed, (op, ours, qemu, allowed)
 
 
 def test_no_event_was_rejected(streamed: dict[str, Any]) -> None:
