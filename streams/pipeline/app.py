@@ -35,6 +35,7 @@ from streams.pipeline.checkpoints import SendLedger, TableCheckpoints
 from streams.pipeline.guard import faust_fixes
 from streams.pipeline.guard.gap_reader import GapReader
 from streams.pipeline.guard.order import InputGuard
+from streams.pipeline.outputs import OutputBatches, batched_outputs
 from streams.pipeline.registry_feed import RegistryFeed
 from streams.pipeline.tables import (
     PartitionTable,
@@ -104,6 +105,8 @@ class Pipeline:
     # Per table (counters, windows): its changelog sent in batches (changelogs.py); None:
     # faust's own send per write.
     changelogs: dict[str, ChangelogBatches] = field(default_factory=dict)
+    # The agents' records sent in record batches (outputs.py); None: faust's send each.
+    outputs: OutputBatches | None = None
     window_encoder: WindowStatsEncoder = field(init=False)  # publish.py: WindowStats records
 
     def __post_init__(self) -> None:
@@ -209,6 +212,9 @@ def build_app(settings: Settings) -> Pipeline:
             pipeline.changelogs[table.name] = ChangelogBatches(
                 table, lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
                 ledger)
+    if batched_outputs(settings):
+        pipeline.outputs = OutputBatches(
+            lambda: app.producer._ensure_producer())  # type: ignore[attr-defined]
     register_accounting(pipeline)
     register_rollups(pipeline)
     register_ticks(pipeline)

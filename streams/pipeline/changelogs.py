@@ -45,12 +45,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.types import TP
 
 from streams.config import Settings
 from streams.kafka.topics import CHANGELOG_MAX_MESSAGE_BYTES
 from streams.pipeline.checkpoints import SendLedger
+from streams.pipeline.outputs import NO_HEADERS, send_in_batches
 from streams.state.journal import Write
 
 log = logging.getLogger(__name__)
@@ -106,25 +106,11 @@ class ChangelogBatches:
 
     async def _send_one(self, partition: int, writes: list[Write], seq: int) -> None:
         """One write call's messages, in batches of up to ``batch_bytes``."""
-        producer = self.producer_of()
-        futures = []
-        batch, count = self._builder(producer), 0
-        for key, value in writes:
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                futures.append((await producer.send_batch(batch, self.topic,
-                                                          partition=partition), count))
-                batch, count = self._builder(producer), 0
-                batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any
-            count += 1
-        if count:
-            futures.append((await producer.send_batch(batch, self.topic,
-                                                      partition=partition), count))
+        futures = await send_in_batches(self.producer_of(), self.topic, partition,
+                                        ((key, value, NO_HEADERS) for key, value in writes),
+                                        self.batch_bytes)
         self.batches += len(futures)
         self._watch(partition, futures, seq)
-
-    def _builder(self, producer: Any) -> BatchBuilder:
-        """An empty batch of up to ``batch_bytes``, compressed as the producer's own."""
-        return BatchBuilder(self.batch_bytes, producer._message_accumulator._compression_type)
 
     def _watch(self, partition: int, futures: list[tuple[asyncio.Future[Any], int]],
                seq: int) -> None:

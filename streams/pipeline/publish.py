@@ -41,11 +41,11 @@ async def publish_windows(p: Pipeline, emissions: list[Emission], partition: int
     windows = p.windows_for(partition)
     await publish_stage(p, WINDOW_LENGTHS_NS[0], emissions, partition, None, offset)
     for b in windows.take_billing():
-        await p.billing_topic.send(key=b.record_id.encode(),
-                                   value=p.schemas.encode("BillingRecord", b.to_dict()),
-                                   partition=partition)
+        await _publish(p, p.billing_topic, partition, b.record_id.encode(),
+                       p.schemas.encode("BillingRecord", b.to_dict()))
     await publish_marker(p, WINDOW_LENGTHS_NS[0], partition, windows.take_marker(), offset)
     await publish_marker(p, MINUTE_NS, partition, windows.take_minute_marker(), offset)
+    await send_outputs(p)
 
 
 async def publish_stage(p: Pipeline, length_ns: int, emissions: list[Emission],
@@ -59,17 +59,17 @@ async def publish_stage(p: Pipeline, length_ns: int, emissions: list[Emission],
     for e, value in zip(emissions, values, strict=True):
         if e.revision == 0 and e.acc.window_len_ns == WINDOW_LENGTHS_NS[0]:
             p.stats.close_delays.observe(now_ns - e.acc.window_start_ns - e.acc.window_len_ns)
-        key = window_key(e.volume_id, e.acc.window_start_ns)
-        await p.stats_topics[e.acc.window_len_ns].send(
-            key=key, value=value, partition=partition, headers=source_offset_header(e.offset))
+        await _publish(p, p.stats_topics[e.acc.window_len_ns], partition,
+                       window_key(e.volume_id, e.acc.window_start_ns), value,
+                       source_offset_header(e.offset))
         if e.acc.window_len_ns == MINUTE_NS:
             record = window_stats(e.volume_id, e.tenant_id, e.acc)
             record["revision"] = e.revision
             metrics = monitoring_record(record)
-            await p.monitoring_topic.send(
-                key=monitoring_key(metrics), partition=partition,
-                value=p.schemas.encode("VolumeMetrics1m", metrics))
+            await _publish(p, p.monitoring_topic, partition, monitoring_key(metrics),
+                           p.schemas.encode("VolumeMetrics1m", metrics))
     await publish_marker(p, length_ns, partition, marker_ns, offset)
+    await send_outputs(p)
 
 
 async def publish_marker(p: Pipeline, length_ns: int, partition: int,
@@ -77,10 +77,26 @@ async def publish_marker(p: Pipeline, length_ns: int, partition: int,
     """A watermark marker into the stats topic of ``length_ns``, if a stage reads it."""
     if marker_ns is None or length_ns == WINDOW_LENGTHS_NS[-1]:
         return
-    await p.stats_topics[length_ns].send(
-        key=watermark_key(partition), partition=partition,
-        value=p.schemas.encode("Watermark", {"partition": partition, "watermark_ns": marker_ns}),
-        headers=source_offset_header(offset))
+    await _publish(p, p.stats_topics[length_ns], partition, watermark_key(partition),
+                   p.schemas.encode("Watermark", {"partition": partition,
+                                                  "watermark_ns": marker_ns}),
+                   source_offset_header(offset))
+    await send_outputs(p)
+
+
+async def _publish(p: Pipeline, topic: Any, partition: int, key: bytes, value: bytes,
+                   headers: list[tuple[str, bytes]] | None = None) -> None:
+    """One record: queued for a record batch (outputs.py), or faust's send."""
+    if p.outputs is not None:
+        p.outputs.add(topic.get_topic_name(), partition, key, value, headers)
+    else:
+        await topic.send(key=key, value=value, partition=partition, headers=headers)
+
+
+async def send_outputs(p: Pipeline) -> None:
+    """Hand the records queued so far to the producer, as record batches."""
+    if p.outputs is not None and p.outputs.queued:
+        await p.outputs.send()
 
 
 async def publish_rejections(
