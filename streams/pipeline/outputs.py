@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 # A record batch is one message to the broker's max.message.bytes (1 MiB for the stats,
 # billing and monitoring topics, as for the changelogs): half of it, as changelogs.py.
 BATCH_BYTES = CHANGELOG_MAX_MESSAGE_BYTES // 2
+IN_FLIGHT_BYTES = 4 << 20  # records handed to the producer and not acknowledged yet, at most
 EXIT_OUTPUT_LOST = 70  # EX_SOFTWARE, as an agent that fails (batches.py)
 Headers = list[tuple[str, bytes]]  # a list: aiokafka's record builder takes no other
 Message = tuple["bytes | None", "bytes | None", Headers]  # key, value, headers
@@ -52,36 +54,47 @@ def batched_outputs(settings: Settings) -> bool:
     return settings.processing_guarantee == "at_least_once"
 
 
+Sent = tuple["asyncio.Future[Any]", int, int]  # a batch's delivery, messages, bytes
+
+
 async def send_in_batches(producer: Any, topic: str, partition: int,
-                          messages: Iterable[Message], batch_bytes: int
-                          ) -> list[tuple[asyncio.Future[Any], int]]:
+                          messages: Iterable[Message], batch_bytes: int) -> list[Sent]:
     """``messages`` into ``topic[partition]`` as record batches of up to ``batch_bytes``
     (a larger message goes alone in its batch), compressed as the producer's own, in
-    order; returns each batch's delivery future and its number of messages. Returns once
-    aiokafka holds them (delivered later, a partition's batches in order)."""
+    order; returns each batch's delivery future, its number of messages and its size.
+    Returns once aiokafka holds them (delivered later, a partition's batches in order)."""
     compression = producer._message_accumulator._compression_type
-    futures: list[tuple[asyncio.Future[Any], int]] = []
+    sent: list[Sent] = []
+
+    async def send(batch: BatchBuilder, count: int) -> None:
+        size = batch.size()
+        sent.append((await producer.send_batch(batch, topic, partition=partition), count,
+                     size))
+
     batch, count = BatchBuilder(batch_bytes, compression), 0
     for key, value, headers in messages:
         if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-            futures.append((await producer.send_batch(batch, topic, partition=partition),
-                            count))
+            await send(batch, count)
             batch, count = BatchBuilder(batch_bytes, compression), 0
             # an empty batch takes any one message
             batch.append(key=key, value=value, timestamp=None, headers=headers)
         count += 1
     if count:
-        futures.append((await producer.send_batch(batch, topic, partition=partition), count))
-    return futures
+        await send(batch, count)
+    return sent
 
 
 class OutputBatches:
     """Records queued per (topic, partition) and sent as record batches (module doc)."""
 
     def __init__(self, producer_of: Callable[[], Any], batch_bytes: int = BATCH_BYTES,
-                 on_lost: Callable[[], None] | None = None) -> None:
+                 on_lost: Callable[[], None] | None = None,
+                 in_flight_bytes: int = IN_FLIGHT_BYTES) -> None:
         self.producer_of = producer_of  # aiokafka's producer, once faust started it
         self.batch_bytes = batch_bytes
+        self.in_flight_bytes = in_flight_bytes
+        self.in_flight: deque[tuple[asyncio.Future[Any], int]] = deque()  # (delivery, bytes)
+        self.in_flight_total = 0
         self.queued: dict[tuple[str, int], list[Message]] = {}
         self.sending = asyncio.Lock()
         self.batches = 0  # record batches sent
@@ -101,12 +114,27 @@ class OutputBatches:
             while self.queued:
                 (topic, partition), messages = next(iter(self.queued.items()))
                 del self.queued[(topic, partition)]
-                futures = await send_in_batches(self.producer_of(), topic, partition,
-                                                messages, self.batch_bytes)
-                self.batches += len(futures)
+                await self._room()
+                sent = await send_in_batches(self.producer_of(), topic, partition, messages,
+                                             self.batch_bytes)
+                self.batches += len(sent)
                 self.records += len(messages)
-                for fut, count in futures:
+                for fut, count, size in sent:
                     fut.add_done_callback(self._watch(topic, partition, count))
+                    self.in_flight.append((fut, size))
+                    self.in_flight_total += size
+
+    async def _room(self) -> None:
+        """Wait while more than ``in_flight_bytes`` of batches are not acknowledged yet
+        (oldest first): a unit that closes 100,000 windows does not hold all of their
+        records in the producer at once (faust's path had its buffer of 100 sends)."""
+        in_flight = self.in_flight
+        while in_flight and (in_flight[0][0].done()
+                             or self.in_flight_total > self.in_flight_bytes):
+            fut, size = in_flight.popleft()
+            self.in_flight_total -= size
+            if not fut.done():
+                await asyncio.wait([fut])
 
     def _watch(self, topic: str, partition: int, count: int
                ) -> Callable[[asyncio.Future[Any]], None]:

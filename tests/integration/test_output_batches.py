@@ -102,3 +102,27 @@ async def _refused(settings: Settings) -> None:
 
 def test_a_batch_the_broker_refuses_is_reported_lost(pipeline_settings: Settings) -> None:
     asyncio.run(_refused(pipeline_settings))
+
+
+async def _bounded(settings: Settings) -> None:
+    topic = f"tob-{uuid.uuid4().hex[:8]}-bounded"
+    await _topics(settings, (topic, {}))
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all")
+    await producer.start()
+    # nothing may stay unacknowledged: each partition's batch waits for the one before
+    outputs = OutputBatches(lambda: producer, in_flight_bytes=0)
+    try:
+        for partition in (0, 1, 0):
+            outputs.add(topic, partition, b"k%d" % partition, b"v" * 500)
+            await outputs.send()
+            (fut, size), = outputs.in_flight  # the one just handed over, and no other
+            assert size > 500 and outputs.in_flight_total == size
+        await producer.flush()
+        assert fut.done() and not fut.exception()
+    finally:
+        await producer.stop()
+    assert len(await read_topic(settings, topic)) == 3
+
+
+def test_records_in_flight_are_bounded(pipeline_settings: Settings) -> None:
+    asyncio.run(_bounded(pipeline_settings))
