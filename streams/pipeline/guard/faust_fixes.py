@@ -6,6 +6,13 @@
   commits past a gap at a partition's head.
 * :func:`_add_gap`: faust's own gap bookkeeping is off; it acknowledged those offsets a
   second time and crawled the commit one offset per interval.
+* :func:`_create_worker_consumer`: faust builds its consumer with a fetch wait of 1.5 s,
+  and aiokafka keeps one fetch in flight per broker: a fetch sent for the partitions
+  with nothing new (those with records still waiting in the worker are left out of it)
+  waits that long on the broker, and records arriving meanwhile on the others wait with
+  it. The raw records of a live fleet reached the accounting agent in bursts 1-1.5 s
+  apart (docs/performance.md, session 18); the fetch waits at most
+  :data:`FETCH_MAX_WAIT_MS` here.
 
 How each was found: docs/chaos.md and the commit history.
 """
@@ -17,6 +24,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
 
 from streams.pipeline.guard.offsets import CommitWatch
@@ -24,6 +32,10 @@ from streams.pipeline.guard.offsets import CommitWatch
 _original_send_pending = ProducerBuffer._send_pending
 _original_flush = ProducerBuffer.flush
 _original_add_gap = Consumer._add_gap
+_original_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
+# How long the broker may hold a fetch that finds nothing new (aiokafka's default 500 ms,
+# faust's 1,500): an idle partition's empty answer costs a request per this interval.
+FETCH_MAX_WAIT_MS = 100
 
 
 async def _send_pending(self: Any, fut: Any) -> None:
@@ -82,8 +94,16 @@ def held_commits(consumer: Any, next_offsets: dict[str, dict[int, int]],
     return lines
 
 
+def _create_worker_consumer(self: Any, transport: Any) -> Any:
+    consumer = _original_create_worker_consumer(self, transport)
+    consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by its fetcher at start()
+    return consumer
+
+
 def apply() -> None:
     """Idempotent; called by build_app before any worker starts."""
     ProducerBuffer._send_pending = _send_pending  # type: ignore[method-assign]
     ProducerBuffer.flush = _flush  # type: ignore[method-assign]
     Consumer._add_gap = _add_gap  # type: ignore[method-assign]
+    AIOKafkaConsumerThread._create_worker_consumer = (  # type: ignore[method-assign]
+        _create_worker_consumer)

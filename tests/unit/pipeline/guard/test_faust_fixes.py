@@ -1,4 +1,5 @@
-"""faust's producer buffer must be empty when a commit follows its flush (faust_fixes.py).
+"""faust's producer buffer must be empty when a commit follows its flush, and the other
+fixes of faust_fixes.py.
 
 No broker needed: the buffer hands messages to a channel whose publish is slow, as it
 is on a busy worker; faust's own flush gives up after 0.1 s without progress.
@@ -7,11 +8,15 @@ is on a busy worker; faust's own flush gives up after 0.1 s without progress.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.producer import ProducerBuffer
 
+from streams.config import Settings
+from streams.pipeline.app import build_app
 from streams.pipeline.guard import faust_fixes
 
 
@@ -204,3 +209,19 @@ def test_the_worker_keeps_the_root_logger_at_its_level() -> None:
     assert loggers[0].level == logging.DEBUG and len(loggers[0].handlers) == 2  # faust's
     assert loggers[1].level == logging.WARNING and len(loggers[1].handlers) == 1
     assert not loggers[1].isEnabledFor(logging.DEBUG)
+
+
+def test_the_worker_consumer_fetches_with_a_short_broker_wait(tmp_path: Path) -> None:
+    # faust builds it with 1,500 ms: a fetch of idle partitions held that long holds the
+    # records arriving on the others with it (faust_fixes.py, docs/performance.md).
+    app = build_app(Settings(state_dir=tmp_path, kafka_security="PLAINTEXT")).app
+    thread = app.consumer._thread
+    assert isinstance(thread, AIOKafkaConsumerThread)
+
+    async def made() -> Any:
+        return thread._create_worker_consumer(app.transport)
+
+    consumer = asyncio.run(made())
+    assert consumer._fetch_max_wait_ms == faust_fixes.FETCH_MAX_WAIT_MS == 100
+    assert faust_fixes._original_create_worker_consumer is not (
+        AIOKafkaConsumerThread._create_worker_consumer)
