@@ -74,10 +74,12 @@ class Settings:
     batch_max_events: int = 16_384
     batch_max_age_ms: int = 100
     # The accounting agent's step (DESIGN.md decision 2): up to this many raw records at a
-    # time, or what came within step_wait_ms; the windows take at most step_max_events per
+    # time, or what came within step_wait_ms (step_catch_up_wait_ms while its records are
+    # more than 2 s old: pipeline/batches.py); the windows take at most step_max_events per
     # unit (a step of huge records is cut there, bounding its memory).
     step_max_records: int = 4000
     step_wait_ms: int = 250
+    step_catch_up_wait_ms: int = 1000
     step_max_events: int = 1_000_000
     grace_s: float = 2.0
     idle_timeout_s: float = 5.0

@@ -45,8 +45,7 @@ def register_accounting(p: Pipeline) -> None:
     async def handle(partition: int, records: Records) -> None:
         await _account_step(p, partition, records, tick_header)
 
-    batch_agent_over(p, p.raw_topic, "accounting", handle, p.settings.step_max_records,
-                     p.settings.step_wait_ms / 1000)
+    batch_agent_over(p, p.raw_topic, "accounting", handle)
 
 
 @dataclass
@@ -256,8 +255,7 @@ def register_rollup(p: Pipeline, inner_ns: int, length_ns: int) -> None:
         for (emissions, marker), (_, offset) in zip(made, inputs, strict=True):
             await publish_stage(p, length_ns, emissions, partition, marker, offset)
 
-    batch_agent_over(p, p.stats_topics[inner_ns], f"rollup-{WINDOW_NAMES[length_ns]}", handle,
-                     p.settings.step_max_records, p.settings.step_wait_ms / 1000)
+    batch_agent_over(p, p.stats_topics[inner_ns], f"rollup-{WINDOW_NAMES[length_ns]}", handle)
 
 
 async def _rollup_input(p: Pipeline, inner_ns: int, value: bytes | None, message: Any

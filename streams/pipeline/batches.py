@@ -12,21 +12,32 @@ three faust edges are handled here:
   this worker no longer owns are dropped unprocessed (their next owner reads them from
   the committed offset), never written to a changelog it no longer owns, and never
   acknowledged;
-* acks: ``take_events`` acknowledges the step's records after the step returns, so a
-  commit never covers a record whose outputs were not handed to the producer.
+* acks: the step's records are acknowledged after the step returns, so a commit never
+  covers a record whose outputs were not handed to the producer.
+
+Steps are taken by :func:`take_steps`, faust's ``take_events`` with one change: a step
+waits ``within_s`` for records (what a live fleet's windows can afford), or up to
+``catch_up_s`` while its first record is older than ``BEHIND_S`` (a backlog: after a
+failover, a restart, a burst), so that a worker that is behind takes bigger steps and
+writes each window fewer times. (c) at 1,000 volumes: 150,525 events/s with 250 ms
+steps, 182,342 with 1 s ones (docs/performance.md, session 18).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from faust.streams import _current_event
 from faust.types import TP
+from mode.utils.aiter import aiter
+from mode.utils.futures import notify
 
 from streams.pipeline.guard.offsets import Verdict
 from streams.pipeline.guard.order import ack_gap, check, read_gap
@@ -40,6 +51,10 @@ EXIT_AGENT_FAILED = 70  # EX_SOFTWARE
 # (value, message) of each record of one partition, in offset order.
 Records = list[tuple[Any, Any]]
 BatchHandler = Callable[[int, Records], Awaitable[None]]
+# A step whose first record is older than this (its Kafka timestamp against the wall
+# clock) is catching up: it waits up to catch_up_s for more. A live fleet's records are
+# at most a step and the producer's flush age old.
+BEHIND_S = 2.0
 
 
 @contextlib.contextmanager
@@ -50,6 +65,85 @@ def writing_for(event: Any) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+def behind(event: Any, now_s: float) -> bool:
+    """Whether ``event``'s record is older than :data:`BEHIND_S`."""
+    return bool(now_s - event.message.timestamp > BEHIND_S)
+
+
+def take_steps(stream: Any, max_records: int, within_s: float, catch_up_s: float
+               ) -> AsyncIterator[list[Any]]:
+    """The events of ``stream`` up to ``max_records`` at a time: what came within
+    ``within_s``, or within ``catch_up_s`` when the first is :func:`behind` (module
+    doc). faust's ``Stream.take_events`` otherwise, line for line (faust-streaming
+    0.11): records are added to the buffer by a processor in the stream's own task,
+    which stops adding while a step is handled; the step's events are acknowledged once
+    the caller is done with it; the stream closes the generator when it stops."""
+    steps = _take_steps(stream, max_records, within_s, catch_up_s)
+    active = getattr(stream, "_active_agens", None)  # faust closes these at its stop
+    if active is not None:
+        active.add(steps)
+    return steps
+
+
+async def _take_steps(stream: Any, max_records: int, within_s: float, catch_up_s: float
+                      ) -> AsyncIterator[list[Any]]:
+    buffer: list[Any] = []
+    buffer_full = asyncio.Event()
+    buffer_consumed = asyncio.Event()
+    buffer_consuming: asyncio.Future[None] | None = None
+    stream_enable_acks: bool = stream.enable_acks
+
+    async def add_to_buffer(value: Any) -> Any:
+        nonlocal buffer_consuming
+        try:
+            if buffer_consuming is not None:
+                try:
+                    await buffer_consuming
+                finally:
+                    buffer_consuming = None
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("take_steps found current_event None")
+            buffer.append(event)
+            if len(buffer) >= max_records:
+                buffer_full.set()  # the step starts now,
+                buffer_consumed.clear()  # and no more than max_records go in it
+                await stream.wait(buffer_consumed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # as faust: the stream crashes (the worker exits)
+            log.exception("adding to a step failed: %r", exc)
+            await stream.crash(exc)
+        return value
+
+    stream.enable_acks = False  # acknowledged here, after the step
+    stream.add_processor(add_to_buffer)
+    stream._enable_passive(aiter(stream.channel))
+    try:
+        while not stream.should_stop:
+            started = time.monotonic()
+            await stream.wait_for_stopped(buffer_full, timeout=within_s)
+            while (buffer and not buffer_full.is_set() and behind(buffer[0], time.time())
+                   and (left := catch_up_s - (time.monotonic() - started)) > 0):
+                await stream.wait_for_stopped(buffer_full, timeout=left)
+            if not buffer:
+                continue
+            buffer_consuming = stream.loop.create_future()
+            try:
+                yield list(buffer)
+            finally:
+                events = list(buffer)
+                buffer.clear()
+                for event in events:
+                    await stream.ack(event)
+                notify(buffer_consuming)
+                buffer_full.clear()
+                buffer_consumed.set()
+    finally:
+        stream.enable_acks = stream_enable_acks
+        stream._processors.remove(add_to_buffer)
 
 
 def by_partition(events: Sequence[Any]) -> dict[int, list[Any]]:
@@ -88,16 +182,18 @@ async def admit(p: Pipeline, guard: InputGuard, events: Sequence[Any]
     return records, gaps
 
 
-def batch_agent_over(p: Pipeline, topic: Any, name: str, handle: BatchHandler,
-                     max_records: int, within_s: float) -> None:
-    """An agent that hands ``handle`` the records of ``topic`` up to ``max_records`` at a
-    time (or what came within ``within_s``), partition by partition, each record once
-    and in offset order; it exits the worker if a step fails."""
+def batch_agent_over(p: Pipeline, topic: Any, name: str, handle: BatchHandler) -> None:
+    """An agent that hands ``handle`` the records of ``topic`` in steps of up to
+    ``step_max_records`` (:func:`take_steps`: what came within ``step_wait_ms``, or
+    ``step_catch_up_wait_ms`` when behind), partition by partition, each record once and
+    in offset order; it exits the worker if a step fails."""
     guard = p.input_guard(topic.get_topic_name())
+    s = p.settings
 
     @p.app.agent(topic, name=name)
     async def agent(stream: Any) -> None:
-        async for events in stream.take_events(max_records, within_s):
+        async for events in take_steps(stream, s.step_max_records, s.step_wait_ms / 1000,
+                                       s.step_catch_up_wait_ms / 1000):
             for partition, group in by_partition(events).items():
                 if not owns(p, group[0].message):
                     p.stats.records_dropped_revoked += len(group)
