@@ -122,6 +122,12 @@ class StartOrderedStore(_Encoded):
         super().__init__(table, prefix)
         self._unwritten: dict[WindowKey, object] = {}
         self._sealed: dict[WindowKey, object] = {}  # emitted: never changed again
+        # What the last write-back wrote that no emission holds, as objects (the table's
+        # bytes decoded), of the volumes the write-back before wrote too: a busy volume's
+        # windows, minute and billing hour, which the next unit likely reads again, are
+        # not decoded each time; a fleet of many quiet volumes keeps none (memory).
+        self._written: dict[WindowKey, object] = {}
+        self._written_volumes: set[str] = set()  # the volumes the last write-back wrote
 
     def get(self, key: WindowKey, default: object = None) -> object:
         found = self._unwritten.get(key, _NONE)
@@ -129,6 +135,9 @@ class StartOrderedStore(_Encoded):
             return found
         if key in self._sealed:
             self._write_sealed(key)
+        found = self._written.pop(key, _NONE)  # the caller may change it: no longer kept
+        if found is not _NONE:
+            return found
         data = self.table.get(self._key(key))
         return default if data is None else self.decode(data)
 
@@ -137,6 +146,8 @@ class StartOrderedStore(_Encoded):
         found = self._unwritten.get(key, _NONE)
         if found is _NONE:
             found = self._sealed.get(key, _NONE)
+        if found is _NONE:
+            found = self._written.get(key, _NONE)
         if found is not _NONE:
             return found
         data = self.table.get(self._key(key))
@@ -154,12 +165,14 @@ class StartOrderedStore(_Encoded):
 
     def __setitem__(self, key: WindowKey, value: object) -> None:
         self._sealed.pop(key, None)  # written over in the same unit
+        self._written.pop(key, None)
         self._unwritten[key] = value
 
     def __delitem__(self, key: WindowKey) -> None:
         raw = self._key(key)
         kept = self._unwritten.pop(key, _NONE) is not _NONE
         kept = self._sealed.pop(key, _NONE) is not _NONE or kept
+        self._written.pop(key, None)
         if not kept or raw in self.table:
             del self.table[raw]
 
@@ -189,12 +202,19 @@ class StartOrderedStore(_Encoded):
                                       strict=True):
                 table[key_of(key)] = data
             self._sealed.clear()
+            busy = self._written_volumes
+            self._written_volumes = {volume for volume, _ in self._unwritten}
+            self._written = {key: value for key, value in self._unwritten.items()
+                             if key[0] in busy}
             self._unwritten.clear()
 
     def forget_unwritten(self) -> None:
-        """Drop the kept values unwritten (a unit failed half-way)."""
+        """Drop the kept values unwritten (a unit failed half-way), and the written ones
+        (the unit may have changed them: the table's bytes are read again)."""
         self._sealed.clear()
         self._unwritten.clear()
+        self._written.clear()
+        self._written_volumes.clear()
 
     def _raw_between(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
         self.write_back()

@@ -223,7 +223,46 @@ def test_a_sealed_window_is_written_at_the_units_end_and_never_changed_after() -
     store.write_back()
     assert table == {store._key(("v", 0)): store.encode(copy),
                      store._key(("v", NS_PER_S)): store.encode(other)}
+    # a write-back keeps no object of a volume the write-back before did not write
     assert store.peek(("v", 0)) == copy and store.peek(("v", 0)) is not copy
+
+
+def test_a_busy_volumes_values_written_back_are_read_again_as_objects() -> None:
+    """What a unit wrote (not sealed) of a volume the unit before wrote too is kept as
+    objects: a get returns the object (no longer kept: the caller may change it and
+    writes it back). The next write-back, a delete or a failed unit drops it, and the
+    table's bytes are read anew; a volume written once (a quiet one) is never kept."""
+    table: dict[bytes, bytes] = {}
+    store = EntryStore(table, b"0|W1|")
+    first, second, quiet = _entry(0), _entry(NS_PER_S), _entry(0)
+    store[("v", 0)] = first
+    store.write_back()  # v written once: nothing kept
+    assert store.peek(("v", 0)) == first and store.peek(("v", 0)) is not first
+    store[("v", 0)] = first
+    store[("q", 0)] = quiet
+    store.write_back()  # v written twice in a row: kept; q once: not
+    assert store.peek(("q", 0)) == quiet and store.peek(("q", 0)) is not quiet
+    got = store.get(("v", 0))
+    assert got is first
+    got.acc.ops[0].counts[0] += 1
+    store[("v", 0)] = got
+    store[("v", NS_PER_S)] = second
+    store.write_back()
+    assert table[store._key(("v", 0))] == store.encode(got)
+    assert store.peek(("v", 0)) is got and store.peek(("v", NS_PER_S)) is second
+    store[("v", NS_PER_S)] = second
+    store.write_back()  # a unit that did not write ("v", 0)
+    assert store.get(("v", 0)) == got and store.peek(("v", 0)) is not got
+    assert store.peek(("v", NS_PER_S)) is second
+    store.forget_unwritten()  # a failed unit may have changed the kept objects
+    assert store.peek(("v", NS_PER_S)) == second and store.peek(("v", NS_PER_S)) is not second
+    for _ in range(2):
+        store[("v", NS_PER_S)] = second
+        store.write_back()
+    assert store.peek(("v", NS_PER_S)) is second
+    del store[("v", NS_PER_S)]
+    assert store.get(("v", NS_PER_S)) is None and store.peek(("v", NS_PER_S)) is None
+    assert store._key(("v", NS_PER_S)) not in table
 
 
 def test_a_sealed_window_deleted_or_forgotten_is_not_written() -> None:
