@@ -116,7 +116,13 @@ class StartOrderedStore(_Encoded):
     objects first; a scan writes them back before it reads the table. Whoever reads a
     value and changes it writes it back (the books do): the object read is the one kept.
     A value that leaves in an emission is encoded at once and no longer kept
-    (:meth:`seal`), so nothing later in the unit changes what was emitted."""
+    (:meth:`seal`), so nothing later in the unit changes what was emitted.
+
+    Across units: what a write-back wrote of the volumes the write-back before wrote too
+    stays kept (not sealed ones), so a busy volume's windows, minute and billing hour are
+    not decoded again by the next unit; a :meth:`get` hands such a value over (the caller
+    changes it and writes it back), and a failed unit drops them all
+    (:meth:`forget_unwritten`). docs/performance.md, session 19."""
 
     def __init__(self, table: Table, prefix: bytes) -> None:
         super().__init__(table, prefix)
