@@ -14,7 +14,13 @@ from typing import Any
 import orjson
 
 from streams.core.times import NS_PER_S, parse_time_ns
-from streams.core.windows.acc import WINDOW_NAMES, OpAcc, WindowAcc, window_stats
+from streams.core.windows.acc import (
+    NO_BUSY,
+    WINDOW_NAMES,
+    OpAcc,
+    WindowAcc,
+    window_stats,
+)
 
 WINDOWS_NS = {name: length for length, name in WINDOW_NAMES.items()}
 DEFAULT_SPAN_NS = {"1s": 15 * 60 * NS_PER_S, "1m": 24 * 3600 * NS_PER_S,
@@ -61,7 +67,7 @@ def copy_acc(acc: WindowAcc) -> WindowAcc:
     ops = [OpAcc(list(o.counts), o.min_ns, o.max_ns, list(o.histogram), o.inflight_ns,
                  None if o.exp is None else o.exp.copy())
            for o in acc.ops]
-    return WindowAcc(acc.window_start_ns, acc.window_len_ns, ops, [], acc.busy_ns)
+    return WindowAcc(acc.window_start_ns, acc.window_len_ns, ops, NO_BUSY, acc.busy_ns)
 
 
 async def stats_body(volume_id: str, head: dict[str, Any], entries: Sequence[Any]) -> bytes:

@@ -219,7 +219,7 @@ class Replay:
         for (_, window), (intervals, _) in partials.busy.items():
             if window_in(window * length):
                 w = self._get(book, volume_id, window * length, length, record_ns)
-                for lo, hi in intervals:
+                for lo, hi in intervals.tolist():
                     w.add_busy(lo, hi)
 
     @staticmethod

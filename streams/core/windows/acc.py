@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from streams.core.counters import (
     BYTES,
     ERRORS,
@@ -37,6 +39,41 @@ N_BINS = len(HISTOGRAM_BOUNDS_NS) + 1
 PERCENTILES: tuple[tuple[str, int, int], ...] = (
     ("p50", 50, 100), ("p90", 90, 100), ("p99", 99, 100), ("p99_9", 999, 1000),
 )
+
+
+# Busy intervals: an int64 array of shape (n, 2), one sorted, disjoint, non-touching
+# [start, end] per row (ends lie inside the window, so int64 holds them). A window has
+# dozens to hundreds (most of its bytes): rows of one array, not a list per interval, so
+# making, packing and reading them is a numpy call a window, not a Python object each
+# (docs/performance.md, session 20).
+NO_BUSY = np.empty((0, 2), dtype=np.int64)
+NO_BUSY.flags.writeable = False  # shared by every window without intervals: never changed
+
+
+def busy_array(intervals: Any) -> np.ndarray:
+    """Intervals as :class:`WindowAcc` keeps them, from an array or [[start, end], ...]
+    (a value outside int64 raises OverflowError)."""
+    if isinstance(intervals, np.ndarray) and intervals.dtype == np.int64:
+        return intervals.reshape(-1, 2)
+    if len(intervals) == 0:
+        return NO_BUSY
+    return np.array(intervals, dtype=np.int64).reshape(-1, 2)
+
+
+def union_intervals(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The union of two arrays of sorted, disjoint, non-touching intervals, as one: an
+    interval that overlaps or touches the furthest end before it joins it."""
+    both = np.concatenate((a, b))
+    both = both[np.argsort(both[:, 0], kind="stable")]
+    lo, reach = both[:, 0], np.maximum.accumulate(both[:, 1])
+    begins = np.flatnonzero(np.r_[True, lo[1:] > reach[:-1]])
+    ends = np.r_[begins[1:], len(lo)] - 1
+    return np.stack((lo[begins], reach[ends]), axis=1)
+
+
+def busy_length(intervals: np.ndarray) -> int:
+    """The total length of intervals, as an int (each is within a window: int64 sums)."""
+    return int((intervals[:, 1] - intervals[:, 0]).sum())
 
 
 def window_start_ns(t_ns: int, window_len_ns: int) -> int:
@@ -141,9 +178,10 @@ class OpAcc:
         return cls(values[:SLOTS_PER_OP], min_ns, max_ns, histogram, inflight_ns, known)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class WindowAcc:
-    """The integers of one volume's window; ``busy`` holds merged in-flight intervals.
+    """The integers of one volume's window; ``busy`` holds merged in-flight intervals
+    (an int64 array of [start, end] rows: :func:`busy_array`; a list is taken too).
 
     A 1 s window keeps its busy intervals (a late request must be unioned in);
     a rollup keeps only ``busy_ns`` (its parts are disjoint windows).
@@ -152,8 +190,22 @@ class WindowAcc:
     window_start_ns: int
     window_len_ns: int
     ops: list[OpAcc] = field(default_factory=lambda: [OpAcc() for _ in OPS])
-    busy: list[list[int]] = field(default_factory=list)
+    busy: np.ndarray = field(default_factory=lambda: NO_BUSY)
     busy_ns: int = 0
+
+    def __post_init__(self) -> None:
+        if type(self.busy) is not np.ndarray or self.busy.dtype != np.int64:
+            self.busy = busy_array(self.busy)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WindowAcc):
+            return NotImplemented
+        return (self.window_start_ns == other.window_start_ns
+                and self.window_len_ns == other.window_len_ns and self.ops == other.ops
+                and self.busy_ns == other.busy_ns
+                and np.array_equal(self.busy, other.busy))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
 
     @classmethod
     def empty(cls, window_start_ns: int, window_len_ns: int) -> WindowAcc:
@@ -163,22 +215,16 @@ class WindowAcc:
                    [OpAcc([0] * SLOTS_PER_OP, None, None, [0] * N_BINS, 0, ExpHistogram())
                     for _ in OPS])
 
-    def union_busy(self, intervals: list[list[int]], length_ns: int) -> None:
+    def union_busy(self, intervals: np.ndarray, length_ns: int) -> None:
         """Union sorted, disjoint, non-touching [start, end] intervals of this window
         (``length_ns``: their total) into the busy intervals: one sort and sweep."""
-        if not self.busy:
-            self.busy = intervals
+        if not len(self.busy):
+            self.busy = busy_array(intervals)
             self.busy_ns += length_ns
             return
-        old_ns = sum(hi - lo for lo, hi in self.busy)
-        merged: list[list[int]] = []
-        for lo, hi in sorted(self.busy + intervals):
-            if merged and lo <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], hi)
-            else:
-                merged.append([lo, hi])
-        self.busy = merged
-        self.busy_ns += sum(hi - lo for lo, hi in merged) - old_ns
+        old_ns = busy_length(self.busy)
+        self.busy = union_intervals(self.busy, busy_array(intervals))
+        self.busy_ns += busy_length(self.busy) - old_ns
 
     def merge(self, part: WindowAcc) -> None:
         """Add a shorter window that lies inside this one (a rollup)."""
@@ -188,12 +234,12 @@ class WindowAcc:
 
     def to_list(self) -> list[Any]:
         return [self.window_start_ns, self.window_len_ns, [o.to_list() for o in self.ops],
-                self.busy, self.busy_ns]
+                self.busy.tolist(), self.busy_ns]
 
     @classmethod
     def from_list(cls, values: list[Any]) -> WindowAcc:
         start, length, ops, busy, busy_ns = values
-        return cls(start, length, [OpAcc.from_list(o) for o in ops], busy, busy_ns)
+        return cls(start, length, [OpAcc.from_list(o) for o in ops], busy_array(busy), busy_ns)
 
 
 def rollup(parts: list[WindowAcc], window_len_ns: int) -> WindowAcc:
@@ -221,7 +267,7 @@ def acc_from_stats(stats: dict[str, Any]) -> WindowAcc:
         ops.append(OpAcc(counts, stats[f"min_{op}_latency_ns"], stats[f"max_{op}_latency_ns"],
                          list(stats[f"{op}_latency_histogram"]),
                          stats[f"{op}_inflight_time_ns"], exp))
-    return WindowAcc(stats["window_start_ns"], stats["window_length_ns"], ops, [],
+    return WindowAcc(stats["window_start_ns"], stats["window_length_ns"], ops, NO_BUSY,
                      stats["busy_time_ns"])
 
 

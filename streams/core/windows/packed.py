@@ -18,8 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from streams.core.counters import SLOTS_PER_OP
-from streams.core.windows.acc import OpAcc, WindowAcc
+from streams.core.windows.acc import NO_BUSY, OpAcc, WindowAcc, busy_array
 from streams.core.windows.exphist import ExpHistogram
 from streams.core.windows.varints import zigzag_runs
 
@@ -189,7 +191,7 @@ def _write_acc(w: _Writer, acc: WindowAcc) -> None:
         _write_op(w, op, bins)
     w.uint(len(acc.busy))
     last = acc.window_start_ns
-    for lo, hi in acc.busy:  # sorted and disjoint: small gaps and lengths
+    for lo, hi in acc.busy.tolist():  # sorted and disjoint: small gaps and lengths
         w.sint(lo - last)
         w.sint(hi - lo)
         last = hi
@@ -200,13 +202,41 @@ def _read_acc(r: _Reader) -> WindowAcc:
     start, length = r.sint(), r.sint()
     n_ops, bins = r.uint(), r.uint()
     ops = [_read_op(r, bins) for _ in range(n_ops)]
-    busy: list[list[int]] = []
-    last = start
-    for _ in range(r.uint()):
-        lo = last + r.sint()
-        last = lo + r.sint()
-        busy.append([lo, last])
+    n_busy = r.uint()
+    busy = _read_busy(r, start, n_busy) if n_busy else NO_BUSY
     return WindowAcc(start, length, ops, busy, r.sint())
+
+
+_BUSY_VECTOR_MIN = 4  # fewer intervals than this: read in Python (numpy's calls cost more)
+_INT64 = 1 << 63
+_SPAN_MAX = 1 << 62  # busy intervals within this of their window's start: int64 differences
+_LOW7 = np.uint8(0x7F)
+
+
+def _read_busy(r: _Reader, start: int, n: int) -> np.ndarray:
+    """``n`` busy intervals: 2n varints, (gap from the last end, length) each; their
+    running sum from ``start`` is the intervals' bounds, in order. Decoded in one numpy
+    pass when they are many and each fits in 63 bits (9 bytes), else one by one (which
+    raises for a value outside int64, as :func:`busy_array` does)."""
+    if n >= _BUSY_VECTOR_MIN and -_INT64 <= start < _INT64:
+        rest = np.frombuffer(r.data, dtype=np.uint8, offset=r.at)
+        ends = np.flatnonzero(rest < 0x80)[:2 * n]  # the last byte of each varint
+        if len(ends) == 2 * n:
+            size = int(ends[-1]) + 1
+            firsts = np.r_[0, ends[:-1] + 1]
+            place = np.arange(size) - np.repeat(firsts, ends - firsts + 1)  # byte k of one
+            if int(place.max()) < 9:
+                bits = (rest[:size] & _LOW7).astype(np.uint64) << (place * 7).astype(np.uint64)
+                zigzag = np.bitwise_or.reduceat(bits, firsts)
+                values = ((zigzag >> np.uint64(1)).view(np.int64)
+                          ^ -(zigzag & np.uint64(1)).view(np.int64))
+                r.at += size
+                return (np.cumsum(values) + start).reshape(-1, 2)  # within the window
+    flat, last = [], start
+    for _ in range(2 * n):
+        last += r.sint()
+        flat.append(last)
+    return busy_array(flat)
 
 
 def pack_entry(tenant_id: str, acc: WindowAcc, revision: int, emitted: bool,
@@ -224,15 +254,17 @@ def pack_entry(tenant_id: str, acc: WindowAcc, revision: int, emitted: bool,
 def pack_entries(items: Sequence[tuple[str, WindowAcc, int, bool, int]]) -> list[bytes]:
     """:func:`pack_entry` of many stored windows (its arguments each), the same bytes: their
     integers laid out as one run per window and varint-encoded together (varints.py). A
-    value outside int64 (a Python int may be any size) packs them one by one."""
+    value outside int64 (a Python int may be any size), or busy intervals outside their
+    window, packs them one by one."""
     values: list[int] = []
     ends: list[int] = []
-    for _, acc, revision, _, emitted_offset in items:
-        values += (revision, emitted_offset)
-        _lay_acc(acc, values)
-        ends.append(len(values))
+    busy = _BusyRuns()
     try:
-        blob, bounds = zigzag_runs(values, ends)
+        for _, acc, revision, _, emitted_offset in items:
+            values += (revision, emitted_offset)
+            _lay_acc(acc, values, busy)
+            ends.append(len(values) + busy.size)
+        blob, bounds = zigzag_runs(busy.merged(values), ends)
     except OverflowError:
         return [pack_entry(*item) for item in items]
     return [_entry_head(tenant_id, emitted) + blob[bounds[k]:bounds[k + 1]]
@@ -261,17 +293,64 @@ def _u(n: int) -> int:
     return n >> 1 if not n & 1 else -((n + 1) >> 1)
 
 
-def _lay_acc(acc: WindowAcc, v: list[int]) -> None:
-    """:func:`_write_acc`'s integers, each as the signed value whose varint it writes."""
+class _BusyRuns:
+    """The busy intervals of the windows :func:`pack_entries` lays out, each to go in at a
+    place in its integers: their gaps and lengths are taken in one numpy pass over all of
+    them (:meth:`merged`), not one per window."""
+
+    __slots__ = ("at", "arrays", "starts", "size")
+
+    def __init__(self) -> None:
+        self.at: list[int] = []  # where in the integers (without the intervals) each goes
+        self.arrays: list[np.ndarray] = []
+        self.starts: list[int] = []  # their windows' starts
+        self.size = 0  # how many integers they add: two an interval
+
+    def add(self, at: int, start: int, busy: np.ndarray) -> None:
+        self.at.append(at)
+        self.arrays.append(busy)
+        self.starts.append(start)
+        self.size += busy.size
+
+    def merged(self, values: list[int]) -> list[int] | np.ndarray:
+        """``values`` with every window's intervals in its place, as :func:`_write_acc`
+        writes them: the differences of start, lo, hi, lo, hi, ... Raises OverflowError for
+        a value outside int64, or intervals not within 2**62 after their window's start
+        (then a difference could leave int64: pack_entry writes them, exactly)."""
+        if not self.arrays:
+            return values
+        flat = np.concatenate(self.arrays).reshape(-1)
+        sizes = np.array([a.size for a in self.arrays])
+        firsts = np.cumsum(sizes) - sizes
+        starts = np.array(self.starts, dtype=np.int64)
+        low, high = np.minimum.reduceat(flat, firsts), np.maximum.reduceat(flat, firsts)
+        if not ((low >= starts).all()
+                and ((high.view(np.uint64) - starts.view(np.uint64)) <= _SPAN_MAX).all()):
+            raise OverflowError("busy intervals outside their window")
+        diffs = np.empty_like(flat)
+        diffs[1:] = flat[1:] - flat[:-1]
+        diffs[firsts] = flat[firsts] - starts
+        out = np.empty(len(values) + len(flat), dtype=np.int64)
+        # value j of window k's goes after at[k] integers and the firsts[k] + j before it
+        place = np.repeat(np.array(self.at), sizes) + np.arange(len(flat))
+        scalars = np.ones(len(out), dtype=bool)
+        scalars[place] = False
+        out[place] = diffs
+        out[scalars] = np.fromiter(values, np.int64, len(values))
+        return out
+
+
+def _lay_acc(acc: WindowAcc, v: list[int], busy_runs: _BusyRuns) -> None:
+    """:func:`_write_acc`'s integers, each as the signed value whose varint it writes; the
+    busy intervals' go in later, at their place (:class:`_BusyRuns`)."""
     bins = len(acc.ops[0].histogram) if acc.ops else 0
     v += (acc.window_start_ns, acc.window_len_ns, _u(len(acc.ops)), _u(bins))
     for op in acc.ops:
         _lay_op(op, bins, v)
-    v.append(_u(len(acc.busy)))
-    last = acc.window_start_ns
-    for lo, hi in acc.busy:
-        v += (lo - last, hi - lo)
-        last = hi
+    busy = acc.busy
+    v.append(_u(len(busy)))
+    if len(busy):
+        busy_runs.add(len(v), acc.window_start_ns, busy)
     v.append(acc.busy_ns)
 
 

@@ -20,15 +20,18 @@ _LOW7, _SEVEN = np.uint64(0x7F), np.uint64(7)
 _LITTLE_F8 = np.dtype("<f8")
 
 
-def zigzag_runs(values: Sequence[int], ends: Sequence[int], doubles: Sequence[float] = (),
-                at: Sequence[int] = ()) -> tuple[bytes, list[int]]:
+def zigzag_runs(values: Sequence[int] | np.ndarray, ends: Sequence[int],
+                doubles: Sequence[float] = (), at: Sequence[int] = ()
+                ) -> tuple[bytes, list[int]]:
     """The varints of ``values`` as one byte string, and the byte bounds of the runs
-    (run k: values [ends[k - 1], ends[k]), bytes [bounds[k], bounds[k + 1])). The values
+    (run k: values [ends[k - 1], ends[k]), bytes [bounds[k], bounds[k + 1])); ``values``
+    may be an int64 array. The values
     at the indexes ``at`` are placeholders for ``doubles``, written as 8 bytes (IEEE 754,
     little endian: Avro's double). A value outside int64 raises OverflowError."""
     if not len(values):
         return b"", [0] * (len(ends) + 1)
-    v = np.fromiter(values, np.int64, len(values))
+    v = (values if isinstance(values, np.ndarray)
+         else np.fromiter(values, np.int64, len(values)))  # an array: int64 already
     zigzag = ((v << 1) ^ (v >> 63)).view(np.uint64)
     sizes = np.searchsorted(_STEPS, zigzag, side="right") + 1
     where = np.array(at, dtype=np.intp)

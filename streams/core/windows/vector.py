@@ -40,7 +40,7 @@ _LOW_32 = np.uint64(0xFFFF_FFFF)
 INT64_MIN = -(1 << 63)
 
 
-Busy = tuple[list[list[int]], int]  # a window's merged busy intervals, and their length
+Busy = tuple[np.ndarray, int]  # a window's merged busy intervals (acc.busy_array), length
 
 
 @dataclass(slots=True)
@@ -275,7 +275,7 @@ def _busy(pair: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.ndarray,
     begins = np.flatnonzero(new_pair | np.r_[True, lo[1:] > reach[:-1]])
     ends = np.r_[begins[1:], len(lo)] - 1
     starts_ns, ends_ns = lo[begins], reach[ends]
-    intervals = [[a, b] for a, b in zip(starts_ns.tolist(), ends_ns.tolist(), strict=True)]
+    intervals = np.stack((starts_ns, ends_ns), axis=1)  # a window's rows are copied out
     owners = pair[begins]
     bounds = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
     totals = np.add.reduceat(ends_ns - starts_ns, bounds).tolist()  # <= L each: int64
@@ -283,7 +283,8 @@ def _busy(pair: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.ndarray,
     busy: dict[tuple[int, int], Busy] = {}
     for first, after, p, total in zip(bounds.tolist(), np.r_[bounds[1:], len(owners)].tolist(),
                                       owners[bounds].tolist(), totals, strict=True):
-        busy[(p // n_windows, int(windows[p % n_windows]))] = (intervals[first:after], total)
+        busy[(p // n_windows, int(windows[p % n_windows]))] = (intervals[first:after].copy(),
+                                                               total)
     return busy
 
 

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer
 from streams.config import Settings
 from streams.core.counters import table_json
 from streams.core.times import NS_PER_S
-from streams.core.windows.acc import WindowAcc
+from streams.core.windows.acc import NO_BUSY, WindowAcc
 from streams.core.windows.book import WindowEntry
 from streams.core.windows.packed import pack_entry, unpack_entry
 from streams.core.windows.stages import is_window_1s_key
@@ -198,7 +198,7 @@ def value_parts(values: list[bytes]) -> dict[str, float]:
         tenant_id, acc, revision, emitted, offset = unpack_entry(data)
         packed = functools.partial(_packed_size, tenant_id, revision=revision,
                                    emitted=emitted, offset=offset)
-        no_busy = replace(acc, busy=[])
+        no_busy = replace(acc, busy=NO_BUSY)
         no_exp = replace(no_busy, ops=[replace(op, exp=None) for op in acc.ops])
         bare = replace(no_exp, ops=[replace(op, histogram=[0] * len(op.histogram))
                                     for op in no_exp.ops])

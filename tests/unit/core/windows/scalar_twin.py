@@ -11,7 +11,12 @@ from streams.core.billing import BillingBook, BillingEntry, BillingRecord
 from streams.core.counters import BYTES, N_SLOTS, STATUS_RULES, TIME, add_to_slots
 from streams.core.events import STATUS_INVALID
 from streams.core.times import HOUR_NS
-from streams.core.windows.acc import HISTOGRAM_BOUNDS_NS, WindowAcc, window_start_ns
+from streams.core.windows.acc import (
+    HISTOGRAM_BOUNDS_NS,
+    WindowAcc,
+    busy_array,
+    window_start_ns,
+)
 from streams.core.windows.book import Emission, WindowBook, WindowEntry
 from streams.core.windows.exphist import bucket_index
 
@@ -111,7 +116,7 @@ def add_inflight(acc: WindowAcc, op: int, submit_ns: int, complete_ns: int) -> N
     if end <= start:
         return
     acc.ops[op].inflight_ns += end - start
-    busy = acc.busy
+    busy = acc.busy.tolist()
     first = bisect_left(busy, start, key=lambda interval: interval[1])  # first hi >= start
     after = bisect_right(busy, end, key=lambda interval: interval[0])  # first lo > end
     removed = 0
@@ -119,6 +124,7 @@ def add_inflight(acc: WindowAcc, op: int, submit_ns: int, complete_ns: int) -> N
         start, end = min(start, busy[first][0]), max(end, busy[after - 1][1])
         removed = sum(hi - lo for lo, hi in busy[first:after])
     busy[first:after] = [[start, end]]
+    acc.busy = busy_array(busy)
     acc.busy_ns += end - start - removed
 
 

@@ -1,5 +1,6 @@
 """The packed form of stored windows, parts and billing entries: it round-trips exactly
-(Python ints of any size), the older JSON still loads, and it is small."""
+(Python ints of any size; busy intervals, which lie in their window, int64), the older
+JSON still loads, and it is small."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from streams.core.billing import BillingEntry
 from streams.core.counters import N_SLOTS, SLOTS_PER_OP, table_json
 from streams.core.events import OPS
 from streams.core.times import NS_PER_S
-from streams.core.windows.acc import N_BINS, OpAcc, WindowAcc
+from streams.core.windows.acc import N_BINS, NO_BUSY, OpAcc, WindowAcc
 from streams.core.windows.book import WindowBook, WindowEntry, WindowSettings
 from streams.core.windows.exphist import ExpHistogram
 from streams.core.windows.packed import (
@@ -30,6 +31,7 @@ from streams.core.windows.stores import BillingStore, EntryStore, PartsStore
 BIG = st.one_of(st.just(0), st.integers(-5, 300), st.integers(-(2**64), 2**64),
                 st.integers(-(2**200), 2**200))
 MAYBE = st.one_of(st.none(), BIG)
+INT64 = 1 << 63
 
 
 COUNT = st.one_of(st.integers(0, 3), st.integers(0, 2**70))
@@ -61,8 +63,16 @@ def window_accs(draw: st.DrawFn) -> WindowAcc:
     ops = draw(st.lists(op_accs(bins), min_size=len(OPS), max_size=len(OPS)))
     if draw(st.booleans()):  # an op whose empty histogram is not the usual length
         ops[0].histogram = [0] * draw(st.integers(0, 30))
-    busy = draw(st.lists(st.lists(BIG, min_size=2, max_size=2), max_size=6))
-    return WindowAcc(draw(BIG), draw(BIG), ops, busy, draw(BIG))
+    start, length = draw(BIG), draw(BIG)
+    if draw(st.booleans()) and -INT64 <= start and start + abs(length) < INT64:
+        # as a window has them: sorted, disjoint, inside it; many (read by numpy), or few
+        bounds = sorted(set(draw(st.lists(st.integers(start, start + abs(length)),
+                                          max_size=draw(st.sampled_from([7, 80]))))))
+        busy = [bounds[i:i + 2] for i in range(0, len(bounds) - 1, 2)]
+    else:  # anything int64 holds, in any order (packed one by one, read back exactly)
+        busy = draw(st.lists(st.lists(st.integers(-INT64, INT64 - 1), min_size=2, max_size=2),
+                             max_size=8))
+    return WindowAcc(start, length, ops, busy, draw(BIG))
 
 
 ENTRIES = st.builds(WindowEntry, st.text(max_size=12), window_accs(), BIG, st.booleans(), BIG)
@@ -158,7 +168,7 @@ def test_a_realistic_window_is_small_and_far_smaller_than_json() -> None:
     assert EntryStore({}, b"").decode(packed) == entry
     assert len(entry.acc.busy) > 50  # the busy intervals are in it: most of its bytes
     assert len(packed) * 4 < len(old)
-    entry.acc.busy = []  # past the revision horizon a window keeps only busy_ns
+    entry.acc.busy = NO_BUSY  # past the revision horizon a window keeps only busy_ns
     exps = [op.exp for op in entry.acc.ops]
     with_exp = len(EntryStore({}, b"").encode(entry))
     for op in entry.acc.ops:
@@ -177,7 +187,7 @@ def test_a_window_stored_before_the_exponential_histogram_reads_as_not_known() -
     for op in acc.ops:
         op.exp = None if op.min_ns is not None else op.exp
     old_json = table_json([entry.tenant_id, [acc.window_start_ns, acc.window_len_ns,
-                                             [o.to_list()[:-1] for o in acc.ops], acc.busy,
+                                             [o.to_list()[:-1] for o in acc.ops], acc.busy.tolist(),
                                              acc.busy_ns], 0, False])
     packed = pack_entry(entry.tenant_id, acc, 0, False, -1)  # writes no exp for None
     for data in (old_json, packed):
