@@ -130,6 +130,14 @@ class OpAcc:
     def time_ns(self) -> int:
         return self.counts[TIME]
 
+    def is_quiet(self, bins: int = N_BINS) -> bool:
+        """Nothing counted, timed or in flight, and a ``bins``-long histogram: what most
+        windows' flush or discard op is (packed and published as a constant)."""
+        exp = self.exp
+        return (self.min_ns is None and self.max_ns is None and not self.inflight_ns
+                and not any(self.counts) and len(self.histogram) == bins
+                and not any(self.histogram) and (exp is None or not (exp.counts or exp.zero)))
+
     def add_partial(self, part: OpPartial) -> None:
         """Add what a vectorised pass computed for this op and window (vector.py)."""
         counts = self.counts

@@ -356,10 +356,13 @@ def _lay_acc(acc: WindowAcc, v: list[int], busy_runs: _BusyRuns) -> None:
 
 def _lay_op(op: OpAcc, bins: int, v: list[int]) -> None:
     """:func:`_write_op`'s integers (as :func:`_lay_acc`)."""
+    if op.is_quiet(bins):
+        v.append(0)  # most windows have some: no bit set, nothing follows
+        return
     counts, hist = op.counts, op.histogram
+    exp = op.exp
     nonzero = [i for i, c in enumerate(hist) if c]
     sparse = bool(nonzero) or len(hist) != bins
-    exp = op.exp
     has_exp = exp is not None and bool(exp.counts or exp.zero)
     bits = sum(1 << i for i, c in enumerate(counts) if c)
     bits |= ((op.min_ns is not None) << _MIN | (op.max_ns is not None) << _MAX

@@ -27,7 +27,7 @@ from typing import Any
 from streams.core.codec import SchemaSet
 from streams.core.counters import OP_COUNTER_NAMES
 from streams.core.events import OPS
-from streams.core.windows.acc import PERCENTILES, WindowAcc, percentile_ns
+from streams.core.windows.acc import PERCENTILES, OpAcc, WindowAcc, percentile_ns
 from streams.core.windows.exphist import ExpHistogram, representative_ns
 from streams.core.windows.varints import zigzag_runs
 
@@ -155,49 +155,76 @@ def _lay_out(acc: WindowAcc, revision: int, values: list[int], doubles: list[flo
              at: list[int]) -> None:
     """One record's fields after its strings, as :func:`acc.window_stats` makes them."""
     length = acc.window_len_ns
-    append, extend = values.append, values.extend
     values += (acc.window_start_ns, length, revision)
     for op_code, op in enumerate(acc.ops):
-        counts = op.counts
-        extend([counts[slot] for slot in _SLOTS[op_code]])
-        timed = op.ios + op.errors
-        if timed:
-            append(1)
-            at.append(len(values))
-            append(0)
-            doubles.append(op.time_ns / timed)
+        if op.is_quiet():  # a constant run; its one double (the queue depth) is 0.0
+            at.append(len(values) + _QUIET_DOUBLE_AT[op_code])
+            values += _QUIET[op_code]
+            doubles.append(0.0)
         else:
-            append(0)
-        min_ns, max_ns = op.min_ns, op.max_ns
-        values += (0,) if min_ns is None else (1, min_ns)
-        values += (0,) if max_ns is None else (1, max_ns)
-        histogram = op.histogram
-        append(len(histogram))
-        if histogram:
-            extend(histogram)
-            append(0)
-        exp = _EMPTY_EXP if op.exp is None else op.exp.read_trimmed()
-        append(exp.offset)
-        if exp.counts:
-            append(len(exp.counts))
-            extend(exp.counts)
-        append(0)
-        append(exp.zero)
-        if op.exp is None:
-            ranks = [percentile_ns(histogram, num, den, max_ns) for _, num, den in PERCENTILES]
-        else:
-            ranks = exp_percentiles_ns(exp, min_ns, max_ns)
-        for value in ranks:
-            values += (0,) if value is None else (1, value)
-        append(op.inflight_ns)
-        at.append(len(values))
-        append(0)
-        doubles.append(op.inflight_ns / length)
+            _lay_out_op(op_code, op, length, values, doubles, at)
     busy = acc.busy_ns
     values += (busy, length - busy)
     at.append(len(values))
-    append(0)
+    values.append(0)
     doubles.append(busy / length)
+
+
+def _lay_out_op(op_code: int, op: OpAcc, length: int, values: list[int],
+                doubles: list[float], at: list[int]) -> None:
+    """One op's fields of a record (:func:`_lay_out`)."""
+    append, extend = values.append, values.extend
+    counts = op.counts
+    extend([counts[slot] for slot in _SLOTS[op_code]])
+    timed = op.ios + op.errors
+    if timed:
+        append(1)
+        at.append(len(values))
+        append(0)
+        doubles.append(op.time_ns / timed)
+    else:
+        append(0)
+    min_ns, max_ns = op.min_ns, op.max_ns
+    values += (0,) if min_ns is None else (1, min_ns)
+    values += (0,) if max_ns is None else (1, max_ns)
+    histogram = op.histogram
+    append(len(histogram))
+    if histogram:
+        extend(histogram)
+        append(0)
+    exp = _EMPTY_EXP if op.exp is None else op.exp.read_trimmed()
+    append(exp.offset)
+    if exp.counts:
+        append(len(exp.counts))
+        extend(exp.counts)
+    append(0)
+    append(exp.zero)
+    if op.exp is None:
+        ranks = [percentile_ns(histogram, num, den, max_ns) for _, num, den in PERCENTILES]
+    else:
+        ranks = exp_percentiles_ns(exp, min_ns, max_ns)
+    for value in ranks:
+        values += (0,) if value is None else (1, value)
+    append(op.inflight_ns)
+    at.append(len(values))
+    append(0)
+    doubles.append(op.inflight_ns / length)
+
+
+def _quiet_runs() -> tuple[list[tuple[int, ...]], list[int]]:
+    """What :func:`_lay_out` lays out for a quiet op (acc.OpAcc.is_quiet) of each op, and
+    where in it the placeholder of its double is: laid out once, by :func:`_lay_out`."""
+    runs, double_at = [], []
+    for op_code in range(len(OPS)):
+        values: list[int] = []
+        at: list[int] = []
+        _lay_out_op(op_code, WindowAcc.empty(0, 1).ops[op_code], 1, values, [], at)
+        runs.append(tuple(values))
+        double_at.append(at[0])
+    return runs, double_at
+
+
+_QUIET, _QUIET_DOUBLE_AT = _quiet_runs()
 
 
 def _varint(n: int) -> bytes:

@@ -61,6 +61,8 @@ def op_accs(draw: st.DrawFn, bins: int = N_BINS) -> OpAcc:
 def window_accs(draw: st.DrawFn) -> WindowAcc:
     bins = draw(st.sampled_from([N_BINS, N_BINS, 0, 3]))
     ops = draw(st.lists(op_accs(bins), min_size=len(OPS), max_size=len(OPS)))
+    for at in draw(st.sets(st.integers(0, len(OPS) - 1))):  # quiet ops: most windows have
+        ops[at] = OpAcc([0] * SLOTS_PER_OP, None, None, [0] * bins, 0, ExpHistogram())
     if draw(st.booleans()):  # an op whose empty histogram is not the usual length
         ops[0].histogram = [0] * draw(st.integers(0, 30))
     start, length = draw(BIG), draw(BIG)

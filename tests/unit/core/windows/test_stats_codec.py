@@ -61,6 +61,9 @@ def op_accs(draw: st.DrawFn, bins: int) -> OpAcc:
 def window_accs(draw: st.DrawFn) -> WindowAcc:
     bins = draw(st.sampled_from([N_BINS, N_BINS, 0, 3]))
     ops = draw(st.lists(op_accs(bins), min_size=len(OPS), max_size=len(OPS)))
+    for at in draw(st.sets(st.integers(0, len(OPS) - 1))):  # quiet: a constant run
+        ops[at] = OpAcc([0] * SLOTS_PER_OP, None, None, [0] * bins, 0,
+                        draw(st.sampled_from([None, ExpHistogram()])))
     length = draw(POSITIVE)
     busy = draw(st.one_of(st.just(0), st.just(length), st.integers(0, length)))
     return WindowAcc(draw(LONG), length, ops, [], busy)  # idle = length - busy: an int64
@@ -112,6 +115,7 @@ def test_a_simulated_fleets_windows_encode_as_fastavro_does() -> None:
     emitted = book.close_for(int(columns.complete_ns.max()) + 10**10)
     assert len(emitted) > 40 and any(op.exp and len(op.exp.counts) > 20
                                      for e in emitted for op in e.acc.ops)
+    assert any(op.is_quiet() for e in emitted for op in e.acc.ops)
     items = [(e.volume_id, e.tenant_id, e.acc, e.revision) for e in emitted]
     assert _encoder().encode(items) == [_oracle(*item) for item in items]
     assert _encoder().encode([]) == []
