@@ -78,8 +78,12 @@ class Settings:
     # more than 2 s old: pipeline/batches.py); the windows take at most step_max_events per
     # unit (a step of huge records is cut there, bounding its memory).
     step_max_records: int = 4000
+    # and of records of 2 KiB or more (a host's batches), up to this many and this many
+    # bytes a step, the next step's taken while one is handled (pipeline/batches.py)
+    step_max_big_records: int = 16_000
+    step_max_bytes: int = 128 << 20
     step_wait_ms: int = 250
-    step_catch_up_wait_ms: int = 1000
+    step_catch_up_wait_ms: int = 3000
     step_max_events: int = 1_000_000
     grace_s: float = 2.0
     idle_timeout_s: float = 5.0

@@ -15,12 +15,15 @@ three faust edges are handled here:
 * acks: the step's records are acknowledged after the step returns, so a commit never
   covers a record whose outputs were not handed to the producer.
 
-Steps are taken by :func:`take_steps`, faust's ``take_events`` with one change: a step
+Steps are taken by :func:`take_steps`, faust's ``take_events`` with two changes. A step
 waits ``within_s`` for records (what a live fleet's windows can afford), or up to
 ``catch_up_s`` while its first record is older than ``BEHIND_S`` (a backlog: after a
-failover, a restart, a burst), so that a worker that is behind takes bigger steps and
-writes each window fewer times. (c) at 1,000 volumes: 150,525 events/s with 250 ms
-steps, 182,342 with 1 s ones (docs/performance.md, session 18).
+failover, a restart, a burst) and records keep coming fast, so that a worker that is
+behind takes bigger steps and writes each window fewer times. (c) at 1,000 volumes:
+150,525 events/s with 250 ms steps, 182,342 with 1 s ones (docs/performance.md, session
+18). And records that carry a host's batch (big ones) are taken while a step is handled,
+up to a larger step: the worker does not idle while the next step's records come
+(session 20).
 """
 
 from __future__ import annotations
@@ -51,6 +54,14 @@ EXIT_AGENT_FAILED = 70  # EX_SOFTWARE
 # (value, message) of each record of one partition, in offset order.
 Records = list[tuple[Any, Any]]
 BatchHandler = Callable[[int, Records], Awaitable[None]]
+# A raw record this big (bytes) or bigger carries a host's batch (hundreds of events):
+# steps of such records are taken larger, and the next one while one is handled
+# (take_steps); ~40 B an event in layout 2.
+BIG_RECORD_BYTES = 2048
+STEP_MAX_BYTES = 128 << 20  # of records' values in a step, whatever their number
+# A step behind waits on (up to catch_up_s) only while records come at least this fast: a
+# backlog's fetches deliver thousands a second, a live fleet's records a few hundred.
+CATCH_UP_MIN_RECORDS_PER_S = 2000
 # A step whose first record is older than this (its Kafka timestamp against the wall
 # clock) is catching up: it waits up to catch_up_s for more. A live fleet's records are
 # at most a step and the producer's flush age old.
@@ -72,33 +83,53 @@ def behind(event: Any, now_s: float) -> bool:
     return bool(now_s - event.message.timestamp > BEHIND_S)
 
 
-def take_steps(stream: Any, max_records: int, within_s: float, catch_up_s: float
+def take_steps(stream: Any, max_records: int, within_s: float, catch_up_s: float,
+               big_max_records: int | None = None, max_bytes: int = STEP_MAX_BYTES
                ) -> AsyncIterator[list[Any]]:
     """The events of ``stream`` up to ``max_records`` at a time: what came within
     ``within_s``, or within ``catch_up_s`` when the first is :func:`behind` (module
     doc). faust's ``Stream.take_events`` otherwise, line for line (faust-streaming
     0.11): records are added to the buffer by a processor in the stream's own task,
     which stops adding while a step is handled; the step's events are acknowledged once
-    the caller is done with it; the stream closes the generator when it stops."""
-    steps = _take_steps(stream, max_records, within_s, catch_up_s)
+    the caller is done with it; the stream closes the generator when it stops.
+
+    Big records (those of the last step averaged :data:`BIG_RECORD_BYTES` or more: a
+    host's batches of hundreds of events) are taken up to ``big_max_records`` (None:
+    ``max_records``) and ``max_bytes`` a step, and the next step's are added while one is
+    handled, so that a worker that is behind makes fewer, larger units without waiting
+    for each step's records to come (docs/performance.md, session 20). Small records keep
+    faust's rule: many of them cost the memory of their faust events, not their bytes."""
+    steps = _take_steps(stream, max_records, within_s, catch_up_s,
+                        big_max_records or max_records, max_bytes)
     active = getattr(stream, "_active_agens", None)  # faust closes these at its stop
     if active is not None:
         active.add(steps)
     return steps
 
 
-async def _take_steps(stream: Any, max_records: int, within_s: float, catch_up_s: float
-                      ) -> AsyncIterator[list[Any]]:
+def _size(event: Any) -> int:
+    value = event.value
+    return len(value) if isinstance(value, bytes | bytearray) else 0
+
+
+async def _take_steps(stream: Any, max_records: int, within_s: float, catch_up_s: float,
+                      big_max_records: int, max_bytes: int) -> AsyncIterator[list[Any]]:
     buffer: list[Any] = []
+    buffer_bytes = 0
+    big = False  # the last step's records were big (take_steps)
     buffer_full = asyncio.Event()
     buffer_consumed = asyncio.Event()
     buffer_consuming: asyncio.Future[None] | None = None
     stream_enable_acks: bool = stream.enable_acks
 
+    def full() -> bool:
+        return (len(buffer) >= (big_max_records if big else max_records)
+                or buffer_bytes >= max_bytes)
+
     async def add_to_buffer(value: Any) -> Any:
-        nonlocal buffer_consuming
+        nonlocal buffer_consuming, buffer_bytes
         try:
-            if buffer_consuming is not None:
+            if buffer_consuming is not None and not big:
                 try:
                     await buffer_consuming
                 finally:
@@ -107,9 +138,10 @@ async def _take_steps(stream: Any, max_records: int, within_s: float, catch_up_s
             if event is None:
                 raise RuntimeError("take_steps found current_event None")
             buffer.append(event)
-            if len(buffer) >= max_records:
+            buffer_bytes += _size(event)
+            if full():
                 buffer_full.set()  # the step starts now,
-                buffer_consumed.clear()  # and no more than max_records go in it
+                buffer_consumed.clear()  # and no more than the limit go in it
                 await stream.wait(buffer_consumed)
         except asyncio.CancelledError:
             raise
@@ -125,22 +157,29 @@ async def _take_steps(stream: Any, max_records: int, within_s: float, catch_up_s
         while not stream.should_stop:
             started = time.monotonic()
             await stream.wait_for_stopped(buffer_full, timeout=within_s)
+            seen = len(buffer)  # a step behind waits while records keep coming fast
             while (buffer and not buffer_full.is_set() and behind(buffer[0], time.time())
                    and (left := catch_up_s - (time.monotonic() - started)) > 0):
-                await stream.wait_for_stopped(buffer_full, timeout=left)
+                await stream.wait_for_stopped(buffer_full, timeout=min(left, within_s))
+                if len(buffer) - seen < CATCH_UP_MIN_RECORDS_PER_S * within_s:
+                    break  # the backlog is in: waiting would only idle
+                seen = len(buffer)
             if not buffer:
                 continue
+            events = list(buffer)  # the step; the buffer takes the next one's (big ones)
+            big = buffer_bytes >= BIG_RECORD_BYTES * len(events)
+            buffer.clear()
+            buffer_bytes = 0
             buffer_consuming = stream.loop.create_future()
+            buffer_full.clear()
+            buffer_consumed.set()
             try:
-                yield list(buffer)
+                yield events
             finally:
-                events = list(buffer)
-                buffer.clear()
                 for event in events:
                     await stream.ack(event)
                 notify(buffer_consuming)
-                buffer_full.clear()
-                buffer_consumed.set()
+                buffer_consuming = None
     finally:
         stream.enable_acks = stream_enable_acks
         stream._processors.remove(add_to_buffer)
@@ -193,7 +232,8 @@ def batch_agent_over(p: Pipeline, topic: Any, name: str, handle: BatchHandler) -
     @p.app.agent(topic, name=name)
     async def agent(stream: Any) -> None:
         async for events in take_steps(stream, s.step_max_records, s.step_wait_ms / 1000,
-                                       s.step_catch_up_wait_ms / 1000):
+                                       s.step_catch_up_wait_ms / 1000,
+                                       s.step_max_big_records, s.step_max_bytes):
             for partition, group in by_partition(events).items():
                 if not owns(p, group[0].message):
                     p.stats.records_dropped_revoked += len(group)
