@@ -119,12 +119,13 @@ class _Polls:
                    rss_bytes)
 
 
-async def _poll(proc: Proc, progress: Progress, path: str) -> tuple[int, int]:
-    """(events, records) the worker's progress page says; nothing while it cannot say."""
+async def _poll(proc: Proc, progress: Progress, path: str) -> tuple[int, int] | None:
+    """(events, records) the worker's progress page says; None when it does not answer
+    (not started yet, or a long step holds its event loop)."""
     try:
         return progress(await asyncio.to_thread(proc.get, path))
     except (OSError, ValueError, KeyError, urllib.error.URLError):
-        return 0, 0
+        return None
 
 
 async def timed_run(proc: Proc, progress: Progress, path: str, events: int, records: int,
@@ -149,7 +150,14 @@ async def timed_run(proc: Proc, progress: Progress, path: str, events: int, reco
             now = time.monotonic()
             if polls.t_processed is None:
                 cpu = proc.cpu_seconds()
-                done, done_records = await _poll(proc, progress, path)
+                polled = await _poll(proc, progress, path)
+                if polled is None and polls.first is not None:
+                    # no answer once it has progressed: a step holds its loop (seconds at
+                    # 100,000 volumes); no news, not "nothing processed", which would move
+                    # the start of the timing (docs/performance.md, session 20)
+                    await asyncio.sleep(POLL_S)
+                    continue
+                done, done_records = polled or (0, 0)
                 if done == 0:
                     polls.cpu_zero = cpu
                 if polls.saw(now, done, done_records) and on_start is not None:
