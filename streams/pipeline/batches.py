@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -58,7 +59,6 @@ BatchHandler = Callable[[int, Records], Awaitable[None]]
 # steps of such records are taken larger, and the next one while one is handled
 # (take_steps); ~40 B an event in layout 2.
 BIG_RECORD_BYTES = 2048
-STEP_MAX_BYTES = 128 << 20  # of records' values in a step, whatever their number
 # A step behind waits on (up to catch_up_s) only while records come at least this fast: a
 # backlog's fetches deliver thousands a second, a live fleet's records a few hundred.
 CATCH_UP_MIN_RECORDS_PER_S = 2000
@@ -84,7 +84,7 @@ def behind(event: Any, now_s: float) -> bool:
 
 
 def take_steps(stream: Any, max_records: int, within_s: float, catch_up_s: float,
-               big_max_records: int | None = None, max_bytes: int = STEP_MAX_BYTES
+               big_max_records: int | None = None, max_bytes: int | None = None
                ) -> AsyncIterator[list[Any]]:
     """The events of ``stream`` up to ``max_records`` at a time: what came within
     ``within_s``, or within ``catch_up_s`` when the first is :func:`behind` (module
@@ -95,12 +95,14 @@ def take_steps(stream: Any, max_records: int, within_s: float, catch_up_s: float
 
     Big records (those of the last step averaged :data:`BIG_RECORD_BYTES` or more: a
     host's batches of hundreds of events) are taken up to ``big_max_records`` (None:
-    ``max_records``) and ``max_bytes`` a step, and the next step's are added while one is
+    ``max_records``) and ``max_bytes`` (None: no bound; the worker's is its setting
+    ``step_max_bytes``) a step, and the next step's are added while one is
     handled, so that a worker that is behind makes fewer, larger units without waiting
     for each step's records to come (docs/performance.md, session 20). Small records keep
     faust's rule: many of them cost the memory of their faust events, not their bytes."""
     steps = _take_steps(stream, max_records, within_s, catch_up_s,
-                        big_max_records or max_records, max_bytes)
+                        big_max_records or max_records,
+                        sys.maxsize if max_bytes is None else max_bytes)
     active = getattr(stream, "_active_agens", None)  # faust closes these at its stop
     if active is not None:
         active.add(steps)

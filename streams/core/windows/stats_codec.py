@@ -213,7 +213,7 @@ def _lay_out_op(op_code: int, op: OpAcc, length: int, values: list[int],
 
 def _quiet_runs() -> tuple[list[tuple[int, ...]], list[int]]:
     """What :func:`_lay_out` lays out for a quiet op (acc.OpAcc.is_quiet) of each op, and
-    where in it the placeholder of its double is: laid out once, by :func:`_lay_out`."""
+    where in it the placeholder of its double is: laid out once, by :func:`_lay_out_op`."""
     runs, double_at = [], []
     for op_code in range(len(OPS)):
         values: list[int] = []
