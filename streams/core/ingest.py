@@ -12,7 +12,7 @@ at most one dead letter, whatever it holds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -53,7 +53,7 @@ from streams.core.events import (
     event_error,
     id_error,
 )
-from streams.core.partitioning import default_partition
+from streams.core.partitioning import default_partition, default_partitions
 from streams.core.raw import RAW_RECORD_NAMES, RawBatch, RawLayoutError, raw_batch
 from streams.core.registry import owner_error
 
@@ -63,6 +63,7 @@ __all__ = [  # and, re-exported, the dead-letter names callers knew here
     "VolumeOutcome", "account_record", "bounded_payload", "clip_text", "dead_letter_key",
     "dead_letter_record", "event_json", "key_error", "legacy_event_batch", "owner_error",
     "placement_error",
+    "placement_errors",
 ]
 DEFAULT_MAX_EVENTS_PER_RECORD = 100_000
 
@@ -139,6 +140,14 @@ def legacy_event_batch(volume: VolumeOutcome) -> EventBatch:
                       range(len(events)))
 
 
+# Volumes whose default partition the record-by-record path keeps (murmur2 in Python,
+# ~2.3 µs a key; a step judged at once takes all of its volumes in one numpy pass instead:
+# core/step.py). Bounded well below a worker's volumes: an entry costs ~250 B with its key,
+# which (f) counts per volume (65,536 of them and as many id checks were ~250 B a volume
+# at 100,000 volumes: docs/performance.md, session 21).
+PARTITIONS_CACHED = 1 << 12
+
+
 def _placed_in(volume_id: str, partitions: int) -> int:
     """The default partition of ``volume_id`` (cached: volumes recur in every record; only
     short ids, so a hostile record's long ones cannot fill memory)."""
@@ -147,20 +156,23 @@ def _placed_in(volume_id: str, partitions: int) -> int:
     return default_partition(volume_id.encode(), partitions)
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=PARTITIONS_CACHED)
 def _cached_partition(volume_id: str, partitions: int) -> int:
     return default_partition(volume_id.encode(), partitions)
 
 
 def _id_errors(volume_id: str, tenant_id: str) -> str | None:
-    if len(volume_id) <= MAX_ID_CHARS and len(tenant_id) <= MAX_ID_CHARS:
-        return _cached_id_errors(volume_id, tenant_id)  # only short ids are kept
+    """Why the ids are not valid, or None (~0.35 µs: no cache, it would cost more memory
+    than it saves time)."""
     return id_error("volume_id", volume_id) or id_error("tenant_id", tenant_id)
 
 
-@lru_cache(maxsize=1 << 16)
-def _cached_id_errors(volume_id: str, tenant_id: str) -> str | None:
-    return id_error("volume_id", volume_id) or id_error("tenant_id", tenant_id)
+def placement_errors(volume_ids: Sequence[str], placement: Placement) -> bool:
+    """Whether any of ``volume_ids`` does not belong in the partition a record sits in
+    (:func:`placement_error` of each, in one pass; the reason is the record-by-record
+    path's to give)."""
+    placed = default_partitions([v.encode() for v in volume_ids], placement.partitions)
+    return bool((placed != placement.partition).any())
 
 
 def _shown_id(volume_id: str) -> str:

@@ -41,7 +41,7 @@ from streams.core.ingest import (
     _id_errors,
     _rejection,
     judge_whole,
-    placement_error,
+    placement_errors,
 )
 from streams.core.marks import judge_marks
 from streams.core.raw import RawBatch
@@ -214,11 +214,13 @@ def _volumes_ok(step: _Gathered, placement: Placement,
                 load_state: Callable[[str], VolumeState | None],
                 tenant_of: Callable[[str], str | None] | None) -> bool:
     """Every volume passes its ids, placement and owner rules (once per step)."""
-    for volume_id, tenant_id in zip(step.volumes, step.tenants, strict=True):
-        if (_id_errors(volume_id, tenant_id) or placement_error(volume_id, placement)
-                or not _tenant_ok(tenant_of, volume_id, tenant_id, load_state(volume_id))):
-            return False
-    return True
+    pairs = list(zip(step.volumes, step.tenants, strict=True))
+    if any(_id_errors(volume_id, tenant_id) for volume_id, tenant_id in pairs):
+        return False
+    if placement_errors(step.volumes, placement):  # valid ids: short ones, one numpy pass
+        return False
+    return all(_tenant_ok(tenant_of, volume_id, tenant_id, load_state(volume_id))
+               for volume_id, tenant_id in pairs)
 
 
 @dataclass
