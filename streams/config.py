@@ -102,6 +102,9 @@ class Settings:
     table_write_buffer_bytes: int = 1 << 20
     table_block_cache_bytes: int = 8 << 20
     table_memtables_bytes: int = 8 << 20
+    # How often the worker gives the free pages of its heap back to the system (glibc's
+    # malloc_trim: pipeline/heap.py); 0: never (RSS then keeps what glibc holds for reuse).
+    heap_release_s: float = 2.0
     # /metrics: each volume's latency histograms (88 series a volume) besides its counters.
     metrics_latency_histograms: bool = True
     # How often a worker checkpoints its RocksDB tables (pipeline/checkpoints.py): one

@@ -44,7 +44,12 @@ from streams.pipeline.tables import (
     store_url,
     table_options,
 )
-from streams.pipeline.timers import register_checkpoints, register_commit_watch, register_ticks
+from streams.pipeline.timers import (
+    register_checkpoints,
+    register_commit_watch,
+    register_heap_release,
+    register_ticks,
+)
 from streams.state.stages import open_partition_windows, open_rollup_windows
 
 
@@ -69,6 +74,7 @@ class WorkerStats:
     windows_rolled_up: int = 0  # window records read by the rollup agent (1 m, into 1 h)
     registry_catch_ups: int = 0  # volume registry reads to its end, for unknown volumes
     commit_stalls: int = 0  # times a partition's commit was seen held (timers.py)
+    heap_releases: int = 0  # free heap given back to the system (timers.py, heap.py)
     dead_letters_failed: int = 0  # not even their minimal form published (publish.py)
     last_rejection_log_ns: int = -(10**18)
     rejections_not_logged: int = 0
@@ -220,6 +226,7 @@ def build_app(settings: Settings) -> Pipeline:
     register_ticks(pipeline)
     register_commit_watch(pipeline)
     register_checkpoints(pipeline)
+    register_heap_release(pipeline)
     return pipeline
 
 

@@ -1,5 +1,5 @@
-"""The worker's timers: ticks that close idle partitions' windows, the commit watch and the
-tables' checkpoints."""
+"""The worker's timers: ticks that close idle partitions' windows, the commit watch, the
+tables' checkpoints and giving free heap back."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from streams.core.keys import TICK_KEY
 from streams.pipeline.guard import faust_fixes
 from streams.pipeline.guard.offsets import CommitWatch
+from streams.pipeline.heap import can_release, release_free_heap
 from streams.pipeline.tables import LAND_WAIT_S
 
 if TYPE_CHECKING:
@@ -68,3 +69,15 @@ def register_checkpoints(p: Pipeline) -> None:
     async def checkpoint_tables() -> None:
         await checkpoints.once(LAND_WAIT_S)
         p.stats.table_checkpoints = checkpoints.made_valid
+
+
+def register_heap_release(p: Pipeline) -> None:
+    """Every ``IOACCT_HEAP_RELEASE_S``, the heap's free pages back to the system (heap.py),
+    counted in /status; not where the C library cannot (not glibc) or when 0."""
+    if p.settings.heap_release_s <= 0 or not can_release():
+        return
+
+    @p.app.timer(interval=p.settings.heap_release_s)
+    async def release_heap() -> None:
+        release_free_heap()
+        p.stats.heap_releases += 1

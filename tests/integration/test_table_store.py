@@ -82,7 +82,8 @@ def _killed(worker: WorkerProcess, tables: Path) -> None:
 def test_clean_stop_resumes_local_tables_and_a_kill_restores_or_rebuilds_them(
     pipeline_settings: Settings, tmp_path: Path,
 ) -> None:
-    settings = pipeline_settings.with_overrides(topic_prefix="tstore", table_checkpoint_s=1.0)
+    settings = pipeline_settings.with_overrides(topic_prefix="tstore", table_checkpoint_s=1.0,
+                                                heap_release_s=1.0)
     assert settings.table_store == "rocksdb"
     assert ioacct(settings, "topics").returncode == 0
     port = free_port()
@@ -93,6 +94,8 @@ def test_clean_stop_resumes_local_tables_and_a_kill_restores_or_rebuilds_them(
     assert list(tables.glob("windows-*.db")) and not (tables / CLEAN_MARK).exists()
     wait_until(lambda: worker.get("/status")[1]["table_checkpoints"] >= 1, 60,
                "a valid checkpoint of the tables", [worker])
+    wait_until(lambda: worker.get("/status")[1]["heap_releases"] >= 1, 30,
+               "free heap given back (pipeline/heap.py)", [worker])
     old = _saved_checkpoint(tables, tmp_path)  # of run 1 alone
     worker.stop()  # SIGTERM: a clean stop
     assert worker.process.returncode == 0, worker.log_tail()
