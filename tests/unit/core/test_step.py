@@ -222,3 +222,23 @@ def test_judge_marks_is_the_sequential_replay_check() -> None:
             assert met[k] == (mark is not None and seq[k] == mark)
             if new[k]:
                 marks[int(group[k])] = int(seq[k])
+
+
+def test_a_misplaced_volume_makes_the_step_go_record_by_record() -> None:
+    """The step's one placement pass (murmur2 of all its volumes at once) finds the volume
+    of another partition among the home ones, wherever it comes in the step."""
+    home = [layout2([(v, TENANT[v], [ev(volume_id=v, tenant_id=TENANT[v])])], "p-1", 1)
+            for v in HOME_VOLUMES]
+    away = layout2([(HOME_VOLUMES[0], TENANT[HOME_VOLUMES[0]],
+                     [ev(volume_id=HOME_VOLUMES[0], tenant_id=TENANT[HOME_VOLUMES[0]])]),
+                    (AWAY_VOLUMES[0], "t-0", [ev(volume_id=AWAY_VOLUMES[0], tenant_id="t-0")])],
+                   "p-2", 1)
+    placement = home_placement(HOME_VOLUMES[0])
+    assert account_step([(r, placement) for r in home], lambda _: None, SCHEMAS, NOW,
+                        LIMITS) is not None
+    for at in range(len(home) + 1):
+        step = [(r, placement) for r in [*home[:at], away, *home[at:]]]
+        assert account_step(step, lambda _: None, SCHEMAS, NOW, LIMITS) is None
+        run = _same([step])
+        rejection = run.records[at][2]
+        assert rejection is not None and "is not the default partition" in rejection[0]
