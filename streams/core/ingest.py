@@ -63,7 +63,7 @@ __all__ = [  # and, re-exported, the dead-letter names callers knew here
     "VolumeOutcome", "account_record", "bounded_payload", "clip_text", "dead_letter_key",
     "dead_letter_record", "event_json", "key_error", "legacy_event_batch", "owner_error",
     "placement_error",
-    "placement_errors",
+    "any_misplaced",
 ]
 DEFAULT_MAX_EVENTS_PER_RECORD = 100_000
 
@@ -167,7 +167,7 @@ def _id_errors(volume_id: str, tenant_id: str) -> str | None:
     return id_error("volume_id", volume_id) or id_error("tenant_id", tenant_id)
 
 
-def placement_errors(volume_ids: Sequence[str], placement: Placement) -> bool:
+def any_misplaced(volume_ids: Sequence[str], placement: Placement) -> bool:
     """Whether any of ``volume_ids`` does not belong in the partition a record sits in
     (:func:`placement_error` of each, in one pass; the reason is the record-by-record
     path's to give)."""

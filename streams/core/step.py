@@ -40,8 +40,8 @@ from streams.core.ingest import (
     RecordOutcome,
     _id_errors,
     _rejection,
+    any_misplaced,
     judge_whole,
-    placement_errors,
 )
 from streams.core.marks import judge_marks
 from streams.core.raw import RawBatch
@@ -217,7 +217,7 @@ def _volumes_ok(step: _Gathered, placement: Placement,
     pairs = list(zip(step.volumes, step.tenants, strict=True))
     if any(_id_errors(volume_id, tenant_id) for volume_id, tenant_id in pairs):
         return False
-    if placement_errors(step.volumes, placement):  # valid ids: short ones, one numpy pass
+    if any_misplaced(step.volumes, placement):  # valid ids: short ones, one numpy pass
         return False
     return all(_tenant_ok(tenant_of, volume_id, tenant_id, load_state(volume_id))
                for volume_id, tenant_id in pairs)

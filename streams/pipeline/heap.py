@@ -1,10 +1,10 @@
 """Freed heap memory given back to the system: glibc's ``malloc_trim``, on a timer.
 
-The accounting step allocates and frees hundreds of megabytes a minute (records' bytes,
-columns, packed windows); glibc keeps what is freed in its arenas for reuse, and only the
-free top of the main heap goes back by itself. So the worker's RSS held free memory that
-varied from run to run: at 100,000 volumes (the bench's (f)) 32 MiB of a worker's 259 MiB
-was free heap, and the same run measured 229 or 259 MiB. ``malloc_trim(0)`` returns every
+The accounting step frees most of what it allocates (records' bytes, columns, packed
+windows); glibc keeps what is freed in its arenas for reuse, and only the free top of the
+main heap goes back by itself. So the worker's RSS held free memory that varied from run
+to run: at 100,000 volumes (the bench's (f)) 32 MiB of a worker's 259 MiB was free heap,
+and two runs of the same code measured 229 and 259 MiB. ``malloc_trim(0)`` returns every
 free page (~10-30 ms on such a heap; docs/performance.md, session 21).
 
 Not glibc (musl, macOS): nothing to call, and the timer is not started.
