@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from streams.core.counters import SLOTS_PER_OP
-from streams.core.windows.acc import NO_BUSY, OpAcc, WindowAcc, busy_array
+from streams.core.windows.acc import N_BINS, NO_BUSY, OpAcc, WindowAcc, busy_array
+from streams.core.windows.columns import N_OPS, Layout, WindowColumns, gather_fitting, unsigned
 from streams.core.windows.exphist import ExpHistogram
 from streams.core.windows.varints import zigzag_runs
 
@@ -253,22 +254,122 @@ def pack_entry(tenant_id: str, acc: WindowAcc, revision: int, emitted: bool,
 
 def pack_entries(items: Sequence[tuple[str, WindowAcc, int, bool, int]]) -> list[bytes]:
     """:func:`pack_entry` of many stored windows (its arguments each), the same bytes: their
-    integers laid out as one run per window and varint-encoded together (varints.py). A
-    value outside int64 (a Python int may be any size), or busy intervals outside their
-    window, packs them one by one."""
-    values: list[int] = []
-    ends: list[int] = []
-    busy = _BusyRuns()
-    try:
-        for _, acc, revision, _, emitted_offset in items:
-            values += (revision, emitted_offset)
-            _lay_acc(acc, values, busy)
-            ends.append(len(values) + busy.size)
-        blob, bounds = zigzag_runs(busy.merged(values), ends)
-    except OverflowError:
-        return [pack_entry(*item) for item in items]
-    return [_entry_head(tenant_id, emitted) + blob[bounds[k]:bounds[k + 1]]
-            for k, (tenant_id, _, _, emitted, _) in enumerate(items)]
+    integers laid out by numpy over all of them (columns.py) and varint-encoded together
+    (varints.py). A window the columns do not hold exactly (an integer outside int64, an
+    older layout, busy intervals too far from its start) is packed alone."""
+    if not items:
+        return []
+    out: list[bytes] = [b""] * len(items)
+    cols, fits = gather_fitting([acc for _, acc, _, _, _ in items],
+                                [(revision, offset) for _, _, revision, _, offset in items])
+    if cols is not None:
+        odd = _odd_busy(cols)
+        if odd.any():
+            fits[np.flatnonzero(fits)[odd]] = False
+            cols = cols.take(~odd)
+        values, ends, _, _ = entry_layout(cols).build()
+        blob, bounds = zigzag_runs(values, ends)
+        for j, k in enumerate(np.flatnonzero(fits).tolist()):
+            tenant_id, _, _, emitted, _ = items[k]
+            out[k] = _entry_head(tenant_id, emitted) + blob[bounds[j]:bounds[j + 1]]
+    for k in np.flatnonzero(~fits).tolist():
+        out[k] = pack_entry(*items[k])
+    return out
+
+
+def _odd_busy(cols: WindowColumns) -> np.ndarray:
+    """The windows whose busy intervals do not all lie within 2**62 after their start
+    (a difference between two of them could then leave int64: pack_entry writes those)."""
+    odd = np.zeros(len(cols), dtype=bool)
+    some = np.flatnonzero(cols.busy_len)
+    if len(some):
+        flat = cols.busy.reshape(-1)
+        firsts = 2 * (np.cumsum(cols.busy_len) - cols.busy_len)[some]
+        start = cols.start[some]
+        low, high = np.minimum.reduceat(flat, firsts), np.maximum.reduceat(flat, firsts)
+        odd[some] = ~((low >= start)
+                      & ((high.view(np.uint64) - start.view(np.uint64)) <= _SPAN_MAX))
+    return odd
+
+
+_U_OPS, _U_BINS = (int(u) for u in unsigned(np.array([N_OPS, N_BINS])))
+
+
+def entry_layout(cols: WindowColumns) -> Layout:
+    """The integers :func:`pack_entry` writes after a window's head (flags, tenant), each as
+    the signed value whose zigzag varint it writes (an unsigned one through
+    :func:`columns.unsigned`); ``cols.extra``: (revision, emitted offset) per window."""
+    lay = Layout(len(cols))
+    for values in (cols.extra[:, 0], cols.extra[:, 1], cols.start, cols.length):
+        lay.one("head", values)
+    lay.one("head", _U_OPS)
+    lay.one("head", _U_BINS)
+    _op_fields(cols, lay)
+    lay.one("tail", unsigned(cols.busy_len))
+    flat = cols.busy.reshape(-1)
+    diffs = np.empty_like(flat)
+    if len(flat):
+        diffs[1:] = flat[1:] - flat[:-1]
+        some = np.flatnonzero(cols.busy_len)
+        firsts = 2 * (np.cumsum(cols.busy_len) - cols.busy_len)[some]
+        diffs[firsts] = flat[firsts] - cols.start[some]
+    lay.many("tail", 2 * cols.busy_len, diffs)
+    lay.one("tail", cols.busy_ns)
+    return lay
+
+
+def _op_fields(cols: WindowColumns, lay: Layout) -> None:
+    """:func:`_write_op`'s integers of every (window, op) row."""
+    counts, hist = cols.counts, cols.histogram
+    nonzero = hist != 0
+    sparse = nonzero.any(axis=1)
+    has_exp = cols.exp_known & (cols.exp_listed | (cols.exp_zero != 0))
+    bits = ((counts != 0) << np.arange(SLOTS_PER_OP)).sum(axis=1)
+    bits |= (cols.has_min.astype(np.int64) << _MIN | cols.has_max.astype(np.int64) << _MAX
+             | sparse.astype(np.int64) << _HIST
+             | (cols.inflight_ns != 0).astype(np.int64) << _INFLIGHT
+             | has_exp.astype(np.int64) << _EXP)
+    lay.one("ops", unsigned(bits))
+    for slot in range(SLOTS_PER_OP):
+        lay.maybe("ops", counts[:, slot] != 0, counts[:, slot])
+    lay.maybe("ops", cols.has_min, cols.min_ns)
+    lay.maybe("ops", cols.has_max, cols.max_ns)
+    # a histogram with a count: bins, then pairs of non-zero bins (index gap, count)
+    n_nonzero = nonzero.sum(axis=1)
+    lay.maybe("ops", sparse, _U_BINS)
+    lay.maybe("ops", sparse, unsigned(n_nonzero))
+    where = np.flatnonzero(nonzero.reshape(-1))
+    column = where % N_BINS
+    gap = column + 1
+    later = np.zeros(len(where), dtype=bool)  # a non-zero bin after another of its row
+    later[1:] = where[1:] // N_BINS == where[:-1] // N_BINS
+    gap[later] = column[later] - column[np.flatnonzero(later) - 1]
+    pairs = np.stack((unsigned(gap), hist.reshape(-1)[where]), axis=1).reshape(-1)
+    lay.many("ops", 2 * n_nonzero, pairs)
+    lay.maybe("ops", cols.inflight_ns != 0, cols.inflight_ns)
+    # the exponential histogram: offset, zero, bucket count, then its tokens (_write_exp)
+    lay.maybe("ops", has_exp, cols.exp_offset)
+    lay.maybe("ops", has_exp, unsigned(cols.exp_zero))
+    lay.maybe("ops", has_exp, unsigned(cols.exp_len))
+    tokens, n_tokens = _exp_tokens(cols)
+    lay.many("ops", n_tokens, tokens)
+
+
+def _exp_tokens(cols: WindowColumns) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's exponential histogram counts as :func:`_write_exp` writes them: a count c
+    as c (zigzag 2c), a run of k zero buckets as -k (zigzag 2(k - 1) + 1; trimmed: no run
+    at either end of a row), and how many tokens each row has."""
+    flat = cols.exp_counts
+    zero = flat == 0
+    if not zero.any():
+        return flat, cols.exp_len
+    begins = zero & ~np.r_[False, zero[:-1]]
+    ends = zero & ~np.r_[zero[1:], False]
+    tokens = flat.copy()
+    tokens[begins] = np.flatnonzero(begins) - np.flatnonzero(ends) - 1  # -(run length)
+    keep = ~zero | begins
+    rows = np.repeat(np.arange(len(cols.exp_len)), cols.exp_len)
+    return tokens[keep], np.bincount(rows[keep], minlength=len(cols.exp_len))
 
 
 _HEADS: dict[tuple[str, bool], bytes] = {}
@@ -286,125 +387,6 @@ def _entry_head(tenant_id: str, emitted: bool) -> bytes:
             _HEADS.clear()
         _HEADS[(tenant_id, emitted)] = head
     return head
-
-
-def _u(n: int) -> int:
-    """The integer whose zigzag form is ``n`` (>= 0): an unsigned varint as a signed one."""
-    return n >> 1 if not n & 1 else -((n + 1) >> 1)
-
-
-class _BusyRuns:
-    """The busy intervals of the windows :func:`pack_entries` lays out, each to go in at a
-    place in its integers: their gaps and lengths are taken in one numpy pass over all of
-    them (:meth:`merged`), not one per window."""
-
-    __slots__ = ("at", "arrays", "starts", "size")
-
-    def __init__(self) -> None:
-        self.at: list[int] = []  # where in the integers (without the intervals) each goes
-        self.arrays: list[np.ndarray] = []
-        self.starts: list[int] = []  # their windows' starts
-        self.size = 0  # how many integers they add: two an interval
-
-    def add(self, at: int, start: int, busy: np.ndarray) -> None:
-        self.at.append(at)
-        self.arrays.append(busy)
-        self.starts.append(start)
-        self.size += busy.size
-
-    def merged(self, values: list[int]) -> list[int] | np.ndarray:
-        """``values`` with every window's intervals in its place, as :func:`_write_acc`
-        writes them: the differences of start, lo, hi, lo, hi, ... Raises OverflowError for
-        a value outside int64, or intervals not within 2**62 after their window's start
-        (then a difference could leave int64: pack_entry writes them, exactly)."""
-        if not self.arrays:
-            return values
-        flat = np.concatenate(self.arrays).reshape(-1)
-        sizes = np.array([a.size for a in self.arrays])
-        firsts = np.cumsum(sizes) - sizes
-        starts = np.array(self.starts, dtype=np.int64)
-        low, high = np.minimum.reduceat(flat, firsts), np.maximum.reduceat(flat, firsts)
-        if not ((low >= starts).all()
-                and ((high.view(np.uint64) - starts.view(np.uint64)) <= _SPAN_MAX).all()):
-            raise OverflowError("busy intervals outside their window")
-        diffs = np.empty_like(flat)
-        diffs[1:] = flat[1:] - flat[:-1]
-        diffs[firsts] = flat[firsts] - starts
-        out = np.empty(len(values) + len(flat), dtype=np.int64)
-        # value j of window k's goes after at[k] integers and the firsts[k] + j before it
-        place = np.repeat(np.array(self.at), sizes) + np.arange(len(flat))
-        scalars = np.ones(len(out), dtype=bool)
-        scalars[place] = False
-        out[place] = diffs
-        out[scalars] = np.fromiter(values, np.int64, len(values))
-        return out
-
-
-def _lay_acc(acc: WindowAcc, v: list[int], busy_runs: _BusyRuns) -> None:
-    """:func:`_write_acc`'s integers, each as the signed value whose varint it writes; the
-    busy intervals' go in later, at their place (:class:`_BusyRuns`)."""
-    bins = len(acc.ops[0].histogram) if acc.ops else 0
-    v += (acc.window_start_ns, acc.window_len_ns, _u(len(acc.ops)), _u(bins))
-    for op in acc.ops:
-        _lay_op(op, bins, v)
-    busy = acc.busy
-    v.append(_u(len(busy)))
-    if len(busy):
-        busy_runs.add(len(v), acc.window_start_ns, busy)
-    v.append(acc.busy_ns)
-
-
-def _lay_op(op: OpAcc, bins: int, v: list[int]) -> None:
-    """:func:`_write_op`'s integers (as :func:`_lay_acc`)."""
-    if op.is_quiet(bins):
-        v.append(0)  # most windows have some: no bit set, nothing follows
-        return
-    counts, hist = op.counts, op.histogram
-    exp = op.exp
-    nonzero = [i for i, c in enumerate(hist) if c]
-    sparse = bool(nonzero) or len(hist) != bins
-    has_exp = exp is not None and bool(exp.counts or exp.zero)
-    bits = sum(1 << i for i, c in enumerate(counts) if c)
-    bits |= ((op.min_ns is not None) << _MIN | (op.max_ns is not None) << _MAX
-             | sparse << _HIST | bool(op.inflight_ns) << _INFLIGHT | has_exp << _EXP)
-    v.append(_u(bits))
-    v += [c for c in counts if c]
-    if op.min_ns is not None:
-        v.append(op.min_ns)
-    if op.max_ns is not None:
-        v.append(op.max_ns)
-    if sparse:
-        v += (_u(len(hist)), _u(len(nonzero)))
-        last = -1
-        for i in nonzero:
-            v += (_u(i - last), hist[i])
-            last = i
-    if op.inflight_ns:
-        v.append(op.inflight_ns)
-    if has_exp:
-        assert exp is not None
-        _lay_exp(exp.read_trimmed(), v)
-
-
-def _lay_exp(exp: ExpHistogram, v: list[int]) -> None:
-    """:func:`_write_exp`'s integers: a count c is written as uint 2c, the zigzag of c; a
-    run of k zero buckets as uint 2(k - 1) + 1, the zigzag of -k."""
-    counts = exp.counts
-    v += (exp.offset, _u(exp.zero), _u(len(counts)))
-    if 0 not in counts:
-        v += counts
-        return
-    append, run = v.append, 0  # a plain loop: 2-3x itertools.groupby's time here
-    for c in counts:
-        if c:
-            if run:
-                append(-run)
-                run = 0
-            append(c)
-        else:
-            run += 1
-    if run:  # (none: the histogram is trimmed)
-        append(-run)
 
 
 def unpack_entry(data: bytes) -> tuple[str, WindowAcc, int, bool, int]:

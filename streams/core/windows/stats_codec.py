@@ -19,20 +19,28 @@ record that readers misread.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+import functools
+import io
 from collections.abc import Sequence
-from itertools import accumulate
 from typing import Any
 
-from streams.core.codec import SchemaSet
-from streams.core.counters import OP_COUNTER_NAMES
-from streams.core.events import OPS
-from streams.core.windows.acc import PERCENTILES, OpAcc, WindowAcc, percentile_ns
-from streams.core.windows.exphist import ExpHistogram, representative_ns
-from streams.core.windows.varints import zigzag_runs
+import fastavro
+import numpy as np
 
-_EMPTY_EXP = ExpHistogram()  # published when a window's exponential histogram is unknown
-_SLOTS = tuple(tuple(slot for _, slot in names) for names in OP_COUNTER_NAMES)
+from streams.core.codec import SchemaSet
+from streams.core.counters import ERRORS, IOS, OP_COUNTER_NAMES, SLOTS_PER_OP, TIME
+from streams.core.events import OPS
+from streams.core.windows.acc import N_BINS, PERCENTILES, WindowAcc, window_stats
+from streams.core.windows.columns import (
+    N_OPS,
+    Layout,
+    WindowColumns,
+    divide,
+    gather_fitting,
+    to_accs,
+)
+from streams.core.windows.exphist import MAX_INDEX, MIN_INDEX, representative_ns
+from streams.core.windows.varints import zigzag_runs
 
 WindowItem = tuple[str, str, WindowAcc, int]  # volume_id, tenant_id, acc, revision
 
@@ -81,27 +89,6 @@ def check_layout(schema: dict[str, Any]) -> None:
                          f"streams/core/windows/stats_codec.py must write it")
 
 
-def exp_percentiles_ns(exp: ExpHistogram, min_ns: int | None, max_ns: int | None
-                       ) -> list[int | None]:
-    """:meth:`ExpHistogram.percentile_ns` of every percentile of :data:`PERCENTILES`: the
-    cumulative counts once, then a bisection per rank."""
-    zero = exp.zero
-    cumulative = list(accumulate(exp.counts))
-    n = zero + (cumulative[-1] if cumulative else 0)
-    if n == 0:
-        return [None] * len(PERCENTILES)
-    low = 0 if min_ns is None else min_ns
-    out: list[int | None] = []
-    for _, num, den in PERCENTILES:
-        rank = -(-n * num // den)
-        if rank <= zero:
-            out.append(0)
-            continue
-        value = representative_ns(exp.offset + bisect_left(cumulative, rank - zero))
-        out.append(min(max(value, low), value if max_ns is None else max_ns))
-    return out
-
-
 # Volumes whose record prefix is kept: a worker's busiest ones, not one entry per volume it
 # ever saw (each costs ~300 B; (f) counts the bytes a volume costs; a prefix is a few
 # hundred ns to make again).
@@ -113,6 +100,7 @@ class WindowStatsEncoder:
 
     def __init__(self, schema: dict[str, Any], header: bytes) -> None:
         check_layout(schema)
+        self.schema = schema
         self.header = header
         self._prefixes: dict[tuple[str, str], bytes] = {}
 
@@ -139,92 +127,157 @@ class WindowStatsEncoder:
         """Each window's record, in order."""
         if not items:
             return []
-        values: list[int] = []  # every record's integers, placeholders for doubles
-        doubles: list[float] = []
-        at: list[int] = []  # the index in ``values`` of each double's placeholder
-        ends: list[int] = []  # per record: len(values) after it
-        for _, _, acc, revision in items:
-            _lay_out(acc, revision, values, doubles, at)
-            ends.append(len(values))
+        cols, fits = gather_fitting([acc for _, _, acc, _ in items],
+                                    [(revision,) for _, _, _, revision in items])
+        out: list[bytes] = [b""] * len(items)
+        if cols is not None:
+            indexes = np.flatnonzero(fits)
+            made, odd = self._encode_columns(cols, [items[k][:2] for k in indexes.tolist()])
+            for k, value in zip(indexes.tolist(), made, strict=True):
+                out[k] = value
+            fits[indexes[odd]] = False
+        for k in np.flatnonzero(~fits).tolist():
+            out[k] = self._encode_one(*items[k])
+        return out
+
+    def encode_columns(self, cols: WindowColumns, names: Sequence[tuple[str, str]]
+                       ) -> list[bytes]:
+        """The records of windows held as columns (``cols.extra[:, 0]``: each one's
+        revision; ``names``: its (volume_id, tenant_id)), in order."""
+        made, odd = self._encode_columns(cols, names)
+        if odd.any():
+            accs = iter(to_accs(cols.take(odd)))
+            for k in np.flatnonzero(odd).tolist():
+                volume_id, tenant_id = names[k]
+                made[k] = self._encode_one(volume_id, tenant_id, next(accs),
+                                           int(cols.extra[k, 0]))
+        return made
+
+    def _encode_columns(self, cols: WindowColumns, names: Sequence[tuple[str, str]]
+                        ) -> tuple[list[bytes], np.ndarray]:
+        """The records of the windows the columns lay out exactly, b"" for the others, and
+        which those are (odd: :func:`stats_layout`)."""
+        lay, odd = stats_layout(cols)
+        values, ends, doubles, at = lay.build()
         blob, bounds = zigzag_runs(values, ends, doubles, at)
-        return [self._prefix(volume_id, tenant_id) + blob[bounds[k]:bounds[k + 1]]
-                for k, (volume_id, tenant_id, _, _) in enumerate(items)]
+        return [b"" if odd[k] else self._prefix(volume_id, tenant_id)
+                + blob[bounds[k]:bounds[k + 1]]
+                for k, (volume_id, tenant_id) in enumerate(names)], odd
+
+    def _encode_one(self, volume_id: str, tenant_id: str, acc: WindowAcc, revision: int
+                    ) -> bytes:
+        """fastavro's record of one window the columns do not hold (an older stored window,
+        an integer outside int64: OverflowError, as fastavro raises)."""
+        record = window_stats(volume_id, tenant_id, acc)
+        record["revision"] = revision
+        buf = io.BytesIO()
+        buf.write(self.header)
+        fastavro.schemaless_writer(buf, self.schema, record)
+        return buf.getvalue()
 
 
-def _lay_out(acc: WindowAcc, revision: int, values: list[int], doubles: list[float],
-             at: list[int]) -> None:
-    """One record's fields after its strings, as :func:`acc.window_stats` makes them."""
-    length = acc.window_len_ns
-    values += (acc.window_start_ns, length, revision)
-    for op_code, op in enumerate(acc.ops):
-        if op.is_quiet():  # a constant run; its one double (the queue depth) is 0.0
-            at.append(len(values) + _QUIET_DOUBLE_AT[op_code])
-            values += _QUIET[op_code]
-            doubles.append(0.0)
-        else:
-            _lay_out_op(op_code, op, length, values, doubles, at)
-    busy = acc.busy_ns
-    values += (busy, length - busy)
-    at.append(len(values))
-    values.append(0)
-    doubles.append(busy / length)
+_PUBLISHED = np.array([[any(slot == s for _, s in names) for slot in range(SLOTS_PER_OP)]
+                       for names in OP_COUNTER_NAMES], dtype=bool)  # a record's counters
+_INT64_MAX = (1 << 63) - 1
+_COUNT_MAX = 1 << 32  # an exponential histogram's bucket or zero count laid out in columns
 
 
-def _lay_out_op(op_code: int, op: OpAcc, length: int, values: list[int],
-                doubles: list[float], at: list[int]) -> None:
-    """One op's fields of a record (:func:`_lay_out`)."""
-    append, extend = values.append, values.extend
-    counts = op.counts
-    extend([counts[slot] for slot in _SLOTS[op_code]])
-    timed = op.ios + op.errors
-    if timed:
-        append(1)
-        at.append(len(values))
-        append(0)
-        doubles.append(op.time_ns / timed)
-    else:
-        append(0)
-    min_ns, max_ns = op.min_ns, op.max_ns
-    values += (0,) if min_ns is None else (1, min_ns)
-    values += (0,) if max_ns is None else (1, max_ns)
-    histogram = op.histogram
-    append(len(histogram))
-    if histogram:
-        extend(histogram)
-        append(0)
-    exp = _EMPTY_EXP if op.exp is None else op.exp.read_trimmed()
-    append(exp.offset)
-    if exp.counts:
-        append(len(exp.counts))
-        extend(exp.counts)
-    append(0)
-    append(exp.zero)
-    if op.exp is None:
-        ranks = [percentile_ns(histogram, num, den, max_ns) for _, num, den in PERCENTILES]
-    else:
-        ranks = exp_percentiles_ns(exp, min_ns, max_ns)
-    for value in ranks:
-        values += (0,) if value is None else (1, value)
-    append(op.inflight_ns)
-    at.append(len(values))
-    append(0)
-    doubles.append(op.inflight_ns / length)
+@functools.lru_cache(maxsize=1)
+def _representatives() -> np.ndarray:
+    """representative_ns of every bucket index from MIN_INDEX, as uint64 (the last ones
+    are past int64)."""
+    return np.array([representative_ns(i) for i in range(MIN_INDEX, MAX_INDEX + 1)],
+                    dtype=np.uint64)
 
 
-def _quiet_runs() -> tuple[list[tuple[int, ...]], list[int]]:
-    """What :func:`_lay_out` lays out for a quiet op (acc.OpAcc.is_quiet) of each op, and
-    where in it the placeholder of its double is: laid out once, by :func:`_lay_out_op`."""
-    runs, double_at = [], []
-    for op_code in range(len(OPS)):
-        values: list[int] = []
-        at: list[int] = []
-        _lay_out_op(op_code, WindowAcc.empty(0, 1).ops[op_code], 1, values, [], at)
-        runs.append(tuple(values))
-        double_at.append(at[0])
-    return runs, double_at
+def stats_layout(cols: WindowColumns) -> tuple[Layout, np.ndarray]:
+    """The integers of each window's record after its strings, as :func:`acc.window_stats`
+    makes them (``cols.extra[:, 0]``: the revision), and the windows the columns cannot
+    make exactly (odd: an exponential histogram not known, counts past 2**32, an integer
+    sum or representative past int64), whose runs are then wrong: those records are made
+    one by one."""
+    n = len(cols)
+    op = cols.row_op()
+    window = cols.row_window()
+    odd_rows = ~cols.exp_known
+    lay = Layout(n)
+    lay.one("head", cols.start)
+    lay.one("head", cols.length)
+    lay.one("head", cols.extra[:, 0])
+    counts = cols.counts
+    published = _PUBLISHED[op]
+    for slot in range(SLOTS_PER_OP):
+        lay.maybe("ops", published[:, slot], counts[:, slot])
+    ios, errors = counts[:, IOS], counts[:, ERRORS]
+    timed = ios + errors
+    odd_rows |= ((ios ^ timed) & (errors ^ timed)) < 0  # the sum left int64
+    some = timed != 0
+    lay.one("ops", some.astype(np.int64))  # the union's branch: null, double
+    lay.double("ops", some, divide(counts[:, TIME], np.where(some, timed, 1)))
+    for present, value in ((cols.has_min, cols.min_ns), (cols.has_max, cols.max_ns)):
+        lay.one("ops", present.astype(np.int64))
+        lay.maybe("ops", present, value)
+    lay.one("ops", N_BINS)
+    lay.many("ops", np.full(len(op), N_BINS), cols.histogram.reshape(-1))
+    lay.one("ops", 0)
+    listed = cols.exp_len > 0
+    lay.one("ops", cols.exp_offset)
+    lay.maybe("ops", listed, cols.exp_len)
+    lay.many("ops", cols.exp_len, cols.exp_counts)
+    lay.one("ops", 0)
+    lay.one("ops", cols.exp_zero)
+    ranks, known, odd = _percentiles(cols)
+    odd_rows |= odd
+    for p in range(len(PERCENTILES)):
+        lay.one("ops", known.astype(np.int64))
+        lay.maybe("ops", known, ranks[:, p])
+    lay.one("ops", cols.inflight_ns)
+    lay.double("ops", np.ones(len(op), dtype=bool), divide(cols.inflight_ns,
+                                                            cols.length[window]))
+    busy, length = cols.busy_ns, cols.length
+    idle = length - busy
+    lay.one("tail", busy)
+    lay.one("tail", idle)
+    lay.double("tail", np.ones(n, dtype=bool), divide(busy, length))
+    odd = odd_rows.reshape(n, N_OPS).any(axis=1) | (((length ^ busy) & (length ^ idle)) < 0)
+    return lay, odd
 
 
-_QUIET, _QUIET_DOUBLE_AT = _quiet_runs()
+def _percentiles(cols: WindowColumns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:meth:`ExpHistogram.percentile_ns` of every percentile of every row (cumulative
+    counts once, a search per rank): (values, one per percentile; whether the
+    row has them (a latency counted); rows the columns cannot make them for)."""
+    flat, lens, zero = cols.exp_counts, cols.exp_len, cols.exp_zero
+    rows = len(lens)
+    odd = (zero < 0) | (zero >= _COUNT_MAX)
+    if len(flat):
+        bad = (flat < 0) | (flat >= _COUNT_MAX)
+        odd |= np.bincount(np.repeat(np.arange(rows), lens)[bad], minlength=rows) > 0
+        flat = np.where(np.repeat(odd, lens), 0, flat)
+    zero = np.where(odd, 0, zero)
+    cumulative = np.concatenate(([0], np.cumsum(flat)))
+    first = np.cumsum(lens) - lens
+    before = cumulative[first]
+    total = zero + cumulative[first + lens] - before
+    known = total > 0
+    values = np.zeros((rows, len(PERCENTILES)), dtype=np.int64)
+    low = np.where(cols.has_min, cols.min_ns, 0)
+    for p, (_, num, den) in enumerate(PERCENTILES):
+        rank = -((-total * num) // den)
+        search = np.flatnonzero(known & (rank > zero))
+        if not len(search):
+            continue
+        at = np.searchsorted(cumulative[1:], before[search] + rank[search] - zero[search],
+                             side="left")
+        index = cols.exp_offset[search] + at - first[search] - MIN_INDEX
+        inside = (index >= 0) & (index <= MAX_INDEX - MIN_INDEX)
+        rep = _representatives()[np.where(inside, index, 0)]
+        inside &= rep <= _INT64_MAX
+        odd[search[~inside]] = True
+        rep = np.where(inside, rep, 0).astype(np.int64)
+        high = np.where(cols.has_max[search], cols.max_ns[search], rep)
+        values[search, p] = np.minimum(np.maximum(rep, low[search]), high)
+    return values, known, odd
 
 
 def _varint(n: int) -> bytes:

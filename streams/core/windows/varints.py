@@ -20,8 +20,8 @@ _LOW7, _SEVEN = np.uint64(0x7F), np.uint64(7)
 _LITTLE_F8 = np.dtype("<f8")
 
 
-def zigzag_runs(values: Sequence[int] | np.ndarray, ends: Sequence[int],
-                doubles: Sequence[float] = (), at: Sequence[int] = ()
+def zigzag_runs(values: Sequence[int] | np.ndarray, ends: Sequence[int] | np.ndarray,
+                doubles: Sequence[float] | np.ndarray = (), at: Sequence[int] | np.ndarray = ()
                 ) -> tuple[bytes, list[int]]:
     """The varints of ``values`` as one byte string, and the byte bounds of the runs
     (run k: values [ends[k - 1], ends[k]), bytes [bounds[k], bounds[k + 1])); ``values``

@@ -17,6 +17,7 @@ from streams.core.events import OPS
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import N_BINS, NO_BUSY, OpAcc, WindowAcc
 from streams.core.windows.book import WindowBook, WindowEntry, WindowSettings
+from streams.core.windows.columns import gather_fitting
 from streams.core.windows.exphist import ExpHistogram
 from streams.core.windows.packed import (
     PACKED_VERSION,
@@ -206,6 +207,50 @@ def test_many_windows_pack_as_each_alone(entries: list[WindowEntry]) -> None:
     values past int64 (BIG) take the one-by-one path."""
     items = [(e.tenant_id, e.acc, e.revision, e.emitted, e.emitted_offset) for e in entries]
     assert pack_entries(items) == [pack_entry(*item) for item in items]
+
+
+# What the columns (columns.py) hold: int64 values, trimmed histograms with runs of zeros.
+I64 = st.one_of(st.just(0), st.integers(-5, 300), st.integers(-(2**62), 2**62))
+SMALL = st.one_of(st.just(0), st.integers(0, 3), st.integers(0, 2**40))
+
+
+@st.composite
+def columnar_ops(draw: st.DrawFn) -> OpAcc:
+    counts = draw(st.lists(SMALL, max_size=40))
+    if counts:
+        counts[0] = counts[-1] = draw(st.integers(1, 2**40))
+    min_ns = draw(st.one_of(st.none(), I64))
+    exp = ExpHistogram() if min_ns is None else draw(st.one_of(
+        st.none(), st.just(ExpHistogram(draw(I64) if counts else 0, counts,
+                                        draw(SMALL) if counts else draw(st.integers(1, 9))))))
+    return OpAcc(draw(st.lists(I64, min_size=SLOTS_PER_OP, max_size=SLOTS_PER_OP)),
+                 min_ns, draw(st.one_of(st.none(), I64)),
+                 draw(st.lists(SMALL, min_size=N_BINS, max_size=N_BINS)), draw(I64), exp)
+
+
+@st.composite
+def columnar_entries(draw: st.DrawFn) -> WindowEntry:
+    ops = draw(st.lists(columnar_ops(), min_size=len(OPS), max_size=len(OPS)))
+    for at in draw(st.sets(st.integers(0, len(OPS) - 1))):
+        ops[at] = WindowAcc.empty(0, 1).ops[at]
+    start, length = draw(I64), draw(st.integers(1, 2**40))
+    bounds = sorted(set(draw(st.lists(st.integers(start, start + length),
+                                      max_size=draw(st.sampled_from([0, 7, 80]))))))
+    busy = [bounds[i:i + 2] for i in range(0, len(bounds) - 1, 2)]
+    return WindowEntry(draw(st.text(max_size=5)), WindowAcc(start, length, ops, busy, draw(I64)),
+                       draw(I64), draw(st.booleans()), draw(I64))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(columnar_entries(), min_size=1, max_size=8))
+def test_windows_the_columns_hold_pack_as_each_alone(entries: list[WindowEntry]) -> None:
+    """The same, where every window is laid out by the columns (none packed alone)."""
+    items = [(e.tenant_id, e.acc, e.revision, e.emitted, e.emitted_offset) for e in entries]
+    cols, fits = gather_fitting([e.acc for e in entries],
+                                [(e.revision, e.emitted_offset) for e in entries])
+    assert cols is not None and fits.all()
+    assert pack_entries(items) == [pack_entry(*item) for item in items]
+    assert [unpack_entry(data)[1] for data in pack_entries(items)] == [e.acc for e in entries]
 
 
 def _entry(start: int) -> WindowEntry:

@@ -20,12 +20,9 @@ from streams.core.times import NS_PER_S
 from streams.core.windows import stats_codec
 from streams.core.windows.acc import N_BINS, PERCENTILES, OpAcc, WindowAcc, window_stats
 from streams.core.windows.book import WindowBook, WindowSettings
+from streams.core.windows.columns import gather, gather_fitting
 from streams.core.windows.exphist import MAX_INDEX, MIN_INDEX, ExpHistogram
-from streams.core.windows.stats_codec import (
-    WindowStatsEncoder,
-    check_layout,
-    exp_percentiles_ns,
-)
+from streams.core.windows.stats_codec import WindowStatsEncoder, check_layout, stats_layout
 from streams.tools.bench.workloads import simulated_events
 
 LONG = st.one_of(st.just(0), st.integers(-3, 300), st.integers(0, 2**40),
@@ -87,13 +84,80 @@ def test_records_are_fastavros_bytes_of_window_stats(
     assert _encoder().encode(items) == [_oracle(*item) for item in items]
 
 
+# What the columns hold: int64 values, known histograms of counts below 2**32.
+SMALL_COUNT = st.one_of(st.integers(0, 3), st.integers(0, 2**31))
+INT64_LONG = st.one_of(st.just(0), st.integers(-3, 300), st.integers(INT64_MIN // 4,
+                                                                     INT64_MAX // 4))
+
+
+@st.composite
+def columnar_ops(draw: st.DrawFn) -> OpAcc:
+    """An op as the columns hold it: a known exponential histogram, int64 values."""
+    counts = draw(st.lists(SMALL_COUNT, max_size=60))
+    # buckets up to 2015: their representatives (2**((2i + 1) / 64)) are within int64
+    exp = ExpHistogram(draw(st.integers(MIN_INDEX, 2016 - max(1, len(counts)))),
+                       counts, draw(SMALL_COUNT))
+    timed = st.none() if exp.total == 0 else st.one_of(st.none(), INT64_LONG)
+    return OpAcc(draw(st.lists(INT64_LONG, min_size=SLOTS_PER_OP, max_size=SLOTS_PER_OP)),
+                 draw(timed), draw(timed),
+                 draw(st.lists(SMALL_COUNT, min_size=N_BINS, max_size=N_BINS)),
+                 draw(INT64_LONG), exp)
+
+
+@st.composite
+def columnar_windows(draw: st.DrawFn) -> WindowAcc:
+    ops = draw(st.lists(columnar_ops(), min_size=len(OPS), max_size=len(OPS)))
+    for at in draw(st.sets(st.integers(0, len(OPS) - 1))):
+        ops[at] = WindowAcc.empty(0, 1).ops[at]
+    length = draw(st.one_of(st.just(NS_PER_S), POSITIVE))
+    busy = draw(st.one_of(st.just(0), st.just(length), st.integers(0, length)))
+    return WindowAcc(draw(INT64_LONG), length, ops, [], busy)
+
+
 @settings(max_examples=300, deadline=None)
-@given(exp_histograms(), MAYBE, MAYBE)
-def test_percentiles_in_one_pass_are_each_percentiles(
-        exp: ExpHistogram | None, min_ns: int | None, max_ns: int | None) -> None:
-    exp = exp or ExpHistogram()
-    assert exp_percentiles_ns(exp, min_ns, max_ns) == [
-        exp.percentile_ns(num, den, min_ns, max_ns) for _, num, den in PERCENTILES]
+@given(st.lists(columnar_windows(), min_size=1, max_size=8))
+def test_percentiles_of_columns_are_each_percentiles(accs: list[WindowAcc]) -> None:
+    """Every window here is laid out by the columns (none odd), and their percentiles
+    are ExpHistogram.percentile_ns's, one by one."""
+    cols = gather(accs, [(0,)] * len(accs))
+    assert cols is not None
+    _, odd = stats_layout(cols)
+    assert not odd.any()
+    items = [("v", "t", acc, k) for k, acc in enumerate(accs)]
+    assert _encoder().encode(items) == [_oracle(*item) for item in items]
+    for acc in accs:
+        for op in acc.ops:
+            assert op.exp is not None
+            record = window_stats("v", "t", acc)
+            assert [record[f"{name}_{OPS[acc.ops.index(op)]}_latency_ns"]
+                    for name, _, _ in PERCENTILES] == [
+                op.exp.percentile_ns(num, den, op.min_ns, op.max_ns)
+                for _, num, den in PERCENTILES]
+
+
+def test_windows_the_columns_cannot_hold_are_made_one_by_one() -> None:
+    """A window with an unknown histogram, or counts past 2**32, among columnar ones: each
+    record is still fastavro's, and the others are made from the columns."""
+    plain = WindowAcc(0, NS_PER_S)
+    plain.ops[0].counts[0], plain.ops[0].min_ns, plain.ops[0].max_ns = 1, 5, 5
+    plain.ops[0].exp = ExpHistogram(70, [1], 0)
+    unknown = WindowAcc(NS_PER_S, NS_PER_S)
+    unknown.ops[1].counts[0], unknown.ops[1].min_ns, unknown.ops[1].max_ns = 2, 3, 900
+    unknown.ops[1].exp = None
+    unknown.ops[1].histogram[3] = 2
+    huge = WindowAcc(2 * NS_PER_S, NS_PER_S)
+    huge.ops[0].counts[0], huge.ops[0].min_ns, huge.ops[0].max_ns = 1, 5, 5
+    huge.ops[0].exp = ExpHistogram(70, [2**40], 0)
+    beyond = WindowAcc(3 * NS_PER_S, NS_PER_S)
+    beyond.ops[0].counts[1] = 2**64  # outside int64: not gathered; fastavro raises
+    accs = [plain, unknown, huge, plain]
+    cols, fits = gather_fitting(accs, [(0,)] * len(accs))
+    assert cols is not None and fits.all()
+    assert stats_layout(cols)[1].tolist() == [False, True, True, False]
+    items = [("v", "t", acc, 1) for acc in accs]
+    assert _encoder().encode(items) == [_oracle(*item) for item in items]
+    cols, fits = gather_fitting([plain, beyond], [(0,), (0,)])
+    assert cols is not None and fits.tolist() == [True, False]
 
 
 def test_a_simulated_fleets_windows_encode_as_fastavro_does() -> None:
