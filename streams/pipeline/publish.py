@@ -54,15 +54,15 @@ async def publish_stage(p: Pipeline, length_ns: int, emissions: list[Emission],
     monitoring records), then its marker of ``length_ns``, if any (``offset``: the input
     record whose processing made it)."""
     now_ns = time.time_ns()
-    values = p.window_encoder.encode([(e.volume_id, e.tenant_id, e.acc, e.revision)
-                                      for e in emissions])
+    values = p.window_encoder.encode_emissions(emissions)
     for e, value in zip(emissions, values, strict=True):
-        if e.revision == 0 and e.acc.window_len_ns == WINDOW_LENGTHS_NS[0]:
-            p.stats.close_delays.observe(now_ns - e.acc.window_start_ns - e.acc.window_len_ns)
-        await _publish(p, p.stats_topics[e.acc.window_len_ns], partition,
-                       window_key(e.volume_id, e.acc.window_start_ns), value,
+        start_ns, length_ns = e.start_ns, e.length_ns
+        if e.revision == 0 and length_ns == WINDOW_LENGTHS_NS[0]:
+            p.stats.close_delays.observe(now_ns - start_ns - length_ns)
+        await _publish(p, p.stats_topics[length_ns], partition,
+                       window_key(e.volume_id, start_ns), value,
                        source_offset_header(e.offset))
-        if e.acc.window_len_ns == MINUTE_NS:
+        if length_ns == MINUTE_NS:
             record = window_stats(e.volume_id, e.tenant_id, e.acc)
             record["revision"] = e.revision
             metrics = monitoring_record(record)

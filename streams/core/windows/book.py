@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from streams.core.batch import Columns, EventBatch
 from streams.core.closing import ClosingIndex
 from streams.core.marks import judge_marks
 from streams.core.windows.acc import NS_PER_S, WindowAcc, rollup, window_start_ns
+from streams.core.windows.columns import WindowColumns, concat, reduce_windows, to_accs
 from streams.core.windows.ranges import entries_between, keys_between
 from streams.core.windows.vector import frozen_window, inflight_from_ns, window_partials
 
@@ -89,13 +91,95 @@ class WindowEntry:
     emitted_offset: int = -1  # the raw offset whose processing made the last emission
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False)
+class WindowRows:
+    """Windows of one stage held as columns (columns.py) with their keys and entries'
+    fields: ``cols.extra`` is (revision, emitted_offset, emitted) per window."""
+
+    keys: list[WindowKey]
+    tenants: list[str]
+    cols: WindowColumns
+
+    def entry(self, k: int) -> WindowEntry:
+        """Window ``k`` as a WindowEntry (objects)."""
+        revision, offset, emitted = self.cols.extra[k].tolist()
+        return WindowEntry(self.tenants[k], to_accs(self.cols.take_index(np.array([k])))[0],
+                           revision, bool(emitted), offset)
+
+
+@dataclass(eq=False)
+class EmittedRows:
+    """The windows of emissions made from columns: ``cols.extra[:, 0]`` is each one's
+    revision, ``names`` its (volume_id, tenant_id). Their objects are made when first
+    asked for (WindowStatsEncoder.encode_columns needs none)."""
+
+    cols: WindowColumns
+    names: list[tuple[str, str]]
+    _accs: list[WindowAcc] | None = None
+
+    def acc(self, k: int) -> WindowAcc:
+        if self._accs is None:
+            self._accs = to_accs(self.cols)
+        return self._accs[k]
+
+    def emissions(self, offset: int) -> list[Emission]:
+        return [Emission(volume_id, tenant_id, None, revision, offset, (self, k))
+                for k, ((volume_id, tenant_id), revision)
+                in enumerate(zip(self.names, self.cols.extra[:, 0].tolist(), strict=True))]
+
+
 class Emission:
-    volume_id: str
-    tenant_id: str
-    acc: WindowAcc
-    revision: int
-    offset: int = -1  # the input offset whose processing made it
+    """A window record to publish: its volume, tenant, integers (``acc``), revision and
+    the input offset whose processing made it. One made from columns (``source``: its
+    :class:`EmittedRows` and index there) makes ``acc`` when first read."""
+
+    __slots__ = ("volume_id", "tenant_id", "_acc", "revision", "offset", "source")
+
+    def __init__(self, volume_id: str, tenant_id: str, acc: WindowAcc | None, revision: int,
+                 offset: int = -1, source: tuple[EmittedRows, int] | None = None) -> None:
+        if acc is None and source is None:
+            raise ValueError("an emission needs its integers or the columns that hold them")
+        self.volume_id = volume_id
+        self.tenant_id = tenant_id
+        self._acc = acc
+        self.revision = revision
+        self.offset = offset
+        self.source = source
+
+    @property
+    def acc(self) -> WindowAcc:
+        acc = self._acc
+        if acc is None:
+            assert self.source is not None
+            rows, k = self.source
+            acc = self._acc = rows.acc(k)
+        return acc
+
+    @property
+    def start_ns(self) -> int:
+        if self._acc is None and self.source is not None:
+            return int(self.source[0].cols.start[self.source[1]])
+        return self.acc.window_start_ns
+
+    @property
+    def length_ns(self) -> int:
+        if self._acc is None and self.source is not None:
+            return int(self.source[0].cols.length[self.source[1]])
+        return self.acc.window_len_ns
+
+    def _fields(self) -> tuple[Any, ...]:
+        return self.volume_id, self.tenant_id, self.acc, self.revision, self.offset
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Emission):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # its acc is mutable
+
+    def __repr__(self) -> str:
+        return (f"Emission(volume_id={self.volume_id!r}, tenant_id={self.tenant_id!r}, "
+                f"acc={self.acc!r}, revision={self.revision!r}, offset={self.offset!r})")
 
 
 @dataclass
@@ -199,8 +283,11 @@ class WindowBook:
     def close_for(self, watermark_ns: int | None, offset: int = -1) -> list[Emission]:
         """Emit, in order of their ends, the windows the watermark has passed
         (``offset``: the input offset being processed, stamped on them)."""
+        return self._close_due(self._closing.take_due(watermark_ns), offset)
+
+    def _close_due(self, due: list[tuple[int, str]], offset: int) -> list[Emission]:
         emitted: list[Emission] = []
-        for end_ns, volume_id in self._closing.take_due(watermark_ns):
+        for end_ns, volume_id in due:
             entry = self.store.get((volume_id, end_ns - self.window_len_ns))
             if entry is None or entry.emitted:
                 continue
@@ -357,18 +444,43 @@ class RollupBook:
         one new revision for the unit. No replay check: the unit that emitted the parts
         lands with this one, or neither does, so no part comes twice."""
         length = self.inner.window_len_ns
-        part_len_ns = emissions[0].acc.window_len_ns if emissions else 0  # the stage below's
-        reached: dict[WindowKey, tuple[str, list[WindowAcc] | None]] = {}
+        part_len_ns = emissions[0].length_ns if emissions else 0  # the stage below's
+        reached: dict[WindowKey, tuple[str, list[Emission] | None]] = {}
         for e in emissions:
-            key = (e.volume_id, window_start_ns(e.acc.window_start_ns, length))
+            key = (e.volume_id, window_start_ns(e.start_ns, length))
             tenant_id, new = reached.setdefault(key, (e.tenant_id, []))
             if new is not None and e.revision:  # a revised part: the window is made again
                 reached[key] = (tenant_id, None)
             elif new is not None:
-                new.append(e.acc)
-        return [revised for (volume_id, start), (tenant_id, new) in reached.items()
-                for revised in self._update(volume_id, tenant_id, start, new, part_len_ns,
-                                            offset)]
+                new.append(e)
+        adding = [key for key, (_, new) in reached.items() if new]
+        made = self._add_summed(adding, [reached[key][0] for key in adding],
+                                [reached[key][1] or [] for key in adding], part_len_ns, offset)
+        return [revised for key, (tenant_id, new) in reached.items()
+                for revised in (made[key] if new is not None else self._update(
+                    key[0], tenant_id, key[1], None, part_len_ns, offset))]
+
+    def _add_summed(self, keys: list[WindowKey], tenants: list[str],
+                    parts: list[list[Emission]], part_len_ns: int, offset: int
+                    ) -> dict[WindowKey, list[Emission]]:
+        """New parts into the windows of ``keys``: summed as columns and merged in as
+        columns by a window book that takes them (columnar.ColumnarBook.add_parts), else
+        merged one window at a time as objects (:meth:`_update`); the emitted windows'
+        new revisions, by key."""
+        summed = _summed_columns(parts)
+        add_parts = getattr(self.inner, "add_parts", None)
+        if summed is not None and add_parts is not None:
+            made = add_parts(keys, tenants, summed, offset)
+            if made is not None:
+                out: dict[WindowKey, list[Emission]] = {key: [] for key in keys}
+                for e in made:
+                    out[(e.volume_id, window_start_ns(e.start_ns, self.inner.window_len_ns))
+                        ].append(e)
+                return out
+        accs = ([[acc] for acc in to_accs(summed)] if summed is not None
+                else [[e.acc for e in group] for group in parts])
+        return {key: self._update(key[0], tenant, key[1], new, part_len_ns, offset)
+                for key, tenant, new in zip(keys, tenants, accs, strict=True)}
 
     def _update(self, volume_id: str, tenant_id: str, start: int, new: list[WindowAcc] | None,
                 part_len_ns: int, offset: int) -> list[Emission]:
@@ -388,6 +500,28 @@ class RollupBook:
 
     def close_for(self, watermark_ns: int | None, offset: int = -1) -> list[Emission]:
         return self.inner.close_for(watermark_ns, offset)
+
+
+def _summed_columns(groups: list[list[Emission]]) -> WindowColumns | None:
+    """Per group, the sum of its emissions' windows (columns.reduce_windows: one row a
+    group); None when one was not made from columns, or a sum leaves int64."""
+    batches: dict[int, tuple[EmittedRows, list[int], list[int]]] = {}
+    for g, group in enumerate(groups):
+        for e in group:
+            if e.source is None or e._acc is not None:  # an object (someone may change it)
+                return None
+            rows, k = e.source
+            batch = batches.get(id(rows))
+            if batch is None:
+                batch = batches[id(rows)] = (rows, [], [])
+            batch[1].append(k)
+            batch[2].append(g)
+    if not batches:
+        return None
+    cols = concat([rows.cols.take_index(np.array(ks, dtype=np.intp))
+                   for rows, ks, _ in batches.values()])
+    owner = np.array([g for _, _, gs in batches.values() for g in gs], dtype=np.intp)
+    return reduce_windows(cols, owner, len(groups))
 
 
 def unapplied(records: Sequence[ProducedColumns],

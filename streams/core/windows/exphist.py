@@ -213,15 +213,28 @@ class ExpHistogram:
 def group_histograms(group: np.ndarray, latency_ns: np.ndarray, n_groups: int
                      ) -> list[ExpHistogram]:
     """One trimmed histogram per group 0 .. n_groups - 1 of the latencies (uint64 or int64,
-    >= 0), ``group`` giving each one's group, in non-decreasing order. numpy over the whole
-    arrays (no sort: each group's buckets are a dense run of one bincount); the only Python
-    loop is one slice per group that has a positive latency."""
+    >= 0), ``group`` giving each one's group, in non-decreasing order
+    (:func:`group_histogram_columns`, as objects)."""
+    offsets, zeros, lens, flat = group_histogram_columns(group, latency_ns, n_groups)
+    counts = flat.tolist()
+    ends = np.cumsum(lens).tolist()
+    return [ExpHistogram(offset, counts[end - size:end], zero) for offset, zero, size, end
+            in zip(offsets.tolist(), zeros.tolist(), lens.tolist(), ends, strict=True)]
+
+
+def group_histogram_columns(group: np.ndarray, latency_ns: np.ndarray, n_groups: int
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The trimmed histogram of each group 0 .. n_groups - 1 of the latencies (as
+    :func:`group_histograms`) as int64 arrays: offsets, zero counts, bucket counts, and
+    every group's counts in turn. numpy over the whole arrays (no sort: each group's
+    buckets are a dense run of one bincount)."""
     zero = latency_ns == 0
-    zeros = np.bincount(group[zero], minlength=n_groups).tolist()
-    out = [ExpHistogram(0, [], z) for z in zeros]
+    zeros = np.bincount(group[zero], minlength=n_groups).astype(np.int64)
+    offsets = np.zeros(n_groups, dtype=np.int64)
+    lens = np.zeros(n_groups, dtype=np.int64)
     positive = ~zero
     if not positive.any():
-        return out
+        return offsets, zeros, lens, np.empty(0, dtype=np.int64)
     owner = group[positive]
     index = bucket_indexes(latency_ns[positive])
     firsts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
@@ -230,8 +243,6 @@ def group_histograms(group: np.ndarray, latency_ns: np.ndarray, n_groups: int
     starts = np.cumsum(widths) - widths  # where each group's dense run begins in ``flat``
     run = np.repeat(np.arange(len(firsts)), np.diff(np.r_[firsts, len(index)]))
     flat = np.bincount(starts[run] + index - low[run], minlength=int(widths.sum()))
-    for g, lo, counts in zip(owner[firsts].tolist(), low.tolist(), np.split(flat, starts[1:]),
-                             strict=True):
-        histogram = out[g]
-        histogram.offset, histogram.counts = lo, counts.tolist()
-    return out
+    offsets[owner[firsts]] = low
+    lens[owner[firsts]] = widths
+    return offsets, zeros, lens, flat.astype(np.int64)

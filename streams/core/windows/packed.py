@@ -22,7 +22,14 @@ import numpy as np
 
 from streams.core.counters import SLOTS_PER_OP
 from streams.core.windows.acc import N_BINS, NO_BUSY, OpAcc, WindowAcc, busy_array
-from streams.core.windows.columns import N_OPS, Layout, WindowColumns, gather_fitting, unsigned
+from streams.core.windows.columns import (
+    N_OPS,
+    Layout,
+    WindowColumns,
+    gather_fitting,
+    to_accs,
+    unsigned,
+)
 from streams.core.windows.exphist import ExpHistogram
 from streams.core.windows.varints import zigzag_runs
 
@@ -254,26 +261,40 @@ def pack_entry(tenant_id: str, acc: WindowAcc, revision: int, emitted: bool,
 
 def pack_entries(items: Sequence[tuple[str, WindowAcc, int, bool, int]]) -> list[bytes]:
     """:func:`pack_entry` of many stored windows (its arguments each), the same bytes: their
-    integers laid out by numpy over all of them (columns.py) and varint-encoded together
-    (varints.py). A window the columns do not hold exactly (an integer outside int64, an
-    older layout, busy intervals too far from its start) is packed alone."""
+    integers laid out by numpy over all of them (:func:`pack_columns`). A window the
+    columns do not hold (an integer outside int64, an older layout) is packed alone."""
     if not items:
         return []
     out: list[bytes] = [b""] * len(items)
     cols, fits = gather_fitting([acc for _, acc, _, _, _ in items],
                                 [(revision, offset) for _, _, revision, _, offset in items])
     if cols is not None:
-        odd = _odd_busy(cols)
-        if odd.any():
-            fits[np.flatnonzero(fits)[odd]] = False
-            cols = cols.take(~odd)
-        values, ends, _, _ = entry_layout(cols).build()
-        blob, bounds = zigzag_runs(values, ends)
-        for j, k in enumerate(np.flatnonzero(fits).tolist()):
-            tenant_id, _, _, emitted, _ = items[k]
-            out[k] = _entry_head(tenant_id, emitted) + blob[bounds[j]:bounds[j + 1]]
+        kept = np.flatnonzero(fits).tolist()
+        made = pack_columns(cols, [items[k][0] for k in kept], [items[k][3] for k in kept])
+        for k, data in zip(kept, made, strict=True):
+            out[k] = data
     for k in np.flatnonzero(~fits).tolist():
         out[k] = pack_entry(*items[k])
+    return out
+
+
+def pack_columns(cols: WindowColumns, tenants: Sequence[str], emitted: Sequence[bool]
+                 ) -> list[bytes]:
+    """:func:`pack_entry`'s bytes of windows held as columns (``cols.extra[:, 0]`` and
+    ``[:, 1]``: each one's revision and emitted offset): laid out by numpy over all of
+    them and varint-encoded together (varints.py). A window whose busy intervals lie too
+    far from its start for int64 differences is packed alone, exactly."""
+    out: list[bytes] = [b""] * len(cols)
+    odd = _odd_busy(cols)
+    if odd.any():
+        for k, acc in zip(np.flatnonzero(odd).tolist(), to_accs(cols.take(odd)), strict=True):
+            out[k] = pack_entry(tenants[k], acc, int(cols.extra[k, 0]), emitted[k],
+                                int(cols.extra[k, 1]))
+        cols = cols.take(~odd)
+    values, ends, _, _ = entry_layout(cols).build()
+    blob, bounds = zigzag_runs(values, ends)
+    for j, k in enumerate(np.flatnonzero(~odd).tolist()):
+        out[k] = _entry_head(tenants[k], emitted[k]) + blob[bounds[j]:bounds[j + 1]]
     return out
 
 
@@ -457,3 +478,192 @@ def unpack_billing(data: bytes) -> tuple[str, list[int] | None, int, list[list[A
 def is_packed(data: bytes) -> bool:
     """Whether a stored value is packed (else it is the older compact JSON)."""
     return data[:1] == b"\x01"
+
+
+_TEN_BYTES_MAX = 1  # the 10th byte of a varint: only the 64th bit may be in it
+_COVER_MAX = 1 << 20  # more buckets than an exponential histogram has (exphist.N_INDEXES)
+
+
+def varints(data: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The LEB128 varints of a byte array, as uint64, and the byte where each ends; None
+    when one does not fit 64 bits (a packed value may hold any Python int)."""
+    ends = np.flatnonzero(data < 0x80)
+    if not len(ends):
+        return np.empty(0, dtype=np.uint64), ends
+    firsts = np.r_[0, ends[:-1] + 1]
+    sizes = ends - firsts + 1
+    if int(sizes.max()) > 10 or (sizes == 10).any() and int(data[ends[sizes == 10]].max()) > \
+            _TEN_BYTES_MAX:
+        return None
+    place = np.arange(int(ends[-1]) + 1) - np.repeat(firsts, sizes)
+    bits = (data[:int(ends[-1]) + 1] & _LOW7).astype(np.uint64) << (place * 7).astype(np.uint64)
+    return np.bitwise_or.reduceat(bits, firsts), ends
+
+
+def _signed(z: np.ndarray) -> np.ndarray:
+    """The int64 of zigzag uint64s."""
+    return (z >> np.uint64(1)).view(np.int64) ^ -(z & np.uint64(1)).view(np.int64)
+
+
+class _Cursor:
+    """Reading the runs of many packed windows at once: ``at`` holds each one's position
+    in the varints ``v``; a field is read where present and skipped elsewhere."""
+
+    def __init__(self, v: np.ndarray, at: np.ndarray) -> None:
+        self.v, self.at = v, at
+
+    def uint(self, present: np.ndarray | None = None) -> np.ndarray:
+        at = self.at
+        values = self.v[np.minimum(at, len(self.v) - 1)].astype(np.int64)
+        if present is None:
+            self.at = at + 1
+            return values
+        self.at = at + present
+        return np.where(present, values, 0)
+
+    def sint(self, present: np.ndarray | None = None) -> np.ndarray:
+        at = self.at
+        values = _signed(self.v[np.minimum(at, len(self.v) - 1)])
+        if present is None:
+            self.at = at + 1
+            return values
+        self.at = at + present
+        return np.where(present, values, 0)
+
+    def span(self, count: np.ndarray) -> np.ndarray:
+        """The positions of ``count`` values per row from here on, row after row; skips
+        them."""
+        positions = np.repeat(self.at - (np.cumsum(count) - count), count) + np.arange(
+            int(count.sum()))
+        self.at = self.at + count
+        return positions
+
+
+def unpack_columns(values: Sequence[bytes]) -> tuple[WindowColumns, list[str]] | None:
+    """:func:`unpack_entry` of many packed windows at once, as columns (extra: revision,
+    emitted offset, emitted) and their tenants; None when one is not this version's
+    layout of the columns (another op count or bin count, an integer outside int64, a
+    long tenant): then each is read alone."""
+    n = len(values)
+    tenants: list[str] = []
+    emitted = np.zeros(n, dtype=np.int64)
+    tails: list[bytes] = []
+    for k, data in enumerate(values):
+        if len(data) < 3 or data[0] != PACKED_VERSION or data[1] > 1 or data[2] > 0x7F:
+            return None
+        emitted[k] = data[1] & _EMITTED
+        tenant_end = 3 + data[2]
+        tenants.append(data[3:tenant_end].decode())
+        tails.append(data[tenant_end:])
+    lengths = np.array([len(t) for t in tails], dtype=np.int64)
+    joined = np.frombuffer(b"".join(tails), dtype=np.uint8)
+    read = varints(joined)
+    if read is None or not len(read[1]):
+        return None
+    v, ends = read
+    byte_starts = np.cumsum(lengths) - lengths
+    first = np.searchsorted(ends, byte_starts)  # each window's first varint
+    after = np.r_[first[1:], len(v)]
+    if int(ends[-1]) + 1 != len(joined):
+        return None
+    c = _Cursor(v, first)
+    revision, offset, start, length = c.sint(), c.sint(), c.sint(), c.sint()
+    if (c.uint() != N_OPS).any() or (c.uint() != N_BINS).any():
+        return None
+    rows = n * N_OPS
+    counts = np.zeros((n, N_OPS, SLOTS_PER_OP), dtype=np.int64)
+    has_min = np.zeros((n, N_OPS), dtype=bool)
+    has_max = np.zeros((n, N_OPS), dtype=bool)
+    min_ns = np.zeros((n, N_OPS), dtype=np.int64)
+    max_ns = np.zeros((n, N_OPS), dtype=np.int64)
+    hist = np.zeros((n, N_OPS, N_BINS), dtype=np.int64)
+    inflight = np.zeros((n, N_OPS), dtype=np.int64)
+    known = np.ones((n, N_OPS), dtype=bool)
+    exp_offset = np.zeros((n, N_OPS), dtype=np.int64)
+    exp_zero = np.zeros((n, N_OPS), dtype=np.int64)
+    exp_len = np.zeros((n, N_OPS), dtype=np.int64)
+    exp_parts: list[tuple[np.ndarray, np.ndarray]] = []  # per op: counts, their windows
+    # what each varint would cover as a token of an exponential histogram: a count one
+    # bucket, a run of k zeros k (capped: no histogram has that many buckets)
+    cover = np.minimum(np.where(v & np.uint64(1), (v >> np.uint64(1)) + np.uint64(1),
+                                np.uint64(1)), np.uint64(_COVER_MAX)).astype(np.int64)
+    covered = np.cumsum(cover)
+    for op in range(N_OPS):
+        bits = c.uint()
+        for slot in range(SLOTS_PER_OP):
+            counts[:, op, slot] = c.sint((bits >> slot & 1).astype(bool))
+        present = (bits >> _MIN & 1).astype(bool)
+        has_min[:, op], min_ns[:, op] = present, c.sint(present)
+        present = (bits >> _MAX & 1).astype(bool)
+        has_max[:, op], max_ns[:, op] = present, c.sint(present)
+        sparse = (bits >> _HIST & 1).astype(bool)
+        if (c.uint(sparse)[sparse] != N_BINS).any():
+            return None
+        nonzero = c.uint(sparse)
+        pairs = c.span(2 * nonzero)
+        gaps, bins = v[pairs[0::2]].astype(np.int64), _signed(v[pairs[1::2]])
+        owner = np.repeat(np.arange(n), nonzero)
+        if len(gaps) and (int(gaps.min()) < 1 or int(gaps.max()) > N_BINS):
+            return None
+        column = _segment_cumsum(gaps, nonzero) - 1
+        if len(column) and int(column.max()) >= N_BINS:
+            return None
+        hist[owner, op, column] = bins
+        present = (bits >> _INFLIGHT & 1).astype(bool)
+        inflight[:, op] = c.sint(present)
+        has_exp = (bits >> _EXP & 1).astype(bool)
+        known[:, op] = has_exp | ~has_min[:, op]
+        exp_offset[:, op] = c.sint(has_exp)
+        exp_zero[:, op] = c.uint(has_exp)
+        buckets = c.uint(has_exp)
+        exp_len[:, op] = buckets
+        # each row's tokens: as many as cover ``buckets`` (a count covers one, a run of k
+        # zeros k), found on the running total of what each varint would cover
+        some = buckets > 0
+        at = c.at
+        base = np.where(at > 0, covered[np.maximum(at - 1, 0)], 0)
+        last = np.searchsorted(covered, base + buckets, side="left")
+        tokens = np.where(some, last - at + 1, 0)
+        if (some & (covered[np.minimum(last, len(covered) - 1)] != base + buckets)).any():
+            return None
+        where = c.span(tokens)
+        token = v[where]
+        odd = (token & np.uint64(1)).astype(bool)
+        expanded = np.repeat(np.where(odd, 0, (token >> np.uint64(1)).astype(np.int64)),
+                             cover[where])
+        exp_parts.append((expanded, np.repeat(np.arange(n), buckets)))
+    busy_n = c.uint()
+    diffs = _signed(v[c.span(2 * busy_n)])
+    if len(diffs) and (int(diffs.min()) < 0 or int(diffs.max()) > _SPAN_MAX):
+        return None  # not sorted, or far apart: read alone (exactly, or its error)
+    within = _segment_cumsum(diffs, 2 * busy_n)
+    from_start = np.repeat(start, 2 * busy_n)
+    busy = within + from_start
+    if len(busy) and ((within < 0) | (within > _SPAN_MAX) | (busy < from_start)).any():
+        return None
+    busy = busy.reshape(-1, 2)
+    busy_ns = c.sint()
+    if (c.at != after).any():
+        return None
+    # the exponential histograms' counts in row order (window, then op)
+    flat = np.concatenate([part for part, _ in exp_parts])
+    row = np.concatenate([owner * N_OPS + op for op, (_, owner) in enumerate(exp_parts)])
+    flat = flat[np.argsort(row, kind="stable")]
+    return WindowColumns(
+        start, length, counts.reshape(rows, SLOTS_PER_OP), has_min.reshape(-1),
+        min_ns.reshape(-1), has_max.reshape(-1), max_ns.reshape(-1),
+        hist.reshape(rows, N_BINS), inflight.reshape(-1), known.reshape(-1),
+        (exp_len > 0).reshape(-1), exp_offset.reshape(-1), exp_zero.reshape(-1),
+        exp_len.reshape(-1), flat, busy_n, busy, busy_ns,
+        np.stack((revision, offset, emitted), axis=1)), tenants
+
+
+def _segment_cumsum(values: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """The running sums of int64 ``values`` restarted at each row (``count`` values a
+    row), modulo 2**64 (exact where a row's sums lie in int64, whatever the others')."""
+    if not len(values):
+        return values
+    total = np.cumsum(values.view(np.uint64))
+    firsts = np.cumsum(count) - count
+    before = np.where(firsts > 0, total[np.maximum(firsts - 1, 0)], np.uint64(0))
+    return (total - np.repeat(before, count)).view(np.int64)

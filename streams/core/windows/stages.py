@@ -46,11 +46,13 @@ from streams.core.windows.book import (
     unapplied,
     unapplied_parts,
 )
+from streams.core.windows.columnar import ColumnarBook
 from streams.core.windows.ranges import entries_between, prefix_end, table_items_between
 from streams.core.windows.stores import (
     BillingStore,
     EntryStore,
     PartsStore,
+    RowsEntryStore,
     SeqStore,
     StartOrderedStore,
 )
@@ -183,15 +185,16 @@ class PartitionWindows(_Stage):
         if self.clock_key in table:
             self.clock.watermark_ns, self.clock.last_input_wall_ns = orjson.loads(
                 table[self.clock_key])
-        entries, billing = EntryStore(table, prefix + b"W1|"), BillingStore(table, prefix + b"B|")
+        entries = RowsEntryStore(table, prefix + b"W1|")
+        billing = BillingStore(table, prefix + b"B|")
         self.minute_prefix = rollup_prefix(partition, MINUTE_NS)  # the keys of before
-        minutes = EntryStore(table, self.minute_prefix + b"W|")
+        minutes = RowsEntryStore(table, self.minute_prefix + b"W|")
         self.stores = [entries, billing, minutes]
         # where a changelog written before session 10 keeps them (stores.py)
         self.older_layout = [(entries, prefix + b"w%d|" % NS_PER_S), (billing, prefix + b"b|"),
                              (minutes, self.minute_prefix + b"w|")]
-        self.books = [WindowBook(settings, entries, NS_PER_S)]  # type: ignore[arg-type]
-        self.minutes = RollupBook(WindowBook(settings, minutes, MINUTE_NS),  # type: ignore[arg-type]
+        self.books: list[WindowBook] = [ColumnarBook(settings, entries, NS_PER_S)]  # type: ignore[arg-type]
+        self.minutes = RollupBook(ColumnarBook(settings, minutes, MINUTE_NS),  # type: ignore[arg-type]
                                   EmittedParts(entries))  # type: ignore[arg-type]
         self.keep_ns = keep_ns[0]  # how long past the horizon to keep 1 s windows (queries)
         self.minute_keep_ns = keep_ns[1]  # and 1 m windows

@@ -31,6 +31,7 @@ from streams.core.codec import SchemaSet
 from streams.core.counters import ERRORS, IOS, OP_COUNTER_NAMES, SLOTS_PER_OP, TIME
 from streams.core.events import OPS
 from streams.core.windows.acc import N_BINS, PERCENTILES, WindowAcc, window_stats
+from streams.core.windows.book import Emission, EmittedRows
 from streams.core.windows.columns import (
     N_OPS,
     Layout,
@@ -138,6 +139,34 @@ class WindowStatsEncoder:
             fits[indexes[odd]] = False
         for k in np.flatnonzero(~fits).tolist():
             out[k] = self._encode_one(*items[k])
+        return out
+
+    def encode_emissions(self, emissions: Sequence[Emission]) -> list[bytes]:
+        """Each emission's record, in order: those made from columns (book.EmittedRows)
+        laid out from them, without their objects."""
+        out: list[bytes] = [b""] * len(emissions)
+        from_rows: dict[int, tuple[EmittedRows, list[int], list[int]]] = {}
+        plain: list[int] = []
+        for i, e in enumerate(emissions):
+            if e.source is None:
+                plain.append(i)
+                continue
+            rows, k = e.source
+            group = from_rows.get(id(rows))
+            if group is None:
+                group = from_rows[id(rows)] = (rows, [], [])
+            group[1].append(i)
+            group[2].append(k)
+        for rows, at, ks in from_rows.values():
+            whole = ks == list(range(len(rows.names)))
+            cols = rows.cols if whole else rows.cols.take_index(np.array(ks, dtype=np.intp))
+            names = rows.names if whole else [rows.names[k] for k in ks]
+            for i, value in zip(at, self.encode_columns(cols, names), strict=True):
+                out[i] = value
+        made = self.encode([(emissions[i].volume_id, emissions[i].tenant_id, emissions[i].acc,
+                             emissions[i].revision) for i in plain])
+        for i, value in zip(plain, made, strict=True):
+            out[i] = value
         return out
 
     def encode_columns(self, cols: WindowColumns, names: Sequence[tuple[str, str]]

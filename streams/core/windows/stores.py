@@ -18,22 +18,26 @@ small value per volume).
 from __future__ import annotations
 
 import struct
-from collections.abc import ItemsView, Iterator, MutableMapping
+from collections.abc import ItemsView, Iterator, MutableMapping, Sequence
 
+import numpy as np
 import orjson
 
 from streams.core.billing import BillingEntry
 from streams.core.counters import table_json
 from streams.core.windows.acc import WindowAcc
-from streams.core.windows.book import Part, WindowEntry, WindowKey
+from streams.core.windows.book import Part, WindowEntry, WindowKey, WindowRows
+from streams.core.windows.columns import WindowColumns, concat, empty_windows, gather
 from streams.core.windows.packed import (
     entry_emission,
     is_packed,
     pack_billing,
+    pack_columns,
     pack_entries,
     pack_entry,
     pack_part,
     unpack_billing,
+    unpack_columns,
     unpack_entry,
     unpack_part,
 )
@@ -342,3 +346,153 @@ class SeqStore(_Encoded):
     def decode(self, data: bytes) -> dict[str, int]:
         seqs: dict[str, int] = orjson.loads(data)
         return seqs
+
+
+class RowsEntryStore(EntryStore):
+    """An :class:`EntryStore` whose unit may also keep windows as columns (``WindowRows``:
+    the accounting stage's 1 s and 1 m windows, columnar.py): :meth:`put_rows` keeps them,
+    :meth:`take_rows` reads any stored windows as columns, and every other read sees them
+    too (a :meth:`get`
+    makes the window an object the caller may change, as the store's own are). They are
+    packed at :meth:`write_back`, all at once (packed.pack_columns)."""
+
+    def __init__(self, table: Table, prefix: bytes) -> None:
+        super().__init__(table, prefix)
+        self._rows: dict[WindowKey, tuple[WindowRows, int]] = {}
+        # What the last write-back wrote as columns of the volumes the one before wrote too,
+        # windows not emitted: the next unit reads them without decoding (as _written).
+        self._written_rows: dict[WindowKey, tuple[WindowRows, int]] = {}
+        self._rows_volumes: set[str] = set()
+
+    def put_rows(self, rows: WindowRows) -> None:
+        """Keep ``rows`` as the unit's value of their keys (over any other)."""
+        unwritten, sealed, written, kept = self._unwritten, self._sealed, self._written, \
+            self._rows
+        written_rows = self._written_rows
+        for k, key in enumerate(rows.keys):
+            kept[key] = (rows, k)
+            unwritten.pop(key, None)
+            sealed.pop(key, None)
+            written.pop(key, None)
+            written_rows.pop(key, None)
+
+    def take_rows(self, keys: Sequence[WindowKey]) -> tuple[WindowRows, np.ndarray] | None:
+        """The stored windows of ``keys`` (distinct) as columns, in their order, and which
+        of the keys have one; None when one of them does not fit the columns (an older
+        stored window, an integer outside int64: the caller takes the objects' way)."""
+        found = np.zeros(len(keys), dtype=bool)
+        from_rows: dict[int, tuple[WindowRows, list[int], list[int]]] = {}
+        objects: list[tuple[int, WindowEntry]] = []
+        stored: list[tuple[int, bytes]] = []
+        kept, written_rows = self._rows, self._written_rows
+        for i, key in enumerate(keys):
+            hit = kept.get(key) or written_rows.get(key)
+            if hit is not None:
+                rows, k = hit
+                group = from_rows.get(id(rows))
+                if group is None:
+                    group = from_rows[id(rows)] = (rows, [], [])
+                group[1].append(i)
+                group[2].append(k)
+                continue
+            entry = self._unwritten.get(key) or self._sealed.get(key) or self._written.get(key)
+            if entry is not None:
+                objects.append((i, entry))  # type: ignore[arg-type]
+                continue
+            data = self.table.get(self._key(key))
+            if data is not None:
+                stored.append((i, data))
+        parts: list[WindowColumns] = []
+        tenants: list[str] = []
+        order: list[int] = []
+        for rows, at, ks in from_rows.values():
+            parts.append(rows.cols.take_index(np.array(ks, dtype=np.intp)))
+            tenants += [rows.tenants[k] for k in ks]
+            order += at
+        if stored:  # the table's bytes, read all at once (else one by one, as objects)
+            read = (unpack_columns([data for _, data in stored])
+                    if all(is_packed(data) for _, data in stored) else None)
+            if read is None:
+                objects += [(i, self.decode(data)) for i, data in stored]
+            else:
+                parts.append(read[0])
+                tenants += read[1]
+                order += [i for i, _ in stored]
+        if objects:
+            cols = gather([e.acc for _, e in objects],
+                          [(e.revision, e.emitted_offset, int(e.emitted)) for _, e in objects])
+            if cols is None:
+                return None
+            parts.append(cols)
+            tenants += [e.tenant_id for _, e in objects]
+            order += [i for i, _ in objects]
+        found[order] = True
+        if not parts:
+            return WindowRows([], [], empty_windows(*(np.empty(0, dtype=np.int64),) * 2,
+                                                    np.empty((0, 3), dtype=np.int64))), found
+        cols = concat(parts)
+        rank = np.argsort(np.array(order, dtype=np.intp), kind="stable")
+        return WindowRows([keys[i] for i in sorted(order)], [tenants[r] for r in rank.tolist()],
+                          cols.take_index(rank)), found
+
+    def get(self, key: WindowKey, default: object = None) -> object:
+        hit = self._rows.pop(key, None)
+        if hit is not None:  # the caller may change it: an object of the unit from now on
+            entry = hit[0].entry(hit[1])
+            self._unwritten[key] = entry
+            return entry
+        hit = self._written_rows.pop(key, None)
+        if hit is not None:  # as the table has it; the caller may change it: not kept
+            return hit[0].entry(hit[1])
+        return super().get(key, default)
+
+    def peek(self, key: WindowKey) -> object:
+        hit = self._rows.get(key) or self._written_rows.get(key)
+        return hit[0].entry(hit[1]) if hit is not None else super().peek(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._rows or super().__contains__(key)
+
+    def __setitem__(self, key: WindowKey, value: object) -> None:
+        self._rows.pop(key, None)
+        self._written_rows.pop(key, None)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: WindowKey) -> None:
+        self._written_rows.pop(key, None)
+        if self._rows.pop(key, None) is not None:  # no object is kept for it (put_rows)
+            raw = self._key(key)
+            if raw in self.table:
+                del self.table[raw]
+            return
+        super().__delitem__(key)
+
+    def write_back(self) -> None:
+        if self._rows:
+            groups: dict[int, tuple[WindowRows, list[int]]] = {}
+            for rows, k in self._rows.values():
+                groups.setdefault(id(rows), (rows, []))[1].append(k)
+            table, key_of = self.table, self._key
+            busy = self._rows_volumes
+            self._rows_volumes = {volume for volume, _ in self._rows}
+            for rows, ks in groups.values():
+                index = np.array(sorted(ks), dtype=np.intp)
+                cols = rows.cols.take_index(index)
+                emitted = cols.extra[:, 2].tolist()
+                tenants = [rows.tenants[k] for k in index.tolist()]
+                for k, data, done in zip(index.tolist(), pack_columns(
+                        cols, tenants, [bool(e) for e in emitted]), emitted, strict=True):
+                    key = rows.keys[k]
+                    table[key_of(key)] = data
+                    if not done and key[0] in busy:
+                        self._written_rows[key] = (rows, k)
+            self._rows.clear()
+        elif self._unwritten or self._sealed:
+            self._rows_volumes = set()
+        super().write_back()
+
+    def forget_unwritten(self) -> None:
+        self._rows.clear()
+        self._written_rows.clear()
+        self._rows_volumes.clear()
+        super().forget_unwritten()

@@ -20,6 +20,7 @@ Never float weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,8 @@ from streams.core.counters import BYTES, SLOTS_PER_OP, STATUS_RULES, TIME
 from streams.core.events import OPS
 from streams.core.times import HOUR_NS
 from streams.core.windows.acc import HISTOGRAM_BOUNDS_NS, N_BINS
-from streams.core.windows.exphist import ExpHistogram, group_histograms
+from streams.core.windows.columns import N_OPS, WindowColumns, running_max_by_run
+from streams.core.windows.exphist import ExpHistogram, group_histogram_columns, group_histograms
 
 _N_OPS = len(OPS)
 _SLOT = np.array([rule[0] for rule in STATUS_RULES], dtype=np.int64)
@@ -271,7 +273,7 @@ def _busy(pair: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.ndarray,
     # Within a window a piece starts a new interval unless it overlaps or touches the
     # furthest end so far; pieces of the next window never join (np.r_'s first True).
     new_pair = np.r_[True, pair[1:] != pair[:-1]]
-    reach = _running_max_by_run(hi, lo, new_pair)
+    reach = running_max_by_run(hi, lo, new_pair)
     begins = np.flatnonzero(new_pair | np.r_[True, lo[1:] > reach[:-1]])
     ends = np.r_[begins[1:], len(lo)] - 1
     starts_ns, ends_ns = lo[begins], reach[ends]
@@ -286,26 +288,6 @@ def _busy(pair: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.ndarray,
         busy[(p // n_windows, int(windows[p % n_windows]))] = (intervals[first:after].copy(),
                                                                total)
     return busy
-
-
-def _running_max_by_run(values: np.ndarray, floor: np.ndarray, run_starts: np.ndarray
-                        ) -> np.ndarray:
-    """np.maximum.accumulate of ``values``, restarted at each True of ``run_starts``.
-
-    Each run is made relative to its ``floor`` at the run's start (a run is one window's
-    pieces: ends minus the lowest start, within (0, L]) and lifted by a per-run offset
-    that keeps runs apart, when that fits in int64; else run by run."""
-    run = np.cumsum(run_starts) - 1
-    relative = values - floor[run_starts][run]
-    spread = int(relative.max()) + 1
-    if (int(run[-1]) + 1) * spread < (1 << 62):
-        lift = run * spread
-        return np.maximum.accumulate(relative + lift) - lift + (values - relative)
-    out = np.empty_like(values)
-    bounds = np.r_[np.flatnonzero(run_starts), len(values)]
-    for first, after in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        out[first:after] = np.maximum.accumulate(values[first:after])
-    return out
 
 
 @dataclass(slots=True)
@@ -342,3 +324,180 @@ def hour_partials(columns: Columns) -> list[HourPartial]:
         base = ops[g] * SLOTS_PER_OP
         out[-1].counters[base:base + SLOTS_PER_OP] = row
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class PartialColumns:
+    """What :func:`partial_columns` found: ``cols`` has one window per (volume, window)
+    the events touch, ordered by both (``volume``: index into the Columns' volume table;
+    ``window``: window index), with what they add to it."""
+
+    late: int
+    volume: np.ndarray
+    window: np.ndarray
+    cols: WindowColumns
+    busy_total: np.ndarray  # per window: the length of the busy intervals the events add
+
+
+_INT64_LIMIT = 1 << 63
+
+
+def partial_columns(columns: Columns, window_len_ns: int, first_window: int | None,
+                    from_ns: int | None = None, own_len_ns: int | None = None
+                    ) -> PartialColumns | None:
+    """:func:`window_partials` as columns (:class:`WindowColumns`, in-flight time and busy
+    intervals in their windows' rows); None when a sum or latency leaves int64 (then the
+    objects of :func:`window_partials` hold them, exactly)."""
+    window = np.floor_divide(columns.complete_ns, window_len_ns)
+    late = 0
+    if first_window is not None:
+        keep = window >= first_window
+        late = len(columns) - int(np.count_nonzero(keep))
+        if late:
+            columns, window = columns.take(keep), window[keep]
+        if from_ns is None:
+            from_ns = first_window * window_len_ns
+    done = _completion_columns(columns, window, latencies_ns(columns))
+    flight = _inflight_columns(columns, window_len_ns, from_ns, own_len_ns or window_len_ns)
+    if done is None or flight is None:
+        return None
+    c_volume, c_window, c_op, counts, timed, low, high, histogram, exp = done
+    f_volume, f_window, f_op, f_ns, b_volume, b_window, b_len, b_flat, b_total = flight
+    windows, rank = np.unique(np.r_[c_window, f_window, b_window], return_inverse=True)
+    rank = rank.reshape(-1)
+    n_c, n_f = len(c_window), len(f_window)
+    width = len(windows)
+    pair = np.r_[c_volume, f_volume, b_volume].astype(np.int64) * width + rank
+    pairs, row = np.unique(pair, return_inverse=True)
+    row = row.reshape(-1)
+    n = len(pairs)
+    rows = n * N_OPS
+    c_row = row[:n_c] * N_OPS + c_op
+    f_row = row[n_c:n_c + n_f] * N_OPS + f_op
+    b_row = row[n_c + n_f:]
+    out_counts = np.zeros((rows, SLOTS_PER_OP), dtype=np.int64)
+    out_counts[c_row] = counts
+    has = np.zeros(rows, dtype=bool)
+    has[c_row] = timed
+    out_low = np.zeros(rows, dtype=np.int64)
+    out_low[c_row] = np.where(timed, low, 0)
+    out_high = np.zeros(rows, dtype=np.int64)
+    out_high[c_row] = np.where(timed, high, 0)
+    out_hist = np.zeros((rows, N_BINS), dtype=np.int64)
+    out_hist[c_row] = histogram
+    offsets, zeros, lens, flat = exp
+    exp_offset = np.zeros(rows, dtype=np.int64)
+    exp_offset[c_row] = offsets
+    exp_zero = np.zeros(rows, dtype=np.int64)
+    exp_zero[c_row] = zeros
+    exp_len = np.zeros(rows, dtype=np.int64)
+    exp_len[c_row] = lens
+    inflight = np.zeros(rows, dtype=np.int64)
+    inflight[f_row] = f_ns
+    busy_len = np.zeros(n, dtype=np.int64)
+    busy_len[b_row] = b_len
+    busy_total = np.zeros(n, dtype=np.int64)
+    busy_total[b_row] = b_total
+    cols = WindowColumns(
+        windows[pairs % width] * window_len_ns, np.full(n, window_len_ns, dtype=np.int64),
+        out_counts, has, out_low, has.copy(), out_high, out_hist, inflight,
+        np.ones(rows, dtype=bool), exp_len > 0, exp_offset, exp_zero, exp_len, flat,
+        busy_len, b_flat, np.zeros(n, dtype=np.int64), np.empty((n, 0), dtype=np.int64))
+    return PartialColumns(late, pairs // width, windows[pairs % width], cols, busy_total)
+
+
+def _sums64(values: np.ndarray, starts: np.ndarray) -> np.ndarray | None:
+    """Sums of the runs of uint64 ``values`` beginning at ``starts`` as int64, or None
+    when one could leave int64."""
+    if len(values) and int(values.max()) * len(values) >= _INT64_LIMIT:
+        return None
+    return np.add.reduceat(values, starts).astype(np.int64) if len(values) else \
+        np.zeros(len(starts), dtype=np.int64)
+
+
+def _completion_columns(columns: Columns, window: np.ndarray, latency: np.ndarray
+                        ) -> tuple[Any, ...] | None:
+    """Per (volume, window, op) with completions, in that order: volume, window, op,
+    counts, whether a latency counts, min and max latency, 20-bin histogram, exponential
+    histogram columns (exphist.group_histogram_columns)."""
+    if len(columns) == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return (empty, empty, empty, np.empty((0, SLOTS_PER_OP), dtype=np.int64),
+                np.empty(0, dtype=bool), empty, empty, np.empty((0, N_BINS), dtype=np.int64),
+                (empty, empty, empty, empty))
+    key, windows = _dense_key(columns.volume, window, columns.op)
+    order, starts = _runs(key)
+    status = columns.status[order]
+    latency = latency[order]
+    timed = _COUNTS_TIME[status]
+    n_groups = len(starts)
+    group = np.repeat(np.arange(n_groups), np.diff(np.r_[starts, len(order)]))
+    counts = np.bincount(group * SLOTS_PER_OP + _SLOT[status],
+                         minlength=n_groups * SLOTS_PER_OP).reshape(n_groups, SLOTS_PER_OP)
+    nbytes = np.where(_COUNTS_BYTES[status], columns.nbytes[order], 0).view(np.uint64)
+    byte_sums = _sums64(nbytes, starts)
+    time_sums = _sums64(np.where(timed, latency, np.uint64(0)), starts)
+    if byte_sums is None or time_sums is None:
+        return None
+    if len(latency) and int(np.where(timed, latency, np.uint64(0)).max()) >= _INT64_LIMIT:
+        return None
+    counts[:, BYTES], counts[:, TIME] = byte_sums, time_sums
+    some = np.add.reduceat(timed.astype(np.int64), starts) > 0
+    low = np.minimum.reduceat(np.where(timed, latency, np.uint64(_U64_LIMIT - 1)), starts)
+    high = np.maximum.reduceat(np.where(timed, latency, np.uint64(0)), starts)
+    bins = np.searchsorted(_BOUNDS, latency[timed], side="right")
+    histogram = np.bincount(group[timed] * N_BINS + bins, minlength=n_groups * N_BINS
+                            ).reshape(n_groups, N_BINS)
+    exp = group_histogram_columns(group[timed], latency[timed], n_groups)
+    pair = key[order][starts] // _N_OPS
+    return (pair // len(windows), windows[pair % len(windows)], key[order][starts] % _N_OPS,
+            counts, some, np.where(some, low, 0).astype(np.int64),
+            high.astype(np.int64), histogram.astype(np.int64), exp)
+
+
+def _inflight_columns(columns: Columns, window_len_ns: int, from_ns: int | None,
+                      own_len_ns: int) -> tuple[np.ndarray, ...] | None:
+    """(volume, window, op, in-flight ns) per (volume, window, op) reached, in that order,
+    and the busy intervals: (volume, window, interval count, intervals, their length) per
+    (volume, window) reached; None when an in-flight sum could leave int64."""
+    requests = _requests(columns, window_len_ns, from_ns, own_len_ns)
+    which, _, _, first, last = requests
+    empty = np.empty(0, dtype=np.int64)
+    if len(which) == 0:
+        return (empty,) * 7 + (np.empty((0, 2), dtype=np.int64), empty)
+    event, window, lo, hi = _edges(requests, window_len_ns)
+    m_volume, m_window, m_op, m_count = _middles(columns.volume[which], columns.op[which],
+                                                 first, last)
+    if (len(event) + int(m_count.sum())) * window_len_ns >= _INT64_LIMIT:
+        return None  # (a window's pieces each lie in it: their sum is below this)
+    key, windows = _dense_key(np.r_[columns.volume[event], m_volume], np.r_[window, m_window],
+                              np.r_[columns.op[event], m_op])
+    amount = np.r_[hi - lo, m_count * window_len_ns]
+    order, starts = _runs(key)
+    sums = np.add.reduceat(amount[order], starts)
+    keys = key[order][starts]
+    pair = keys // _N_OPS
+    f = (pair // len(windows), windows[pair % len(windows)], keys % _N_OPS, sums)
+    m_lo = m_window * window_len_ns
+    b = _busy_columns(key // _N_OPS, np.r_[lo, m_lo], np.r_[hi, m_lo + window_len_ns], windows)
+    return (*f, *b)
+
+
+def _busy_columns(pair: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.ndarray
+                  ) -> tuple[np.ndarray, ...]:
+    """:func:`_busy` as arrays: per (volume, window) pair in order, its volume, window,
+    number of merged intervals, and length; and the intervals, pair after pair."""
+    order = np.lexsort((lo, pair))
+    pair, lo, hi = pair[order], lo[order], hi[order]
+    new_pair = np.r_[True, pair[1:] != pair[:-1]]
+    reach = running_max_by_run(hi, lo, new_pair)
+    begins = np.flatnonzero(new_pair | np.r_[True, lo[1:] > reach[:-1]])
+    ends = np.r_[begins[1:], len(lo)] - 1
+    starts_ns, ends_ns = lo[begins], reach[ends]
+    owners = pair[begins]
+    bounds = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+    totals = np.add.reduceat(ends_ns - starts_ns, bounds)
+    p = owners[bounds]
+    n_windows = len(windows)
+    return (p // n_windows, windows[p % n_windows], np.diff(np.r_[bounds, len(owners)]),
+            np.stack((starts_ns, ends_ns), axis=1), totals)

@@ -17,13 +17,14 @@ from streams.core.events import OPS
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import N_BINS, NO_BUSY, OpAcc, WindowAcc
 from streams.core.windows.book import WindowBook, WindowEntry, WindowSettings
-from streams.core.windows.columns import gather_fitting
+from streams.core.windows.columns import gather_fitting, to_accs
 from streams.core.windows.exphist import ExpHistogram
 from streams.core.windows.packed import (
     PACKED_VERSION,
     pack_entries,
     pack_entry,
     unpack_billing,
+    unpack_columns,
     unpack_entry,
 )
 from streams.core.windows.stores import BillingStore, EntryStore, PartsStore
@@ -336,3 +337,33 @@ def test_a_sealed_window_deleted_or_forgotten_is_not_written() -> None:
     assert table == {} and store.peek(("v", 0)) is None
     with pytest.raises(KeyError):
         store[("v", 0)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(columnar_entries(), min_size=1, max_size=8))
+def test_windows_read_at_once_as_columns_are_each_read_alone(
+        entries: list[WindowEntry]) -> None:
+    """unpack_columns of packed windows the columns hold is unpack_entry of each."""
+    datas = [pack_entry(e.tenant_id, e.acc, e.revision, e.emitted, e.emitted_offset)
+             for e in entries]
+    read = unpack_columns(datas)
+    assert read is not None
+    cols, tenants = read
+    alone = [unpack_entry(data) for data in datas]
+    assert tenants == [tenant for tenant, _, _, _, _ in alone]
+    assert to_accs(cols) == [acc for _, acc, _, _, _ in alone]
+    assert cols.extra.tolist() == [[revision, offset, int(emitted)]
+                                   for _, _, revision, emitted, offset in alone]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(ENTRIES, min_size=1, max_size=8))
+def test_windows_the_columns_cannot_hold_are_refused_or_read_exactly(
+        entries: list[WindowEntry]) -> None:
+    """Values past int64, other histogram lengths, intervals anywhere: read at once
+    exactly, or refused (None: the store reads them one by one)."""
+    datas = [pack_entry(e.tenant_id, e.acc, e.revision, e.emitted, e.emitted_offset)
+             for e in entries]
+    read = unpack_columns(datas)
+    if read is not None:
+        assert to_accs(read[0]) == [unpack_entry(data)[1] for data in datas]

@@ -23,7 +23,8 @@ from streams.core.events import INT64_MAX, INT64_MIN, OP_CODE, STATUS_CODE, even
 from streams.core.times import HOUR_NS, NS_PER_S
 from streams.core.windows.acc import window_stats
 from streams.core.windows.book import Emission, WindowBook, WindowSettings
-from streams.core.windows.vector import _running_max_by_run, exact_sums
+from streams.core.windows.columns import running_max_by_run
+from streams.core.windows.vector import exact_sums
 from streams.state.stages import WindowChain, open_partition_windows
 from tests.oracles.counters import billing_oracle
 from tests.oracles.windows import windows_oracle
@@ -263,7 +264,7 @@ def test_the_running_max_restarts_per_run_on_either_path() -> None:
         for i in range(30):
             reach = int(values[i]) if starts[i] else max(reach, int(values[i]))
             expected.append(reach)
-        assert _running_max_by_run(values, floor, starts).tolist() == expected
+        assert running_max_by_run(values, floor, starts).tolist() == expected
 
 
 def test_latencies_past_int64_are_exact_against_the_twin() -> None:

@@ -1,0 +1,145 @@
+"""The accounting stage's windows (1 s, and their 1 m rollups) as numpy columns.
+
+Pure logic: no faust, no aiokafka. :class:`ColumnarBook` is the :class:`WindowBook` of the
+accounting stage's 1 s windows and of their minutes (stages.py) whose calls of a unit,
+adding events (:meth:`ColumnarBook.add_columns`), adding rollup parts
+(:meth:`ColumnarBook.add_parts`) and closing windows, never make a window an object: what
+the events add (vector.partial_columns) or the parts sum to (columns.reduce_windows) is
+merged into the touched windows read as columns (stores.RowsEntryStore.take_rows), the
+windows the watermark passes are marked emitted, and the store keeps the results as columns
+until the unit ends and packs them all at once (packed.pack_columns). Emissions carry their
+windows' columns (book.EmittedRows): the encoder lays their records out from those, and
+their objects are made only if something asks for one. On a fleet of many volumes a window
+was ~300 µs of Python objects (docs/performance.md, sessions 21-22).
+
+A batch the columns cannot hold exactly (a sum or latency outside int64, an older stored
+window) takes :class:`WindowBook`'s way, one object a window, with the same results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from streams.core.batch import Columns
+from streams.core.windows.book import Emission, EmittedRows, WindowBook, WindowKey, WindowRows
+from streams.core.windows.columns import (
+    WindowColumns,
+    add_partial,
+    concat,
+    empty_windows,
+    reduce_windows,
+)
+from streams.core.windows.stores import RowsEntryStore
+from streams.core.windows.vector import frozen_window, inflight_from_ns, partial_columns
+
+# WindowRows.cols.extra columns
+_REVISION, _OFFSET, _EMITTED = range(3)
+
+
+@dataclass
+class ColumnarBook(WindowBook):
+    """A :class:`WindowBook` over a :class:`RowsEntryStore` whose units work on columns."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.store, RowsEntryStore):
+            raise TypeError("a ColumnarBook keeps its windows in a RowsEntryStore")
+        self.rows: RowsEntryStore = self.store
+
+    def add_columns(self, columns: Columns, watermark_ns: int | None, offset: int = -1
+                    ) -> list[Emission]:
+        length = self.window_len_ns
+        first = frozen_window(self._frozen_before_ns(watermark_ns), length)
+        from_ns = inflight_from_ns(self.inflight_frozen_before_ns(columns, watermark_ns), length)
+        part = partial_columns(columns, length, first, from_ns)
+        if part is None:
+            return super().add_columns(columns, watermark_ns, offset)
+        volumes = [columns.volumes[v] for v in part.volume.tolist()]
+        starts = part.cols.start.tolist()
+        keys = list(zip(volumes, starts, strict=True))
+        stored = self.rows.take_rows(keys)
+        if stored is None:
+            return super().add_columns(columns, watermark_ns, offset)
+        held, found = stored
+        new = np.flatnonzero(~found)
+        fresh = empty_windows(part.cols.start[new], part.cols.length[new],
+                              np.tile(np.array([0, -1, 0], dtype=np.int64), (len(new), 1)))
+        both = concat([held.cols, fresh])
+        order = np.argsort(np.r_[np.flatnonzero(found), new], kind="stable")
+        merged = add_partial(both.take_index(order), part.cols)
+        if merged is None:
+            return super().add_columns(columns, watermark_ns, offset)
+        self.late_beyond_horizon += part.late
+        tenant_of = dict(zip(held.keys, held.tenants, strict=True))
+        tenants = [columns.tenants[v] if (tenant := tenant_of.get(key)) is None else tenant
+                   for key, v in zip(keys, part.volume.tolist(), strict=True)]
+        for k in new.tolist():
+            self._closing.push(starts[k] + length, volumes[k])
+        return self._put(keys, tenants, merged, offset)
+
+    def add_parts(self, keys: list[WindowKey], tenants: list[str], parts: WindowColumns,
+                  offset: int = -1) -> list[Emission] | None:
+        """Rollup parts into the windows of ``keys`` (distinct; a new one belongs to its
+        tenant of ``tenants``): ``parts`` has, per key, the sum of its new parts
+        (RollupBook.add_emitted), merged in as WindowAcc.merge merges them. Returns the new
+        revisions of the emitted windows they change, in the order of ``keys``; None when
+        the columns cannot (an older stored window, a sum past int64): nothing changed."""
+        stored = self.rows.take_rows(keys)
+        if stored is None:
+            return None
+        held, found = stored
+        n = len(keys)
+        new = np.flatnonzero(~found)
+        starts = np.array([start for _, start in keys], dtype=np.int64)
+        fresh = empty_windows(starts[new], np.full(len(new), self.window_len_ns, dtype=np.int64),
+                              np.tile(np.array([0, -1, 0], dtype=np.int64), (len(new), 1)))
+        base = concat([held.cols, fresh]).take_index(
+            np.argsort(np.r_[np.flatnonzero(found), new], kind="stable"))
+        both = concat([base.with_extra(np.empty((n, 0), dtype=np.int64)), parts.with_extra(
+            np.empty((n, 0), dtype=np.int64))])
+        merged = reduce_windows(both, np.r_[np.arange(n), np.arange(n)], n)
+        if merged is None:
+            return None
+        tenant_of = dict(zip(held.keys, held.tenants, strict=True))
+        tenants = [tenant if (held_tenant := tenant_of.get(key)) is None else held_tenant
+                   for key, tenant in zip(keys, tenants, strict=True)]
+        for k in new.tolist():
+            self._closing.push(int(starts[k]) + self.window_len_ns, keys[k][0])
+        return self._put(keys, tenants, merged.with_extra(base.extra), offset)
+
+    def _put(self, keys: list[WindowKey], tenants: list[str], merged: WindowColumns,
+             offset: int) -> list[Emission]:
+        """Keep the windows of ``keys`` as ``merged`` (its extra as it was read); the
+        emitted ones get a new revision, returned."""
+        extra = merged.extra.copy()
+        revised = np.flatnonzero(extra[:, _EMITTED] == 1)
+        emitted = EmittedRows(merged.take_index(revised).with_extra(extra[revised, :1]),
+                              [(keys[k][0], tenants[k]) for k in revised.tolist()])
+        extra[revised, _REVISION] += 1
+        extra[revised, _OFFSET] = offset
+        self.rows.put_rows(WindowRows(keys, tenants, merged.with_extra(extra)))
+        return emitted.emissions(offset)
+
+    def close_for(self, watermark_ns: int | None, offset: int = -1) -> list[Emission]:
+        due = self._closing.take_due(watermark_ns)
+        if not due:
+            return []
+        length = self.window_len_ns
+        keys = list(dict.fromkeys((volume_id, end_ns - length) for end_ns, volume_id in due))
+        stored = self.rows.take_rows(keys)
+        if stored is None:
+            return self._close_due(due, offset)
+        held, found = stored
+        extra = held.cols.extra.copy()
+        closing = np.flatnonzero(extra[:, _EMITTED] == 0)
+        if not len(closing):
+            return []
+        # in the order of ``due`` (by end, then volume), as WindowBook.close_for
+        emitted = EmittedRows(held.cols.take_index(closing).with_extra(extra[closing, :1]),
+                              [(held.keys[k][0], held.tenants[k]) for k in closing.tolist()])
+        extra[closing, _REVISION] += 1
+        extra[closing, _OFFSET] = offset
+        extra[closing, _EMITTED] = 1
+        self.rows.put_rows(WindowRows(held.keys, held.tenants, held.cols.with_extra(extra)))
+        return emitted.emissions(offset)

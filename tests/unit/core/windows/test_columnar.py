@@ -1,0 +1,103 @@
+"""The 1 s windows kept as columns (columnar.py) against the WindowBook of objects, integer
+for integer: the same emissions, the same stored windows, the same late count and windows
+to close, whatever the batches (several volumes, requests spanning many windows, late
+events, the horizon, latencies past int64, which take the objects' way)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.core.times import NS_PER_S
+from streams.core.windows.book import Emission, WindowBook, WindowSettings
+from streams.core.windows.columnar import ColumnarBook
+from streams.core.windows.stores import RowsEntryStore
+from tests.unit.core.windows.test_vector import T0, columns_of, events_st, make_event
+
+
+def _emitted(emissions: list[Emission]) -> list[tuple[Any, ...]]:
+    return [(e.volume_id, e.tenant_id, e.start_ns, e.length_ns, e.revision, e.offset,
+             e.acc.to_list()) for e in emissions]
+
+
+def _stored(store: RowsEntryStore) -> dict[Any, Any]:
+    return {key: (entry.tenant_id, entry.acc.to_list(), entry.revision, entry.emitted,
+                  entry.emitted_offset) for key, entry in store.items()}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=events_st, cuts=st.lists(st.integers(0, 80), max_size=5),
+       watermarks=st.lists(st.one_of(st.none(), st.integers(T0 - 60 * NS_PER_S,
+                                                            T0 + 130 * NS_PER_S)),
+                           min_size=6, max_size=6),
+       horizon_s=st.sampled_from([10, 45, 3600]), write_back=st.booleans())
+def test_the_columnar_book_equals_the_book_of_objects(
+    events: list[dict[str, Any]], cuts: list[int], watermarks: list[int | None],
+    horizon_s: int, write_back: bool,
+) -> None:
+    window_settings = WindowSettings(horizon_ns=horizon_s * NS_PER_S)
+    store = RowsEntryStore({}, b"W1|")
+    columnar, objects = ColumnarBook(window_settings, store), WindowBook(window_settings, {})
+    bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
+    for n, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        record = columns_of(events[lo:hi])
+        watermark = watermarks[n]
+        assert _emitted(columnar.add_columns(record, watermark, offset=n)) == _emitted(
+            objects.add_columns(record, watermark, offset=n))
+        if watermark is not None:
+            assert _emitted(columnar.close_for(watermark, n)) == _emitted(
+                objects.close_for(watermark, n))
+        if write_back:  # a unit ends: the columns are packed (else they stay as they are)
+            store.write_back()
+    assert _stored(store) == {key: (e.tenant_id, e.acc.to_list(), e.revision, e.emitted,
+                                    e.emitted_offset) for key, e in objects.store.items()}
+    assert columnar.late_beyond_horizon == objects.late_beyond_horizon
+    assert columnar._closing.entries() == objects._closing.entries()
+
+
+def _stream(seed: int) -> list[list[dict[str, Any]]]:
+    """Five volumes' events over 30 s arriving in records of up to 40, each late by up to
+    8 s (some past a closed window: revisions), requests of up to 3 s."""
+    rnd = random.Random(seed)
+    events = [make_event(rnd.randrange(5), rnd.choice(["read", "write", "flush", "discard"]),
+                         rnd.choice(["ok", "ok", "ok", "failed", "invalid"]),
+                         T0 + rnd.randrange(30 * NS_PER_S),
+                         rnd.choice([0, rnd.randrange(1, 50_000), rnd.randrange(3 * NS_PER_S)]),
+                         rnd.randrange(1 << 20)) for _ in range(600)]
+    arrival = sorted(events, key=lambda e: e["complete_ns"] + rnd.randrange(8 * NS_PER_S))
+    records, at = [], 0
+    while at < len(arrival):
+        size = rnd.randrange(1, 40)
+        records.append(arrival[at:at + size])
+        at += size
+    return records
+
+
+@pytest.mark.parametrize("horizon_s", [5, 3600])
+def test_a_stream_with_late_events_is_the_same_as_objects(horizon_s: int) -> None:
+    """Records arriving late into closed windows (revisions) and past the horizon, closed
+    as the watermark moves, a unit ending after each: the same emissions and windows."""
+    window_settings = WindowSettings(grace_ns=2 * NS_PER_S, horizon_ns=horizon_s * NS_PER_S)
+    revisions = 0
+    for seed in range(6):
+        store = RowsEntryStore({}, b"W1|")
+        columnar = ColumnarBook(window_settings, store)
+        objects = WindowBook(window_settings, {})
+        watermark: int | None = None
+        for n, record in enumerate(_stream(seed)):
+            batch = columns_of(record)
+            made = columnar.add_columns(batch, watermark, offset=n)
+            assert _emitted(made) == _emitted(objects.add_columns(batch, watermark, offset=n))
+            revisions += len(made)
+            watermark = max(watermark or 0, max(e["complete_ns"] for e in record) - 2 * NS_PER_S)
+            assert _emitted(columnar.close_for(watermark, n)) == _emitted(
+                objects.close_for(watermark, n))
+            store.write_back()
+        assert _stored(store) == {key: (e.tenant_id, e.acc.to_list(), e.revision, e.emitted,
+                                        e.emitted_offset) for key, e in objects.store.items()}
+        assert columnar.late_beyond_horizon == objects.late_beyond_horizon
+    assert revisions > 0
