@@ -36,13 +36,20 @@ def _iroot_floor(k: int, root: int) -> int:
     """The largest integer n >= 0 with n**root <= 2**k (exact, Python ints; k >= -1)."""
     if k < 0:
         return 0
-    n = int(2.0 ** (k / root))  # within a few units of the answer
+    guess = int(2.0 ** (k / root))  # within 2**-40 of the answer, relatively
     target = 1 << k
-    while n ** root > target:
-        n -= 1
-    while (n + 1) ** root <= target:
-        n += 1
-    return n
+    low, high = max(0, guess - (guess >> 40) - 2), guess + (guess >> 40) + 2
+    while low ** root > target:  # (never, for the guess's error: a guard)
+        low //= 2
+    while high ** root <= target:
+        high *= 2
+    while high - low > 1:  # low**root <= target < high**root
+        mid = (low + high) // 2
+        if mid ** root <= target:
+            low = mid
+        else:
+            high = mid
+    return low
 
 
 @lru_cache(maxsize=1)
