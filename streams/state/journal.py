@@ -72,6 +72,24 @@ class JournaledTable(UnitTable):
             return default if value is None else value
         return self.table.get(key, default)
 
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """:meth:`get` of each of ``keys`` (None: none), the table's in one call when it
+        reads many at once (pipeline/tables.py)."""
+        pending = self.pending
+        out: list[bytes | None] = [None] * len(keys)
+        rest: list[int] = []
+        for i, key in enumerate(keys):
+            if key in pending:
+                out[i] = pending[key]
+            else:
+                rest.append(i)
+        many = getattr(self.table, "get_many", None)
+        asked = [keys[i] for i in rest]
+        found = many(asked) if many is not None else [self.table.get(key) for key in asked]
+        for i, value in zip(rest, found, strict=True):
+            out[i] = value
+        return out
+
     def __contains__(self, key: object) -> bool:
         pending = self.pending
         if key in pending:

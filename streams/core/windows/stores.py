@@ -384,6 +384,7 @@ class RowsEntryStore(EntryStore):
         from_rows: dict[int, tuple[WindowRows, list[int], list[int]]] = {}
         objects: list[tuple[int, WindowEntry]] = []
         stored: list[tuple[int, bytes]] = []
+        unread: list[int] = []
         kept, written_rows = self._rows, self._written_rows
         for i, key in enumerate(keys):
             hit = kept.get(key) or written_rows.get(key)
@@ -399,9 +400,13 @@ class RowsEntryStore(EntryStore):
             if entry is not None:
                 objects.append((i, entry))  # type: ignore[arg-type]
                 continue
-            data = self.table.get(self._key(key))
-            if data is not None:
-                stored.append((i, data))
+            unread.append(i)
+        if unread:
+            raw = [self._key(keys[i]) for i in unread]
+            many = getattr(self.table, "get_many", None)
+            values = many(raw) if many is not None else [self.table.get(k) for k in raw]
+            stored = [(i, data) for i, data in zip(unread, values, strict=True)
+                      if data is not None]
         parts: list[WindowColumns] = []
         tenants: list[str] = []
         order: list[int] = []

@@ -43,6 +43,31 @@ def test_reads_see_the_pending_writes_and_deletes_first() -> None:
     assert sorted(table) == [b"a", b"b", b"c"]
 
 
+class _ManyReads(dict[bytes, bytes]):
+    """A table that reads many keys at once (as pipeline/tables.py's), counting calls."""
+
+    calls: list[list[bytes]]
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        self.calls = [*getattr(self, "calls", []), keys]
+        return [self.get(key) for key in keys]
+
+
+@pytest.mark.parametrize("under", [{b"a": b"1", b"b": b"2", b"d": b"4"},
+                                   _ManyReads({b"a": b"1", b"b": b"2", b"d": b"4"})])
+def test_many_reads_at_once_see_the_pending_writes_and_deletes_first(
+        under: dict[bytes, bytes]) -> None:
+    table = JournaledTable(under, JOURNAL)
+    table[b"a"] = b"10"
+    table[b"c"] = b"3"
+    del table[b"b"]
+    keys = [b"a", b"b", b"c", b"d", b"e"]
+    assert table.get_many(keys) == [table.get(key) for key in keys] == [
+        b"10", None, b"3", b"4", None]
+    if isinstance(under, _ManyReads):  # the table is asked once, for what is not pending
+        assert under.calls == [[b"d", b"e"]]
+
+
 def test_a_commit_writes_the_journal_first_then_what_changed() -> None:
     under = Changelogged({b"a": b"1", b"b": b"2", b"c": b"3"})
     table = JournaledTable(under, JOURNAL)
