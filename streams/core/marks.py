@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from streams.core.sorting import stable_order
+
 
 def judge_marks(group: np.ndarray, seq: np.ndarray, initial: np.ndarray,
                 has_initial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -27,7 +29,7 @@ def judge_marks(group: np.ndarray, seq: np.ndarray, initial: np.ndarray,
     # Each group's mark first, then its items in order; a running maximum of
     # group * span + rank never crosses groups, as groups ascend in this order.
     keys = np.concatenate((np.arange(groups, dtype=np.int64), group.astype(np.int64)))
-    order = np.argsort(keys, kind="stable")
+    order = stable_order(keys)
     span = n + groups + 2
     running = np.maximum.accumulate(keys[order] * span + ranks[order])
     before = np.empty(n + groups, dtype=np.int64)

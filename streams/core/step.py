@@ -45,6 +45,7 @@ from streams.core.ingest import (
 )
 from streams.core.marks import judge_marks
 from streams.core.raw import RawBatch
+from streams.core.sorting import stable_order
 from streams.core.windows.book import Parts
 
 __all__ = ["StepOutcome", "StepRecord", "account_step"]
@@ -187,7 +188,7 @@ def _gather(acc: _Accepted) -> _Gathered | None:
     lengths = [len(raw) for raw in acc.raws]
     record = np.repeat(np.arange(len(acc.raws), dtype=np.intp), lengths)
     key = record * widest + np.concatenate(locals_).astype(np.intp)
-    order = np.argsort(key, kind="stable")
+    order = stable_order(key)
     key = key[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     volume = np.concatenate(codes)[order]

@@ -28,6 +28,7 @@ import numpy as np
 
 from streams.core.counters import SLOTS_PER_OP
 from streams.core.events import OPS
+from streams.core.sorting import stable_order
 from streams.core.windows.acc import N_BINS, NO_BUSY, OpAcc, WindowAcc
 from streams.core.windows.exphist import ExpHistogram
 
@@ -476,7 +477,7 @@ def reduce_windows(cols: WindowColumns, group: np.ndarray, n_groups: int
            int(np.abs(cols.busy_ns).max()), int(np.abs(cols.histogram).max()),
            int(np.abs(cols.exp_zero).max())) >= _I64_MAX // most:
         return None
-    order = np.argsort(group, kind="stable")
+    order = stable_order(group)
     firsts = np.flatnonzero(np.r_[True, group[order][1:] != group[order][:-1]])
     rows = (order[:, None] * N_OPS + np.arange(N_OPS)).reshape(-1)
     by_op = [rows[op::N_OPS] for op in range(N_OPS)]  # each op's rows, group after group

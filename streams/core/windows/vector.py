@@ -27,6 +27,7 @@ import numpy as np
 from streams.core.batch import Columns
 from streams.core.counters import BYTES, SLOTS_PER_OP, STATUS_RULES, TIME
 from streams.core.events import OPS
+from streams.core.sorting import stable_order, stable_order_by
 from streams.core.times import HOUR_NS
 from streams.core.windows.acc import HISTOGRAM_BOUNDS_NS, N_BINS
 from streams.core.windows.columns import N_OPS, WindowColumns, running_max_by_run
@@ -89,11 +90,22 @@ def exact_sums(values: np.ndarray, starts: np.ndarray) -> list[int]:
 
 def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A stable order that sorts ``keys``, and where each run of equal keys begins in it."""
-    order = np.argsort(keys, kind="stable")
+    order = stable_order(keys)
     ordered = keys[order]
     if len(ordered) == 0:
         return order, np.empty(0, dtype=np.intp)
     return order, np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+
+
+def _by_then(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
+    """The stable order by ``major`` (>= 0) then ``minor`` (np.lexsort((minor, major)))."""
+    if not len(minor):
+        return np.empty(0, dtype=np.intp)
+    low = int(minor.min())
+    span = int(minor.max()) - low + 1
+    if span >= 1 << 62:
+        return np.lexsort((minor, major))
+    return stable_order_by(major, minor - low, span)
 
 
 def _dense_key(volume: np.ndarray, window: np.ndarray, op: np.ndarray
@@ -229,7 +241,7 @@ def _middles(volume: np.ndarray, op: np.ndarray, first: np.ndarray, last: np.nda
     keys = np.r_[pair, pair]
     at = np.r_[first[inner] + 1, last[inner]]  # each covers [first + 1, last)
     delta = np.r_[np.ones(len(inner), np.int64), np.full(len(inner), -1, np.int64)]
-    order = np.lexsort((at, keys))
+    order = _by_then(keys, at)
     keys, at = keys[order], at[order]
     count = np.cumsum(delta[order])  # a pair's deltas add up to 0: no carry to the next
     seg = np.flatnonzero((count[:-1] > 0) & (keys[1:] == keys[:-1]) & (at[1:] > at[:-1]))
@@ -268,7 +280,7 @@ def _busy(pair: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.ndarray,
           window_len_ns: int) -> dict[tuple[int, int], Busy]:
     """The union of the pieces of each (volume, window) ``pair``, as sorted, disjoint,
     non-touching [start, end] intervals (what WindowAcc keeps)."""
-    order = np.lexsort((lo, pair))
+    order = _by_then(pair, lo)
     pair, lo, hi = pair[order], lo[order], hi[order]
     # Within a window a piece starts a new interval unless it overlaps or touches the
     # furthest end so far; pieces of the next window never join (np.r_'s first True).
@@ -487,7 +499,7 @@ def _busy_columns(pair: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.
                   ) -> tuple[np.ndarray, ...]:
     """:func:`_busy` as arrays: per (volume, window) pair in order, its volume, window,
     number of merged intervals, and length; and the intervals, pair after pair."""
-    order = np.lexsort((lo, pair))
+    order = _by_then(pair, lo)
     pair, lo, hi = pair[order], lo[order], hi[order]
     new_pair = np.r_[True, pair[1:] != pair[:-1]]
     reach = running_max_by_run(hi, lo, new_pair)
