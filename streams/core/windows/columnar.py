@@ -18,6 +18,7 @@ window) takes :class:`WindowBook`'s way, one object a window, with the same resu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,9 @@ from streams.core.windows.vector import frozen_window, inflight_from_ns, partial
 
 # WindowRows.cols.extra columns
 _REVISION, _OFFSET, _EMITTED = range(3)
+# Windows merged, closed and kept per call at most: a unit that reaches more (a tick that
+# closes 100,000 volumes' windows) goes in chunks, so its arrays stay tens of MB, not GB.
+CHUNK_WINDOWS = 4096
 
 
 @dataclass
@@ -58,25 +62,18 @@ class ColumnarBook(WindowBook):
         volumes = [columns.volumes[v] for v in part.volume.tolist()]
         starts = part.cols.start.tolist()
         keys = list(zip(volumes, starts, strict=True))
-        stored = self.rows.take_rows(keys)
-        if stored is None:
-            return super().add_columns(columns, watermark_ns, offset)
-        held, found = stored
-        new = np.flatnonzero(~found)
-        fresh = empty_windows(part.cols.start[new], part.cols.length[new],
-                              np.tile(np.array([0, -1, 0], dtype=np.int64), (len(new), 1)))
-        both = concat([held.cols, fresh])
-        order = np.argsort(np.r_[np.flatnonzero(found), new], kind="stable")
-        merged = add_partial(both.take_index(order), part.cols)
-        if merged is None:
-            return super().add_columns(columns, watermark_ns, offset)
+        tenants = [columns.tenants[v] for v in part.volume.tolist()]
+        plans = []  # all chunks merged before any is kept: else the objects' way, whole
+        for at in range(0, len(keys), CHUNK_WINDOWS):
+            chunk = slice(at, at + CHUNK_WINDOWS)
+            parts = (part.cols if len(keys) <= CHUNK_WINDOWS else
+                     part.cols.take_index(np.arange(len(keys))[chunk]))
+            plan = self._merged(keys[chunk], tenants[chunk], parts, add_partial)
+            if plan is None:
+                return super().add_columns(columns, watermark_ns, offset)
+            plans.append(plan)
         self.late_beyond_horizon += part.late
-        tenant_of = dict(zip(held.keys, held.tenants, strict=True))
-        tenants = [columns.tenants[v] if (tenant := tenant_of.get(key)) is None else tenant
-                   for key, v in zip(keys, part.volume.tolist(), strict=True)]
-        for k in new.tolist():
-            self._closing.push(starts[k] + length, volumes[k])
-        return self._put(keys, tenants, merged, offset)
+        return [e for plan in plans for e in self._keep(*plan, offset)]
 
     def add_parts(self, keys: list[WindowKey], tenants: list[str], parts: WindowColumns,
                   offset: int = -1) -> list[Emission] | None:
@@ -85,28 +82,44 @@ class ColumnarBook(WindowBook):
         (RollupBook.add_emitted), merged in as WindowAcc.merge merges them. Returns the new
         revisions of the emitted windows they change, in the order of ``keys``; None when
         the columns cannot (an older stored window, a sum past int64): nothing changed."""
+        plans = []
+        for at in range(0, len(keys), CHUNK_WINDOWS):
+            chunk = slice(at, at + CHUNK_WINDOWS)
+            some = (parts if len(keys) <= CHUNK_WINDOWS else
+                    parts.take_index(np.arange(len(keys))[chunk]))
+            plan = self._merged(keys[chunk], tenants[chunk], some, _merge_rollup)
+            if plan is None:
+                return None
+            plans.append(plan)
+        return [e for plan in plans for e in self._keep(*plan, offset)]
+
+    def _merged(self, keys: list[WindowKey], tenants: list[str], parts: WindowColumns,
+                merge: Callable[[WindowColumns, WindowColumns], WindowColumns | None]
+                ) -> tuple[list[WindowKey], list[str], WindowColumns, np.ndarray] | None:
+        """The windows of ``keys`` as stored (or new, empty, of ``tenants``) with ``parts``
+        merged in by ``merge``, and which are new; None when the columns cannot."""
         stored = self.rows.take_rows(keys)
         if stored is None:
             return None
         held, found = stored
-        n = len(keys)
         new = np.flatnonzero(~found)
         starts = np.array([start for _, start in keys], dtype=np.int64)
         fresh = empty_windows(starts[new], np.full(len(new), self.window_len_ns, dtype=np.int64),
                               np.tile(np.array([0, -1, 0], dtype=np.int64), (len(new), 1)))
         base = concat([held.cols, fresh]).take_index(
             np.argsort(np.r_[np.flatnonzero(found), new], kind="stable"))
-        both = concat([base.with_extra(np.empty((n, 0), dtype=np.int64)), parts.with_extra(
-            np.empty((n, 0), dtype=np.int64))])
-        merged = reduce_windows(both, np.r_[np.arange(n), np.arange(n)], n)
+        merged = merge(base, parts)
         if merged is None:
             return None
         tenant_of = dict(zip(held.keys, held.tenants, strict=True))
-        tenants = [tenant if (held_tenant := tenant_of.get(key)) is None else held_tenant
-                   for key, tenant in zip(keys, tenants, strict=True)]
+        return (keys, [tenant if (held_tenant := tenant_of.get(key)) is None else held_tenant
+                       for key, tenant in zip(keys, tenants, strict=True)], merged, new)
+
+    def _keep(self, keys: list[WindowKey], tenants: list[str], merged: WindowColumns,
+              new: np.ndarray, offset: int) -> list[Emission]:
         for k in new.tolist():
-            self._closing.push(int(starts[k]) + self.window_len_ns, keys[k][0])
-        return self._put(keys, tenants, merged.with_extra(base.extra), offset)
+            self._closing.push(keys[k][1] + self.window_len_ns, keys[k][0])
+        return self._put(keys, tenants, merged, offset)
 
     def _put(self, keys: list[WindowKey], tenants: list[str], merged: WindowColumns,
              offset: int) -> list[Emission]:
@@ -123,14 +136,18 @@ class ColumnarBook(WindowBook):
 
     def close_for(self, watermark_ns: int | None, offset: int = -1) -> list[Emission]:
         due = self._closing.take_due(watermark_ns)
-        if not due:
-            return []
         length = self.window_len_ns
         keys = list(dict.fromkeys((volume_id, end_ns - length) for end_ns, volume_id in due))
+        return [e for at in range(0, len(keys), CHUNK_WINDOWS)
+                for e in self._close(keys[at:at + CHUNK_WINDOWS], offset)]
+
+    def _close(self, keys: list[WindowKey], offset: int) -> list[Emission]:
+        """Close the windows of ``keys`` (in their order) not emitted yet."""
         stored = self.rows.take_rows(keys)
-        if stored is None:
-            return self._close_due(due, offset)
-        held, found = stored
+        if stored is None:  # one by one, as objects
+            return self._close_due([(start + self.window_len_ns, volume_id)
+                                    for volume_id, start in keys], offset)
+        held, _ = stored
         extra = held.cols.extra.copy()
         closing = np.flatnonzero(extra[:, _EMITTED] == 0)
         if not len(closing):
@@ -143,3 +160,13 @@ class ColumnarBook(WindowBook):
         extra[closing, _EMITTED] = 1
         self.rows.put_rows(WindowRows(held.keys, held.tenants, held.cols.with_extra(extra)))
         return emitted.emissions(offset)
+
+
+def _merge_rollup(base: WindowColumns, parts: WindowColumns) -> WindowColumns | None:
+    """Each window of ``base`` with its rollup parts' sum merged in (WindowAcc.merge),
+    ``base``'s extra."""
+    n = len(base)
+    none = np.empty((n, 0), dtype=np.int64)
+    merged = reduce_windows(concat([base.with_extra(none), parts.with_extra(none)]),
+                            np.r_[np.arange(n), np.arange(n)], n)
+    return None if merged is None else merged.with_extra(base.extra)

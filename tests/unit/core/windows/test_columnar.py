@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from streams.core.times import NS_PER_S
 from streams.core.windows.book import Emission, WindowBook, WindowSettings
+from streams.core.windows import columnar as columnar_module
 from streams.core.windows.columnar import ColumnarBook
 from streams.core.windows.stores import RowsEntryStore
 from tests.unit.core.windows.test_vector import T0, columns_of, events_st, make_event
@@ -77,10 +78,13 @@ def _stream(seed: int) -> list[list[dict[str, Any]]]:
     return records
 
 
-@pytest.mark.parametrize("horizon_s", [5, 3600])
-def test_a_stream_with_late_events_is_the_same_as_objects(horizon_s: int) -> None:
+@pytest.mark.parametrize(("horizon_s", "chunk"), [(5, 4096), (3600, 4096), (3600, 3)])
+def test_a_stream_with_late_events_is_the_same_as_objects(
+        horizon_s: int, chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Records arriving late into closed windows (revisions) and past the horizon, closed
-    as the watermark moves, a unit ending after each: the same emissions and windows."""
+    as the watermark moves, a unit ending after each: the same emissions and windows,
+    also when a call's windows go in chunks of 3."""
+    monkeypatch.setattr(columnar_module, "CHUNK_WINDOWS", chunk)
     window_settings = WindowSettings(grace_ns=2 * NS_PER_S, horizon_ns=horizon_s * NS_PER_S)
     revisions = 0
     for seed in range(6):
