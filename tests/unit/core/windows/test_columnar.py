@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.core.times import NS_PER_S
-from streams.core.windows.book import Emission, WindowBook, WindowSettings
 from streams.core.windows import columnar as columnar_module
+from streams.core.windows.book import Emission, WindowBook, WindowSettings
 from streams.core.windows.columnar import ColumnarBook
 from streams.core.windows.stores import RowsEntryStore
 from tests.unit.core.windows.test_vector import T0, columns_of, events_st, make_event
