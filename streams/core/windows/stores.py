@@ -361,6 +361,7 @@ class RowsEntryStore(EntryStore):
         self._rows: dict[WindowKey, tuple[WindowRows, int]] = {}
         # What the last write-back wrote as columns of the volumes the one before wrote too,
         # windows not emitted: the next unit reads them without decoding (as _written).
+        # Replaced at each write-back that writes columns, so it holds one unit's windows.
         self._written_rows: dict[WindowKey, tuple[WindowRows, int]] = {}
         self._rows_volumes: set[str] = set()
 
@@ -480,17 +481,25 @@ class RowsEntryStore(EntryStore):
             table, key_of = self.table, self._key
             busy = self._rows_volumes
             self._rows_volumes = {volume for volume, _ in self._rows}
+            written: dict[WindowKey, tuple[WindowRows, int]] = {}
             for rows, ks in groups.values():
                 index = np.array(sorted(ks), dtype=np.intp)
                 cols = rows.cols.take_index(index)
                 emitted = cols.extra[:, 2].tolist()
                 tenants = [rows.tenants[k] for k in index.tolist()]
-                for k, data, done in zip(index.tolist(), pack_columns(
-                        cols, tenants, [bool(e) for e in emitted]), emitted, strict=True):
-                    key = rows.keys[k]
+                keys = [rows.keys[k] for k in index.tolist()]
+                again: list[int] = []
+                for j, (key, data, done) in enumerate(zip(keys, pack_columns(
+                        cols, tenants, [bool(e) for e in emitted]), emitted, strict=True)):
                     table[key_of(key)] = data
                     if not done and key[0] in busy:
-                        self._written_rows[key] = (rows, k)
+                        again.append(j)
+                if again:  # their own columns: a kept row pins no other window's
+                    pick = np.array(again, dtype=np.intp)
+                    mine = WindowRows([keys[j] for j in again], [tenants[j] for j in again],
+                                      cols.take_index(pick))
+                    written.update((key, (mine, j)) for j, key in enumerate(mine.keys))
+            self._written_rows = written
             self._rows.clear()
         elif self._unwritten or self._sealed:
             self._rows_volumes = set()

@@ -101,7 +101,23 @@ def test_a_stream_with_late_events_is_the_same_as_objects(
             assert _emitted(columnar.close_for(watermark, n)) == _emitted(
                 objects.close_for(watermark, n))
             store.write_back()
+            _check_written_rows(store)
         assert _stored(store) == {key: (e.tenant_id, e.acc.to_list(), e.revision, e.emitted,
                                         e.emitted_offset) for key, e in objects.store.items()}
         assert columnar.late_beyond_horizon == objects.late_beyond_horizon
     assert revisions > 0
+
+
+def _check_written_rows(store: RowsEntryStore) -> None:
+    """What a write-back keeps as columns for the next unit is what the table now holds,
+    and its columns are those windows' alone (no other window's columns pinned with
+    them), so the store holds at most one unit's windows besides the table."""
+    pinned = {id(rows): rows for rows, _ in store._written_rows.values()}
+    assert sum(len(rows.keys) for rows in pinned.values()) == len(store._written_rows)
+    for key, (rows, k) in store._written_rows.items():
+        assert rows.keys[k] == key
+        entry, stored = rows.entry(k), store.decode(store.table[store._key(key)])
+        assert (entry.tenant_id, entry.acc.to_list(), entry.revision, entry.emitted,
+                entry.emitted_offset) == (stored.tenant_id, stored.acc.to_list(),
+                                          stored.revision, stored.emitted,
+                                          stored.emitted_offset)
