@@ -21,7 +21,13 @@ from streams.core.batch import Columns, EventBatch
 from streams.core.closing import ClosingIndex
 from streams.core.marks import judge_marks
 from streams.core.windows.acc import NS_PER_S, WindowAcc, rollup, window_start_ns
-from streams.core.windows.columns import WindowColumns, concat, reduce_windows, to_accs
+from streams.core.windows.columns import (
+    WindowColumns,
+    by_batch,
+    concat,
+    reduce_windows,
+    to_accs,
+)
 from streams.core.windows.ranges import entries_between, keys_between
 from streams.core.windows.vector import frozen_window, inflight_from_ns, window_partials
 
@@ -505,22 +511,15 @@ class RollupBook:
 def _summed_columns(groups: list[list[Emission]]) -> WindowColumns | None:
     """Per group, the sum of its emissions' windows (columns.reduce_windows: one row a
     group); None when one was not made from columns, or a sum leaves int64."""
-    batches: dict[int, tuple[EmittedRows, list[int], list[int]]] = {}
-    for g, group in enumerate(groups):
-        for e in group:
-            if e.source is None or e._acc is not None:  # an object (someone may change it)
-                return None
-            rows, k = e.source
-            batch = batches.get(id(rows))
-            if batch is None:
-                batch = batches[id(rows)] = (rows, [], [])
-            batch[1].append(k)
-            batch[2].append(g)
-    if not batches:
+    owners = [g for g, group in enumerate(groups) for _ in group]
+    # An emission whose object was made may have been changed: the columns may be stale.
+    batches, objects = by_batch(e.source if e._acc is None else None
+                                for group in groups for e in group)
+    if objects or not batches:
         return None
     cols = concat([rows.cols.take_index(np.array(ks, dtype=np.intp))
-                   for rows, ks, _ in batches.values()])
-    owner = np.array([g for _, _, gs in batches.values() for g in gs], dtype=np.intp)
+                   for rows, _, ks in batches])
+    owner = np.array(owners, dtype=np.intp)[np.concatenate([at for _, at, _ in batches])]
     return reduce_windows(cols, owner, len(groups))
 
 

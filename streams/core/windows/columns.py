@@ -20,9 +20,9 @@ made exactly).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -104,6 +104,29 @@ class WindowColumns:
             self.exp_offset[rows], self.exp_zero[rows], self.exp_len[rows],
             self.exp_counts[np.repeat(rows, self.exp_len)], self.busy_len[keep],
             self.busy[np.repeat(keep, self.busy_len)], self.busy_ns[keep], self.extra[keep])
+
+
+Batch = TypeVar("Batch")
+
+
+def by_batch(sources: Iterable[tuple[Batch, int] | None]
+             ) -> tuple[list[tuple[Batch, list[int], list[int]]], list[int]]:
+    """Items that each name a row of a batch of windows held as columns ((batch, its
+    index there)), grouped by batch in the order first seen: (batch, the items'
+    positions, their rows); and the positions of the items that name none (None)."""
+    groups: dict[int, tuple[Batch, list[int], list[int]]] = {}
+    others: list[int] = []
+    for i, source in enumerate(sources):
+        if source is None:
+            others.append(i)
+            continue
+        batch, k = source
+        group = groups.get(id(batch))
+        if group is None:
+            group = groups[id(batch)] = (batch, [], [])
+        group[1].append(i)
+        group[2].append(k)
+    return list(groups.values()), others
 
 
 def _spans(first: np.ndarray, length: np.ndarray) -> np.ndarray:

@@ -31,11 +31,12 @@ from streams.core.codec import SchemaSet
 from streams.core.counters import ERRORS, IOS, OP_COUNTER_NAMES, SLOTS_PER_OP, TIME
 from streams.core.events import OPS
 from streams.core.windows.acc import N_BINS, PERCENTILES, WindowAcc, window_stats
-from streams.core.windows.book import Emission, EmittedRows
+from streams.core.windows.book import Emission
 from streams.core.windows.columns import (
     N_OPS,
     Layout,
     WindowColumns,
+    by_batch,
     divide,
     gather_fitting,
     to_accs,
@@ -145,19 +146,8 @@ class WindowStatsEncoder:
         """Each emission's record, in order: those made from columns (book.EmittedRows)
         laid out from them, without their objects."""
         out: list[bytes] = [b""] * len(emissions)
-        from_rows: dict[int, tuple[EmittedRows, list[int], list[int]]] = {}
-        plain: list[int] = []
-        for i, e in enumerate(emissions):
-            if e.source is None:
-                plain.append(i)
-                continue
-            rows, k = e.source
-            group = from_rows.get(id(rows))
-            if group is None:
-                group = from_rows[id(rows)] = (rows, [], [])
-            group[1].append(i)
-            group[2].append(k)
-        for rows, at, ks in from_rows.values():
+        from_rows, plain = by_batch(e.source for e in emissions)
+        for rows, at, ks in from_rows:
             whole = ks == list(range(len(rows.names)))
             cols = rows.cols if whole else rows.cols.take_index(np.array(ks, dtype=np.intp))
             names = rows.names if whole else [rows.names[k] for k in ks]

@@ -27,7 +27,13 @@ from streams.core.billing import BillingEntry
 from streams.core.counters import table_json
 from streams.core.windows.acc import WindowAcc
 from streams.core.windows.book import Part, WindowEntry, WindowKey, WindowRows
-from streams.core.windows.columns import WindowColumns, concat, empty_windows, gather
+from streams.core.windows.columns import (
+    WindowColumns,
+    by_batch,
+    concat,
+    empty_windows,
+    gather,
+)
 from streams.core.windows.packed import (
     entry_emission,
     is_packed,
@@ -382,21 +388,13 @@ class RowsEntryStore(EntryStore):
         of the keys have one; None when one of them does not fit the columns (an older
         stored window, an integer outside int64: the caller takes the objects' way)."""
         found = np.zeros(len(keys), dtype=bool)
-        from_rows: dict[int, tuple[WindowRows, list[int], list[int]]] = {}
+        kept, written_rows = self._rows, self._written_rows
+        from_rows, others = by_batch(kept.get(key) or written_rows.get(key) for key in keys)
         objects: list[tuple[int, WindowEntry]] = []
         stored: list[tuple[int, bytes]] = []
         unread: list[int] = []
-        kept, written_rows = self._rows, self._written_rows
-        for i, key in enumerate(keys):
-            hit = kept.get(key) or written_rows.get(key)
-            if hit is not None:
-                rows, k = hit
-                group = from_rows.get(id(rows))
-                if group is None:
-                    group = from_rows[id(rows)] = (rows, [], [])
-                group[1].append(i)
-                group[2].append(k)
-                continue
+        for i in others:
+            key = keys[i]
             entry = self._unwritten.get(key) or self._sealed.get(key) or self._written.get(key)
             if entry is not None:
                 objects.append((i, entry))  # type: ignore[arg-type]
@@ -411,7 +409,7 @@ class RowsEntryStore(EntryStore):
         parts: list[WindowColumns] = []
         tenants: list[str] = []
         order: list[int] = []
-        for rows, at, ks in from_rows.values():
+        for rows, at, ks in from_rows:
             parts.append(rows.cols.take_index(np.array(ks, dtype=np.intp)))
             tenants += [rows.tenants[k] for k in ks]
             order += at
@@ -475,14 +473,12 @@ class RowsEntryStore(EntryStore):
 
     def write_back(self) -> None:
         if self._rows:
-            groups: dict[int, tuple[WindowRows, list[int]]] = {}
-            for rows, k in self._rows.values():
-                groups.setdefault(id(rows), (rows, []))[1].append(k)
+            groups, _ = by_batch(self._rows.values())
             table, key_of = self.table, self._key
             busy = self._rows_volumes
             self._rows_volumes = {volume for volume, _ in self._rows}
             written: dict[WindowKey, tuple[WindowRows, int]] = {}
-            for rows, ks in groups.values():
+            for rows, _, ks in groups:
                 index = np.array(sorted(ks), dtype=np.intp)
                 cols = rows.cols.take_index(index)
                 emitted = cols.extra[:, 2].tolist()
