@@ -135,6 +135,22 @@ def inflight_from_ns(frozen_before_ns: int | None, window_len_ns: int) -> int | 
     return None if first is None else first * window_len_ns
 
 
+def _in_horizon(columns: Columns, window_len_ns: int, first_window: int | None,
+                from_ns: int | None) -> tuple[int, Columns, np.ndarray, int | None]:
+    """How many events complete before ``first_window`` (late), the others and their
+    windows, and ``from_ns`` (None: ``first_window``'s start)."""
+    window = np.floor_divide(columns.complete_ns, window_len_ns)
+    late = 0
+    if first_window is not None:
+        keep = window >= first_window
+        late = len(columns) - int(np.count_nonzero(keep))
+        if late:
+            columns, window = columns.take(keep), window[keep]
+        if from_ns is None:
+            from_ns = first_window * window_len_ns
+    return late, columns, window, from_ns
+
+
 def window_partials(columns: Columns, window_len_ns: int, first_window: int | None,
                     from_ns: int | None = None, own_len_ns: int | None = None
                     ) -> WindowPartials:
@@ -145,25 +161,36 @@ def window_partials(columns: Columns, window_len_ns: int, first_window: int | No
     worker's horizon applies to, when its windows of ``window_len_ns`` are rollups of
     those; None: ``window_len_ns``). The cost is O(events + windows touched), whatever
     the requests' lengths."""
-    window = np.floor_divide(columns.complete_ns, window_len_ns)
-    late = 0
-    if first_window is not None:
-        keep = window >= first_window
-        late = len(columns) - int(np.count_nonzero(keep))
-        if late:
-            columns, window = columns.take(keep), window[keep]
-        if from_ns is None:
-            from_ns = first_window * window_len_ns
+    late, columns, window, from_ns = _in_horizon(columns, window_len_ns, first_window,
+                                                 from_ns)
     latency = latencies_ns(columns)
     return WindowPartials(late, _completions(columns, window, latency),
                           *_inflight(columns, window_len_ns, from_ns,
                                      own_len_ns or window_len_ns))
 
 
-def _completions(columns: Columns, window: np.ndarray, latency: np.ndarray
-                 ) -> list[OpPartial]:
-    if len(columns) == 0:
-        return []
+@dataclass
+class _Completed:
+    """A batch's completions grouped by (volume, window, op) (dense ``key`` per group,
+    decoded with ``windows``), events in group order: what both the objects' and the
+    columns' sums are made from."""
+
+    key: np.ndarray  # per group
+    windows: np.ndarray
+    starts: np.ndarray  # each group's first event
+    group: np.ndarray  # per event
+    timed: np.ndarray  # per event: its latency counts
+    latency: np.ndarray
+    nbytes: np.ndarray  # uint64, 0 where the bytes do not count
+    timed_latency: np.ndarray  # uint64, 0 where the latency does not count
+    counts: np.ndarray  # (groups, SLOTS_PER_OP): the requests by status
+    some: np.ndarray  # per group: a latency counts
+    low: np.ndarray  # uint64 min latency (a high sentinel where none counts)
+    high: np.ndarray
+    histogram: np.ndarray  # (groups, N_BINS)
+
+
+def _completed(columns: Columns, window: np.ndarray, latency: np.ndarray) -> _Completed:
     key, windows = _dense_key(columns.volume, window, columns.op)
     order, starts = _runs(key)
     status = columns.status[order]
@@ -174,23 +201,33 @@ def _completions(columns: Columns, window: np.ndarray, latency: np.ndarray
     counts = np.bincount(group * SLOTS_PER_OP + _SLOT[status],
                          minlength=n_groups * SLOTS_PER_OP).reshape(n_groups, SLOTS_PER_OP)
     nbytes = np.where(_COUNTS_BYTES[status], columns.nbytes[order], 0).view(np.uint64)
-    byte_sums = exact_sums(nbytes, starts)
-    time_sums = exact_sums(np.where(timed, latency, np.uint64(0)), starts)
-    timed_n = np.add.reduceat(timed.astype(np.int64), starts).tolist()
+    timed_latency = np.where(timed, latency, np.uint64(0))
+    some = np.add.reduceat(timed.astype(np.int64), starts) > 0
     low = np.minimum.reduceat(np.where(timed, latency, np.uint64(_U64_LIMIT - 1)), starts)
-    high = np.maximum.reduceat(np.where(timed, latency, np.uint64(0)), starts)
+    high = np.maximum.reduceat(timed_latency, starts)
     bins = np.searchsorted(_BOUNDS, latency[timed], side="right")
-    histograms = np.bincount(group[timed] * N_BINS + bins, minlength=n_groups * N_BINS
-                             ).reshape(n_groups, N_BINS).tolist()
-    exps = group_histograms(group[timed], latency[timed], n_groups)
-    volumes, windows_of, ops = _decode_key(key[order][starts], windows)
+    histogram = np.bincount(group[timed] * N_BINS + bins, minlength=n_groups * N_BINS
+                            ).reshape(n_groups, N_BINS)
+    return _Completed(key[order][starts], windows, starts, group, timed, latency, nbytes,
+                      timed_latency, counts, some, low, high, histogram)
+
+
+def _completions(columns: Columns, window: np.ndarray, latency: np.ndarray
+                 ) -> list[OpPartial]:
+    if len(columns) == 0:
+        return []
+    c = _completed(columns, window, latency)
+    byte_sums = exact_sums(c.nbytes, c.starts)
+    time_sums = exact_sums(c.timed_latency, c.starts)
+    exps = group_histograms(c.group[c.timed], c.latency[c.timed], len(c.starts))
+    volumes, windows_of, ops = _decode_key(c.key, c.windows)
     out = []
-    for g, (row, lo, hi) in enumerate(zip(counts.tolist(), low.tolist(), high.tolist(),
-                                         strict=True)):
+    for g, (row, some, lo, hi, histogram) in enumerate(zip(
+            c.counts.tolist(), c.some.tolist(), c.low.tolist(), c.high.tolist(),
+            c.histogram.tolist(), strict=True)):
         row[BYTES], row[TIME] = byte_sums[g], time_sums[g]
-        some = timed_n[g] > 0
         out.append(OpPartial(volumes[g], windows_of[g], ops[g], row, lo if some else None,
-                             hi if some else None, histograms[g], exps[g]))
+                             hi if some else None, histogram, exps[g]))
     return out
 
 
@@ -280,26 +317,11 @@ def _busy(pair: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.ndarray,
           window_len_ns: int) -> dict[tuple[int, int], Busy]:
     """The union of the pieces of each (volume, window) ``pair``, as sorted, disjoint,
     non-touching [start, end] intervals (what WindowAcc keeps)."""
-    order = _by_then(pair, lo)
-    pair, lo, hi = pair[order], lo[order], hi[order]
-    # Within a window a piece starts a new interval unless it overlaps or touches the
-    # furthest end so far; pieces of the next window never join (np.r_'s first True).
-    new_pair = np.r_[True, pair[1:] != pair[:-1]]
-    reach = running_max_by_run(hi, lo, new_pair)
-    begins = np.flatnonzero(new_pair | np.r_[True, lo[1:] > reach[:-1]])
-    ends = np.r_[begins[1:], len(lo)] - 1
-    starts_ns, ends_ns = lo[begins], reach[ends]
-    intervals = np.stack((starts_ns, ends_ns), axis=1)  # a window's rows are copied out
-    owners = pair[begins]
-    bounds = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
-    totals = np.add.reduceat(ends_ns - starts_ns, bounds).tolist()  # <= L each: int64
-    n_windows = len(windows)
-    busy: dict[tuple[int, int], Busy] = {}
-    for first, after, p, total in zip(bounds.tolist(), np.r_[bounds[1:], len(owners)].tolist(),
-                                      owners[bounds].tolist(), totals, strict=True):
-        busy[(p // n_windows, int(windows[p % n_windows]))] = (intervals[first:after].copy(),
-                                                               total)
-    return busy
+    volume, window, count, intervals, totals = _busy_columns(pair, lo, hi, windows)
+    bounds = np.r_[0, np.cumsum(count)].tolist()
+    return {(v, w): (intervals[first:after].copy(), total)  # a window's rows copied out
+            for v, w, first, after, total in zip(volume.tolist(), window.tolist(), bounds,
+                                                 bounds[1:], totals.tolist(), strict=False)}
 
 
 @dataclass(slots=True)
@@ -360,15 +382,8 @@ def partial_columns(columns: Columns, window_len_ns: int, first_window: int | No
     """:func:`window_partials` as columns (:class:`WindowColumns`, in-flight time and busy
     intervals in their windows' rows); None when a sum or latency leaves int64 (then the
     objects of :func:`window_partials` hold them, exactly)."""
-    window = np.floor_divide(columns.complete_ns, window_len_ns)
-    late = 0
-    if first_window is not None:
-        keep = window >= first_window
-        late = len(columns) - int(np.count_nonzero(keep))
-        if late:
-            columns, window = columns.take(keep), window[keep]
-        if from_ns is None:
-            from_ns = first_window * window_len_ns
+    late, columns, window, from_ns = _in_horizon(columns, window_len_ns, first_window,
+                                                 from_ns)
     done = _completion_columns(columns, window, latencies_ns(columns))
     flight = _inflight_columns(columns, window_len_ns, from_ns, own_len_ns or window_len_ns)
     if done is None or flight is None:
@@ -387,35 +402,26 @@ def partial_columns(columns: Columns, window_len_ns: int, first_window: int | No
     c_row = row[:n_c] * N_OPS + c_op
     f_row = row[n_c:n_c + n_f] * N_OPS + f_op
     b_row = row[n_c + n_f:]
-    out_counts = np.zeros((rows, SLOTS_PER_OP), dtype=np.int64)
-    out_counts[c_row] = counts
-    has = np.zeros(rows, dtype=bool)
-    has[c_row] = timed
-    out_low = np.zeros(rows, dtype=np.int64)
-    out_low[c_row] = np.where(timed, low, 0)
-    out_high = np.zeros(rows, dtype=np.int64)
-    out_high[c_row] = np.where(timed, high, 0)
-    out_hist = np.zeros((rows, N_BINS), dtype=np.int64)
-    out_hist[c_row] = histogram
     offsets, zeros, lens, flat = exp
-    exp_offset = np.zeros(rows, dtype=np.int64)
-    exp_offset[c_row] = offsets
-    exp_zero = np.zeros(rows, dtype=np.int64)
-    exp_zero[c_row] = zeros
-    exp_len = np.zeros(rows, dtype=np.int64)
-    exp_len[c_row] = lens
-    inflight = np.zeros(rows, dtype=np.int64)
-    inflight[f_row] = f_ns
-    busy_len = np.zeros(n, dtype=np.int64)
-    busy_len[b_row] = b_len
-    busy_total = np.zeros(n, dtype=np.int64)
-    busy_total[b_row] = b_total
+    has = _placed(rows, c_row, timed)
+    exp_len = _placed(rows, c_row, lens)
+    busy_total = _placed(n, b_row, b_total)
     cols = WindowColumns(
         windows[pairs % width] * window_len_ns, np.full(n, window_len_ns, dtype=np.int64),
-        out_counts, has, out_low, has.copy(), out_high, out_hist, inflight,
-        np.ones(rows, dtype=bool), exp_len > 0, exp_offset, exp_zero, exp_len, flat,
-        busy_len, b_flat, np.zeros(n, dtype=np.int64), np.empty((n, 0), dtype=np.int64))
+        _placed(rows, c_row, counts), has, _placed(rows, c_row, np.where(timed, low, 0)),
+        has.copy(), _placed(rows, c_row, np.where(timed, high, 0)),
+        _placed(rows, c_row, histogram), _placed(rows, f_row, f_ns),
+        np.ones(rows, dtype=bool), exp_len > 0, _placed(rows, c_row, offsets),
+        _placed(rows, c_row, zeros), exp_len, flat, _placed(n, b_row, b_len), b_flat,
+        np.zeros(n, dtype=np.int64), np.empty((n, 0), dtype=np.int64))
     return PartialColumns(late, pairs // width, windows[pairs % width], cols, busy_total)
+
+
+def _placed(n: int, at: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``n`` rows of zeros (of ``values``' dtype and row shape) with ``values`` at ``at``."""
+    out = np.zeros((n, *values.shape[1:]), dtype=values.dtype)
+    out[at] = values
+    return out
 
 
 def _sums64(values: np.ndarray, starts: np.ndarray) -> np.ndarray | None:
@@ -437,34 +443,20 @@ def _completion_columns(columns: Columns, window: np.ndarray, latency: np.ndarra
         return (empty, empty, empty, np.empty((0, SLOTS_PER_OP), dtype=np.int64),
                 np.empty(0, dtype=bool), empty, empty, np.empty((0, N_BINS), dtype=np.int64),
                 (empty, empty, empty, empty))
-    key, windows = _dense_key(columns.volume, window, columns.op)
-    order, starts = _runs(key)
-    status = columns.status[order]
-    latency = latency[order]
-    timed = _COUNTS_TIME[status]
-    n_groups = len(starts)
-    group = np.repeat(np.arange(n_groups), np.diff(np.r_[starts, len(order)]))
-    counts = np.bincount(group * SLOTS_PER_OP + _SLOT[status],
-                         minlength=n_groups * SLOTS_PER_OP).reshape(n_groups, SLOTS_PER_OP)
-    nbytes = np.where(_COUNTS_BYTES[status], columns.nbytes[order], 0).view(np.uint64)
-    byte_sums = _sums64(nbytes, starts)
-    time_sums = _sums64(np.where(timed, latency, np.uint64(0)), starts)
+    c = _completed(columns, window, latency)
+    byte_sums = _sums64(c.nbytes, c.starts)
+    time_sums = _sums64(c.timed_latency, c.starts)
     if byte_sums is None or time_sums is None:
         return None
-    if len(latency) and int(np.where(timed, latency, np.uint64(0)).max()) >= _INT64_LIMIT:
+    if len(c.latency) and int(c.timed_latency.max()) >= _INT64_LIMIT:
         return None
+    counts = c.counts
     counts[:, BYTES], counts[:, TIME] = byte_sums, time_sums
-    some = np.add.reduceat(timed.astype(np.int64), starts) > 0
-    low = np.minimum.reduceat(np.where(timed, latency, np.uint64(_U64_LIMIT - 1)), starts)
-    high = np.maximum.reduceat(np.where(timed, latency, np.uint64(0)), starts)
-    bins = np.searchsorted(_BOUNDS, latency[timed], side="right")
-    histogram = np.bincount(group[timed] * N_BINS + bins, minlength=n_groups * N_BINS
-                            ).reshape(n_groups, N_BINS)
-    exp = group_histogram_columns(group[timed], latency[timed], n_groups)
-    pair = key[order][starts] // _N_OPS
-    return (pair // len(windows), windows[pair % len(windows)], key[order][starts] % _N_OPS,
-            counts, some, np.where(some, low, 0).astype(np.int64),
-            high.astype(np.int64), histogram.astype(np.int64), exp)
+    exp = group_histogram_columns(c.group[c.timed], c.latency[c.timed], len(c.starts))
+    pair = c.key // _N_OPS
+    return (pair // len(c.windows), c.windows[pair % len(c.windows)], c.key % _N_OPS,
+            counts, c.some, np.where(c.some, c.low, 0).astype(np.int64),
+            c.high.astype(np.int64), c.histogram.astype(np.int64), exp)
 
 
 def _inflight_columns(columns: Columns, window_len_ns: int, from_ns: int | None,
@@ -501,6 +493,8 @@ def _busy_columns(pair: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.
     number of merged intervals, and length; and the intervals, pair after pair."""
     order = _by_then(pair, lo)
     pair, lo, hi = pair[order], lo[order], hi[order]
+    # Within a window a piece starts a new interval unless it overlaps or touches the
+    # furthest end so far; pieces of the next window never join (np.r_'s first True).
     new_pair = np.r_[True, pair[1:] != pair[:-1]]
     reach = running_max_by_run(hi, lo, new_pair)
     begins = np.flatnonzero(new_pair | np.r_[True, lo[1:] > reach[:-1]])
@@ -508,7 +502,7 @@ def _busy_columns(pair: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.
     starts_ns, ends_ns = lo[begins], reach[ends]
     owners = pair[begins]
     bounds = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
-    totals = np.add.reduceat(ends_ns - starts_ns, bounds)
+    totals = np.add.reduceat(ends_ns - starts_ns, bounds)  # <= L each: int64
     p = owners[bounds]
     n_windows = len(windows)
     return (p // n_windows, windows[p % n_windows], np.diff(np.r_[bounds, len(owners)]),
