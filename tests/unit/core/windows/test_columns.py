@@ -4,32 +4,19 @@ per window exactly as WindowAcc.merge merges them one by one."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.core.counters import SLOTS_PER_OP
 from streams.core.events import OPS
 from streams.core.times import NS_PER_S
-from streams.core.windows.acc import N_BINS, OpAcc, WindowAcc
+from streams.core.windows.acc import WindowAcc
 from streams.core.windows.columns import concat, gather, reduce_windows, to_accs
-from streams.core.windows.exphist import ExpHistogram
+from tests.unit.core.windows.strategies import int64_op_accs
 
-VALUE = st.one_of(st.just(0), st.integers(-5, 300), st.integers(-(2**50), 2**50))
-COUNT = st.one_of(st.just(0), st.integers(0, 3), st.integers(0, 2**30))
-
-
-@st.composite
-def ops(draw: st.DrawFn) -> OpAcc:
-    counts = draw(st.lists(COUNT, max_size=30))
-    if counts:
-        counts[0] = counts[-1] = draw(st.integers(1, 2**30))
-    min_ns = draw(st.one_of(st.none(), VALUE))
-    exp = ExpHistogram() if min_ns is None else draw(st.one_of(st.none(), st.just(
-        ExpHistogram(draw(st.integers(-1, 1900)) if counts else 0, counts, draw(COUNT)))))
-    return OpAcc(draw(st.lists(VALUE, min_size=SLOTS_PER_OP, max_size=SLOTS_PER_OP)), min_ns,
-                 draw(st.one_of(st.none(), VALUE)),
-                 draw(st.lists(COUNT, min_size=N_BINS, max_size=N_BINS)), draw(VALUE), exp)
+ops = functools.partial(int64_op_accs, 2**50, 2**30, 30, st.integers(-1, 1900))
 
 
 @st.composite

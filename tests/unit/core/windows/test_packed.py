@@ -4,6 +4,7 @@ JSON still loads, and it is small."""
 
 from __future__ import annotations
 
+import functools
 import random
 
 import pytest
@@ -28,6 +29,7 @@ from streams.core.windows.packed import (
     unpack_entry,
 )
 from streams.core.windows.stores import BillingStore, EntryStore, PartsStore
+from tests.unit.core.windows.strategies import int64_op_accs, ints
 
 # Mostly zeros and small values, sometimes far past int64 (either sign).
 BIG = st.one_of(st.just(0), st.integers(-5, 300), st.integers(-(2**64), 2**64),
@@ -211,22 +213,8 @@ def test_many_windows_pack_as_each_alone(entries: list[WindowEntry]) -> None:
 
 
 # What the columns (columns.py) hold: int64 values, trimmed histograms with runs of zeros.
-I64 = st.one_of(st.just(0), st.integers(-5, 300), st.integers(-(2**62), 2**62))
-SMALL = st.one_of(st.just(0), st.integers(0, 3), st.integers(0, 2**40))
-
-
-@st.composite
-def columnar_ops(draw: st.DrawFn) -> OpAcc:
-    counts = draw(st.lists(SMALL, max_size=40))
-    if counts:
-        counts[0] = counts[-1] = draw(st.integers(1, 2**40))
-    min_ns = draw(st.one_of(st.none(), I64))
-    exp = ExpHistogram() if min_ns is None else draw(st.one_of(
-        st.none(), st.just(ExpHistogram(draw(I64) if counts else 0, counts,
-                                        draw(SMALL) if counts else draw(st.integers(1, 9))))))
-    return OpAcc(draw(st.lists(I64, min_size=SLOTS_PER_OP, max_size=SLOTS_PER_OP)),
-                 min_ns, draw(st.one_of(st.none(), I64)),
-                 draw(st.lists(SMALL, min_size=N_BINS, max_size=N_BINS)), draw(I64), exp)
+I64 = ints(2**62)
+columnar_ops = functools.partial(int64_op_accs, 2**62, 2**40, 40, I64)
 
 
 @st.composite
