@@ -18,6 +18,9 @@ What faust's own path does, this does too:
   partition in flight at a time: they are acknowledged in order);
 * the send ledger (checkpoints.py) is issued when the values are written, before a
   checkpoint can hold them, and done once every batch of the write is acknowledged;
+* a write call that fits in one record batch goes in one (:meth:`ChangelogBatches.
+  lands_whole`): the log appends a batch all or none, so a journaled table needs no copy
+  of such a unit's writes (state/journal.py);
 * faust's commit flushes aiokafka's producer, which waits for these batches too: an agent
   awaits :meth:`ChangelogBatches.send` after each unit, before its step returns and its
   records are acknowledged.
@@ -59,6 +62,11 @@ log = logging.getLogger(__name__)
 # changelog topics', topics.py); a larger single value (a journal chunk is at most 512 KiB)
 # goes alone in its batch.
 BATCH_BYTES = CHANGELOG_MAX_MESSAGE_BYTES // 2
+# aiokafka's record batch (v2): a 61-byte header, and per record at most 32 bytes besides
+# its key and value (attributes, varints of the timestamp and offset deltas, of the key's
+# and value's lengths and of the header count, and of the record's own length).
+BATCH_HEADER_BYTES = 61
+RECORD_OVERHEAD_BYTES = 32
 
 
 def batched_changelogs(settings: Settings) -> bool:
@@ -81,6 +89,16 @@ class ChangelogBatches:
         self.sending = asyncio.Lock()
         self.batches = 0  # record batches sent
         self.failed = 0  # batches Kafka did not acknowledge
+
+    def lands_whole(self, writes: list[Write]) -> bool:
+        """Whether :meth:`write` of ``writes`` goes out as one record batch, which the
+        log appends all or none (state/journal.py needs no copy of them then): their size
+        as aiokafka counts it at the most (a record's overhead is at most
+        :data:`RECORD_OVERHEAD_BYTES`) within ``batch_bytes``."""
+        size = BATCH_HEADER_BYTES
+        for key, value in writes:
+            size += RECORD_OVERHEAD_BYTES + len(key) + (0 if value is None else len(value))
+        return size <= self.batch_bytes
 
     def write(self, partition: int, writes: list[Write]) -> None:
         """``writes`` into the partition's database now, their changelog messages queued."""
@@ -114,6 +132,9 @@ class ChangelogBatches:
         futures = await send_in_batches(self.producer_of(), self.topic, partition,
                                         ((key, value, NO_HEADERS) for key, value in writes),
                                         self.batch_bytes)
+        if len(futures) > 1 and self.lands_whole(writes):  # lands_whole's bound is wrong
+            log.error("a write call of %d message(s) to %s[%d] said to land whole took %d "
+                      "record batches", len(writes), self.topic, partition, len(futures))
         self.batches += len(futures)
         self._watch(partition, [(fut, count) for fut, count, _ in futures], seq)
 

@@ -147,6 +147,11 @@ class PartitionTable(MutableMapping[bytes, bytes]):
         self.partition = partition
         self.batches = batches  # None: faust's own changelog send per write
 
+    def lands_whole(self, writes: list[Write]) -> bool:
+        """Whether :meth:`write_many` of ``writes`` lands all or none: in one record batch
+        (changelogs.py); never faust's way, a message at a time."""
+        return self.batches is not None and self.batches.lands_whole(writes)
+
     def write_many(self, writes: list[Write]) -> None:
         """A unit's writes, in order (state/journal.py ``write_all``): their changelog
         messages in batches (changelogs.py), or faust's way, one by one."""

@@ -34,6 +34,12 @@ class JournaledTable(UnitTable):
     Nothing is written outside a commit: faust refuses table writes outside stream
     processing, and the worker may build these in a web view.
 
+    A table that says it lands a call of ``write_many`` all or none (``lands_whole``: the
+    worker's tables send a unit's writes in one Kafka record batch when they fit in one,
+    pipeline/changelogs.py) gets an empty journal instead of a copy: the unit's writes
+    land with it or not at all, and the empty journal, the last whole one, keeps an older
+    journal from being redone over them. That halves a live worker's changelog.
+
     A unit bigger than ``chunk_bytes`` (Kafka refuses messages over 1 MB by default) is
     journaled in several messages, each saying its unit and the unit's number of chunks:
     only a journal whose chunks all landed is redone (the writes follow its last chunk).
@@ -148,11 +154,25 @@ class JournaledTable(UnitTable):
         changes = [(key, value) for key, value in pending.items()
                    if value is not None or key in table]  # a key made and dropped: nothing
         if changes:
-            writes = self._journal(changes)
+            # A table that lands these writes whole (one Kafka record batch, which the
+            # log appends all or none) needs no copy of them: the journal then says only
+            # that this unit is the last, so that no older one is redone over it.
+            writes = self._journal([] if self._lands_whole(changes) else changes)
             writes += changes
             write_all(table, writes)
         pending.clear()
         return len(changes)
+
+    def _lands_whole(self, changes: list[Write]) -> bool:
+        """Whether the table lands ``changes`` together with the journal's own writes
+        (an empty journal and the deletes of the chunks it leaves) all or none."""
+        lands_whole = getattr(self.table, "lands_whole", None)
+        if lands_whole is None:
+            return False
+        slot = 1 - self.slot
+        spare: list[Write] = [(self.chunk_key(slot, 0), bytes(_HEADER.size))]
+        spare += [(self.chunk_key(slot, index), None) for index in range(1, self.chunks[slot])]
+        return bool(lands_whole(spare + changes))
 
     # -- the journal ----------------------------------------------------------------------
 

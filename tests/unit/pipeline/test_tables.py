@@ -135,3 +135,41 @@ def test_changelogs_go_in_batches_only_with_rocksdb_and_at_least_once() -> None:
     assert batched_changelogs(Settings())
     assert not batched_changelogs(Settings(table_store="memory"))
     assert not batched_changelogs(Settings(processing_guarantee="exactly_once"))
+
+
+class _Table:
+    """What ChangelogBatches reads of a faust table (nothing is written here)."""
+
+    class changelog_topic:  # noqa: N801 (faust's attribute)
+        @staticmethod
+        def get_topic_name() -> str:
+            return "t-changelog"
+
+    data = None
+
+
+WRITES = st.lists(st.tuples(st.binary(min_size=1, max_size=40),
+                            st.none() | st.binary(max_size=3_000)), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(writes=WRITES, batch_bytes=st.sampled_from([200, 4_096, 65_536]),
+       compression=st.sampled_from([None, "zstd"]))
+def test_a_write_said_to_land_whole_fits_in_one_of_aiokafkas_record_batches(
+        writes: list[tuple[bytes, bytes | None]], batch_bytes: int, compression: str | None
+) -> None:
+    """ChangelogBatches.lands_whole's bound against aiokafka's own batch (the one
+    send_in_batches fills): a write call it says lands whole goes in one batch, which the
+    log appends all or none (the journal then holds no copy: state/journal.py)."""
+    from aiokafka.producer.message_accumulator import BatchBuilder
+
+    from streams.pipeline.changelogs import ChangelogBatches
+
+    batches = ChangelogBatches(_Table(), lambda: None, batch_bytes=batch_bytes)
+    table = PartitionTable(_Table(), 0, batches)
+    assert not PartitionTable(_Table(), 0, None).lands_whole(writes)  # faust's way
+    if not table.lands_whole(writes):
+        return
+    batch = BatchBuilder(batch_bytes, {None: 0, "zstd": 4}[compression])
+    for key, value in writes:
+        assert batch.append(key=key, value=value, timestamp=None, headers=[]) is not None

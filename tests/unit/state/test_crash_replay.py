@@ -34,7 +34,7 @@ from streams.core.times import MINUTE_NS, NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS, window_stats
 from streams.core.windows.book import Emission, WindowSettings
 from streams.core.windows.stages import PartitionWindows
-from streams.state.journal import JOURNAL_CHUNK_BYTES
+from streams.state.journal import JOURNAL_CHUNK_BYTES, write_each
 from streams.state.stages import open_partition_windows, open_rollup_windows
 from tests.oracles.counters import billing_oracle, counters_oracle, latency_histogram_oracle
 from tests.oracles.windows import windows_oracle
@@ -264,11 +264,36 @@ def test_outputs_lost_in_a_crash_are_sent_again_from_the_state(
 
 class Changelogged(MutableMapping[bytes, bytes]):
     """A table that also keeps, in order, every message its changelog partition receives:
-    (key, value), or (key, None) for a delete."""
+    (key, value), or (key, None) for a delete. With ``whole_bytes``, a ``write_many`` call
+    of at most that many bytes of keys and values lands whole, as one Kafka record batch
+    of the worker's (pipeline/changelogs.py): a crash cuts the log before or after it,
+    never inside (:meth:`kept`)."""
 
-    def __init__(self, data: dict[bytes, bytes]) -> None:
+    def __init__(self, data: dict[bytes, bytes], whole_bytes: int | None = None) -> None:
         self.data = data
         self.log: list[tuple[bytes, bytes | None]] = []
+        self.whole_bytes = whole_bytes
+        self.inside: set[int] = set()  # prefix lengths that would cut a batch
+        self.whole_calls = 0
+
+    def lands_whole(self, writes: list[tuple[bytes, bytes | None]]) -> bool:
+        return self.whole_bytes is not None and sum(
+            len(key) + len(value or b"") for key, value in writes) <= self.whole_bytes
+
+    def write_many(self, writes: list[tuple[bytes, bytes | None]]) -> None:
+        start = len(self.log)
+        write_each(self, writes)
+        if self.lands_whole(writes):
+            self.whole_calls += 1
+            self.inside.update(range(start + 1, len(self.log)))
+
+    def kept(self, count: int, since: int = 0) -> list[tuple[bytes, bytes | None]]:
+        """The messages after the first ``since`` that a crash keeps when it would keep
+        ``count`` of them: fewer, if that cut a batch that lands whole."""
+        at = since + count
+        while at in self.inside:
+            at -= 1
+        return self.log[since:at]
 
     def __getitem__(self, key: bytes) -> bytes:
         return self.data[key]
@@ -374,11 +399,14 @@ def _feed_worker(windows: PartitionWindows, item: Item, offset: int, wall_ns: in
 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32), data=st.data(),
-       chunk_bytes=st.sampled_from([JOURNAL_CHUNK_BYTES, 800]))
+       chunk_bytes=st.sampled_from([JOURNAL_CHUNK_BYTES, 800]),
+       whole_bytes=st.sampled_from([None, 600, 1 << 20]))
 def test_a_crash_between_any_two_changelog_messages_counts_every_event_once(
-    seed: int, data: st.DataObject, chunk_bytes: int,
+    seed: int, data: st.DataObject, chunk_bytes: int, whole_bytes: int | None,
 ) -> None:
-    """``chunk_bytes``: the size over which a journal takes several messages (small: often)."""
+    """``chunk_bytes``: the size over which a journal takes several messages (small: often);
+    ``whole_bytes``: the size up to which a unit's writes land whole, in one record batch,
+    with an empty journal (None: never; 600: about half the units do, the others journal)."""
     events, items, walls = crash_items(seed)
     n = len(items)
     crashed = data.draw(st.integers(0, n), label="crashed")
@@ -386,7 +414,7 @@ def test_a_crash_between_any_two_changelog_messages_counts_every_event_once(
 
     # The worker until the crash: one PartitionWindows, every table write a message.
     counters: dict[bytes, bytes] = {}
-    table = Changelogged({})
+    table = Changelogged({}, whole_bytes)
     windows = open_partition_windows(0, table, WindowSettings(), journal_chunk_bytes=chunk_bytes)
     published = Published()
     counter_states = []
@@ -401,9 +429,9 @@ def test_a_crash_between_any_two_changelog_messages_counts_every_event_once(
     state, logged, lengths = at_commit
 
     # The crash: each changelog and output partition kept any prefix of what came after.
-    since = table.log[logged:]
-    kept_messages = data.draw(st.integers(0, len(since)), label="changelog messages kept")
-    windows_table = restored(state, since[:kept_messages])
+    kept_messages = data.draw(st.integers(0, len(table.log) - logged),
+                              label="changelog messages kept")
+    windows_table = restored(state, table.kept(kept_messages, logged))
     counters = dict(counter_states[data.draw(st.integers(committed, crashed),
                                              label="counters kept up to")])
     kept = [lengths[k] + data.draw(st.integers(0, total - lengths[k]), label=f"outputs {k}")

@@ -119,35 +119,62 @@ def run(table: JournaledTable, unit: list[tuple[bytes, bytes | None]]) -> None:
 
 
 def crash_and_rebuild(state: dict[bytes, bytes], work: list[list[tuple[bytes, bytes | None]]],
-                      cut: float, chunk_bytes: int
+                      cut: float, chunk_bytes: int, whole_bytes: int | None = None
                       ) -> tuple[dict[bytes, bytes], list[dict[bytes, bytes]]]:
-    """Run the units on a table holding ``state``; a crash keeps a prefix of the messages.
-    Returns the restored table and the states the units left, the first before them."""
-    under = Changelogged(dict(state))
+    """Run the units on a table holding ``state``; a crash keeps a prefix of the messages
+    (none that cuts a unit's writes that land whole, under ``whole_bytes``). Returns the
+    restored table and the states the units left, the first before them."""
+    under = Changelogged(dict(state), whole_bytes)
     table = JournaledTable(under, JOURNAL, chunk_bytes)
     states = [data_of(table)]
     for unit in work:
         run(table, unit)
         states.append(data_of(table))
-    return restored(state, under.log[:int(cut * (len(under.log) + 1))]), states
+    return restored(state, under.kept(int(cut * (len(under.log) + 1)))), states
 
 
 @settings(max_examples=300, deadline=None)
 @given(before=units, first=units, second=units, cuts=st.tuples(st.floats(0, 1), st.floats(0, 1)),
-       chunk_bytes=st.sampled_from([1, 30, 100, 1 << 20]))
+       chunk_bytes=st.sampled_from([1, 30, 100, 1 << 20]),
+       whole_bytes=st.sampled_from([None, 0, 90, 1 << 20]))
 def test_any_crash_leaves_the_state_between_two_units(
     before: list[list[tuple[bytes, bytes | None]]], first: list[list[tuple[bytes, bytes | None]]],
     second: list[list[tuple[bytes, bytes | None]]], cuts: tuple[float, float], chunk_bytes: int,
+    whole_bytes: int | None,
 ) -> None:
     """Small chunk sizes journal a unit in several messages: the unit is redone only if
-    they all landed. Two crashes in a row: the first one's redo goes into the next unit."""
-    committed, _ = crash_and_rebuild({}, before, 1.0, chunk_bytes)
-    table, states = crash_and_rebuild(committed, first, cuts[0], chunk_bytes)
+    they all landed. Two crashes in a row: the first one's redo goes into the next unit.
+    Units whose writes land whole (``whole_bytes``) journal nothing but that they came,
+    mixed with units that journal (90 bytes: some do, some do not)."""
+    committed, _ = crash_and_rebuild({}, before, 1.0, chunk_bytes, whole_bytes)
+    table, states = crash_and_rebuild(committed, first, cuts[0], chunk_bytes, whole_bytes)
     seen = data_of(JournaledTable(dict(table), JOURNAL, chunk_bytes))
     assert seen in states
-    table, states = crash_and_rebuild(table, second, cuts[1], chunk_bytes)
+    table, states = crash_and_rebuild(table, second, cuts[1], chunk_bytes, whole_bytes)
     assert states[0] == seen
     assert data_of(JournaledTable(dict(table), JOURNAL, chunk_bytes)) in states
+
+
+def test_a_unit_that_lands_whole_is_journaled_empty_and_no_older_one_is_redone() -> None:
+    """A journaled unit, then one that lands whole over the same keys: its journal carries
+    no copy, and a table restored after it redoes nothing of the older unit's journal."""
+    under = Changelogged({}, whole_bytes=200)
+    table = JournaledTable(under, JOURNAL)
+    for key in KEYS:
+        table[key] = b"x" * 40  # 6 x 42 bytes: journaled
+    table.commit()
+    assert under.whole_calls == 0
+    journaled, logged = dict(under.data), len(under.log)
+    table[KEYS[0]] = b"y"
+    table.commit()
+    assert under.whole_calls == 1
+    empty = [v for k, v in under.log[logged:] if k.startswith(JOURNAL)]
+    assert [list(decode_journal(v)) for v in empty if v is not None] == [[]]
+    again = JournaledTable(dict(under.data), JOURNAL)
+    assert again.redone == 0 and data_of(again)[KEYS[0]] == b"y"
+    # a crash inside the second unit's batch keeps none of it
+    assert data_of(JournaledTable(restored({}, under.kept(logged + 1)),
+                                  JOURNAL)) == data_of(journaled)
 
 
 def test_stale_chunks_of_a_bigger_unit_are_not_redone() -> None:
