@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from faust.types import TP
@@ -90,15 +90,18 @@ class ChangelogBatches:
         self.batches = 0  # record batches sent
         self.failed = 0  # batches Kafka did not acknowledge
 
-    def lands_whole(self, writes: list[Write]) -> bool:
+    def lands_whole(self, writes: Iterable[Write]) -> bool:
         """Whether :meth:`write` of ``writes`` goes out as one record batch, which the
         log appends all or none (state/journal.py needs no copy of them then): their size
         as aiokafka counts it at the most (a record's overhead is at most
-        :data:`RECORD_OVERHEAD_BYTES`) within ``batch_bytes``."""
-        size = BATCH_HEADER_BYTES
+        :data:`RECORD_OVERHEAD_BYTES`) within ``batch_bytes``. Reads only as many writes
+        as fit: a catching-up unit's thousands cost no more than one batch's."""
+        room = self.batch_bytes - BATCH_HEADER_BYTES
         for key, value in writes:
-            size += RECORD_OVERHEAD_BYTES + len(key) + (0 if value is None else len(value))
-        return size <= self.batch_bytes
+            room -= RECORD_OVERHEAD_BYTES + len(key) + (0 if value is None else len(value))
+            if room < 0:
+                break
+        return room >= 0
 
     def write(self, partition: int, writes: list[Write]) -> None:
         """``writes`` into the partition's database now, their changelog messages queued."""

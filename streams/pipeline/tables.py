@@ -147,7 +147,7 @@ class PartitionTable(MutableMapping[bytes, bytes]):
         self.partition = partition
         self.batches = batches  # None: faust's own changelog send per write
 
-    def lands_whole(self, writes: list[Write]) -> bool:
+    def lands_whole(self, writes: Iterable[Write]) -> bool:
         """Whether :meth:`write_many` of ``writes`` lands all or none: in one record batch
         (changelogs.py); never faust's way, a message at a time."""
         return self.batches is not None and self.batches.lands_whole(writes)

@@ -5,6 +5,7 @@ Pure: no faust, no aiokafka; the worker's table is any ``MutableMapping[bytes, b
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -172,7 +173,7 @@ class JournaledTable(UnitTable):
         slot = 1 - self.slot
         spare: list[Write] = [(self.chunk_key(slot, 0), bytes(_HEADER.size))]
         spare += [(self.chunk_key(slot, index), None) for index in range(1, self.chunks[slot])]
-        return bool(lands_whole(spare + changes))
+        return bool(lands_whole(itertools.chain(spare, changes)))
 
     # -- the journal ----------------------------------------------------------------------
 

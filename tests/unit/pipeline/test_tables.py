@@ -168,7 +168,11 @@ def test_a_write_said_to_land_whole_fits_in_one_of_aiokafkas_record_batches(
     batches = ChangelogBatches(_Table(), lambda: None, batch_bytes=batch_bytes)
     table = PartitionTable(_Table(), 0, batches)
     assert not PartitionTable(_Table(), 0, None).lands_whole(writes)  # faust's way
-    if not table.lands_whole(writes):
+    # It stops reading at the bound, and says what summing them all would say.
+    whole = table.lands_whole(iter(writes))
+    assert whole == (61 + sum(32 + len(key) + len(value or b"") for key, value in writes)
+                     <= batch_bytes)
+    if not whole:
         return
     batch = BatchBuilder(batch_bytes, {None: 0, "zstd": 4}[compression])
     for key, value in writes:

@@ -20,7 +20,7 @@ writes in one message before making them (`JournaledTable`).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any
 
 from hypothesis import given, settings
@@ -276,7 +276,7 @@ class Changelogged(MutableMapping[bytes, bytes]):
         self.inside: set[int] = set()  # prefix lengths that would cut a batch
         self.whole_calls = 0
 
-    def lands_whole(self, writes: list[tuple[bytes, bytes | None]]) -> bool:
+    def lands_whole(self, writes: Iterable[tuple[bytes, bytes | None]]) -> bool:
         return self.whole_bytes is not None and sum(
             len(key) + len(value or b"") for key, value in writes) <= self.whole_bytes
 
