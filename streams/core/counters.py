@@ -118,32 +118,39 @@ _INT64_LIMIT = 2**63  # a sum of int64 values stays exact below this
 def slot_sums(columns: Columns) -> list[list[int]]:
     """Per volume of ``columns.volumes``, the section 2 slot sums of its events (all
     taken: already validated, so codes are known and complete_ns >= submit_ns), as
-    Python ints. One numpy pass over every volume (DESIGN.md decision 2)."""
-    size = len(columns.volumes) * N_SLOTS
-    base = columns.volume * N_SLOTS + columns.op.astype(np.intp) * SLOTS_PER_OP
-    totals: list[int] = np.bincount(base + _COUNT_SLOT[columns.status], minlength=size).tolist()
-    ok = columns.status == STATUS_OK
-    timed = columns.status != STATUS_INVALID
+    Python ints. One numpy pass over every volume (DESIGN.md decision 2): counts by
+    slot, bytes and time summed by (volume, op) over every event, zero where the status
+    does not count them (no masked copies: they cost more than adding zeros)."""
+    n_groups = len(columns.volumes) * len(OPS)
+    group = columns.volume * len(OPS) + columns.op.astype(np.intp)  # (volume, op)
+    totals = np.bincount(group * SLOTS_PER_OP + _COUNT_SLOT[columns.status],
+                         minlength=n_groups * SLOTS_PER_OP)
+    by_slot = totals.reshape(n_groups, SLOTS_PER_OP)  # a view: adds land in totals
     # complete - submit wraps in uint64 but is exact there: it lies in [0, 2**64).
     latency = columns.complete_ns.view(np.uint64) - columns.submit_ns.view(np.uint64)
-    keys = np.concatenate((base[ok] + BYTES, base[timed] + TIME))
-    values = np.concatenate((columns.nbytes[ok].view(np.uint64), latency[timed]))
-    for key, total in _exact_sums(keys, values, size):
-        totals[key] += total
-    return [totals[v * N_SLOTS:(v + 1) * N_SLOTS] for v in range(len(columns.volumes))]
+    zero = np.uint64(0)
+    summed = ((BYTES, np.where(columns.status == STATUS_OK, columns.nbytes.view(np.uint64),
+                               zero)),
+              (TIME, np.where(columns.status != STATUS_INVALID, latency, zero)))
+    exact: list[tuple[int, list[tuple[int, int]]]] = []
+    for slot, values in summed:
+        # int64 where max * count (counts included) proves no overflow, else Python ints
+        # (a hostile but valid event may carry 2**63-1 bytes).
+        if not len(values) or int(values.max()) * len(values) < _INT64_LIMIT:
+            sums = np.zeros(n_groups, dtype=np.int64)
+            np.add.at(sums, group, values.astype(np.int64))  # integer adds: exact
+            by_slot[:, slot] += sums
+        else:
+            exact.append((slot, _python_sums(group, values)))
+    out = totals.tolist()
+    for slot, group_sums in exact:
+        for g, total in group_sums:
+            out[g * SLOTS_PER_OP + slot] += total
+    return [out[v * N_SLOTS:(v + 1) * N_SLOTS] for v in range(len(columns.volumes))]
 
 
-def _exact_sums(keys: np.ndarray, values: np.ndarray, size: int) -> list[tuple[int, int]]:
-    """(key, sum of its values) for each key in ``range(size)`` that has values; ``values``
-    uint64 (bytes and times are never negative here). int64 where max * count proves no
-    overflow, else Python ints (a hostile but valid event may carry 2**63-1 bytes)."""
-    if not len(keys):
-        return []
-    if int(values.max()) * len(values) < _INT64_LIMIT:
-        sums = np.zeros(size, dtype=np.int64)
-        np.add.at(sums, keys, values.astype(np.int64))  # integer adds: exact, unlike bincount
-        nonzero = np.flatnonzero(sums)
-        return list(zip(nonzero.tolist(), sums[nonzero].tolist(), strict=True))
+def _python_sums(keys: np.ndarray, values: np.ndarray) -> list[tuple[int, int]]:
+    """(key, exact sum of its values) for each key that has values, in Python ints."""
     exact: dict[int, int] = {}
     for key, value in zip(keys.tolist(), values.tolist(), strict=True):
         exact[key] = exact.get(key, 0) + value
