@@ -188,20 +188,25 @@ def _gather(acc: _Accepted) -> _Gathered | None:
     lengths = [len(raw) for raw in acc.raws]
     record = np.repeat(np.arange(len(acc.raws), dtype=np.intp), lengths)
     key = record * widest + np.concatenate(locals_).astype(np.intp)
-    order = stable_order(key)
-    key = key[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    volume = np.concatenate(codes)[order]
+    # The SDK sends a record's events by volume: then they are in order already, and
+    # the sort and a gather of every column are skipped.
+    order = None if bool((key[1:] >= key[:-1]).all()) else stable_order(key)
+
+    def ordered(column: np.ndarray) -> np.ndarray:
+        return column if order is None else column[order]
 
     def cat(name: str) -> np.ndarray:
-        return np.concatenate([getattr(raw.columns, name) for raw in acc.raws])[order]
+        return ordered(np.concatenate([getattr(raw.columns, name) for raw in acc.raws]))
 
+    key = ordered(key)
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    volume = ordered(np.concatenate(codes))
     events = Columns(tuple(index), tuple(tenants), volume, cat("op"), cat("status"),
                      cat("nbytes"), cat("submit_ns"), cat("complete_ns"))
-    offset = np.concatenate([raw.offset for raw in acc.raws])[order]
-    position = (np.arange(len(order)) - np.repeat(np.cumsum([0, *lengths[:-1]]), lengths))[order]
-    return _Gathered(list(index), tenants, events, offset, record[order], position,
-                     np.r_[starts, len(order)], key[starts] // widest, volume[starts])
+    offset = ordered(np.concatenate([raw.offset for raw in acc.raws]))
+    position = ordered(np.arange(len(key)) - np.repeat(np.cumsum([0, *lengths[:-1]]), lengths))
+    return _Gathered(list(index), tenants, events, offset, ordered(record), position,
+                     np.r_[starts, len(key)], key[starts] // widest, volume[starts])
 
 
 def _tenant_ok(tenant_of: Callable[[str], str | None] | None, volume_id: str,

@@ -235,7 +235,9 @@ class _Columns:
         that follow each other."""
         keys = self._group_keys()
         idx = np.flatnonzero(self.valid)
-        order = idx[np.argsort(keys[idx], kind="stable")]
+        # by record, then by volume within it: a record's events go by volume (the
+        # worker then need not sort them), each volume's in their order
+        order = idx[np.argsort(keys[idx] * len(self.refs) + self.ref[idx], kind="stable")]
         cuts = np.flatnonzero(np.diff(keys[order])) + 1
         return np.split(order, cuts) if len(order) else []
 

@@ -45,9 +45,12 @@ def record_order(groups: list[tuple[str, str, list[dict[str, Any]]]],
 
 
 def layout2(groups: list[tuple[str, str, list[dict[str, Any]]]], producer_id: str = "p-1",
-            seq: int = 0) -> bytes:
-    """An IoBatch2 payload of (volume_id, claimed tenant_id, canonical events) groups."""
+            seq: int = 0, by_volume: bool = False) -> bytes:
+    """An IoBatch2 payload of (volume_id, claimed tenant_id, canonical events) groups: the
+    events round-robin, or each volume's together (``by_volume``, as the SDK sends them)."""
     order = record_order(groups)
+    if by_volume:
+        order = sorted(order, key=lambda item: item[0])  # stable: each volume's in order
     return SCHEMAS.encode("IoBatch2", layout2_record(
         producer_id, seq, "h-1", [g[0] for g in groups], [g[1] for g in groups], {
             "volume": [v for v, _ in order],

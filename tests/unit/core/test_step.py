@@ -139,7 +139,8 @@ def records(draw: st.DrawFn, odd: bool) -> tuple[bytes, Placement]:
         groups = [(v, t, []) for v, t, _ in groups]
     producer = draw(st.sampled_from(["p-1", "p-2"]))
     seq = draw(st.integers(0, 6))
-    return layout2(groups, producer, seq), home_placement(volumes[0])
+    by_volume = draw(st.booleans())  # as the SDK sends them (no sort), or mixed
+    return layout2(groups, producer, seq, by_volume), home_placement(volumes[0])
 
 
 def _bad_time(e: dict[str, Any]) -> dict[str, Any]:

@@ -67,6 +67,10 @@ def check_records(outs: list[Outgoing], added: list[IoEvent], partitions: int | 
             assert {default_partition(v.encode(), partitions) for v in volumes} == {
                 key_partition}  # the broker puts the record where each of its volumes is
         assert len({e.host_id for e in events}) == 1
+        # by volume, in the volume table's order (the worker need not sort them)
+        table = {v["volume_id"]: i for i, v in enumerate(out.record["volumes"])}
+        local = [table[e.volume_id] for e in events]
+        assert local == sorted(local)
         for e in events:
             by_volume[e.volume_id].append(e)
         if len(events) > 1:
