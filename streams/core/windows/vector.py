@@ -112,9 +112,21 @@ def _dense_key(volume: np.ndarray, window: np.ndarray, op: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
     """One int64 per (volume, window, op), ordered as the triple: window indexes are
     ranked first, so the key stays below volumes * events * ops whatever their range."""
-    windows, rank = np.unique(window, return_inverse=True)
-    key = (volume.astype(np.int64) * len(windows) + rank.reshape(-1)) * _N_OPS + op
+    windows, rank = _ranked(window)
+    key = (volume.astype(np.int64) * len(windows) + rank) * _N_OPS + op
     return key, windows
+
+
+def _ranked(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(numbers, each value's index into them), in the values' order, with no more
+    numbers than values: a range no longer than the values is numbered by offset (a
+    step's events mostly span a few windows), others by np.unique (a sort)."""
+    if len(values):
+        low, high = int(values.min()), int(values.max())
+        if high - low < len(values):
+            return np.arange(low, high + 1, dtype=values.dtype), values - low
+    numbers, rank = np.unique(values, return_inverse=True)
+    return numbers, rank.reshape(-1)
 
 
 def _decode_key(key: np.ndarray, windows: np.ndarray) -> tuple[list[int], list[int], list[int]]:
@@ -390,8 +402,7 @@ def partial_columns(columns: Columns, window_len_ns: int, first_window: int | No
         return None
     c_volume, c_window, c_op, counts, timed, low, high, histogram, exp = done
     f_volume, f_window, f_op, f_ns, b_volume, b_window, b_len, b_flat, b_total = flight
-    windows, rank = np.unique(np.r_[c_window, f_window, b_window], return_inverse=True)
-    rank = rank.reshape(-1)
+    windows, rank = _ranked(np.r_[c_window, f_window, b_window])
     n_c, n_f = len(c_window), len(f_window)
     width = len(windows)
     pair = np.r_[c_volume, f_volume, b_volume].astype(np.int64) * width + rank
