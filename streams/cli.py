@@ -314,9 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--logs", metavar="DIR", help="keep the workers' logs here")
     bench.add_argument("--max-volumes", type=int, help="volumes of the (f) point (100,000)")
     bench.add_argument("--only", choices=["c", "bc", "f"],
-                       help="c: only (b), (c) and (c) at 100 and 100,000 volumes (profiling "
-                       "work); bc: only (b) and (c); f: only the (f) memory points (partial "
-                       "reports)")
+                       help="c: only (b), (c), (c) at 100 and 100,000 volumes and with the "
+                       "fleet at 1,000,000 events/s (profiling work); bc: only (b) and (c); "
+                       "f: only the (f) memory points (partial reports)")
     run = verb("run", cmd_run, "broker + worker + simulated fleet, until Ctrl-C (make run)")
     run.add_argument("--rate", type=float, default=2000.0, help="simulated events/s")
     # 20 volumes at 2,000 events/s make ~300 records/s of ~60 events: what one worker

@@ -59,6 +59,7 @@ from streams.core.events import IoEvent
 from streams.core.times import NS_PER_S
 from streams.kafka import local as kafka_local
 from streams.kafka.topics import TopicSpec
+from streams.sources.simulator import FleetConfig
 from streams.tools.bench.anchors import ANCHOR_NAMES, anchor_bench
 from streams.tools.bench.failover import FailoverPlan, failover_run
 from streams.tools.bench.latency import latency_run
@@ -91,6 +92,12 @@ class Plan:
     # (c) again with the same fleet rate over fewer and more volumes: the cost should stay
     # flat (issue 17: (c) at 100,000 >= 0.8 x (c) at 1,000).
     c_volume_points: tuple[int, ...] = (100, 100_000)
+    # (c) again with main_volumes sending this many events/s in all (the target's own
+    # rate): what one worker carries of a fleet that busy, whose records are bigger
+    # (worker_by_fleet_rate). Reported, not a target. Over this many times (c)'s events:
+    # it runs about twice as fast, and a short run is mostly its last commit.
+    c_fleet_rates: tuple[float, ...] = (1_000_000.0,)
+    c_fleet_events_factor: float = 2.0
     # The fleet whose records (b) and (c) read: main_volumes Zipf volumes sending this many
     # events/s in all, batched by the SDK's defaults (a record per partition and host per
     # flush, at 16384 buffered events or 100 ms of the events' own time).
@@ -170,6 +177,7 @@ class Bench:
         await self.naive(events[:plan.naive_events])
         await self.producer_sdk(events)
         del events
+        await self.worker_by_fleet_rate(n_c)
         await self.latency(sim_rate)
         await self.volume_points()
         await self.batch_points()
@@ -191,7 +199,7 @@ class Bench:
         self.info["k"] = run.info
 
     async def run_c(self) -> None:
-        """``--only c``: (b), (c) and (c) by volume count, nothing else (profiling work)."""
+        """``--only c``: (b), (c), (c) by volume count and by fleet rate, nothing else."""
         plan = self.plan
         calib = self.main_events(plan.calib_events)
         inprocess = inprocess_rate(calib, self.base.batch_max_events, self.base.batch_max_age_ms)
@@ -202,27 +210,49 @@ class Bench:
         await self.worker_main(events[:n_c])
         del events
         await self.worker_by_volumes(n_c)
+        await self.worker_by_fleet_rate(n_c)
 
     async def worker_by_volumes(self, n_c: int) -> None:
         """(c) over the same number of events at the same fleet rate, from other numbers
         of volumes (their records carry as many events, spread over more volumes)."""
         points = []
         for volumes in self.plan.c_volume_points:
-            s = self.settings(f"cv{volumes}")
-            await pipeline_topics(s)
-            events = simulated_events(volumes, n_c, self.plan.fleet_rate, time.time_ns())
-            self.step(f"(c) at {volumes:,} volumes: producing {n_c:,} events")
-            records, sent = await produce_backlog(s, events)
-            active = len({e.volume_id for e in events})
-            del events
-            run = await worker_run(s, self.log_dir, f"cv{volumes}", records, sent,
-                                   300 + sent / 200)
-            points.append({"volumes": volumes, "active": active, "events": sent,
-                           "records": records, "events_per_s": run.events_per_s,
-                           "records_per_s": run.records_per_s, "seconds": run.seconds,
-                           "cpu_us_per_event": run.cpu_us_per_event, "on_cpu": run.on_cpu})
-            self.figures[f"c_events_per_s_{volumes}_volumes"] = run.events_per_s
+            point = await self.c_point(f"cv{volumes}", volumes, self.plan.fleet_rate, n_c)
+            points.append(point)
+            self.figures[f"c_events_per_s_{volumes}_volumes"] = point["events_per_s"]
         self.points["c_volumes"] = points
+
+    async def worker_by_fleet_rate(self, n_c: int) -> None:
+        """(c) over more events (``c_fleet_events_factor``) from the same volumes, the
+        fleet sending faster. Each of the fleet's hosts runs an SDK with a buffer of its own (one
+        producer sends for all of them here: its buffer is theirs together), so records
+        are cut by the 100 ms age as a real host's are, not by one shared buffer."""
+        points = []
+        hosts = FleetConfig().hosts
+        n = int(n_c * self.plan.c_fleet_events_factor)
+        for rate in self.plan.c_fleet_rates:
+            point = await self.c_point(
+                f"cr{rate:.0f}", self.plan.main_volumes, rate, n,
+                batch_max_events=self.base.batch_max_events * hosts)
+            points.append({**point, "fleet_rate": rate, "hosts": hosts})
+            self.figures[f"c_events_per_s_fleet_{rate:.0f}"] = point["events_per_s"]
+        self.points["c_fleet_rates"] = points
+
+    async def c_point(self, name: str, volumes: int, rate: float, n: int,
+                      **overrides: Any) -> dict[str, Any]:
+        """(c) on ``n`` events of ``volumes`` volumes sending ``rate`` events/s in all."""
+        s = self.settings(name, **overrides)
+        await pipeline_topics(s)
+        events = simulated_events(volumes, n, rate, time.time_ns())
+        self.step(f"(c) at {volumes:,} volumes, {rate:,.0f} events/s: producing {n:,} events")
+        records, sent = await produce_backlog(s, events)
+        active = len({e.volume_id for e in events})
+        del events
+        run = await worker_run(s, self.log_dir, name, records, sent, 300 + sent / 200)
+        return {"volumes": volumes, "active": active, "events": sent, "records": records,
+                "events_per_s": run.events_per_s, "records_per_s": run.records_per_s,
+                "seconds": run.seconds, "cpu_us_per_event": run.cpu_us_per_event,
+                "on_cpu": run.on_cpu}
 
     async def steady(self) -> None:
         plan = self.plan.steady
@@ -412,7 +442,7 @@ def run_bench(quick: bool = False, profile: Path | None = None, verbose: bool = 
     the broker; the report as a dict."""
     plan = QUICK if quick else FULL
     if only == "bc":  # (b) and (c) alone: run_c without the by-volume points
-        plan, only = replace(plan, c_volume_points=()), "c"
+        plan, only = replace(plan, c_volume_points=(), c_fleet_rates=()), "c"
     if max_volumes is not None:
         plan = replace(plan, volume_points=(plan.volume_points[0], max_volumes))
     state_dir = Path(tempfile.mkdtemp(prefix="ioacct-bench-"))

@@ -153,7 +153,7 @@ def _verdict(row: dict[str, Any]) -> str:
 
 def render(report: dict[str, Any]) -> str:
     """The report as a table, the (g) points, how it was measured and the profile."""
-    rows = _anchor_rows(report) + _c_volume_rows(report)
+    rows = _anchor_rows(report) + _c_volume_rows(report) + _c_fleet_rate_rows(report)
     if "d_record_ns_per_event" in report["figures"]:  # not with ``--only c``
         rows += _sdk_rows(report)
     if "j" in report["info"]:
@@ -223,6 +223,19 @@ def _c_volume_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                      _num(top["cpu_us_per_event"] / f["c_cpu_us_per_event"], "x"),
                      "what an event costs the worker, its waits left out (1.0: flat)"))
     return rows
+
+
+def _c_fleet_rate_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(c) with the fleet sending faster (bigger records): reported, not a target."""
+    f = report["figures"]
+    return [(f"(c), the fleet at {p['fleet_rate']:,.0f} events/s",
+             _num(p["events_per_s"], "events/s"),
+             f"{p['events']:,.0f} events in {p['records']:,.0f} records "
+             f"({p['events'] / p['records']:.0f}/record; {p['hosts']} hosts, an SDK buffer "
+             f"each), {p['volumes']:,.0f} volumes, {p['records_per_s']:,.0f} records/s, "
+             f"x{p['events_per_s'] / f['c_events_per_s']:.2f} of (c); not a target"
+             + _cpu_note(p))
+            for p in report["points"].get("c_fleet_rates", [])]
 
 
 def _cpu_row(f: dict[str, Any]) -> list[tuple[str, str, str]]:

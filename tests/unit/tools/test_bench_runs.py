@@ -67,7 +67,7 @@ def test_the_workers_cpu_time_is_read_as_the_os_counts_it() -> None:
 
 
 def test_the_c_rows_give_the_cpu_per_event_and_its_ratio_across_volume_counts() -> None:
-    from streams.tools.bench.report import _c_volume_rows, _cpu_row
+    from streams.tools.bench.report import _c_fleet_rate_rows, _c_volume_rows, _cpu_row
     from streams.tools.bench.runs import Run
 
     run = Run(events=2_000_000, records=100, seconds=20.0, processed_seconds=19.0,
@@ -85,3 +85,9 @@ def test_the_c_rows_give_the_cpu_per_event_and_its_ratio_across_volume_counts() 
     assert "worker CPU 36.0 µs/event, on the CPU 50% of the run" in rows[1][2]
     assert rows[-1][0].strip() == "CPU per event, at 100,000 / at 1,000 volumes"
     assert rows[-1][1] == "9.00x"
+    fast = {**points[0], "volumes": 1000, "fleet_rate": 1e6, "hosts": 8, "events_per_s": 300.0,
+            "records": 2}
+    ((name, value, note),) = _c_fleet_rate_rows(
+        {"figures": {**f, "c_events_per_s": 100.0}, "points": {"c_fleet_rates": [fast]}})
+    assert name == "(c), the fleet at 1,000,000 events/s" and value.startswith("300")
+    assert "(5/record; 8 hosts" in note and "x3.00 of (c); not a target" in note
