@@ -103,6 +103,11 @@ class Plan:
     # flush, at 16384 buffered events or 100 ms of the events' own time).
     fleet_rate: float = 100_000.0
     worker_min_s: float = 20.0  # (c) runs at least this long
+    # ... and over at least this many events: the 4 s sizing run can read low (144,000
+    # events/s in session 24's whole run, whose (c) then did 372,000 until processed),
+    # and a short run is much its last commit, a wait of ~1-5 s (that (c): 14 s, 5 s
+    # of it that wait).
+    c_min_events: int = 6_000_000
     calib_events: int = 30_000
     calib_window_s: float = 4.0  # the short worker run that sizes (c); 0: guess instead
     worker_factor_guess: float = 0.3  # worker rate / in-process rate, without that run
@@ -123,8 +128,9 @@ class Plan:
 
 FULL = Plan()
 ONLY_F_RECORDS_PER_S = 200.0  # sizes (f)'s low point when no worker run measured it
-QUICK = Plan(worker_min_s=2.0, calib_events=3_000, calib_window_s=0, b_min_events=20_000,
-             naive_events=300, record_events=20_000, kafka_events=20_000, latency_s=6.0,
+QUICK = Plan(worker_min_s=2.0, c_min_events=0, calib_events=3_000, calib_window_s=0,
+             b_min_events=20_000, naive_events=300, record_events=20_000,
+             kafka_events=20_000, latency_s=6.0,
              volume_points=(100, 1_000), batch_points=(1, 256), batch_volumes=4, point_s=1.0,
              anchor_events=(20_000, 5_000),
              steady=SteadyPlan(horizon_s=5, duration_s=20.0),
@@ -164,7 +170,7 @@ class Bench:
         inprocess = inprocess_rate(calib, self.base.batch_max_events, self.base.batch_max_age_ms)
         self.info["inprocess_events_per_s"] = inprocess
         worker_rate = await self.calibrate_worker(inprocess)
-        n_c = max(1, int(worker_rate * plan.worker_min_s * 1.2))
+        n_c = max(1, plan.c_min_events, int(worker_rate * plan.worker_min_s * 1.2))
         n_b = max(n_c, plan.b_min_events)
         self.step(f"simulating {n_b:,} events for (b), the first {n_c:,} of them for (c)")
         started = time.perf_counter()
@@ -204,7 +210,8 @@ class Bench:
         calib = self.main_events(plan.calib_events)
         inprocess = inprocess_rate(calib, self.base.batch_max_events, self.base.batch_max_age_ms)
         self.info["inprocess_events_per_s"] = inprocess
-        n_c = max(1, int(await self.calibrate_worker(inprocess) * plan.worker_min_s * 1.2))
+        n_c = max(1, plan.c_min_events,
+                  int(await self.calibrate_worker(inprocess) * plan.worker_min_s * 1.2))
         events = self.main_events(max(n_c, plan.b_min_events))
         await self.plain_avro(events)
         await self.worker_main(events[:n_c])
