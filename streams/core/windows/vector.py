@@ -118,13 +118,17 @@ def _dense_key(volume: np.ndarray, window: np.ndarray, op: np.ndarray
 
 
 def _ranked(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(numbers, each value's index into them), in the values' order, with no more
-    numbers than values: a range no longer than the values is numbered by offset (a
-    step's events mostly span a few windows), others by np.unique (a sort)."""
+    """np.unique(values, return_inverse=True): the distinct values in order, and each
+    value's index into them. Without a sort when the values' range is no longer than
+    they are (a step's events mostly span a few windows): by counting. The numbering
+    stays dense either way (keys built on it keep their width, and so radix sorts of
+    them their passes)."""
     if len(values):
         low, high = int(values.min()), int(values.max())
         if high - low < len(values):
-            return np.arange(low, high + 1, dtype=values.dtype), values - low
+            offset = values - low
+            present = np.bincount(offset, minlength=high - low + 1) > 0
+            return np.flatnonzero(present) + low, (np.cumsum(present) - 1)[offset]
     numbers, rank = np.unique(values, return_inverse=True)
     return numbers, rank.reshape(-1)
 

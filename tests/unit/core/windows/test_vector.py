@@ -311,3 +311,19 @@ def test_a_batch_of_records_that_fails_half_way_writes_nothing() -> None:
     fresh = open_partition_windows(0, fresh_table, WindowSettings())
     assert _emitted(again) == _emitted(fresh.on_records(records(T0 + 10 * NS_PER_S), T0, 9))
     assert table == fresh_table and again
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-2**40, 2**40) | st.integers(-3, 3), max_size=40),
+       st.integers(-2**62, 2**62))
+def test_ranked_is_np_unique_whatever_the_range(values: list[int], shift: int) -> None:
+    """_ranked counts where the range is short and sorts where it is not: either way
+    what np.unique(return_inverse=True) says, dtypes included."""
+    from streams.core.windows.vector import _ranked
+
+    array = np.array([v + shift for v in values], dtype=np.int64)
+    numbers, rank = _ranked(array)
+    want_numbers, want_rank = np.unique(array, return_inverse=True)
+    assert numbers.dtype == want_numbers.dtype and rank.dtype == want_rank.dtype
+    assert numbers.tolist() == want_numbers.tolist()
+    assert rank.tolist() == want_rank.reshape(-1).tolist()
