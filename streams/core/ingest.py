@@ -61,8 +61,8 @@ __all__ = [  # and, re-exported, the dead-letter names callers knew here
     "DEAD_LETTER_MAX_BYTES", "MAX_EVENT_REASON_CHARS", "MAX_LISTED_EVENTS", "MAX_REASON_CHARS",
     "PAYLOAD_PREFIX_BYTES", "Limits", "Placement", "RecordOutcome", "Rejection",
     "VolumeOutcome", "account_record", "bounded_payload", "clip_text", "dead_letter_key",
-    "dead_letter_record", "event_json", "key_error", "legacy_event_batch", "owner_error",
-    "placement_error",
+    "dead_letter_record", "decode_raw", "event_json", "judge_decoded", "judge_whole",
+    "key_error", "legacy_event_batch", "owner_error", "placement_error", "record_error",
     "any_misplaced",
 ]
 DEFAULT_MAX_EVENTS_PER_RECORD = 100_000
@@ -179,13 +179,12 @@ def _shown_id(volume_id: str) -> str:
     return repr(clip_text(volume_id, 64))
 
 
-def key_error(raw: RawBatch, placement: Placement) -> str | None:
-    """Why the record's key does not fit it (layout 1: the volume id; layout 2: the first
-    volume's id, as the SDK sends) or places it elsewhere, or None."""
-    first = raw.columns.volumes[0]
+def key_error(first: str, layout: int, placement: Placement) -> str | None:
+    """Why the record's key does not fit it (layout 1: the volume id ``first``; layout 2:
+    the first volume's id ``first``, as the SDK sends) or places it elsewhere, or None."""
     if placement.key != first.encode():
         shown = "none" if placement.key is None else repr(placement.key[:MAX_ID_CHARS])
-        what = "the volume id" if raw.layout == 1 else "the first volume's id"
+        what = "the volume id" if layout == 1 else "the first volume's id"
         return f"key {shown} is not {what} {_shown_id(first)}"
     return placement_error(first, placement)
 
@@ -233,7 +232,7 @@ def _judge_volume(raw: RawBatch, v: int, placement: Placement, digest: str,
     return _Verdict(COUNTED, known)
 
 
-def _decode(payload: bytes, schemas: SchemaSet) -> tuple[str, dict[str, Any]]:
+def decode_raw(payload: bytes, schemas: SchemaSet) -> tuple[str, dict[str, Any]]:
     """A raw record of either layout (its name, the record); raises CodecError."""
     known = schemas.writers.get(payload[2:HEADER_LEN])
     expect = known[0] if known is not None and known[0] in RAW_RECORD_NAMES else None
@@ -256,19 +255,21 @@ def _reject_whole(record: dict[str, Any], payload: bytes, reason: str,
                                              volume_id=volume_id, tenant_id=tenant_id))
 
 
-def _record_error(raw: RawBatch, placement: Placement, limits: Limits) -> str | None:
-    if raw.layout == 1:  # one volume: its ids judged first, as before layout 2 (same reasons)
-        reason = _id_errors(raw.columns.volumes[0], raw.columns.tenants[0])
+def record_error(layout: int, volumes: Sequence[str], tenants: Sequence[str], n_events: int,
+                 placement: Placement, limits: Limits) -> str | None:
+    """The record-level rules past its layout (the ids of layout 1's one volume, its
+    number of events, its key and placement): why the whole record is rejected, or None."""
+    if layout == 1:  # one volume: its ids judged first, as before layout 2 (same reasons)
+        reason = _id_errors(volumes[0], tenants[0])
         if reason is not None:
             return reason
-    n_events = len(raw)
     if n_events == 0:
         # An empty record would claim the volume (and move a replay mark) before any I/O.
         return "empty batch: a record must carry at least one event"
     if n_events > limits.max_events_per_record:
         return (f"{n_events} events in one record, more than the limit of "
                 f"{limits.max_events_per_record}")
-    return key_error(raw, placement)
+    return key_error(volumes[0], layout, placement)
 
 
 def judge_whole(payload: bytes, placement: Placement, schemas: SchemaSet, limits: Limits
@@ -276,14 +277,21 @@ def judge_whole(payload: bytes, placement: Placement, schemas: SchemaSet, limits
     """The record-level rules, which depend on no state: the decoded record and its
     columns, or the whole record's rejection."""
     try:
-        name, record = _decode(payload, schemas)
+        name, record = decode_raw(payload, schemas)
     except CodecError as exc:
         return RecordOutcome(rejection=Rejection(str(exc), 0, payload=payload))
+    return judge_decoded(name, record, payload, placement, limits)
+
+
+def judge_decoded(name: str, record: dict[str, Any], payload: bytes, placement: Placement,
+                  limits: Limits) -> tuple[dict[str, Any], RawBatch] | RecordOutcome:
+    """:func:`judge_whole` of a record decoded already (``name``: its schema's)."""
     try:
         raw = raw_batch(name, record)
     except RawLayoutError as exc:
         return _reject_whole(record, payload, str(exc))
-    reason = _record_error(raw, placement, limits)
+    cols = raw.columns
+    reason = record_error(raw.layout, cols.volumes, cols.tenants, len(raw), placement, limits)
     if reason is not None:
         return _reject_whole(record, payload, reason)
     return record, raw

@@ -23,6 +23,7 @@ PACKED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("submit_ns", "<i8"), ("complete_ns", "<i8"),
 )
 EVENT_WIRE_BYTES = sum(np.dtype(dtype).itemsize for _, dtype in PACKED_COLUMNS)
+_WIDTHS = {dtype: np.dtype(dtype).itemsize for _, dtype in PACKED_COLUMNS}
 
 
 class RawLayoutError(ValueError):
@@ -71,6 +72,34 @@ def _from_layout2(record: Mapping[str, Any]) -> RawBatch:
         cols["submit_ns"].astype(np.int64), cols["complete_ns"].astype(np.int64))
     return RawBatch(record["producer_id"], record["seq"], record["host_id"], columns,
                     cols["offset"].astype(np.int64), 2)
+
+
+def packed_events(record: Mapping[str, Any]) -> int | None:
+    """The number of events of a decoded ``IoBatch2`` record whose packed columns fit
+    together as far as can be told without numpy (whole widths, equal lengths, each volume
+    once in its table), or None: :func:`raw_batch` says why. The volume indexes are not
+    read: whoever takes the columns this way checks them against the table."""
+    counts = set()
+    for name, dtype in PACKED_COLUMNS:
+        width = _WIDTHS[dtype]
+        size = len(record[name])
+        if size % width:
+            return None
+        counts.add(size // width)
+    volumes = record["volumes"]
+    if len(counts) != 1 or len({ref["volume_id"] for ref in volumes}) != len(volumes):
+        return None
+    return counts.pop()
+
+
+def packed_columns(raw: RawBatch) -> tuple[bytes, ...]:
+    """A raw record's events as layout 2's packed columns (:data:`PACKED_COLUMNS` order):
+    how a layout 1 record joins layout 2 ones."""
+    cols = raw.columns
+    values = (cols.volume, cols.op, cols.status, raw.offset, cols.nbytes, cols.submit_ns,
+              cols.complete_ns)
+    return tuple(np.ascontiguousarray(v, dtype=dtype).tobytes()
+                 for v, (_, dtype) in zip(values, PACKED_COLUMNS, strict=True))
 
 
 def _from_layout1(record: Mapping[str, Any]) -> RawBatch:

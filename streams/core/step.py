@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from streams.core.batch import Columns
-from streams.core.codec import SchemaSet
+from streams.core.codec import CodecError, SchemaSet
 from streams.core.counters import (
     COUNTER_NAMES,
     VolumeState,
@@ -41,10 +41,12 @@ from streams.core.ingest import (
     _id_errors,
     _rejection,
     any_misplaced,
-    judge_whole,
+    decode_raw,
+    judge_decoded,
+    record_error,
 )
 from streams.core.marks import judge_marks
-from streams.core.raw import RawBatch
+from streams.core.raw import PACKED_COLUMNS, RawBatch, packed_columns, packed_events, raw_batch
 from streams.core.sorting import stable_order
 from streams.core.windows.book import Parts
 
@@ -102,26 +104,62 @@ class StepOutcome:
 
 @dataclass
 class _Accepted:
-    """The records of the step that passed the record-level rules."""
+    """The records of the step that passed the record-level rules, and their events as
+    layout 2's packed columns (a layout 1 record's made so): read together, once a step,
+    not a record at a time (docs/performance.md, session 25)."""
 
     index: list[int] = field(default_factory=list)  # position in the step
+    names: list[str] = field(default_factory=list)  # the record's schema
     records: list[dict[str, Any]] = field(default_factory=list)
     payloads: list[bytes] = field(default_factory=list)
-    raws: list[RawBatch] = field(default_factory=list)
+    volumes: list[Sequence[str]] = field(default_factory=list)  # each record's table
+    tenants: list[Sequence[str]] = field(default_factory=list)
+    packed: list[tuple[bytes, ...]] = field(default_factory=list)  # PACKED_COLUMNS order
+    lengths: list[int] = field(default_factory=list)  # events
+
+    def add(self, i: int, name: str, record: dict[str, Any], payload: bytes,
+            refs: tuple[Sequence[str], Sequence[str]], packed: tuple[bytes, ...],
+            n_events: int) -> None:
+        self.index.append(i)
+        self.names.append(name)
+        self.records.append(record)
+        self.payloads.append(payload)
+        self.volumes.append(refs[0])
+        self.tenants.append(refs[1])
+        self.packed.append(packed)
+        self.lengths.append(n_events)
+
+    def raw(self, r: int) -> RawBatch:
+        """Record ``r`` as a RawBatch (for its rejection's reasons: rare)."""
+        return raw_batch(self.names[r], self.records[r])
 
 
 def _whole(payload: bytes, placement: Placement, schemas: SchemaSet, limits: Limits,
            accepted: _Accepted, i: int) -> StepRecord | None:
     """Record-level rules (they depend on no state): a whole rejection, or None and the
-    record joins ``accepted``."""
-    whole = judge_whole(payload, placement, schemas, limits)
+    record joins ``accepted``. A layout 2 record that passes is not made into arrays:
+    its volume indexes are checked with the step's (``_gather``)."""
+    try:
+        name, record = decode_raw(payload, schemas)
+    except CodecError as exc:
+        return StepRecord(rejection=Rejection(str(exc), 0, payload=payload))
+    if name == "IoBatch2":
+        n_events = packed_events(record)
+        if n_events is not None:
+            refs = record["volumes"]
+            volumes = [ref["volume_id"] for ref in refs]
+            tenants = [ref["tenant_id"] for ref in refs]
+            if record_error(2, volumes, tenants, n_events, placement, limits) is None:
+                accepted.add(i, name, record, payload, (volumes, tenants),
+                             tuple(record[column] for column, _ in PACKED_COLUMNS), n_events)
+                return None
+    whole = judge_decoded(name, record, payload, placement, limits)
     if isinstance(whole, RecordOutcome):
         return StepRecord(rejection=whole.rejection)
     record, raw = whole
-    accepted.index.append(i)
-    accepted.records.append(record)
-    accepted.payloads.append(payload)
-    accepted.raws.append(raw)
+    cols = raw.columns
+    accepted.add(i, name, record, payload, (cols.volumes, cols.tenants), packed_columns(raw),
+                 len(raw))
     return None
 
 
@@ -139,7 +177,7 @@ def account_step(
     accepted = _Accepted()
     out = [_whole(payload, placement, schemas, limits, accepted, i) or StepRecord()
            for i, (payload, placement) in enumerate(records)]
-    if not accepted.raws:
+    if not accepted.records:
         return StepOutcome(out)
     step = _gather(accepted)
     if step is None or not _volumes_ok(step, records[0][1], load_state, tenant_of):
@@ -167,27 +205,32 @@ class _Gathered:
 
 def _gather(acc: _Accepted) -> _Gathered | None:
     """One Columns of the step's events sorted by (record, the record's volume index),
-    volumes in one table; None if a volume comes with two tenants (rejected: slow path)."""
+    volumes in one table; None if a volume comes with two tenants, or a record's volume
+    index is beyond its table (rejected: the slow path says why)."""
     index: dict[str, int] = {}
     tenants: list[str] = []
-    codes, locals_, widest = [], [], 1
-    for raw in acc.raws:
-        cols = raw.columns
-        code = []
-        for volume_id, tenant_id in zip(cols.volumes, cols.tenants, strict=True):
+    codes: list[int] = []  # each record's table as the step's volume codes, one after another
+    for volumes, claimed in zip(acc.volumes, acc.tenants, strict=True):
+        for volume_id, tenant_id in zip(volumes, claimed, strict=True):
             c = index.get(volume_id)
             if c is None:
                 c = index[volume_id] = len(tenants)
                 tenants.append(tenant_id)
             elif tenants[c] != tenant_id:
                 return None
-            code.append(c)
-        codes.append(np.asarray(code, dtype=np.intp)[cols.volume])
-        locals_.append(cols.volume)
-        widest = max(widest, len(cols.volumes))
-    lengths = [len(raw) for raw in acc.raws]
-    record = np.repeat(np.arange(len(acc.raws), dtype=np.intp), lengths)
-    key = record * widest + np.concatenate(locals_).astype(np.intp)
+            codes.append(c)
+    # Each column of the whole step at once (a writable copy: the windows get them).
+    local, op, status, offset, nbytes, submit_ns, complete_ns = (
+        np.frombuffer(bytearray().join(packed[k] for packed in acc.packed), dtype)
+        for k, (_, dtype) in enumerate(PACKED_COLUMNS))
+    lengths = acc.lengths
+    widths = [len(volumes) for volumes in acc.volumes]
+    if bool((local >= np.repeat(widths, lengths)).any()):
+        return None
+    widest = max(widths)
+    local = local.astype(np.intp)
+    record = np.repeat(np.arange(len(lengths), dtype=np.intp), lengths)
+    key = record * widest + local
     # The SDK sends a record's events by volume: then they are in order already, and
     # the sort and a gather of every column are skipped.
     order = None if bool((key[1:] >= key[:-1]).all()) else stable_order(key)
@@ -195,17 +238,14 @@ def _gather(acc: _Accepted) -> _Gathered | None:
     def ordered(column: np.ndarray) -> np.ndarray:
         return column if order is None else column[order]
 
-    def cat(name: str) -> np.ndarray:
-        return ordered(np.concatenate([getattr(raw.columns, name) for raw in acc.raws]))
-
     key = ordered(key)
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    volume = ordered(np.concatenate(codes))
-    events = Columns(tuple(index), tuple(tenants), volume, cat("op"), cat("status"),
-                     cat("nbytes"), cat("submit_ns"), cat("complete_ns"))
-    offset = ordered(np.concatenate([raw.offset for raw in acc.raws]))
+    firsts = np.cumsum([0, *widths[:-1]])  # where each record's table starts in codes
+    volume = ordered(np.asarray(codes, dtype=np.intp)[np.repeat(firsts, lengths) + local])
+    events = Columns(tuple(index), tuple(tenants), volume, ordered(op), ordered(status),
+                     ordered(nbytes), ordered(submit_ns), ordered(complete_ns))
     position = ordered(np.arange(len(key)) - np.repeat(np.cumsum([0, *lengths[:-1]]), lengths))
-    return _Gathered(list(index), tenants, events, offset, ordered(record), position,
+    return _Gathered(list(index), tenants, events, ordered(offset), ordered(record), position,
                      np.r_[starts, len(key)], key[starts] // widest, volume[starts])
 
 
@@ -244,9 +284,9 @@ def _judge_parts(step: _Gathered, acc: _Accepted,
     """The counters' replay check of every part against its volume's marks, in one pass;
     None if a part conflicts (the last applied seq with other content)."""
     producers: dict[str, int] = {}
-    record_producer = np.array([producers.setdefault(r.producer_id, len(producers))
-                                for r in acc.raws], dtype=np.intp)
-    record_seq = np.array([r.seq for r in acc.raws], dtype=np.int64)
+    record_producer = np.array([producers.setdefault(r["producer_id"], len(producers))
+                                for r in acc.records], dtype=np.intp)
+    record_seq = np.array([r["seq"] for r in acc.records], dtype=np.int64)
     producer = record_producer[step.part_record]
     seq = record_seq[step.part_record]
     pair = step.part_volume * len(producers) + producer
@@ -302,14 +342,14 @@ def _count(step: _Gathered, acc: _Accepted, judged: _Judged, out: list[StepRecor
     part_of = np.repeat(np.arange(len(judged.counted)), np.diff(step.bounds))
     in_counted = judged.counted[part_of]
     counted = in_counted & ~bad
-    take = ev.take(counted)
+    take = ev if bool(counted.all()) else ev.take(counted)
     sums, latest, bins = slot_sums(take), latest_complete(take), latency_bin_counts(take)
     n_vol = len(step.volumes)
     bad_of = np.bincount(ev.volume[bad & in_counted], minlength=n_vol).tolist()
     states = _states(step, judged, (sums, latest, bins), bad_of, load_state)
     if states is None:
         return None
-    n_rec = len(acc.raws)
+    n_rec = len(acc.records)
     per_record = [np.bincount(step.record[m], minlength=n_rec).tolist()
                   for m in (counted, ~bad, bad & in_counted)]
     replays = np.bincount(step.part_record[~judged.counted], minlength=n_rec).tolist()
@@ -319,7 +359,7 @@ def _count(step: _Gathered, acc: _Accepted, judged: _Judged, out: list[StepRecor
             out[i].rejection = _record_rejection(step, acc, r, bad & in_counted, now_ns, limits)
     valid = np.flatnonzero(~bad)
     bounds = np.searchsorted(valid, step.bounds)
-    return StepOutcome(out, states, ev.take(valid), bounds,
+    return StepOutcome(out, states, ev if len(valid) == len(ev) else ev.take(valid), bounds,
                        np.asarray(acc.index, dtype=np.intp)[step.part_record],
                        step.part_volume, judged.producer, judged.seq, judged.producers)
 
@@ -364,7 +404,7 @@ def _states(step: _Gathered, judged: _Judged,
 def _record_rejection(step: _Gathered, acc: _Accepted, r: int, rejected: np.ndarray,
                       now_ns: int, limits: Limits) -> Rejection | None:
     """Record ``r``'s one rejection: its bad events in counted volumes."""
-    raw = acc.raws[r]
+    raw = acc.raw(r)
     mask = np.zeros(len(raw), dtype=bool)
     mask[step.position[rejected & (step.record == r)]] = True
     return _rejection(acc.records[r], acc.payloads[r], raw, [None] * len(raw.columns.volumes),

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from streams.core.codec import SchemaSet
-from streams.core.raw import EVENT_WIRE_BYTES, RawLayoutError, layout2_record, raw_batch
+from streams.core.raw import (
+    EVENT_WIRE_BYTES,
+    PACKED_COLUMNS,
+    RawLayoutError,
+    layout2_record,
+    packed_columns,
+    packed_events,
+    raw_batch,
+)
 
 SCHEMAS = SchemaSet()
 EVENTS = [  # (volume, op, status, offset, bytes, submit_ns, complete_ns)
@@ -61,6 +69,9 @@ def test_layout1_gives_the_same_columns_as_layout2_for_one_volume() -> None:
     for name in ("volume", "op", "status", "nbytes", "submit_ns", "complete_ns"):
         assert np.array_equal(getattr(a.columns, name), getattr(b.columns, name)), name
     assert np.array_equal(a.offset, b.offset)
+    # and packed as layout 2 packs them (how a layout 1 record joins a step's columns)
+    _, record = SCHEMAS.decode(_layout2(one))
+    assert packed_columns(a) == tuple(record[name] for name, _ in PACKED_COLUMNS)
 
 
 @pytest.mark.parametrize(("field", "value", "reason"), [
@@ -80,3 +91,22 @@ def test_a_volume_twice_in_the_table_is_refused() -> None:
     record["volumes"][1]["volume_id"] = "vol-a"
     with pytest.raises(RawLayoutError, match="more than once"):
         raw_batch("IoBatch2", record)
+    assert packed_events(record) is None
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    (None, None), ("complete_ns", b"\x00" * 31), ("op", b"\x00" * 3), ("volume", b"\x00" * 12),
+    ("offset", b""), ("volume", struct.pack("<4I", 0, 1, 0, 2)),
+])
+def test_packed_events_refuses_what_raw_batch_refuses_but_the_volume_index(field, value
+                                                                           ) -> None:
+    """The step's check without numpy: the event count where raw_batch's columns fit
+    (a volume index past the table aside: the step checks those itself), else None."""
+    _, record = SCHEMAS.decode(_layout2())
+    if field is not None:
+        record[field] = value
+    try:
+        expected: int | None = len(raw_batch("IoBatch2", record))
+    except RawLayoutError as exc:
+        expected = len(EVENTS) if "beyond the volume table" in str(exc) else None
+    assert packed_events(record) == expected

@@ -20,7 +20,13 @@ from streams.core.step import account_step
 from streams.core.windows.book import Emission, ProducedColumns, WindowSettings
 from streams.state.stages import open_partition_windows
 from tests.unit.core.ingest_records import NOW, SCHEMAS, ev
-from tests.unit.core.layout2_records import AWAY_VOLUMES, HOME_VOLUMES, home_placement, layout2
+from tests.unit.core.layout2_records import (
+    AWAY_VOLUMES,
+    HOME_VOLUMES,
+    home_placement,
+    layout2,
+    twin_payloads,
+)
 
 LIMITS = Limits()
 MAX_EVENTS = 7  # the windows take a unit every this many events, as the agent does
@@ -121,10 +127,12 @@ EVENT = st.builds(
 
 @st.composite
 def records(draw: st.DrawFn, odd: bool) -> tuple[bytes, Placement]:
-    """A layout-2 record of some HOME volumes; with ``odd``, sometimes a misplaced volume,
-    another tenant, an undecodable or empty record."""
-    kind = draw(st.sampled_from(["ok"] * 6 + (["away", "tenant", "junk", "empty"] if odd
-                                             else [])))
+    """A layout-2 record of some HOME volumes, or a layout 1 one of one (an older SDK's);
+    with ``odd``, sometimes a misplaced volume, another tenant, an undecodable, empty or
+    broken record (volume index past the table, ragged columns, a volume listed twice, a
+    key that is not its first volume)."""
+    kind = draw(st.sampled_from(["ok"] * 6 + ["legacy"] + (
+        ["away", "tenant", "junk", "empty", "broken"] if odd else [])))
     if kind == "junk":
         return b"\x00junk", home_placement(HOME_VOLUMES[0])
     volumes = draw(st.lists(st.sampled_from(HOME_VOLUMES), min_size=1, max_size=4, unique=True))
@@ -139,8 +147,31 @@ def records(draw: st.DrawFn, odd: bool) -> tuple[bytes, Placement]:
         groups = [(v, t, []) for v, t, _ in groups]
     producer = draw(st.sampled_from(["p-1", "p-2"]))
     seq = draw(st.integers(0, 6))
+    if kind == "legacy":
+        return twin_payloads(groups[:1], producer, seq)[0]
     by_volume = draw(st.booleans())  # as the SDK sends them (no sort), or mixed
-    return layout2(groups, producer, seq, by_volume), home_placement(volumes[0])
+    payload = layout2(groups, producer, seq, by_volume)
+    if kind == "broken":
+        return _broken(payload, draw(st.sampled_from(["beyond", "ragged", "twice", "key"])))
+    return payload, home_placement(volumes[0])
+
+
+def _broken(payload: bytes, fault: str) -> tuple[bytes, Placement]:
+    """The record of ``payload`` with one fault its layout's rules reject it for."""
+    _, record = SCHEMAS.decode(payload)
+    first = record["volumes"][0]["volume_id"]
+    if fault == "key":
+        return payload, home_placement(HOME_VOLUMES[-1] if first != HOME_VOLUMES[-1]
+                                       else HOME_VOLUMES[0])
+    if fault == "beyond":
+        volume = bytearray(record["volume"])
+        volume[-4:] = len(record["volumes"]).to_bytes(4, "little")
+        record["volume"] = bytes(volume)
+    elif fault == "ragged":
+        record["offset"] = record["offset"][:-8]
+    else:
+        record["volumes"] = record["volumes"] + record["volumes"][:1]
+    return SCHEMAS.encode("IoBatch2", record), home_placement(first)
 
 
 def _bad_time(e: dict[str, Any]) -> dict[str, Any]:
