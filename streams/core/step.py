@@ -269,6 +269,21 @@ def _volumes_ok(step: _Gathered, placement: Placement,
                for volume_id, tenant_id in pairs)
 
 
+class _Digests:
+    """Each accepted record's digest (record_digest of its payload), made when first asked:
+    only the record that leaves a (volume, producer) mark, or meets one, needs it."""
+
+    def __init__(self, payloads: list[bytes]) -> None:
+        self._payloads = payloads
+        self._made: dict[int, str] = {}
+
+    def __getitem__(self, r: int) -> str:
+        digest = self._made.get(r)
+        if digest is None:
+            digest = self._made[r] = record_digest(self._payloads[r])
+        return digest
+
+
 @dataclass
 class _Judged:
     counted: np.ndarray  # per part: counted (else a replay)
@@ -276,7 +291,7 @@ class _Judged:
     producer: np.ndarray  # per part: index into producers
     seq: np.ndarray
     producers: list[str]
-    digests: list[str]  # per accepted record
+    digests: _Digests  # per accepted record
 
 
 def _judge_parts(step: _Gathered, acc: _Accepted,
@@ -302,7 +317,7 @@ def _judge_parts(step: _Gathered, acc: _Accepted,
         else:
             initial[g] = known.producer_seqs.get(names[p], -1)
     new, met = judge_marks(group, seq, initial, has)
-    digests = [record_digest(payload) for payload in acc.payloads]
+    digests = _Digests(acc.payloads)
     if met.any() and _conflicts(step, acc, group, seq, met, groups, names, digests,
                                 load_state):
         return None
@@ -310,7 +325,7 @@ def _judge_parts(step: _Gathered, acc: _Accepted,
 
 
 def _conflicts(step: _Gathered, acc: _Accepted, group: np.ndarray, seq: np.ndarray,
-               met: np.ndarray, groups: np.ndarray, names: list[str], digests: list[str],
+               met: np.ndarray, groups: np.ndarray, names: list[str], digests: _Digests,
                load_state: Callable[[str], VolumeState | None]) -> bool:
     """Whether a part meeting its mark has other content than the record that set it
     (the state's, or an earlier part of the step: the first with that seq)."""
