@@ -138,7 +138,7 @@ def _whole(payload: bytes, placement: Placement, schemas: SchemaSet, limits: Lim
            accepted: _Accepted, i: int) -> StepRecord | None:
     """Record-level rules (they depend on no state): a whole rejection, or None and the
     record joins ``accepted``. A layout 2 record that passes is not made into arrays:
-    its volume indexes are checked with the step's (``_gather``)."""
+    its volume indexes are checked with the step's (``_within_tables``)."""
     try:
         name, record = decode_raw(payload, schemas)
     except CodecError as exc:
@@ -177,15 +177,18 @@ def account_step(
     accepted = _Accepted()
     out = [_whole(payload, placement, schemas, limits, accepted, i) or StepRecord()
            for i, (payload, placement) in enumerate(records)]
-    if not accepted.records:
+    kept = _within_tables(accepted, out, records, limits)
+    if kept is None:
+        return None
+    if not kept.records:
         return StepOutcome(out)
-    step = _gather(accepted)
+    step = _gather(kept)
     if step is None or not _volumes_ok(step, records[0][1], load_state, tenant_of):
         return None
-    judged = _judge_parts(step, accepted, load_state)
+    judged = _judge_parts(step, kept, load_state)
     if judged is None:
         return None
-    return _count(step, accepted, judged, out, load_state, now_ns, limits)
+    return _count(step, kept, judged, out, load_state, now_ns, limits)
 
 
 @dataclass
@@ -203,10 +206,45 @@ class _Gathered:
     part_volume: np.ndarray
 
 
+def _packed_column(acc: _Accepted, k: int) -> np.ndarray:
+    """Column ``k`` of :data:`PACKED_COLUMNS` over the step's records, as one writable
+    array (the windows get them)."""
+    return np.frombuffer(bytearray().join(packed[k] for packed in acc.packed),
+                         PACKED_COLUMNS[k][1])
+
+
+def _within_tables(acc: _Accepted, out: list[StepRecord],
+                   records: Sequence[tuple[bytes, Placement]], limits: Limits
+                   ) -> _Accepted | None:
+    """The accepted records whose volume indexes all lie in their record's table; each
+    other one is rejected whole in ``out``, for the reason record by record gives (one
+    such record does not send its step record by record)."""
+    if not acc.records:
+        return acc
+    widths = np.repeat([len(volumes) for volumes in acc.volumes], acc.lengths)
+    past = _packed_column(acc, 0) >= widths
+    if not past.any():
+        return acc
+    record = np.repeat(np.arange(len(acc.lengths)), acc.lengths)
+    bad = set(record[past].tolist())
+    kept = _Accepted()
+    for r, i in enumerate(acc.index):
+        if r not in bad:
+            kept.add(i, acc.names[r], acc.records[r], acc.payloads[r],
+                     (acc.volumes[r], acc.tenants[r]), acc.packed[r], acc.lengths[r])
+            continue
+        whole = judge_decoded(acc.names[r], acc.records[r], acc.payloads[r], records[i][1],
+                              limits)
+        if not isinstance(whole, RecordOutcome):
+            return None  # (raw_batch refuses such an index: not reached)
+        out[i] = StepRecord(rejection=whole.rejection)
+    return kept
+
+
 def _gather(acc: _Accepted) -> _Gathered | None:
     """One Columns of the step's events sorted by (record, the record's volume index),
-    volumes in one table; None if a volume comes with two tenants, or a record's volume
-    index is beyond its table (rejected: the slow path says why)."""
+    volumes in one table (every index within its record's: _within_tables); None if a
+    volume comes with two tenants (rejected: the slow path says why)."""
     index: dict[str, int] = {}
     tenants: list[str] = []
     codes: list[int] = []  # each record's table as the step's volume codes, one after another
@@ -219,14 +257,10 @@ def _gather(acc: _Accepted) -> _Gathered | None:
             elif tenants[c] != tenant_id:
                 return None
             codes.append(c)
-    # Each column of the whole step at once (a writable copy: the windows get them).
     local, op, status, offset, nbytes, submit_ns, complete_ns = (
-        np.frombuffer(bytearray().join(packed[k] for packed in acc.packed), dtype)
-        for k, (_, dtype) in enumerate(PACKED_COLUMNS))
+        _packed_column(acc, k) for k in range(len(PACKED_COLUMNS)))
     lengths = acc.lengths
     widths = [len(volumes) for volumes in acc.volumes]
-    if bool((local >= np.repeat(widths, lengths)).any()):
-        return None
     widest = max(widths)
     local = local.astype(np.intp)
     record = np.repeat(np.arange(len(lengths), dtype=np.intp), lengths)

@@ -274,3 +274,20 @@ def test_a_misplaced_volume_makes_the_step_go_record_by_record() -> None:
         run = _same([step])
         rejection = run.records[at][2]
         assert rejection is not None and "is not the default partition" in rejection[0]
+
+
+def test_a_record_with_a_volume_index_past_its_table_is_rejected_alone() -> None:
+    """A record whose events point past its volume table is rejected whole, with
+    raw_batch's reason, and the step's other records are still judged at once (one such
+    record from a client does not send every step record by record)."""
+    home = [(layout2([(v, TENANT[v], [ev(volume_id=v, tenant_id=TENANT[v])])], "p-1", 1),
+             home_placement(v)) for v in HOME_VOLUMES]
+    bad = _broken(layout2([(v, TENANT[v], [ev(volume_id=v, tenant_id=TENANT[v])])
+                           for v in HOME_VOLUMES[:2]], "p-2", 1), "beyond")
+    for at in range(len(home) + 1):
+        step = [*home[:at], bad, *home[at:]]
+        run = _same([step])
+        assert run.fast_steps == 1
+        rejection = run.records[at][2]
+        assert rejection is not None and "beyond the volume table" in rejection[0]
+        assert [r[0] for r in run.records] == [0 if k == at else 1 for k in range(len(step))]
