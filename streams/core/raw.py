@@ -76,8 +76,9 @@ def _from_layout2(record: Mapping[str, Any]) -> RawBatch:
 
 def packed_events(record: Mapping[str, Any]) -> int | None:
     """The number of events of a decoded ``IoBatch2`` record whose packed columns fit
-    together as far as can be told without numpy (whole widths, equal lengths, each volume
-    once in its table), or None: :func:`raw_batch` says why. The volume indexes are not
+    together as far as can be told without numpy (whole widths, equal lengths, a table
+    with each volume once), or None: :func:`raw_batch` (or the record-level rules) say
+    why. The volume indexes are not
     read: whoever takes the columns this way checks them against the table."""
     counts = set()
     for name, dtype in PACKED_COLUMNS:
@@ -87,8 +88,9 @@ def packed_events(record: Mapping[str, Any]) -> int | None:
             return None
         counts.add(size // width)
     volumes = record["volumes"]
-    if len(counts) != 1 or len({ref["volume_id"] for ref in volumes}) != len(volumes):
-        return None
+    if (len(counts) != 1 or not volumes
+            or len({ref["volume_id"] for ref in volumes}) != len(volumes)):
+        return None  # (no table: raw_batch or the record-level rules say why)
     return counts.pop()
 
 

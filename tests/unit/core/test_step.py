@@ -130,7 +130,7 @@ def records(draw: st.DrawFn, odd: bool) -> tuple[bytes, Placement]:
     """A layout-2 record of some HOME volumes, or a layout 1 one of one (an older SDK's);
     with ``odd``, sometimes a misplaced volume, another tenant, an undecodable, empty or
     broken record (volume index past the table, ragged columns, a volume listed twice, a
-    key that is not its first volume)."""
+    key that is not its first volume, events and no volume table)."""
     kind = draw(st.sampled_from(["ok"] * 6 + ["legacy"] + (
         ["away", "tenant", "junk", "empty", "broken"] if odd else [])))
     if kind == "junk":
@@ -152,7 +152,8 @@ def records(draw: st.DrawFn, odd: bool) -> tuple[bytes, Placement]:
     by_volume = draw(st.booleans())  # as the SDK sends them (no sort), or mixed
     payload = layout2(groups, producer, seq, by_volume)
     if kind == "broken":
-        return _broken(payload, draw(st.sampled_from(["beyond", "ragged", "twice", "key"])))
+        return _broken(payload, draw(st.sampled_from(["beyond", "ragged", "twice", "key",
+                                                      "no table"])))
     return payload, home_placement(volumes[0])
 
 
@@ -167,6 +168,8 @@ def _broken(payload: bytes, fault: str) -> tuple[bytes, Placement]:
         volume = bytearray(record["volume"])
         volume[-4:] = len(record["volumes"]).to_bytes(4, "little")
         record["volume"] = bytes(volume)
+    elif fault == "no table":
+        record["volumes"] = []
     elif fault == "ragged":
         record["offset"] = record["offset"][:-8]
     else:
