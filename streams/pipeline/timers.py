@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from streams.core.keys import TICK_KEY
 from streams.pipeline.guard import faust_fixes
 from streams.pipeline.guard.offsets import CommitWatch
-from streams.pipeline.heap import can_release, release_free_heap
+from streams.pipeline.heap import can_release, keep_heap_for_reuse, release_free_heap
 from streams.pipeline.tables import LAND_WAIT_S
 
 if TYPE_CHECKING:
@@ -73,9 +73,11 @@ def register_checkpoints(p: Pipeline) -> None:
 
 def register_heap_release(p: Pipeline) -> None:
     """Every ``IOACCT_HEAP_RELEASE_S``, the heap's free pages back to the system (heap.py),
-    counted in /status; not where the C library cannot (not glibc) or when 0."""
+    counted in /status; not where the C library cannot (not glibc) or when 0 (then glibc's
+    and numpy's defaults are left alone too)."""
     if p.settings.heap_release_s <= 0 or not can_release():
         return
+    keep_heap_for_reuse()  # between releases, freed arrays are reused, not faulted in
 
     @p.app.timer(interval=p.settings.heap_release_s)
     async def release_heap() -> None:
