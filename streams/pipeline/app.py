@@ -29,6 +29,7 @@ from streams.core.windows.stages import PartitionWindows, RollupWindows
 from streams.core.windows.stats_codec import WindowStatsEncoder
 from streams.kafka.security import faust_credentials
 from streams.kafka.topics import TABLES, compression_type, worker_max_request_bytes
+from streams.pipeline import drain
 from streams.pipeline.agents import register_accounting, register_rollups
 from streams.pipeline.changelogs import ChangelogBatches, batched_changelogs
 from streams.pipeline.checkpoints import SendLedger, TableCheckpoints
@@ -191,6 +192,7 @@ def build_app(settings: Settings) -> Pipeline:
     """The worker's Faust app with its topics, tables, agents and timers (no web views:
     the worker adds them)."""
     faust_fixes.apply()
+    drain.install()
     app = _faust_app(settings)
     tables_at_start = open_tables_dir(settings, tables_dir(settings))
     raw_topic = _topic(app, settings.raw_topic, settings.partitions)
