@@ -31,7 +31,7 @@ from typing import Any, cast
 from faust.transport import consumer as faust_consumer
 from mode import Service, ServiceT
 
-# sha256 of inspect.getsource(faust's Consumer._drain_messages), faust-streaming 0.11.x
+# sha256 of inspect.getsource(faust's Consumer._drain_messages), faust-streaming 0.15.3
 FAUST_DRAIN_SHA256 = "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
 
 
@@ -82,7 +82,7 @@ async def deliver(service: Any, coro: Coroutine[Any, Any, Any], flow: asyncio.Ev
     await service.wait_first(_Rest(coro, pending), flow.wait())
 
 
-async def _drain_messages(self: Any, fetcher: ServiceT) -> None:  # pragma: no cover
+async def _drain_messages(self: Any, fetcher: ServiceT) -> None:
     # faust-streaming's Consumer._drain_messages; only the hand-over differs (deliver).
     callback = self.callback
     getmany = self.getmany
