@@ -16,6 +16,9 @@ exactly as faust does. A callback that finishes without waiting gave ``wait_firs
 chance to see the flow suspended or the consumer stopped either: faust runs the
 callback's first step in a task before ``asyncio.wait`` looks at anything. So the
 messages delivered, their order and what a rebalance or a stop cuts short are faust's.
+The first step runs in the loop's own task rather than in a task of its own (with a copy
+of the context): the conductor's callback sets no context variable (faust sets its
+current event and agent in the streams' and agents' tasks), so nothing sees the change.
 :data:`FAUST_DRAIN_SHA256` pins the faust loop this copies (test_drain): a faust upgrade
 that changes it fails that test until this file is read against it again.
 """
