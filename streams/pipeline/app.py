@@ -25,6 +25,7 @@ from streams.core.registry import REGISTRY_OFF, mode_error
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.core.windows.book import WindowSettings
+from streams.core.windows.metrics_codec import MetricsEncoder
 from streams.core.windows.stages import PartitionWindows, RollupWindows
 from streams.core.windows.stats_codec import WindowStatsEncoder
 from streams.kafka.security import faust_credentials
@@ -115,9 +116,11 @@ class Pipeline:
     # The agents' records sent in record batches (outputs.py); None: faust's send each.
     outputs: OutputBatches | None = None
     window_encoder: WindowStatsEncoder = field(init=False)  # publish.py: WindowStats records
+    metrics_encoder: MetricsEncoder = field(init=False)  # publish.py: VolumeMetrics1m records
 
     def __post_init__(self) -> None:
         self.window_encoder = WindowStatsEncoder.of(self.schemas)
+        self.metrics_encoder = MetricsEncoder.of(self.schemas)
 
     def partition_table(self, table: Any, partition: int) -> PartitionTable:
         """``table``'s partition as a stage or a step writes it (tables.py)."""

@@ -21,10 +21,9 @@ from faust.exceptions import ProducerSendError
 from streams.core.dead_letters import Rejection, dead_letter_key, dead_letter_record
 from streams.core.ingest import RecordOutcome
 from streams.core.keys import source_offset_header, watermark_key, window_key
-from streams.core.monitoring import monitoring_key, monitoring_record
 from streams.core.step import StepRecord
 from streams.core.times import MINUTE_NS, NS_PER_S
-from streams.core.windows.acc import WINDOW_LENGTHS_NS, window_stats
+from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.core.windows.book import Emission
 
 if TYPE_CHECKING:
@@ -55,19 +54,17 @@ async def publish_stage(p: Pipeline, length_ns: int, emissions: list[Emission],
     record whose processing made it)."""
     now_ns = time.time_ns()
     values = p.window_encoder.encode_emissions(emissions)
+    minutes = [e for e in emissions if e.length_ns == MINUTE_NS]
+    metrics = iter(p.metrics_encoder.encode_emissions(minutes))
     for e, value in zip(emissions, values, strict=True):
         start_ns, length_ns = e.start_ns, e.length_ns
         if e.revision == 0 and length_ns == WINDOW_LENGTHS_NS[0]:
             p.stats.close_delays.observe(now_ns - start_ns - length_ns)
-        await _publish(p, p.stats_topics[length_ns], partition,
-                       window_key(e.volume_id, start_ns), value,
+        key = window_key(e.volume_id, start_ns)
+        await _publish(p, p.stats_topics[length_ns], partition, key, value,
                        source_offset_header(e.offset))
-        if length_ns == MINUTE_NS:
-            record = window_stats(e.volume_id, e.tenant_id, e.acc)
-            record["revision"] = e.revision
-            metrics = monitoring_record(record)
-            await _publish(p, p.monitoring_topic, partition, monitoring_key(metrics),
-                           p.schemas.encode("VolumeMetrics1m", metrics))
+        if length_ns == MINUTE_NS:  # its monitoring record (core/monitoring.py), same key
+            await _publish(p, p.monitoring_topic, partition, key, next(metrics))
     await publish_marker(p, length_ns, partition, marker_ns, offset)
     await send_outputs(p)
 

@@ -97,19 +97,25 @@ def check_layout(schema: dict[str, Any]) -> None:
 PREFIXES_MAX = 1 << 14
 
 
-class WindowStatsEncoder:
-    """``WindowStats`` records (single-object encoded) of many windows at once."""
+class ColumnsEncoder:
+    """Single-object encoded records of many windows at once, each laid out from the
+    windows' columns (a subclass's :meth:`layout`), or made one by one by fastavro
+    (:meth:`encode_one`, the oracle) for the windows the columns cannot lay out exactly."""
 
     def __init__(self, schema: dict[str, Any], header: bytes) -> None:
-        check_layout(schema)
         self.schema = schema
         self.header = header
         self._prefixes: dict[tuple[str, str], bytes] = {}
 
-    @classmethod
-    def of(cls, schemas: SchemaSet) -> WindowStatsEncoder:
-        """The encoder of the current WindowStats schema of ``schemas``."""
-        return cls(schemas.current["WindowStats"], schemas.headers["WindowStats"])
+    def layout(self, cols: WindowColumns) -> tuple[Layout, np.ndarray]:
+        """The integers of each window's record after its strings, and the windows they
+        are wrong for (odd)."""
+        raise NotImplementedError
+
+    def record(self, volume_id: str, tenant_id: str, acc: WindowAcc, revision: int
+               ) -> dict[str, Any]:
+        """The record of one window as a dict: what fastavro encodes (the oracle)."""
+        raise NotImplementedError
 
     def _prefix(self, volume_id: str, tenant_id: str) -> bytes:
         """The header and the two strings of a volume's records."""
@@ -175,8 +181,8 @@ class WindowStatsEncoder:
     def _encode_columns(self, cols: WindowColumns, names: Sequence[tuple[str, str]]
                         ) -> tuple[list[bytes], np.ndarray]:
         """The records of the windows the columns lay out exactly, b"" for the others, and
-        which those are (odd: :func:`stats_layout`)."""
-        lay, odd = stats_layout(cols)
+        which those are (odd: :meth:`layout`)."""
+        lay, odd = self.layout(cols)
         values, ends, doubles, at = lay.build()
         blob, bounds = zigzag_runs(values, ends, doubles, at)
         return [b"" if odd[k] else self._prefix(volume_id, tenant_id)
@@ -187,12 +193,33 @@ class WindowStatsEncoder:
                     ) -> bytes:
         """fastavro's record of one window the columns do not hold (an older stored window,
         an integer outside int64: OverflowError, as fastavro raises)."""
-        record = window_stats(volume_id, tenant_id, acc)
-        record["revision"] = revision
         buf = io.BytesIO()
         buf.write(self.header)
-        fastavro.schemaless_writer(buf, self.schema, record)
+        fastavro.schemaless_writer(buf, self.schema,
+                                   self.record(volume_id, tenant_id, acc, revision))
         return buf.getvalue()
+
+
+class WindowStatsEncoder(ColumnsEncoder):
+    """``WindowStats`` records (single-object encoded) of many windows at once."""
+
+    def __init__(self, schema: dict[str, Any], header: bytes) -> None:
+        check_layout(schema)
+        super().__init__(schema, header)
+
+    @classmethod
+    def of(cls, schemas: SchemaSet) -> WindowStatsEncoder:
+        """The encoder of the current WindowStats schema of ``schemas``."""
+        return cls(schemas.current["WindowStats"], schemas.headers["WindowStats"])
+
+    def layout(self, cols: WindowColumns) -> tuple[Layout, np.ndarray]:
+        return stats_layout(cols)
+
+    def record(self, volume_id: str, tenant_id: str, acc: WindowAcc, revision: int
+               ) -> dict[str, Any]:
+        record = window_stats(volume_id, tenant_id, acc)
+        record["revision"] = revision
+        return record
 
 
 _PUBLISHED = np.array([[any(slot == s for _, s in names) for slot in range(SLOTS_PER_OP)]
