@@ -32,20 +32,29 @@ def zigzag_runs(values: Sequence[int] | np.ndarray, ends: Sequence[int] | np.nda
         return b"", [0] * (len(ends) + 1)
     v = (values if isinstance(values, np.ndarray)
          else np.fromiter(values, np.int64, len(values)))  # an array: int64 already
-    zigzag = ((v << 1) ^ (v >> 63)).view(np.uint64)
-    sizes = np.searchsorted(_STEPS, zigzag, side="right") + 1
+    zigzag = v << 1
+    zigzag ^= v >> 63
+    zigzag = zigzag.view(np.uint64)
+    # Most values (counts, quiet fields) take one byte: sizes and bytes past the first are
+    # worked out for the others only (~30 % less time than for all; session 27).
+    multi = np.flatnonzero(zigzag > _LOW7)
+    sizes = np.ones(len(v), dtype=np.intp)
+    if len(multi):
+        sizes[multi] += np.searchsorted(_STEPS, zigzag[multi], side="right")
     where = np.array(at, dtype=np.intp)
     sizes[where] = 8
     stops = np.cumsum(sizes)
     starts = stops - sizes
     out = np.empty(int(stops[-1]), dtype=np.uint8)
-    z, at_byte, left = zigzag, starts, sizes
-    while True:  # the next byte of every value not written whole yet: 7 bits, 0x80 if more
-        more = left > 1
-        out[at_byte] = (z & _LOW7).astype(np.uint8) | (more.view(np.uint8) << 7)
-        if not more.any():
-            break
-        z, at_byte, left = z[more] >> _SEVEN, at_byte[more] + 1, left[more] - 1
+    out[starts] = zigzag.astype(np.uint8) & 0x7F  # a one-byte value whole
+    if len(multi):
+        z, at_byte, left = zigzag[multi], starts[multi], sizes[multi]
+        while True:  # the next byte of every value not written whole yet: 7 bits, 0x80 if more
+            more = left > 1
+            out[at_byte] = (z & _LOW7).astype(np.uint8) | (more.view(np.uint8) << 7)
+            if not more.any():
+                break
+            z, at_byte, left = z[more] >> _SEVEN, at_byte[more] + 1, left[more] - 1
     if len(where):  # the doubles over their placeholders' 8 bytes
         out[starts[where][:, None] + np.arange(8)] = np.array(
             doubles, dtype=_LITTLE_F8).view(np.uint8).reshape(-1, 8)
@@ -53,3 +62,5 @@ def zigzag_runs(values: Sequence[int] | np.ndarray, ends: Sequence[int] | np.nda
     bounds = np.zeros(len(ends) + 1, dtype=np.int64)
     bounds[1:] = np.where(ends_at > 0, stops[np.maximum(ends_at - 1, 0)], 0)
     return out.tobytes(), bounds.tolist()
+
+
