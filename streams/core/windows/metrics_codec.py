@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from streams.core.codec import SchemaSet
 from streams.core.counters import BYTES, ERRORS, INVALID, IOS, TIME
 from streams.core.events import OP_CODE, OPS
 from streams.core.monitoring import MONITORING_PERIOD_S, MONITORING_WINDOW_NS, monitoring_record
@@ -128,14 +127,8 @@ def _outside(values: np.ndarray, low: int, high: int) -> np.ndarray:
 class MetricsEncoder(ColumnsEncoder):
     """``VolumeMetrics1m`` records (single-object encoded) of many 1 m windows at once."""
 
-    def __init__(self, schema: dict[str, Any], header: bytes) -> None:
-        check_layout(schema)
-        super().__init__(schema, header)
-
-    @classmethod
-    def of(cls, schemas: SchemaSet) -> MetricsEncoder:
-        """The encoder of the current VolumeMetrics1m schema of ``schemas``."""
-        return cls(schemas.current["VolumeMetrics1m"], schemas.headers["VolumeMetrics1m"])
+    schema_name = "VolumeMetrics1m"
+    check_layout = staticmethod(check_layout)
 
     def layout(self, cols: WindowColumns) -> tuple[Layout, np.ndarray]:
         return metrics_layout(cols)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import io
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 import fastavro
 import numpy as np
@@ -102,10 +102,23 @@ class ColumnsEncoder:
     windows' columns (a subclass's :meth:`layout`), or made one by one by fastavro
     (:meth:`encode_one`, the oracle) for the windows the columns cannot lay out exactly."""
 
+    schema_name = ""  # the record's schema
+
     def __init__(self, schema: dict[str, Any], header: bytes) -> None:
+        self.check_layout(schema)
         self.schema = schema
         self.header = header
         self._prefixes: dict[tuple[str, str], bytes] = {}
+
+    @classmethod
+    def of(cls, schemas: SchemaSet) -> Self:
+        """The encoder of the current schema of ``schemas`` of its records."""
+        return cls(schemas.current[cls.schema_name], schemas.headers[cls.schema_name])
+
+    @staticmethod
+    def check_layout(schema: dict[str, Any]) -> None:
+        """Raise if ``schema`` (parsed) is not the layout this encoder writes."""
+        raise NotImplementedError
 
     def layout(self, cols: WindowColumns) -> tuple[Layout, np.ndarray]:
         """The integers of each window's record after its strings, and the windows they
@@ -203,14 +216,8 @@ class ColumnsEncoder:
 class WindowStatsEncoder(ColumnsEncoder):
     """``WindowStats`` records (single-object encoded) of many windows at once."""
 
-    def __init__(self, schema: dict[str, Any], header: bytes) -> None:
-        check_layout(schema)
-        super().__init__(schema, header)
-
-    @classmethod
-    def of(cls, schemas: SchemaSet) -> WindowStatsEncoder:
-        """The encoder of the current WindowStats schema of ``schemas``."""
-        return cls(schemas.current["WindowStats"], schemas.headers["WindowStats"])
+    schema_name = "WindowStats"
+    check_layout = staticmethod(check_layout)
 
     def layout(self, cols: WindowColumns) -> tuple[Layout, np.ndarray]:
         return stats_layout(cols)

@@ -6,7 +6,6 @@ exponential histograms, sums past int64) and on a simulated fleet's minutes."""
 from __future__ import annotations
 
 import copy
-import time
 from collections import defaultdict
 from dataclasses import replace
 
@@ -15,19 +14,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.core.batch import Columns
 from streams.core.codec import default_schemas
 from streams.core.counters import ERRORS, INVALID, IOS, TIME
-from streams.core.events import INT64_MAX, OP_CODE, OPS, STATUS_CODE
+from streams.core.events import INT64_MAX, OPS
 from streams.core.monitoring import MONITORING_WINDOW_NS, monitoring_record
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WindowAcc, rollup, window_stats
-from streams.core.windows.book import WindowBook, WindowSettings
 from streams.core.windows.columns import gather, gather_fitting
 from streams.core.windows.exphist import ExpHistogram
 from streams.core.windows.metrics_codec import MetricsEncoder, check_layout, metrics_layout
-from streams.tools.bench.workloads import simulated_events
-from tests.unit.core.windows.test_stats_codec import IDS, columnar_windows, window_accs
+from tests.unit.core.windows.test_stats_codec import (
+    IDS,
+    columnar_windows,
+    fleet_seconds,
+    window_accs,
+)
 
 MINUTE = MONITORING_WINDOW_NS
 
@@ -118,21 +119,8 @@ def test_a_window_not_a_minute_long_is_refused_as_by_monitoring_record() -> None
 def test_a_simulated_fleets_minutes_encode_as_fastavro_does() -> None:
     """Real minutes: 1 s windows of a fleet rolled up (dense exponential histograms,
     every op, busy and idle time), as the 1 m stage makes them."""
-    events = simulated_events(30, 20_000, 200.0, time.time_ns())
-    volumes = sorted({e.volume_id for e in events})
-    index = {v: i for i, v in enumerate(volumes)}
-    tenant = {e.volume_id: e.tenant_id for e in events}
-    columns = Columns(
-        tuple(volumes), tuple(tenant[v] for v in volumes),
-        np.array([index[e.volume_id] for e in events], dtype=np.intp),
-        np.array([OP_CODE[e.op] for e in events], dtype=np.uint8),
-        np.array([STATUS_CODE[e.status] for e in events], dtype=np.uint8),
-        np.array([e.bytes for e in events], dtype=np.int64),
-        np.array([e.submit_ns for e in events], dtype=np.int64),
-        np.array([e.complete_ns for e in events], dtype=np.int64))
-    book = WindowBook(WindowSettings(), {})
-    book.add_columns(columns, None)
-    seconds = book.close_for(int(columns.complete_ns.max()) + 10**10)
+    seconds = fleet_seconds(30, 20_000, 200.0)
+    tenant = {e.volume_id: e.tenant_id for e in seconds}
     parts: dict[tuple[str, int], list[WindowAcc]] = defaultdict(list)
     for e in seconds:
         parts[(e.volume_id, e.acc.window_start_ns // MINUTE * MINUTE)].append(e.acc)

@@ -19,7 +19,7 @@ from streams.core.events import INT64_MAX, INT64_MIN, OP_CODE, OPS, STATUS_CODE
 from streams.core.times import NS_PER_S
 from streams.core.windows import stats_codec
 from streams.core.windows.acc import N_BINS, PERCENTILES, OpAcc, WindowAcc, window_stats
-from streams.core.windows.book import WindowBook, WindowSettings
+from streams.core.windows.book import Emission, WindowBook, WindowSettings
 from streams.core.windows.columns import gather, gather_fitting
 from streams.core.windows.exphist import MAX_INDEX, MIN_INDEX, ExpHistogram
 from streams.core.windows.stats_codec import WindowStatsEncoder, check_layout, stats_layout
@@ -160,14 +160,15 @@ def test_windows_the_columns_cannot_hold_are_made_one_by_one() -> None:
     assert cols is not None and fits.tolist() == [True, False]
 
 
-def test_a_simulated_fleets_windows_encode_as_fastavro_does() -> None:
-    """Real windows: dense exponential histograms, every op, late ones revised."""
-    events = simulated_events(40, 6_000, 3_000.0, time.time_ns())
-    volumes = sorted({e.volume_id for e in events})
-    index = {v: i for i, v in enumerate(volumes)}
+def fleet_seconds(volumes: int, count: int, rate: float) -> list[Emission]:
+    """The closed 1 s windows of ``count`` events of a simulated fleet of ``volumes`` at
+    ``rate`` events/s, made by a WindowBook."""
+    events = simulated_events(volumes, count, rate, time.time_ns())
+    names = sorted({e.volume_id for e in events})
+    index = {v: i for i, v in enumerate(names)}
     tenant = {e.volume_id: e.tenant_id for e in events}
     columns = Columns(
-        tuple(volumes), tuple(tenant[v] for v in volumes),
+        tuple(names), tuple(tenant[v] for v in names),
         np.array([index[e.volume_id] for e in events], dtype=np.intp),
         np.array([OP_CODE[e.op] for e in events], dtype=np.uint8),
         np.array([STATUS_CODE[e.status] for e in events], dtype=np.uint8),
@@ -176,7 +177,12 @@ def test_a_simulated_fleets_windows_encode_as_fastavro_does() -> None:
         np.array([e.complete_ns for e in events], dtype=np.int64))
     book = WindowBook(WindowSettings(), {})
     book.add_columns(columns, None)
-    emitted = book.close_for(int(columns.complete_ns.max()) + 10**10)
+    return book.close_for(int(columns.complete_ns.max()) + 10**10)
+
+
+def test_a_simulated_fleets_windows_encode_as_fastavro_does() -> None:
+    """Real windows: dense exponential histograms, every op, late ones revised."""
+    emitted = fleet_seconds(40, 6_000, 3_000.0)
     assert len(emitted) > 40 and any(op.exp and len(op.exp.counts) > 20
                                      for e in emitted for op in e.acc.ops)
     assert any(op.is_quiet() for e in emitted for op in e.acc.ops)
