@@ -100,7 +100,7 @@ PREFIXES_MAX = 1 << 14
 class ColumnsEncoder:
     """Single-object encoded records of many windows at once, each laid out from the
     windows' columns (a subclass's :meth:`layout`), or made one by one by fastavro
-    (:meth:`encode_one`, the oracle) for the windows the columns cannot lay out exactly."""
+    (:meth:`_encode_one`, the oracle) for the windows the columns cannot lay out exactly."""
 
     schema_name = ""  # the record's schema
 
