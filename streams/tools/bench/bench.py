@@ -396,7 +396,8 @@ class Bench:
         return {"volumes": volumes, "events_per_record": per_record,
                 "events": run.events, "records": run.records, "events_per_s": run.events_per_s,
                 "records_per_s": run.records_per_s, "seconds": run.seconds,
-                "rss_bytes": run.rss_bytes, "until_committed": float(window_s is None)}
+                "rss_bytes": run.rss_bytes, "until_committed": float(window_s is None),
+                "rss_at_end_bytes": run.rss_at_end_bytes or run.rss_bytes}
 
     async def volume_points(self) -> None:
         """Every volume active (one record of k events each, or more for the low point)."""
@@ -410,8 +411,9 @@ class Bench:
         for p in points:
             self.figures[f"g_events_per_s_{p['volumes']:.0f}_volumes"] = p["events_per_s"]
             self.figures[f"f_rss_bytes_{p['volumes']:.0f}_volumes"] = p["rss_bytes"]
-        per_volume = (points[1]["rss_bytes"] - points[0]["rss_bytes"]) / (high - low)
-        self.figures["f_bytes_per_volume"] = per_volume
+        for key, figure in (("rss_bytes", "f_bytes_per_volume"),
+                            ("rss_at_end_bytes", "f_bytes_per_volume_at_end")):
+            self.figures[figure] = (points[1][key] - points[0][key]) / (high - low)
         self.info["f"] = {"volumes": [low, high]}
 
     async def run_only_f(self) -> None:

@@ -38,8 +38,9 @@ EXPLANATION = [
     "time (LogAppendTime) minus the window's end: the latency of an event completing at the",
     "end of its window (one completing earlier in the window waits up to 1 s more).",
     "(f) = (RSS at the larger volume count - RSS at 100 volumes) / the difference, read",
-    "from /proc/PID/status once the worker has committed everything, every volume having",
-    "sent one record or more. (g) batch sizes: records of exactly N events, the rate taken",
+    "from /proc/PID/status once the worker has committed everything and then given its",
+    "free heap back (its next heap release), every volume having sent one record or more.",
+    "(g) batch sizes: records of exactly N events, the rate taken",
     "over a few seconds of a longer backlog. (h) Kafka Streams and (i) quix-streams: the",
     "first of (b)'s events as layout-2 records, per-volume 1 s event-time windows (count,",
     "bytes, latency sum/min/max) to a topic, timed from the last poll at which their",
@@ -128,8 +129,18 @@ def render_f(report: dict[str, Any]) -> str:
     return "\n".join([
         "ioacct bench --only f" + (" --quick" if report["quick"] else ""), "",
         f"(f) worker RSS per active volume  {_num(f['f_bytes_per_volume'], 'bytes')}   "
-        + _verdict(row) + " (from {:,} to {:,} volumes)".format(*report["info"]["f"]["volumes"]),
+        + _verdict(row) + _f_note(f, report["info"]),
         "", *_point_lines(report)])
+
+
+def _f_note(f: dict[str, float], info: dict[str, Any]) -> str:
+    """(f)'s volume counts, and the figure as read the moment the group had committed
+    (free heap the worker had not given back yet in it) when it was."""
+    note = " (from {:,} to {:,} volumes".format(*info["f"]["volumes"])
+    at_end = f.get("f_bytes_per_volume_at_end")
+    if at_end is not None and at_end != f["f_bytes_per_volume"]:
+        note += f"; read after the worker's heap release; {at_end:,.0f} B at the commit"
+    return note + ")"
 
 
 def _num(value: float, unit: str = "") -> str:
@@ -288,8 +299,7 @@ def _sdk_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("    p99", _num(f["e_p99_s"], "s"), _verdict(t["(e) p99 latency"])
          + f" (grace {grace:g} s + 1.5 s)"),
         ("(f) worker RSS per active volume", _num(f["f_bytes_per_volume"], "bytes"),
-         _verdict(t["(f) RSS per active volume"]) + " (from {:,} to {:,} volumes)".format(
-             *info["f"]["volumes"])),
+         _verdict(t["(f) RSS per active volume"]) + _f_note(f, info)),
     ]
 
 

@@ -56,10 +56,11 @@ class Run:
     records: int
     seconds: float  # until the committed offsets reached the end
     processed_seconds: float  # until the worker said it had processed every event
-    rss_bytes: int
+    rss_bytes: int  # after the worker's first heap release past the end (worker_run)
     rollups_seconds: float | None = None  # until the rollup agent had committed too
     units: int | None = None  # the accounting agent's units (a partition's part of a step)
     cpu_seconds: float | None = None  # the worker's CPU time over ``seconds``
+    rss_at_end_bytes: int | None = None  # at the poll that saw the end, free heap and all
 
     @property
     def cpu_us_per_event(self) -> float | None:
@@ -80,6 +81,8 @@ class Run:
     def records_per_s(self) -> float:
         return self.records / self.seconds
 
+
+HEAP_POLL_S = 0.1  # how often rss_after_heap_release asks whether the worker released
 
 Progress = Callable[[Any], tuple[int, int]]  # a progress page's body -> (events, records)
 
@@ -177,6 +180,29 @@ async def timed_run(proc: Proc, progress: Progress, path: str, events: int, reco
         await admin.close()
 
 
+async def rss_after_heap_release(proc: Proc, timeout_s: float) -> int | None:
+    """The worker's RSS just after its next heap release (``heap_releases`` of /status
+    moved past what it says now); None when none comes within ``timeout_s``.
+
+    The worker gives its free heap back on a timer (pipeline/heap.py), so an RSS read at
+    any moment also holds what its last steps freed since the last release: the same code
+    measured 1,194 and 2,090 B an active volume for (f) (docs/performance.md, session 27).
+    Read after a release, the figure is what the worker holds."""
+    deadline = time.monotonic() + timeout_s
+    before: int | None = None
+    while time.monotonic() < deadline:
+        try:
+            releases = int((await asyncio.to_thread(proc.get, "/status"))["heap_releases"])
+        except (OSError, ValueError, KeyError, urllib.error.URLError):
+            releases = None
+        if releases is not None and before is not None and releases > before:
+            return proc.rss_bytes()
+        if before is None:
+            before = releases
+        await asyncio.sleep(HEAP_POLL_S)
+    return None
+
+
 def _status_progress(body: Any) -> tuple[int, int]:
     return int(body["events_counted"]) + int(body["events_rejected"]), int(body["records"])
 
@@ -199,6 +225,10 @@ async def worker_run(settings: Settings, log_dir: Path, name: str, records: int,
         run = await timed_run(proc, _status_progress, "/status", events, records,
                               settings.bootstrap_servers, settings.app_id, ends, timeout_s,
                               window_s, start_profile)
+        if window_s is None and settings.heap_release_s > 0:
+            run.rss_at_end_bytes = run.rss_bytes
+            run.rss_bytes = await rss_after_heap_release(
+                proc, 3 * settings.heap_release_s + 5) or run.rss_bytes
         if rollups:
             run.rollups_seconds = run.seconds + await rollups_caught_up(settings, proc,
                                                                         timeout_s)

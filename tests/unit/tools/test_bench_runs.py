@@ -3,6 +3,8 @@ and a backlog the worker takes in one step between two polls."""
 
 from __future__ import annotations
 
+import pytest
+
 from streams.tools.bench.runs import _Polls
 
 
@@ -36,7 +38,7 @@ def test_only_f_reports_the_two_points_and_the_target() -> None:
               for v, rss in ((100, 90_000_000), (100_000, 290_000_000))]
     bench = SimpleNamespace(figures={"f_bytes_per_volume": 2_002.0},
                             points={"volumes": points}, info={"f": {"volumes": [100, 100_000]}})
-    report = f_report_of(bench, quick=False)  # type: ignore[arg-type]
+    report = f_report_of(bench, quick=False)
     (row,) = report["targets"]
     assert (row["met"], row["bound"]) == (False, 2_000.0)
     text = render_f(report)
@@ -91,3 +93,69 @@ def test_the_c_rows_give_the_cpu_per_event_and_its_ratio_across_volume_counts() 
         {"figures": {**f, "c_events_per_s": 100.0}, "points": {"c_fleet_rates": [fast]}})
     assert name == "(c), the fleet at 1,000,000 events/s" and value.startswith("300")
     assert "(5/record; 8 hosts" in note and "x3.00 of (c); not a target" in note
+
+
+class _ReleasingWorker:
+    """A worker's /status and RSS as the bench reads them: its heap release number moves
+    at the ``release_at``-th poll (never when None), and its RSS drops by what the release
+    gave back; every read is logged in order."""
+
+    def __init__(self, release_at: int | None, fail_first: bool = False) -> None:
+        self.release_at, self.fail_first = release_at, fail_first
+        self.polls, self.reads = 0, list[tuple[str, int]]()
+
+    def get(self, path: str) -> dict[str, int]:
+        import urllib.error
+
+        assert path == "/status"
+        self.polls += 1
+        self.reads.append(("status", self.polls))
+        if self.fail_first and self.polls == 1:
+            raise urllib.error.URLError("a step holds the loop")
+        released = self.release_at is not None and self.polls >= self.release_at
+        return {"heap_releases": 7 + released}
+
+    def rss_bytes(self) -> int:
+        self.reads.append(("rss", self.polls))
+        released = self.release_at is not None and self.polls >= self.release_at
+        return 200 << 20 if released else 230 << 20
+
+
+def test_the_rss_is_read_after_the_next_heap_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from streams.tools.bench import runs
+
+    monkeypatch.setattr(runs, "HEAP_POLL_S", 0.001)
+    worker = _ReleasingWorker(release_at=4)
+    assert asyncio.run(runs.rss_after_heap_release(worker, 5.0)) == 200 << 20
+    assert worker.reads == [("status", 1), ("status", 2), ("status", 3), ("status", 4),
+                            ("rss", 4)]
+    # no answer first (a step held the loop): the release counted from the first answer
+    worker = _ReleasingWorker(release_at=3, fail_first=True)
+    assert asyncio.run(runs.rss_after_heap_release(worker, 5.0)) == 200 << 20
+    assert worker.reads[-1] == ("rss", 3)
+
+
+def test_no_heap_release_within_the_wait_gives_no_figure(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from streams.tools.bench import runs
+
+    monkeypatch.setattr(runs, "HEAP_POLL_S", 0.001)
+    worker = _ReleasingWorker(release_at=None)
+    assert asyncio.run(runs.rss_after_heap_release(worker, 0.05)) is None
+    assert worker.polls > 3 and all(kind == "status" for kind, _ in worker.reads)
+    # a release before the first answer does not count: the first answer is the baseline
+    worker = _ReleasingWorker(release_at=1)
+    assert asyncio.run(runs.rss_after_heap_release(worker, 0.05)) is None
+
+
+def test_f_names_the_figure_at_the_commit_when_the_release_moved_it() -> None:
+    from streams.tools.bench.report import _f_note
+
+    info = {"f": {"volumes": [100, 100_000]}}
+    assert _f_note({"f_bytes_per_volume": 1_200.0}, info) == " (from 100 to 100,000 volumes)"
+    note = _f_note({"f_bytes_per_volume": 1_200.0, "f_bytes_per_volume_at_end": 2_090.4}, info)
+    assert note == (" (from 100 to 100,000 volumes; read after the worker's heap release; "
+                    "2,090 B at the commit)")
