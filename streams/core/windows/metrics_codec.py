@@ -88,6 +88,7 @@ def metrics_layout(cols: WindowColumns) -> tuple[Layout, np.ndarray]:
     timed = np.where(odd[:, None], 0, ios + errors)
     safe = ~odd
     every = np.ones(n, dtype=bool)
+    second = np.full(n, NS_PER_S)  # the denominator of a value in seconds
     lay = Layout(n)
     head = "head"
     lay.one(head, cols.start)
@@ -96,8 +97,8 @@ def metrics_layout(cols: WindowColumns) -> tuple[Layout, np.ndarray]:
     for op, slot in ((_READ, BYTES), (_WRITE, BYTES), (_READ, IOS), (_WRITE, IOS)):
         lay.one(head, counts[:, op, slot])
     for op in (_READ, _WRITE):
-        lay.double(head, every, divide(counts[:, op, TIME], np.full(n, NS_PER_S)))
-    lay.double(head, every, divide(np.where(safe, idle, 0), np.full(n, NS_PER_S)))
+        lay.double(head, every, divide(counts[:, op, TIME], second))
+    lay.double(head, every, divide(np.where(safe, idle, 0), second))
     lay.double(head, every, divide(np.where(safe[:, None], inflight, 0).sum(axis=1),
                                    np.where(safe, length, 1)))
     for op in (_READ, _WRITE):
@@ -107,7 +108,7 @@ def metrics_layout(cols: WindowColumns) -> tuple[Layout, np.ndarray]:
                                       np.where(some & safe, timed[:, op], 1) * NS_PER_S))
     for op in (_READ, _WRITE):
         lay.one(head, known[:, op].astype(np.int64))
-        lay.double(head, known[:, op], divide(p99[:, op], np.full(n, NS_PER_S)))
+        lay.double(head, known[:, op], divide(p99[:, op], second))
     for op in range(len(OPS)):
         lay.one(head, counts[:, op, ERRORS])
     lay.one(head, np.where(safe[:, None], invalid, 0).sum(axis=1))

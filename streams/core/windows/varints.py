@@ -62,5 +62,3 @@ def zigzag_runs(values: Sequence[int] | np.ndarray, ends: Sequence[int] | np.nda
     bounds = np.zeros(len(ends) + 1, dtype=np.int64)
     bounds[1:] = np.where(ends_at > 0, stops[np.maximum(ends_at - 1, 0)], 0)
     return out.tobytes(), bounds.tolist()
-
-
