@@ -38,7 +38,7 @@ def test_only_f_reports_the_two_points_and_the_target() -> None:
               for v, rss in ((100, 90_000_000), (100_000, 290_000_000))]
     bench = SimpleNamespace(figures={"f_bytes_per_volume": 2_002.0},
                             points={"volumes": points}, info={"f": {"volumes": [100, 100_000]}})
-    report = f_report_of(bench, quick=False)
+    report = f_report_of(bench, quick=False)  # type: ignore[arg-type]
     (row,) = report["targets"]
     assert (row["met"], row["bound"]) == (False, 2_000.0)
     text = render_f(report)
@@ -121,34 +121,39 @@ class _ReleasingWorker:
         return 200 << 20 if released else 230 << 20
 
 
-def test_the_rss_is_read_after_the_next_heap_release(monkeypatch: pytest.MonkeyPatch) -> None:
+def _rss_after(worker: _ReleasingWorker, timeout_s: float) -> int | None:
+    """runs.rss_after_heap_release of the fake worker (it has the Proc methods it calls)."""
     import asyncio
 
+    from streams.tools.bench import runs
+
+    return asyncio.run(runs.rss_after_heap_release(worker, timeout_s))  # type: ignore[arg-type]
+
+
+def test_the_rss_is_read_after_the_next_heap_release(monkeypatch: pytest.MonkeyPatch) -> None:
     from streams.tools.bench import runs
 
     monkeypatch.setattr(runs, "HEAP_POLL_S", 0.001)
     worker = _ReleasingWorker(release_at=4)
-    assert asyncio.run(runs.rss_after_heap_release(worker, 5.0)) == 200 << 20
+    assert _rss_after(worker, 5.0) == 200 << 20
     assert worker.reads == [("status", 1), ("status", 2), ("status", 3), ("status", 4),
                             ("rss", 4)]
     # no answer first (a step held the loop): the release counted from the first answer
     worker = _ReleasingWorker(release_at=3, fail_first=True)
-    assert asyncio.run(runs.rss_after_heap_release(worker, 5.0)) == 200 << 20
+    assert _rss_after(worker, 5.0) == 200 << 20
     assert worker.reads[-1] == ("rss", 3)
 
 
 def test_no_heap_release_within_the_wait_gives_no_figure(monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
-
     from streams.tools.bench import runs
 
     monkeypatch.setattr(runs, "HEAP_POLL_S", 0.001)
     worker = _ReleasingWorker(release_at=None)
-    assert asyncio.run(runs.rss_after_heap_release(worker, 0.05)) is None
+    assert _rss_after(worker, 0.05) is None
     assert worker.polls > 3 and all(kind == "status" for kind, _ in worker.reads)
     # a release before the first answer does not count: the first answer is the baseline
     worker = _ReleasingWorker(release_at=1)
-    assert asyncio.run(runs.rss_after_heap_release(worker, 0.05)) is None
+    assert _rss_after(worker, 0.05) is None
 
 
 def test_f_names_the_figure_at_the_commit_when_the_release_moved_it() -> None:
