@@ -6,6 +6,7 @@ exponential histograms, sums past int64) and on a simulated fleet's minutes."""
 from __future__ import annotations
 
 import copy
+import time
 from collections import defaultdict
 from dataclasses import replace
 
@@ -118,8 +119,12 @@ def test_a_window_not_a_minute_long_is_refused_as_by_monitoring_record() -> None
 
 def test_a_simulated_fleets_minutes_encode_as_fastavro_does() -> None:
     """Real minutes: 1 s windows of a fleet rolled up (dense exponential histograms,
-    every op, busy and idle time), as the 1 m stage makes them."""
-    seconds = fleet_seconds(30, 20_000, 200.0)
+    every op, busy and idle time), as the 1 m stage makes them. The fleet's events (from
+    100 s before ``end_ns`` to 12 s after it) span three minutes whatever the clock says;
+    ending at the time of the run, they spanned two about one run in eight (60 windows,
+    and the test's premise failed)."""
+    end_ns = time.time_ns() // MINUTE * MINUTE + 20 * NS_PER_S
+    seconds = fleet_seconds(30, 20_000, 200.0, end_ns)
     tenant = {e.volume_id: e.tenant_id for e in seconds}
     parts: dict[tuple[str, int], list[WindowAcc]] = defaultdict(list)
     for e in seconds:

@@ -160,10 +160,11 @@ def test_windows_the_columns_cannot_hold_are_made_one_by_one() -> None:
     assert cols is not None and fits.tolist() == [True, False]
 
 
-def fleet_seconds(volumes: int, count: int, rate: float) -> list[Emission]:
+def fleet_seconds(volumes: int, count: int, rate: float, end_ns: int | None = None
+                  ) -> list[Emission]:
     """The closed 1 s windows of ``count`` events of a simulated fleet of ``volumes`` at
-    ``rate`` events/s, made by a WindowBook."""
-    events = simulated_events(volumes, count, rate, time.time_ns())
+    ``rate`` events/s ending about ``end_ns`` (None: now), made by a WindowBook."""
+    events = simulated_events(volumes, count, rate, time.time_ns() if end_ns is None else end_ns)
     names = sorted({e.volume_id for e in events})
     index = {v: i for i, v in enumerate(names)}
     tenant = {e.volume_id: e.tenant_id for e in events}
