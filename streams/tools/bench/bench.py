@@ -45,6 +45,7 @@ import json
 import logging
 import math
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -98,6 +99,12 @@ class Plan:
     # it runs about twice as fast, and a short run is mostly its last commit.
     c_fleet_rates: tuple[float, ...] = (1_000_000.0,)
     c_fleet_events_factor: float = 2.0
+    # (c) again this many times, each over a backlog of its own, right after the first
+    # run: (c) is the median of all its runs. The same code's CPU per event moved between
+    # ~1.45 and ~2.1 µs from one run to the next on this machine (docs/performance.md,
+    # session 29), for minutes at a time: one run's (c) says as much of the machine as
+    # of the worker.
+    c_repeats: int = 2
     # The fleet whose records (b) and (c) read: main_volumes Zipf volumes sending this many
     # events/s in all, batched by the SDK's defaults (a record per partition and host per
     # flush, at 16384 buffered events or 100 ms of the events' own time).
@@ -128,7 +135,8 @@ class Plan:
 
 FULL = Plan()
 ONLY_F_RECORDS_PER_S = 200.0  # sizes (f)'s low point when no worker run measured it
-QUICK = Plan(worker_min_s=2.0, c_min_events=0, calib_events=3_000, calib_window_s=0,
+QUICK = Plan(worker_min_s=2.0, c_min_events=0, c_repeats=0, calib_events=3_000,
+             calib_window_s=0,
              b_min_events=20_000, naive_events=300, record_events=20_000,
              kafka_events=20_000, latency_s=6.0,
              volume_points=(100, 1_000), batch_points=(1, 256), batch_volumes=4, point_s=1.0,
@@ -178,6 +186,7 @@ class Bench:
         sim_rate = n_b / (time.perf_counter() - started)
         await self.plain_avro(events)
         await self.worker_main(events[:n_c])
+        await self.worker_repeats(n_c)
         await self.worker_by_volumes(n_c)
         await self.anchors(events)
         await self.naive(events[:plan.naive_events])
@@ -216,8 +225,29 @@ class Bench:
         await self.plain_avro(events)
         await self.worker_main(events[:n_c])
         del events
+        await self.worker_repeats(n_c)
         await self.worker_by_volumes(n_c)
         await self.worker_by_fleet_rate(n_c)
+
+    async def worker_repeats(self, n_c: int) -> None:
+        """(c) again ``c_repeats`` times, over as many events of the same fleet, each
+        run on a backlog and topics of its own: (c) becomes the median of all its runs
+        (the first one's records, CPU and rollups stay its details), and every run is
+        listed."""
+        first: dict[str, float | None] = {
+            "events_per_s": self.figures["c_events_per_s"],
+            "cpu_us_per_event": self.figures.get("c_cpu_us_per_event")}
+        runs = [first]
+        for k in range(1, self.plan.c_repeats + 1):
+            self.step(f"(c) run {k + 1} of {self.plan.c_repeats + 1}")
+            point = await self.c_point(f"cx{k}", self.plan.main_volumes, self.plan.fleet_rate,
+                                       n_c)
+            runs.append({"events_per_s": point["events_per_s"],
+                         "cpu_us_per_event": point["cpu_us_per_event"]})
+        self.points["c_runs"] = runs
+        rates = [float(r["events_per_s"] or 0.0) for r in runs]
+        self.figures["c_first_events_per_s"] = rates[0]
+        self.figures["c_events_per_s"] = statistics.median(rates)
 
     async def worker_by_volumes(self, n_c: int) -> None:
         """(c) over the same number of events at the same fleet rate, from other numbers

@@ -195,12 +195,14 @@ def _anchor_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("(c) ioacct worker end to end", _num(f["c_events_per_s"], "events/s"),
          _verdict(t["(c) events/s per worker"])
          + f" (fleet of {info['c']['volumes']:,} volumes at {info['c']['fleet_rate']:,.0f}"
-         " events/s)"),
+         " events/s" + _median_note(report["points"].get("c_runs", [])) + ")"),
+        *_runs_row(report["points"].get("c_runs", [])),
         ("    records/s", _num(f["c_records_per_s"], "records/s"),
-         f"{info['c']['events']:,} events in {info['c']['records']:,} records "
+         _first_run(report["points"].get("c_runs", []))
+         + f"{info['c']['events']:,} events in {info['c']['records']:,} records "
          f"({info['c']['events_per_record']:.0f}/record), {info['c']['volumes']:,} volumes, "
          f"{f['c_seconds']:.1f} s" + _units(info['c'])),
-        *_cpu_row(f),
+        *_cpu_row(f, report["points"].get("c_runs", [])),
         ("    events/s until processed (before commit)",
          _num(f["c_processed_events_per_s"], "events/s"), "from the worker's /status"),
         ("    events/s until the rollups committed too",
@@ -214,6 +216,26 @@ def _anchor_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
              "events/s"), f"{info['a']['events']:,} events, {info['a']['seconds']:.1f} s"),
             *rows, ("    (c)/(a)", _num(t["(c)/(a)"]["value"], "x"), _verdict(t["(c)/(a)"])),
             *_peer_rows(report)]
+
+
+def _median_note(runs: list[dict[str, Any]]) -> str:
+    return f"; the median of {len(runs)} runs" if len(runs) > 1 else ""
+
+
+def _first_run(runs: list[dict[str, Any]]) -> str:
+    return "the first run: " if len(runs) > 1 else ""
+
+
+def _runs_row(runs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """Each run of (c), when it ran more than once (Plan.c_repeats)."""
+    if len(runs) < 2:
+        return []
+    rates = sorted(r["events_per_s"] for r in runs)
+    cpu = [f"{r['cpu_us_per_event']:.2f}" for r in runs if r.get("cpu_us_per_event")]
+    return [("    its runs", f"{rates[0]:,.0f}-{rates[-1]:,.0f}",
+             "events/s: " + ", ".join(f"{r['events_per_s']:,.0f}" for r in runs)
+             + (f" (worker CPU per event {', '.join(cpu)} µs)" if cpu else "")
+             + "; each over a backlog of its own, one after the other")]
 
 
 def _c_volume_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -250,13 +272,13 @@ def _c_fleet_rate_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
             for p in report["points"].get("c_fleet_rates", [])]
 
 
-def _cpu_row(f: dict[str, Any]) -> list[tuple[str, str, str]]:
+def _cpu_row(f: dict[str, Any], runs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     """The worker's CPU time per event in (c), and how much of the run it was on the CPU."""
     if not f.get("c_cpu_us_per_event"):
         return []
     return [("    worker CPU per event", f"{f['c_cpu_us_per_event']:.2f} µs",
-             f"on the CPU {f['c_on_cpu']:.0%} of the run (100 %: one core all the time; "
-             "all its threads)")]
+             f"{_first_run(runs)}on the CPU {f['c_on_cpu']:.0%} of the run (100 %: one core "
+             "all the time; all its threads)")]
 
 
 def _cpu_note(point: dict[str, Any]) -> str:

@@ -77,9 +77,11 @@ def test_the_c_rows_give_the_cpu_per_event_and_its_ratio_across_volume_counts() 
     assert run.cpu_us_per_event == 4.0 and run.on_cpu == 0.4
     assert Run(1, 1, 1.0, 1.0, 1).cpu_us_per_event is None
     f = {"b_events_per_s": 200_000.0, "c_cpu_us_per_event": 4.0, "c_on_cpu": 0.4}
-    ((name, value, note),) = _cpu_row(f)
+    ((name, value, note),) = _cpu_row(f, [])
     assert value == "4.00 µs" and note.startswith("on the CPU 40% of the run")
-    assert _cpu_row({"b_events_per_s": 1.0}) == []
+    ((_, _, note),) = _cpu_row(f, [{"events_per_s": 1.0}, {"events_per_s": 2.0}])
+    assert note.startswith("the first run: on the CPU 40%")  # (c) ran more than once
+    assert _cpu_row({"b_events_per_s": 1.0}, []) == []
     points = [{"volumes": v, "active": v, "events": 10, "records": 1, "events_per_s": 100.0,
                "records_per_s": 1.0, "seconds": 1.0, "cpu_us_per_event": cpu, "on_cpu": 0.5}
               for v, cpu in ((100, 2.0), (100_000, 36.0))]
@@ -93,6 +95,57 @@ def test_the_c_rows_give_the_cpu_per_event_and_its_ratio_across_volume_counts() 
         {"figures": {**f, "c_events_per_s": 100.0}, "points": {"c_fleet_rates": [fast]}})
     assert name == "(c), the fleet at 1,000,000 events/s" and value.startswith("300")
     assert "(5/record; 8 hosts" in note and "x3.00 of (c); not a target" in note
+
+
+def test_c_is_the_median_of_its_runs_and_the_report_lists_each() -> None:
+    """Bench.worker_repeats: (c) again over backlogs of their own (c_point, here a fake
+    that answers in turn); (c) becomes the median, the first run's figure is kept beside
+    it, and the report's rows say so."""
+    import asyncio
+    import statistics
+    from pathlib import Path
+
+    from streams.config import Settings
+    from streams.tools.bench.bench import FULL, QUICK, Bench
+    from streams.tools.bench.report import _anchor_rows, _runs_row
+
+    assert FULL.c_repeats == 2 and QUICK.c_repeats == 0  # --quick (the smoke test): one run
+    answers = iter([(900.0, 1.5), (300.0, 3.0)])
+    calls: list[tuple[str, int, float, int]] = []
+
+    class FakeBench(Bench):
+        async def c_point(self, name: str, volumes: int, rate: float, n: int,
+                          **overrides: object) -> dict[str, float]:
+            calls.append((name, volumes, rate, n))
+            events_per_s, cpu = next(answers)
+            return {"events_per_s": events_per_s, "cpu_us_per_event": cpu}
+
+    bench = FakeBench(Settings(kafka_security="PLAINTEXT"), FULL, Path("."))
+    bench.figures.update(c_events_per_s=500.0, c_cpu_us_per_event=2.0)
+    asyncio.run(bench.worker_repeats(6_000_000))
+    assert calls == [("cx1", 1000, 100_000.0, 6_000_000), ("cx2", 1000, 100_000.0, 6_000_000)]
+    assert bench.figures["c_events_per_s"] == 500.0 == statistics.median([500, 900, 300])
+    assert bench.figures["c_first_events_per_s"] == 500.0
+    assert [r["events_per_s"] for r in bench.points["c_runs"]] == [500.0, 900.0, 300.0]
+    ((name, value, note),) = _runs_row(bench.points["c_runs"])
+    assert value == "300-900" and note.startswith("events/s: 500, 900, 300")
+    assert "(worker CPU per event 2.00, 1.50, 3.00 µs)" in note
+    assert _runs_row(bench.points["c_runs"][:1]) == []  # one run: nothing more to say
+    info = {"b": {"events": 10}, "c": {"volumes": 1000, "fleet_rate": 1e5, "events": 60,
+                                       "records": 2, "events_per_record": 30.0}}
+    figures = {"b_events_per_s": 100.0, "b_records_per_s": 1.0, "c_events_per_s": 500.0,
+               "c_records_per_s": 1.0, "c_seconds": 1.0, "c_processed_events_per_s": 1.0,
+               "c_with_rollups_events_per_s": 1.0}
+    verdict = {"target": "", "value": 5.0, "met": True, "short_by_factor": None,
+               "higher_is_better": True, "bound": 1.0, "unit": "x"}
+    targets = [{**verdict, "target": t} for t in ("(c) events/s per worker", "(c)/(b)")]
+    rows = _anchor_rows({"figures": figures, "info": info, "targets": targets,
+                         "points": {"c_runs": bench.points["c_runs"]}})
+    assert rows[1][0] == "(c) ioacct worker end to end"
+    assert rows[1][2].endswith("events/s; the median of 3 runs)")
+    assert rows[2][0].strip() == "its runs" and rows[3][2].startswith("the first run: 60 events")
+    rows = _anchor_rows({"figures": figures, "info": info, "targets": targets, "points": {}})
+    assert rows[1][2].endswith(" events/s)") and rows[2][0].strip() == "records/s"
 
 
 class _ReleasingWorker:
