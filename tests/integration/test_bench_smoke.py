@@ -56,6 +56,8 @@ def test_quick_bench_reports_every_figure() -> None:
     for p in volume_points:
         assert figures[f"f_rss_bytes_{p['volumes']}_volumes"] > 0
     assert [p["volumes"] for p in report["points"]["c_volumes"]] == [100, 100_000]
+    (run,) = report["points"]["c_runs"]  # --quick runs (c) once: its median is that run
+    assert run["events_per_s"] == figures["c_events_per_s"] == figures["c_first_events_per_s"]
     (fast,) = report["points"]["c_fleet_rates"]  # the fleet at the target's own rate
     assert fast["fleet_rate"] == 1_000_000 and fast["events_per_s"] > 0
     assert figures["c_events_per_s_fleet_1000000"] == fast["events_per_s"]
