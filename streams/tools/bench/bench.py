@@ -234,10 +234,9 @@ class Bench:
         run on a backlog and topics of its own: (c) becomes the median of all its runs
         (the first one's records, CPU and rollups stay its details), and every run is
         listed."""
-        first: dict[str, float | None] = {
+        runs: list[dict[str, Any]] = [{
             "events_per_s": self.figures["c_events_per_s"],
-            "cpu_us_per_event": self.figures.get("c_cpu_us_per_event")}
-        runs = [first]
+            "cpu_us_per_event": self.figures.get("c_cpu_us_per_event")}]
         for k in range(1, self.plan.c_repeats + 1):
             self.step(f"(c) run {k + 1} of {self.plan.c_repeats + 1}")
             point = await self.c_point(f"cx{k}", self.plan.main_volumes, self.plan.fleet_rate,
@@ -245,9 +244,8 @@ class Bench:
             runs.append({"events_per_s": point["events_per_s"],
                          "cpu_us_per_event": point["cpu_us_per_event"]})
         self.points["c_runs"] = runs
-        rates = [float(r["events_per_s"] or 0.0) for r in runs]
-        self.figures["c_first_events_per_s"] = rates[0]
-        self.figures["c_events_per_s"] = statistics.median(rates)
+        self.figures["c_first_events_per_s"] = runs[0]["events_per_s"]
+        self.figures["c_events_per_s"] = statistics.median(r["events_per_s"] for r in runs)
 
     async def worker_by_volumes(self, n_c: int) -> None:
         """(c) over the same number of events at the same fleet rate, from other numbers

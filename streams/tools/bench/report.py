@@ -188,6 +188,7 @@ def _anchor_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(a), (b), (c) and the ratios: (figure, value, note)."""
     f, info = report["figures"], report["info"]
     t = {row["target"]: row for row in report["targets"]}
+    runs = report["points"].get("c_runs", [])
     rows = [
         ("(b) plain Avro array, aiokafka + fastavro decode", _num(f["b_events_per_s"],
          "events/s"), f"{_num(f['b_records_per_s'])} records/s, "
@@ -195,14 +196,14 @@ def _anchor_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("(c) ioacct worker end to end", _num(f["c_events_per_s"], "events/s"),
          _verdict(t["(c) events/s per worker"])
          + f" (fleet of {info['c']['volumes']:,} volumes at {info['c']['fleet_rate']:,.0f}"
-         " events/s" + _median_note(report["points"].get("c_runs", [])) + ")"),
-        *_runs_row(report["points"].get("c_runs", [])),
+         " events/s" + _median_note(runs) + ")"),
+        *_runs_row(runs),
         ("    records/s", _num(f["c_records_per_s"], "records/s"),
-         _first_run(report["points"].get("c_runs", []))
+         _first_run(runs)
          + f"{info['c']['events']:,} events in {info['c']['records']:,} records "
          f"({info['c']['events_per_record']:.0f}/record), {info['c']['volumes']:,} volumes, "
          f"{f['c_seconds']:.1f} s" + _units(info['c'])),
-        *_cpu_row(f, report["points"].get("c_runs", [])),
+        *_cpu_row(f, runs),
         ("    events/s until processed (before commit)",
          _num(f["c_processed_events_per_s"], "events/s"), "from the worker's /status"),
         ("    events/s until the rollups committed too",
