@@ -31,7 +31,6 @@ STAT_COUNTERS: tuple[tuple[str, str, str], ...] = (
      "Records faust delivered a second time (handled once)."),
     ("records_read_past_faust", "records_read_past_faust_total",
      "Records faust skipped, read directly by the guard."),
-    ("windows_rolled_up", "windows_rolled_up_total", "Window records read by the 1 h rollup."),
     ("steps", "steps_total", "Steps of the accounting agent (raw records taken together)."),
     ("records_dropped_revoked", "records_dropped_revoked_total",
      "Buffered records of a partition revoked before their step (its next owner reads them)."),

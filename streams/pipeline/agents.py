@@ -1,8 +1,8 @@
-"""The agents: accounting (raw records -> counters, 1 s and 1 m windows, billing, dead
-letters) and the 1 h rollup (``ioacct.stats.1m`` -> 1 h windows).
+"""The agent: accounting (raw records -> counters, 1 s windows and their 1 m and 1 h
+rollups, billing, dead letters).
 
-Thin: each reads a record through the guard (once, in offset order), hands it to
-``core``'s logic or a stage, writes the table and publishes what came back.
+Thin: it reads a record through the guard (once, in offset order), hands it to
+``core``'s logic or a stage, writes the tables and publishes what came back.
 """
 
 from __future__ import annotations
@@ -13,20 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from streams.core.codec import HEADER_LEN, CodecError
+from streams.core.codec import HEADER_LEN
 from streams.core.counters import VolumeState
 from streams.core.ingest import Placement, RecordOutcome, account_record
 from streams.core.registry import RegistryBehind
 from streams.core.step import StepRecord, account_step
-from streams.core.windows.acc import WINDOW_LENGTHS_NS, WINDOW_NAMES, acc_from_stats
 from streams.core.windows.book import Emission, Parts, ProducedColumns
-from streams.core.windows.stages import RollupInput
 from streams.pipeline.batches import Records, batch_agent_over
 from streams.pipeline.guard.order import committed_offset, record_wall_ns
 from streams.pipeline.publish import (
-    dead_letter_control,
     publish_rejections,
-    publish_stage,
     publish_windows,
 )
 from streams.state.journal import Write
@@ -228,60 +224,3 @@ def _count(stats: WorkerStats, outcome: RecordOutcome | StepRecord) -> None:
     if outcome.rejection is not None:
         stats.events_rejected += outcome.rejection.events
         stats.records_rejected += outcome.rejection.whole
-
-
-def register_rollup(p: Pipeline, inner_ns: int, length_ns: int) -> None:
-    """The agent that builds the windows of ``length_ns`` from the records of the stats
-    topic of ``inner_ns`` (windows and watermark markers), partition by partition, many
-    records at a time (batches.py): one unit of the stage per step, so a window its step's
-    parts touch is written once, and one journal, not one per record."""
-    guard = p.input_guard(p.settings.stats_topic(inner_ns))
-
-    async def handle(partition: int, records: Records) -> None:
-        stage = p.rollups_for(length_ns, partition)
-        if partition in guard.replay_from:
-            again = stage.replay_outputs(guard.replay_from.pop(partition))
-            await p.send_changelogs()
-            await publish_stage(p, length_ns, again, partition, stage.take_marker(),
-                                records[0][1].offset)
-        inputs: list[RollupInput] = []
-        for value, message in records:
-            record = await _rollup_input(p, inner_ns, value, message)
-            if record is not None:
-                inputs.append((record, message.offset))
-        made = stage.on_inputs(inputs, committed_offset(p.app.consumer, records[-1][1]))
-        await p.send_changelogs()
-        p.stats.windows_rolled_up += sum(isinstance(r, Emission) for r, _ in inputs)
-        for (emissions, marker), (_, offset) in zip(made, inputs, strict=True):
-            await publish_stage(p, length_ns, emissions, partition, marker, offset)
-
-    batch_agent_over(p, p.stats_topics[inner_ns], f"rollup-{WINDOW_NAMES[length_ns]}", handle)
-
-
-async def _rollup_input(p: Pipeline, inner_ns: int, value: bytes | None, message: Any
-                        ) -> Emission | int | None:
-    """One record of the stats topic of ``inner_ns`` as a rollup stage takes it: a window
-    part or a watermark; None when it was dead-lettered (undecodable, or not a window or
-    marker of here)."""
-    partition = message.partition
-    try:
-        name, record = p.schemas.decode(value or b"")
-    except CodecError as exc:
-        await dead_letter_control(p, message, value, f"undecodable stats record: {exc}")
-        return None
-    if name == "WindowStats" and record["window_length_ns"] == inner_ns:
-        return Emission(record["volume_id"], record["tenant_id"], acc_from_stats(record),
-                        record["revision"])
-    if name == "Watermark" and record["partition"] == partition:
-        return int(record["watermark_ns"])
-    await dead_letter_control(
-        p, message, value, f"a {name} record ({record.get('window_length_ns')} ns, "
-        f"partition {record.get('partition')}) does not belong in {message.topic}"
-        f"[{partition}]")
-    return None
-
-
-def register_rollups(p: Pipeline) -> None:
-    """The rollup agent of the 1 h windows, reading the 1 m ones (the accounting agent
-    makes those in the units of their 1 s parts: windows/stages.py)."""
-    register_rollup(p, WINDOW_LENGTHS_NS[1], WINDOW_LENGTHS_NS[2])

@@ -26,12 +26,12 @@ from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.core.windows.book import WindowSettings
 from streams.core.windows.metrics_codec import MetricsEncoder
-from streams.core.windows.stages import PartitionWindows, RollupWindows
+from streams.core.windows.stages import PartitionWindows
 from streams.core.windows.stats_codec import WindowStatsEncoder
 from streams.kafka.security import faust_credentials
 from streams.kafka.topics import TABLES, compression_type, worker_max_request_bytes
 from streams.pipeline import drain
-from streams.pipeline.agents import register_accounting, register_rollups
+from streams.pipeline.agents import register_accounting
 from streams.pipeline.changelogs import ChangelogBatches, batched_changelogs
 from streams.pipeline.checkpoints import SendLedger, TableCheckpoints
 from streams.pipeline.guard import faust_fixes
@@ -52,7 +52,7 @@ from streams.pipeline.timers import (
     register_heap_release,
     register_ticks,
 )
-from streams.state.stages import open_partition_windows, open_rollup_windows
+from streams.state.stages import open_partition_windows
 
 
 @dataclass
@@ -73,7 +73,6 @@ class WorkerStats:
     # volume of them rejected: core/step.py)
     table_checkpoints: int = 0  # checkpoints of the tables made valid (checkpoints.py)
     tables_at_start: str = ""  # kept, restored (a checkpoint), rebuilt or memory (tables.py)
-    windows_rolled_up: int = 0  # window records read by the rollup agent (1 m, into 1 h)
     registry_catch_ups: int = 0  # volume registry reads to its end, for unknown volumes
     commit_stalls: int = 0  # times a partition's commit was seen held (timers.py)
     heap_releases: int = 0  # free heap given back to the system (timers.py, heap.py)
@@ -102,9 +101,6 @@ class Pipeline:
     window_settings: WindowSettings = field(default_factory=WindowSettings)
     keep_ns: tuple[int, int, int] = (0, 0, 0)
     partitions: dict[int, PartitionWindows] = field(default_factory=dict)
-    # Per rollup length (1 h: 1 m windows are the accounting stage's), per partition of
-    # the topic it reads: its stage.
-    rollups: dict[int, dict[int, RollupWindows]] = field(default_factory=dict)
     stats: WorkerStats = field(default_factory=WorkerStats)
     inputs: dict[str, InputGuard] = field(default_factory=dict)  # by topic name
     gap_reader: Any = None
@@ -144,26 +140,10 @@ class Pipeline:
             self.partitions[partition] = windows
         return windows
 
-    def rollups_for(self, length_ns: int, partition: int) -> RollupWindows:
-        """The partition's rollup stage of ``length_ns``, rebuilt from the table on first
-        use after assignment."""
-        stages = self.rollups.setdefault(length_ns, {})
-        stage = stages.get(partition)
-        if stage is None:
-            n = WINDOW_LENGTHS_NS.index(length_ns)
-            stage = open_rollup_windows(partition,
-                                        self.partition_table(self.windows_table, partition),
-                                        self.window_settings, WINDOW_LENGTHS_NS[n - 1],
-                                        length_ns, self.keep_ns[n])
-            stages[partition] = stage
-        return stage
-
     def windows_of(self, partition: int, volume_id: str, length_ns: int, from_ns: int,
                    to_ns: int) -> list[Any]:
         """Stored windows of one volume starting in [from_ns, to_ns) (web views)."""
-        if length_ns in WINDOW_LENGTHS_NS[:2]:
-            return self.windows_for(partition).windows_of(volume_id, length_ns, from_ns, to_ns)
-        return self.rollups_for(length_ns, partition).windows_of(volume_id, from_ns, to_ns)
+        return self.windows_for(partition).windows_of(volume_id, length_ns, from_ns, to_ns)
 
     def input_guard(self, topic: str) -> InputGuard:
         return self.inputs.setdefault(topic, InputGuard(topic))
@@ -227,7 +207,6 @@ def build_app(settings: Settings) -> Pipeline:
         pipeline.outputs = OutputBatches(
             lambda: app.producer._ensure_producer())  # type: ignore[attr-defined]
     register_accounting(pipeline)
-    register_rollups(pipeline)
     register_ticks(pipeline)
     register_commit_watch(pipeline)
     register_checkpoints(pipeline)
@@ -330,12 +309,7 @@ def _forget_revoked(p: Pipeline) -> None:
     @p.app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
         # The next owner rebuilds from the changelog; so do we if they come back.
-        stages_reading = {s.stats_topic(WINDOW_LENGTHS_NS[1]): WINDOW_LENGTHS_NS[2]}
         for tp in revoked:
             if tp.topic == s.raw_topic:
                 p.partitions.pop(tp.partition, None)
-            elif tp.topic in stages_reading:
-                p.rollups.get(stages_reading[tp.topic], {}).pop(tp.partition, None)
-            else:
-                continue
-            p.input_guard(tp.topic).forget(tp.partition)
+                p.input_guard(tp.topic).forget(tp.partition)

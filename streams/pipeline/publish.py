@@ -18,12 +18,11 @@ from aiokafka.errors import (
 )
 from faust.exceptions import ProducerSendError
 
-from streams.core.dead_letters import Rejection, dead_letter_key, dead_letter_record
+from streams.core.dead_letters import dead_letter_key, dead_letter_record
 from streams.core.ingest import RecordOutcome
 from streams.core.keys import source_offset_header, watermark_key, window_key
 from streams.core.step import StepRecord
 from streams.core.times import MINUTE_NS, NS_PER_S
-from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.core.windows.book import Emission
 
 if TYPE_CHECKING:
@@ -34,50 +33,34 @@ log = logging.getLogger(__name__)
 
 async def publish_windows(p: Pipeline, emissions: list[Emission], partition: int,
                           offset: int) -> None:
-    """The accounting stage's window records (1 s, then 1 m), then the billing records
-    the same input made, then the watermark markers, if any: of ``ioacct.stats.1s`` for
-    its readers, of ``ioacct.stats.1m`` for the 1 h rollup."""
+    """The accounting stage's window records (1 s, 1 m, 1 h), each to the stats topic of
+    its length (1 m ones also as monitoring records), then the billing records the same
+    input made, then the watermark markers of ``ioacct.stats.1s`` and ``ioacct.stats.1m``
+    for their readers, if any (``offset``: the input record whose processing made them)."""
     windows = p.windows_for(partition)
-    await publish_stage(p, WINDOW_LENGTHS_NS[0], emissions, partition, None, offset)
-    for b in windows.take_billing():
-        await _publish(p, p.billing_topic, partition, b.record_id.encode(),
-                       p.schemas.encode("BillingRecord", b.to_dict()))
-    await publish_marker(p, WINDOW_LENGTHS_NS[0], partition, windows.take_marker(), offset)
-    await publish_marker(p, MINUTE_NS, partition, windows.take_minute_marker(), offset)
-    await send_outputs(p)
-
-
-async def publish_stage(p: Pipeline, length_ns: int, emissions: list[Emission],
-                        partition: int, marker_ns: int | None, offset: int) -> None:
-    """A stage's window records, each to the stats topic of its length (1 m ones also as
-    monitoring records), then its marker of ``length_ns``, if any (``offset``: the input
-    record whose processing made it)."""
     now_ns = time.time_ns()
     values = p.window_encoder.encode_emissions(emissions)
     minutes = [e for e in emissions if e.length_ns == MINUTE_NS]
     metrics = iter(p.metrics_encoder.encode_emissions(minutes))
     for e, value in zip(emissions, values, strict=True):
         start_ns, length_ns = e.start_ns, e.length_ns
-        if e.revision == 0 and length_ns == WINDOW_LENGTHS_NS[0]:
+        if e.revision == 0 and length_ns == NS_PER_S:
             p.stats.close_delays.observe(now_ns - start_ns - length_ns)
         key = window_key(e.volume_id, start_ns)
         await _publish(p, p.stats_topics[length_ns], partition, key, value,
                        source_offset_header(e.offset))
         if length_ns == MINUTE_NS:  # its monitoring record (core/monitoring.py), same key
             await _publish(p, p.monitoring_topic, partition, key, next(metrics))
-    await publish_marker(p, length_ns, partition, marker_ns, offset)
-    await send_outputs(p)
-
-
-async def publish_marker(p: Pipeline, length_ns: int, partition: int,
-                         marker_ns: int | None, offset: int) -> None:
-    """A watermark marker into the stats topic of ``length_ns``, if a stage reads it."""
-    if marker_ns is None or length_ns == WINDOW_LENGTHS_NS[-1]:
-        return
-    await _publish(p, p.stats_topics[length_ns], partition, watermark_key(partition),
-                   p.schemas.encode("Watermark", {"partition": partition,
-                                                  "watermark_ns": marker_ns}),
-                   source_offset_header(offset))
+    for b in windows.take_billing():
+        await _publish(p, p.billing_topic, partition, b.record_id.encode(),
+                       p.schemas.encode("BillingRecord", b.to_dict()))
+    for length_ns, marker_ns in ((NS_PER_S, windows.take_marker()),
+                                 (MINUTE_NS, windows.take_minute_marker())):
+        if marker_ns is not None:
+            await _publish(p, p.stats_topics[length_ns], partition, watermark_key(partition),
+                           p.schemas.encode("Watermark", {"partition": partition,
+                                                          "watermark_ns": marker_ns}),
+                           source_offset_header(offset))
     await send_outputs(p)
 
 
@@ -108,16 +91,6 @@ async def publish_rejections(
                                 now_ns)
     await publish_dead_letter(p, dead_letter_key(rejection), record)
     log_rejection(p.stats, rejection.events, message, rejection.reason)
-
-
-async def dead_letter_control(p: Pipeline, message: Any, value: bytes | None,
-                              reason: str) -> None:
-    """A record of a stats topic that no rollup can take: to the dead-letter topic."""
-    now_ns = time.time_ns()
-    rejection = Rejection(reason, 0, payload=value or b"")  # a null record: empty, as raw ones
-    await publish_dead_letter(p, None, dead_letter_record(
-        rejection, message.topic, message.partition, message.offset, now_ns))
-    log_rejection(p.stats, 0, message, reason)
 
 
 async def publish_dead_letter(p: Pipeline, key: bytes | None, record: dict[str, Any]) -> None:

@@ -35,13 +35,10 @@ def register_ticks(p: Pipeline) -> None:
 
 
 def _needs_tick(p: Pipeline, partition: int) -> bool:
-    """Only where windows are open, here or in the rollups above (whose clock is this
-    partition's, through the markers); an unseen partition gets one, so that a restarted
+    """Only where windows are open; an unseen partition gets one, so that a restarted
     worker rebuilds its windows from the table even if no input comes."""
     windows = p.partitions.get(partition)
-    return (windows is None or windows.needs_ticks
-            or any(stages[partition].has_open_windows for stages in p.rollups.values()
-                   if partition in stages))
+    return windows is None or windows.needs_ticks
 
 
 def register_commit_watch(p: Pipeline) -> None:

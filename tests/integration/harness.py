@@ -25,7 +25,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streams.config import REPO_ROOT, Settings
 from streams.core.codec import default_schemas
 from streams.core.raw import raw_batch
-from streams.core.windows.acc import WINDOW_LENGTHS_NS
 from streams.kafka.registry import register_volumes
 from streams.kafka.security import client_kwargs
 from streams.kafka.topics import topic_partitions
@@ -241,15 +240,13 @@ def wait_committed(settings: Settings, workers: list[WorkerProcess], timeout_s: 
 
 def wait_settled(settings: Settings, workers: list[WorkerProcess], timeout_s: float = 180,
                  ) -> None:
-    """Wait until every raw record there now has gone through every stage: the raw topic
-    committed, then the stats topic the rollup agent reads (1 m) committed up to its end
-    measured after the raw topic had committed.
+    """Wait until every raw record there now has gone through the worker: the raw topic
+    committed (one stage makes every window length, billing and the dead letters).
 
-    Faust flushes the producer before it commits (Consumer._commit_offsets), so a stage's
-    commit means what it made of those records is on its output topic. Waiting for keys
+    Faust flushes the producer before it commits (Consumer._commit_offsets), so the
+    commit means what it made of those records is on its output topics. Waiting for keys
     is not enough: a window is published at its close and revised by later records."""
-    for topic in [settings.raw_topic, settings.stats_topic(WINDOW_LENGTHS_NS[1])]:
-        wait_committed(settings, workers, timeout_s, topic)
+    wait_committed(settings, workers, timeout_s, settings.raw_topic)
 
 
 async def read_topic(settings: Settings, topic: str, idle_s: float = 2.0) -> list[Any]:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 FIGURES = (
     "a_events_per_s", "b_events_per_s", "b_records_per_s", "c_events_per_s",
     "c_records_per_s", "c_processed_events_per_s", "c_seconds", "c_worker_rss_bytes",
-    "c_with_rollups_events_per_s", "h_events_per_s", "i_events_per_s",
+    "h_events_per_s", "i_events_per_s",
     "d_record_ns_per_event", "d_loop_ns_per_event", "d_sdk_events_per_s", "e_p50_s", "e_p99_s",
     "e_max_s", "e_rate_sent", "j_stored_windows", "j_window_writes",
     "j_value_bytes_per_window", "j_disk_bytes_per_window", "j_changelog_bytes_per_write",

@@ -8,7 +8,6 @@ import asyncio
 import hashlib
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ from streams.core.raw import layout2_record
 from streams.kafka.security import client_kwargs
 from tests.hostile import GOOD, HOSTILE_PRODUCER, UNREGISTERED, HostileRound, hostile_round
 from tests.oracles.counters import counters_oracle
-from tests.unit.core.windows import scalar_twin
 
 from .harness import (
     WorkerProcess,
@@ -243,77 +241,6 @@ def test_a_live_pipe_is_sent_while_it_stays_open(
     assert "sent 3 events" in out.decode() and "1 line(s) sent to the dead-letter" in out.decode()
     wait_until(lambda: worker.get("/volumes/vol-pipe/counters")[1].get("read_ios") == 3,
                60, "the last line counted", [worker])
-
-
-def test_records_no_rollup_can_take_reach_the_dlq_and_the_rollup_goes_on(
-    pipeline_settings: Settings, worker: WorkerProcess,
-) -> None:
-    """ioacct.stats.1m is the rollup-1h agent's input: what is neither a 1 m window nor its
-    partition's watermark marker goes to the dead-letter topic with the reason, and a good
-    window sent after them is still rolled up (a late part: its hour is made at once)."""
-    from streams.core.times import NS_PER_S
-    from streams.core.windows.acc import WindowAcc, window_stats
-
-    settings = pipeline_settings
-    # Within the revision horizon: a part of a window past it can only be one read again
-    # (the accounting agent makes none), so the stage would ignore it.
-    hour_ns = 3600 * NS_PER_S
-    hour = (time.time_ns() // hour_ns - 1) * hour_ns
-    acc = WindowAcc(hour + 7 * 60 * NS_PER_S, 60 * NS_PER_S)
-    read_at = acc.window_start_ns + 7 * NS_PER_S
-    scalar_twin.add_completion(acc, 0, 0, 4096, 250_000)
-    scalar_twin.add_inflight(acc, 0, read_at, read_at + 250_000)
-    good = {**window_stats("vol-rollup-dlq", "tenant-r", acc), "revision": 0}
-    wrong_length = {**good, "window_length_ns": NS_PER_S}
-    bad = [
-        (b"not avro", "undecodable stats record"),
-        (None, "undecodable stats record"),
-        (SCHEMAS.encode("WindowStats", wrong_length), "does not belong in"),
-        (SCHEMAS.encode("Watermark", {"partition": 1, "watermark_ns": hour}),
-         "does not belong in"),
-    ]
-    marker = SCHEMAS.encode("Watermark", {"partition": 0, "watermark_ns": hour + hour_ns})
-    topic = settings.stats_topic(60 * NS_PER_S)
-
-    async def send() -> list[int]:
-        producer = AIOKafkaProducer(**client_kwargs(settings))
-        await producer.start()
-        try:
-            offsets = [(await producer.send_and_wait(topic, value=value, key=b"vol-rollup-dlq/1",
-                                                     partition=0)).offset for value, _ in bad]
-            await producer.send_and_wait(topic, value=marker, key=b"~watermark/0", partition=0)
-            await producer.send_and_wait(topic, value=SCHEMAS.encode("WindowStats", good),
-                                         key=b"vol-rollup-dlq/%d" % acc.window_start_ns,
-                                         partition=0)
-            return offsets
-        finally:
-            await producer.stop()
-
-    offsets = asyncio.run(send())
-
-    def rolled_up() -> list[dict[str, Any]]:
-        return [SCHEMAS.decode(m.value, expect="WindowStats")[1]
-                for m in asyncio.run(read_topic(settings, settings.stats_topic(hour_ns),
-                                                idle_s=1.0))
-                if m.key == b"vol-rollup-dlq/%d" % hour]
-
-    wait_until(lambda: bool(rolled_up()), 60, "the rollup of the good window", [worker])
-    got = rolled_up()[-1]  # one 250 us read, in an hour of its own: by hand
-    assert (got["window_start_ns"], got["window_length_ns"], got["revision"]) == (
-        hour, hour_ns, 0)
-    assert (got["read_ios"], got["read_bytes"], got["total_read_time_ns"],
-            got["min_read_latency_ns"], got["max_read_latency_ns"], got["read_inflight_time_ns"],
-            got["busy_time_ns"], got["write_ios"]) == (1, 4096, 250_000, 250_000, 250_000,
-                                                      250_000, 250_000, 0)
-    assert got["avg_read_queue_depth"] == 250_000 / hour_ns
-    dead = {d["source_offset"]: d for d in (
-        SCHEMAS.decode(m.value, expect="DeadLetter")[1]
-        for m in asyncio.run(read_topic(settings, settings.dlq_topic)))
-        if d["source_topic"] == topic}
-    for offset, (value, reason) in zip(offsets, bad, strict=True):
-        assert reason in dead[offset]["reason"], dead[offset]
-        assert dead[offset]["payload"] == (value or b"")
-    assert worker.alive()
 
 
 def test_tail_decodes_the_dead_letter_topic(

@@ -77,7 +77,7 @@ def latest_windows(settings: Settings, length_ns: int) -> dict[tuple[str, int], 
     latest: dict[tuple[str, int], dict[str, Any]] = {}
     for message in asyncio.run(read_topic(settings, topic, idle_s=1.0)):
         if message.key.startswith(b"~"):
-            # A watermark marker (schemas/watermark.avsc): a rollup agent reads it.
+            # A watermark marker (schemas/watermark.avsc), for the topic's readers.
             assert schemas.decode(message.value, expect="Watermark")[1]["partition"] == \
                 message.partition
             continue
@@ -192,15 +192,9 @@ def test_monitoring_topic_follows_the_1m_windows(
 def first_emissions(settings: Settings, length_ns: int
                     ) -> dict[tuple[str, int], tuple[int, int]]:
     """Per window of ``length_ns``: (partition, raw offset that made its revision-0 record),
-    the first copy. A 1 s or 1 m record names the raw record whose processing made it (the
-    accounting agent makes both); a 1 h record names the record of ``ioacct.stats.1m``
-    whose processing made it (a window, or a watermark marker), which names its own."""
+    the first copy. Every window record names the raw record whose processing made it (the
+    accounting agent makes all three lengths)."""
     schemas = default_schemas()
-    below: list[dict[tuple[int, int], int]] = []  # per stats topic below: source offsets
-    for inner_ns in WINDOW_LENGTHS_NS[1:WINDOW_LENGTHS_NS.index(length_ns)]:
-        below.append({(m.partition, m.offset): int(dict(m.headers)[SOURCE_OFFSET_HEADER])
-                      for m in asyncio.run(read_topic(settings, settings.stats_topic(inner_ns),
-                                                      idle_s=1.0))})
     first: dict[tuple[str, int], tuple[int, int]] = {}
     for message in asyncio.run(read_topic(settings, settings.stats_topic(length_ns), idle_s=1.0)):
         if (message.key or b"").startswith(b"~"):  # watermark markers: not windows
@@ -208,8 +202,6 @@ def first_emissions(settings: Settings, length_ns: int
         record = schemas.decode(message.value, expect="WindowStats")[1]
         if record["revision"] == 0:
             source = int(dict(message.headers)[SOURCE_OFFSET_HEADER])
-            for sources in reversed(below):
-                source = sources[(message.partition, source)]
             first.setdefault((record["volume_id"], record["window_start_ns"]),
                              (message.partition, source))
     return first
@@ -257,11 +249,10 @@ def test_no_window_stays_open_past_grace_and_idle_timeout(
     settings: Settings, worker: WorkerProcess, sent_events: list[dict[str, Any]], length_ns: int,
 ) -> None:
     """SEMANTICS.md section 4, counted in records instead of seconds (issue 3): the raw record
-    that closed each window (its revision-0 record names it; through ioacct.stats.1m
-    for 1 h) comes no later than the first record whose broker time is grace + idle
-    timeout past both the window's end and its partition's latest data record. The worker's
-    wall clock is those broker times, so a busy machine delays both sides alike, and a
-    window closed late fails wherever it ran."""
+    that closed each window (its revision-0 record names it) comes no later than the first
+    record whose broker time is grace + idle timeout past both the window's end and its
+    partition's latest data record. The worker's wall clock is those broker times, so a
+    busy machine delays both sides alike, and a window closed late fails wherever it ran."""
     expected = windows_oracle(sent_events, length_ns)
     emitted: dict[tuple[str, int], tuple[int, int]] = {}
 

@@ -28,7 +28,7 @@ from streams.core.windows.columns import (
     reduce_windows,
     to_accs,
 )
-from streams.core.windows.ranges import entries_between, keys_between
+from streams.core.windows.ranges import entries_between
 from streams.core.windows.vector import frozen_window, inflight_from_ns, window_partials
 
 WindowKey = tuple[str, int]  # (volume_id, window_start_ns)
@@ -385,69 +385,22 @@ class EmittedParts(MutableMapping[WindowKey, Part]):
 
 @dataclass
 class RollupBook:
-    """Windows of ``window_len_ns`` built from the latest revision of their shorter parts."""
+    """Windows of ``window_len_ns`` built from the latest revision of their shorter parts:
+    the windows one length down that the same stage emits (:class:`EmittedParts`)."""
 
     inner: WindowBook
     parts: MutableMapping[WindowKey, Part] = field(default_factory=dict)
-    _evict_parts_from_ns: int | None = None  # as WindowBook._evict_from_ns, for the parts
 
     def rebuild_index(self) -> None:
-        self._evict_parts_from_ns = None
         self.inner.rebuild_index()
-
-    def evict_parts(self, watermark_ns: int) -> int:
-        """Drop the parts of windows past the horizon (they can no longer be revised:
-        SEMANTICS.md section 4; a part read again for one of them is ignored,
-        :meth:`add_part`); returns how many. Reads only the parts it drops."""
-        frozen_before = self.inner._frozen_before_ns(watermark_ns)
-        assert frozen_before is not None
-        # a part's window ends by frozen_before iff the part starts before this
-        end_ns = window_start_ns(frozen_before, self.inner.window_len_ns)
-        keys = keys_between(self.parts, self._evict_parts_from_ns, end_ns)
-        for key in keys:
-            del self.parts[key]
-        if self._evict_parts_from_ns is None or end_ns > self._evict_parts_from_ns:
-            self._evict_parts_from_ns = end_ns
-        return len(keys)
-
-    def add_part(self, emission: Emission, watermark_ns: int | None = None, offset: int = -1
-                 ) -> list[Emission]:
-        """Take a part unless a revision of it as new or newer is in already (a record read
-        again after a crash, or sent again: it changes nothing, and emits nothing). A newer
-        revision replaces the earlier whole; an emitted window then gets a new revision.
-
-        Each part is kept on its own (one small write per part, not the window's sixty
-        rewritten each time); a new part is merged into the window, a revised one makes
-        the window again from all its parts (a minimum cannot be taken back). ``offset``:
-        the input offset being processed, stamped on what it emits.
-
-        No horizon check: a part is only revised while it is within the horizon,
-        and the window that holds it ends no earlier, so it is revisable too.
-        """
-        length = self.inner.window_len_ns
-        part = emission.acc
-        start = window_start_ns(part.window_start_ns, length)
-        frozen_before = self.inner._frozen_before_ns(watermark_ns)
-        if frozen_before is not None and start + length <= frozen_before:
-            # Past the horizon: no part of this window is new (the stage below stops making
-            # them before this stage's watermark gets there), so this is a record read or
-            # sent again, whose part may be evicted already: taking it would count it twice.
-            return []
-        key = (emission.volume_id, part.window_start_ns)
-        held = self.parts.get(key)
-        if held is not None and held[0] >= emission.revision:
-            return []
-        self.parts[key] = (emission.revision, part)
-        return self._update(emission.volume_id, emission.tenant_id, start,
-                            [part] if held is None else None, part.window_len_ns, offset)
 
     def add_emitted(self, emissions: Sequence[Emission], offset: int = -1) -> list[Emission]:
         """The windows the stage below emitted in this same unit, in order, where ``parts``
         are that stage's own windows as emitted (:class:`EmittedParts`), which hold them
         already as the unit leaves them. Per window of this length they reach: their
         parts are merged into it when all are first revisions (new parts), else it is
-        made again from all its parts, as :meth:`add_part` does; an emitted window gets
-        one new revision for the unit. No replay check: the unit that emitted the parts
+        made again from all its parts (a minimum cannot be taken back); an emitted window
+        gets one new revision for the unit. No replay check: the unit that emitted the parts
         lands with this one, or neither does, so no part comes twice."""
         length = self.inner.window_len_ns
         part_len_ns = emissions[0].length_ns if emissions else 0  # the stage below's

@@ -56,13 +56,3 @@ def entries_between(store: Mapping[StartKey, V], lo_ns: int | None, hi_ns: int |
              if (lo_ns is None or k[1] >= lo_ns) and (hi_ns is None or k[1] < hi_ns)]
     found.sort(key=lambda kv: (kv[0][1], kv[0][0].encode()))
     return iter(found)
-
-
-def keys_between(store: Mapping[StartKey, V], lo_ns: int | None, hi_ns: int | None
-                 ) -> list[StartKey]:
-    """The keys of :func:`entries_between`, the values unread where the store can."""
-    read = getattr(store, "keys_between", None)
-    if read is not None:
-        keys: list[StartKey] = read(lo_ns, hi_ns)
-        return keys
-    return [key for key, _ in entries_between(store, lo_ns, hi_ns)]

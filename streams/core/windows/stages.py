@@ -1,14 +1,14 @@
 """The window stages of one partition, kept in a bytes table (a Faust table).
 
 Pure logic: no faust, no aiokafka. The worker keeps, per partition it owns, one
-:class:`PartitionWindows` (the accounting agent's stage: the clock, the 1 s
-windows, their 1 m rollup, billing) and one :class:`RollupWindows` (the rollup
-agent's stage: 1 h windows from the records of ``ioacct.stats.1m``, closed by the
-watermark markers between them). The 1 m windows are made in the unit that emits
-their 1 s parts, from the 1 s windows the stage stores already (no copy of them, no
-round trip through ``ioacct.stats.1s``). Every state change goes through
-the table, so its changelog can rebuild it after a crash or a rebalance. Keys
-carry the partition and the stage, so a rebuild finds its own.
+:class:`PartitionWindows`: the accounting agent's stage, with the clock, the 1 s
+windows, their 1 m and 1 h rollups and billing. A rollup is made in the unit that emits
+its parts, from the windows one length down that the stage stores already (no copy of
+them, no round trip through a stats topic): the 1 m windows since session 14, the 1 h
+ones since session 30 (before, a rollup agent read them from ``ioacct.stats.1m``).
+Every state change goes through the table, so its changelog can rebuild it after a
+crash or a rebalance. Keys carry the partition and the stage, so a rebuild finds its
+own.
 
 Each public call that changes the state (a record's events, a Tick, the replay of
 outputs) is one unit: the stage commits its table at the end (a :class:`UnitTable`,
@@ -29,7 +29,7 @@ import orjson
 from streams.core.batch import Columns, EventBatch
 from streams.core.billing import BillingBook, BillingRecord
 from streams.core.counters import table_json
-from streams.core.times import MINUTE_NS, NS_PER_S
+from streams.core.times import HOUR_NS, MINUTE_NS, NS_PER_S
 from streams.core.windows.acc import WindowAcc, rollup, window_start_ns
 from streams.core.windows.book import (
     Emission,
@@ -50,7 +50,6 @@ from streams.core.windows.columnar import ColumnarBook
 from streams.core.windows.ranges import entries_between, prefix_end, table_items_between
 from streams.core.windows.stores import (
     BillingStore,
-    EntryStore,
     PartsStore,
     RowsEntryStore,
     SeqStore,
@@ -58,9 +57,10 @@ from streams.core.windows.stores import (
 )
 
 EVICT_EVERY_NS = 60 * NS_PER_S
-# What a partition's 1 m stage kept besides its windows when it was a stage of its own, fed
-# through ioacct.stats.1s (before session 14): its parts (both layouts), clock and journal.
-OLDER_MINUTE_KEYS = (b"P|", b"p|", b"clock", b"journal")
+# What a partition's 1 m stage (before session 14) and 1 h stage (before session 30) kept
+# besides their windows when each was a stage of its own, fed through the stats topic one
+# length down: its parts (both layouts), clock and journal.
+OLDER_ROLLUP_KEYS = (b"P|", b"p|", b"clock", b"journal")
 _WINDOW_1S_KEY = re.compile(rb"\d+\|W1\|")  # partition_prefix + PartitionWindows' tag
 DIRECT_LOOKUPS_MAX = 10_000  # windows_of: look each start up, up to this many, else scan
 
@@ -162,15 +162,16 @@ class _Announcer:
 
 
 class PartitionWindows(_Stage):
-    """The clock, the 1 s and 1 m windows and the billing hours of one raw partition:
-    the accounting agent's stage. Window records (1 s, then 1 m) are returned; billing
-    records wait in :meth:`take_billing`, the watermark markers in :meth:`take_marker`
-    (``ioacct.stats.1s``) and :meth:`take_minute_marker` (for the 1 h stage).
+    """The clock, the 1 s, 1 m and 1 h windows and the billing hours of one raw
+    partition: the accounting agent's stage. Window records (1 s, then 1 m, then 1 h) are
+    returned; billing records wait in :meth:`take_billing`, the watermark markers in
+    :meth:`take_marker` (``ioacct.stats.1s``) and :meth:`take_minute_marker`
+    (``ioacct.stats.1m``), for their readers.
 
-    A 1 m window is the rollup of the 1 s windows of its minute as emitted, made in the
-    same unit as they are (:meth:`RollupBook.add_emitted`): its parts are this stage's
-    own 1 s windows (:class:`EmittedParts`), which are kept until their minute is past
-    the revision horizon.
+    A rollup window (1 m, 1 h) is the rollup of the windows one length down as emitted,
+    made in the same unit as they are (:meth:`RollupBook.add_emitted`): its parts are this
+    stage's own windows (:class:`EmittedParts`), which are kept until the rollup window
+    that holds them is past the revision horizon.
 
     Every public call that changes them (:meth:`on_events`, :meth:`on_tick`,
     :meth:`replay_outputs`) is a unit of the :class:`JournaledTable` in front of the
@@ -187,17 +188,25 @@ class PartitionWindows(_Stage):
                 table[self.clock_key])
         entries = RowsEntryStore(table, prefix + b"W1|")
         billing = BillingStore(table, prefix + b"B|")
-        self.minute_prefix = rollup_prefix(partition, MINUTE_NS)  # the keys of before
-        minutes = RowsEntryStore(table, self.minute_prefix + b"W|")
-        self.stores = [entries, billing, minutes]
+        # the keys of the rollup stages of before (sessions 14 and 30), read as they were
+        self.rollup_prefixes = (rollup_prefix(partition, MINUTE_NS),
+                                rollup_prefix(partition, HOUR_NS))
+        minutes = RowsEntryStore(table, self.rollup_prefixes[0] + b"W|")
+        hours = RowsEntryStore(table, self.rollup_prefixes[1] + b"W|")
+        self.stores = [entries, billing, minutes, hours]
         # where a changelog written before session 10 keeps them (stores.py)
         self.older_layout = [(entries, prefix + b"w%d|" % NS_PER_S), (billing, prefix + b"b|"),
-                             (minutes, self.minute_prefix + b"w|")]
-        self.books: list[WindowBook] = [ColumnarBook(settings, entries, NS_PER_S)]  # type: ignore[arg-type]
+                             (minutes, self.rollup_prefixes[0] + b"w|"),
+                             (hours, self.rollup_prefixes[1] + b"w|")]
+        seconds = ColumnarBook(settings, entries, NS_PER_S)  # type: ignore[arg-type]
         self.minutes = RollupBook(ColumnarBook(settings, minutes, MINUTE_NS),  # type: ignore[arg-type]
                                   EmittedParts(entries))  # type: ignore[arg-type]
-        self.keep_ns = keep_ns[0]  # how long past the horizon to keep 1 s windows (queries)
-        self.minute_keep_ns = keep_ns[1]  # and 1 m windows
+        self.hours = RollupBook(ColumnarBook(settings, hours, HOUR_NS),  # type: ignore[arg-type]
+                                EmittedParts(minutes))  # type: ignore[arg-type]
+        # the books of 1 s, 1 m and 1 h windows; each rollup's parts are the book before it
+        self.books: list[WindowBook] = [seconds, self.minutes.inner, self.hours.inner]
+        self.rollups = [self.minutes, self.hours]
+        self.keep_ns = tuple(keep_ns)  # per length, how long past the horizon to keep windows
         self.billing = BillingBook(billing)  # type: ignore[arg-type]
         self.adopted = _adopt(self.older_layout)
         self.billing.rebuild_index()
@@ -211,9 +220,13 @@ class PartitionWindows(_Stage):
         self.last_evict_wall_ns = -EVICT_EVERY_NS
         self.marker = _Announcer(NS_PER_S)
         self.minute_marker = _Announcer(MINUTE_NS)
-        self.books[0].rebuild_index()
-        self.minutes.rebuild_index()
-        self.minutes_to_revise = self._upgrade_minutes()
+        self._rebuild_indexes()
+        self.to_revise = self._upgrade_rollups()
+
+    def _rebuild_indexes(self) -> None:
+        for book in self.books:
+            book.rebuild_index()
+        self.billing.rebuild_index()
 
     def _mark(self) -> int:
         return len(self.billing_out)
@@ -224,48 +237,59 @@ class PartitionWindows(_Stage):
         self._forget_unit()
         _adopt(self.older_layout)  # the discarded writes held the moves, if any
         del self.billing_out[mark:]
-        self.books[0].rebuild_index()
-        self.minutes.rebuild_index()
-        self.billing.rebuild_index()
-        self.minutes_to_revise = self._upgrade_minutes()  # and the upgrade's, if any
+        self._rebuild_indexes()
+        self.to_revise = self._upgrade_rollups()  # and the upgrade's, if any
 
-    def _upgrade_minutes(self) -> list[WindowKey]:
-        """A changelog written before session 14, when the 1 m windows were a stage of their
-        own fed through ``ioacct.stats.1s``: its parts, clock and journal are dropped (a
+    def _upgrade_rollups(self) -> list[list[WindowKey]]:
+        """A changelog written when the 1 m windows (before session 14) or the 1 h ones
+        (before session 30) were a stage of their own: per rollup length, the emitted
+        windows :meth:`_upgrade_rollup` changed, which the first unit revises
+        (:meth:`_roll_up`)."""
+        return [self._upgrade_rollup(n) for n in range(1, len(self.rollups) + 1)]
+
+    def _upgrade_rollup(self, n: int) -> list[WindowKey]:
+        """The rollup of ``self.books[n]`` when it was a stage of its own, fed through the
+        stats topic of ``self.books[n - 1]``: its parts, clock and journal are dropped (a
         unit its journal had to redo was taken in by :func:`open_partition_windows`), and
-        each minute that can still change is made again from the 1 s windows stored here
-        (that stage may not have read them all). A part it holds whose 1 s window this
-        stage has evicted already (the earlier design evicted 1 s windows at the horizon,
-        not at their minute's) is stored again as that window, emitted: it can no longer
-        change, and its minute needs it. Writes land with the first unit; returns the
-        emitted minutes that changed, which it revises (:meth:`_roll_up`)."""
-        table, prefix = self.table, self.minute_prefix
+        each of its windows that can still change is made again from the windows one length
+        down stored here (that stage may not have read them all). A part it holds whose
+        window this stage has evicted already (the 1 s windows were evicted at the horizon
+        before session 14, and 1 m ones at their query retention before session 30, not
+        when their rollup window is) is stored again as that window, emitted: it can no
+        longer change, and its rollup window needs it. Writes land with the first unit;
+        returns the emitted windows that changed. (A rollup stage of its own that had read
+        nothing left no key to tell it was there: its windows are made from the parts
+        emitted from then on. The parts it had not read yet are found only while their
+        windows are still stored: a worker upgraded while that agent lagged by more than
+        the shorter windows' query retention loses them.)"""
+        table, prefix = self.table, self.rollup_prefixes[n - 1]
         old_parts = PartsStore(table, prefix + b"P|")
         old_parts.adopt(prefix + b"p|")  # parts of before session 10, in the same place
-        older = [key for sub in OLDER_MINUTE_KEYS
+        older = [key for sub in OLDER_ROLLUP_KEYS
                  for key, _ in table_items_between(table, prefix + sub, prefix_end(prefix + sub))]
         if not older:
             return []
-        book, seconds = self.minutes.inner, self.books[0].store
+        book, below = self.books[n], self.books[n - 1].store
+        length = book.window_len_ns
         frozen = book._frozen_before_ns(self.clock.watermark_ns)
-        lo = None if frozen is None else window_start_ns(frozen, MINUTE_NS)  # may change
+        lo = None if frozen is None else window_start_ns(frozen, length)  # may change
         for (volume_id, start), held in list(old_parts.items()):
-            minute = book.store.get((volume_id, window_start_ns(start, MINUTE_NS)))
-            if (lo is None or start >= lo) and minute is not None \
-                    and (volume_id, start) not in seconds:
+            window = book.store.get((volume_id, window_start_ns(start, length)))
+            if (lo is None or start >= lo) and window is not None \
+                    and (volume_id, start) not in below:
                 part: Part = held  # type: ignore[assignment]
-                seconds[(volume_id, start)] = WindowEntry(minute.tenant_id, part[1], part[0] + 1,
-                                                          True)
-        for key in older:
-            del table[key]
+                below[(volume_id, start)] = WindowEntry(window.tenant_id, part[1], part[0] + 1,
+                                                        True)
+        for old_key in older:
+            del table[old_key]
         parts: dict[WindowKey, tuple[str, list[WindowAcc]]] = {}
-        for (volume_id, start), window in entries_between(seconds, lo, None):
+        for (volume_id, start), window in entries_between(below, lo, None):
             if window.emitted:
-                minute_key = (volume_id, window_start_ns(start, MINUTE_NS))
-                parts.setdefault(minute_key, (window.tenant_id, []))[1].append(window.acc)
+                key = (volume_id, window_start_ns(start, length))
+                parts.setdefault(key, (window.tenant_id, []))[1].append(window.acc)
         changed: list[WindowKey] = []
         for (volume_id, start), (tenant_id, accs) in sorted(parts.items()):
-            made = rollup(accs, MINUTE_NS)
+            made = rollup(accs, length)
             entry = book.store.get((volume_id, start))
             if entry is None:
                 entry = book._entry(volume_id, tenant_id, start)
@@ -352,10 +376,8 @@ class PartitionWindows(_Stage):
 
     @property
     def needs_ticks(self) -> bool:
-        """Whether wall-clock ticks can still close something here (the stages above are
-        asked by the worker: their clock is this one's markers)."""
-        return (self.billing.has_open_hours or self.books[0].has_open_windows
-                or self.minutes.inner.has_open_windows)
+        """Whether wall-clock ticks can still close something here."""
+        return self.billing.has_open_hours or any(book.has_open_windows for book in self.books)
 
     @_unit
     def on_tick(self, wall_ns: int, offset: int = -1, committed: int | None = None
@@ -389,8 +411,7 @@ class PartitionWindows(_Stage):
         :meth:`take_marker`."""
         self.marker.forget()
         self.minute_marker.forget()
-        emissions = (_emitted_since(self.books[0], committed)
-                     + _emitted_since(self.minutes.inner, committed))
+        emissions = [e for book in self.books for e in _emitted_since(book, committed)]
         for (volume_id, start), entry in list(self.billing.store.items()):
             if not entry.unconfirmed:
                 continue
@@ -404,15 +425,20 @@ class PartitionWindows(_Stage):
         return emissions
 
     def _roll_up(self, emitted: list[Emission], offset: int) -> list[Emission]:
-        """This unit's 1 s emissions, then the 1 m ones they and the watermark make."""
-        minutes = self.minutes
-        made = minutes.add_emitted(emitted, offset)
-        revised = {(e.volume_id, e.acc.window_start_ns) for e in made}
-        made += [minutes.inner._revise(volume_id, minutes.inner.store[(volume_id, start)], offset)
-                 for volume_id, start in self.minutes_to_revise
-                 if (volume_id, start) not in revised]  # after an upgrade (first unit)
-        self.minutes_to_revise = []
-        return emitted + made + minutes.close_for(self.clock.watermark_ns, offset)
+        """This unit's 1 s emissions, then the 1 m ones they and the watermark make, then
+        the 1 h ones those make."""
+        out = list(emitted)
+        for n, rollup_book in enumerate(self.rollups, 1):
+            made = rollup_book.add_emitted(emitted, offset)
+            revised = {(e.volume_id, e.acc.window_start_ns) for e in made}
+            inner = rollup_book.inner
+            made += [inner._revise(volume_id, inner.store[(volume_id, start)], offset)
+                     for volume_id, start in self.to_revise[n - 1]
+                     if (volume_id, start) not in revised]  # after an upgrade (first unit)
+            emitted = made + rollup_book.close_for(self.clock.watermark_ns, offset)
+            out += emitted
+        self.to_revise = [[] for _ in self.rollups]
+        return out
 
     def _close(self, offset: int) -> list[Emission]:
         closed = self.books[0].close_for(self.clock.watermark_ns, offset)
@@ -423,148 +449,27 @@ class PartitionWindows(_Stage):
         return closed
 
     def _evict(self, committed: int | None) -> None:
-        """Drop windows past horizon + query retention whose records have landed; a 1 s
-        window stays while its minute can change (it is a part of it)."""
+        """Drop windows past horizon + query retention whose records have landed; a window
+        stays while the rollup window that holds it can change (it is a part of it)."""
         watermark = self.clock.watermark_ns
         if watermark is None:
             return
         horizon_ns = self.books[0].settings.horizon_ns
-        minute_open_ns = window_start_ns(watermark - horizon_ns, MINUTE_NS) + horizon_ns
-        self.books[0].evict(min(watermark - self.keep_ns, minute_open_ns), committed)
-        self.minutes.inner.evict(watermark - self.minute_keep_ns, committed)
+        for n, book in enumerate(self.books):
+            until = watermark - self.keep_ns[n]
+            if n + 1 < len(self.books):  # its rollup window's start, past the horizon
+                above = self.books[n + 1].window_len_ns
+                until = min(until, window_start_ns(watermark - horizon_ns, above) + horizon_ns)
+            book.evict(until, committed)
 
     def windows_of(self, volume_id: str, length_ns: int, from_ns: int, to_ns: int
                    ) -> list[WindowEntry]:
-        """The stored 1 s or 1 m windows of one volume starting in [from_ns, to_ns), for
-        queries."""
-        books = {NS_PER_S: self.books[0], MINUTE_NS: self.minutes.inner}
+        """The stored 1 s, 1 m or 1 h windows of one volume starting in [from_ns, to_ns),
+        for queries."""
+        books = {book.window_len_ns: book for book in self.books}
         if length_ns not in books:
-            raise ValueError(f"this stage keeps 1 s and 1 m windows, not {length_ns} ns")
+            raise ValueError(f"this stage keeps 1 s, 1 m and 1 h windows, not {length_ns} ns")
         return _windows_of(books[length_ns], volume_id, from_ns, to_ns)
-
-
-# A record of a rollup stage's input partition, and its offset: a window of the stage
-# below, or a watermark marker.
-RollupInput = tuple[Emission | int, int]
-
-
-class RollupWindows(_Stage):
-    """One rollup stage of one partition: the windows of ``window_len_ns`` built from the
-    window records of ``inner_len_ns`` that the stage below published to its topic, in the
-    order of that topic's partition, with the watermark markers between them.
-
-    A rollup agent feeds :meth:`on_inputs` the records it reads, many at a time (or
-    :meth:`on_window` and :meth:`on_watermark` one by one: the same outputs and table;
-    ``offset``: the record's offset, stamped on what it makes, for
-    :meth:`replay_outputs`); each call is a unit of a :class:`JournaledTable` of its own.
-    A record read again (after a crash, or sent again by the stage below) changes
-    nothing: a part is only taken when its revision is newer (:class:`RollupBook`)."""
-
-    def __init__(self, partition: int, table: UnitTable, settings: WindowSettings,
-                 inner_len_ns: int, window_len_ns: int, keep_ns: int = 0) -> None:
-        prefix = rollup_prefix(partition, window_len_ns)
-        self.table = table  # journaled, as PartitionWindows' table
-        self.inner_len_ns = inner_len_ns
-        self.clock_key = prefix + b"clock"
-        self.watermark_ns: int | None = (orjson.loads(table[self.clock_key])
-                                         if self.clock_key in table else None)
-        entries, parts = EntryStore(table, prefix + b"W|"), PartsStore(table, prefix + b"P|")
-        self.stores = [entries, parts]
-        self.older_layout = [(entries, prefix + b"w|"), (parts, prefix + b"p|")]  # as above
-        self.book = WindowBook(settings, entries, window_len_ns)  # type: ignore[arg-type]
-        self.rollup = RollupBook(self.book, parts)  # type: ignore[arg-type]
-        self.adopted = _adopt(self.older_layout)
-        self.keep_ns = keep_ns  # how long past the horizon to keep windows (queries)
-        self.last_evict_ns: int | None = None
-        self.marker = _Announcer(window_len_ns)
-        self.rollup.rebuild_index()
-
-    @property
-    def window_len_ns(self) -> int:
-        return self.book.window_len_ns
-
-    @property
-    def has_open_windows(self) -> bool:
-        return self.book.has_open_windows
-
-    def _abort(self, mark: int) -> None:
-        self._forget_unit()
-        _adopt(self.older_layout)
-        self.rollup.rebuild_index()
-
-    def take_marker(self) -> int | None:
-        """The watermark to tell the stage above, after this call's window records."""
-        return self.marker.take(self.watermark_ns)
-
-    @_unit
-    def on_inputs(self, inputs: Sequence[RollupInput], committed: int | None = None
-                  ) -> list[tuple[list[Emission], int | None]]:
-        """Many records of the input partition, in their order, as one unit (the rollup
-        agent's step): per record, what :meth:`on_window` or :meth:`on_watermark` would make
-        of it and the marker :meth:`take_marker` would give after it. The table ends as
-        those calls one by one would leave it; its writes land all or none. ``committed``:
-        as for :meth:`on_watermark` (the group commits between steps, not within one)."""
-        out: list[tuple[list[Emission], int | None]] = []
-        for record, offset in inputs:
-            if isinstance(record, Emission):
-                made = self._window(record, offset)
-            else:
-                made = self._watermark(record, offset, committed)
-            out.append((made, self.take_marker()))
-        return out
-
-    @_unit
-    def on_window(self, part: Emission, offset: int = -1) -> list[Emission]:
-        """A window record of the stage below (any revision): new revisions of emitted
-        windows it changes, and the window it makes if the watermark has passed its end
-        already (a late part in a window that had none: closed at once, as the 1 s stage
-        does with a late event's window)."""
-        return self._window(part, offset)
-
-    def _window(self, part: Emission, offset: int) -> list[Emission]:
-        if part.acc.window_len_ns != self.inner_len_ns:
-            raise ValueError(f"a {part.acc.window_len_ns} ns window is no part of this stage's "
-                             f"{self.window_len_ns} ns windows")
-        return (self.rollup.add_part(part, self.watermark_ns, offset)
-                + self.rollup.close_for(self.watermark_ns, offset))
-
-    @_unit
-    def on_watermark(self, watermark_ns: int, offset: int = -1, committed: int | None = None
-                     ) -> list[Emission]:
-        """A watermark marker: every window it passes closes (the markers of one partition
-        never move back; an older one, read again, changes nothing). ``committed``: the
-        input offset the group has committed (windows emitted at or past it are kept)."""
-        return self._watermark(watermark_ns, offset, committed)
-
-    def _watermark(self, watermark_ns: int, offset: int, committed: int | None
-                   ) -> list[Emission]:
-        if self.watermark_ns is not None and watermark_ns <= self.watermark_ns:
-            return []
-        self.watermark_ns = watermark_ns
-        self.table[self.clock_key] = table_json(watermark_ns)
-        closed = self.rollup.close_for(watermark_ns, offset)
-        if self.last_evict_ns is None or watermark_ns - self.last_evict_ns >= EVICT_EVERY_NS:
-            self._evict(watermark_ns, committed)
-            self.last_evict_ns = watermark_ns
-        return closed
-
-    @_unit
-    def replay_outputs(self, committed: int) -> list[Emission]:
-        """After an assignment: the windows emitted while processing input offsets at or
-        past ``committed`` again, as :meth:`PartitionWindows.replay_outputs` does."""
-        self.marker.forget()
-        return _emitted_since(self.book, committed)
-
-    def _evict(self, watermark_ns: int, committed: int | None) -> None:
-        """Drop windows past horizon + query retention whose records have landed, and parts
-        past the horizon (their windows can no longer be revised: SEMANTICS.md section 4;
-        a part read again for one of them is ignored, RollupBook.add_part)."""
-        self.book.evict(watermark_ns - self.keep_ns, committed)
-        self.rollup.evict_parts(watermark_ns)
-
-    def windows_of(self, volume_id: str, from_ns: int, to_ns: int) -> list[WindowEntry]:
-        """The stored windows of one volume starting in [from_ns, to_ns), for queries."""
-        return _windows_of(self.book, volume_id, from_ns, to_ns)
 
 
 def _emitted_since(book: WindowBook, committed: int) -> list[Emission]:

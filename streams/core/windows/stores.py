@@ -262,11 +262,6 @@ class StartOrderedStore(_Encoded):
         for raw, data in self._raw_between(*self._range(lo_ns, hi_ns)):
             yield decode_key(raw), decode(data)
 
-    def keys_between(self, lo_ns: int | None, hi_ns: int | None) -> list[WindowKey]:
-        """The keys of :meth:`entries_between`, the values unread."""
-        decode_key = self._decode_key
-        return [decode_key(raw) for raw, _ in self._raw_between(*self._range(lo_ns, hi_ns))]
-
     def adopt(self, old_prefix: bytes) -> int:
         """Move the entries of the earlier layout (``old_prefix + volume_id|start``, the
         values as they are) under this store's keys; returns how many. Once, when a stage

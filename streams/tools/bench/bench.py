@@ -232,7 +232,7 @@ class Bench:
     async def worker_repeats(self, n_c: int) -> None:
         """(c) again ``c_repeats`` times, over as many events of the same fleet, each
         run on a backlog and topics of its own: (c) becomes the median of all its runs
-        (the first one's records, CPU and rollups stay its details), and every run is
+        (the first one's records and CPU stay its details), and every run is
         listed."""
         runs: list[dict[str, Any]] = [{
             "events_per_s": self.figures["c_events_per_s"],
@@ -339,13 +339,11 @@ class Bench:
         records, sent = await produce_backlog(s, events)
         self.step(f"(c) worker over {sent:,} events in {records:,} records")
         run = await worker_run(s, self.log_dir, "c", records, sent, 300 + sent / 200,
-                               self.profile, rollups=True)
+                               self.profile)
         self.figures["c_events_per_s"] = run.events_per_s
         self.figures["c_records_per_s"] = run.records_per_s
         self.figures["c_processed_events_per_s"] = run.events / run.processed_seconds
         self.figures["c_seconds"] = run.seconds
-        self.figures["c_with_rollups_events_per_s"] = run.events / (run.rollups_seconds
-                                                                    or run.seconds)
         self.figures["c_worker_rss_bytes"] = run.rss_bytes
         if run.cpu_us_per_event is not None and run.on_cpu is not None:
             self.figures["c_cpu_us_per_event"] = run.cpu_us_per_event

@@ -206,9 +206,6 @@ def _anchor_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         *_cpu_row(f, runs),
         ("    events/s until processed (before commit)",
          _num(f["c_processed_events_per_s"], "events/s"), "from the worker's /status"),
-        ("    events/s until the rollups committed too",
-         _num(f["c_with_rollups_events_per_s"], "events/s"),
-         "the rollup-1h agent (same worker) caught up"),
         ("    (c)/(b)", _num(t["(c)/(b)"]["value"], "x"), _verdict(t["(c)/(b)"])),
     ]
     if "a" not in info:  # ``--only c``

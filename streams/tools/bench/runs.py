@@ -24,12 +24,11 @@ from streams.core.counters import VolumeState
 from streams.core.events import IoEvent
 from streams.core.ingest import Limits, Placement, account_record, legacy_event_batch
 from streams.core.partitioning import default_partition
-from streams.core.times import MINUTE_NS
 from streams.core.windows.acc import window_stats
 from streams.core.windows.book import WindowSettings
-from streams.kafka.security import client_kwargs
+from streams.core.windows.stages import PartitionWindows
 from streams.sdk.producer import IoProducer
-from streams.state.stages import WindowChain
+from streams.state.stages import open_partition_windows
 from streams.tools.bench.procs import (
     POLL_S,
     BenchError,
@@ -57,7 +56,6 @@ class Run:
     seconds: float  # until the committed offsets reached the end
     processed_seconds: float  # until the worker said it had processed every event
     rss_bytes: int  # after the worker's first heap release past the end (worker_run)
-    rollups_seconds: float | None = None  # until the rollup agent had committed too
     units: int | None = None  # the accounting agent's units (a partition's part of a step)
     cpu_seconds: float | None = None  # the worker's CPU time over ``seconds``
     rss_at_end_bytes: int | None = None  # at the poll that saw the end, free heap and all
@@ -209,10 +207,9 @@ def _status_progress(body: Any) -> tuple[int, int]:
 
 async def worker_run(settings: Settings, log_dir: Path, name: str, records: int, events: int,
                      timeout_s: float, profile: Path | None = None,
-                     window_s: float | None = None, rollups: bool = False) -> Run:
+                     window_s: float | None = None) -> Run:
     """Run ``ioacct worker`` over what the raw topic holds now and time it (see timed_run);
-    ``profile``: py-spy samples it from its first processed record on; ``rollups``: then
-    also time until the rollup agent has committed what the 1 m stats topic holds."""
+    ``profile``: py-spy samples it from its first processed record on."""
     ends = await end_offsets(settings.bootstrap_servers, settings.raw_topic)
     proc = spawn_worker(settings, log_dir, name)
     spies: list[subprocess.Popen[bytes] | None] = []
@@ -229,9 +226,6 @@ async def worker_run(settings: Settings, log_dir: Path, name: str, records: int,
             run.rss_at_end_bytes = run.rss_bytes
             run.rss_bytes = await rss_after_heap_release(
                 proc, 3 * settings.heap_release_s + 5) or run.rss_bytes
-        if rollups:
-            run.rollups_seconds = run.seconds + await rollups_caught_up(settings, proc,
-                                                                        timeout_s)
         run.units = int((await asyncio.to_thread(proc.get, "/status"))["steps"])
         return run
     finally:
@@ -240,32 +234,9 @@ async def worker_run(settings: Settings, log_dir: Path, name: str, records: int,
         proc.stop()
 
 
-async def rollups_caught_up(settings: Settings, proc: Proc, timeout_s: float) -> float:
-    """Seconds until the group has committed everything the topic the rollup agent reads
-    (ioacct.stats.1m) holds at that moment."""
-    started = time.monotonic()
-    admin = AIOKafkaAdminClient(**client_kwargs(settings))
-    consumer = AIOKafkaConsumer(**client_kwargs(settings))
-    await admin.start()
-    await consumer.start()  # one client for all polls: a new one per poll took CPU from the worker
-    try:
-        while time.monotonic() - started < timeout_s:
-            if not proc.alive():
-                raise BenchError("the worker exited:\n" + proc.log_tail())
-            ends: dict[TopicPartition, int] = {}
-            ends.update(await all_ends(consumer, settings.stats_topic(MINUTE_NS)))
-            if await committed_lag(admin, settings.app_id, ends) == 0:
-                return time.monotonic() - started
-            await asyncio.sleep(POLL_S)
-        raise BenchError("the rollup agent did not catch up:\n" + proc.log_tail())
-    finally:
-        await consumer.stop()
-        await admin.close()
-
-
 @dataclass
 class InProcess:
-    """account_record + the window stages (WindowChain) + publishing's encoding, over dicts:
+    """account_record + the window stage + publishing's encoding, over dicts:
     the worker's per-record work without faust and Kafka (calibration, profiling)."""
 
     partitions: int = 8
@@ -273,17 +244,18 @@ class InProcess:
     schemas: SchemaSet = field(default_factory=default_schemas)
     counters: dict[bytes, bytes] = field(default_factory=dict)
     table: dict[bytes, bytes] = field(default_factory=dict)
-    windows: dict[int, WindowChain] = field(default_factory=dict)
+    windows: dict[int, PartitionWindows] = field(default_factory=dict)
     published: int = 0
 
     def _load(self, volume_id: str) -> VolumeState | None:
         snapshot = self.counters.get(volume_id.encode())
         return None if snapshot is None else VolumeState.from_snapshot(snapshot)
 
-    def _chain(self, partition: int) -> WindowChain:
+    def _stage(self, partition: int) -> PartitionWindows:
         windows = self.windows.get(partition)
         if windows is None:
-            windows = self.windows[partition] = WindowChain(partition, self.table, self.settings)
+            windows = self.windows[partition] = open_partition_windows(partition, self.table,
+                                                                       self.settings)
         return windows
 
     def run(self, payloads: Sequence[tuple[bytes, bytes]]) -> int:
@@ -297,7 +269,7 @@ class InProcess:
             partition = placement.partition
             outcome = account_record(payload, placement, self._load, self.schemas, now_ns,
                                      Limits())
-            windows = self._chain(partition)
+            windows = self._stage(partition)
             for volume in outcome.volumes:
                 if volume.state is None:
                     continue

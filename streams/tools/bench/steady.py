@@ -121,7 +121,7 @@ async def _sample_rss(proc: Any, start: float, samples: list[tuple[float, int]])
 
 async def _changelog_figures(s: Settings, out: Steady) -> None:
     """The windows table's changelog as the broker holds it: its bytes on disk, every
-    message (window writes, their journals, rollup parts, deletes), and the stored 1 s
+    message (window writes of every length, their journals, deletes), and the stored 1 s
     windows it ends with (replayed into a dict, as a recovering worker does)."""
     topic = f"{s.app_id}-{TABLES[1]}-changelog"
     consumer = AIOKafkaConsumer(**client_kwargs(s), enable_auto_commit=False)
@@ -173,7 +173,8 @@ _KEY_KIND = re.compile(rb"\d+\|(r\d+\|)?([A-Za-z]+\d*)")
 
 def _key_kind(key: bytes) -> str:
     """What a windows-table key holds, for the changelog's breakdown: "W1" (1 s windows),
-    "r60|W" (1 m windows), "journal", "B" (billing hours), "q" (replay checks), ..."""
+    "r60|W" (1 m windows), "r3600|W" (1 h windows), "journal", "B" (billing hours), "q"
+    (replay checks), ..."""
     found = _KEY_KIND.match(key)
     if found is None:
         return "other"
@@ -280,7 +281,7 @@ def steady_rows(fig: dict[str, float], info: dict[str, Any]) -> list[tuple[str, 
         rows.append(("    on disk (RocksDB) per stored window",
                      f"{fig['j_disk_bytes_per_window']:.0f} B",
                      verdict(fig["j_disk_bytes_per_window"]) + " (the windows table's .sst and"
-                     " WAL files, parts, rollups, journals included)"))
+                     " WAL files, 1 m and 1 h windows, journals included)"))
     per_write = fig["j_changelog_bytes_per_write"]
     rows.append(("    changelog per 1 s window write", f"{per_write:.0f} B",
                  verdict(per_write) + f" (the topic's log files / {fig['j_window_writes']:,.0f}"

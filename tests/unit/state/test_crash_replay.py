@@ -30,12 +30,12 @@ from streams.core.billing import BillingRecord
 from streams.core.codec import default_schemas
 from streams.core.counters import COUNTER_NAMES, VolumeState, named_counters
 from streams.core.ingest import Limits, Placement, account_record, legacy_event_batch
-from streams.core.times import MINUTE_NS, NS_PER_S
+from streams.core.times import HOUR_NS, MINUTE_NS, NS_PER_S
 from streams.core.windows.acc import WINDOW_LENGTHS_NS, window_stats
 from streams.core.windows.book import Emission, WindowSettings
 from streams.core.windows.stages import PartitionWindows
 from streams.state.journal import JOURNAL_CHUNK_BYTES, write_each
-from streams.state.stages import open_partition_windows, open_rollup_windows
+from streams.state.stages import open_partition_windows
 from tests.oracles.counters import billing_oracle, counters_oracle, latency_histogram_oracle
 from tests.oracles.windows import windows_oracle
 from tests.unit.core.ingest_records import histograms_of
@@ -49,35 +49,33 @@ Stats = Emission | int  # a record of a stats topic: a window, or a watermark ma
 
 
 def by_topic(windows: PartitionWindows, emissions: list[Emission]
-             ) -> tuple[list[Stats], list[Stats]]:
-    """What publishing a unit's emissions sends to ``ioacct.stats.1s`` and ``.1m``, as
-    publish.py does: each window to the topic of its length, then each topic's marker."""
-    topics: dict[int, list[Stats]] = {NS_PER_S: [], MINUTE_NS: []}
+             ) -> tuple[list[Stats], list[Stats], list[Stats]]:
+    """What publishing a unit's emissions sends to ``ioacct.stats.1s``, ``.1m`` and ``.1h``,
+    as publish.py does: each window to the topic of its length, then the markers of the
+    first two."""
+    topics: dict[int, list[Stats]] = {length: [] for length in WINDOW_LENGTHS_NS}
     for e in emissions:
         topics[e.acc.window_len_ns].append(e)
     for length, marker in ((NS_PER_S, windows.take_marker()),
                            (MINUTE_NS, windows.take_minute_marker())):
         topics[length] += [] if marker is None else [marker]
-    return topics[NS_PER_S], topics[MINUTE_NS]
+    return topics[NS_PER_S], topics[MINUTE_NS], topics[HOUR_NS]
 
 
 class Outputs:
-    """What reached the output topics: the latest revision per window, every billing
-    record by id (a record sent twice is one), and the 1 m topic in order, which the 1 h
-    stage reads (:meth:`rolled_up`)."""
+    """What reached the output topics: the latest revision per window and every billing
+    record by id (a record sent twice is one)."""
 
     def __init__(self) -> None:
         self.windows: dict[tuple[int, str, int], tuple[int, dict[str, Any]]] = {}
         self.billing: dict[str, BillingRecord] = {}
-        self.stats_1m: list[Stats] = []
 
     def publish(self, windows: PartitionWindows, emissions: list[Emission]) -> None:
         self.add(*by_topic(windows, emissions), windows.take_billing())
 
-    def add(self, stats_1s: list[Stats], stats_1m: list[Stats],
+    def add(self, stats_1s: list[Stats], stats_1m: list[Stats], stats_1h: list[Stats],
             billing: list[BillingRecord]) -> None:
-        self.stats_1m += stats_1m
-        for e in stats_1s + stats_1m:
+        for e in stats_1s + stats_1m + stats_1h:
             if isinstance(e, Emission):
                 self._window(e)
         for record in billing:
@@ -88,18 +86,6 @@ class Outputs:
         key = (e.acc.window_len_ns, e.volume_id, e.acc.window_start_ns)
         if key not in self.windows or self.windows[key][0] <= e.revision:
             self.windows[key] = (e.revision, window_stats(e.volume_id, e.tenant_id, e.acc))
-
-    def rolled_up(self) -> None:
-        """The 1 h stage over the 1 m topic as it landed (its own crashes:
-        tests/unit/test_rollup_crash.py)."""
-        stage = open_rollup_windows(0, {}, WindowSettings(), MINUTE_NS, WINDOW_LENGTHS_NS[2])
-        for offset, record in enumerate(self.stats_1m):
-            if isinstance(record, Emission):
-                made = stage.on_window(record, offset)
-            else:
-                made = stage.on_watermark(record, offset)
-            for e in made:
-                self._window(e)
 
 
 def _process(payload: bytes, counters: dict[bytes, bytes],
@@ -177,7 +163,6 @@ def _run_and_crash(items: list[Item], crashed: int, kept: tuple[int, int, int]
 
 def _assert_outputs_equal_the_oracles(out: Outputs, events: list[dict[str, Any]]) -> None:
     """The latest revision of every window of every length, and the ledger by hour."""
-    out.rolled_up()
     for length in WINDOW_LENGTHS_NS:
         got = {(v, s): stats for (n_, v, s), (_, stats) in out.windows.items() if n_ == length}
         assert got == windows_oracle(events, length), f"windows of {length} ns"
@@ -330,27 +315,24 @@ def restored(state: dict[bytes, bytes], messages: list[tuple[bytes, bytes | None
 
 
 class Published:
-    """Every output partition's records, in the order the worker sends them: the 1 s and
-    1 m topics' (window records and watermark markers) and the billing records."""
+    """Every output partition's records, in the order the worker sends them: the 1 s, 1 m
+    and 1 h topics' (window records and watermark markers) and the billing records."""
 
     def __init__(self) -> None:
-        self.stats_1s: list[Stats] = []
-        self.stats_1m: list[Stats] = []
-        self.billing: list[BillingRecord] = []
+        self.topics: list[list[Any]] = [[], [], [], []]  # stats 1s, 1m, 1h; billing
 
     def publish(self, windows: PartitionWindows, emissions: list[Emission]) -> None:
-        stats_1s, stats_1m = by_topic(windows, emissions)
-        self.stats_1s += stats_1s
-        self.stats_1m += stats_1m
-        self.billing += windows.take_billing()
+        made: list[list[Any]] = [*by_topic(windows, emissions), windows.take_billing()]
+        for topic, records in zip(self.topics, made, strict=True):
+            topic += records
 
     def lengths(self) -> list[int]:
-        return [len(self.stats_1s), len(self.stats_1m), len(self.billing)]
+        return [len(topic) for topic in self.topics]
 
     def landed(self, kept: list[int]) -> Outputs:
         """What reached the topics when each partition kept its first ``kept`` records."""
         out = Outputs()
-        out.add(self.stats_1s[:kept[0]], self.stats_1m[:kept[1]], self.billing[:kept[2]])
+        out.add(*(topic[:n] for topic, n in zip(self.topics, kept, strict=True)))
         return out
 
 
@@ -362,10 +344,12 @@ def stretched(events: list[dict[str, Any]], factor: int) -> list[dict[str, Any]]
              "complete_ns": t0 + (e["complete_ns"] - t0) * factor} for e in events]
 
 
-def crash_items(seed: int) -> tuple[list[dict[str, Any]], list[Item], list[int]]:
+def crash_items(seed: int, stretch: int = 150
+                ) -> tuple[list[dict[str, Any]], list[Item], list[int]]:
     """Events, the raw partition's items (records, and a Tick after every 8 records) and each
-    item's Kafka timestamp: the wall clock the worker gives it, the same on every read."""
-    events = stretched(fleet_events()[0][:500], 150)  # ~66 s, 7 volumes, 2 minutes
+    item's Kafka timestamp: the wall clock the worker gives it, the same on every read.
+    ``stretch``: how far apart in event time (150: ~66 s, 7 volumes, 2 minutes)."""
+    events = stretched(fleet_events()[0][:500], stretch)
     # 20 min late, in the hour before: revisions of closed windows, billing adjustments
     events = events + [{**e, "complete_ns": e["complete_ns"] - 1200 * NS_PER_S,
                         "submit_ns": e["submit_ns"] - 1200 * NS_PER_S} for e in events[:160:4]]

@@ -1,6 +1,7 @@
 """The 1 m windows made in the accounting stage's units (session 14), held to the stage they
-replace: a 1 m stage of its own (`RollupWindows`, still the 1 h stage) fed the 1 s topic,
-window records and watermark markers in order, as the rollup-1m agent read it.
+replace: a 1 m stage of its own (`RollupWindows`, tests/unit/state/earlier_stages.py) fed
+the 1 s topic, window records and watermark markers in order, as the rollup-1m agent read
+it.
 
 Also: a 1 s window stays while its minute can change (it is that minute's part), and a
 table written by the earlier design (the 1 m stage's parts, clock and journal; the agent
@@ -9,6 +10,7 @@ behind the 1 s topic) is taken over without losing a part.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from hypothesis import given, settings
@@ -17,10 +19,11 @@ from hypothesis import strategies as st
 from streams.core.times import MINUTE_NS, NS_PER_S
 from streams.core.windows.acc import WindowAcc, window_start_ns, window_stats
 from streams.core.windows.book import Emission, WindowSettings
-from streams.core.windows.stages import PartitionWindows, RollupWindows, rollup_prefix
+from streams.core.windows.stages import PartitionWindows, rollup_prefix
 from streams.core.windows.stores import EntryStore, PartsStore
-from streams.state.stages import open_partition_windows, open_rollup_windows
+from streams.state.stages import open_partition_windows
 from tests.oracles.windows import windows_oracle
+from tests.unit.state.earlier_stages import lagging_stage, open_rollup_windows, topic_fed
 from tests.unit.state.test_crash_replay import Item, _process, by_topic, crash_items
 
 SETTINGS = WindowSettings()
@@ -38,49 +41,48 @@ def _feed(windows: PartitionWindows, item: Item, offset: int, wall_ns: int,
     return windows.on_tick(wall_ns, offset)
 
 
-def _topic_fed(stage: RollupWindows, stats_1s: list[Emission | int], first: int
-               ) -> list[Emission]:
-    made: list[Emission] = []
-    for offset, record in enumerate(stats_1s, first):
-        if isinstance(record, Emission):
-            made += stage.on_window(record, offset)
-        else:
-            made += stage.on_watermark(record, offset)
-    return made
+def against_the_topic_fed_stage(seed: int, n: int) -> dict[tuple[str, int], list[int]]:
+    """test_crash_replay.crash_items(seed) through the stage; its rollup windows of the
+    length of ``books[n]`` held to a stage of their own fed the stats topic one length down
+    (window records and watermark markers) as the stage publishes it: the latest revision
+    of every window is that stage's, and the oracle's; each window's revisions count up
+    from 0 one by one (there can be fewer: a unit's parts of a window that closes in it go
+    into one revision; the topic-fed stage closed it at the first part past its end).
+    Returns each window's revisions."""
+    events, items, walls = crash_items(seed)
+    windows = open_partition_windows(0, {}, SETTINGS)
+    inner_ns, length_ns = (book.window_len_ns for book in windows.books[n - 1:n + 1])
+    reference = open_rollup_windows(0, {}, SETTINGS, inner_ns, length_ns)
+    got: list[Record] = []
+    want: list[Record] = []
+    below_end = 0
+    counters: dict[bytes, bytes] = {}
+    items = items + [10**19]  # every window closes
+    for offset, item in enumerate(items):
+        wall = walls[offset] if offset < len(walls) else 10**19
+        emitted = _feed(windows, item, offset, wall, counters, windows.table)
+        topics = by_topic(windows, emitted)
+        got += [_record(e) for e in topics[n] if isinstance(e, Emission)]
+        want += [_record(e) for e in topic_fed(reference, topics[n - 1], below_end)]
+        below_end += len(topics[n - 1])
+    revisions: dict[tuple[str, int], list[int]] = {}
+    for volume_id, _, acc, revision in got:
+        revisions.setdefault((volume_id, acc[0]), []).append(revision)
+    assert all(r == list(range(len(r))) for r in revisions.values())
+    last = {(v, acc[0]): (tenant, acc) for v, tenant, acc, _ in got}  # the latest revision
+    assert last == {(v, acc[0]): (tenant, acc) for v, tenant, acc, _ in want}
+    assert {key: window_stats(key[0], tenant, WindowAcc.from_list(acc))
+            for key, (tenant, acc) in last.items()} == windows_oracle(events, length_ns)
+    return revisions
 
 
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**32))
 def test_the_minutes_end_as_the_topic_fed_stage_made_them(seed: int) -> None:
     """Late events (revisions of closed 1 s windows and of closed minutes), long requests,
-    ticks of an idle partition: every 1 m window's last revision is the one the stage fed
-    through ``ioacct.stats.1s`` made, and the oracle's; each window's revisions count up
-    from 0 one by one. (There can be fewer: a unit's parts of a minute that closes in it go
-    into one revision; the topic-fed stage closed it at the first part past its end.)"""
-    events, items, walls = crash_items(seed)
-    windows = open_partition_windows(0, {}, SETTINGS)
-    reference = open_rollup_windows(0, {}, SETTINGS, NS_PER_S, MINUTE_NS)
-    got: list[Record] = []
-    want: list[Record] = []
-    stats_1s_end = 0
-    counters: dict[bytes, bytes] = {}
-    items = items + [10**19]  # every window closes
-    for offset, item in enumerate(items):
-        wall = walls[offset] if offset < len(walls) else 10**19
-        emitted = _feed(windows, item, offset, wall, counters, windows.table)
-        stats_1s, stats_1m = by_topic(windows, emitted)
-        got += [_record(e) for e in stats_1m if isinstance(e, Emission)]
-        want += [_record(e) for e in _topic_fed(reference, stats_1s, stats_1s_end)]
-        stats_1s_end += len(stats_1s)
-    revisions: dict[tuple[str, int], list[int]] = {}
-    for volume_id, _, acc, revision in got:
-        revisions.setdefault((volume_id, acc[0]), []).append(revision)
-    assert all(r == list(range(len(r))) for r in revisions.values())
+    ticks of an idle partition: as :func:`against_the_topic_fed_stage` says."""
+    revisions = against_the_topic_fed_stage(seed, 1)
     assert any(len(r) > 1 for r in revisions.values()), "minutes were revised"
-    last = {(v, acc[0]): (tenant, acc) for v, tenant, acc, _ in got}  # the latest revision
-    assert last == {(v, acc[0]): (tenant, acc) for v, tenant, acc, _ in want}
-    assert {key: window_stats(key[0], tenant, WindowAcc.from_list(acc))
-            for key, (tenant, acc) in last.items()} == windows_oracle(events, MINUTE_NS)
 
 
 def test_a_1s_window_stays_while_its_minute_can_change() -> None:
@@ -129,16 +131,7 @@ def _old_design(items: list[Item], walls: list[int], settings_: WindowSettings, 
     # the earlier design never held a 1 m window
     old = {k: v for k, v in table.items()
            if not k.startswith(prefix) and not k.startswith(b"0|journal")}
-    stage_table: dict[bytes, bytes] = {}
-    stage = open_rollup_windows(0, stage_table, settings_, NS_PER_S, MINUTE_NS)
-    read = stats_1s[:len(stats_1s) - lag]
-    made: list[Emission | int] = []
-    before = dict(stage_table)
-    for offset, record in enumerate(read):
-        before = dict(stage_table)
-        made += _topic_fed(stage, [record], offset)
-    if cut and read:
-        stage_table = {**before, **{k: v for k, v in stage_table.items() if b"journal" in k}}
+    stage_table, made = lagging_stage(stats_1s, settings_, NS_PER_S, MINUTE_NS, lag, cut)
     assert prefix + b"clock" in stage_table
     watermark = windows.clock.watermark_ns
     assert watermark is not None
@@ -148,6 +141,43 @@ def _old_design(items: list[Item], walls: list[int], settings_: WindowSettings, 
         seconds.pop(key, None)  # type: ignore[call-overload]
     seconds.write_back()
     return {**old, **stage_table}, made
+
+
+def taken_over(items: list[Item], walls: list[int], first: int, table: dict[bytes, bytes],
+               published: Sequence[Emission | int], settings_: WindowSettings, length_ns: int,
+               keep_ns: Sequence[int] = (0, 0, 0)) -> dict[tuple[str, int], dict[str, Any]]:
+    """A stage built over ``table`` (an earlier design's, which had ``published`` its
+    windows of ``length_ns``) fed items ``first``.. and then a Tick that closes everything:
+    the latest revision of every window of ``length_ns``, counting those published before
+    (none of the earlier stage's own keys is left of that length's, but its windows'); the
+    same as a stage that never was upgraded ends with, fed every item."""
+
+    def latest_of(made: Sequence[Emission | int], latest: dict[tuple[str, int], Emission]
+                  ) -> None:
+        for e in made:
+            if not isinstance(e, Emission) or e.acc.window_len_ns != length_ns:
+                continue
+            key = (e.volume_id, e.acc.window_start_ns)
+            if key not in latest or latest[key].revision < e.revision:
+                latest[key] = e
+
+    def run(windows: PartitionWindows, first: int, latest: dict[tuple[str, int], Emission]
+            ) -> dict[tuple[str, int], dict[str, Any]]:
+        counters: dict[bytes, bytes] = {}
+        for offset in range(first, len(items)):
+            latest_of(_feed(windows, items[offset], offset, walls[offset], counters,
+                            windows.table), latest)
+        latest_of(windows.on_tick(10**19, len(items)), latest)
+        return {key: window_stats(e.volume_id, e.tenant_id, e.acc) for key, e in latest.items()}
+
+    upgraded: dict[tuple[str, int], Emission] = {}
+    latest_of(published, upgraded)
+    got = run(open_partition_windows(0, table, settings_, keep_ns), first, upgraded)
+    prefix = rollup_prefix(0, length_ns)
+    assert not [k for k in table if k.startswith(prefix) and not k.startswith(prefix + b"W|")]
+    never = open_partition_windows(0, {}, settings_, keep_ns)
+    assert got == run(never, 0, {}), "as one that never was"
+    return got
 
 
 @settings(max_examples=30, deadline=None)
@@ -166,27 +196,6 @@ def test_a_table_of_the_earlier_design_is_taken_over_without_losing_a_part(
     half = len(items) // 2
     table, published = _old_design(items[:half], walls[:half], settings_, lag, cut)
 
-    def latest_of(made: list[Emission], latest: dict[tuple[str, int], Emission]) -> None:
-        for e in made:
-            key = (e.volume_id, e.acc.window_start_ns)
-            if e.acc.window_len_ns == MINUTE_NS and (
-                    key not in latest or latest[key].revision < e.revision):
-                latest[key] = e
-
-    def run(windows: PartitionWindows, first: int, latest: dict[tuple[str, int], Emission]
-            ) -> dict[tuple[str, int], dict[str, Any]]:
-        counters: dict[bytes, bytes] = {}
-        for offset in range(first, len(items)):
-            latest_of(_feed(windows, items[offset], offset, walls[offset], counters,
-                            windows.table), latest)
-        latest_of(windows.on_tick(10**19, len(items)), latest)
-        return {key: window_stats(e.volume_id, e.tenant_id, e.acc) for key, e in latest.items()}
-
-    upgraded: dict[tuple[str, int], Emission] = {}
-    latest_of([e for e in published if isinstance(e, Emission)], upgraded)
-    got = run(open_partition_windows(0, table, settings_), half, upgraded)
-    prefix = rollup_prefix(0, MINUTE_NS)
-    assert not [k for k in table if k.startswith(prefix) and not k.startswith(prefix + b"W|")]
-    assert got == run(open_partition_windows(0, {}, settings_), 0, {}), "as one that never was"
+    got = taken_over(items, walls, half, table, published, settings_, MINUTE_NS)
     if horizon_s == 3600:  # no event comes past it
         assert got == windows_oracle(events, MINUTE_NS)

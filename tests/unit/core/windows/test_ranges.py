@@ -20,14 +20,15 @@ from streams.core.batch import EventBatch
 from streams.core.billing import BillingBook, BillingEntry
 from streams.core.counters import N_SLOTS
 from streams.core.events import OP_CODE, STATUS_CODE
-from streams.core.times import HOUR_NS, NS_PER_S
+from streams.core.times import HOUR_NS, MINUTE_NS, NS_PER_S
 from streams.core.windows.acc import WindowAcc, window_start_ns
-from streams.core.windows.book import RollupBook, WindowBook, WindowEntry, WindowSettings
+from streams.core.windows.book import WindowBook, WindowEntry, WindowSettings
 from streams.core.windows.packed import entry_emission
 from streams.core.windows.ranges import entries_between
+from streams.core.windows.stages import PartitionWindows
 from streams.core.windows.stores import BillingStore, EntryStore, PartsStore, SeqStore
 from streams.state.journal import JournaledTable
-from streams.state.stages import WindowChain
+from streams.state.stages import open_partition_windows
 from tests.unit.core.windows.test_packed import ENTRIES
 from tests.unit.core.windows.test_windowing import make_event
 
@@ -124,32 +125,6 @@ def test_eviction_drops_exactly_what_the_full_scan_rule_dropped(
 
 
 @settings(max_examples=100, deadline=None)
-@given(kind=st.sampled_from(["dict", "journaled"]), seed=st.integers(0, 2**32),
-       steps=st.integers(1, 10))
-def test_parts_eviction_drops_exactly_what_the_full_scan_rule_dropped(
-    kind: str, seed: int, steps: int,
-) -> None:
-    rng = random.Random(seed)
-    minute = 60 * NS_PER_S
-    parts, table = _store(kind, PartsStore)
-    rollup = RollupBook(WindowBook(SETTINGS, {}, minute), parts)
-    watermark = T0
-    for _ in range(steps):
-        frozen_before = watermark - SETTINGS.horizon_ns
-        for _ in range(rng.randrange(40)):  # add_part takes none of a frozen window
-            start = window_start_ns(frozen_before, minute) + rng.randrange(4 * 60) * NS_PER_S
-            parts[(f"vol-{rng.randrange(4)}", start)] = (0, WindowAcc(start, NS_PER_S))
-        if table is not None and rng.random() < 0.7:
-            table.commit()
-        watermark += rng.choice([0, NS_PER_S, minute, 3 * minute])
-        frozen_before = watermark - SETTINGS.horizon_ns
-        want = {key for key in list(parts)  # RollupWindows._evict before session 10
-                if not window_start_ns(key[1], minute) + minute <= frozen_before}
-        rollup.evict_parts(watermark)
-        assert set(parts) == want
-
-
-@settings(max_examples=100, deadline=None)
 @given(kind=st.sampled_from(["dict", "journaled"]), seed=st.integers(0, 2**32))
 def test_billing_eviction_drops_exactly_what_the_full_scan_rule_dropped(
     kind: str, seed: int,
@@ -169,13 +144,17 @@ def test_billing_eviction_drops_exactly_what_the_full_scan_rule_dropped(
 
 # --- a stage drives it: eviction, queries and the upgrade --------------------------------
 
-def _chain_run(table: dict[bytes, bytes], seed: int, chain: WindowChain | None = None,
-               from_ns: int = T0) -> tuple[WindowChain, list[Any]]:
+def _open(table: dict[bytes, bytes]) -> PartitionWindows:
+    return open_partition_windows(0, table, SETTINGS, keep_ns=(30 * NS_PER_S, 60 * NS_PER_S, 0),
+                                  retention_ns=HOUR_NS)
+
+
+def _chain_run(table: dict[bytes, bytes], seed: int, chain: PartitionWindows | None = None,
+               from_ns: int = T0) -> tuple[PartitionWindows, list[Any]]:
     """Three volumes over three and a half hours of event time from ``from_ns``, a record
-    every 7 s of event time, with ticks: every stage evicts, several times."""
+    every 7 s of event time, with ticks: every book evicts, several times."""
     rng = random.Random(seed)
-    chain = chain or WindowChain(0, table, SETTINGS, keep_ns=(30 * NS_PER_S, 60 * NS_PER_S, 0),
-                                 retention_ns=HOUR_NS)
+    chain = chain or _open(table)
     out: list[Any] = []
     for t in range(0, int(3.5 * 3600), 7):
         complete = from_ns + t * NS_PER_S + rng.randrange(NS_PER_S)
@@ -199,10 +178,10 @@ def _batch(events: list[dict[str, Any]]) -> EventBatch:
 def test_a_stage_evicts_by_range_what_the_full_scan_rules_evict(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Each eviction of each stage, in a run, checked against the old rules on the state
+    """Each eviction of each book, in a run, checked against the old rules on the state
     it starts from."""
-    checked = {"windows": 0, "parts": 0}
-    evict, evict_parts = WindowBook.evict, RollupBook.evict_parts
+    checked = {NS_PER_S: 0, MINUTE_NS: 0, HOUR_NS: 0}
+    evict = WindowBook.evict
 
     def checked_evict(book: WindowBook, watermark_ns: int | None,
                       committed: int | None = None) -> int:
@@ -210,25 +189,13 @@ def test_a_stage_evicts_by_range_what_the_full_scan_rules_evict(
         want = set(book.store) - _old_window_rule(book, watermark_ns, committed)
         dropped = evict(book, watermark_ns, committed)
         assert set(book.store) == want
-        checked["windows"] += dropped
-        return dropped
-
-    def checked_evict_parts(rollup: RollupBook, watermark_ns: int) -> int:
-        length = rollup.inner.window_len_ns
-        frozen_before = watermark_ns - rollup.inner.settings.horizon_ns
-        want = {k for k in list(rollup.parts)
-                if window_start_ns(k[1], length) + length > frozen_before}
-        dropped = evict_parts(rollup, watermark_ns)
-        assert set(rollup.parts) == want
-        checked["parts"] += dropped
+        checked[book.window_len_ns] += dropped
         return dropped
 
     monkeypatch.setattr(WindowBook, "evict", checked_evict)
-    monkeypatch.setattr(RollupBook, "evict_parts", checked_evict_parts)
     chain, _ = _chain_run({}, 3)
-    # parts: only the 1 h stage keeps them (the 1 m windows' are the stored 1 s windows)
-    assert checked["windows"] > 1000 and checked["parts"] > 300, checked
-    assert len(chain.windows.books[0].store) < 400  # 30 s + 120 s horizon of 3 volumes
+    assert checked[NS_PER_S] > 1000 and checked[MINUTE_NS] > 100 and checked[HOUR_NS], checked
+    assert len(chain.books[0].store) < 400  # 30 s + 120 s horizon of 3 volumes
 
 
 # The layout before session 10: ``prefix + volume_id|start`` under these prefixes.
@@ -255,31 +222,28 @@ def _older_layout(table: dict[bytes, bytes]) -> tuple[dict[bytes, bytes], int]:
     return older, moved
 
 
-def _contents(chain: WindowChain) -> list[dict[Any, Any]]:
+def _contents(chain: PartitionWindows) -> list[dict[Any, Any]]:
     return ([dict(book.store.items()) for book in chain.books]
-            + [dict(chain.hours.rollup.parts.items())]
-            + [dict(chain.windows.billing.store.items()),
-               dict(chain.windows.applied.items())])
+            + [dict(chain.billing.store.items()), dict(chain.applied.items())])
 
 
 def test_a_table_of_the_older_layout_is_moved_over_once_and_loses_nothing() -> None:
     table: dict[bytes, bytes] = {}
     chain, _ = _chain_run(table, 5)
     before = _contents(chain)
-    assert all(before[:5]), "every kind of entry is there to move"
+    assert all(before), "every kind of entry is there to move"
     older, moved = _older_layout(table)
     assert moved > 200
-    upgraded = WindowChain(0, older, SETTINGS, keep_ns=(30 * NS_PER_S, 60 * NS_PER_S, 0),
-                           retention_ns=HOUR_NS)
-    assert upgraded.windows.adopted + upgraded.hours.adopted == moved
+    upgraded = _open(older)
+    assert upgraded.adopted == moved
     assert _contents(upgraded) == before  # found through the new keys, before a commit
     upgraded.on_tick(T0 + 4 * HOUR_NS)  # the first unit lands the moves
     chain.on_tick(T0 + 4 * HOUR_NS)
     journals = {k for k in table if b"|journal" in k}
     assert {k: v for k, v in older.items() if k not in journals} == \
         {k: v for k, v in table.items() if k not in journals}  # as if written in the new layout
-    again = WindowChain(0, older, SETTINGS)
-    assert again.windows.adopted == 0 and not again.hours.adopted
+    again = open_partition_windows(0, older, SETTINGS)
+    assert again.adopted == 0
 
 
 def test_an_upgraded_stage_continues_as_one_that_never_was(
@@ -294,10 +258,9 @@ def test_an_upgraded_stage_continues_as_one_that_never_was(
     older, _ = _older_layout(table)
     outputs = []
     for start in (table, older):
-        stage = WindowChain(0, start, SETTINGS, keep_ns=(30 * NS_PER_S, 60 * NS_PER_S, 0),
-                            retention_ns=HOUR_NS)
+        stage = _open(start)
         with monkeypatch.context() as patch:
-            patch.setattr(stage.windows.books[0], "add_columns",
+            patch.setattr(stage.books[0], "add_columns",
                           lambda *a, **k: (_ for _ in ()).throw(OSError()))
             with pytest.raises(OSError):
                 _chain_run(start, 11, stage, T0 + 3 * HOUR_NS)
@@ -312,7 +275,7 @@ def test_queries_over_a_long_range_read_the_range_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     chain, _ = _chain_run({}, 4)
-    store = chain.windows.books[0].store
+    store = chain.books[0].store
     stored = sorted(store, key=lambda k: k[1])
     lo, hi = stored[0][1], stored[-1][1] + NS_PER_S
     for direct_max in (0, 10_000):

@@ -25,7 +25,7 @@ from streams.core.windows.acc import window_stats
 from streams.core.windows.book import Emission, WindowBook, WindowSettings
 from streams.core.windows.columns import running_max_by_run
 from streams.core.windows.vector import exact_sums
-from streams.state.stages import WindowChain, open_partition_windows
+from streams.state.stages import open_partition_windows
 from tests.oracles.counters import billing_oracle
 from tests.oracles.windows import windows_oracle
 from tests.unit.core.windows import scalar_twin
@@ -197,7 +197,7 @@ def test_batches_of_records_equal_the_oracles(
         if rng.random() < 0.3:
             parts.append((columns_of(valid), ("p-1", seq)))  # sent again
     table: dict[bytes, bytes] = {}
-    chain = WindowChain(0, table, WindowSettings())
+    chain = open_partition_windows(0, table, WindowSettings())
     latest: dict[tuple[int, str, int], Emission] = {}
     billing: list[BillingRecord] = []
     for n in range(0, len(parts), batch_records):
@@ -207,7 +207,7 @@ def test_batches_of_records_equal_the_oracles(
             latest[(e.acc.window_len_ns, e.volume_id, e.acc.window_start_ns)] = e
         billing += chain.take_billing()
         if recover:
-            chain = WindowChain(0, table, WindowSettings())
+            chain = open_partition_windows(0, table, WindowSettings())
             chain.on_records(parts[:n + batch_records], wall_ns, offset=n)  # replays: no change
     for e in chain.on_tick(10**19):
         latest[(e.acc.window_len_ns, e.volume_id, e.acc.window_start_ns)] = e
@@ -231,16 +231,16 @@ def test_batches_of_records_equal_the_oracles(
 def test_a_replayed_volume_contributes_nothing_and_the_others_count() -> None:
     """One record of two volumes, the first of which the windows already hold from this
     producer: only the second volume's events land, and both are marked."""
-    chain = WindowChain(0, {}, WindowSettings())
+    chain = open_partition_windows(0, {}, WindowSettings())
     first = [make_event(0, "read", "ok", T0 + NS_PER_S // 2, 1_000, 4096)]
     chain.on_columns(columns_of(first), T0, ("p", 7))
     both = first + [make_event(1, "write", "ok", T0 + NS_PER_S // 2, 2_000, 512)]
     chain.on_columns(columns_of(both), T0, ("p", 7))
     chain.on_columns(columns_of(both), T0, ("p", 7))  # all replayed now
-    windows = {(v, s): e.acc for (v, s), e in chain.windows.books[0].store.items()}
+    windows = {(v, s): e.acc for (v, s), e in chain.books[0].store.items()}
     assert windows[("vol-0", T0)].ops[0].ios == 1
     assert windows[("vol-1", T0)].ops[1].ios == 1
-    assert chain.windows.applied[("vol-1", 0)] == {"p": 7}
+    assert chain.applied[("vol-1", 0)] == {"p": 7}
 
 
 def test_exact_sums_by_halves_past_two_to_the_64() -> None:

@@ -21,7 +21,7 @@ from streams.core.events import OP_CODE, STATUS_CODE
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WindowAcc, window_stats
 from streams.core.windows.book import Emission, WindowBook, WindowSettings
-from streams.state.stages import WindowChain, open_rollup_windows
+from streams.state.stages import open_partition_windows
 from tests.oracles.windows import windows_oracle
 from tests.unit.core.windows import scalar_twin
 
@@ -34,7 +34,7 @@ class Pipeline:
 
     def __init__(self, window_settings: WindowSettings | None = None) -> None:
         self.table: dict[bytes, bytes] = {}
-        self.windows = WindowChain(0, self.table, window_settings or WindowSettings())
+        self.windows = open_partition_windows(0, self.table, window_settings or WindowSettings())
         self.latest: dict[tuple[int, str, int], Emission] = {}
         self.emissions: list[Emission] = []
 
@@ -67,7 +67,7 @@ class Pipeline:
 
     def recover(self) -> None:
         """A new owner of the partition: rebuild everything from the table alone."""
-        self.windows = WindowChain(0, self.table, self.windows.books[0].settings)
+        self.windows = open_partition_windows(0, self.table, self.windows.books[0].settings)
 
     def finish(self) -> None:
         """Let the wall clock run far ahead: every window closes."""
@@ -186,7 +186,7 @@ def test_a_partition_without_input_is_idle_only_once_watched_for_the_idle_timeou
     wall = T0 + 2 * HOUR
     pipeline = Pipeline(window_settings)
     pipeline.tick(wall)
-    assert pipeline.windows.windows.clock.watermark_ns is None
+    assert pipeline.windows.clock.watermark_ns is None
     old = [make_event(0, "read", "ok", T0 + i * 100_000_000, 1_000) for i in range(5)]
     pipeline.feed(old, wall + NS_PER_S)
     assert not pipeline.emissions  # open, not emitted on arrival as late windows would be
@@ -199,9 +199,9 @@ def test_a_partition_without_input_is_idle_only_once_watched_for_the_idle_timeou
     quiet = Pipeline(window_settings)
     quiet.tick(wall)
     quiet.tick(wall + window_settings.idle_timeout_ns - 1)
-    assert quiet.windows.windows.clock.watermark_ns is None
+    assert quiet.windows.clock.watermark_ns is None
     quiet.tick(wall + window_settings.idle_timeout_ns)
-    assert quiet.windows.windows.clock.watermark_ns == (wall - window_settings.grace_ns)
+    assert quiet.windows.clock.watermark_ns == (wall - window_settings.grace_ns)
 
 
 
@@ -322,36 +322,9 @@ def test_windows_of_looks_up_or_scans_alike(direct_max: int,
     assert found > 100, "the ranges must hold windows, or this checks nothing"
 
 
-def _one_second(volume: str, start: int, latency_ns: int, revision: int = 0) -> Emission:
-    acc = WindowAcc(start, NS_PER_S)
-    scalar_twin.add_completion(acc, OP_CODE["read"], STATUS_CODE["ok"], 4096, latency_ns)
-    scalar_twin.add_inflight(acc, OP_CODE["read"], start, start + latency_ns)
-    return Emission(volume, "tenant-0", acc, revision)
-
-
-def test_a_rollup_stage_closes_a_late_window_at_once_and_takes_a_part_once() -> None:
-    """A part for a minute the watermark has passed makes that minute's window at once
-    (the stage below did the same with the late event's 1 s window); the same part read
-    again, or an older revision of it, changes nothing; a newer revision revises."""
-
-    minute = T0 - T0 % MINUTE
-    stage = open_rollup_windows(0, {}, WindowSettings(), NS_PER_S, MINUTE)
-    assert stage.on_watermark(minute + 10 * MINUTE) == []
-    first = _one_second("vol-0", minute + 5 * NS_PER_S, 1_000_000)
-    made = stage.on_window(first, offset=7)
-    assert [(e.acc.window_start_ns, e.revision, e.offset) for e in made] == [(minute, 0, 7)]
-    assert made[0].acc.ops[OP_CODE["read"]].ios == 1
-    assert stage.on_window(first, offset=8) == []  # read again
-    revised = _one_second("vol-0", minute + 5 * NS_PER_S, 3_000_000, revision=1)
-    again = stage.on_window(revised, offset=9)
-    assert [(e.revision, e.acc.ops[OP_CODE["read"]].max_ns) for e in again] == [(1, 3_000_000)]
-    assert stage.on_window(first, offset=10) == []  # an older revision, late: nothing
-    assert stage.on_watermark(minute) == []  # a marker from the past: nothing
-
-
 @given(events=events_strategy)
 def test_a_published_window_reads_back_as_its_integers(events: list[dict[str, Any]]) -> None:
-    """What a rollup agent reads from a stats topic (acc_from_stats of window_stats) is the
+    """What a reader of a stats topic rolls up (acc_from_stats of window_stats) is the
     window's integers, all but the busy intervals a rollup does not need."""
     from streams.core.windows.acc import acc_from_stats
 
