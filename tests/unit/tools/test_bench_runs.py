@@ -89,6 +89,13 @@ def test_the_c_rows_give_the_cpu_per_event_and_its_ratio_across_volume_counts() 
     assert "worker CPU 36.0 µs/event, on the CPU 50% of the run" in rows[1][2]
     assert rows[-1][0].strip() == "CPU per event, at 100,000 / at 1,000 volumes"
     assert rows[-1][1] == "9.00x"
+    # (c) ran three times: against the run that is (c), the median, not the first
+    runs = [{"events_per_s": 90.0, "cpu_us_per_event": 4.0},
+            {"events_per_s": 100.0, "cpu_us_per_event": 3.0},
+            {"events_per_s": 110.0, "cpu_us_per_event": 2.5}]
+    rows = _c_volume_rows({"figures": {**f, "c_events_per_s": 100.0}, "targets": [],
+                           "points": {"c_volumes": points, "c_runs": runs}})
+    assert rows[-1][1] == "12.00x" and rows[-1][2].endswith("against (c)'s run")
     fast = {**points[0], "volumes": 1000, "fleet_rate": 1e6, "hosts": 8, "events_per_s": 300.0,
             "records": 2}
     ((name, value, note),) = _c_fleet_rate_rows(
