@@ -209,7 +209,6 @@ class PartitionWindows(_Stage):
         self.keep_ns = tuple(keep_ns)  # per length, how long past the horizon to keep windows
         self.billing = BillingBook(billing)  # type: ignore[arg-type]
         self.adopted = _adopt(self.older_layout)
-        self.billing.rebuild_index()
         # The windows' own replay check: the counters table has one too, but it is another
         # changelog topic, and a crash can land one table's writes without the other's.
         # Written in the unit of the record's events, so it landed if and only if they did;
