@@ -1,8 +1,8 @@
 """A partition's window stage opened over a bytes table, with its journal.
 
 The worker opens its stage with :func:`open_partition_windows` (1 s, 1 m and 1 h windows
-and billing) over its Faust table; so do the tests, the audit's recomputation and the
-bench's in-process runs, over dicts.
+and billing) over its Faust table; so do the tests and the bench's in-process runs, over
+dicts. (The audit computes its windows from the raw events alone: audit/replay.py.)
 """
 
 from __future__ import annotations
