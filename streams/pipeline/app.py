@@ -267,6 +267,7 @@ def _faust_app(settings: Settings) -> faust.App:
         # 60 s default left them unprocessed for over a minute in the chaos runs.
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 5),
+        broker_commit_interval=commit_interval_s(settings),
         table_standby_replicas=settings.table_standby_replicas,
         consumer_group_instance_id=group_instance_id(settings),
         processing_guarantee=settings.processing_guarantee,
@@ -275,6 +276,15 @@ def _faust_app(settings: Settings) -> faust.App:
         producer_compression_type=compression_type(settings),
         topic_replication_factor=settings.replication_factor,  # its own internal topics
     )
+
+
+def commit_interval_s(settings: Settings) -> float:
+    """The worker's commit interval (``commit_interval_s``), refused unless positive:
+    faust would take 0 for its own default and a negative one for a busy loop."""
+    if not settings.commit_interval_s > 0:
+        raise ValueError(f"IOACCT_COMMIT_INTERVAL_S={settings.commit_interval_s}: the "
+                         "worker's commit interval is a positive number of seconds")
+    return settings.commit_interval_s
 
 
 def _topic(app: faust.App, name: str, partitions: int | None) -> Any:

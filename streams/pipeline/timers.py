@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from streams.pipeline.app import Pipeline
 
 log = logging.getLogger(__name__)
-COMMIT_STALL_S = 60.0  # faust commits every 2.8 s; a minute held is no hiccup
+COMMIT_STALL_S = 60.0  # the worker commits every commit_interval_s: a minute held is no hiccup
 
 
 def register_ticks(p: Pipeline) -> None:

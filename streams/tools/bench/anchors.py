@@ -6,8 +6,9 @@ bytes and latency (complete_ns - submit_ns) sum/min/max, published to an output 
 as JSON rows ``{volume, start_ms, count, bytes, latency_sum_ns, latency_min_ns,
 latency_max_ns}`` (the latest row of a window holds its whole aggregate).
 
-The end of a run: the group has committed the end of the input topic and then of every
-repartition topic of the anchor. Both frameworks commit an input offset only after what
+Both commit as often as (c)'s worker (``commit_interval_s``). The end of a run: the
+group has committed the end of the input topic and then of every repartition topic of
+the anchor. Both frameworks commit an input offset only after what
 it produced downstream was flushed, so by then every window's last row is on the output
 topic; :func:`read_windows` checks that afterwards (untimed) against the events sent.
 """
@@ -51,7 +52,6 @@ from streams.tools.bench.workloads import event_clock
 JAVA_LIBS = REPO_ROOT / "deploy" / "bench" / "target" / "libs"
 SCHEMA_PATH = REPO_ROOT / "schemas" / "io_batch2.avsc"
 JAVA_MAIN = "io.ioacct.bench.WindowAnchor"
-ANCHOR_COMMIT_S = 2.8  # faust's default commit interval, which (c)'s worker runs with
 WindowKey = tuple[str, int]  # (volume id, window start in ms)
 
 
@@ -136,7 +136,7 @@ def java_anchor(settings: Settings, group: str, output: str, state_dir: Path) ->
         "java", "-Xmx1g", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
         "-cp", f"{JAVA_LIBS}/*", JAVA_MAIN, settings.bootstrap_servers, settings.raw_topic,
         output, group, str(SCHEMA_PATH), str(state_dir), str(int(settings.grace_s * 1000)),
-        str(int(ANCHOR_COMMIT_S * 1000))])
+        str(int(settings.commit_interval_s * 1000))])
 
 
 def quix_anchor(settings: Settings, group: str, output: str, state_dir: Path) -> Anchor:
@@ -145,7 +145,7 @@ def quix_anchor(settings: Settings, group: str, output: str, state_dir: Path) ->
         "--bootstrap", settings.bootstrap_servers, "--input", settings.raw_topic,
         "--output", output, "--group", group, "--schema", str(SCHEMA_PATH),
         "--state-dir", str(state_dir), "--grace-ms", str(int(settings.grace_s * 1000)),
-        "--commit-s", str(ANCHOR_COMMIT_S)])
+        "--commit-s", str(settings.commit_interval_s)])
 
 
 async def _repartition_ends(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer,

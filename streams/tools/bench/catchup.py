@@ -10,8 +10,8 @@ The definition (docs/chaos.md, "Failover"), used by the chaos run and the bench'
 - the partitions are caught up at the first sample t at which, for every one of them,
   C_p(t) >= E_p(max(kill, t - S)): every record there at the kill is committed, and so
   is every record that arrived since, but for the last S seconds, and not before they
-  resumed. S is the larger of SLACK_S (faust commits every 2.8 s, so a healthy group's
-  committed offset is that far behind the head) and ``behind_before_s``, the most the
+  resumed. S is the larger of SLACK_S (a healthy group's committed offset is up to its
+  commit interval and a step behind the head) and ``behind_before_s``, the most the
   group was behind in the samples before the kill: caught up means back where it was;
 - ``resumed_s``: the first sample at which every one of them committed past its
   committed offset at the kill, as the first sample read after the kill saw it (the
@@ -37,7 +37,7 @@ from streams.config import Settings
 from streams.kafka.security import client_kwargs
 
 SAMPLE_S = 0.25
-SLACK_S = 4.0  # faust's commit interval (2.8 s) + a step and a sample
+SLACK_S = 4.0  # a commit interval (faust's 2.8 s, before session 31) + a step and a sample
 BEFORE_S = 6.0  # how long the watcher samples before the kill (behind_before_s)
 
 

@@ -26,13 +26,15 @@ NAIVE_TABLE = "volume-counters"
 
 
 def naive_app(bootstrap: str, app_id: str, topic: str, partitions: int, web_port: int,
-              datadir: str) -> Any:
-    """What a Faust user writes first: a record per event, a table write per event."""
+              datadir: str, commit_s: float) -> Any:
+    """What a Faust user writes first: a record per event, a table write per event. It
+    commits every ``commit_s``, as (c)'s worker does (its runs end with a commit)."""
     import faust
 
     app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://",
                     topic_partitions=partitions, web_host="127.0.0.1", web_port=web_port,
-                    datadir=datadir, autodiscover=False, consumer_auto_offset_reset="earliest")
+                    datadir=datadir, autodiscover=False, consumer_auto_offset_reset="earliest",
+                    broker_commit_interval=commit_s)
     events = app.topic(topic, key_type=bytes, key_serializer="raw", value_serializer="json")
     counters = app.Table(NAIVE_TABLE, default=dict, partitions=partitions)
     processed = [0]  # instrumentation for the benchmark, not part of the anchor's work
@@ -66,9 +68,11 @@ def run_naive_worker(argv: list[str]) -> int:
         p.add_argument(name, required=True)
     p.add_argument("--partitions", type=int, required=True)
     p.add_argument("--web-port", type=int, required=True)
+    p.add_argument("--commit-s", type=float, required=True)
     a = p.parse_args(argv)
     asyncio.set_event_loop(asyncio.new_event_loop())
-    app = naive_app(a.bootstrap, a.app_id, a.topic, a.partitions, a.web_port, a.datadir)
+    app = naive_app(a.bootstrap, a.app_id, a.topic, a.partitions, a.web_port, a.datadir,
+                    a.commit_s)
     faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
     return 0
 
@@ -103,7 +107,8 @@ async def naive_run(base: Settings, prefix: str, events: Sequence[IoEvent], log_
     port = free_port()
     proc = spawn(["-m", "streams.tools.bench.naive", "naive-worker", "--bootstrap", bootstrap,
                   "--app-id", app_id, "--topic", topic, "--partitions", str(partitions),
-                  "--web-port", str(port), "--datadir", str(log_dir / f"naive-{prefix}")],
+                  "--web-port", str(port), "--datadir", str(log_dir / f"naive-{prefix}"),
+                  "--commit-s", str(base.commit_interval_s)],
                  dict(os.environ), port, log_dir / "worker-naive.log")
     try:
         return await timed_run(proc, lambda body: (int(body["events"]),) * 2, "/progress",
