@@ -38,6 +38,7 @@ from streams.core.windows.packed import (
     entry_emission,
     is_packed,
     pack_billing,
+    pack_billings,
     pack_columns,
     pack_entries,
     pack_entry,
@@ -327,6 +328,14 @@ class BillingStore(StartOrderedStore):
         assert isinstance(value, BillingEntry)
         return pack_billing(value.tenant_id, value.counters, value.next_sequence,
                             value.unconfirmed)
+
+    def encode_many(self, values: list[object]) -> list[bytes]:
+        hours = []
+        for value in values:
+            assert isinstance(value, BillingEntry)
+            hours.append((value.tenant_id, value.counters, value.next_sequence,
+                          value.unconfirmed))
+        return pack_billings(hours)
 
     def decode(self, data: bytes) -> BillingEntry:
         if is_packed(data):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -22,6 +23,8 @@ from streams.core.windows.columns import gather_fitting, to_accs
 from streams.core.windows.exphist import ExpHistogram
 from streams.core.windows.packed import (
     PACKED_VERSION,
+    pack_billing,
+    pack_billings,
     pack_entries,
     pack_entry,
     unpack_billing,
@@ -109,6 +112,35 @@ COUNTERS = st.lists(BIG, min_size=N_SLOTS, max_size=N_SLOTS)
 def test_a_billing_entry_round_trips_exactly(entry: BillingEntry) -> None:
     store = BillingStore({}, b"0|b|")
     assert store.decode(store.encode(entry)) == entry
+
+
+HOURS = st.tuples(st.text(max_size=12), st.one_of(st.none(), COUNTERS), BIG,
+                  st.lists(st.tuples(BIG, BIG, COUNTERS).map(list), max_size=2))
+INT64_COUNTERS = st.lists(st.one_of(st.just(0), st.integers(-(1 << 63), (1 << 63) - 1)),
+                          min_size=N_SLOTS, max_size=N_SLOTS)
+OPEN_HOURS = st.tuples(st.sampled_from(["t1", "t2", "ténant", ""]), INT64_COUNTERS,
+                       st.integers(0, 1 << 40), st.just([]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(OPEN_HOURS, HOURS), max_size=12))
+def test_billing_hours_packed_at_once_are_byte_for_byte_those_packed_one_by_one(
+        hours: list[Any]) -> None:
+    """pack_billings (the vectorised write-back) against pack_billing, its oracle: open
+    hours with int64 counters (laid out at once), and any others (one by one; a counter
+    past int64 sends them all that way)."""
+    assert pack_billings(hours) == [pack_billing(*hour) for hour in hours]
+    store = BillingStore({}, b"0|b|")
+    entries = [BillingEntry(*hour) for hour in hours]
+    assert [store.decode(v) for v in store.encode_many(entries)] == entries
+
+
+def test_counter_lists_of_other_lengths_are_packed_one_by_one() -> None:
+    hours = [("t", [1, 0, 3], 0, []), ("t", [0] * N_SLOTS, 2, []), ("u", [5] * 62, 1, []),
+             ("u", [7] * 63, 1, [])]
+    assert pack_billings(hours) == [pack_billing(*hour) for hour in hours]
+    assert pack_billings(hours[2:3]) == [pack_billing(*hours[2])]  # 62 counters: at once
+    assert pack_billings(hours[3:]) == [pack_billing(*hours[3])]  # 63: one by one
 
 
 def test_empty_values_round_trip() -> None:
