@@ -35,6 +35,7 @@ from streams.core.windows.columns import (
     gather,
 )
 from streams.core.windows.packed import (
+    BillingHour,
     entry_emission,
     is_packed,
     pack_billing,
@@ -323,19 +324,18 @@ class PartsStore(StartOrderedStore):
         return revision, WindowAcc.from_list(acc)
 
 
+def _billing_hour(value: object) -> BillingHour:
+    """A BillingEntry's fields, as pack_billing takes them."""
+    assert isinstance(value, BillingEntry)
+    return value.tenant_id, value.counters, value.next_sequence, value.unconfirmed
+
+
 class BillingStore(StartOrderedStore):
     def encode(self, value: object) -> bytes:
-        assert isinstance(value, BillingEntry)
-        return pack_billing(value.tenant_id, value.counters, value.next_sequence,
-                            value.unconfirmed)
+        return pack_billing(*_billing_hour(value))
 
     def encode_many(self, values: list[object]) -> list[bytes]:
-        hours = []
-        for value in values:
-            assert isinstance(value, BillingEntry)
-            hours.append((value.tenant_id, value.counters, value.next_sequence,
-                          value.unconfirmed))
-        return pack_billings(hours)
+        return pack_billings([_billing_hour(value) for value in values])
 
     def decode(self, data: bytes) -> BillingEntry:
         if is_packed(data):
