@@ -8,6 +8,7 @@ everything past decoding is written once.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,9 @@ PACKED_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 EVENT_WIRE_BYTES = sum(np.dtype(dtype).itemsize for _, dtype in PACKED_COLUMNS)
 _WIDTHS = {dtype: np.dtype(dtype).itemsize for _, dtype in PACKED_COLUMNS}
+_NAME_WIDTHS = tuple((name, _WIDTHS[dtype]) for name, dtype in PACKED_COLUMNS)
+# A decoded layout 2 record's packed columns, in PACKED_COLUMNS order (one C call).
+packed_fields = operator.itemgetter(*(name for name, _ in PACKED_COLUMNS))
 
 
 class RawLayoutError(ValueError):
@@ -80,18 +84,14 @@ def packed_events(record: Mapping[str, Any]) -> int | None:
     with each volume once), or None: :func:`raw_batch` (or the record-level rules) say
     why. The volume indexes are not
     read: whoever takes the columns this way checks them against the table."""
-    counts = set()
-    for name, dtype in PACKED_COLUMNS:
-        width = _WIDTHS[dtype]
-        size = len(record[name])
-        if size % width:
+    events = len(record["op"])  # one byte an event: every column is this many values
+    for name, width in _NAME_WIDTHS:
+        if len(record[name]) != events * width:
             return None
-        counts.add(size // width)
     volumes = record["volumes"]
-    if (len(counts) != 1 or not volumes
-            or len({ref["volume_id"] for ref in volumes}) != len(volumes)):
+    if not volumes or len({ref["volume_id"] for ref in volumes}) != len(volumes):
         return None  # (no table: raw_batch or the record-level rules say why)
-    return counts.pop()
+    return events
 
 
 def packed_columns(raw: RawBatch) -> tuple[bytes, ...]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,14 @@ from streams.core.ingest import (
     record_error,
 )
 from streams.core.marks import judge_marks
-from streams.core.raw import PACKED_COLUMNS, RawBatch, packed_columns, packed_events, raw_batch
+from streams.core.raw import (
+    PACKED_COLUMNS,
+    RawBatch,
+    packed_columns,
+    packed_events,
+    packed_fields,
+    raw_batch,
+)
 from streams.core.sorting import stable_order
 from streams.core.windows.book import Parts
 
@@ -151,7 +159,7 @@ def _whole(payload: bytes, placement: Placement, schemas: SchemaSet, limits: Lim
             tenants = [ref["tenant_id"] for ref in refs]
             if record_error(2, volumes, tenants, n_events, placement, limits) is None:
                 accepted.add(i, name, record, payload, (volumes, tenants),
-                             tuple(record[column] for column, _ in PACKED_COLUMNS), n_events)
+                             packed_fields(record), n_events)
                 return None
     whole = judge_decoded(name, record, payload, placement, limits)
     if isinstance(whole, RecordOutcome):
@@ -209,7 +217,7 @@ class _Gathered:
 def _packed_column(acc: _Accepted, k: int) -> np.ndarray:
     """Column ``k`` of :data:`PACKED_COLUMNS` over the step's records, as one writable
     array (the windows get them)."""
-    return np.frombuffer(bytearray().join(packed[k] for packed in acc.packed),
+    return np.frombuffer(bytearray().join(map(itemgetter(k), acc.packed)),
                          PACKED_COLUMNS[k][1])
 
 

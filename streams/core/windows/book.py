@@ -522,12 +522,21 @@ def unapplied_parts(parts: Parts, applied_of: Callable[[str], dict[str, int] | N
                             strict=True)], dtype=np.int64)
     new, _ = judge_marks(group, parts.seq[items], initial, np.ones(len(groups), dtype=bool))
     marks: dict[str, dict[str, int]] = {}
-    for k in items[new].tolist():  # in order: a producer's last new part leaves its mark
-        volume_id = parts.columns.volumes[int(parts.volume[k])]
+    # Per (volume, producer) with a new part, in the order of its first new part (the
+    # order the parts' loop would make the marks in): the seq of its last new part.
+    new_group = group[new]
+    firsts = np.unique(new_group, return_index=True)[1]
+    lasts = len(new_group) - 1 - np.unique(new_group[::-1], return_index=True)[1]
+    by_first = np.argsort(firsts, kind="stable")
+    new_seq = parts.seq[items[new]]
+    for pair_of, seq in zip(groups[new_group[firsts[by_first]]].tolist(),
+                            new_seq[lasts[by_first]].tolist(), strict=True):
+        v, p = divmod(pair_of, n_prod)
+        volume_id = parts.columns.volumes[v]
         seqs = marks.get(volume_id)
         if seqs is None:
-            seqs = marks[volume_id] = dict(applied[int(parts.volume[k])] or {})
-        seqs[parts.producers[int(parts.producer[k])]] = int(parts.seq[k])
+            seqs = marks[volume_id] = dict(applied[v] or {})
+        seqs[parts.producers[p]] = seq
     if new.all():
         return parts.columns, marks
     keep = np.ones(len(sizes), dtype=bool)

@@ -77,7 +77,12 @@ class WindowColumns:
         return np.repeat(np.arange(len(self)), N_OPS)
 
     def take_index(self, index: np.ndarray) -> WindowColumns:
-        """The windows at ``index`` (ints), in that order."""
+        """The windows at ``index`` (ints), in that order: these columns themselves when
+        that is all of them in their order (columns are never changed in place; about a
+        third of the takes of a unit at 1,000 volumes are such)."""
+        n = len(self.start)
+        if len(index) == n and (n == 0 or bool((index == np.arange(n)).all())):
+            return self
         rows = (index[:, None] * N_OPS + np.arange(N_OPS)).reshape(-1)
         exp_first = np.cumsum(self.exp_len) - self.exp_len
         busy_first = np.cumsum(self.busy_len) - self.busy_len

@@ -40,6 +40,8 @@ def test_gathered_windows_come_back_taken_and_joined_in_any_order(
     taken = cols.take_index(index)
     assert to_accs(taken) == [accs[k] for k in index.tolist()]
     assert taken.extra[:, 0].tolist() == index.tolist()
+    whole = cols.take_index(np.arange(len(accs)))  # all of them in order: no copy made
+    assert whole is cols and to_accs(whole) == accs
     keep = np.array([k % 2 == 0 for k in range(len(accs))])
     joined = concat([cols.take(keep), cols.take(~keep)])
     assert to_accs(joined) == [a for k, a in enumerate(accs) if k % 2 == 0] + [
