@@ -241,6 +241,10 @@ class VolumeState:
         self.counters = [a + b for a, b in zip(self.counters, sums, strict=True)]
         if bins is not None:
             self.latency_bins = [a + b for a, b in zip(self.latency_bins, bins, strict=True)]
+        self.completed_at(latest_ns)
+
+    def completed_at(self, latest_ns: int | None) -> None:
+        """Events completing at ``latest_ns`` at the latest were counted (None: none)."""
         if latest_ns is not None and (self.last_io_ns is None or latest_ns > self.last_io_ns):
             self.last_io_ns = latest_ns
 

@@ -34,7 +34,7 @@ from streams.core.counters import (
     slot_sums,
 )
 from streams.core.dead_letters import Rejection
-from streams.core.events import INT64_MAX, bad_event_mask
+from streams.core.events import INT64_MAX, INT64_MIN, bad_event_mask
 from streams.core.ingest import (
     Limits,
     Placement,
@@ -431,12 +431,16 @@ def _states(step: _Gathered, judged: _Judged,
     sums, latest, bins = added
     parts = np.flatnonzero(judged.counted)
     volumes = step.part_volume[parts].tolist()
-    for v in dict.fromkeys(volumes):
-        known = load_state(step.volumes[v])
-        base = known.counters if known is not None else None
-        for _, slot in COUNTER_NAMES:
-            if (base[slot] if base else 0) + sums[v][slot] > INT64_MAX:
-                return None
+    touched = list(dict.fromkeys(volumes))
+    known = [load_state(step.volumes[v]) for v in touched]
+    counters = _added([None if s is None else s.counters for s in known],
+                      [sums[v] for v in touched], _COUNTER_SLOTS)
+    if counters is None:
+        return None
+    latency_bins = _added([None if s is None else s.latency_bins for s in known],
+                          [bins[v] for v in touched], ())
+    assert latency_bins is not None  # (no slot of them is bounded)
+    row_of = {v: i for i, v in enumerate(touched)}
     # Per (volume, producer) counted: its first part (the order producers enter a state's
     # marks, as record by record) and its last (the mark it leaves: seqs only rise).
     group = judged.group[parts]
@@ -451,11 +455,40 @@ def _states(step: _Gathered, judged: _Judged,
         state = states.get(volume_id)
         if state is None:
             state = states[volume_id] = load_state(volume_id) or VolumeState(step.tenants[v])
-            state.add_sums(sums[v], latest[v], bins[v])
+            state.counters, state.latency_bins = counters[row_of[v]], latency_bins[row_of[v]]
+            state.completed_at(latest[v])
             state.rejected += bad_of[v]
         state.mark_applied(judged.producers[int(judged.producer[k])], int(judged.seq[k]),
                            judged.digests[int(step.part_record[k])])
     return states
+
+
+_COUNTER_SLOTS = tuple(slot for _, slot in COUNTER_NAMES)  # a sum past int64 is rejected
+
+
+def _added(bases: list[list[int] | None], adds: list[list[int]], bounded: Sequence[int]
+           ) -> list[list[int]] | None:
+    """Each base (None: zeros) plus its adds, slot by slot, as lists of Python ints, in
+    one numpy pass while every sum stays within int64; None if a sum of a ``bounded``
+    slot passes INT64_MAX (the step is then judged record by record)."""
+    width = len(adds[0]) if adds else 0
+    try:
+        add = np.array(adds, dtype=np.int64).reshape(len(adds), width)
+        base = np.array([[0] * width if b is None else b for b in bases],
+                        dtype=np.int64).reshape(len(adds), width)
+    except OverflowError:  # a value past int64 (absurd but valid): Python ints
+        pass
+    else:
+        over = np.where(add >= 0, base > INT64_MAX - add, base < INT64_MIN - add)
+        if not over.any():
+            return (base + add).tolist()
+    out = []
+    for b, a in zip(bases, adds, strict=True):
+        row = [x + y for x, y in zip(b or [0] * width, a, strict=True)]
+        if any(row[slot] > INT64_MAX for slot in bounded):
+            return None
+        out.append(row)
+    return out
 
 
 def _record_rejection(step: _Gathered, acc: _Accepted, r: int, rejected: np.ndarray,

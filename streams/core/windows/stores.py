@@ -17,6 +17,7 @@ small value per volume).
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import ItemsView, Iterator, MutableMapping, Sequence
 
@@ -377,15 +378,13 @@ class RowsEntryStore(EntryStore):
 
     def put_rows(self, rows: WindowRows) -> None:
         """Keep ``rows`` as the unit's value of their keys (over any other)."""
-        unwritten, sealed, written, kept = self._unwritten, self._sealed, self._written, \
-            self._rows
-        written_rows = self._written_rows
-        for k, key in enumerate(rows.keys):
-            kept[key] = (rows, k)
-            unwritten.pop(key, None)
-            sealed.pop(key, None)
-            written.pop(key, None)
-            written_rows.pop(key, None)
+        keys = rows.keys
+        self._rows.update(zip(keys, zip(itertools.repeat(rows), range(len(keys)), strict=False),
+                              strict=True))
+        for other in (self._unwritten, self._sealed, self._written, self._written_rows):
+            if other:  # (the objects' dicts are mostly empty on this path)
+                for key in keys:
+                    other.pop(key, None)
 
     def take_rows(self, keys: Sequence[WindowKey]) -> tuple[WindowRows, np.ndarray] | None:
         """The stored windows of ``keys`` (distinct) as columns, in their order, and which

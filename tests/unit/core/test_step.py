@@ -12,11 +12,12 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.core.counters import VolumeState
+from streams.core.counters import BYTES, SLOTS_PER_OP, VolumeState
 from streams.core.dead_letters import Rejection
 from streams.core.ingest import Limits, Placement, account_record
 from streams.core.marks import judge_marks
-from streams.core.step import account_step
+from streams.core.events import INT64_MAX
+from streams.core.step import _added, account_step
 from streams.core.windows.book import Emission, ProducedColumns, WindowSettings
 from streams.state.stages import open_partition_windows
 from tests.unit.core.ingest_records import NOW, SCHEMAS, ev
@@ -294,3 +295,49 @@ def test_a_record_with_a_volume_index_past_its_table_is_rejected_alone() -> None
         rejection = run.records[at][2]
         assert rejection is not None and "beyond the volume table" in rejection[0]
         assert [r[0] for r in run.records] == [0 if k == at else 1 for k in range(len(step))]
+
+
+_NEAR = st.one_of(st.integers(0, 300), st.integers(2**63 - 300, 2**63 + 300),
+                  st.integers(-(2**63) - 300, -(2**63) + 300))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 6).flatmap(lambda width: st.lists(
+    st.tuples(st.one_of(st.none(), st.lists(_NEAR, min_size=width, max_size=width)),
+              st.lists(_NEAR, min_size=width, max_size=width)), max_size=5)),
+       st.sets(st.integers(0, 5)))
+def test_counters_are_added_at_once_as_python_ints(rows: list[Any], bounded: set[int]) -> None:
+    """step._added (numpy while int64 holds the sums, else Python ints) against Python's
+    own sums: the same rows, and None exactly when a bounded slot's sum passes int64."""
+    bases, adds = [b for b, _ in rows], [a for _, a in rows]
+    exact = [[x + y for x, y in zip(b or [0] * len(a), a, strict=True)] for b, a in rows]
+    width = len(adds[0]) if adds else 0
+    bounded_here = [slot for slot in bounded if slot < width]
+    past = any(row[slot] > INT64_MAX for row in exact for slot in bounded_here)
+    got = _added(bases, adds, bounded_here)
+    assert got == (None if past else exact)
+    assert got is None or all(type(x) is int for row in got for x in row)
+
+
+def _near_int64(volume_id: str, counter: bool) -> VolumeState:
+    """A state of ``volume_id`` one short of int64 in its read bytes (a counter) or in its
+    first read latency bin."""
+    state = VolumeState(TENANT[volume_id])
+    if counter:
+        state.counters[0 * SLOTS_PER_OP + BYTES] = INT64_MAX - 1
+    else:
+        state.latency_bins[0] = INT64_MAX - 1
+    return state
+
+
+def test_a_counter_that_would_pass_int64_makes_the_step_go_record_by_record() -> None:
+    v = HOME_VOLUMES[0]
+    rec = layout2([(v, TENANT[v], [ev(volume_id=v, tenant_id=TENANT[v], op="read")] * 2)],
+                  "p-1", 1)
+    step = [(rec, home_placement(v))]
+    assert account_step(step, lambda _: _near_int64(v, True), SCHEMAS, NOW, LIMITS) is None
+    # a latency bin past int64 is no reason: it is counted at once, exactly
+    out = account_step(step, lambda _: _near_int64(v, False), SCHEMAS, NOW, LIMITS)
+    assert out is not None
+    assert out.states[v].latency_bins[0] == INT64_MAX + 1
+    assert out.states[v].counters[0 * SLOTS_PER_OP + BYTES] == 2 * 4096
