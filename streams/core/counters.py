@@ -99,6 +99,13 @@ def add_to_latency_bins(bins: list[int], batch: EventBatch) -> None:
 def latency_bin_counts(columns: Columns) -> list[list[int]]:
     """Per volume of ``columns.volumes``, what its events (all taken: validated) add to its
     cumulative latency bins (:func:`add_to_latency_bins`), in one numpy pass."""
+    rows: list[list[int]] = latency_bin_rows(columns).tolist()
+    return rows
+
+
+def latency_bin_rows(columns: Columns) -> np.ndarray:
+    """:func:`latency_bin_counts` as one array, a row per volume (counts of events: int64
+    holds them)."""
     n = len(columns.volumes)
     timed = columns.status != STATUS_INVALID
     # complete - submit wraps in uint64 but is exact there: it lies in [0, 2**64).
@@ -106,8 +113,7 @@ def latency_bin_counts(columns: Columns) -> list[list[int]]:
     keys = (columns.volume[timed] * LATENCY_SLOTS
             + columns.op[timed].astype(np.intp) * LATENCY_BINS
             + np.searchsorted(_LATENCY_BOUNDS, latency, side="left"))
-    counts: list[int] = np.bincount(keys, minlength=n * LATENCY_SLOTS).tolist()
-    return [counts[v * LATENCY_SLOTS:(v + 1) * LATENCY_SLOTS] for v in range(n)]
+    return np.bincount(keys, minlength=n * LATENCY_SLOTS).reshape(n, LATENCY_SLOTS)
 
 
 # The slot of the one a status counts, by status code (numpy twin of STATUS_RULES).

@@ -28,13 +28,13 @@ from streams.core.codec import CodecError, SchemaSet
 from streams.core.counters import (
     COUNTER_NAMES,
     VolumeState,
-    latency_bin_counts,
+    latency_bin_rows,
     latest_complete,
     record_digest,
     slot_sums,
 )
 from streams.core.dead_letters import Rejection
-from streams.core.events import INT64_MAX, INT64_MIN, bad_event_mask
+from streams.core.events import INT64_MAX, bad_event_mask
 from streams.core.ingest import (
     Limits,
     Placement,
@@ -400,7 +400,7 @@ def _count(step: _Gathered, acc: _Accepted, judged: _Judged, out: list[StepRecor
     in_counted = judged.counted[part_of]
     counted = in_counted & ~bad
     take = ev if bool(counted.all()) else ev.take(counted)
-    sums, latest, bins = slot_sums(take), latest_complete(take), latency_bin_counts(take)
+    sums, latest, bins = slot_sums(take), latest_complete(take), latency_bin_rows(take)
     n_vol = len(step.volumes)
     bad_of = np.bincount(ev.volume[bad & in_counted], minlength=n_vol).tolist()
     states = _states(step, judged, (sums, latest, bins), bad_of, load_state)
@@ -422,7 +422,7 @@ def _count(step: _Gathered, acc: _Accepted, judged: _Judged, out: list[StepRecor
 
 
 def _states(step: _Gathered, judged: _Judged,
-            added: tuple[list[list[int]], list[int | None], list[list[int]]],
+            added: tuple[list[list[int]], list[int | None], np.ndarray],
             bad_of: list[int],
             load_state: Callable[[str], VolumeState | None]) -> dict[str, VolumeState] | None:
     """Each counted volume's new state (the loaded one, changed), in order of its first
@@ -438,7 +438,7 @@ def _states(step: _Gathered, judged: _Judged,
     if counters is None:
         return None
     latency_bins = _added([None if s is None else s.latency_bins for s in known],
-                          [bins[v] for v in touched], ())
+                          bins[touched], ())
     assert latency_bins is not None  # (no slot of them is bounded)
     row_of = {v: i for i, v in enumerate(touched)}
     # Per (volume, producer) counted: its first part (the order producers enter a state's
@@ -466,29 +466,30 @@ def _states(step: _Gathered, judged: _Judged,
 _COUNTER_SLOTS = tuple(slot for _, slot in COUNTER_NAMES)  # a sum past int64 is rejected
 
 
-def _added(bases: list[list[int] | None], adds: list[list[int]], bounded: Sequence[int]
-           ) -> list[list[int]] | None:
-    """Each base (None: zeros) plus its adds, slot by slot, as lists of Python ints, in
-    one numpy pass while every sum stays within int64; None if a sum of a ``bounded``
-    slot passes INT64_MAX (the step is then judged record by record)."""
-    width = len(adds[0]) if adds else 0
+def _added(bases: list[list[int] | None], adds: list[list[int]] | np.ndarray,
+           bounded: Sequence[int]) -> list[list[int]] | None:
+    """Each base (None: zeros) plus its row of ``adds``, slot by slot, as new lists of
+    Python ints (exact), or None if a sum of a ``bounded`` slot passes INT64_MAX. Only
+    the adds that are not zero are made (a volume's events of a step add to a few of its
+    counters and latency bins): a loop over them, not over every slot of every volume.
+    A stored counter is within int64 (this rule kept it so): only the sums are checked."""
+    width = len(adds[0]) if len(adds) else 0
     try:
-        add = np.array(adds, dtype=np.int64).reshape(len(adds), width)
-        base = np.array([[0] * width if b is None else b for b in bases],
-                        dtype=np.int64).reshape(len(adds), width)
-    except OverflowError:  # a value past int64 (absurd but valid): Python ints
-        pass
-    else:
-        over = np.where(add >= 0, base > INT64_MAX - add, base < INT64_MIN - add)
-        if not over.any():
-            return (base + add).tolist()
-    out = []
-    for b, a in zip(bases, adds, strict=True):
-        row = [x + y for x, y in zip(b or [0] * width, a, strict=True)]
-        if any(row[slot] > INT64_MAX for slot in bounded):
-            return None
-        out.append(row)
-    return out
+        add = np.asarray(adds, dtype=np.int64).reshape(len(bases), width)
+    except OverflowError:  # a sum past int64 (absurd but valid): Python ints all along
+        rows = [[x + y for x, y in zip(b or [0] * width, a, strict=True)]
+                for b, a in zip(bases, adds, strict=True)]
+        past = any(row[slot] > INT64_MAX for row in rows for slot in bounded)
+        return None if past else rows
+    rows = [[0] * width if b is None else list(b) for b in bases]
+    row, slot = np.nonzero(add)
+    for i, j, value in zip(row.tolist(), slot.tolist(), add[row, slot].tolist(), strict=True):
+        rows[i][j] += value
+    checked = np.isin(slot, np.asarray(bounded, dtype=np.intp))
+    if any(rows[i][j] > INT64_MAX
+           for i, j in zip(row[checked].tolist(), slot[checked].tolist(), strict=True)):
+        return None
+    return rows
 
 
 def _record_rejection(step: _Gathered, acc: _Accepted, r: int, rejected: np.ndarray,

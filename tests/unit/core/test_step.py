@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from streams.core.counters import BYTES, SLOTS_PER_OP, VolumeState
 from streams.core.dead_letters import Rejection
+from streams.core.events import INT64_MAX
 from streams.core.ingest import Limits, Placement, account_record
 from streams.core.marks import judge_marks
-from streams.core.events import INT64_MAX
 from streams.core.step import _added, account_step
 from streams.core.windows.book import Emission, ProducedColumns, WindowSettings
 from streams.state.stages import open_partition_windows
@@ -297,26 +297,32 @@ def test_a_record_with_a_volume_index_past_its_table_is_rejected_alone() -> None
         assert [r[0] for r in run.records] == [0 if k == at else 1 for k in range(len(step))]
 
 
-_NEAR = st.one_of(st.integers(0, 300), st.integers(2**63 - 300, 2**63 + 300),
-                  st.integers(-(2**63) - 300, -(2**63) + 300))
+_ADD = st.one_of(st.integers(0, 300), st.integers(2**63 - 300, 2**63 + 300))
+_STORED = st.one_of(st.integers(0, 300), st.integers(INT64_MAX - 300, INT64_MAX))
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 6).flatmap(lambda width: st.lists(
-    st.tuples(st.one_of(st.none(), st.lists(_NEAR, min_size=width, max_size=width)),
-              st.lists(_NEAR, min_size=width, max_size=width)), max_size=5)),
-       st.sets(st.integers(0, 5)))
-def test_counters_are_added_at_once_as_python_ints(rows: list[Any], bounded: set[int]) -> None:
-    """step._added (numpy while int64 holds the sums, else Python ints) against Python's
-    own sums: the same rows, and None exactly when a bounded slot's sum passes int64."""
+    st.tuples(st.one_of(st.none(), st.lists(_STORED, min_size=width, max_size=width)),
+              st.lists(_ADD, min_size=width, max_size=width)), max_size=5)),
+       st.sets(st.integers(0, 5)), st.booleans())
+def test_counters_are_added_at_once_as_python_ints(rows: list[Any], bounded: set[int],
+                                                  as_array: bool) -> None:
+    """step._added (the non-zero adds made in a loop, or Python ints all along when an add
+    is past int64) against Python's own sums of stored values (within int64) and
+    adds: the same rows, and None exactly when a bounded slot's sum passes int64."""
     bases, adds = [b for b, _ in rows], [a for _, a in rows]
     exact = [[x + y for x, y in zip(b or [0] * len(a), a, strict=True)] for b, a in rows]
     width = len(adds[0]) if adds else 0
     bounded_here = [slot for slot in bounded if slot < width]
     past = any(row[slot] > INT64_MAX for row in exact for slot in bounded_here)
-    got = _added(bases, adds, bounded_here)
+    fits = all(x <= INT64_MAX for a in adds for x in a)
+    given_adds = np.array(adds, dtype=np.int64).reshape(len(adds), width) if (
+        as_array and fits) else adds
+    got = _added(bases, given_adds, bounded_here)
     assert got == (None if past else exact)
     assert got is None or all(type(x) is int for row in got for x in row)
+    assert got is None or all(row is not b for row, b in zip(got, bases, strict=True))
 
 
 def _near_int64(volume_id: str, counter: bool) -> VolumeState:
