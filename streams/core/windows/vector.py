@@ -34,6 +34,7 @@ from streams.core.windows.columns import N_OPS, WindowColumns, running_max_by_ru
 from streams.core.windows.exphist import ExpHistogram, group_histogram_columns, group_histograms
 
 _N_OPS = len(OPS)
+_INT64_MAX = (1 << 63) - 1
 _SLOT = np.array([rule[0] for rule in STATUS_RULES], dtype=np.int64)
 _COUNTS_BYTES = np.array([rule[1] for rule in STATUS_RULES], dtype=bool)
 _COUNTS_TIME = np.array([rule[2] for rule in STATUS_RULES], dtype=bool)
@@ -363,17 +364,25 @@ def hour_partials(columns: Columns) -> list[HourPartial]:
         np.where(_COUNTS_BYTES[status], columns.nbytes[order], 0).view(np.uint64), starts)
     time_sums = exact_sums(
         np.where(_COUNTS_TIME[status], latencies_ns(columns)[order], np.uint64(0)), starts)
-    volumes, hour_of, ops = _decode_key(key[order][starts], hours)
-    out: list[HourPartial] = []
-    for g, row in enumerate(counts.tolist()):
-        row[BYTES], row[TIME] = byte_sums[g], time_sums[g]
-        if not out or (out[-1].volume, out[-1].hour_start_ns) != (volumes[g],
-                                                                   hour_of[g] * HOUR_NS):
-            out.append(HourPartial(volumes[g], hour_of[g] * HOUR_NS,
-                                   [0] * (SLOTS_PER_OP * _N_OPS)))
-        base = ops[g] * SLOTS_PER_OP
-        out[-1].counters[base:base + SLOTS_PER_OP] = row
-    return out
+    group_key = key[order][starts]
+    pair = group_key // _N_OPS  # (volume, hour) of each (volume, hour, op), in order
+    first = np.r_[True, pair[1:] != pair[:-1]]
+    of_pair = np.cumsum(first) - 1
+    pairs = pair[first]
+    rows = np.zeros((len(pairs), _N_OPS, SLOTS_PER_OP), dtype=np.int64)
+    if max(byte_sums) <= _INT64_MAX and max(time_sums) <= _INT64_MAX:
+        counts[:, BYTES], counts[:, TIME] = byte_sums, time_sums
+        rows[of_pair, group_key % _N_OPS] = counts
+        counters: list[list[int]] = rows.reshape(len(pairs), -1).tolist()
+    else:  # a sum past int64 (absurd but valid): Python ints
+        counters = rows.reshape(len(pairs), -1).tolist()
+        for g, (at, op, row) in enumerate(zip(of_pair.tolist(), (group_key % _N_OPS).tolist(),
+                                              counts.tolist(), strict=True)):
+            row[BYTES], row[TIME] = byte_sums[g], time_sums[g]
+            counters[at][op * SLOTS_PER_OP:(op + 1) * SLOTS_PER_OP] = row
+    return [HourPartial(volume, hour * HOUR_NS, row) for volume, hour, row in zip(
+        (pairs // len(hours)).tolist(), hours[pairs % len(hours)].tolist(), counters,
+        strict=True)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from streams.core.batch import Columns, EventBatch
 from streams.core.counters import N_SLOTS, add_to_slots, latest_complete, slot_sums
 from streams.core.events import INT64_MAX, INT64_MIN, OPS, bad_event_mask, event_error
+from streams.core.windows.vector import hour_partials
 from tests.unit.core.ingest_records import NOW, Table, ev
 from tests.unit.core.layout2_records import HOME_VOLUMES, home_placement, layout2
 
@@ -133,3 +134,18 @@ def test_events_that_would_take_a_counter_past_int64_are_rejected_and_change_not
     assert rejection.whole and "read_bytes past" in rejection.reason and not outcome.volumes
 
 
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.booleans().flatmap(valid_columns))
+def test_hour_partials_are_add_to_slots_per_volume_and_hour_even_past_int64(
+    events: list[tuple[int, ...]],
+) -> None:
+    """Billing's counters per (volume, hour of complete_ns), laid out at once, against the
+    scalar rule over each (volume, hour)'s events; sums past 2**63 stay exact."""
+    hour_ns = 3600 * 10**9
+    expected = [(v, h * hour_ns, _scalar([e for e in events if e[5] // hour_ns == h], v)[0])
+                for v, h in sorted({(e[0], e[5] // hour_ns) for e in events})]
+    got = [(p.volume, p.hour_start_ns, p.counters) for p in hour_partials(_columns(events))]
+    assert got == expected
+    assert all(type(x) is int for _, _, counters in got for x in counters)
