@@ -26,7 +26,7 @@ import numpy as np
 
 from streams.core.batch import Columns
 from streams.core.counters import BYTES, SLOTS_PER_OP, STATUS_RULES, TIME
-from streams.core.events import OPS
+from streams.core.events import INT64_MAX, OPS
 from streams.core.sorting import stable_order, stable_order_by
 from streams.core.times import HOUR_NS
 from streams.core.windows.acc import HISTOGRAM_BOUNDS_NS, N_BINS
@@ -34,7 +34,6 @@ from streams.core.windows.columns import N_OPS, WindowColumns, running_max_by_ru
 from streams.core.windows.exphist import ExpHistogram, group_histogram_columns, group_histograms
 
 _N_OPS = len(OPS)
-_INT64_MAX = (1 << 63) - 1
 _SLOT = np.array([rule[0] for rule in STATUS_RULES], dtype=np.int64)
 _COUNTS_BYTES = np.array([rule[1] for rule in STATUS_RULES], dtype=bool)
 _COUNTS_TIME = np.array([rule[2] for rule in STATUS_RULES], dtype=bool)
@@ -370,7 +369,7 @@ def hour_partials(columns: Columns) -> list[HourPartial]:
     of_pair = np.cumsum(first) - 1
     pairs = pair[first]
     rows = np.zeros((len(pairs), _N_OPS, SLOTS_PER_OP), dtype=np.int64)
-    if max(byte_sums) <= _INT64_MAX and max(time_sums) <= _INT64_MAX:
+    if max(byte_sums) <= INT64_MAX and max(time_sums) <= INT64_MAX:
         counts[:, BYTES], counts[:, TIME] = byte_sums, time_sums
         rows[of_pair, group_key % _N_OPS] = counts
         counters: list[list[int]] = rows.reshape(len(pairs), -1).tolist()
