@@ -40,3 +40,11 @@ def stable_order_by(major: np.ndarray, minor: np.ndarray, minor_bound: int) -> n
     if len(major) and int(major.min()) >= 0 and (int(major.max()) + 1) * minor_bound < 1 << 63:
         return stable_order(major.astype(np.int64) * minor_bound + minor)
     return np.lexsort((minor, major))
+
+
+def first_and_last(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each distinct key of ``keys`` first and last occurs, in the order of the
+    distinct keys (np.unique's)."""
+    first = np.unique(keys, return_index=True)[1]
+    last = len(keys) - 1 - np.unique(keys[::-1], return_index=True)[1]
+    return first, last

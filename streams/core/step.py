@@ -55,7 +55,7 @@ from streams.core.raw import (
     packed_fields,
     raw_batch,
 )
-from streams.core.sorting import stable_order
+from streams.core.sorting import first_and_last, stable_order
 from streams.core.windows.book import Parts
 
 __all__ = ["StepOutcome", "StepRecord", "account_step"]
@@ -444,9 +444,7 @@ def _states(step: _Gathered, judged: _Judged,
     # Per (volume, producer) counted: its first part (the order producers enter a state's
     # marks, as record by record) and its last (the mark it leaves: seqs only rise).
     group = judged.group[parts]
-    _, first = np.unique(group, return_index=True)
-    _, from_end = np.unique(group[::-1], return_index=True)
-    last = len(group) - 1 - from_end
+    first, last = first_and_last(group)
     order = np.argsort(first, kind="stable")
     states: dict[str, VolumeState] = {}
     for f, k in zip(first[order].tolist(), parts[last[order]].tolist(), strict=True):
@@ -454,7 +452,7 @@ def _states(step: _Gathered, judged: _Judged,
         volume_id = step.volumes[v]
         state = states.get(volume_id)
         if state is None:
-            state = states[volume_id] = load_state(volume_id) or VolumeState(step.tenants[v])
+            state = states[volume_id] = known[row_of[v]] or VolumeState(step.tenants[v])
             state.counters, state.latency_bins = counters[row_of[v]], latency_bins[row_of[v]]
             state.completed_at(latest[v])
             state.rejected += bad_of[v]

@@ -20,6 +20,7 @@ import numpy as np
 from streams.core.batch import Columns, EventBatch
 from streams.core.closing import ClosingIndex
 from streams.core.marks import judge_marks
+from streams.core.sorting import first_and_last
 from streams.core.windows.acc import NS_PER_S, WindowAcc, rollup, window_start_ns
 from streams.core.windows.columns import (
     WindowColumns,
@@ -525,8 +526,7 @@ def unapplied_parts(parts: Parts, applied_of: Callable[[str], dict[str, int] | N
     # Per (volume, producer) with a new part, in the order of its first new part (the
     # order the parts' loop would make the marks in): the seq of its last new part.
     new_group = group[new]
-    firsts = np.unique(new_group, return_index=True)[1]
-    lasts = len(new_group) - 1 - np.unique(new_group[::-1], return_index=True)[1]
+    firsts, lasts = first_and_last(new_group)
     by_first = np.argsort(firsts, kind="stable")
     new_seq = parts.seq[items[new]]
     for pair_of, seq in zip(groups[new_group[firsts[by_first]]].tolist(),
