@@ -423,20 +423,21 @@ class RollupBook:
     def _add_summed(self, keys: list[WindowKey], tenants: list[str],
                     parts: list[list[Emission]], part_len_ns: int, offset: int
                     ) -> dict[WindowKey, list[Emission]]:
-        """New parts into the windows of ``keys``: summed as columns and merged in as
-        columns by a window book that takes them (columnar.ColumnarBook.add_parts), else
-        merged one window at a time as objects (:meth:`_update`); the emitted windows'
-        new revisions, by key."""
-        summed = _summed_columns(parts)
+        """New parts into the windows of ``keys``: merged in as columns, by a window book
+        that takes them (columnar.ColumnarBook.add_parts: each window and its parts in one
+        reduce), else summed as columns and merged one window at a time as objects
+        (:meth:`_update`); the emitted windows' new revisions, by key."""
+        gathered = _gathered_columns(parts)
         add_parts = getattr(self.inner, "add_parts", None)
-        if summed is not None and add_parts is not None:
-            made = add_parts(keys, tenants, summed, offset)
+        if gathered is not None and add_parts is not None:
+            made = add_parts(keys, tenants, *gathered, offset)
             if made is not None:
                 out: dict[WindowKey, list[Emission]] = {key: [] for key in keys}
                 for e in made:
                     out[(e.volume_id, window_start_ns(e.start_ns, self.inner.window_len_ns))
                         ].append(e)
                 return out
+        summed = None if gathered is None else reduce_windows(*gathered, len(keys))
         accs = ([[acc] for acc in to_accs(summed)] if summed is not None
                 else [[e.acc for e in group] for group in parts])
         return {key: self._update(key[0], tenant, key[1], new, part_len_ns, offset)
@@ -462,9 +463,9 @@ class RollupBook:
         return self.inner.close_for(watermark_ns, offset)
 
 
-def _summed_columns(groups: list[list[Emission]]) -> WindowColumns | None:
-    """Per group, the sum of its emissions' windows (columns.reduce_windows: one row a
-    group); None when one was not made from columns, or a sum leaves int64."""
+def _gathered_columns(groups: list[list[Emission]]) -> tuple[WindowColumns, np.ndarray] | None:
+    """The windows of all groups' emissions as columns, and each row's group; None when
+    one was not made from columns."""
     owners = [g for g, group in enumerate(groups) for _ in group]
     # An emission whose object was made may have been changed: the columns may be stale.
     batches, objects = by_batch(e.source if e._acc is None else None
@@ -474,7 +475,7 @@ def _summed_columns(groups: list[list[Emission]]) -> WindowColumns | None:
     cols = concat([rows.cols.take_index(np.array(ks, dtype=np.intp))
                    for rows, _, ks in batches])
     owner = np.array(owners, dtype=np.intp)[np.concatenate([at for _, at, _ in batches])]
-    return reduce_windows(cols, owner, len(groups))
+    return cols, owner
 
 
 def unapplied(records: Sequence[ProducedColumns],

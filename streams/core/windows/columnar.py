@@ -18,6 +18,7 @@ window) takes :class:`WindowBook`'s way, one object a window, with the same resu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -76,18 +77,22 @@ class ColumnarBook(WindowBook):
         return [e for plan in plans for e in self._keep(*plan, offset)]
 
     def add_parts(self, keys: list[WindowKey], tenants: list[str], parts: WindowColumns,
-                  offset: int = -1) -> list[Emission] | None:
+                  owner: np.ndarray, offset: int = -1) -> list[Emission] | None:
         """Rollup parts into the windows of ``keys`` (distinct; a new one belongs to its
-        tenant of ``tenants``): ``parts`` has, per key, the sum of its new parts
-        (RollupBook.add_emitted), merged in as WindowAcc.merge merges them. Returns the new
-        revisions of the emitted windows they change, in the order of ``keys``; None when
-        the columns cannot (an older stored window, a sum past int64): nothing changed."""
+        tenant of ``tenants``): row i of ``parts`` goes into the window of
+        ``keys[owner[i]]`` (RollupBook.add_emitted), each window reduced with its parts at
+        once as WindowAcc.merge merges them. Returns the new revisions of the emitted
+        windows they change, in the order of ``keys``; None when the columns cannot (an
+        older stored window, a sum past int64): nothing changed."""
         plans = []
         for at in range(0, len(keys), CHUNK_WINDOWS):
             chunk = slice(at, at + CHUNK_WINDOWS)
-            some = (parts if len(keys) <= CHUNK_WINDOWS else
-                    parts.take_index(np.arange(len(keys))[chunk]))
-            plan = self._merged(keys[chunk], tenants[chunk], some, _merge_rollup)
+            some, mine = parts, owner
+            if len(keys) > CHUNK_WINDOWS:
+                pick = np.flatnonzero((owner >= at) & (owner < at + CHUNK_WINDOWS))
+                some, mine = parts.take_index(pick), owner[pick] - at
+            plan = self._merged(keys[chunk], tenants[chunk], some,
+                                functools.partial(_merge_rollup, owner=mine))
             if plan is None:
                 return None
             plans.append(plan)
@@ -162,11 +167,14 @@ class ColumnarBook(WindowBook):
         return emitted.emissions(offset)
 
 
-def _merge_rollup(base: WindowColumns, parts: WindowColumns) -> WindowColumns | None:
-    """Each window of ``base`` with its rollup parts' sum merged in (WindowAcc.merge),
-    ``base``'s extra."""
+def _merge_rollup(base: WindowColumns, parts: WindowColumns, owner: np.ndarray
+                  ) -> WindowColumns | None:
+    """Each window of ``base`` with the rollup parts it owns (``owner``: each part's window)
+    merged in (WindowAcc.merge), ``base``'s extra: one reduce of the windows and their
+    parts, the window first in each group (its start and length)."""
     n = len(base)
     none = np.empty((n, 0), dtype=np.int64)
-    merged = reduce_windows(concat([base.with_extra(none), parts.with_extra(none)]),
-                            np.r_[np.arange(n), np.arange(n)], n)
+    merged = reduce_windows(concat([base.with_extra(none),
+                                    parts.with_extra(np.empty((len(parts), 0), np.int64))]),
+                            np.r_[np.arange(n), owner], n)
     return None if merged is None else merged.with_extra(base.extra)

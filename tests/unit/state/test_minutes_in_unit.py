@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.core.times import MINUTE_NS, NS_PER_S
+from streams.core.windows import columnar as columnar_module
 from streams.core.windows.acc import WindowAcc, window_start_ns, window_stats
 from streams.core.windows.book import Emission, WindowSettings
 from streams.core.windows.stages import PartitionWindows, rollup_prefix
@@ -83,6 +85,16 @@ def test_the_minutes_end_as_the_topic_fed_stage_made_them(seed: int) -> None:
     ticks of an idle partition: as :func:`against_the_topic_fed_stage` says."""
     revisions = against_the_topic_fed_stage(seed, 1)
     assert any(len(r) > 1 for r in revisions.values()), "minutes were revised"
+
+
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 2**32))
+def test_minutes_made_in_chunks_of_two_windows_end_the_same(seed: int) -> None:
+    """The same with the columnar book's calls cut into chunks of two windows (as a tick
+    that closes many volumes' windows is): each chunk's windows take their own parts."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(columnar_module, "CHUNK_WINDOWS", 2)
+        against_the_topic_fed_stage(seed, 1)
 
 
 def test_a_1s_window_stays_while_its_minute_can_change() -> None:

@@ -8,15 +8,19 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.core.times import NS_PER_S
+from streams.core.times import MINUTE_NS, NS_PER_S
 from streams.core.windows import columnar as columnar_module
+from streams.core.windows.acc import WindowAcc
 from streams.core.windows.book import Emission, WindowBook, WindowSettings
 from streams.core.windows.columnar import ColumnarBook
+from streams.core.windows.columns import gather
 from streams.core.windows.stores import RowsEntryStore
+from tests.unit.core.windows.test_columns import windows
 from tests.unit.core.windows.test_vector import T0, columns_of, events_st, make_event
 
 
@@ -121,3 +125,50 @@ def _check_written_rows(store: RowsEntryStore) -> None:
                 entry.emitted_offset) == (stored.tenant_id, stored.acc.to_list(),
                                           stored.revision, stored.emitted,
                                           stored.emitted_offset)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(windows(), min_size=1, max_size=12), st.data())
+def test_rollup_parts_go_into_their_own_windows_whatever_the_chunks(
+        accs: list[WindowAcc], data: st.DataObject) -> None:
+    """ColumnarBook.add_parts (RollupBook.add_emitted's: parts, each naming its window),
+    in two calls, the second into windows the first stored (and maybe emitted), its calls
+    cut into chunks of any size: each window ends as merging its parts into it in turn
+    makes it (WindowAcc.merge), and an emitted window changed gets a new revision."""
+    n_keys = data.draw(st.integers(1, len(accs)))
+    owner = [data.draw(st.integers(0, n_keys - 1)) for _ in accs]
+    first = [data.draw(st.booleans()) for _ in accs]
+    close_between = data.draw(st.booleans())
+    keys = [(f"vol-{k:02d}", 0) for k in range(n_keys)]
+    store = RowsEntryStore({}, b"M1|")
+    book = ColumnarBook(WindowSettings(), store, MINUTE_NS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(columnar_module, "CHUNK_WINDOWS", data.draw(st.integers(1, 4)))
+        for call in (True, False):
+            picked = [i for i in range(len(accs)) if first[i] == call]
+            reach = sorted({owner[i] for i in picked})
+            if not reach:
+                continue
+            cols = gather([accs[i] for i in picked], [()] * len(picked))
+            assert cols is not None
+            made = book.add_parts([keys[k] for k in reach], ["tenant"] * len(reach), cols,
+                                  np.array([reach.index(owner[i]) for i in picked]), 7)
+            assert made is not None
+            emitted_before = call is False and close_between
+            assert [(e.volume_id, e.revision) for e in made] == (
+                [(keys[k][0], 1) for k in reach if any(
+                    first[i] and owner[i] == k for i in range(len(accs)))]
+                if emitted_before else [])
+            store.write_back()
+            if close_between and call:
+                book.close_for(10 * MINUTE_NS, 5)
+                store.write_back()
+    want = {}
+    for k, key in enumerate(keys):
+        mine = [i for i in range(len(accs)) if owner[i] == k]
+        if mine:
+            acc = WindowAcc.empty(0, MINUTE_NS)
+            for i in sorted(mine, key=lambda i: not first[i]):  # the first call's first
+                acc.merge(accs[i])
+            want[key] = acc
+    assert {key: entry.acc for key, entry in store.items()} == want
