@@ -88,13 +88,15 @@ class BillingBook:
         pass; returns the adjustments for hours already emitted (``offset``: the raw
         offset being processed, stamped on them)."""
         adjustments: list[BillingRecord] = []
+        store, push = self.store, self._closing.push
         for part in hour_partials(columns):
             volume_id, start = columns.volumes[part.volume], part.hour_start_ns
-            entry = self.store.get((volume_id, start))
-            if entry is None:
-                entry = BillingEntry(columns.tenants[part.volume])
-                self._closing.push(start + HOUR_NS, volume_id)
-            if entry.counters is not None:
+            key = (volume_id, start)
+            entry = store.get(key)
+            if entry is None:  # a new hour: its counters are this part's (a list of its own)
+                entry = BillingEntry(columns.tenants[part.volume], part.counters)
+                push(start + HOUR_NS, volume_id)
+            elif entry.counters is not None:
                 entry.counters = [mine + theirs for mine, theirs
                                   in zip(entry.counters, part.counters, strict=True)]
             else:
@@ -102,7 +104,7 @@ class BillingBook:
                                                  entry.next_sequence, tuple(part.counters)))
                 entry.unconfirmed.append([offset, entry.next_sequence, part.counters])
                 entry.next_sequence += 1
-            self.store[(volume_id, start)] = entry
+            store[key] = entry
         return adjustments
 
     def close_for(self, watermark_ns: int | None, offset: int = -1) -> list[BillingRecord]:
