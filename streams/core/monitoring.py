@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from streams.core.events import OPS
 from streams.core.keys import window_key
 from streams.core.times import NS_PER_S
@@ -137,6 +139,7 @@ def monitoring_key(record: Mapping[str, Any]) -> bytes:
 # Seconds from a 1 s window's end to its first emission: grace + at most the idle timeout
 # when the pipeline keeps up (SEMANTICS.md section 4).
 CLOSE_DELAY_BUCKETS_S: tuple[float, ...] = (0.5, 1, 2, 3, 5, 8, 13, 30, 60, 120)
+_CLOSE_DELAY_BOUNDS_NS = np.array([bound * 1e9 for bound in CLOSE_DELAY_BUCKETS_S])
 
 
 @dataclass
@@ -154,3 +157,15 @@ class CloseDelays:
             if delay_ns <= bound * 1e9:
                 self.counts[i] += 1
                 break
+
+    def observe_many(self, delays_ns: list[int]) -> None:
+        """:meth:`observe` each (one pass of numpy over a unit's windows)."""
+        if not delays_ns:
+            return
+        self.total += len(delays_ns)
+        self.sum_ns += sum(delays_ns)
+        bucket = np.searchsorted(_CLOSE_DELAY_BOUNDS_NS, np.array(delays_ns, dtype=np.float64),
+                                 side="left")
+        for i, n in enumerate(np.bincount(bucket, minlength=len(self.counts) + 1)
+                              [:len(self.counts)].tolist()):
+            self.counts[i] += n

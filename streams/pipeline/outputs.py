@@ -107,6 +107,14 @@ class OutputBatches:
         self.queued.setdefault((topic, partition), []).append(
             (key, value, NO_HEADERS if headers is None else headers))
 
+    def add_many(self, topic: str, partition: int, messages: list[Message]) -> None:
+        """Queue records in order (:meth:`add` each)."""
+        queued = self.queued.get((topic, partition))
+        if queued is None:
+            self.queued[(topic, partition)] = list(messages)
+        else:
+            queued += messages
+
     async def send(self) -> None:
         """Hand every queued record to the producer, each partition's in order, as record
         batches; returns once they are in aiokafka's accumulator."""

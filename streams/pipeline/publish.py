@@ -24,6 +24,7 @@ from streams.core.keys import source_offset_header, watermark_key, window_key
 from streams.core.step import StepRecord
 from streams.core.times import MINUTE_NS, NS_PER_S
 from streams.core.windows.book import Emission
+from streams.pipeline.outputs import NO_HEADERS, Headers, Message
 
 if TYPE_CHECKING:
     from streams.pipeline.app import Pipeline, WorkerStats
@@ -42,15 +43,25 @@ async def publish_windows(p: Pipeline, emissions: list[Emission], partition: int
     values = p.window_encoder.encode_emissions(emissions)
     minutes = [e for e in emissions if e.length_ns == MINUTE_NS]
     metrics = iter(p.metrics_encoder.encode_emissions(minutes))
+    by_topic: dict[int, list[Message]] = {length_ns: [] for length_ns in p.stats_topics}
+    monitoring: list[Message] = []
+    delays: list[int] = []
+    headers: dict[int, Headers] = {}  # one list per input offset (aiokafka only reads it)
     for e, value in zip(emissions, values, strict=True):
         start_ns, length_ns = e.start_ns, e.length_ns
         if e.revision == 0 and length_ns == NS_PER_S:
-            p.stats.close_delays.observe(now_ns - start_ns - length_ns)
+            delays.append(now_ns - start_ns - length_ns)
         key = window_key(e.volume_id, start_ns)
-        await _publish(p, p.stats_topics[length_ns], partition, key, value,
-                       source_offset_header(e.offset))
+        header = headers.get(e.offset)
+        if header is None:
+            header = headers[e.offset] = source_offset_header(e.offset)
+        by_topic[length_ns].append((key, value, header))
         if length_ns == MINUTE_NS:  # its monitoring record (core/monitoring.py), same key
-            await _publish(p, p.monitoring_topic, partition, key, next(metrics))
+            monitoring.append((key, next(metrics), NO_HEADERS))
+    p.stats.close_delays.observe_many(delays)
+    for length_ns, messages in by_topic.items():
+        await _publish_many(p, p.stats_topics[length_ns], partition, messages)
+    await _publish_many(p, p.monitoring_topic, partition, monitoring)
     for b in windows.take_billing():
         await _publish(p, p.billing_topic, partition, b.record_id.encode(),
                        p.schemas.encode("BillingRecord", b.to_dict()))
@@ -77,6 +88,18 @@ async def send_outputs(p: Pipeline) -> None:
     """Hand the records queued so far to the producer, as record batches."""
     if p.outputs is not None and p.outputs.queued:
         await p.outputs.send()
+
+
+async def _publish_many(p: Pipeline, topic: Any, partition: int,
+                        messages: list[Message]) -> None:
+    """Records in order, as :func:`_publish` each: queued at once for record batches."""
+    if p.outputs is not None:
+        if messages:
+            p.outputs.add_many(topic.get_topic_name(), partition, messages)
+        return
+    for key, value, headers in messages:
+        await topic.send(key=key, value=value, partition=partition,
+                         headers=list(headers) or None)  # faust may add to its list
 
 
 async def publish_rejections(

@@ -28,7 +28,12 @@ from streams.core.batch import EventBatch
 from streams.core.codec import default_schemas
 from streams.core.counters import COUNTER_NAMES, VolumeState
 from streams.core.events import OP_CODE, STATUS_CODE
-from streams.core.monitoring import monitoring_key, monitoring_record
+from streams.core.monitoring import (
+    CLOSE_DELAY_BUCKETS_S,
+    CloseDelays,
+    monitoring_key,
+    monitoring_record,
+)
 from streams.core.times import NS_PER_S
 from streams.core.windows.acc import WindowAcc, rollup, window_stats
 from streams.core.windows.book import WindowBook, WindowSettings
@@ -585,3 +590,25 @@ def test_metrics_route_of_a_real_worker_app(tmp_path: Path, monkeypatch: Any) ->
     assert after[:2] == (200, "text/plain; version=0.0.4; charset=utf-8")
     assert volume_part(after[2]) == prometheus_text([])
     assert "\nioacct_worker_records_total 0\n" in after[2]
+
+
+_BOUNDS_NS = [int(bound * NS_PER_S) for bound in CLOSE_DELAY_BUCKETS_S]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.integers(-10**12, 200 * NS_PER_S),
+                          st.sampled_from(_BOUNDS_NS), st.sampled_from(_BOUNDS_NS).map(
+                              lambda b: b + 1), st.integers(-2**63, 2**63 - 1)),
+                max_size=60),
+       st.integers(0, 60))
+def test_close_delays_observed_at_once_are_those_observed_one_by_one(
+        delays: list[int], cut: int) -> None:
+    """A unit's close delays at once (numpy) land in the buckets one at a time puts them
+    in, on the bounds and one past them too; the count and sum are the same."""
+    at_once, one_by_one = CloseDelays(), CloseDelays()
+    at_once.observe_many(delays[:cut])
+    at_once.observe_many(delays[cut:])
+    for delay in delays:
+        one_by_one.observe(delay)
+    assert (at_once.counts, at_once.total, at_once.sum_ns) == (
+        one_by_one.counts, one_by_one.total, one_by_one.sum_ns)
