@@ -104,11 +104,10 @@ class OutputBatches:
     def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
             headers: Headers | None = None) -> None:
         """Queue a record; :meth:`send` hands it to the producer."""
-        self.queued.setdefault((topic, partition), []).append(
-            (key, value, NO_HEADERS if headers is None else headers))
+        self.add_many(topic, partition, [(key, value, NO_HEADERS if headers is None else headers)])
 
     def add_many(self, topic: str, partition: int, messages: list[Message]) -> None:
-        """Queue records in order (:meth:`add` each)."""
+        """Queue records, in order."""
         queued = self.queued.get((topic, partition))
         if queued is None:
             self.queued[(topic, partition)] = list(messages)

@@ -76,12 +76,10 @@ async def publish_windows(p: Pipeline, emissions: list[Emission], partition: int
 
 
 async def _publish(p: Pipeline, topic: Any, partition: int, key: bytes, value: bytes,
-                   headers: list[tuple[str, bytes]] | None = None) -> None:
-    """One record: queued for a record batch (outputs.py), or faust's send."""
-    if p.outputs is not None:
-        p.outputs.add(topic.get_topic_name(), partition, key, value, headers)
-    else:
-        await topic.send(key=key, value=value, partition=partition, headers=headers)
+                   headers: Headers | None = None) -> None:
+    """One record (:func:`_publish_many`)."""
+    await _publish_many(p, topic, partition,
+                        [(key, value, NO_HEADERS if headers is None else headers)])
 
 
 async def send_outputs(p: Pipeline) -> None:
@@ -92,7 +90,7 @@ async def send_outputs(p: Pipeline) -> None:
 
 async def _publish_many(p: Pipeline, topic: Any, partition: int,
                         messages: list[Message]) -> None:
-    """Records in order, as :func:`_publish` each: queued at once for record batches."""
+    """Records in order: queued for record batches (outputs.py), or faust's send each."""
     if p.outputs is not None:
         if messages:
             p.outputs.add_many(topic.get_topic_name(), partition, messages)
