@@ -110,9 +110,12 @@ def walk(data: bytes | memoryview, start: int) -> Iterator[tuple[int, int] | Ski
             yield (pos, size)
             pos += size
             continue
-        # The length may be intact: then the next frame starts right after this one.
+        # The length may be intact: then the next frame starts right after this one,
+        # unless reading can go on inside the span it claims (the length itself was
+        # corrupt, and happens to end where a frame or the segment ends).
         if size < 0 and (pos - size == len(data) or frame_at(data, pos - size) > 0):
-            following = pos - size
+            inside = next_valid(data, pos, -size - 1)
+            following = pos - size if inside < 0 else inside
         elif (following := next_valid(data, pos)) < 0:
             return
         yield Skipped(pos, following - pos)

@@ -59,6 +59,24 @@ def test_any_corrupted_range_loses_only_the_frames_it_touches(
         assert found.valid_end == len(corrupt)
 
 
+def test_a_corrupt_length_that_ends_where_the_segment_ends_skips_only_its_frame() -> None:
+    """The first frame's length corrupted so that it claims the whole segment (what
+    hypothesis found in CI, session 33): the frames after it are read, not skipped with
+    it as one corrupt frame."""
+    written = [("ioacct.io.raw", None, b"\x00" * 4), ("ioacct.io.raw", None, b"\x00" * 8),
+               ("t", None, b"\x00" * 3), ("t", None, b"\x00" * 7),
+               ("ioacct.io.raw", b"\x00", b"\x00"), ("ioacct.io.raw", b"\x00", b"\x00" * 7)]
+    frames = [encode_frame(*entry) for entry in written]
+    original = b"".join(frames)
+    corrupt = (len(original) - FRAME.size).to_bytes(4, "little") + original[4:]
+    assert corrupt[:1] == b"\xa2" and corrupt != original
+    at = layout(frames)
+    assert read_back(corrupt) == {o: f for o, f in at.items() if o > 0}
+    found = scan(corrupt, 0)
+    assert (found.entries, found.valid_end) == (len(frames) - 1, len(corrupt))
+    assert found.skipped == (Skipped(0, len(frames[0])),)
+
+
 def test_a_corrupt_length_no_longer_ends_the_segment() -> None:
     frames = [encode_frame(TOPIC, b"vol-%d" % n, b"v" * (50 + n)) for n in range(5)]
     data = bytearray(b"".join(frames))
