@@ -21,7 +21,7 @@ from streams.api.views import register_views
 from streams.config import Settings
 from streams.core.registry import mode_error
 from streams.kafka.topics import TopicsError, ensure_topics
-from streams.pipeline.app import Pipeline, build_app
+from streams.pipeline.app import GC_THRESHOLDS, Pipeline, build_app
 
 
 class Worker(faust.Worker):
@@ -72,14 +72,6 @@ def log_tracemalloc_top() -> None:
         lines.append(f"{stat.size:>14,} B {stat.count:>10,} blocks")
         lines += [f"    {line}" for line in stat.traceback.format(most_recent_first=True)]
     log.warning("\n".join(lines))
-
-
-# CPython looks for reference cycles every 700 new container objects (its default); the
-# accounting step makes hundreds of thousands of short-lived lists (busy intervals,
-# histogram buckets) that reference counting frees anyway, and each collection walked the
-# long-lived objects too: 10-20 % of the step at 100,000 volumes (docs/performance.md,
-# "Session 11: the windows unit's per-window cost").
-GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> int:

@@ -171,15 +171,23 @@ class Pipeline:
         return None if snapshot is None else VolumeState.from_snapshot(snapshot)
 
 
+# CPython looks for reference cycles every 700 new container objects (its default); the
+# accounting step makes hundreds of thousands of short-lived lists (busy intervals,
+# histogram buckets) that reference counting frees anyway, and each collection walked the
+# long-lived objects too: 10-20 % of the step at 100,000 volumes (docs/performance.md,
+# "Session 11: the windows unit's per-window cost").
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
 def build_app(settings: Settings) -> Pipeline:
     """The worker's Faust app with its topics, tables, agents and timers (no web views:
     the worker adds them)."""
     faust_fixes.apply()
     drain.install()
-    app = _faust_app(settings)
+    app = faust_app(settings)
     tables_at_start = open_tables_dir(settings, tables_dir(settings))
-    raw_topic = _topic(app, settings.raw_topic, settings.partitions)
-    dlq_topic = _topic(app, settings.dlq_topic, None)
+    raw_topic = bytes_topic(app, settings.raw_topic, settings.partitions)
+    dlq_topic = bytes_topic(app, settings.dlq_topic, None)
     # Key = volume_id as raw UTF-8, the same bytes the producer keys ioacct.io.raw
     # with, so table_route finds the owner with the producer's partitioner.
     # key_type/value_type bytes make faust use the raw codec (anything else means JSON,
@@ -248,9 +256,12 @@ def group_instance_id(settings: Settings) -> str | None:
     return chosen
 
 
-def _faust_app(settings: Settings) -> faust.App:
+def faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
+    """The worker's faust App from its settings, before any topic, table or agent (the
+    bench's floor, tools/bench/floor.py, runs its own agent on the same, under an
+    ``app_id`` of its own: its consumer group)."""
     return faust.App(
-        settings.app_id,
+        app_id or settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
         broker_credentials=faust_credentials(settings),
         store=store_url(settings),
@@ -287,7 +298,7 @@ def commit_interval_s(settings: Settings) -> float:
     return settings.commit_interval_s
 
 
-def _topic(app: faust.App, name: str, partitions: int | None) -> Any:
+def bytes_topic(app: faust.App, name: str, partitions: int | None) -> Any:
     """A topic of raw bytes keys and values (the records are Avro: codec.py)."""
     return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                      value_serializer="raw", partitions=partitions, internal=False)
@@ -302,9 +313,9 @@ def _add_windows(p: Pipeline) -> None:
         options=table_options(s),
     )
     for length_ns in WINDOW_LENGTHS_NS:
-        p.stats_topics[length_ns] = _topic(p.app, s.stats_topic(length_ns), s.partitions)
-    p.billing_topic = _topic(p.app, s.billing_topic, s.partitions)
-    p.monitoring_topic = _topic(p.app, s.monitoring_topic, s.partitions)
+        p.stats_topics[length_ns] = bytes_topic(p.app, s.stats_topic(length_ns), s.partitions)
+    p.billing_topic = bytes_topic(p.app, s.billing_topic, s.partitions)
+    p.monitoring_topic = bytes_topic(p.app, s.monitoring_topic, s.partitions)
     horizon_ns = s.revision_horizon_s * NS_PER_S
     p.window_settings = WindowSettings(int(s.grace_s * 1e9), int(s.idle_timeout_s * 1e9),
                                        horizon_ns)

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 FIGURES = (
     "a_events_per_s", "b_events_per_s", "b_records_per_s", "c_events_per_s",
     "c_records_per_s", "c_processed_events_per_s", "c_seconds", "c_worker_rss_bytes",
-    "h_events_per_s", "i_events_per_s",
+    "h_events_per_s", "i_events_per_s", "l_events_per_s", "l_cpu_us_per_event",
     "d_record_ns_per_event", "d_loop_ns_per_event", "d_sdk_events_per_s", "e_p50_s", "e_p99_s",
     "e_max_s", "e_rate_sent", "j_stored_windows", "j_window_writes",
     "j_value_bytes_per_window", "j_disk_bytes_per_window", "j_changelog_bytes_per_write",
@@ -64,7 +64,10 @@ def test_quick_bench_reports_every_figure() -> None:
     assert report["points"]["batch_sizes"]
     for p in volume_points + report["points"]["batch_sizes"]:
         assert p["events_per_s"] > 0 and p["records_per_s"] > 0 and p["rss_bytes"] > 0, p
-    assert all(report["ratios"][r] > 0 for r in ("c_over_b", "c_over_a", "c_over_h", "c_over_i"))
+    assert all(report["ratios"][r] > 0
+               for r in ("c_over_b", "c_over_a", "c_over_h", "c_over_i", "c_over_l"))
+    # (l) read (c)'s whole first backlog again (timed until its group committed the end)
+    assert report["info"]["l"]["records"] == report["info"]["c"]["records"]
     assert [row["target"] for row in report["targets"]] == list(TARGETS)
     for row in report["targets"]:
         assert isinstance(row["met"], bool), row

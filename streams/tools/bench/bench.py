@@ -63,6 +63,7 @@ from streams.kafka.topics import TopicSpec
 from streams.sources.simulator import FleetConfig
 from streams.tools.bench.anchors import ANCHOR_NAMES, anchor_bench
 from streams.tools.bench.failover import FailoverPlan, failover_run
+from streams.tools.bench.floor import floor_run
 from streams.tools.bench.latency import latency_run
 from streams.tools.bench.naive import naive_run
 from streams.tools.bench.procs import BenchError, create_topics, free_port, pipeline_topics
@@ -353,6 +354,18 @@ class Bench:
                           "units": run.units}
         if self.profile is not None and self.profile.exists():
             self.info["profile"] = summarize_profile(self.profile)
+        await self.floor(s, records, sent)
+
+    async def floor(self, s: Settings, records: int, events: int) -> None:
+        """(l) over (c)'s backlog, right after (c): its worker without the accounting
+        (floor.py)."""
+        self.step(f"(l) the worker's floor over (c)'s {events:,} events")
+        run = await floor_run(s, self.log_dir, records, events, 120 + events / 20_000)
+        self.figures["l_events_per_s"] = run.events_per_s
+        if run.cpu_us_per_event is not None and run.on_cpu is not None:
+            self.figures["l_cpu_us_per_event"] = run.cpu_us_per_event
+            self.figures["l_on_cpu"] = run.on_cpu
+        self.info["l"] = {"events": run.events, "records": run.records, "seconds": run.seconds}
 
     async def anchors(self, events: Sequence[IoEvent]) -> None:
         """(h) and (i): the first events of (b)'s, as layout-2 records (anchors.py)."""

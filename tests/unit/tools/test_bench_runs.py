@@ -223,3 +223,22 @@ def test_f_names_the_figure_at_the_commit_when_the_release_moved_it() -> None:
     note = _f_note({"f_bytes_per_volume": 1_200.0, "f_bytes_per_volume_at_end": 2_090.4}, info)
     assert note == (" (from 100 to 100,000 volumes; read after the worker's heap release; "
                     "2,090 B at the commit)")
+
+
+def test_the_floor_rows_give_what_the_accounting_adds_to_it() -> None:
+    """(l): its rate, and (c)'s CPU an event less the floor's, against (c)'s first run
+    (the floor reads that run's backlog)."""
+    from streams.tools.bench.report import _floor_rows
+
+    info = {"l": {"events": 6_000_000, "records": 37_746, "seconds": 3.5}}
+    f = {"l_events_per_s": 1_714_286.0, "l_cpu_us_per_event": 0.45, "l_on_cpu": 0.77,
+         "c_cpu_us_per_event": 1.5}
+    (name, value, note), (cpu_name, cpu, cpu_note) = _floor_rows(f, info, [])
+    assert name.startswith("(l) the worker's floor") and value.startswith("1,714,286")
+    assert "(c)'s 37,746 records again" in note
+    assert cpu == "0.45 µs" and cpu_note == ("on the CPU 77%; (c)'s 1.50 µs: the accounting "
+                                             "adds 1.05 µs an event (70% of (c)'s)")
+    (_, (_, _, second)) = _floor_rows(f, info, [{"events_per_s": 1.0}, {"events_per_s": 2.0}])
+    assert "(c)'s first run 1.50 µs: the accounting adds 1.05" in second
+    assert _floor_rows({"c_cpu_us_per_event": 1.5}, {}, []) == []  # no (l): no rows
+    assert len(_floor_rows({"l_events_per_s": 1.0}, info, [])) == 1  # no CPU figures
