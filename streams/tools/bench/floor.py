@@ -4,12 +4,14 @@ The same faust app as the worker's (pipeline/app.py ``faust_app``: the same sett
 the same fixes to faust and the same drain of fetched records, the same GC thresholds),
 the same steps (pipeline/batches.py ``take_steps``, split by partition, acknowledged after
 each step) and the same decode of every raw record (core/ingest.py ``decode_raw``), and
-then nothing: no rules, no state, no windows, no table write, no output. It reads (c)'s
-own raw topic right after (c), under a consumer group of its own, and is timed as (c) is:
-until the group has committed the end of the topic.
+then nothing: no rules, no state, no windows, no table write, no output (the Ticks that
+(c)'s worker wrote into the topic are skipped, as the worker reads them and no more). It
+reads (c)'s own raw topic right after (c), under a consumer group of its own, and is
+timed as (c) is: until the group has committed the end of the topic.
 
 So (l) is what faust, aiokafka and fastavro cost on this machine for (c)'s records, and
-(c)'s CPU an event less (l)'s is what the accounting adds (docs/bench.md).
+(c)'s CPU an event less (l)'s is what the accounting adds (docs/performance.md, "What is
+measured").
 
 Run as ``python -m streams.tools.bench.floor floor-worker APP_ID`` by :func:`floor_run`."""
 
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.config import Settings
-from streams.core.codec import default_schemas
+from streams.core.codec import HEADER_LEN, default_schemas
 from streams.core.ingest import decode_raw
 from streams.pipeline import drain
 from streams.pipeline.app import GC_THRESHOLDS, bytes_topic, faust_app
@@ -43,6 +45,7 @@ def floor_app(settings: Settings, app_id: str) -> Any:
     app = faust_app(settings, app_id)
     raw = bytes_topic(app, settings.raw_topic, settings.partitions)
     schemas = default_schemas()
+    tick_header = schemas.headers["Tick"]
     seen = {"events": 0, "records": 0}  # the benchmark's count, as the worker's /status
     s = settings
 
@@ -53,6 +56,8 @@ def floor_app(settings: Settings, app_id: str) -> Any:
                                        s.step_max_big_records, s.step_max_bytes):
             for group in by_partition(events).values():
                 for event in group:
+                    if event.value[:HEADER_LEN] == tick_header:
+                        continue  # (c)'s worker's clock ticks: the worker reads no more
                     name, record = decode_raw(event.value, schemas)
                     if name != "IoBatch2":  # the bench's backlog is the SDK's: a defect
                         print(f"(l) reads layout 2 records (the SDK's), not {name}",
