@@ -11,7 +11,7 @@ each length as a stage of its own, fed by the topic of the length below).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,6 +201,10 @@ class WindowBook:
     # No window starting before this is evictable any more: the next eviction's scan
     # starts here (None: unknown, from the first key), not over the deleted keys.
     _evict_from_ns: int | None = None
+    # The highest watermark windows were closed for: every window ending at or before it
+    # has been taken from _closing, so one ending after it is open or not stored (None:
+    # unknown, none closed since the book was made or rebuilt).
+    _closed_to_ns: int | None = None
 
     @property
     def has_open_windows(self) -> bool:
@@ -209,9 +213,21 @@ class WindowBook:
     def rebuild_index(self) -> None:
         """After recovery: find the windows still to close in the store."""
         self._evict_from_ns = None
-        self._closing = ClosingIndex((start + self.window_len_ns, volume)
-                                     for (volume, start), entry in self.store.items()
-                                     if not entry.emitted)
+        self._closed_to_ns = None
+        self._closing = self._index((start + self.window_len_ns, volume)
+                                    for (volume, start), entry in self.store.items()
+                                    if not entry.emitted)
+
+    def _index(self, entries: Iterable[tuple[int, str]] = ()) -> ClosingIndex:
+        """The index of the open windows (ColumnarBook's knows each volume's last end)."""
+        return ClosingIndex(entries)
+
+    def _take_due(self, watermark_ns: int | None) -> list[tuple[int, str]]:
+        """The windows the watermark has passed, taken from the index (by end, volume)."""
+        if watermark_ns is not None and (self._closed_to_ns is None
+                                         or watermark_ns > self._closed_to_ns):
+            self._closed_to_ns = watermark_ns
+        return self._closing.take_due(watermark_ns)
 
     def _entry(self, volume_id: str, tenant_id: str, start: int) -> WindowEntry:
         entry = self.store.get((volume_id, start))
@@ -290,7 +306,7 @@ class WindowBook:
     def close_for(self, watermark_ns: int | None, offset: int = -1) -> list[Emission]:
         """Emit, in order of their ends, the windows the watermark has passed
         (``offset``: the input offset being processed, stamped on them)."""
-        return self._close_due(self._closing.take_due(watermark_ns), offset)
+        return self._close_due(self._take_due(watermark_ns), offset)
 
     def _close_due(self, due: list[tuple[int, str]], offset: int) -> list[Emission]:
         emitted: list[Emission] = []

@@ -199,9 +199,11 @@ class PartitionWindows(_Stage):
                              (minutes, self.rollup_prefixes[0] + b"w|"),
                              (hours, self.rollup_prefixes[1] + b"w|")]
         seconds = ColumnarBook(settings, entries, NS_PER_S)  # type: ignore[arg-type]
-        self.minutes = RollupBook(ColumnarBook(settings, minutes, MINUTE_NS),  # type: ignore[arg-type]
+        self.minutes = RollupBook(ColumnarBook(settings, minutes, MINUTE_NS,  # type: ignore[arg-type]
+                                               knows_new=False),
                                   EmittedParts(entries))  # type: ignore[arg-type]
-        self.hours = RollupBook(ColumnarBook(settings, hours, HOUR_NS),  # type: ignore[arg-type]
+        self.hours = RollupBook(ColumnarBook(settings, hours, HOUR_NS,  # type: ignore[arg-type]
+                                             knows_new=False),
                                 EmittedParts(minutes))  # type: ignore[arg-type]
         # the books of 1 s, 1 m and 1 h windows; each rollup's parts are the book before it
         self.books: list[WindowBook] = [seconds, self.minutes.inner, self.hours.inner]

@@ -386,13 +386,23 @@ class RowsEntryStore(EntryStore):
                 for key in keys:
                     other.pop(key, None)
 
-    def take_rows(self, keys: Sequence[WindowKey]) -> tuple[WindowRows, np.ndarray] | None:
+    def take_rows(self, keys: Sequence[WindowKey], new: np.ndarray | None = None
+                  ) -> tuple[WindowRows, np.ndarray] | None:
         """The stored windows of ``keys`` (distinct) as columns, in their order, and which
         of the keys have one; None when one of them does not fit the columns (an older
-        stored window, an integer outside int64: the caller takes the objects' way)."""
+        stored window, an integer outside int64: the caller takes the objects' way).
+        ``new``: which keys the caller knows have none (not looked up)."""
         found = np.zeros(len(keys), dtype=bool)
         kept, written_rows = self._rows, self._written_rows
-        from_rows, others = by_batch(kept.get(key) or written_rows.get(key) for key in keys)
+        if new is None:
+            from_rows, others = by_batch(kept.get(key) or written_rows.get(key)
+                                         for key in keys)
+        else:
+            look = np.flatnonzero(~new).tolist()
+            from_rows, others = by_batch(kept.get(keys[i]) or written_rows.get(keys[i])
+                                         for i in look)
+            from_rows = [(rows, [look[j] for j in at], ks) for rows, at, ks in from_rows]
+            others = [look[j] for j in others]
         objects: list[tuple[int, WindowEntry]] = []
         stored: list[tuple[int, bytes]] = []
         unread: list[int] = []

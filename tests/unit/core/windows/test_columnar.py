@@ -112,6 +112,48 @@ def test_a_stream_with_late_events_is_the_same_as_objects(
     assert revisions > 0
 
 
+def test_the_windows_known_new_are_never_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The windows add_columns does not look up (ColumnarBook._surely_new) are none of the
+    stored ones, also after the book is made again from its table (a new owner, which
+    knows nothing until it closes windows), and most of a stream's new windows are known
+    so; the outcome stays the objects' (late events, revisions, closes)."""
+    checked: list[Any] = []
+    take_rows = RowsEntryStore.take_rows
+
+    def checking(self: RowsEntryStore, keys: Any, new: np.ndarray | None = None) -> Any:
+        for key, is_new in zip(keys, [] if new is None else new.tolist(), strict=False):
+            if is_new:
+                assert self.peek(key) is None, key
+                checked.append(key)
+        return take_rows(self, keys, new)
+
+    monkeypatch.setattr(RowsEntryStore, "take_rows", checking)
+    window_settings = WindowSettings(grace_ns=2 * NS_PER_S, horizon_ns=3600 * NS_PER_S)
+    windows_made = 0
+    for seed in range(4):
+        store = RowsEntryStore({}, b"W1|")
+        columnar = ColumnarBook(window_settings, store)
+        objects = WindowBook(window_settings, {})
+        watermark: int | None = None
+        for n, record in enumerate(_stream(seed)):
+            if n % 9 == 8:  # a new owner: the book made again from the table alone
+                store = RowsEntryStore(store.table, b"W1|")
+                columnar = ColumnarBook(window_settings, store)
+                columnar.rebuild_index()
+            batch = columns_of(record)
+            before = len(objects.store)
+            assert _emitted(columnar.add_columns(batch, watermark, offset=n)) == _emitted(
+                objects.add_columns(batch, watermark, offset=n))
+            windows_made += len(objects.store) - before
+            watermark = max(watermark or 0, max(e["complete_ns"] for e in record) - 2 * NS_PER_S)
+            assert _emitted(columnar.close_for(watermark, n)) == _emitted(
+                objects.close_for(watermark, n))
+            store.write_back()
+        assert _stored(store) == {key: (e.tenant_id, e.acc.to_list(), e.revision, e.emitted,
+                                        e.emitted_offset) for key, e in objects.store.items()}
+    assert len(checked) > windows_made // 2, (len(checked), windows_made)
+
+
 def _check_written_rows(store: RowsEntryStore) -> None:
     """What a write-back keeps as columns for the next unit is what the table now holds,
     and its columns are those windows' alone (no other window's columns pinned with
