@@ -82,6 +82,39 @@ def _stream(seed: int) -> list[list[dict[str, Any]]]:
     return records
 
 
+def _replay_stream(seed: int, window_settings: WindowSettings,
+                   remake_every: int | None = None) -> tuple[int, int]:
+    """The records of ``_stream(seed)`` into a columnar book and a book of objects, the
+    watermark following them (grace 2 s) and closing windows, a unit ending after each
+    record (the columnar book made again from its table alone every ``remake_every``-th,
+    as a new owner's): the same emissions, windows and late count throughout. Returns the
+    revisions made and the windows the objects' book made."""
+    store = RowsEntryStore({}, b"W1|")
+    columnar = ColumnarBook(window_settings, store)
+    objects = WindowBook(window_settings, {})
+    watermark: int | None = None
+    revisions = made = 0
+    for n, record in enumerate(_stream(seed)):
+        if remake_every and n % remake_every == remake_every - 1:
+            store = RowsEntryStore(store.table, b"W1|")
+            columnar = ColumnarBook(window_settings, store)
+            columnar.rebuild_index()
+        batch, before = columns_of(record), len(objects.store)
+        revised = columnar.add_columns(batch, watermark, offset=n)
+        assert _emitted(revised) == _emitted(objects.add_columns(batch, watermark, offset=n))
+        revisions += len(revised)
+        made += len(objects.store) - before
+        watermark = max(watermark or 0, max(e["complete_ns"] for e in record) - 2 * NS_PER_S)
+        assert _emitted(columnar.close_for(watermark, n)) == _emitted(
+            objects.close_for(watermark, n))
+        store.write_back()
+        _check_written_rows(store)
+    assert _stored(store) == {key: (e.tenant_id, e.acc.to_list(), e.revision, e.emitted,
+                                    e.emitted_offset) for key, e in objects.store.items()}
+    assert columnar.late_beyond_horizon == objects.late_beyond_horizon
+    return revisions, made
+
+
 @pytest.mark.parametrize(("horizon_s", "chunk"), [(5, 4096), (3600, 4096), (3600, 3)])
 def test_a_stream_with_late_events_is_the_same_as_objects(
         horizon_s: int, chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,26 +123,7 @@ def test_a_stream_with_late_events_is_the_same_as_objects(
     also when a call's windows go in chunks of 3."""
     monkeypatch.setattr(columnar_module, "CHUNK_WINDOWS", chunk)
     window_settings = WindowSettings(grace_ns=2 * NS_PER_S, horizon_ns=horizon_s * NS_PER_S)
-    revisions = 0
-    for seed in range(6):
-        store = RowsEntryStore({}, b"W1|")
-        columnar = ColumnarBook(window_settings, store)
-        objects = WindowBook(window_settings, {})
-        watermark: int | None = None
-        for n, record in enumerate(_stream(seed)):
-            batch = columns_of(record)
-            made = columnar.add_columns(batch, watermark, offset=n)
-            assert _emitted(made) == _emitted(objects.add_columns(batch, watermark, offset=n))
-            revisions += len(made)
-            watermark = max(watermark or 0, max(e["complete_ns"] for e in record) - 2 * NS_PER_S)
-            assert _emitted(columnar.close_for(watermark, n)) == _emitted(
-                objects.close_for(watermark, n))
-            store.write_back()
-            _check_written_rows(store)
-        assert _stored(store) == {key: (e.tenant_id, e.acc.to_list(), e.revision, e.emitted,
-                                        e.emitted_offset) for key, e in objects.store.items()}
-        assert columnar.late_beyond_horizon == objects.late_beyond_horizon
-    assert revisions > 0
+    assert sum(_replay_stream(seed, window_settings)[0] for seed in range(6)) > 0
 
 
 def test_the_windows_known_new_are_never_stored(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,29 +143,8 @@ def test_the_windows_known_new_are_never_stored(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(RowsEntryStore, "take_rows", checking)
     window_settings = WindowSettings(grace_ns=2 * NS_PER_S, horizon_ns=3600 * NS_PER_S)
-    windows_made = 0
-    for seed in range(4):
-        store = RowsEntryStore({}, b"W1|")
-        columnar = ColumnarBook(window_settings, store)
-        objects = WindowBook(window_settings, {})
-        watermark: int | None = None
-        for n, record in enumerate(_stream(seed)):
-            if n % 9 == 8:  # a new owner: the book made again from the table alone
-                store = RowsEntryStore(store.table, b"W1|")
-                columnar = ColumnarBook(window_settings, store)
-                columnar.rebuild_index()
-            batch = columns_of(record)
-            before = len(objects.store)
-            assert _emitted(columnar.add_columns(batch, watermark, offset=n)) == _emitted(
-                objects.add_columns(batch, watermark, offset=n))
-            windows_made += len(objects.store) - before
-            watermark = max(watermark or 0, max(e["complete_ns"] for e in record) - 2 * NS_PER_S)
-            assert _emitted(columnar.close_for(watermark, n)) == _emitted(
-                objects.close_for(watermark, n))
-            store.write_back()
-        assert _stored(store) == {key: (e.tenant_id, e.acc.to_list(), e.revision, e.emitted,
-                                        e.emitted_offset) for key, e in objects.store.items()}
-    assert len(checked) > windows_made // 2, (len(checked), windows_made)
+    made = sum(_replay_stream(seed, window_settings, remake_every=9)[1] for seed in range(4))
+    assert len(checked) > made // 2, (len(checked), made)
 
 
 def _check_written_rows(store: RowsEntryStore) -> None:
