@@ -182,8 +182,6 @@ GC_THRESHOLDS = (50_000, 20, 100)
 def build_app(settings: Settings) -> Pipeline:
     """The worker's Faust app with its topics, tables, agents and timers (no web views:
     the worker adds them)."""
-    faust_fixes.apply()
-    drain.install()
     app = faust_app(settings)
     tables_at_start = open_tables_dir(settings, tables_dir(settings))
     raw_topic = bytes_topic(app, settings.raw_topic, settings.partitions)
@@ -257,9 +255,12 @@ def group_instance_id(settings: Settings) -> str | None:
 
 
 def faust_app(settings: Settings, app_id: str | None = None) -> faust.App:
-    """The worker's faust App from its settings, before any topic, table or agent (the
+    """The worker's faust App from its settings, with this project's fixes to faust and
+    its drain of fetched records installed, before any topic, table or agent (the
     bench's floor, tools/bench/floor.py, runs its own agent on the same, under an
     ``app_id`` of its own: its consumer group)."""
+    faust_fixes.apply()
+    drain.install()
     return faust.App(
         app_id or settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",

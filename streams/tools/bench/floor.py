@@ -27,10 +27,8 @@ from typing import Any
 from streams.config import Settings
 from streams.core.codec import HEADER_LEN, default_schemas
 from streams.core.ingest import decode_raw
-from streams.pipeline import drain
 from streams.pipeline.app import GC_THRESHOLDS, bytes_topic, faust_app
 from streams.pipeline.batches import EXIT_AGENT_FAILED, by_partition, take_steps
-from streams.pipeline.guard import faust_fixes
 from streams.tools.bench.procs import end_offsets, free_port, settings_env, spawn
 from streams.tools.bench.runs import Run, timed_run
 
@@ -40,8 +38,6 @@ FLOOR_SUFFIX = "-floor"  # its consumer group: the worker's app id and this
 def floor_app(settings: Settings, app_id: str) -> Any:
     """The worker's faust app with one agent over the raw topic that decodes each record
     of each step and counts its events (module doc); ``/progress`` says how many."""
-    faust_fixes.apply()
-    drain.install()
     app = faust_app(settings, app_id)
     raw = bytes_topic(app, settings.raw_topic, settings.partitions)
     schemas = default_schemas()
