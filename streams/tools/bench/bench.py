@@ -215,7 +215,8 @@ class Bench:
         self.info["k"] = run.info
 
     async def run_c(self) -> None:
-        """``--only c``: (b), (c), (c) by volume count and by fleet rate, nothing else."""
+        """``--only c``: (b), (c) and (l), (c) by volume count and by fleet rate, nothing
+        else."""
         plan = self.plan
         calib = self.main_events(plan.calib_events)
         inprocess = inprocess_rate(calib, self.base.batch_max_events, self.base.batch_max_age_ms)
