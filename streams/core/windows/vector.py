@@ -29,6 +29,7 @@ from streams.core.counters import BYTES, SLOTS_PER_OP, STATUS_RULES, TIME
 from streams.core.events import INT64_MAX, OPS
 from streams.core.sorting import stable_order, stable_order_by
 from streams.core.times import HOUR_NS
+from streams.core.windows import kernels
 from streams.core.windows.acc import HISTOGRAM_BOUNDS_NS, N_BINS
 from streams.core.windows.columns import N_OPS, WindowColumns, running_max_by_run
 from streams.core.windows.exphist import ExpHistogram, group_histogram_columns, group_histograms
@@ -460,12 +461,46 @@ def _completion_columns(columns: Columns, window: np.ndarray, latency: np.ndarra
                         ) -> tuple[Any, ...] | None:
     """Per (volume, window, op) with completions, in that order: volume, window, op,
     counts, whether a latency counts, min and max latency, 20-bin histogram, exponential
-    histogram columns (exphist.group_histogram_columns)."""
+    histogram columns (exphist.group_histogram_columns). None when a sum or latency
+    leaves int64. The compiled loop (kernels.py) where it can, else its numpy twin."""
     if len(columns) == 0:
         empty = np.empty(0, dtype=np.int64)
         return (empty, empty, empty, np.empty((0, SLOTS_PER_OP), dtype=np.int64),
                 np.empty(0, dtype=bool), empty, empty, np.empty((0, N_BINS), dtype=np.int64),
                 (empty, empty, empty, empty))
+    compiled = _compiled_completion_columns(columns, window, latency)
+    return compiled if compiled is not None else \
+        _numpy_completion_columns(columns, window, latency)
+
+
+def _compiled_completion_columns(columns: Columns, window: np.ndarray, latency: np.ndarray
+                                 ) -> tuple[Any, ...] | None:
+    """:func:`_completion_columns` by kernels.completions; None where its preconditions
+    do not hold: a byte count or latency that times the events could leave int64 (the
+    twin checks the counted ones alone, exactly), or more (volume, window, op) keys than
+    its dense table takes (many volumes or windows, few events: the twin sorts)."""
+    n = len(columns)
+    nbytes = columns.nbytes
+    if (int(nbytes.min()) < 0 or int(nbytes.max()) * n >= _INT64_LIMIT
+            or int(latency.max()) * n >= _INT64_LIMIT):
+        return None
+    windows, rank = _ranked(window)
+    width = len(windows)
+    n_keys = len(columns.volumes) * width * _N_OPS  # volume indexes lie below len(volumes)
+    if n_keys > max(kernels.TABLE_PER_EVENT * n, kernels.TABLE_FLOOR):
+        return None
+    key = (columns.volume.astype(np.int64) * width + rank) * _N_OPS + columns.op
+    keys, counts, some, low, high, histogram, *exp = kernels.completions(
+        key, n_keys, columns.status, nbytes, latency)
+    pair = keys // _N_OPS
+    return (pair // width, windows[pair % width], keys % _N_OPS, counts, some,
+            np.where(some, low, 0).astype(np.int64), high.astype(np.int64), histogram,
+            tuple(exp))
+
+
+def _numpy_completion_columns(columns: Columns, window: np.ndarray, latency: np.ndarray
+                              ) -> tuple[Any, ...] | None:
+    """:func:`_completion_columns` in numpy passes (``columns`` not empty)."""
     c = _completed(columns, window, latency)
     byte_sums = _sums64(c.nbytes, c.starts)
     time_sums = _sums64(c.timed_latency, c.starts)
@@ -492,6 +527,9 @@ def _inflight_columns(columns: Columns, window_len_ns: int, from_ns: int | None,
     empty = np.empty(0, dtype=np.int64)
     if len(which) == 0:
         return (empty,) * 7 + (np.empty((0, 2), dtype=np.int64), empty)
+    compiled = _compiled_inflight_columns(columns, requests, window_len_ns)
+    if compiled is not None:
+        return compiled
     event, window, lo, hi = _edges(requests, window_len_ns)
     m_volume, m_window, m_op, m_count = _middles(columns.volume[which], columns.op[which],
                                                  first, last)
@@ -508,6 +546,28 @@ def _inflight_columns(columns: Columns, window_len_ns: int, from_ns: int | None,
     m_lo = m_window * window_len_ns
     b = _busy_columns(key // _N_OPS, np.r_[lo, m_lo], np.r_[hi, m_lo + window_len_ns], windows)
     return (*f, *b)
+
+
+def _compiled_inflight_columns(columns: Columns, requests: Requests, window_len_ns: int
+                               ) -> tuple[np.ndarray, ...] | None:
+    """:func:`_inflight_columns` by kernels.inflight; None where its preconditions do not
+    hold: a request covers a window whole (three windows or more: the twin counts those
+    by a difference array), more (volume, window, op) keys than its dense table takes,
+    or pieces whose sum could leave int64."""
+    which, start, end, first, last = requests
+    if (int((last - first).max()) > 1
+            or 2 * len(which) * window_len_ns >= _INT64_LIMIT):
+        return None
+    low = int(first.min())
+    span = int(last.max()) - low + 1
+    if len(columns.volumes) * span * _N_OPS > max(kernels.TABLE_PER_EVENT * len(which),
+                                                  kernels.TABLE_FLOOR):
+        return None
+    f_pair, f_op, f_ns, b_pair, b_count, intervals, b_total = kernels.inflight(
+        columns.volume[which].astype(np.int64), columns.op[which].astype(np.int64), start,
+        end, first, last, low, span, window_len_ns)
+    return (f_pair // span, f_pair % span + low, f_op, f_ns, b_pair // span,
+            b_pair % span + low, b_count, intervals, b_total)
 
 
 def _busy_columns(pair: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.ndarray

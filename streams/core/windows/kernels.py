@@ -1,0 +1,262 @@
+"""Compiled loops for the windows' per-event work (issue 17), where numpy needs many passes.
+
+Pure logic: no faust, no aiokafka. numpy does a step's per-event work as whole-array
+passes: grouping the completions by (volume, window, op) alone sorts the events, gathers
+every column in that order and reduces each one (~120 ns an event on a 1,000-volume step).
+numba compiles a plain loop over the same arrays to machine code: one pass that adds each
+event into its group's row (~30 ns an event; docs/performance.md, session 35). Each kernel
+here has a numpy twin in vector.py that computes the same arrays; the tests hold the two
+equal on random steps, and the twin takes over wherever a kernel's preconditions fail
+(a sum that could leave int64, keys too sparse for a dense table), so the results never
+depend on which ran.
+
+The kernels are compiled on first use and cached beside this file (numba's ``cache=True``:
+a worker started again loads them in milliseconds; compiling takes a few seconds).
+``NUMBA_DISABLE_JIT=1`` runs them as Python, for a debugger.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from streams.core.counters import BYTES, SLOTS_PER_OP, STATUS_RULES, TIME
+from streams.core.windows.acc import HISTOGRAM_BOUNDS_NS
+from streams.core.windows.exphist import BUCKETS_PER_OCTAVE, MIN_INDEX, upper_bounds
+
+_SLOT = np.array([rule[0] for rule in STATUS_RULES], dtype=np.int64)
+_COUNTS_BYTES = np.array([rule[1] for rule in STATUS_RULES], dtype=np.bool_)
+_COUNTS_TIME = np.array([rule[2] for rule in STATUS_RULES], dtype=np.bool_)
+_BOUNDS = np.array(HISTOGRAM_BOUNDS_NS, dtype=np.uint64)
+_EXP_BOUNDS = upper_bounds()
+# A dense table of group numbers, one int32 per possible (volume, window, op), is cleared
+# for every call: it may have at most this many entries per event (plus a floor), else the
+# numpy twin (a sort) groups them.
+TABLE_PER_EVENT = 8
+TABLE_FLOOR = 1 << 16
+
+
+@numba.njit(cache=True, nogil=True)
+def _completion_kernel(key: np.ndarray, n_keys: int, status: np.ndarray, nbytes: np.ndarray,
+                       latency: np.ndarray, slot: np.ndarray, counts_bytes: np.ndarray,
+                       counts_time: np.ndarray, bounds: np.ndarray, exp_bounds: np.ndarray,
+                       min_index: int, per_octave: int) -> tuple:  # type: ignore[type-arg]
+    n = len(key)
+    group_of = np.full(n_keys, -1, dtype=np.int32)
+    for i in range(n):
+        group_of[key[i]] = 0
+    n_groups = 0
+    for k in range(n_keys):
+        if group_of[k] == 0:
+            group_of[k] = n_groups
+            n_groups += 1
+    keys = np.empty(n_groups, dtype=np.int64)
+    counts = np.zeros((n_groups, SLOTS_PER_OP), dtype=np.int64)
+    some = np.zeros(n_groups, dtype=np.bool_)
+    low = np.full(n_groups, np.uint64(0xFFFF_FFFF_FFFF_FFFF), dtype=np.uint64)
+    high = np.zeros(n_groups, dtype=np.uint64)
+    histogram = np.zeros((n_groups, len(bounds) + 1), dtype=np.int64)
+    zeros = np.zeros(n_groups, dtype=np.int64)
+    first_bucket = np.full(n_groups, len(exp_bounds) + 1, dtype=np.int64)  # none yet
+    last_bucket = np.full(n_groups, -1, dtype=np.int64)
+    bucket = np.empty(n, dtype=np.int64)
+    last_bound = len(exp_bounds) - 1
+    for i in range(n):
+        g = group_of[key[i]]
+        keys[g] = key[i]
+        s = status[i]
+        counts[g, slot[s]] += 1
+        bucket[i] = -1
+        if counts_bytes[s]:
+            counts[g, BYTES] += nbytes[i]
+        if not counts_time[s]:
+            continue
+        x = latency[i]
+        some[g] = True
+        counts[g, TIME] += np.int64(x)
+        if x < low[g]:
+            low[g] = x
+        if x > high[g]:
+            high[g] = x
+        b = 0  # np.searchsorted(bounds, x, side="right")
+        while b < len(bounds) and x >= bounds[b]:
+            b += 1
+        histogram[g, b] += 1
+        if x == np.uint64(0):
+            zeros[g] += 1
+            continue
+        # exphist.bucket_indexes: a float guess, then one exact comparison each way
+        position = int(np.ceil(np.log2(np.float64(x)) * per_octave)) - 1 - min_index
+        position = min(max(position, 0), last_bound)
+        if x > exp_bounds[position]:
+            position += 1
+        elif position > 0 and x <= exp_bounds[position - 1]:
+            position -= 1
+        bucket[i] = position  # the bucket's index is position + min_index
+        first_bucket[g] = min(first_bucket[g], position)
+        last_bucket[g] = max(last_bucket[g], position)
+    lens = np.zeros(n_groups, dtype=np.int64)
+    offsets = np.zeros(n_groups, dtype=np.int64)
+    begins = np.zeros(n_groups, dtype=np.int64)
+    total = 0
+    for g in range(n_groups):
+        if last_bucket[g] >= first_bucket[g]:
+            offsets[g] = first_bucket[g] + min_index
+            lens[g] = last_bucket[g] - first_bucket[g] + 1
+        begins[g] = total
+        total += lens[g]
+    flat = np.zeros(total, dtype=np.int64)
+    for i in range(n):
+        if bucket[i] >= 0:
+            g = group_of[key[i]]
+            flat[begins[g] + bucket[i] + min_index - offsets[g]] += 1
+    return keys, counts, some, low, high, histogram, offsets, zeros, lens, flat
+
+
+def completions(key: np.ndarray, n_keys: int, status: np.ndarray, nbytes: np.ndarray,
+                latency: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per (volume, window, op) group of completions, in the order of ``key`` (dense, each
+    below ``n_keys``): the key, the counter slots (``BYTES`` and ``TIME`` the exact sums),
+    whether a latency counts, min and max latency (uint64; the max is 0 and the min
+    2**64 - 1 where none counts), the 20-bin histogram, and the exponential histograms
+    as exphist.group_histogram_columns gives them (offsets, zero counts, lengths, the
+    counts of every group in turn).
+
+    The caller vouches that ``key`` lies in [0, n_keys) and that the sums stay in int64
+    (every byte count and latency times the events is below 2**63)."""
+    return _completion_kernel(  # type: ignore[no-any-return]
+        key, n_keys, status, nbytes, latency, _SLOT, _COUNTS_BYTES, _COUNTS_TIME, _BOUNDS,
+        _EXP_BOUNDS, MIN_INDEX, BUCKETS_PER_OCTAVE)
+
+
+# A pair's pieces come nearly in order of their start (a record's events in order of
+# completion): an insertion sort moves each piece past the few that started later, in
+# linear time. Past this many moves a piece on average it stops and sorts the rest.
+_MOVES_PER_PIECE = 16
+
+
+@numba.njit(cache=True, nogil=True)
+def _sort_by_start(lo: np.ndarray, hi: np.ndarray, a: int, b: int) -> None:
+    """Sorts the pieces [a, b) of ``lo`` and ``hi`` by ``lo``, in place."""
+    budget = _MOVES_PER_PIECE * (b - a)
+    for m in range(a + 1, b):
+        piece_lo, piece_hi = lo[m], hi[m]
+        k = m - 1
+        while k >= a and lo[k] > piece_lo:
+            lo[k + 1], hi[k + 1] = lo[k], hi[k]
+            k -= 1
+        lo[k + 1], hi[k + 1] = piece_lo, piece_hi
+        budget -= m - 1 - k
+        if budget < 0:  # far from in order: sort them (no quadratic time)
+            order = np.argsort(lo[a:b], kind="mergesort") + a
+            lo[a:b], hi[a:b] = lo[order], hi[order]
+            return
+
+
+@numba.njit(cache=True, nogil=True)
+def _inflight_kernel(volume: np.ndarray, op: np.ndarray, start: np.ndarray, end: np.ndarray,
+                     first: np.ndarray, last: np.ndarray, low_window: int, span: int,
+                     window_len_ns: int) -> tuple:  # type: ignore[type-arg]
+    n = len(start)
+    n_pieces = 0
+    for r in range(n):
+        n_pieces += 1 if last[r] == first[r] else 2
+    pair = np.empty(n_pieces, dtype=np.int64)  # volume * span + window - low_window
+    piece_op = np.empty(n_pieces, dtype=np.int64)
+    lo = np.empty(n_pieces, dtype=np.int64)
+    hi = np.empty(n_pieces, dtype=np.int64)
+    p = 0
+    for r in range(n):
+        base = volume[r] * span - low_window
+        if last[r] == first[r]:
+            pair[p], piece_op[p], lo[p], hi[p] = base + first[r], op[r], start[r], end[r]
+            p += 1
+        else:  # cut at the end of its first window
+            cut = (first[r] + 1) * window_len_ns
+            pair[p], piece_op[p], lo[p], hi[p] = base + first[r], op[r], start[r], cut
+            pair[p + 1], piece_op[p + 1], lo[p + 1], hi[p + 1] = base + last[r], op[r], cut, end[r]
+            p += 2
+    n_pairs = 0
+    for k in range(n_pieces):
+        n_pairs = max(n_pairs, pair[k] + 1)
+    # in-flight ns per (pair, op), in key order
+    flight = np.zeros(n_pairs * 4, dtype=np.int64)
+    reached = np.zeros(n_pairs * 4, dtype=np.bool_)
+    per_pair = np.zeros(n_pairs + 1, dtype=np.int64)
+    for k in range(n_pieces):
+        key = pair[k] * 4 + piece_op[k]
+        flight[key] += hi[k] - lo[k]
+        reached[key] = True
+        per_pair[pair[k] + 1] += 1
+    n_keys = 0
+    for key in range(n_pairs * 4):
+        if reached[key]:
+            n_keys += 1
+    f_pair = np.empty(n_keys, dtype=np.int64)
+    f_op = np.empty(n_keys, dtype=np.int64)
+    f_ns = np.empty(n_keys, dtype=np.int64)
+    j = 0
+    for key in range(n_pairs * 4):
+        if reached[key]:
+            f_pair[j], f_op[j], f_ns[j] = key // 4, key % 4, flight[key]
+            j += 1
+    # the pieces by pair (a counting sort), then by start within each pair
+    for q in range(n_pairs):
+        per_pair[q + 1] += per_pair[q]
+    fill = per_pair[:-1].copy()
+    by_lo = np.empty(n_pieces, dtype=np.int64)
+    by_hi = np.empty(n_pieces, dtype=np.int64)
+    for k in range(n_pieces):
+        at = fill[pair[k]]
+        by_lo[at], by_hi[at] = lo[k], hi[k]
+        fill[pair[k]] += 1
+    n_busy = 0
+    for q in range(n_pairs):
+        if per_pair[q + 1] > per_pair[q]:
+            n_busy += 1
+    b_pair = np.empty(n_busy, dtype=np.int64)
+    b_count = np.zeros(n_busy, dtype=np.int64)
+    b_total = np.zeros(n_busy, dtype=np.int64)
+    intervals = np.empty((n_pieces, 2), dtype=np.int64)
+    n_intervals = 0
+    j = 0
+    for q in range(n_pairs):
+        a, b = per_pair[q], per_pair[q + 1]
+        if a == b:
+            continue
+        _sort_by_start(by_lo, by_hi, a, b)
+        b_pair[j] = q
+        begin, reach = by_lo[a], by_hi[a]
+        for m in range(a + 1, b):
+            piece_lo, piece_hi = by_lo[m], by_hi[m]
+            if piece_lo > reach:  # a gap: the interval so far is whole
+                intervals[n_intervals, 0], intervals[n_intervals, 1] = begin, reach
+                n_intervals += 1
+                b_count[j] += 1
+                b_total[j] += reach - begin
+                begin, reach = piece_lo, piece_hi
+            elif piece_hi > reach:
+                reach = piece_hi
+        intervals[n_intervals, 0], intervals[n_intervals, 1] = begin, reach
+        n_intervals += 1
+        b_count[j] += 1
+        b_total[j] += reach - begin
+        j += 1
+    return f_pair, f_op, f_ns, b_pair, b_count, intervals[:n_intervals].copy(), b_total
+
+
+def inflight(volume: np.ndarray, op: np.ndarray, start: np.ndarray, end: np.ndarray,
+             first: np.ndarray, last: np.ndarray, low_window: int, span: int,
+             window_len_ns: int) -> tuple[np.ndarray, ...]:
+    """The in-flight time and busy intervals of requests that each lie in one window or
+    two (``last - first <= 1``; windows ``first`` .. ``last`` of ``window_len_ns``, all
+    in [low_window, low_window + span)), of ``volume`` and ``op``, in flight over
+    [start, end): per (volume, window, op) reached, in that order, its pair (``volume *
+    span + window - low_window``), op and in-flight ns; per pair reached, in order, the
+    pair, its number of merged intervals and their length; and the merged intervals
+    ([start, end], sorted, disjoint and not touching within a pair), pair after pair.
+
+    The caller vouches that the pieces' sums stay in int64 (twice the requests times
+    ``window_len_ns`` is below 2**63)."""
+    return _inflight_kernel(  # type: ignore[no-any-return]
+        volume, op, start, end, first, last, low_window, span, window_len_ns)
