@@ -20,6 +20,7 @@ from streams.api.tokens import TokenFeed
 from streams.api.views import register_views
 from streams.config import Settings
 from streams.core.registry import mode_error
+from streams.core.windows.vector import warm_up
 from streams.kafka.topics import TopicsError, ensure_topics
 from streams.pipeline.app import GC_THRESHOLDS, Pipeline, build_app
 
@@ -101,6 +102,10 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run closed its loop
     if settings.debug_tracemalloc_frames > 0:
         tracemalloc.start(settings.debug_tracemalloc_frames)  # SIGUSR1: Worker._on_sigusr1
+    seconds = warm_up()
+    if seconds > 1:  # compiled, not loaded from numba's cache: once after an upgrade
+        print(f"ioacct worker: compiled its loops in {seconds:.1f} s (cached for the next "
+              f"start)", file=sys.stderr)
     pipeline, _ = build_worker(settings)
     gc.set_threshold(*GC_THRESHOLDS)
     worker = Worker(pipeline.app, loglevel=loglevel, quiet=True)

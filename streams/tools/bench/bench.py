@@ -58,6 +58,7 @@ from typing import Any
 from streams.config import Settings
 from streams.core.events import IoEvent
 from streams.core.times import NS_PER_S
+from streams.core.windows.vector import warm_up
 from streams.kafka import local as kafka_local
 from streams.kafka.topics import TopicSpec
 from streams.sources.simulator import FleetConfig
@@ -511,6 +512,9 @@ def run_bench(quick: bool = False, profile: Path | None = None, verbose: bool = 
     broker = kafka_local.LocalBroker.from_settings(base)
     bench.step(f"starting a broker on {base.bootstrap_servers} (state {state_dir})")
     try:
+        # numba's cache filled before any worker starts (after a change, ~5-10 s to
+        # compile): no run of the bench times a compilation
+        bench.step(f"compiled loops ready in {warm_up():.1f} s")
         kafka_local.start(broker)
         runs = {"c": bench.run_c, "f": bench.run_only_f}
         asyncio.run(runs[only]() if only in runs else bench.run())

@@ -9,6 +9,7 @@ test_columnar, which run through the kernels too."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 from streams.core.batch import Columns
 from streams.core.events import INT64_MAX, STATUS_CODE
 from streams.core.times import NS_PER_S
-from streams.core.windows import kernels, vector
+from streams.core.windows import kernels, packed, varints, vector
 from streams.core.windows.acc import HISTOGRAM_BOUNDS_NS
 from streams.core.windows.exphist import bucket_indexes, upper_bounds
 
@@ -169,3 +170,25 @@ def test_the_completions_kernel_buckets_every_exponential_bound_as_exphist() -> 
     offsets, zeros, lens, flat = out[6:]
     assert offsets.tolist() == bucket_indexes(latency).tolist()
     assert lens.tolist() == [1] * n and flat.tolist() == [1] * n and not zeros.any()
+
+
+def test_warm_up_compiles_the_code_the_accounting_runs() -> None:
+    """After warm_up, the windows of a step of many volumes and the varints of their
+    packed form compile nothing new (a worker's first step would pay for it)."""
+    vector.warm_up()
+    dispatchers = (kernels._completion_kernel, kernels._inflight_kernel,
+                   varints._zigzag_kernel)
+    compiled = [list(d.signatures) for d in dispatchers]
+    assert all(len(s) == 1 for s in compiled)
+    rng = np.random.default_rng(7)
+    n = 2_000
+    complete = T0 + rng.integers(0, 3 * L, n)
+    latency = rng.integers(0, L // 2, n)
+    columns = _columns(rng.integers(0, 50, n), rng.integers(0, 4, n),
+                       rng.integers(0, 3, n), rng.integers(0, 1 << 20, n),
+                       complete - latency, complete)
+    made = vector.partial_columns(columns, L, None)
+    assert made is not None
+    packed.pack_columns(replace(made.cols, extra=np.zeros((len(made.cols), 2), dtype=np.int64)),
+                        ["t"] * len(made.cols), [False] * len(made.cols))
+    assert [list(d.signatures) for d in dispatchers] == compiled
