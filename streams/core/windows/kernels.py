@@ -160,7 +160,7 @@ def _inflight_kernel(volume: np.ndarray, op: np.ndarray, start: np.ndarray, end:
     n = len(start)
     n_pieces = 0
     for r in range(n):
-        n_pieces += 1 if last[r] == first[r] else 2
+        n_pieces += last[r] - first[r] + 1  # a piece in each window it reaches
     pair = np.empty(n_pieces, dtype=np.int64)  # volume * span + window - low_window
     piece_op = np.empty(n_pieces, dtype=np.int64)
     lo = np.empty(n_pieces, dtype=np.int64)
@@ -171,11 +171,17 @@ def _inflight_kernel(volume: np.ndarray, op: np.ndarray, start: np.ndarray, end:
         if last[r] == first[r]:
             pair[p], piece_op[p], lo[p], hi[p] = base + first[r], op[r], start[r], end[r]
             p += 1
-        else:  # cut at the end of its first window
+        else:  # its first window's piece, each window between whole, its last's piece
             cut = (first[r] + 1) * window_len_ns
             pair[p], piece_op[p], lo[p], hi[p] = base + first[r], op[r], start[r], cut
-            pair[p + 1], piece_op[p + 1], lo[p + 1], hi[p + 1] = base + last[r], op[r], cut, end[r]
-            p += 2
+            p += 1
+            for w in range(first[r] + 1, last[r]):
+                pair[p], piece_op[p] = base + w, op[r]
+                lo[p], hi[p] = w * window_len_ns, (w + 1) * window_len_ns
+                p += 1
+            cut = last[r] * window_len_ns
+            pair[p], piece_op[p], lo[p], hi[p] = base + last[r], op[r], cut, end[r]
+            p += 1
     n_pairs = 0
     for k in range(n_pieces):
         n_pairs = max(n_pairs, pair[k] + 1)
@@ -248,15 +254,14 @@ def _inflight_kernel(volume: np.ndarray, op: np.ndarray, start: np.ndarray, end:
 def inflight(volume: np.ndarray, op: np.ndarray, start: np.ndarray, end: np.ndarray,
              first: np.ndarray, last: np.ndarray, low_window: int, span: int,
              window_len_ns: int) -> tuple[np.ndarray, ...]:
-    """The in-flight time and busy intervals of requests that each lie in one window or
-    two (``last - first <= 1``; windows ``first`` .. ``last`` of ``window_len_ns``, all
-    in [low_window, low_window + span)), of ``volume`` and ``op``, in flight over
-    [start, end): per (volume, window, op) reached, in that order, its pair (``volume *
+    """The in-flight time and busy intervals of requests of ``volume`` and ``op``, in
+    flight over [start, end), in windows ``first`` .. ``last`` of ``window_len_ns`` (all
+    in [low_window, low_window + span)), each cut into a piece per window: per (volume, window, op) reached, in that order, its pair (``volume *
     span + window - low_window``), op and in-flight ns; per pair reached, in order, the
     pair, its number of merged intervals and their length; and the merged intervals
     ([start, end], sorted, disjoint and not touching within a pair), pair after pair.
 
-    The caller vouches that the pieces' sums stay in int64 (twice the requests times
-    ``window_len_ns`` is below 2**63)."""
+    The caller vouches that the pieces' sums stay in int64 (the pieces times
+    ``window_len_ns`` is below 2**63), and bounds their number (a piece a window)."""
     return _inflight_kernel(  # type: ignore[no-any-return]
         volume, op, start, end, first, last, low_window, span, window_len_ns)

@@ -553,17 +553,18 @@ def _inflight_columns(columns: Columns, window_len_ns: int, from_ns: int | None,
 def _compiled_inflight_columns(columns: Columns, requests: Requests, window_len_ns: int
                                ) -> tuple[np.ndarray, ...] | None:
     """:func:`_inflight_columns` by kernels.inflight; None where its preconditions do not
-    hold: a request covers a window whole (three windows or more: the twin counts those
-    by a difference array), more (volume, window, op) keys than its dense table takes,
-    or pieces whose sum could leave int64."""
+    hold: more (volume, window, op) keys than its dense table takes, or more pieces (one
+    a window a request reaches: long requests) than that, or pieces whose sum could
+    leave int64. The twin counts the windows a request covers whole by a difference
+    array, whatever their number."""
     which, start, end, first, last = requests
-    if (int((last - first).max()) > 1
-            or 2 * len(which) * window_len_ns >= _INT64_LIMIT):
+    bound = max(kernels.TABLE_PER_EVENT * len(which), kernels.TABLE_FLOOR)
+    pieces = int((last - first).sum()) + len(which)
+    if pieces > bound or pieces * window_len_ns >= _INT64_LIMIT:
         return None
     low = int(first.min())
     span = int(last.max()) - low + 1
-    if len(columns.volumes) * span * _N_OPS > max(kernels.TABLE_PER_EVENT * len(which),
-                                                  kernels.TABLE_FLOOR):
+    if len(columns.volumes) * span * _N_OPS > bound:
         return None
     f_pair, f_op, f_ns, b_pair, b_count, intervals, b_total = kernels.inflight(
         columns.volume[which].astype(np.int64), columns.op[which].astype(np.int64), start,

@@ -1,10 +1,10 @@
 """The compiled loops (core/windows/kernels.py) against their numpy twins in vector.py,
 array for array and dtype for dtype, on steps of many volumes and events: statuses that
-count or not, zero latencies, requests cut at a window's end, pieces that touch or
-overlap, starts in any order (past the insertion sort's budget too), the revision
-horizon's clipping; and the preconditions under which a kernel leaves the step to its
-twin (a request covering a window whole, a sparse key table, a sum that could leave
-int64). The twins themselves are held to the brute-force oracles by test_vector and
+count or not, zero latencies, requests cut at a window's end or covering windows whole,
+pieces that touch or overlap, starts in any order (past the insertion sort's budget
+too), the revision horizon's clipping; and the preconditions under which a kernel leaves
+the step to its twin (a request over more windows than its table takes, a sparse key
+table, a sum that could leave int64). The twins themselves are held to the brute-force oracles by test_vector and
 test_columnar, which run through the kernels too."""
 
 from __future__ import annotations
@@ -41,16 +41,19 @@ def _columns(volume: np.ndarray, op: np.ndarray, status: np.ndarray, nbytes: np.
 
 
 @st.composite
-def steps(draw: Any, most_latency_ns: int = L) -> Columns:
+def steps(draw: Any) -> Columns:
     """A step's events: a few volumes, most events on one (long runs per window), in an
-    order that mixes completion order, shuffles and reversals."""
+    order that mixes completion order, shuffles and reversals; a few requests cover
+    windows whole."""
     n = draw(st.integers(1, 400))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     volumes = draw(st.integers(1, 6))
     volume = np.minimum(rng.zipf(1.5, n) - 1, volumes - 1)
     complete = T0 + rng.integers(0, draw(st.sampled_from([L // 10, 2 * L, 5 * L])), n)
-    latency = np.where(rng.random(n) < 0.1, 0, rng.integers(1, most_latency_ns, n))
+    latency = np.where(rng.random(n) < 0.1, 0, rng.integers(1, L, n))
+    long = rng.random(n) < 0.02  # a request over several windows, some covered whole
+    latency[long] = rng.integers(L, 6 * L, int(long.sum()))
     edges = rng.random(n) < 0.3  # on a histogram bound, or one either side of it
     latency[edges] = rng.choice(EDGES, int(edges.sum()))
     # some requests start where another ended (touching pieces join: one interval)
@@ -128,8 +131,8 @@ def test_a_pair_far_from_in_order_is_sorted_past_the_insertion_budget(
 
 def test_the_kernels_leave_to_their_twins_what_their_preconditions_exclude(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A request covering a window whole, a key table sparser than the events, a byte
-    count that could leave int64: the kernel declines, the twin answers (and equals what
+    """A request over more windows than the kernel's table takes, a key table sparser
+    than the events, a byte count that could leave int64: the kernel declines, the twin answers (and equals what
     the whole function returns)."""
     def one(latency: int, nbytes: int, volumes: int = 1) -> Columns:
         v = np.arange(volumes)
@@ -137,7 +140,7 @@ def test_the_kernels_leave_to_their_twins_what_their_preconditions_exclude(
         return _columns(v, np.zeros(volumes), np.zeros(volumes), np.full(volumes, nbytes),
                         complete - latency, complete)
 
-    long = one(3 * L, 512)
+    long = one(100_000 * L, 512)  # a piece a window: more than the table takes
     assert vector._compiled_inflight_columns(long, vector._requests(long, L, None, L), L) \
         is None
     assert _equal(vector._inflight_columns(long, L, None, L),
