@@ -20,7 +20,7 @@ from streams.api.tokens import TokenFeed
 from streams.api.views import register_views
 from streams.config import Settings
 from streams.core.registry import mode_error
-from streams.core.windows.vector import warm_up
+from streams.core.windows.warm import warm_up
 from streams.kafka.topics import TopicsError, ensure_topics
 from streams.pipeline.app import GC_THRESHOLDS, Pipeline, build_app
 

@@ -256,12 +256,91 @@ def inflight(volume: np.ndarray, op: np.ndarray, start: np.ndarray, end: np.ndar
              window_len_ns: int) -> tuple[np.ndarray, ...]:
     """The in-flight time and busy intervals of requests of ``volume`` and ``op``, in
     flight over [start, end), in windows ``first`` .. ``last`` of ``window_len_ns`` (all
-    in [low_window, low_window + span)), each cut into a piece per window: per (volume, window, op) reached, in that order, its pair (``volume *
-    span + window - low_window``), op and in-flight ns; per pair reached, in order, the
-    pair, its number of merged intervals and their length; and the merged intervals
-    ([start, end], sorted, disjoint and not touching within a pair), pair after pair.
+    in [low_window, low_window + span)), each cut into a piece per window: per (volume,
+    window, op) reached, in that order, its pair (``volume * span + window -
+    low_window``), op and in-flight ns; per pair reached, in order, the pair, its number
+    of merged intervals and their length; and the merged intervals ([start, end], sorted,
+    disjoint and not touching within a pair), pair after pair.
 
     The caller vouches that the pieces' sums stay in int64 (the pieces times
     ``window_len_ns`` is below 2**63), and bounds their number (a piece a window)."""
     return _inflight_kernel(  # type: ignore[no-any-return]
         volume, op, start, end, first, last, low_window, span, window_len_ns)
+
+
+@numba.njit(cache=True, nogil=True)
+def exp_tokens(flat: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's exponential histogram counts (``lens[r]`` of ``flat`` a row, in turn)
+    as packed._write_exp writes them: a count c as c, a run of k zero buckets as -k;
+    the tokens, and how many each row has."""
+    tokens = np.empty(len(flat), dtype=np.int64)
+    n_tokens = np.zeros(len(lens), dtype=np.int64)
+    t = i = 0
+    for r in range(len(lens)):
+        end = i + lens[r]
+        while i < end:
+            if flat[i] != 0:
+                tokens[t] = flat[i]
+                i += 1
+            else:
+                j = i
+                while j < end and flat[j] == 0:
+                    j += 1
+                tokens[t] = i - j
+                i = j
+            t += 1
+            n_tokens[r] += 1
+    return tokens[:t], n_tokens
+
+
+@numba.njit(cache=True, nogil=True)
+def percentiles(flat: np.ndarray, lens: np.ndarray, zero: np.ndarray, offset: np.ndarray,
+                has_min: np.ndarray, min_ns: np.ndarray, has_max: np.ndarray,
+                max_ns: np.ndarray, nums: np.ndarray, dens: np.ndarray,
+                representatives: np.ndarray, count_max: int, min_index: int,
+                max_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ExpHistogram.percentile_ns of each percentile (``nums[p] / dens[p]``) of every row
+    (``lens[r]`` bucket counts of ``flat`` from bucket ``offset[r]``, ``zero[r]`` zeros):
+    the values (the bucket's representative, clamped to the row's [min, max]); whether
+    the row has them (a count); and the odd rows: a count outside [0, count_max), or a
+    bucket without an int64 representative (their values are not to be used)."""
+    rows = len(lens)
+    values = np.zeros((rows, len(nums)), dtype=np.int64)
+    known = np.zeros(rows, dtype=np.bool_)
+    odd = np.zeros(rows, dtype=np.bool_)
+    int64_max = np.uint64(0x7FFF_FFFF_FFFF_FFFF)
+    first = 0
+    for r in range(rows):
+        n = lens[r]
+        bad = zero[r] < 0 or zero[r] >= count_max
+        total = 0
+        for i in range(first, first + n):
+            bad = bad or flat[i] < 0 or flat[i] >= count_max
+            total += flat[i]
+        if bad:
+            odd[r] = True
+        zeros = 0 if bad else zero[r]
+        total = 0 if bad else total + zeros
+        known[r] = total > 0
+        if known[r]:
+            low = min_ns[r] if has_min[r] else 0
+            for p in range(len(nums)):
+                rank = -((-total * nums[p]) // dens[p])
+                if rank <= zeros:
+                    continue
+                need, running, j = rank - zeros, 0, 0
+                while True:
+                    running += flat[first + j]
+                    if running >= need:
+                        break
+                    j += 1
+                index = offset[r] + j - min_index
+                rep = np.int64(0)
+                if 0 <= index <= max_index - min_index and representatives[index] <= int64_max:
+                    rep = np.int64(representatives[index])
+                else:
+                    odd[r] = True
+                high = max_ns[r] if has_max[r] else rep
+                values[r, p] = min(max(rep, low), high)
+        first += n
+    return values, known, odd

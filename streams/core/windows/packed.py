@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from streams.core.counters import SLOTS_PER_OP
+from streams.core.windows import kernels
 from streams.core.windows.acc import N_BINS, NO_BUSY, OpAcc, WindowAcc, busy_array
 from streams.core.windows.columns import (
     N_OPS,
@@ -379,18 +380,8 @@ def _op_fields(cols: WindowColumns, lay: Layout) -> None:
 def _exp_tokens(cols: WindowColumns) -> tuple[np.ndarray, np.ndarray]:
     """Each row's exponential histogram counts as :func:`_write_exp` writes them: a count c
     as c (zigzag 2c), a run of k zero buckets as -k (zigzag 2(k - 1) + 1; trimmed: no run
-    at either end of a row), and how many tokens each row has."""
-    flat = cols.exp_counts
-    zero = flat == 0
-    if not zero.any():
-        return flat, cols.exp_len
-    begins = zero & ~np.r_[False, zero[:-1]]
-    ends = zero & ~np.r_[zero[1:], False]
-    tokens = flat.copy()
-    tokens[begins] = np.flatnonzero(begins) - np.flatnonzero(ends) - 1  # -(run length)
-    keep = ~zero | begins
-    rows = np.repeat(np.arange(len(cols.exp_len)), cols.exp_len)
-    return tokens[keep], np.bincount(rows[keep], minlength=len(cols.exp_len))
+    at either end of a row), and how many tokens each row has (kernels.exp_tokens)."""
+    return kernels.exp_tokens(cols.exp_counts, cols.exp_len)  # type: ignore[no-any-return]
 
 
 _HEADS: dict[tuple[str, bool], bytes] = {}

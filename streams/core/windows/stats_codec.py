@@ -30,6 +30,7 @@ import numpy as np
 from streams.core.codec import SchemaSet
 from streams.core.counters import ERRORS, IOS, OP_COUNTER_NAMES, SLOTS_PER_OP, TIME
 from streams.core.events import OPS
+from streams.core.windows import kernels
 from streams.core.windows.acc import N_BINS, PERCENTILES, WindowAcc, window_stats
 from streams.core.windows.book import Emission
 from streams.core.windows.columns import (
@@ -297,40 +298,18 @@ def stats_layout(cols: WindowColumns) -> tuple[Layout, np.ndarray]:
 
 
 def _percentiles(cols: WindowColumns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:meth:`ExpHistogram.percentile_ns` of every percentile of every row (cumulative
-    counts once, a search per rank): (values, one per percentile; whether the
-    row has them (a latency counted); rows the columns cannot make them for)."""
-    flat, lens, zero = cols.exp_counts, cols.exp_len, cols.exp_zero
-    rows = len(lens)
-    odd = (zero < 0) | (zero >= _COUNT_MAX)
-    if len(flat):
-        bad = (flat < 0) | (flat >= _COUNT_MAX)
-        odd |= np.bincount(np.repeat(np.arange(rows), lens)[bad], minlength=rows) > 0
-        flat = np.where(np.repeat(odd, lens), 0, flat)
-    zero = np.where(odd, 0, zero)
-    cumulative = np.concatenate(([0], np.cumsum(flat)))
-    first = np.cumsum(lens) - lens
-    before = cumulative[first]
-    total = zero + cumulative[first + lens] - before
-    known = total > 0
-    values = np.zeros((rows, len(PERCENTILES)), dtype=np.int64)
-    low = np.where(cols.has_min, cols.min_ns, 0)
-    for p, (_, num, den) in enumerate(PERCENTILES):
-        rank = -((-total * num) // den)
-        search = np.flatnonzero(known & (rank > zero))
-        if not len(search):
-            continue
-        at = np.searchsorted(cumulative[1:], before[search] + rank[search] - zero[search],
-                             side="left")
-        index = cols.exp_offset[search] + at - first[search] - MIN_INDEX
-        inside = (index >= 0) & (index <= MAX_INDEX - MIN_INDEX)
-        rep = _representatives()[np.where(inside, index, 0)]
-        inside &= rep <= _INT64_MAX
-        odd[search[~inside]] = True
-        rep = np.where(inside, rep, 0).astype(np.int64)
-        high = np.where(cols.has_max[search], cols.max_ns[search], rep)
-        values[search, p] = np.minimum(np.maximum(rep, low[search]), high)
-    return values, known, odd
+    """:meth:`ExpHistogram.percentile_ns` of every percentile of every row, in one
+    compiled pass over the rows (kernels.percentiles): (values, one per percentile;
+    whether the row has them (a latency counted); rows the columns cannot make them
+    for)."""
+    return kernels.percentiles(  # type: ignore[no-any-return]
+        cols.exp_counts, cols.exp_len, cols.exp_zero, cols.exp_offset, cols.has_min,
+        cols.min_ns, cols.has_max, cols.max_ns, _NUMS, _DENS, _representatives(),
+        _COUNT_MAX, MIN_INDEX, MAX_INDEX)
+
+
+_NUMS = np.array([num for _, num, _ in PERCENTILES], dtype=np.int64)
+_DENS = np.array([den for _, _, den in PERCENTILES], dtype=np.int64)
 
 
 def _varint(n: int) -> bytes:

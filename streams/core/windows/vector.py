@@ -19,7 +19,6 @@ Never float weights.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +33,6 @@ from streams.core.windows import kernels
 from streams.core.windows.acc import HISTOGRAM_BOUNDS_NS, N_BINS
 from streams.core.windows.columns import N_OPS, WindowColumns, running_max_by_run
 from streams.core.windows.exphist import ExpHistogram, group_histogram_columns, group_histograms
-from streams.core.windows.varints import zigzag_runs
 
 _N_OPS = len(OPS)
 _SLOT = np.array([rule[0] for rule in STATUS_RULES], dtype=np.int64)
@@ -594,17 +592,3 @@ def _busy_columns(pair: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.
     return (p // n_windows, windows[p % n_windows], np.diff(np.r_[bounds, len(owners)]),
             np.stack((starts_ns, ends_ns), axis=1), totals)
 
-
-def warm_up() -> float:
-    """Runs the compiled loops once on a few events, through the calls the accounting
-    makes (same argument types: same compiled code), so that a worker compiles them, or
-    loads them from numba's cache, before it takes records rather than within its first
-    step (a few seconds once after an upgrade, ~0.3 s from the cache). Seconds taken."""
-    started = time.perf_counter()
-    complete = np.array([5, 1_000_000_003, 1_000_000_007], dtype=np.int64) + (1 << 60)
-    columns = Columns(("a", "b"), ("t", "t"), np.array([0, 1, 1], dtype=np.intp),
-                      np.array([0, 1, 1], dtype=np.uint8), np.zeros(3, dtype=np.uint8),
-                      np.full(3, 4096, dtype=np.int64), complete - 900_000_000, complete)
-    partial_columns(columns, 1_000_000_000, None)
-    zigzag_runs(np.arange(3, dtype=np.int64), [1, 3], [0.5], [1])
-    return time.perf_counter() - started

@@ -58,7 +58,7 @@ from typing import Any
 from streams.config import Settings
 from streams.core.events import IoEvent
 from streams.core.times import NS_PER_S
-from streams.core.windows.vector import warm_up
+from streams.core.windows.warm import warm_up
 from streams.kafka import local as kafka_local
 from streams.kafka.topics import TopicSpec
 from streams.sources.simulator import FleetConfig

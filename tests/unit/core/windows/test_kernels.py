@@ -4,12 +4,11 @@ count or not, zero latencies, requests cut at a window's end or covering windows
 pieces that touch or overlap, starts in any order (past the insertion sort's budget
 too), the revision horizon's clipping; and the preconditions under which a kernel leaves
 the step to its twin (a request over more windows than its table takes, a sparse key
-table, a sum that could leave int64). The twins themselves are held to the brute-force oracles by test_vector and
-test_columnar, which run through the kernels too."""
+table, a sum that could leave int64). The twins themselves are held to the brute-force
+oracles by test_vector and test_columnar, which run through the kernels too."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -18,11 +17,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.core.batch import Columns
+from streams.core.codec import default_schemas
 from streams.core.events import INT64_MAX, STATUS_CODE
 from streams.core.times import NS_PER_S
 from streams.core.windows import kernels, packed, varints, vector
 from streams.core.windows.acc import HISTOGRAM_BOUNDS_NS
 from streams.core.windows.exphist import bucket_indexes, upper_bounds
+from streams.core.windows.metrics_codec import MetricsEncoder
+from streams.core.windows.stats_codec import WindowStatsEncoder
+from streams.core.windows.warm import warm_up
 
 T0 = 1_700_000_000 * NS_PER_S
 L = NS_PER_S
@@ -132,8 +135,8 @@ def test_a_pair_far_from_in_order_is_sorted_past_the_insertion_budget(
 def test_the_kernels_leave_to_their_twins_what_their_preconditions_exclude(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A request over more windows than the kernel's table takes, a key table sparser
-    than the events, a byte count that could leave int64: the kernel declines, the twin answers (and equals what
-    the whole function returns)."""
+    than the events, a byte count that could leave int64: the kernel declines, the twin
+    answers (and equals what the whole function returns)."""
     def one(latency: int, nbytes: int, volumes: int = 1) -> Columns:
         v = np.arange(volumes)
         complete = np.full(volumes, T0 + 5 * L)
@@ -176,11 +179,12 @@ def test_the_completions_kernel_buckets_every_exponential_bound_as_exphist() -> 
 
 
 def test_warm_up_compiles_the_code_the_accounting_runs() -> None:
-    """After warm_up, the windows of a step of many volumes and the varints of their
-    packed form compile nothing new (a worker's first step would pay for it)."""
-    vector.warm_up()
+    """After warm_up, a step of many volumes compiles nothing new: its windows, their
+    packed form read back (as the tables store and load them), and both encoders'
+    records of them (a worker's first step would pay for a compilation)."""
+    warm_up()
     dispatchers = (kernels._completion_kernel, kernels._inflight_kernel,
-                   varints._zigzag_kernel)
+                   kernels.exp_tokens, kernels.percentiles, varints._zigzag_kernel)
     compiled = [list(d.signatures) for d in dispatchers]
     assert all(len(s) == 1 for s in compiled)
     rng = np.random.default_rng(7)
@@ -190,8 +194,14 @@ def test_warm_up_compiles_the_code_the_accounting_runs() -> None:
     columns = _columns(rng.integers(0, 50, n), rng.integers(0, 4, n),
                        rng.integers(0, 3, n), rng.integers(0, 1 << 20, n),
                        complete - latency, complete)
-    made = vector.partial_columns(columns, L, None)
-    assert made is not None
-    packed.pack_columns(replace(made.cols, extra=np.zeros((len(made.cols), 2), dtype=np.int64)),
-                        ["t"] * len(made.cols), [False] * len(made.cols))
+    for length, encoder in ((L, WindowStatsEncoder), (60 * L, MetricsEncoder)):
+        made = vector.partial_columns(columns, length, None)
+        assert made is not None
+        k = len(made.cols)
+        cols = made.cols.with_extra(np.zeros((k, 2), dtype=np.int64))
+        stored = packed.unpack_columns(packed.pack_columns(cols, ["t"] * k, [False] * k))
+        assert stored is not None
+        names = [(f"vol-{v}", "t") for v in made.volume.tolist()]
+        for window_cols in (cols, stored[0]):
+            encoder.of(default_schemas()).encode_columns(window_cols, names)
     assert [list(d.signatures) for d in dispatchers] == compiled
