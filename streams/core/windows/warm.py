@@ -16,6 +16,7 @@ import numpy as np
 
 from streams.core.batch import Columns
 from streams.core.windows import packed, stats_codec, vector
+from streams.core.windows.columns import WindowColumns
 
 _S = 1_000_000_000
 
@@ -29,12 +30,19 @@ def warm_up() -> float:
                       np.array([0, 1, 1], dtype=np.uint8), np.zeros(3, dtype=np.uint8),
                       np.full(3, 4096, dtype=np.int64),
                       complete - np.array([900, 2 * _S, 10], dtype=np.int64), complete)
-    made = vector.partial_columns(columns, _S, None)
+    for cols in made_and_stored(columns, _S)[1]:
+        stats_codec._percentiles(cols)
+    return time.perf_counter() - started
+
+
+def made_and_stored(columns: Columns, window_len_ns: int
+                    ) -> tuple[vector.PartialColumns, tuple[WindowColumns, WindowColumns]]:
+    """The windows of ``columns``' events, as made (vector.partial_columns) and as a
+    table loads them (packed, then read back)."""
+    made = vector.partial_columns(columns, window_len_ns, None)
     assert made is not None
     n = len(made.cols)
     cols = made.cols.with_extra(np.zeros((n, 2), dtype=np.int64))
     stored = packed.unpack_columns(packed.pack_columns(cols, ["t"] * n, [True] * n))
     assert stored is not None
-    for window_cols in (cols, stored[0]):
-        stats_codec._percentiles(window_cols)
-    return time.perf_counter() - started
+    return made, (cols, stored[0])

@@ -20,12 +20,12 @@ from streams.core.batch import Columns
 from streams.core.codec import default_schemas
 from streams.core.events import INT64_MAX, STATUS_CODE
 from streams.core.times import NS_PER_S
-from streams.core.windows import kernels, packed, varints, vector
+from streams.core.windows import kernels, varints, vector
 from streams.core.windows.acc import HISTOGRAM_BOUNDS_NS
 from streams.core.windows.exphist import bucket_indexes, upper_bounds
 from streams.core.windows.metrics_codec import MetricsEncoder
 from streams.core.windows.stats_codec import WindowStatsEncoder
-from streams.core.windows.warm import warm_up
+from streams.core.windows.warm import made_and_stored, warm_up
 
 T0 = 1_700_000_000 * NS_PER_S
 L = NS_PER_S
@@ -195,13 +195,8 @@ def test_warm_up_compiles_the_code_the_accounting_runs() -> None:
                        rng.integers(0, 3, n), rng.integers(0, 1 << 20, n),
                        complete - latency, complete)
     for length, encoder in ((L, WindowStatsEncoder), (60 * L, MetricsEncoder)):
-        made = vector.partial_columns(columns, length, None)
-        assert made is not None
-        k = len(made.cols)
-        cols = made.cols.with_extra(np.zeros((k, 2), dtype=np.int64))
-        stored = packed.unpack_columns(packed.pack_columns(cols, ["t"] * k, [False] * k))
-        assert stored is not None
+        made, both = made_and_stored(columns, length)
         names = [(f"vol-{v}", "t") for v in made.volume.tolist()]
-        for window_cols in (cols, stored[0]):
+        for window_cols in both:
             encoder.of(default_schemas()).encode_columns(window_cols, names)
     assert [list(d.signatures) for d in dispatchers] == compiled
