@@ -473,6 +473,16 @@ def _completion_columns(columns: Columns, window: np.ndarray, latency: np.ndarra
         _numpy_completion_columns(columns, window, latency)
 
 
+def _in_kernel_range(columns: Columns) -> bool:
+    """Whether every op, status and volume index of ``columns`` is one the kernels index
+    their tables with (they do not check bounds: a validated event always is; anything
+    else goes to the numpy twins, which do)."""
+    return bool(len(columns) == 0 or (int(columns.op.max()) < _N_OPS
+                                      and int(columns.status.max()) < len(_SLOT)
+                                      and 0 <= int(columns.volume.min())
+                                      and int(columns.volume.max()) < len(columns.volumes)))
+
+
 def _compiled_completion_columns(columns: Columns, window: np.ndarray, latency: np.ndarray
                                  ) -> tuple[Any, ...] | None:
     """:func:`_completion_columns` by kernels.completions; None where its preconditions
@@ -481,8 +491,8 @@ def _compiled_completion_columns(columns: Columns, window: np.ndarray, latency: 
     its dense table takes (many volumes or windows, few events: the twin sorts)."""
     n = len(columns)
     nbytes = columns.nbytes
-    if (int(nbytes.min()) < 0 or int(nbytes.max()) * n >= _INT64_LIMIT
-            or int(latency.max()) * n >= _INT64_LIMIT):
+    if (not _in_kernel_range(columns) or int(nbytes.min()) < 0
+            or int(nbytes.max()) * n >= _INT64_LIMIT or int(latency.max()) * n >= _INT64_LIMIT):
         return None
     windows, rank = _ranked(window)
     width = len(windows)
@@ -556,6 +566,8 @@ def _compiled_inflight_columns(columns: Columns, requests: Requests, window_len_
     leave int64. The twin counts the windows a request covers whole by a difference
     array, whatever their number."""
     which, start, end, first, last = requests
+    if not _in_kernel_range(columns):
+        return None
     bound = max(kernels.TABLE_PER_EVENT * len(which), kernels.TABLE_FLOOR)
     pieces = int((last - first).sum()) + len(which)
     if pieces > bound or pieces * window_len_ns >= _INT64_LIMIT:
@@ -591,4 +603,3 @@ def _busy_columns(pair: np.ndarray, lo: np.ndarray, hi: np.ndarray, windows: np.
     n_windows = len(windows)
     return (p // n_windows, windows[p % n_windows], np.diff(np.r_[bounds, len(owners)]),
             np.stack((starts_ns, ends_ns), axis=1), totals)
-

@@ -200,3 +200,25 @@ def test_warm_up_compiles_the_code_the_accounting_runs() -> None:
         for window_cols in both:
             encoder.of(default_schemas()).encode_columns(window_cols, names)
     assert [list(d.signatures) for d in dispatchers] == compiled
+
+
+@pytest.mark.parametrize("field", ["op", "status", "volume"])
+def test_the_kernels_never_index_past_their_tables(field: str) -> None:
+    """The kernels do not check bounds: an op, status or volume index outside the range
+    a validated event has sends the step to the numpy twins (which check theirs)."""
+    complete = np.full(3, T0 + 5 * L)
+    values = {"op": np.zeros(3), "status": np.zeros(3), "volume": np.array([0, 1, 1])}
+    values[field] = values[field].copy()
+    values[field][1] = {"op": 4, "status": 3, "volume": 2}[field]
+    columns = Columns(("a", "b"), ("t", "t"), values["volume"].astype(np.intp),
+                      values["op"].astype(np.uint8), values["status"].astype(np.uint8),
+                      np.full(3, 512, dtype=np.int64), complete - 100, complete)
+    window = np.floor_divide(columns.complete_ns, L)
+    assert vector._compiled_completion_columns(columns, window,
+                                               vector.latencies_ns(columns)) is None
+    if field == "status":  # numpy's own bounds check, before any kernel
+        with pytest.raises(IndexError):
+            vector._requests(columns, L, None, L)
+    else:
+        assert vector._compiled_inflight_columns(
+            columns, vector._requests(columns, L, None, L), L) is None
