@@ -4,15 +4,19 @@ Pure logic: no faust, no aiokafka. numpy does a step's per-event work as whole-a
 passes: grouping the completions by (volume, window, op) alone sorts the events, gathers
 every column in that order and reduces each one (~120 ns an event on a 1,000-volume step).
 numba compiles a plain loop over the same arrays to machine code: one pass that adds each
-event into its group's row (~30 ns an event; docs/performance.md, session 35). Each kernel
-here has a numpy twin in vector.py that computes the same arrays; the tests hold the two
-equal on random steps, and the twin takes over wherever a kernel's preconditions fail
-(a sum that could leave int64, keys too sparse for a dense table), so the results never
-depend on which ran.
+event into its group's row (~30 ns an event; docs/performance.md, session 35).
+:func:`completions` and :func:`inflight` have numpy twins in vector.py that compute the
+same arrays; the tests hold each pair equal on random steps, and the twin takes over
+wherever the kernel's preconditions fail (a sum that could leave int64, keys too sparse
+for a dense table, an op, status or volume index outside its tables: the kernels do not
+check bounds), so the results never depend on which ran. :func:`exp_tokens` and
+:func:`percentiles` serve the encoders; their tests hold the records they make to
+``pack_entry``'s and fastavro's bytes.
 
-The kernels are compiled on first use and cached beside this file (numba's ``cache=True``:
-a worker started again loads them in milliseconds; compiling takes a few seconds).
-``NUMBA_DISABLE_JIT=1`` runs them as Python, for a debugger.
+The kernels are compiled for the argument types of their first call and cached beside
+this file (numba's ``cache=True``): ~8 s in all once after a change, then loaded in
+~0.2-0.3 s; warm.py does that before a worker takes records. ``NUMBA_DISABLE_JIT=1``
+runs them as Python, for a debugger.
 """
 
 from __future__ import annotations
