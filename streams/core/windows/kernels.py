@@ -28,10 +28,12 @@ from streams.core.counters import BYTES, SLOTS_PER_OP, STATUS_RULES, TIME
 from streams.core.windows.acc import HISTOGRAM_BOUNDS_NS
 from streams.core.windows.exphist import BUCKETS_PER_OCTAVE, MIN_INDEX, upper_bounds
 
-_SLOT = np.array([rule[0] for rule in STATUS_RULES], dtype=np.int64)
-_COUNTS_BYTES = np.array([rule[1] for rule in STATUS_RULES], dtype=np.bool_)
-_COUNTS_TIME = np.array([rule[2] for rule in STATUS_RULES], dtype=np.bool_)
-_BOUNDS = np.array(HISTOGRAM_BOUNDS_NS, dtype=np.uint64)
+# SEMANTICS.md's status rules by status code (counters.STATUS_RULES), and the 20-bin
+# histogram's bounds, as the arrays the kernels and their numpy twins (vector.py) index
+STATUS_SLOT = np.array([rule[0] for rule in STATUS_RULES], dtype=np.int64)
+COUNTS_BYTES = np.array([rule[1] for rule in STATUS_RULES], dtype=np.bool_)
+COUNTS_TIME = np.array([rule[2] for rule in STATUS_RULES], dtype=np.bool_)
+BIN_BOUNDS = np.array(HISTOGRAM_BOUNDS_NS, dtype=np.uint64)
 _EXP_BOUNDS = upper_bounds()
 # A dense table of group numbers, one int32 per possible (volume, window, op), is cleared
 # for every call: it may have at most this many entries per event (plus a floor), else the
@@ -129,8 +131,8 @@ def completions(key: np.ndarray, n_keys: int, status: np.ndarray, nbytes: np.nda
     The caller vouches that ``key`` lies in [0, n_keys) and that the sums stay in int64
     (every byte count and latency times the events is below 2**63)."""
     return _completion_kernel(  # type: ignore[no-any-return]
-        key, n_keys, status, nbytes, latency, _SLOT, _COUNTS_BYTES, _COUNTS_TIME, _BOUNDS,
-        _EXP_BOUNDS, MIN_INDEX, BUCKETS_PER_OCTAVE)
+        key, n_keys, status, nbytes, latency, STATUS_SLOT, COUNTS_BYTES, COUNTS_TIME,
+        BIN_BOUNDS, _EXP_BOUNDS, MIN_INDEX, BUCKETS_PER_OCTAVE)
 
 
 # A pair's pieces come nearly in order of their start (a record's events in order of

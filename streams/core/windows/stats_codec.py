@@ -232,7 +232,6 @@ class WindowStatsEncoder(ColumnsEncoder):
 
 _PUBLISHED = np.array([[any(slot == s for _, s in names) for slot in range(SLOTS_PER_OP)]
                        for names in OP_COUNTER_NAMES], dtype=bool)  # a record's counters
-_INT64_MAX = (1 << 63) - 1
 _COUNT_MAX = 1 << 32  # an exponential histogram's bucket or zero count laid out in columns
 
 

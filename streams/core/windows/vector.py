@@ -25,20 +25,17 @@ from typing import Any
 import numpy as np
 
 from streams.core.batch import Columns
-from streams.core.counters import BYTES, SLOTS_PER_OP, STATUS_RULES, TIME
+from streams.core.counters import BYTES, SLOTS_PER_OP, TIME
 from streams.core.events import INT64_MAX, OPS
 from streams.core.sorting import stable_order, stable_order_by
 from streams.core.times import HOUR_NS
 from streams.core.windows import kernels
-from streams.core.windows.acc import HISTOGRAM_BOUNDS_NS, N_BINS
+from streams.core.windows.acc import N_BINS
 from streams.core.windows.columns import N_OPS, WindowColumns, running_max_by_run
 from streams.core.windows.exphist import ExpHistogram, group_histogram_columns, group_histograms
+from streams.core.windows.kernels import BIN_BOUNDS, COUNTS_BYTES, COUNTS_TIME, STATUS_SLOT
 
 _N_OPS = len(OPS)
-_SLOT = np.array([rule[0] for rule in STATUS_RULES], dtype=np.int64)
-_COUNTS_BYTES = np.array([rule[1] for rule in STATUS_RULES], dtype=bool)
-_COUNTS_TIME = np.array([rule[2] for rule in STATUS_RULES], dtype=bool)
-_BOUNDS = np.array(HISTOGRAM_BOUNDS_NS, dtype=np.uint64)
 _U64_LIMIT = 1 << 64
 _LOW_32 = np.uint64(0xFFFF_FFFF)
 INT64_MIN = -(1 << 63)
@@ -212,17 +209,17 @@ def _completed(columns: Columns, window: np.ndarray, latency: np.ndarray) -> _Co
     order, starts = _runs(key)
     status = columns.status[order]
     latency = latency[order]
-    timed = _COUNTS_TIME[status]
+    timed = COUNTS_TIME[status]
     n_groups = len(starts)
     group = np.repeat(np.arange(n_groups), np.diff(np.r_[starts, len(order)]))
-    counts = np.bincount(group * SLOTS_PER_OP + _SLOT[status],
+    counts = np.bincount(group * SLOTS_PER_OP + STATUS_SLOT[status],
                          minlength=n_groups * SLOTS_PER_OP).reshape(n_groups, SLOTS_PER_OP)
-    nbytes = np.where(_COUNTS_BYTES[status], columns.nbytes[order], 0).view(np.uint64)
+    nbytes = np.where(COUNTS_BYTES[status], columns.nbytes[order], 0).view(np.uint64)
     timed_latency = np.where(timed, latency, np.uint64(0))
     some = np.add.reduceat(timed.astype(np.int64), starts) > 0
     low = np.minimum.reduceat(np.where(timed, latency, np.uint64(_U64_LIMIT - 1)), starts)
     high = np.maximum.reduceat(timed_latency, starts)
-    bins = np.searchsorted(_BOUNDS, latency[timed], side="right")
+    bins = np.searchsorted(BIN_BOUNDS, latency[timed], side="right")
     histogram = np.bincount(group[timed] * N_BINS + bins, minlength=n_groups * N_BINS
                             ).reshape(n_groups, N_BINS)
     return _Completed(key[order][starts], windows, starts, group, timed, latency, nbytes,
@@ -265,7 +262,7 @@ def _requests(columns: Columns, window_len_ns: int, from_ns: int | None, own_len
         own_start_ns = np.where(own >= lowest, np.maximum(own, lowest) * own_len_ns,
                                 INT64_MIN)
         start = np.maximum(start, np.minimum(own_start_ns, from_ns))
-    which = np.flatnonzero(_COUNTS_TIME[columns.status] & (end > start))
+    which = np.flatnonzero(COUNTS_TIME[columns.status] & (end > start))
     start, end = start[which], end[which]
     return (which, start, end, np.floor_divide(start, window_len_ns),
             np.floor_divide(end - 1, window_len_ns))
@@ -358,12 +355,12 @@ def hour_partials(columns: Columns) -> list[HourPartial]:
     status = columns.status[order]
     n_groups = len(starts)
     group = np.repeat(np.arange(n_groups), np.diff(np.r_[starts, len(order)]))
-    counts = np.bincount(group * SLOTS_PER_OP + _SLOT[status],
+    counts = np.bincount(group * SLOTS_PER_OP + STATUS_SLOT[status],
                          minlength=n_groups * SLOTS_PER_OP).reshape(n_groups, SLOTS_PER_OP)
     byte_sums = exact_sums(
-        np.where(_COUNTS_BYTES[status], columns.nbytes[order], 0).view(np.uint64), starts)
+        np.where(COUNTS_BYTES[status], columns.nbytes[order], 0).view(np.uint64), starts)
     time_sums = exact_sums(
-        np.where(_COUNTS_TIME[status], latencies_ns(columns)[order], np.uint64(0)), starts)
+        np.where(COUNTS_TIME[status], latencies_ns(columns)[order], np.uint64(0)), starts)
     group_key = key[order][starts]
     pair = group_key // _N_OPS  # (volume, hour) of each (volume, hour, op), in order
     first = np.r_[True, pair[1:] != pair[:-1]]
@@ -478,7 +475,7 @@ def _in_kernel_range(columns: Columns) -> bool:
     their tables with (they do not check bounds: a validated event always is; anything
     else goes to the numpy twins, which do)."""
     return bool(len(columns) == 0 or (int(columns.op.max()) < _N_OPS
-                                      and int(columns.status.max()) < len(_SLOT)
+                                      and int(columns.status.max()) < len(STATUS_SLOT)
                                       and 0 <= int(columns.volume.min())
                                       and int(columns.volume.max()) < len(columns.volumes)))
 
